@@ -1,0 +1,191 @@
+"""Settings: the shipped TOML file, then a user's file, then SIDETASK_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .model import GraphRef
+
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sidetask.toml"
+ENV_PREFIX = "SIDETASK_"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the setting and the source."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. The README lists them; the names are the TOML keys,
+    and `SIDETASK_<NAME>` in upper case overrides each one."""
+
+    #: address and port the HTTP server binds
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: the SQLite database file (created with its directory when missing)
+    db: str = "var/sidetask.db"
+    #: declared graphs, each "graphspace/graph"
+    graphs: tuple[str, ...] = ("DEFAULT/hugegraph",)
+    #: how many jobs run at once in this process
+    concurrency: int = 16
+    #: per job type limits on jobs running at once, e.g. {gremlin = 2}
+    type_concurrency: Mapping[str, int] = field(default_factory=dict)
+    #: job types of your own: name -> "module:callable"
+    jobs: Mapping[str, str] = field(default_factory=dict)
+    #: max_retries of a task submitted without one
+    default_max_retries: int = 3
+    #: first retry waits this many seconds, doubling each retry, with jitter
+    retry_backoff: float = 1.0
+    #: the longest wait before a retry, in seconds
+    retry_backoff_max: float = 300.0
+    #: how often coalesced progress is written, in seconds
+    progress_interval: float = 0.1
+    #: how long running jobs get to finish after SIGTERM, in seconds
+    drain_grace: float = 10.0
+    #: completed tasks older than this many seconds are purged
+    task_retention: float = 7 * 24 * 3600.0
+    #: events older than this many seconds are purged
+    event_retention: float = 24 * 3600.0
+    #: how often the purge runs, in seconds
+    purge_interval: float = 60.0
+    #: the Gremlin HTTP endpoint the gremlin job posts to (HugeGraph's POST /gremlin); empty: none
+    gremlin_url: str = ""
+    #: seconds before a gremlin request gives up
+    gremlin_timeout: float = 60.0
+    #: the name this process writes into task_server
+    server_name: str = "sidetask"
+    #: logging level name
+    log_level: str = "INFO"
+
+    def graph_refs(self) -> tuple[GraphRef, ...]:
+        return tuple(parse_graph(text) for text in self.graphs)
+
+
+def parse_graph(text: str) -> GraphRef:
+    space, sep, graph = text.partition("/")
+    if not sep or not space or not graph or "/" in graph:
+        raise ConfigError(f"graphs: {text!r} is not of the form 'graphspace/graph'")
+    return GraphRef(space, graph)
+
+
+def load(
+    file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """The shipped configuration, then `file`, then the environment, then `overrides`
+    (command-line options); later sources win."""
+    values: dict[str, Any] = {}
+    if SHIPPED_CONFIG.exists():
+        values.update(_read_toml(SHIPPED_CONFIG))
+    if file is not None:
+        values.update(_read_toml(Path(file)))
+    values.update(_from_env(os.environ if env is None else env))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = _build(values)
+    settings.graph_refs()  # validate now, not at the first request
+    return settings
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_HINTS = typing.get_type_hints(Settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path}: {exc}") from None
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"configuration file {path}: unknown setting(s) {', '.join(unknown)}")
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = _parse_env(key, _HINTS[name], env[key])
+    return values
+
+
+def _parse_env(key: str, hint: Any, text: str) -> Any:
+    """Environment values are text: lists are comma-separated, mappings are JSON objects."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    if origin is Mapping:
+        try:
+            value = orjson.loads(text) if text.strip() else {}
+        except orjson.JSONDecodeError:
+            raise ConfigError(f"{key}: expected a JSON object, got {text!r}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a JSON object, got {text!r}")
+        return value
+    return text
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    typed = {name: _coerce(name, _HINTS[name], value) for name, value in values.items()}
+    return Settings(**typed)
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin is Mapping:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a table, got {value!r}")
+        item_type = typing.get_args(hint)[1]
+        return types.MappingProxyType(
+            {str(k): _scalar(f"{name}.{k}", item_type, v) for k, v in value.items()}
+        )
+    return _scalar(name, hint, value)
+
+
+def _scalar(name: str, hint: Any, value: Any) -> Any:
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError
+                return lowered in {"true", "1", "yes"}
+            return bool(value)
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise ConfigError(f"{name}: unsupported setting type {hint!r}")
+    raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

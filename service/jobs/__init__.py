@@ -1,0 +1,7 @@
+"""Job types: what a task of each type runs, and the context a job is given."""
+
+from __future__ import annotations
+
+from .base import JobContext, JobFunction, JobType, PermanentFailure, Registry, build_registry
+
+__all__ = ["JobContext", "JobFunction", "JobType", "PermanentFailure", "Registry", "build_registry"]

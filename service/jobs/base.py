@@ -1,0 +1,115 @@
+"""The job contract: an async (or plain) function of a JobContext returning a JSON value."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Settings
+from ..model import GraphRef
+
+#: a job: `async def run(ctx) -> value`, or a plain `def run(ctx)` run in a worker thread
+JobFunction = Callable[["JobContext"], Any]
+
+
+class PermanentFailure(Exception):
+    """Raised by a job whose failure a retry cannot mend (bad input, missing configuration):
+    the task ends `failed` at once, whatever retries it has left."""
+
+
+@dataclass
+class JobContext:
+    """What a running job is given."""
+
+    #: the task's id
+    task_id: int
+    #: the graph the task belongs to
+    graph: GraphRef
+    #: the task's input, decoded from JSON (None when it has none)
+    input: Any
+    #: the service's settings
+    settings: Settings
+    #: how many times this task has been re-run before this run
+    retries: int = 0
+    _report: Callable[[int], None] = field(default=lambda value: None, repr=False)
+
+    def progress(self, value: int) -> None:
+        """Reports progress. Cheap to call in a tight loop: writes are coalesced, and the
+        latest value is always the one that ends up stored. Safe from a worker thread."""
+        self._report(int(value))
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    #: dotted path of the code, shown as task_callable
+    callable_path: str
+    function: JobFunction
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+    async def run(self, ctx: JobContext) -> Any:
+        if self.is_async:
+            return await self.function(ctx)
+        # A plain function must not block the event loop: it runs in a worker thread.
+        return await asyncio.to_thread(self.function, ctx)
+
+
+class Registry:
+    """Job types by name: the built-ins and those the configuration declares."""
+
+    def __init__(self, types: Mapping[str, JobType]) -> None:
+        self._types = dict(types)
+
+    def get(self, name: str) -> JobType | None:
+        return self._types.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+
+BUILTINS = {
+    "sleep": "service.jobs.sleep:run",
+    "echo": "service.jobs.echo:run",
+    "fail": "service.jobs.fail:run",
+    "gremlin": "service.jobs.gremlin:run",
+}
+
+
+def load_function(spec: str) -> tuple[str, JobFunction]:
+    """`module:callable` -> (dotted path, the function); ValueError that says what is wrong."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"{spec!r} is not of the form 'module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"{spec!r}: cannot import {module_name}: {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ValueError(f"{spec!r}: {module_name} has no {attribute}")
+    if not callable(target):
+        raise ValueError(f"{spec!r} is not callable")
+    return f"{module_name}.{attribute}", target
+
+
+def build_registry(settings: Settings) -> Registry:
+    types: dict[str, JobType] = {}
+    for name, spec in {**BUILTINS, **settings.jobs}.items():
+        try:
+            path, function = load_function(spec)
+        except ValueError as exc:
+            raise ValueError(f"jobs.{name}: {exc}") from None
+        types[name] = JobType(name, path, function)
+    return Registry(types)

@@ -1,0 +1,52 @@
+"""`gremlin`: HugeGraph's gremlin job: post the script to a Gremlin HTTP endpoint, keep `result.data`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .base import JobContext, PermanentFailure
+
+
+class GremlinError(RuntimeError):
+    """The Gremlin endpoint answered with an error (retries apply)."""
+
+
+async def run(ctx: JobContext) -> Any:
+    url = ctx.settings.gremlin_url
+    if not url:
+        raise PermanentFailure(
+            "No Gremlin endpoint is configured (setting gremlin_url / SIDETASK_GREMLIN_URL); "
+            "the gremlin job has nowhere to send its script"
+        )
+    job = ctx.input if isinstance(ctx.input, dict) else {}
+    # HugeGraph's POST /gremlin request: the graph and its traversal source as aliases.
+    request = {
+        "gremlin": job.get("gremlin", ""),
+        "bindings": job.get("bindings") or {},
+        "language": job.get("language") or "gremlin-groovy",
+        "aliases": {"graph": ctx.graph.graph, "g": f"__g_{ctx.graph.graph}"},
+    }
+    timeout = aiohttp.ClientTimeout(total=ctx.settings.gremlin_timeout)
+    # A cancel interrupts the await below, which aborts the request and closes its connection.
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.post(url, data=orjson.dumps(request), headers={"Content-Type": "application/json"}) as response,
+    ):
+        body = await response.read()
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise GremlinError(
+            f"Gremlin endpoint {url} answered {response.status} with a body that is not JSON"
+        ) from None
+    status = answer.get("status") if isinstance(answer, dict) else None
+    code = status.get("code", response.status) if isinstance(status, dict) else response.status
+    if response.status != 200 or code not in (200, 204, 206):
+        message = status.get("message") if isinstance(status, dict) else None
+        message = message or (answer.get("message") if isinstance(answer, dict) else None)
+        raise GremlinError(f"Gremlin endpoint {url} answered {response.status}: {message or body[:500]!r}")
+    result = answer.get("result") if isinstance(answer, dict) else None
+    return result.get("data") if isinstance(result, dict) else None

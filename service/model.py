@@ -1,0 +1,203 @@
+"""The task, its statuses and the transition table: pure data, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+
+class Status(enum.StrEnum):
+    """A task's status; the lower-case value is what the API writes."""
+
+    #: a stored task whose state cannot be interpreted; never run
+    UNKNOWN = "unknown"
+    #: accepted and durably stored; nothing has looked at it yet
+    NEW = "new"
+    #: claimed by the scheduler, which is choosing where it runs
+    SCHEDULING = "scheduling"
+    #: assigned to an executor that has not confirmed yet
+    SCHEDULED = "scheduled"
+    #: the executor confirmed; waiting for a free slot
+    QUEUED = "queued"
+    #: suspended by a user; not run until resumed
+    PENDING = "pending"
+    #: coming back after a restart, a resume, or before a retry
+    RESTORING = "restoring"
+    #: executing
+    RUNNING = "running"
+    #: finished; the result holds the return value
+    SUCCESS = "success"
+    #: cancel requested while running; the job is being interrupted
+    CANCELLING = "cancelling"
+    #: cancelled; final
+    CANCELLED = "cancelled"
+    #: failed with no retries left; the result holds the error; final
+    FAILED = "failed"
+
+    @classmethod
+    def parse(cls, text: str) -> Status:
+        """Case-insensitive lookup (`SUCCESS`, `success`); ValueError for anything else."""
+        return cls(text.lower())
+
+
+COMPLETED_STATUSES = frozenset({Status.SUCCESS, Status.CANCELLED, Status.FAILED})
+#: statuses in which the job itself may be executing
+ACTIVE_STATUSES = frozenset({Status.RUNNING, Status.CANCELLING})
+#: statuses a crash interrupts: they are restored at the next start (SPEC 9)
+INTERRUPTIBLE_STATUSES = frozenset(
+    {Status.SCHEDULING, Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.CANCELLING}
+)
+#: statuses of a task that has not started executing
+NOT_STARTED_STATUSES = frozenset(
+    {
+        Status.NEW,
+        Status.SCHEDULING,
+        Status.SCHEDULED,
+        Status.QUEUED,
+        Status.PENDING,
+        Status.RESTORING,
+    }
+)
+
+_S = Status
+#: Every allowed status change: target -> statuses it may come from.
+#: The store enforces this table in SQL (UPDATE … WHERE status IN (…)).
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    _S.SCHEDULING: frozenset({_S.NEW, _S.RESTORING}),
+    _S.SCHEDULED: frozenset({_S.SCHEDULING}),
+    _S.QUEUED: frozenset({_S.SCHEDULED, _S.RESTORING}),
+    _S.RUNNING: frozenset({_S.QUEUED}),
+    _S.SUCCESS: frozenset({_S.RUNNING}),
+    _S.FAILED: INTERRUPTIBLE_STATUSES - {_S.CANCELLING},
+    _S.CANCELLING: frozenset({_S.RUNNING}),
+    _S.CANCELLED: NOT_STARTED_STATUSES | {_S.CANCELLING},
+    _S.PENDING: NOT_STARTED_STATUSES - {_S.PENDING},
+    # resume (pending), retry (failed, cancelled), a retry after a failed run (running),
+    # restore after a crash (the interruptible statuses)
+    _S.RESTORING: frozenset({_S.PENDING, _S.FAILED, _S.CANCELLED, _S.RUNNING})
+    | INTERRUPTIBLE_STATUSES - {_S.CANCELLING},
+    _S.UNKNOWN: frozenset(),
+}
+
+
+def allowed_sources(target: Status) -> frozenset[Status]:
+    """The statuses from which a task may move to `target`."""
+    return TRANSITIONS[target]
+
+
+def can_transition(source: Status, target: Status) -> bool:
+    return source in TRANSITIONS[target]
+
+
+@dataclass(frozen=True, slots=True)
+class GraphRef:
+    """A declared graph: the scope every task lives in."""
+
+    graphspace: str
+    graph: str
+
+    def __str__(self) -> str:
+        return f"{self.graphspace}/{self.graph}"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task as stored. `input` and `result` are JSON text, as the API shows them."""
+
+    id: int
+    graph: GraphRef
+    name: str
+    type: str
+    callable: str
+    status: Status
+    progress: int = 0
+    create_ms: int = 0
+    update_ms: int = 0
+    result: str | None = None
+    input: str | None = None
+    retries: int = 0
+    max_retries: int = 0
+    priority: int = 0
+    timeout: float | None = None
+    run_after_ms: int = 0
+    server: str | None = None
+    description: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status in COMPLETED_STATUSES
+
+    def decoded_input(self) -> Any:
+        return None if self.input is None else orjson.loads(self.input)
+
+    def evolve(self, **changes: Any) -> Task:
+        return replace(self, **changes)
+
+    def to_api(self) -> dict[str, Any]:
+        """The task as HugeGraph writes it: the seeds' eleven keys in order, then ours."""
+        body: dict[str, Any] = {
+            "task_name": self.name,
+            "task_progress": self.progress,
+            "task_create": self.create_ms,
+            "task_status": self.status.value,
+            "task_update": self.update_ms,
+        }
+        if self.result is not None:
+            body["task_result"] = self.result
+        body["task_retries"] = self.retries
+        body["id"] = self.id
+        body["task_type"] = self.type
+        body["task_callable"] = self.callable
+        if self.input is not None:
+            body["task_input"] = self.input
+        body["task_priority"] = self.priority
+        body["task_max_retries"] = self.max_retries
+        if self.timeout is not None:
+            body["task_timeout"] = self.timeout
+        if self.server is not None:
+            body["task_server"] = self.server
+        if self.description is not None:
+            body["task_description"] = self.description
+        body["task_graphspace"] = self.graph.graphspace
+        body["task_graph"] = self.graph.graph
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """What a submission asks for, before the store gives it an id."""
+
+    graph: GraphRef
+    type: str
+    callable: str
+    name: str
+    input: str | None
+    priority: int = 0
+    max_retries: int = 0
+    timeout: float | None = None
+    delay_ms: int = 0
+    idempotency_key: str | None = None
+
+
+class EventKind(enum.StrEnum):
+    CREATED = "task.created"
+    STATUS = "task.status"
+    PROGRESS = "task.progress"
+    DELETED = "task.deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One committed change, as the event log stores it and subscribers receive it."""
+
+    id: int
+    kind: EventKind
+    task_id: int
+    graph: GraphRef
+    task_type: str
+    status: Status | None
+    #: compact JSON of the event's data (the task as GET returns it, or {"id": N})
+    data: bytes

@@ -1,0 +1,13 @@
+"""Task state: the only package that knows SQL. `open_store` picks the backend for a setting."""
+
+from __future__ import annotations
+
+from .base import Change, CommitListener, Recovery, Store
+from .sqlite import SQLiteStore
+
+__all__ = ["Change", "CommitListener", "Recovery", "SQLiteStore", "Store", "open_store"]
+
+
+def open_store(db: str) -> Store:
+    """The store for a `db` setting: a SQLite file path (PostgreSQL URLs come later)."""
+    return SQLiteStore(db)

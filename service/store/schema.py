@@ -1,0 +1,59 @@
+"""Versioned SQLite schema: migration N brings `PRAGMA user_version` from N-1 to N."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: tasks and their event log
+    """
+    CREATE TABLE tasks (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after a delete
+        graphspace      TEXT    NOT NULL,
+        graph           TEXT    NOT NULL,
+        name            TEXT    NOT NULL,
+        type            TEXT    NOT NULL,
+        callable        TEXT    NOT NULL,
+        status          TEXT    NOT NULL,
+        progress        INTEGER NOT NULL DEFAULT 0,
+        create_ms       INTEGER NOT NULL,
+        update_ms       INTEGER NOT NULL,
+        result          TEXT,
+        input           TEXT,
+        retries         INTEGER NOT NULL DEFAULT 0,
+        max_retries     INTEGER NOT NULL DEFAULT 0,
+        priority        INTEGER NOT NULL DEFAULT 0,
+        timeout         REAL,
+        run_after_ms    INTEGER NOT NULL DEFAULT 0,
+        server          TEXT,
+        description     TEXT,
+        idempotency_key TEXT
+    );
+    -- GET …/tasks: a graph's tasks in id order (also serves ids= and page=)
+    CREATE INDEX tasks_by_graph ON tasks (graphspace, graph, id);
+    -- GET …/tasks?status=: a graph's tasks of one status in id order
+    CREATE INDEX tasks_by_graph_status ON tasks (graphspace, graph, status, id);
+    -- the scheduler's claim: waiting tasks, highest priority first, then oldest
+    CREATE INDEX tasks_waiting ON tasks (priority DESC, id)
+        WHERE status IN ('new', 'restoring');
+    -- recovery at start, counts by status, and the retention purge by age
+    CREATE INDEX tasks_by_status_update ON tasks (status, update_ms);
+    -- Idempotency-Key: one task per key and graph
+    CREATE UNIQUE INDEX tasks_idempotency ON tasks (graphspace, graph, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- the SSE id: increasing, never reused
+        task_id     INTEGER NOT NULL,
+        graphspace  TEXT    NOT NULL,
+        graph       TEXT    NOT NULL,
+        kind        TEXT    NOT NULL,
+        task_type   TEXT    NOT NULL,
+        status      TEXT,
+        data        BLOB    NOT NULL,
+        create_ms   INTEGER NOT NULL
+    );
+    -- a task's stream replayed after Last-Event-ID
+    CREATE INDEX events_by_task ON events (task_id, id);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,623 @@
+"""The SQLite store: one writer connection doing group commits, a few reader connections (WAL)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import orjson
+
+from .. import clock
+from ..errors import BadRequest, NotFound, ServiceUnavailable, SidetaskError, TransitionRefused
+from ..model import (
+    COMPLETED_STATUSES,
+    INTERRUPTIBLE_STATUSES,
+    Event,
+    EventKind,
+    GraphRef,
+    NewTask,
+    Status,
+    Task,
+    allowed_sources,
+)
+from .base import Change, CommitListener, Recovery
+from .lock import ProcessLock
+from .schema import MIGRATIONS
+
+log = logging.getLogger("sidetask.store")
+
+T = TypeVar("T")
+
+#: the task columns, in the order every SELECT and RETURNING lists them
+TASK_COLUMNS = (
+    "id, graphspace, graph, name, type, callable, status, progress, create_ms, update_ms, "
+    "result, input, retries, max_retries, priority, timeout, run_after_ms, server, description"
+)
+EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
+#: fields a status change may set besides status and update_ms
+CHANGEABLE_FIELDS = frozenset(
+    {"progress", "result", "retries", "run_after_ms", "server", "description"}
+)
+#: the most writes one transaction carries; the rest wait for the next one
+MAX_BATCH = 4096
+PURGE_CHUNK = 5000
+
+
+def row_to_task(row: Sequence[Any]) -> Task:
+    """A stored row as a Task; a row that cannot be interpreted shows as `unknown`."""
+    try:
+        status = Status(row[6])
+    except ValueError:
+        status = Status.UNKNOWN
+    try:
+        return Task(
+            id=int(row[0]),
+            graph=GraphRef(str(row[1]), str(row[2])),
+            name=str(row[3]),
+            type=str(row[4]),
+            callable=str(row[5]),
+            status=status,
+            progress=int(row[7]),
+            create_ms=int(row[8]),
+            update_ms=int(row[9]),
+            result=None if row[10] is None else str(row[10]),
+            input=None if row[11] is None else str(row[11]),
+            retries=int(row[12]),
+            max_retries=int(row[13]),
+            priority=int(row[14]),
+            timeout=None if row[15] is None else float(row[15]),
+            run_after_ms=int(row[16]),
+            server=row[17],
+            description=row[18],
+        )
+    except (TypeError, ValueError):
+        # A damaged field: show what can be shown, as `unknown`, so nothing is hidden.
+        return Task(
+            id=int(row[0]),
+            graph=GraphRef(str(row[1]), str(row[2])),
+            name=str(row[3]),
+            type=str(row[4]),
+            callable=str(row[5]),
+            status=Status.UNKNOWN,
+            create_ms=_int_or_zero(row[8]),
+            update_ms=_int_or_zero(row[9]),
+            input=None if row[11] is None else str(row[11]),
+        )
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def row_to_event(row: Sequence[Any]) -> Event:
+    status = None
+    if row[6] is not None:
+        try:
+            status = Status(row[6])
+        except ValueError:
+            status = Status.UNKNOWN
+    return Event(
+        id=row[0],
+        kind=EventKind(row[1]),
+        task_id=row[2],
+        graph=GraphRef(row[3], row[4]),
+        task_type=row[5],
+        status=status,
+        data=bytes(row[7]),
+    )
+
+
+def _sql_error(exc: sqlite3.Error) -> SidetaskError:
+    """A database fault as the error a client sees: retry later, nothing was written."""
+    text = str(exc)
+    if "full" in text:
+        return ServiceUnavailable("The store cannot write: the disk or database is full", text)
+    if "locked" in text or "busy" in text:
+        return ServiceUnavailable("The store cannot write: the database is locked", text)
+    return ServiceUnavailable("The store cannot write now", text)
+
+
+class _Tx:
+    """The writer thread's view of one transaction: SQL on the connection plus the events
+    each change appends, so an event exists exactly when its change is committed."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.now = clock.now_ms()
+        self.events: list[Event] = []
+
+    def event(self, kind: EventKind, task: Task) -> None:
+        data = orjson.dumps({"id": task.id} if kind is EventKind.DELETED else task.to_api())
+        status = None if kind is EventKind.DELETED else task.status.value
+        (event_id,) = self.conn.execute(
+            "INSERT INTO events (task_id, graphspace, graph, kind, task_type, status, data, create_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                task.id,
+                task.graph.graphspace,
+                task.graph.graph,
+                kind.value,
+                task.type,
+                status,
+                data,
+                self.now,
+            ),
+        ).fetchone()
+        self.events.append(
+            Event(
+                event_id,
+                kind,
+                task.id,
+                task.graph,
+                task.type,
+                None if status is None else task.status,
+                data,
+            )
+        )
+
+    def select_task(self, task_id: int) -> Task | None:
+        row = self.conn.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None else row_to_task(row)
+
+    def change(self, change: Change) -> Task:
+        """Compare-and-set: the update applies only from an allowed status, else it raises."""
+        sources = allowed_sources(change.target)
+        if change.sources is not None:
+            sources = sources & change.sources
+        fields = dict(change.fields or {})
+        bad = set(fields) - CHANGEABLE_FIELDS
+        if bad:
+            raise ValueError(f"not changeable: {sorted(bad)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        placeholders = ", ".join("?" * len(sources))
+        sql = (
+            f"UPDATE tasks SET status = ?, update_ms = ?{', ' if fields else ''}{assignments}"
+            f" WHERE id = ? AND status IN ({placeholders}) RETURNING {TASK_COLUMNS}"
+        )
+        params = [change.target.value, self.now, *fields.values(), change.task_id]
+        params.extend(s.value for s in sorted(sources))
+        row = self.conn.execute(sql, params).fetchone()
+        if row is None:
+            current = self.select_task(change.task_id)
+            if current is None:
+                raise NotFound(f"Can't find task with id '{change.task_id}'")
+            raise TransitionRefused(
+                f"Task '{change.task_id}' in status {current.status.name} can't become "
+                f"{change.target.name}"
+            )
+        task = row_to_task(row)
+        self.event(EventKind.STATUS, task)
+        return task
+
+
+Op = Callable[[_Tx], T]
+
+
+class SQLiteStore:
+    """Task state in one SQLite file. Only this module and its siblings know SQL."""
+
+    def __init__(self, path: str | Path, *, readers: int = 2) -> None:
+        self.path = Path(path)
+        self._lock = ProcessLock(self.path)
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: list[aiosqlite.Connection] = []
+        self._next_reader = itertools.cycle(range(max(1, readers)))
+        self._reader_count = max(1, readers)
+        self._pending: list[tuple[Op[Any], asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._write_loop: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
+        self._closed = False
+
+    # --- lifecycle ---
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._writer.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk before the 201 goes out; group commit pays for it.
+            await self._writer.execute("PRAGMA synchronous = FULL")
+            await self._writer.execute("PRAGMA busy_timeout = 2000")
+            await self._migrate(self._writer)
+            for _ in range(self._reader_count):
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await reader.execute("PRAGMA query_only = ON")
+                await reader.execute("PRAGMA busy_timeout = 2000")
+                self._readers.append(reader)
+        except BaseException:
+            await self._close_connections()
+            self._lock.release()
+            raise
+        self._write_loop = asyncio.create_task(self._run_writes(), name="sidetask-store-writer")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._write_loop is not None:
+            self._wakeup.set()
+            await self._write_loop
+        await self._close_connections()
+        self._lock.release()
+
+    async def _close_connections(self) -> None:
+        for conn in [*self._readers, self._writer]:
+            if conn is not None:
+                await conn.close()
+        self._readers.clear()
+        self._writer = None
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise SidetaskError(
+                f"Database {self.path} has schema version {version}, newer than this "
+                f"sidetask knows ({len(MIGRATIONS)}); upgrade sidetask"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            log.info("applying schema migration %d to %s", number, self.path)
+            # executescript commits first; the script and its version bump share a transaction
+            await conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    # --- group commit ---
+
+    async def _write(self, op: Op[T]) -> T:
+        if self._closed:
+            raise ServiceUnavailable("The store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        self._wakeup.set()
+        # A caller that gives up (a dropped request) does not undo a write that may already be
+        # in a transaction: the shield keeps the future alive to the end of that transaction.
+        return await asyncio.shield(future)
+
+    async def _run_writes(self) -> None:
+        """Every write waiting when the previous transaction ended goes into the next one."""
+        assert self._writer is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                ops = [op for op, _ in batch]
+                try:
+                    outcomes, events = await self._writer._execute(self._commit_batch, ops)
+                except Exception as exc:  # the commit itself failed: nothing of it was written
+                    error = _sql_error(exc) if isinstance(exc, sqlite3.Error) else exc
+                    log.error("write transaction failed: %s", exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                if events:
+                    for listener in self._listeners:
+                        try:
+                            listener(events)
+                        except Exception:
+                            log.exception("commit listener failed")
+            if self._closed:
+                return
+
+    def _commit_batch(self, ops: list[Op[Any]]) -> tuple[list[tuple[bool, Any]], list[Event]]:
+        """Runs in the writer's thread: one transaction, one savepoint per write so a refused
+        write leaves nothing behind while the others commit."""
+        assert self._writer is not None
+        conn = self._writer._conn
+        tx = _Tx(conn)
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                mark = len(tx.events)
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(tx)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    del tx.events[mark:]
+                    outcomes.append((False, _sql_error(exc) if isinstance(exc, sqlite3.Error) else exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes, tx.events
+
+    # --- writes ---
+
+    async def insert(self, new: NewTask) -> tuple[Task, bool]:
+        def op(tx: _Tx) -> tuple[Task, bool]:
+            if new.idempotency_key is not None:
+                row = tx.conn.execute(
+                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ?"
+                    " AND idempotency_key = ?",
+                    (new.graph.graphspace, new.graph.graph, new.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return row_to_task(row), False
+            row = tx.conn.execute(
+                "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms,"
+                " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key)"
+                f" VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}",
+                (
+                    new.graph.graphspace,
+                    new.graph.graph,
+                    new.name,
+                    new.type,
+                    new.callable,
+                    tx.now,
+                    tx.now,
+                    new.input,
+                    new.max_retries,
+                    new.priority,
+                    new.timeout,
+                    tx.now + new.delay_ms,
+                    new.idempotency_key,
+                ),
+            ).fetchone()
+            task = row_to_task(row)
+            tx.event(EventKind.CREATED, task)
+            return task, True
+
+        return await self._write(op)
+
+    async def transition(self, change: Change) -> Task:
+        return await self._write(lambda tx: tx.change(change))
+
+    async def transition_many(self, changes: Sequence[Change]) -> list[Task | Exception]:
+        """Several changes in one write; each applies or is refused on its own."""
+
+        def op(tx: _Tx) -> list[Task | Exception]:
+            results: list[Task | Exception] = []
+            for change in changes:
+                tx.conn.execute("SAVEPOINT change")
+                try:
+                    results.append(tx.change(change))
+                except SidetaskError as exc:
+                    tx.conn.execute("ROLLBACK TO change")
+                    results.append(exc)
+                tx.conn.execute("RELEASE change")
+            return results
+
+        return await self._write(op)
+
+    async def set_progress(self, progress: Mapping[int, int]) -> None:
+        """Coalesced progress of running jobs; a task no longer running is left alone."""
+        items = list(progress.items())
+
+        def op(tx: _Tx) -> None:
+            for task_id, value in items:
+                row = tx.conn.execute(
+                    "UPDATE tasks SET progress = ?, update_ms = ? WHERE id = ?"
+                    " AND status IN ('running', 'cancelling') AND progress != ?"
+                    f" RETURNING {TASK_COLUMNS}",
+                    (value, tx.now, task_id, value),
+                ).fetchone()
+                if row is not None:
+                    tx.event(EventKind.PROGRESS, row_to_task(row))
+
+        await self._write(op)
+
+    async def delete(self, graph: GraphRef, task_id: int, force: bool) -> Task:
+        def op(tx: _Tx) -> Task:
+            task = tx.select_task(task_id)
+            if task is None or task.graph != graph:
+                raise NotFound(f"Can't find task with id '{task_id}'")
+            if not task.completed and not force:
+                raise BadRequest(
+                    f"Can't delete incomplete task '{task_id}' in status {task.status.name}, "
+                    "Please try to cancel the task first"
+                )
+            tx.conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            tx.event(EventKind.DELETED, task)
+            return task
+
+        return await self._write(op)
+
+    async def claim(self, limit: int, now_ms: int, exclude_types: Iterable[str]) -> list[Task]:
+        """Takes up to `limit` waiting tasks that are due, highest priority first: a new task
+        goes `scheduling`, a restoring one (resumed, retried, recovered) straight to `queued`."""
+        excluded = sorted(set(exclude_types))
+
+        def op(tx: _Tx) -> list[Task]:
+            sql = (
+                f"SELECT id, status FROM tasks WHERE status IN ('new', 'restoring')"
+                f" AND run_after_ms <= ?"
+            )
+            params: list[Any] = [now_ms]
+            if excluded:
+                sql += f" AND type NOT IN ({', '.join('?' * len(excluded))})"
+                params.extend(excluded)
+            sql += " ORDER BY priority DESC, id LIMIT ?"
+            params.append(limit)
+            claimed = []
+            for task_id, status in tx.conn.execute(sql, params).fetchall():
+                target = Status.SCHEDULING if status == Status.NEW else Status.QUEUED
+                claimed.append(tx.change(Change(task_id, target)))
+            return claimed
+
+        return await self._write(op)
+
+    async def recover(self) -> Recovery:
+        """SPEC 9: tasks a dead process left mid-way go `restoring` with one more retry while
+        retries are left, else `failed`; a `cancelling` one ends `cancelled`."""
+
+        def op(tx: _Tx) -> Recovery:
+            statuses = sorted(s.value for s in INTERRUPTIBLE_STATUSES)
+            rows = tx.conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ({', '.join('?' * len(statuses))})"
+                " ORDER BY id",
+                statuses,
+            ).fetchall()
+            restored = failed = cancelled = 0
+            for row in rows:
+                task = row_to_task(row)
+                if task.status is Status.CANCELLING:
+                    tx.change(Change(task.id, Status.CANCELLED))
+                    cancelled += 1
+                elif task.retries < task.max_retries:
+                    tx.change(
+                        Change(
+                            task.id,
+                            Status.RESTORING,
+                            {"retries": task.retries + 1, "run_after_ms": tx.now},
+                        )
+                    )
+                    restored += 1
+                else:
+                    tx.change(
+                        Change(
+                            task.id,
+                            Status.FAILED,
+                            {
+                                "result": f"Task '{task.id}' was interrupted in status "
+                                f"{task.status.name} by a restart, with no retries left "
+                                f"({task.retries} of {task.max_retries} used)"
+                            },
+                        )
+                    )
+                    failed += 1
+            return Recovery(restored, failed, cancelled)
+
+        return await self._write(op)
+
+    async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]:
+        """Completed tasks and events older than the retention, a bounded chunk per call."""
+        completed = sorted(s.value for s in COMPLETED_STATUSES)
+
+        def op(tx: _Tx) -> tuple[int, int]:
+            rows = tx.conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN (?, ?, ?) AND update_ms < ?"
+                " LIMIT ?",
+                (*completed, tasks_before_ms, PURGE_CHUNK),
+            ).fetchall()
+            for row in rows:
+                task = row_to_task(row)
+                tx.conn.execute("DELETE FROM tasks WHERE id = ?", (task.id,))
+                tx.event(EventKind.DELETED, task)
+            # Event ids grow with time, so the oldest events are the first ids.
+            events = tx.conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)"
+                " AND create_ms < ?",
+                (PURGE_CHUNK, events_before_ms),
+            ).rowcount
+            return len(rows), events
+
+        return await self._write(op)
+
+    # --- reads ---
+
+    def _reader(self) -> aiosqlite.Connection:
+        if not self._readers:
+            raise ServiceUnavailable("The store is not open")
+        return self._readers[next(self._next_reader)]
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return list(await self._reader().execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise ServiceUnavailable("The store cannot read now", str(exc)) from exc
+
+    async def get(self, graph: GraphRef | None, task_id: int) -> Task | None:
+        rows = await self._fetch(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        if not rows:
+            return None
+        task = row_to_task(rows[0])
+        if graph is not None and task.graph != graph:
+            return None
+        return task
+
+    async def list(
+        self, graph: GraphRef, status: Status | None, limit: int | None, after_id: int = 0
+    ) -> list[Task]:
+        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ? AND id > ?"
+        params: list[Any] = [graph.graphspace, graph.graph, after_id]
+        if status is Status.UNKNOWN:
+            known = [s.value for s in Status if s is not Status.UNKNOWN]
+            sql += f" AND status NOT IN ({', '.join('?' * len(known))})"
+            params.extend(known)
+        elif status is not None:
+            sql += " AND status = ?"
+            params.append(status.value)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [row_to_task(row) for row in await self._fetch(sql, params)]
+
+    async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]:
+        unique = sorted(set(ids))
+        tasks: list[Task] = []
+        # SQLite caps the number of parameters; a long id list is read in chunks.
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            rows = await self._fetch(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ?"
+                f" AND id IN ({', '.join('?' * len(chunk))}) ORDER BY id",
+                [graph.graphspace, graph.graph, *chunk],
+            )
+            tasks.extend(row_to_task(row) for row in rows)
+        return tasks
+
+    async def events_after(
+        self, after_id: int, graph: GraphRef | None, task_id: int | None, limit: int
+    ) -> list[Event]:
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ?"
+        params: list[Any] = [after_id]
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        if graph is not None:
+            sql += " AND graphspace = ? AND graph = ?"
+            params.extend((graph.graphspace, graph.graph))
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [row_to_event(row) for row in await self._fetch(sql, params)]
+
+    async def last_event_id(self) -> int:
+        rows = await self._fetch("SELECT COALESCE(MAX(id), 0) FROM events", ())
+        return int(rows[0][0])
+
+    async def count_by_status(self) -> dict[tuple[str, str], int]:
+        """Tasks per (status, type): what /metrics and the dashboard's counters show."""
+        rows = await self._fetch(
+            "SELECT status, type, COUNT(*) FROM tasks GROUP BY status, type", ()
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for status, task_type, count in rows:
+            try:
+                name = Status(status).value
+            except ValueError:
+                name = Status.UNKNOWN.value
+            counts[(name, task_type)] = counts.get((name, task_type), 0) + int(count)
+        return counts

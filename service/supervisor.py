@@ -1,0 +1,546 @@
+"""The supervisor: claims waiting tasks, runs them as asyncio tasks, cancels, retries and drains.
+
+It decides; the store saves (every step a compare-and-set against the transition table);
+the store's commit listeners announce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from . import clock
+from .config import Settings
+from .errors import BadRequest, NotFound, SidetaskError, TransitionRefused
+from .jobs import JobContext, JobType, PermanentFailure, Registry
+from .model import (
+    COMPLETED_STATUSES,
+    NOT_STARTED_STATUSES,
+    GraphRef,
+    NewTask,
+    Status,
+    Task,
+)
+from .store import Change, Store
+
+log = logging.getLogger("sidetask.supervisor")
+
+#: the longest the scheduler sleeps without looking for due tasks (delays, backoffs)
+IDLE_POLL_SECONDS = 1.0
+
+
+@dataclass
+class _Running:
+    """A job executing in this process."""
+
+    task: Task
+    job: asyncio.Task[None] | None = None
+    progress: int | None = None
+    #: a cancel that arrived before the job was created
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    target: Status
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Runs tasks: at most `concurrency` at once (and per type where configured),
+    highest priority first, then oldest."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        *,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self._jitter = jitter
+        self._running: dict[int, _Running] = {}
+        #: queued tasks waiting for a free slot
+        self._ready: dict[int, Task] = {}
+        self._dirty_progress: dict[int, int] = {}
+        self._wakeup = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._next_due_ms: int | None = None
+        self._accepting = False
+        #: set when a drain's grace has run out: the jobs still running are left for restore
+        self._abandoning = False
+        self.started = False
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        recovery = await self.store.recover()
+        if recovery.restored or recovery.failed or recovery.cancelled:
+            log.info(
+                "recovered interrupted tasks: %d restoring, %d failed, %d cancelled",
+                recovery.restored,
+                recovery.failed,
+                recovery.cancelled,
+            )
+        self._accepting = True
+        self._loops = [
+            asyncio.create_task(self._schedule_loop(), name="sidetask-scheduler"),
+            asyncio.create_task(self._progress_loop(), name="sidetask-progress"),
+            asyncio.create_task(self._purge_loop(), name="sidetask-purge"),
+        ]
+        self.started = True
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Stop taking work, give running jobs `grace` seconds, then leave the rest to be
+        restored at the next start (SPEC 9)."""
+        if not self.started:
+            return
+        self.started = False
+        self._accepting = False
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        # Queued tasks never started: hand them back as `restoring`, with no retry spent.
+        await self._return_ready_tasks()
+        jobs = [r.job for r in self._running.values() if r.job is not None]
+        grace = self.settings.drain_grace if grace is None else grace
+        if jobs:
+            log.info("draining: %d running job(s), %.1f s grace", len(jobs), grace)
+            _, still_running = await asyncio.wait(jobs, timeout=grace)
+            if still_running:
+                log.warning(
+                    "drain grace over: %d job(s) left running, to be restored at next start",
+                    len(still_running),
+                )
+                self._abandoning = True
+                for job in still_running:
+                    job.cancel()
+                await asyncio.wait(still_running, timeout=5)
+        await self._flush_progress()
+
+    async def _return_ready_tasks(self) -> None:
+        if not self._ready:
+            return
+        changes = [Change(task_id, Status.RESTORING) for task_id in self._ready]
+        self._ready.clear()
+        for result in await self.store.transition_many(changes):
+            if isinstance(result, Exception):
+                log.info("queued task not handed back: %s", result)
+
+    # --- requests ---
+
+    async def submit(
+        self,
+        graph: GraphRef,
+        type_name: str,
+        input_json: str | None,
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> tuple[Task, bool]:
+        job_type = self.registry.get(type_name)
+        if job_type is None:
+            raise BadRequest(
+                f"Job type '{type_name}' is not registered; registered types: "
+                + ", ".join(self.registry.names())
+            )
+        new = NewTask(
+            graph=graph,
+            type=type_name,
+            callable=job_type.callable_path,
+            name=name if name is not None else type_name,
+            input=input_json,
+            priority=priority,
+            max_retries=self.settings.default_max_retries if max_retries is None else max_retries,
+            timeout=timeout,
+            delay_ms=int(delay * 1000),
+            idempotency_key=idempotency_key,
+        )
+        task, created = await self.store.insert(new)
+        if created:
+            self._due_at(task.run_after_ms)
+        return task, created
+
+    async def cancel(self, graph: GraphRef, task_id: int) -> Task:
+        """A task that has not started is cancelled at once; a running one goes
+        `cancelling` and its job is interrupted at its next await."""
+
+        def refuse(task: Task) -> str | None:
+            if task.status in COMPLETED_STATUSES or task.status is Status.CANCELLING:
+                return f"Can't cancel task '{task_id}' which is completed or cancelling"
+            if task.status is Status.UNKNOWN:
+                return f"Can't cancel task '{task_id}' in status UNKNOWN"
+            return None
+
+        task = await self._change(
+            graph,
+            task_id,
+            refuse,
+            lambda t: Status.CANCELLING if t.status is Status.RUNNING else Status.CANCELLED,
+        )
+        self._ready.pop(task_id, None)
+        if task.status is Status.CANCELLING:
+            running = self._running.get(task_id)
+            if running is None:  # nothing here is running it: there is nothing to interrupt
+                task = await self.store.transition(Change(task_id, Status.CANCELLED))
+            elif running.job is None:  # its start is being recorded: it is cancelled there
+                running.cancel_requested = True
+            else:
+                running.job.cancel()
+        return task
+
+    async def pause(self, graph: GraphRef, task_id: int) -> Task:
+        def refuse(task: Task) -> str | None:
+            if task.status in NOT_STARTED_STATUSES - {Status.PENDING}:
+                return None
+            return (
+                f"Can't pause task '{task_id}' in status {task.status.name}, "
+                "only a task that has not started running can be paused"
+            )
+
+        task = await self._change(graph, task_id, refuse, lambda t: Status.PENDING)
+        self._ready.pop(task_id, None)
+        return task
+
+    async def resume(self, graph: GraphRef, task_id: int) -> Task:
+        def refuse(task: Task) -> str | None:
+            if task.status is Status.PENDING:
+                return None
+            return f"Can't resume task '{task_id}' in status {task.status.name}, only a pending task can be resumed"
+
+        task = await self._change(
+            graph, task_id, refuse, lambda t: Status.RESTORING, lambda t: {"run_after_ms": 0}
+        )
+        self._wakeup.set()
+        return task
+
+    async def retry(self, graph: GraphRef, task_id: int) -> Task:
+        def refuse(task: Task) -> str | None:
+            if task.status in (Status.FAILED, Status.CANCELLED):
+                return None
+            return (
+                f"Can't retry task '{task_id}' in status {task.status.name}, "
+                "only a failed or cancelled task can be retried"
+            )
+
+        task = await self._change(
+            graph,
+            task_id,
+            refuse,
+            lambda t: Status.RESTORING,
+            lambda t: {"retries": t.retries + 1, "run_after_ms": 0},
+        )
+        self._wakeup.set()
+        return task
+
+    async def delete(self, graph: GraphRef, task_id: int, force: bool) -> Task:
+        """Removes the record; a force-deleted running job runs on, and its end is not recorded."""
+        task = await self.store.delete(graph, task_id, force)
+        self._ready.pop(task_id, None)
+        return task
+
+    async def _change(
+        self,
+        graph: GraphRef,
+        task_id: int,
+        refuse: Callable[[Task], str | None],
+        target: Callable[[Task], Status],
+        fields: Callable[[Task], dict[str, Any]] = lambda t: {},
+    ) -> Task:
+        """A user's status change, decided on the task as read and applied only if it is still
+        in that status; when the supervisor moved it meanwhile, decide again."""
+        for _ in range(20):
+            task = await self.store.get(graph, task_id)
+            if task is None:
+                raise NotFound(f"Can't find task with id '{task_id}'")
+            reason = refuse(task)
+            if reason is not None:
+                raise BadRequest(reason)
+            change = Change(task_id, target(task), fields(task), frozenset({task.status}))
+            try:
+                return await self.store.transition(change)
+            except TransitionRefused:
+                continue  # it moved on between the read and the write: look again
+        raise SidetaskError(f"Task '{task_id}' kept changing; try again")
+
+    # --- scheduling ---
+
+    def _due_at(self, run_after_ms: int) -> None:
+        if run_after_ms > clock.now_ms():
+            if self._next_due_ms is None or run_after_ms < self._next_due_ms:
+                self._next_due_ms = run_after_ms
+        self._wakeup.set()
+
+    def _slots_free(self) -> int:
+        return self.settings.concurrency - len(self._running)
+
+    def _type_load(self, type_name: str) -> int:
+        running = sum(1 for r in self._running.values() if r.task.type == type_name)
+        return running + sum(1 for t in self._ready.values() if t.type == type_name)
+
+    def _saturated_types(self) -> list[str]:
+        return [
+            name
+            for name, limit in self.settings.type_concurrency.items()
+            if self._type_load(name) >= limit
+        ]
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            try:
+                await self._schedule_once()
+            except asyncio.CancelledError:
+                raise
+            except SidetaskError as exc:  # the store cannot write now: try again shortly
+                log.warning("scheduling paused: %s", exc.message)
+                await asyncio.sleep(0.5)
+                continue
+            except Exception:
+                log.exception("scheduler step failed")
+                await asyncio.sleep(0.5)
+                continue
+            timeout = IDLE_POLL_SECONDS
+            if self._next_due_ms is not None:
+                timeout = min(timeout, max(0.0, (self._next_due_ms - clock.now_ms()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+
+    async def _schedule_once(self) -> None:
+        """Claim what fits, confirm it into the ready queue, start what has a slot."""
+        now = clock.now_ms()
+        if self._next_due_ms is not None and self._next_due_ms <= now:
+            self._next_due_ms = None
+        # Prefetch up to one slot's worth per slot, so a freed slot starts work at once.
+        room = 2 * self.settings.concurrency - len(self._running) - len(self._ready)
+        if room > 0:
+            claimed = await self.store.claim(room, now, self._saturated_types())
+            if len(claimed) == room:
+                self._wakeup.set()  # there may be more waiting
+            await self._confirm(claimed)
+        await self._start_ready()
+
+    async def _confirm(self, claimed: list[Task]) -> None:
+        """`scheduling` -> `scheduled` (this process's executor) -> `queued` (it accepted)."""
+        server = {"server": self.settings.server_name}
+        queued = [t for t in claimed if t.status is Status.QUEUED]
+        scheduling = [t for t in claimed if t.status is Status.SCHEDULING]
+        if scheduling:
+            unknown = [t for t in scheduling if t.type not in self.registry]
+            for task in unknown:
+                await self._settle(
+                    task,
+                    _Outcome(
+                        Status.FAILED,
+                        {"result": f"Job type '{task.type}' is not registered in this service"},
+                    ),
+                )
+            scheduling = [t for t in scheduling if t.type in self.registry]
+            scheduled = await self.store.transition_many(
+                [Change(t.id, Status.SCHEDULED, server) for t in scheduling]
+            )
+            accepted = await self.store.transition_many(
+                [Change(t.id, Status.QUEUED) for t in scheduled if isinstance(t, Task)]
+            )
+            queued.extend(t for t in accepted if isinstance(t, Task))
+        for task in queued:
+            self._ready[task.id] = task
+
+    def _next_ready(self) -> Task | None:
+        limits = self.settings.type_concurrency
+        best: Task | None = None
+        for task in self._ready.values():
+            limit = limits.get(task.type)
+            if limit is not None and self._running_of_type(task.type) >= limit:
+                continue
+            if best is None or (-task.priority, task.id) < (-best.priority, best.id):
+                best = task
+        return best
+
+    def _running_of_type(self, type_name: str) -> int:
+        return sum(1 for r in self._running.values() if r.task.type == type_name)
+
+    async def _start_ready(self) -> None:
+        to_start: list[Task] = []
+        while self._slots_free() - len(to_start) > 0:
+            task = self._next_ready()
+            if task is None:
+                break
+            del self._ready[task.id]
+            to_start.append(task)
+            # reserve the slot now so per-type limits count it
+            self._running[task.id] = _Running(task)
+        if not to_start:
+            return
+        results = await self.store.transition_many([Change(t.id, Status.RUNNING) for t in to_start])
+        for task, result in zip(to_start, results, strict=True):
+            if isinstance(result, Task):
+                running = self._running[task.id]
+                running.task = result
+                if running.cancel_requested:
+                    await self._settle(result, _Outcome(Status.CANCELLED))
+                    continue
+                running.job = asyncio.create_task(self._run(result), name=f"sidetask-task-{task.id}")
+            else:  # paused, cancelled or deleted while it waited
+                del self._running[task.id]
+                log.info("task %d not started: %s", task.id, result)
+
+    # --- running ---
+
+    async def _run(self, task: Task) -> None:
+        job_type = self.registry.get(task.type)
+        assert job_type is not None
+        ctx = JobContext(
+            task_id=task.id,
+            graph=task.graph,
+            input=task.decoded_input(),
+            settings=self.settings,
+            retries=task.retries,
+            _report=self._reporter(task.id),
+        )
+        try:
+            outcome = await self._execute(task, job_type, ctx)
+        except asyncio.CancelledError:
+            if self._abandoning:
+                raise  # drained: the row stays `running` and is restored at the next start
+            outcome = _Outcome(Status.CANCELLED)
+        # The final write must happen even if this task is cancelled again meanwhile.
+        await asyncio.shield(self._settle(task, outcome))
+
+    async def _execute(self, task: Task, job_type: JobType, ctx: JobContext) -> _Outcome:
+        try:
+            async with asyncio.timeout(task.timeout):
+                value = await job_type.run(ctx)
+        except TimeoutError:
+            return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
+        except PermanentFailure as exc:
+            return _Outcome(Status.FAILED, {"result": str(exc)})
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # anything a job raises fails the task, never the service
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                log.warning("task %d raised %s", task.id, type(exc).__name__)
+            return self._failure(task, f"{type(exc).__name__}: {exc}")
+        try:
+            result = orjson.dumps(value).decode()
+        except TypeError as exc:
+            return _Outcome(Status.FAILED, {"result": f"The job's result is not JSON-serialisable: {exc}"})
+        return _Outcome(Status.SUCCESS, {"result": result})
+
+    def _failure(self, task: Task, message: str) -> _Outcome:
+        """Retry while retries are left (exponential backoff with jitter), else fail."""
+        if task.retries < task.max_retries:
+            base = self.settings.retry_backoff * (2**task.retries)
+            delay = min(self.settings.retry_backoff_max, base) * (0.5 + self._jitter() / 2)
+            return _Outcome(
+                Status.RESTORING,
+                {
+                    "result": message,
+                    "retries": task.retries + 1,
+                    "run_after_ms": clock.now_ms() + int(delay * 1000),
+                },
+            )
+        return _Outcome(Status.FAILED, {"result": message})
+
+    async def _settle(self, task: Task, outcome: _Outcome) -> None:
+        """Writes a job's end; a cancel that arrived meanwhile wins over the job's own outcome."""
+        running = self._running.pop(task.id, None)
+        self._dirty_progress.pop(task.id, None)
+        fields = dict(outcome.fields)
+        if running is not None and running.progress is not None:
+            fields["progress"] = running.progress  # the latest value is never lost
+        try:
+            try:
+                await self.store.transition(Change(task.id, outcome.target, fields))
+            except TransitionRefused:
+                current = await self.store.get(None, task.id)
+                if current is None or current.status is not Status.CANCELLING:
+                    raise
+                cancelled = {k: v for k, v in fields.items() if k == "progress"}
+                await self.store.transition(Change(task.id, Status.CANCELLED, cancelled))
+        except NotFound:
+            log.info("task %d was deleted while it ran; its end (%s) is not recorded", task.id, outcome.target)
+        except SidetaskError as exc:
+            log.error("task %d: could not record %s: %s", task.id, outcome.target, exc.message)
+        if outcome.target is Status.RESTORING:
+            self._due_at(int(fields.get("run_after_ms", 0)))
+        else:
+            self._wakeup.set()
+
+    # --- progress ---
+
+    def _reporter(self, task_id: int) -> Callable[[int], None]:
+        loop = asyncio.get_running_loop()
+
+        def record(value: int) -> None:
+            running = self._running.get(task_id)
+            if running is not None:
+                running.progress = value
+                self._dirty_progress[task_id] = value
+
+        def report(value: int) -> None:
+            try:
+                in_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                in_loop = False
+            if in_loop:
+                record(value)
+            else:  # a plain function's worker thread
+                loop.call_soon_threadsafe(record, value)
+
+        return report
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.progress_interval)
+            try:
+                await self._flush_progress()
+            except SidetaskError as exc:
+                log.warning("progress not written: %s", exc.message)
+
+    async def _flush_progress(self) -> None:
+        if self._dirty_progress:
+            batch, self._dirty_progress = self._dirty_progress, {}
+            await self.store.set_progress(batch)
+
+    # --- retention ---
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.purge_interval)
+            await self.purge()
+
+    async def purge(self) -> tuple[int, int]:
+        now = clock.now_ms()
+        total_tasks = total_events = 0
+        while True:
+            try:
+                tasks, events = await self.store.purge(
+                    now - int(self.settings.task_retention * 1000),
+                    now - int(self.settings.event_retention * 1000),
+                )
+            except SidetaskError as exc:
+                log.warning("purge failed: %s", exc.message)
+                break
+            total_tasks += tasks
+            total_events += events
+            if tasks == 0 and events == 0:
+                break
+        if total_tasks or total_events:
+            log.info("purged %d completed task(s) and %d event(s)", total_tasks, total_events)
+        return total_tasks, total_events

@@ -1,0 +1,48 @@
+"""The one place errors become responses: every error of every route is HugeGraph's JSON body."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..errors import SidetaskError
+from .responses import error_response
+
+log = logging.getLogger("sidetask.web")
+
+_HTTP_KINDS = {
+    400: "IllegalArgumentException",
+    401: "NotAuthorizedException",
+    403: "ForbiddenException",
+    404: "NotFoundException",
+    405: "NotAllowedException",
+    413: "PayloadTooLargeException",
+    415: "NotSupportedException",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SidetaskError as exc:
+        return error_response(exc.status, exc.kind, exc.message, exc.cause)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            message = f"No route for {request.method} {request.path}"
+        elif exc.status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+            message = f"Method {request.method} is not allowed for {request.path}; allowed: {allowed}"
+        elif exc.status == 413:
+            message = f"The request body is too large; the limit is {request.client_max_size} bytes"
+        else:
+            message = exc.text or exc.reason
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate", "retry-after"}}
+        return error_response(exc.status, _HTTP_KINDS.get(exc.status, "HttpException"), message, headers=headers)
+    except Exception as exc:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "ServerError", "Internal server error", type(exc).__name__)

@@ -1,0 +1,100 @@
+"""Creating tasks (SPEC 5): HugeGraph's gremlin job and every registered job type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import BadRequest
+from ..model import GraphRef
+from . import params
+from .keys import SUPERVISOR
+from .responses import json_response
+
+MAX_NAME_BYTES = 256
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def first_line(script: str, limit: int = MAX_NAME_BYTES) -> str:
+    """A gremlin task's name: the script's first line, cut to `limit` UTF-8 bytes."""
+    line = script.strip().splitlines()[0] if script.strip() else ""
+    return line.encode()[:limit].decode(errors="ignore")
+
+
+async def create_gremlin_job(request: web.Request) -> web.Response:
+    graph = params.graph_of(request)
+    body = await params.json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object")
+    script = body.get("gremlin")
+    if script is None:
+        raise BadRequest("The gremlin parameter can't be null")
+    if not isinstance(script, str):
+        raise BadRequest("The gremlin parameter must be a string")
+    if body.get("aliases"):
+        raise BadRequest("There is no need to pass gremlin aliases")
+    bindings = body.get("bindings") or {}
+    if not isinstance(bindings, dict):
+        raise BadRequest("The gremlin bindings must be a JSON object")
+    language = body.get("language") or "gremlin-groovy"
+    if not isinstance(language, str):
+        raise BadRequest("The gremlin language must be a string")
+    # Stored as HugeGraph stores it: the graph aliased to `graph`, keys in HugeGraph's order.
+    job_input = {
+        "gremlin": script,
+        "bindings": bindings,
+        "language": language,
+        "aliases": {graph.graph: "graph"},
+    }
+    options = _options(request)
+    options.setdefault("name", first_line(script))
+    return await _submit(request, graph, "gremlin", job_input, options)
+
+
+async def create_job(request: web.Request) -> web.Response:
+    graph = params.graph_of(request)
+    type_name = request.match_info["type"]
+    body = await params.json_body(request, empty=None)
+    if body is not None and not isinstance(body, dict):
+        raise BadRequest(
+            f"The request body must be a JSON object (the job's input), but got {type(body).__name__}"
+        )
+    return await _submit(request, graph, type_name, body, _options(request))
+
+
+def _options(request: web.Request) -> dict[str, Any]:
+    """Submission options from the query string, each checked."""
+    query = request.query
+    options: dict[str, Any] = {}
+    if "name" in query:
+        name = query["name"]
+        if len(name.encode()) > MAX_NAME_BYTES:
+            raise BadRequest(f"The parameter 'name' must be at most {MAX_NAME_BYTES} UTF-8 bytes")
+        options["name"] = name
+    if "priority" in query:
+        options["priority"] = params.integer("priority", query["priority"], minimum=-(2**31), maximum=2**31)
+    if "max_retries" in query:
+        options["max_retries"] = params.integer("max_retries", query["max_retries"], minimum=0, maximum=1000)
+    if "timeout" in query:
+        options["timeout"] = params.number("timeout", query["timeout"], exclusive=True)
+    if "delay" in query:
+        options["delay"] = params.number("delay", query["delay"], maximum=10 * 365 * 24 * 3600)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+            raise BadRequest(f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        options["idempotency_key"] = key
+    return options
+
+
+async def _submit(
+    request: web.Request, graph: GraphRef, type_name: str, job_input: Any, options: dict[str, Any]
+) -> web.Response:
+    input_json = None if job_input is None else orjson.dumps(job_input).decode()
+    task, created = await request.app[SUPERVISOR].submit(graph, type_name, input_json, **options)
+    # 201 means committed (SPEC 9); an Idempotency-Key replay answers as the first call did,
+    # and says so in a header.
+    headers = None if created else {"Idempotent-Replayed": "true"}
+    return json_response({"task_id": task.id}, status=201, headers=headers)

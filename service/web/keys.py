@@ -1,0 +1,15 @@
+"""Every application key, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..config import Settings
+from ..jobs import Registry
+from ..store import Store
+from ..supervisor import Supervisor
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+REGISTRY = web.AppKey("registry", Registry)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

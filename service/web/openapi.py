@@ -1,0 +1,285 @@
+"""The OpenAPI 3 description of every route, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Status
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description, **extra}
+
+
+def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+GRAPH_PARAMS = {
+    "graphspace": _path("graphspace", {"type": "string"}, "a declared graphspace"),
+    "graph": _path("graph", {"type": "string"}, "a declared graph"),
+}
+TASK_ID = _path("id", {"type": "integer", "minimum": 1}, "the task's id")
+NOT_FOUND = _error("the graph or the task does not exist")
+BAD_REQUEST = _error("a parameter or the body is wrong; the message says what")
+UNAVAILABLE = _error("the store cannot write now (full disk, locked database); retry later")
+
+SUBMIT_OPTIONS = [
+    _query("name", {"type": "string", "maxLength": 256}, "the task's name (default: its type)"),
+    _query("priority", {"type": "integer"}, "higher runs first (default 0)"),
+    _query("max_retries", {"type": "integer", "minimum": 0, "maximum": 1000}, "re-runs after a failure or an interruption"),
+    _query("timeout", {"type": "number", "exclusiveMinimum": 0}, "seconds the job may run before it fails"),
+    _query("delay", {"type": "number", "minimum": 0}, "seconds before it may start"),
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "the same key within a graph returns the first task's id",
+    },
+]
+CREATED = _json("the task is committed", _ref("Created"))
+
+
+def _graph_operations() -> dict[str, dict[str, Any]]:
+    tasks = {
+        "get": {
+            "operationId": "listTasks",
+            "summary": "List a graph's tasks in ascending id order",
+            "parameters": [
+                _query("status", {"type": "string"}, "a status name, case-insensitive"),
+                _query("limit", {"type": "integer", "minimum": -1, "default": 100}, "-1: no limit"),
+                _query(
+                    "ids",
+                    {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                    "these tasks only (repeat the parameter); not with status or page",
+                    style="form",
+                    explode=True,
+                ),
+                _query("page", {"type": "string"}, "page token; empty for the first page"),
+            ],
+            "responses": {
+                "200": _json("the tasks; with `page`, also the next page's token", _ref("TaskList")),
+                "400": BAD_REQUEST,
+                "404": NOT_FOUND,
+            },
+        }
+    }
+    task = {
+        "get": {
+            "operationId": "getTask",
+            "summary": "One task",
+            "parameters": [TASK_ID],
+            "responses": {"200": _json("the task", _ref("Task")), "400": BAD_REQUEST, "404": NOT_FOUND},
+        },
+        "delete": {
+            "operationId": "deleteTask",
+            "summary": "Delete a task's record (not the work itself)",
+            "parameters": [
+                TASK_ID,
+                _query("force", {"type": "boolean", "default": False}, "delete an incomplete task too"),
+            ],
+            "responses": {
+                "204": {"description": "deleted"},
+                "400": _error("the task is incomplete and force is not true"),
+                "404": NOT_FOUND,
+                "503": UNAVAILABLE,
+            },
+        },
+        "put": {
+            "operationId": "updateTask",
+            "summary": "cancel, pause, resume or retry a task",
+            "parameters": [
+                TASK_ID,
+                {
+                    "name": "action",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["cancel", "pause", "resume", "retry"]},
+                },
+            ],
+            "responses": {
+                "202": _json("the task after the action, and `cancelled`", _ref("ActionResult")),
+                "400": _error("an unknown action, or one the task's status does not allow"),
+                "404": NOT_FOUND,
+                "503": UNAVAILABLE,
+            },
+        },
+    }
+    gremlin = {
+        "post": {
+            "operationId": "createGremlinJob",
+            "summary": "HugeGraph's gremlin job",
+            "parameters": SUBMIT_OPTIONS,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": _ref("GremlinJob")}},
+            },
+            "responses": {"201": CREATED, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
+        }
+    }
+    job = {
+        "post": {
+            "operationId": "createJob",
+            "summary": "A job of any registered type; the body is its input",
+            "parameters": [_path("type", {"type": "string"}, "a registered job type"), *SUBMIT_OPTIONS],
+            "requestBody": {
+                "required": False,
+                "content": {JSON: {"schema": {"type": "object", "additionalProperties": True}}},
+            },
+            "responses": {"201": CREATED, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
+        }
+    }
+    return {"/tasks": tasks, "/tasks/{id}": task, "/jobs/gremlin": gremlin, "/jobs/{type}": job}
+
+
+def _service_operations() -> dict[str, dict[str, Any]]:
+    return {
+        "/versions": {
+            "get": {
+                "operationId": "versions",
+                "summary": "HugeGraph's version document, and sidetask's version",
+                "responses": {"200": _json("versions", _ref("Versions"))},
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "alive",
+                "responses": {"200": _json("alive", {"type": "object"})},
+            }
+        },
+        "/ready": {
+            "get": {
+                "operationId": "ready",
+                "summary": "the store is open and the supervisor is running",
+                "responses": {"200": _json("ready", {"type": "object"}), "503": _error("not ready")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "this document",
+                "responses": {"200": _json("the OpenAPI document", {"type": "object"})},
+            }
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    task_properties: dict[str, Any] = {
+        "task_name": {"type": "string"},
+        "task_progress": {"type": "integer"},
+        "task_create": {"type": "integer", "description": "epoch milliseconds"},
+        "task_status": {"type": "string", "enum": [s.value for s in Status]},
+        "task_update": {"type": "integer", "description": "epoch milliseconds"},
+        "task_result": {"type": "string", "description": "JSON text of the result, or the error"},
+        "task_retries": {"type": "integer"},
+        "id": {"type": "integer"},
+        "task_type": {"type": "string"},
+        "task_callable": {"type": "string"},
+        "task_input": {"type": "string", "description": "JSON text of the input"},
+        "task_priority": {"type": "integer"},
+        "task_max_retries": {"type": "integer"},
+        "task_timeout": {"type": "number"},
+        "task_server": {"type": "string"},
+        "task_description": {"type": "string"},
+        "task_graphspace": {"type": "string"},
+        "task_graph": {"type": "string"},
+    }
+    required = [
+        "task_name", "task_progress", "task_create", "task_status", "task_update",
+        "task_retries", "id", "task_type", "task_callable",
+    ]  # fmt: skip
+    task = {"type": "object", "properties": task_properties, "required": required}
+    return {
+        "Task": task,
+        "ActionResult": {
+            "type": "object",
+            "properties": {**task_properties, "cancelled": {"type": "boolean"}},
+            "required": [*required, "cancelled"],
+        },
+        "TaskList": {
+            "type": "object",
+            "properties": {
+                "tasks": {"type": "array", "items": _ref("Task")},
+                "page": {"type": ["string", "null"]},
+            },
+            "required": ["tasks"],
+        },
+        "Created": {
+            "type": "object",
+            "properties": {"task_id": {"type": "integer"}},
+            "required": ["task_id"],
+        },
+        "GremlinJob": {
+            "type": "object",
+            "properties": {
+                "gremlin": {"type": "string"},
+                "bindings": {"type": "object"},
+                "language": {"type": "string", "default": "gremlin-groovy"},
+                "aliases": {"type": "object", "maxProperties": 0},
+            },
+            "required": ["gremlin"],
+        },
+        "Versions": {
+            "type": "object",
+            "properties": {
+                "versions": {
+                    "type": "object",
+                    "properties": {k: {"type": "string"} for k in ("version", "core", "gremlin", "api", "sidetask")},
+                }
+            },
+        },
+        "Error": {
+            "type": "object",
+            "properties": {
+                "exception": {"type": "string"},
+                "message": {"type": "string"},
+                "cause": {"type": "string"},
+            },
+            "required": ["exception", "message", "cause"],
+        },
+    }
+
+
+PREFIX_PARAMETERS = {
+    "/graphspaces/{graphspace}/graphs/{graph}": [GRAPH_PARAMS["graphspace"], GRAPH_PARAMS["graph"]],
+    "/graphs/{graph}": [GRAPH_PARAMS["graph"]],
+}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for prefix, prefix_params in PREFIX_PARAMETERS.items():
+        for suffix, operations in _graph_operations().items():
+            item: dict[str, Any] = {"parameters": prefix_params}
+            for method, operation in operations.items():
+                tag = "graphspace" if "graphspace" in prefix else "graph"
+                item[method] = {**operation, "operationId": f"{operation['operationId']}_{tag}"}
+            paths[prefix + suffix] = item
+    paths.update(_service_operations())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sidetask",
+            "version": version,
+            "description": "An async task service compatible with Apache HugeGraph's Task API.",
+        },
+        "paths": paths,
+        "components": {"schemas": _schemas()},
+    }

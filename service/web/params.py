@@ -1,0 +1,123 @@
+"""Parsing of paths, query strings and bodies into values, with a 400 that says what was wrong."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import BadRequest, NotFound
+from ..model import GraphRef, Status
+from .keys import SETTINGS
+
+DEFAULT_GRAPHSPACE = "DEFAULT"
+DEFAULT_LIST_LIMIT = 100
+#: the largest number any integer option accepts (SQLite's integers are 64-bit)
+MAX_INT = 2**53
+
+
+def graph_of(request: web.Request) -> GraphRef:
+    """The graph the path names; `/graphs/{graph}/…` is graphspace DEFAULT (SPEC 1)."""
+    graph = GraphRef(
+        request.match_info.get("graphspace", DEFAULT_GRAPHSPACE), request.match_info["graph"]
+    )
+    if graph not in request.app[SETTINGS].graph_refs():
+        raise NotFound(f"Graph '{graph.graph}' does not exist")
+    return graph
+
+
+def task_id_of(request: web.Request) -> int:
+    text = request.match_info["id"]
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"Invalid task id '{text}', it must be a positive integer") from None
+    if value <= 0 or value > MAX_INT:
+        raise BadRequest(f"Invalid task id '{text}', it must be a positive integer")
+    return value
+
+
+def integer(name: str, text: str, *, minimum: int | None = None, maximum: int = MAX_INT) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"The parameter '{name}' must be an integer, but got '{text}'") from None
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"The parameter '{name}' must be >= {minimum}, but got '{text}'")
+    if value > maximum:
+        raise BadRequest(f"The parameter '{name}' must be <= {maximum}, but got '{text}'")
+    return value
+
+
+def number(name: str, text: str, *, minimum: float = 0.0, maximum: float = 10**9, exclusive: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"The parameter '{name}' must be a number, but got '{text}'") from None
+    if not math.isfinite(value) or value > maximum:
+        raise BadRequest(f"The parameter '{name}' must be a finite number <= {maximum:g}, but got '{text}'")
+    if value < minimum or (exclusive and value == minimum):
+        relation = ">" if exclusive else ">="
+        raise BadRequest(f"The parameter '{name}' must be {relation} {minimum:g}, but got '{text}'")
+    return value
+
+
+def boolean(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no", ""}:
+        return False
+    raise BadRequest(f"The parameter '{name}' must be true or false, but got '{text}'")
+
+
+def status(text: str) -> Status:
+    try:
+        return Status.parse(text)
+    except ValueError:
+        names = ", ".join(s.name for s in Status)
+        raise BadRequest(f"Invalid status '{text}', valid statuses are: {names}") from None
+
+
+def list_limit(text: str | None) -> int | None:
+    """`limit`: default 100, -1 for no limit (None)."""
+    if text is None:
+        return DEFAULT_LIST_LIMIT
+    value = integer("limit", text, minimum=-1)
+    return None if value == -1 else value
+
+
+def encode_page(after_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after_id})).decode().rstrip("=")
+
+
+def decode_page(token: str) -> int:
+    """The id a page starts after; an empty token is the first page."""
+    if token == "":
+        return 0
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        value = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        after = value["after"]
+        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_INT:
+            raise ValueError
+        return after
+    except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
+        raise BadRequest(f"Invalid page token '{token}'") from None
+
+
+async def json_body(request: web.Request, *, empty: Any = ...) -> Any:
+    """The body decoded as JSON; an empty body gives `empty`, or a 400 when none is allowed."""
+    raw = await request.read()
+    if not raw.strip():
+        if empty is ...:
+            raise BadRequest("The request body can't be empty")
+        return empty
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None

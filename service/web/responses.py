@@ -1,0 +1,26 @@
+"""JSON responses written with orjson, in HugeGraph's content type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    response = web.Response(body=orjson.dumps(body), status=status, headers=headers)
+    # set after construction: aiohttp's content_type= argument would re-space the charset
+    response.headers["Content-Type"] = JSON_CONTENT_TYPE
+    return response
+
+
+def error_body(kind: str, message: str, cause: str = "") -> dict[str, str]:
+    """HugeGraph's error body (SPEC 6)."""
+    return {"exception": kind, "message": message, "cause": cause}
+
+
+def error_response(status: int, kind: str, message: str, cause: str = "", headers: dict[str, str] | None = None) -> web.Response:
+    return json_response(error_body(kind, message, cause), status=status, headers=headers)

@@ -1,0 +1,34 @@
+"""The route table: every graph-scoped route under both prefixes of SPEC 1."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import jobs, service_routes, tasks
+
+#: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
+GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
+
+GRAPH_ROUTES = (
+    ("GET", "/tasks", tasks.list_tasks),
+    ("GET", "/tasks/{id}", tasks.get_task),
+    ("DELETE", "/tasks/{id}", tasks.delete_task),
+    ("PUT", "/tasks/{id}", tasks.update_task),
+    ("POST", "/jobs/gremlin", jobs.create_gremlin_job),
+    ("POST", "/jobs/{type}", jobs.create_job),
+)
+
+SERVICE_ROUTES = (
+    ("GET", "/versions", service_routes.versions),
+    ("GET", "/health", service_routes.health),
+    ("GET", "/ready", service_routes.ready),
+    ("GET", "/openapi.json", service_routes.openapi),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    for prefix in GRAPH_PREFIXES:
+        for method, path, handler in GRAPH_ROUTES:
+            app.router.add_route(method, prefix + path, handler)
+    for method, path, handler in SERVICE_ROUTES:
+        app.router.add_route(method, path, handler)

@@ -1,0 +1,41 @@
+"""Service routes (SPEC 8): versions, health, readiness, the OpenAPI document."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from aiohttp import web
+
+from ..errors import ServiceUnavailable
+from .keys import SUPERVISOR
+from .openapi import openapi_document
+from .responses import json_response
+
+#: the HugeGraph versions clients read: pyhugegraph picks graphspace paths for core >= 1.7.0
+HUGEGRAPH_VERSIONS = {"version": "v1", "core": "1.7.0", "gremlin": "3.5.1", "api": "0.71"}
+
+
+def sidetask_version() -> str:
+    try:
+        return metadata.version("sidetask")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+async def versions(request: web.Request) -> web.Response:
+    return json_response({"versions": {**HUGEGRAPH_VERSIONS, "sidetask": sidetask_version()}})
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    supervisor = request.app.get(SUPERVISOR)
+    if supervisor is None or not supervisor.started:
+        raise ServiceUnavailable("Not ready: the store is not open or the supervisor is not running")
+    return json_response({"status": "ready"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(sidetask_version()))

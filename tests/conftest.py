@@ -1,0 +1,156 @@
+"""Shared fixtures: settings on a real SQLite file in tmp_path, the app through a real server
+on loopback, and a real `sidetask serve` subprocess for the tests that kill one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient
+
+from service import config
+from service.config import Settings
+from service.web import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CONFIG = ROOT / "config" / "test.toml"
+BASES = ("/graphspaces/DEFAULT/graphs/hugegraph", "/graphs/hugegraph")
+
+T = TypeVar("T")
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return config.load(TEST_CONFIG, env={}, db=str(tmp_path / "sidetask.db"), **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture(params=BASES, ids=["graphspace", "graph"])
+def base(request: pytest.FixtureRequest) -> str:
+    """Both address shapes of SPEC 1."""
+    return str(request.param)
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], timeout: float = 10.0, what: str = "condition"
+) -> T:
+    """Polls `probe` until it returns something truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def submit(client: Any, base: str, job_type: str, body: Any = None, **query: Any) -> int:
+    response = await client.post(f"{base}/jobs/{job_type}", json=body, params={k: str(v) for k, v in query.items()})
+    assert response.status == 201, await response.text()
+    return int((await response.json())["task_id"])
+
+
+async def get_task(client: Any, base: str, task_id: int) -> dict[str, Any]:
+    response = await client.get(f"{base}/tasks/{task_id}")
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def wait_status(client: Any, base: str, task_id: int, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        task = await get_task(client, base, task_id)
+        return task if task["task_status"] in statuses else None
+
+    return await wait_for(probe, timeout, f"task {task_id} to reach {statuses}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A real `python -m service serve` on loopback."""
+
+    def __init__(self, db: Path, config_file: Path = TEST_CONFIG, env: dict[str, str] | None = None) -> None:
+        self.db = db
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = db.with_suffix(f".{self.port}.log")
+        cmd = [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--db", str(db), "--config", str(config_file)]
+        self._log_file = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    async def wait_ready(self, timeout: float = 15.0) -> None:
+        async with ClientSession() as session:
+
+            async def probe() -> bool:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"server exited with {self.proc.returncode}: {self.output()}")
+                try:
+                    async with session.get(f"{self.url}/ready") as response:
+                        return response.status == 200
+                except OSError:
+                    return False
+
+            await wait_for(probe, timeout, "the server to be ready")
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        self.kill()
+        self._log_file.close()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(db: Path | None = None, **kwargs: Any) -> ServerProcess:
+        server = ServerProcess(db or tmp_path / "sidetask.db", **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[ClientSession]:
+    async with ClientSession() as session:
+        yield session
