@@ -62,6 +62,12 @@ class Settings:
     gremlin_url: str = ""
     #: seconds before a gremlin request gives up
     gremlin_timeout: float = 60.0
+    #: seconds between keep-alive comments on idle event streams
+    sse_keepalive: float = 15.0
+    #: the reconnection delay (milliseconds) event streams suggest to clients
+    sse_retry_ms: int = 2000
+    #: bytes an event stream may have unsent before its subscriber is disconnected
+    sse_buffer_bytes: int = 1024 * 1024
     #: the name this process writes into task_server
     server_name: str = "sidetask"
     #: logging level name

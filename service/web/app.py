@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..config import Settings
+from ..events import EventBus
 from ..jobs import build_registry
 from ..store import open_store
 from ..supervisor import Supervisor
 from .errors import error_middleware
-from .keys import REGISTRY, SETTINGS, STORE, SUPERVISOR
+from .keys import EVENTS, REGISTRY, SETTINGS, STORE, SUPERVISOR
 from .routes import add_routes
+from .sse import close_streams, events_ctx
 
 log = logging.getLogger("sidetask.web")
 
@@ -42,7 +44,11 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[REGISTRY] = build_registry(settings)
+    app[EVENTS] = EventBus()
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(events_ctx)
     app.cleanup_ctx.append(_supervisor_ctx)
+    # on_shutdown runs before the cleanup contexts: streams end before the drain starts
+    app.on_shutdown.append(close_streams)
     add_routes(app)
     return app

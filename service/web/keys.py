@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..config import Settings
+from ..events import EventBus
 from ..jobs import Registry
 from ..store import Store
 from ..supervisor import Supervisor
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", Registry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+EVENTS = web.AppKey("events", EventBus)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import jobs, service_routes, tasks
+from . import jobs, service_routes, sse, tasks
 
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
@@ -16,6 +16,8 @@ GRAPH_ROUTES = (
     ("PUT", "/tasks/{id}", tasks.update_task),
     ("POST", "/jobs/gremlin", jobs.create_gremlin_job),
     ("POST", "/jobs/{type}", jobs.create_job),
+    ("GET", "/tasks/{id}/events", sse.task_events),
+    ("GET", "/events", sse.graph_events),
 )
 
 SERVICE_ROUTES = (
@@ -23,6 +25,7 @@ SERVICE_ROUTES = (
     ("GET", "/health", service_routes.health),
     ("GET", "/ready", service_routes.ready),
     ("GET", "/openapi.json", service_routes.openapi),
+    ("GET", "/events", sse.service_events),
 )
 
 

@@ -1,0 +1,215 @@
+"""Server-Sent Events routes (SPEC 7): a task's, a graph's and the whole service's events.
+
+aiohttp-sse is not used: its EventSourceResponse awaits one write per event per subscriber
+and runs a ping task per connection, which is the design that saturates a core at a
+thousand subscribers. Here a stream replays the stored events after Last-Event-ID, then
+hands its socket to the event bus, which writes each batch to it without an await; the
+keep-alive is one timer for all streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from ..errors import BadRequest, NotFound
+from ..events import EventBus, Scope, Subscription, encode, ends_task_stream
+from ..model import Event, EventKind
+from . import params
+from .keys import EVENTS, SETTINGS, STORE
+
+#: stored events read per query while replaying
+REPLAY_PAGE = 1000
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    text = request.headers.get("Last-Event-ID")
+    if text is None:
+        text = request.query.get("last_event_id")
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be an event id (an integer)") from None
+    if value < 0:
+        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be >= 0")
+    return value
+
+
+class _Stream:
+    """One open stream: the response, and a sink that writes straight to its socket."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, limit: int) -> None:
+        self.response = response
+        transport = request.transport
+        assert transport is not None
+        self.transport = transport
+        self.limit = limit
+        self.chunked = response.chunked
+
+    def sink(self, data: bytes) -> bool:
+        transport = self.transport
+        if transport.is_closing():
+            return False
+        if transport.get_write_buffer_size() > self.limit:
+            return False
+        if self.chunked:  # the response is chunked: each write is one chunk
+            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+        return True
+
+
+async def _open(request: web.Request) -> _Stream:
+    settings = request.app[SETTINGS]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    if request.version >= (1, 1):
+        response.enable_chunked_encoding()
+    await response.prepare(request)
+    # The first write goes through aiohttp so the headers leave with it.
+    await response.write(b"retry: %d\n\n" % settings.sse_retry_ms)
+    return _Stream(request, response, settings.sse_buffer_bytes)
+
+
+async def _serve(
+    request: web.Request,
+    scope: Scope,
+    start_after: int,
+    first: Event | None = None,
+) -> web.StreamResponse:
+    """Replay stored events after `start_after`, then follow live ones, no gap, no duplicate."""
+    bus = request.app[EVENTS]
+    store = request.app[STORE]
+    stream = await _open(request)
+    subscription = bus.subscribe(scope, stream.sink)  # collects live events while replaying
+    subscription.last_id = start_after
+    try:
+        if first is not None:
+            stream.sink(encode(first))
+            if scope.task_id is not None and ends_task_stream(first):
+                return await _end(stream, bus, subscription)
+        while True:
+            events = await store.events_after(
+                subscription.last_id, scope.graph, scope.task_id, REPLAY_PAGE
+            )
+            events = [e for e in events if scope.matches(e)]
+            if events:
+                if not stream.sink(b"".join(encode(e) for e in events)):
+                    return await _end(stream, bus, subscription, clean=False)
+                subscription.last_id = events[-1].id
+                if scope.task_id is not None and any(ends_task_stream(e) for e in events):
+                    return await _end(stream, bus, subscription)
+            if len(events) < REPLAY_PAGE:
+                break
+        backlog = bus.go_live(subscription)
+        if backlog:
+            if not stream.sink(b"".join(encode(e) for e in backlog)):
+                return await _end(stream, bus, subscription, clean=False)
+            if scope.task_id is not None and any(ends_task_stream(e) for e in backlog):
+                return await _end(stream, bus, subscription)
+        clean = await subscription.finished
+        return await _end(stream, bus, subscription, clean=clean)
+    except asyncio.CancelledError:
+        bus.unsubscribe(subscription)
+        raise
+
+
+async def _end(
+    stream: _Stream, bus: EventBus, subscription: Subscription, clean: bool = True
+) -> web.StreamResponse:
+    bus.unsubscribe(subscription)
+    if clean:
+        with contextlib.suppress(ConnectionError):
+            await stream.response.write_eof()
+    else:
+        # Fell behind: cut the connection; the client reconnects with Last-Event-ID.
+        stream.transport.abort()
+    return stream.response
+
+
+async def task_events(request: web.Request) -> web.StreamResponse:
+    graph = params.graph_of(request)
+    task_id = params.task_id_of(request)
+    store = request.app[STORE]
+    last_event_id = _last_event_id(request)
+    scope = Scope(graph=graph, task_id=task_id)
+    if last_event_id is not None:
+        if await store.get(graph, task_id) is None and not await store.events_after(
+            last_event_id, graph, task_id, 1
+        ):
+            raise NotFound(f"Can't find task with id '{task_id}'")
+        return await _serve(request, scope, last_event_id)
+    # No Last-Event-ID: first the task's current state, then every change after it. The
+    # event id is read before the task, so every change the snapshot misses comes after.
+    start_after = await store.last_event_id()
+    task = await store.get(graph, task_id)
+    if task is None:
+        raise NotFound(f"Can't find task with id '{task_id}'")
+    snapshot = Event(
+        id=start_after,
+        kind=EventKind.STATUS,
+        task_id=task.id,
+        graph=task.graph,
+        task_type=task.type,
+        status=task.status,
+        data=orjson.dumps(task.to_api()),
+    )
+    return await _serve(request, scope, start_after, first=snapshot)
+
+
+async def graph_events(request: web.Request) -> web.StreamResponse:
+    graph = params.graph_of(request)
+    status_text = request.query.get("status")
+    type_text = request.query.get("type")
+    scope = Scope(
+        graph=graph,
+        status=None if not status_text else params.status(status_text),
+        task_type=type_text or None,
+    )
+    return await _follow(request, scope)
+
+
+async def service_events(request: web.Request) -> web.StreamResponse:
+    return await _follow(request, Scope())
+
+
+async def _follow(request: web.Request, scope: Scope) -> web.StreamResponse:
+    last_event_id = _last_event_id(request)
+    if last_event_id is None:
+        # a new subscriber of a graph or the service starts from now
+        last_event_id = await request.app[STORE].last_event_id()
+    return await _serve(request, scope, last_event_id)
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The bus, fed by the store's commits, with one keep-alive timer for every stream."""
+    bus = app[EVENTS]
+    app[STORE].add_listener(bus.publish)
+    interval = app[SETTINGS].sse_keepalive
+
+    async def keepalive() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            bus.keepalive()
+
+    timer = asyncio.create_task(keepalive(), name="sidetask-sse-keepalive")
+    yield
+    timer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await timer
+
+
+async def close_streams(app: web.Application) -> None:
+    """on_shutdown: open streams end cleanly before the supervisor drains."""
+    app[EVENTS].close()
