@@ -53,6 +53,21 @@ SUBMIT_OPTIONS = [
     },
 ]
 CREATED = _json("the task is committed", _ref("Created"))
+EVENT_STREAM_PARAMS = [
+    {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "replay every stored event after this id, then follow live ones",
+    },
+    _query("last_event_id", {"type": "integer", "minimum": 0}, "the same, for clients that cannot set headers"),
+]
+EVENT_STREAM = {
+    "description": "Server-Sent Events: `id:` the event id, `event:` task.created, task.status, "
+    "task.progress or task.deleted, `data:` the task as GET returns it (for task.deleted, {\"id\": N})",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
 
 
 def _graph_operations() -> dict[str, dict[str, Any]]:
@@ -144,7 +159,34 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "responses": {"201": CREATED, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
         }
     }
-    return {"/tasks": tasks, "/tasks/{id}": task, "/jobs/gremlin": gremlin, "/jobs/{type}": job}
+    task_events = {
+        "get": {
+            "operationId": "taskEvents",
+            "summary": "A task's events: its current state, then every change; ends after a completed status or its deletion",
+            "parameters": [TASK_ID, *EVENT_STREAM_PARAMS],
+            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND},
+        }
+    }
+    graph_events = {
+        "get": {
+            "operationId": "graphEvents",
+            "summary": "Every event of the graph's tasks, optionally by status and type",
+            "parameters": [
+                _query("status", {"type": "string"}, "only events whose task has this status"),
+                _query("type", {"type": "string"}, "only events of tasks of this type"),
+                *EVENT_STREAM_PARAMS,
+            ],
+            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND},
+        }
+    }
+    return {
+        "/tasks": tasks,
+        "/tasks/{id}": task,
+        "/jobs/gremlin": gremlin,
+        "/jobs/{type}": job,
+        "/tasks/{id}/events": task_events,
+        "/events": graph_events,
+    }
 
 
 def _service_operations() -> dict[str, dict[str, Any]]:
@@ -168,6 +210,14 @@ def _service_operations() -> dict[str, dict[str, Any]]:
                 "operationId": "ready",
                 "summary": "the store is open and the supervisor is running",
                 "responses": {"200": _json("ready", {"type": "object"}), "503": _error("not ready")},
+            }
+        },
+        "/events": {
+            "get": {
+                "operationId": "serviceEvents",
+                "summary": "Every event of the service",
+                "parameters": EVENT_STREAM_PARAMS,
+                "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST},
             }
         },
         "/openapi.json": {
