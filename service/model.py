@@ -66,6 +66,8 @@ _S = Status
 #: Every allowed status change: target -> statuses it may come from.
 #: The store enforces this table in SQL (UPDATE … WHERE status IN (…)).
 TRANSITIONS: dict[Status, frozenset[Status]] = {
+    # a task is only ever created `new`; nothing moves back to it
+    _S.NEW: frozenset(),
     _S.SCHEDULING: frozenset({_S.NEW, _S.RESTORING}),
     _S.SCHEDULED: frozenset({_S.SCHEDULING}),
     _S.QUEUED: frozenset({_S.SCHEDULED, _S.RESTORING}),
