@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from typing import Any
 
 import orjson
@@ -18,6 +19,12 @@ DEFAULT_GRAPHSPACE = "DEFAULT"
 DEFAULT_LIST_LIMIT = 100
 #: the largest number any integer option accepts (SQLite's integers are 64-bit)
 MAX_INT = 2**53
+#: what a client writes as an integer or a number; Python's int() and float() also take
+#: "1_000", " 5", "+5", non-ASCII digits and "infinity", which no client means as one
+_INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
+#: more digits than this is beyond MAX_INT (and int() refuses texts of thousands of digits)
+_MAX_DIGITS = 18
+_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?", re.ASCII)
 
 
 def graph_of(request: web.Request) -> GraphRef:
@@ -32,20 +39,17 @@ def graph_of(request: web.Request) -> GraphRef:
 
 def task_id_of(request: web.Request) -> int:
     text = request.match_info["id"]
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"Invalid task id '{text}', it must be a positive integer") from None
-    if value <= 0 or value > MAX_INT:
+    if not _INTEGER.fullmatch(text) or len(text) > _MAX_DIGITS or not 0 < int(text) <= MAX_INT:
         raise BadRequest(f"Invalid task id '{text}', it must be a positive integer")
-    return value
+    return int(text)
 
 
 def integer(name: str, text: str, *, minimum: int | None = None, maximum: int = MAX_INT) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"The parameter '{name}' must be an integer, but got '{text}'") from None
+    if not _INTEGER.fullmatch(text):
+        raise BadRequest(f"The parameter '{name}' must be an integer, but got '{text}'")
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise BadRequest(f"The parameter '{name}' is out of range, got '{text}'")
+    value = int(text)
     if minimum is not None and value < minimum:
         raise BadRequest(f"The parameter '{name}' must be >= {minimum}, but got '{text}'")
     if value > maximum:
@@ -54,10 +58,9 @@ def integer(name: str, text: str, *, minimum: int | None = None, maximum: int = 
 
 
 def number(name: str, text: str, *, minimum: float = 0.0, maximum: float = 10**9, exclusive: bool = False) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadRequest(f"The parameter '{name}' must be a number, but got '{text}'") from None
+    if not _NUMBER.fullmatch(text):
+        raise BadRequest(f"The parameter '{name}' must be a number, but got '{text}'")
+    value = float(text)
     if not math.isfinite(value) or value > maximum:
         raise BadRequest(f"The parameter '{name}' must be a finite number <= {maximum:g}, but got '{text}'")
     if value < minimum or (exclusive and value == minimum):
