@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -15,17 +16,22 @@ from .responses import json_response
 
 MAX_NAME_BYTES = 256
 MAX_IDEMPOTENCY_KEY = 255
+#: the line breaks HugeGraph splits a script's first line at (not str.splitlines()'s dozen)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def first_line(script: str, limit: int = MAX_NAME_BYTES) -> str:
-    """A gremlin task's name: the script's first line, cut to `limit` UTF-8 bytes."""
-    line = script.strip().splitlines()[0] if script.strip() else ""
+    """A gremlin task's name as HugeGraph gives it: the script's first line, as written
+    (blank, indented), cut to `limit` UTF-8 bytes without splitting a character."""
+    line = _LINE_BREAK.split(script, maxsplit=1)[0]
     return line.encode()[:limit].decode(errors="ignore")
 
 
 async def create_gremlin_job(request: web.Request) -> web.Response:
     graph = params.graph_of(request)
     body = await params.json_body(request)
+    if body is None:  # HugeGraph reads a JSON null as no body at all
+        raise BadRequest("The request body can't be empty")
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
     script = body.get("gremlin")
@@ -38,7 +44,9 @@ async def create_gremlin_job(request: web.Request) -> web.Response:
     bindings = body.get("bindings") or {}
     if not isinstance(bindings, dict):
         raise BadRequest("The gremlin bindings must be a JSON object")
-    language = body.get("language") or "gremlin-groovy"
+    language = body.get("language", "gremlin-groovy")
+    if language is None:
+        raise BadRequest("The language parameter can't be null")
     if not isinstance(language, str):
         raise BadRequest("The gremlin language must be a string")
     # Stored as HugeGraph stores it: the graph aliased to `graph`, keys in HugeGraph's order.
