@@ -36,7 +36,7 @@ GRAPH_PARAMS = {
 TASK_ID = _path("id", {"type": "integer", "minimum": 1}, "the task's id")
 NOT_FOUND = _error("the graph or the task does not exist")
 BAD_REQUEST = _error("a parameter or the body is wrong; the message says what")
-UNAVAILABLE = _error("the store cannot write now (full disk, locked database); retry later")
+UNAVAILABLE = _error("the store cannot read or write now (full disk, locked database, shutting down); retry later")
 
 SUBMIT_OPTIONS = [
     _query("name", {"type": "string", "maxLength": 256}, "the task's name (default: its type)"),
@@ -91,6 +91,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
                 "200": _json("the tasks; with `page`, also the next page's token", _ref("TaskList")),
                 "400": BAD_REQUEST,
                 "404": NOT_FOUND,
+                "503": UNAVAILABLE,
             },
         }
     }
@@ -99,7 +100,12 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "operationId": "getTask",
             "summary": "One task",
             "parameters": [TASK_ID],
-            "responses": {"200": _json("the task", _ref("Task")), "400": BAD_REQUEST, "404": NOT_FOUND},
+            "responses": {
+                "200": _json("the task", _ref("Task")),
+                "400": BAD_REQUEST,
+                "404": NOT_FOUND,
+                "503": UNAVAILABLE,
+            },
         },
         "delete": {
             "operationId": "deleteTask",
@@ -164,7 +170,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "operationId": "taskEvents",
             "summary": "A task's events: its current state, then every change; ends after a completed status or its deletion",
             "parameters": [TASK_ID, *EVENT_STREAM_PARAMS],
-            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND},
+            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
         }
     }
     graph_events = {
@@ -176,7 +182,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
                 _query("type", {"type": "string"}, "only events of tasks of this type"),
                 *EVENT_STREAM_PARAMS,
             ],
-            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND},
+            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
         }
     }
     return {
@@ -217,7 +223,7 @@ def _service_operations() -> dict[str, dict[str, Any]]:
                 "operationId": "serviceEvents",
                 "summary": "Every event of the service",
                 "parameters": EVENT_STREAM_PARAMS,
-                "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST},
+                "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "503": UNAVAILABLE},
             }
         },
         "/openapi.json": {
