@@ -292,12 +292,12 @@ class Supervisor:
         running = sum(1 for r in self._running.values() if r.task.type == type_name)
         return running + sum(1 for t in self._ready.values() if t.type == type_name)
 
-    def _saturated_types(self) -> list[str]:
-        return [
-            name
+    def _type_room(self) -> dict[str, int]:
+        """How many more tasks of each limited type may be claimed now."""
+        return {
+            name: limit - self._type_load(name)
             for name, limit in self.settings.type_concurrency.items()
-            if self._type_load(name) >= limit
-        ]
+        }
 
     async def _schedule_loop(self) -> None:
         while True:
@@ -329,7 +329,7 @@ class Supervisor:
         # Prefetch up to one slot's worth per slot, so a freed slot starts work at once.
         room = 2 * self.settings.concurrency - len(self._running) - len(self._ready)
         if room > 0:
-            claimed = await self.store.claim(room, now, self._saturated_types())
+            claimed = await self.store.claim(room, now, self._type_room())
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting
             await self._confirm(claimed)

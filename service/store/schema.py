@@ -54,6 +54,10 @@ MIGRATIONS: tuple[str, ...] = (
     -- a task's stream replayed after Last-Event-ID
     CREATE INDEX events_by_task ON events (task_id, id);
     """,
+    # 2: /metrics counts tasks by status and type from an index instead of the table
+    """
+    CREATE INDEX tasks_by_status_type ON tasks (status, type);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -207,8 +207,16 @@ Op = Callable[[_Tx], T]
 class SQLiteStore:
     """Task state in one SQLite file. Only this module and its siblings know SQL."""
 
-    def __init__(self, path: str | Path, *, readers: int = 2) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readers: int = 2,
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
+        #: called (in a connection's thread) with every SQL statement run, for diagnostics
+        self._trace = trace
         self._lock = ProcessLock(self.path)
         self._writer: aiosqlite.Connection | None = None
         self._readers: list[aiosqlite.Connection] = []
@@ -227,6 +235,7 @@ class SQLiteStore:
         self._lock.acquire()
         try:
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._writer.set_trace_callback(self._trace)
             await self._writer.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit is on disk before the 201 goes out; group commit pays for it.
             await self._writer.execute("PRAGMA synchronous = FULL")
@@ -234,6 +243,7 @@ class SQLiteStore:
             await self._migrate(self._writer)
             for _ in range(self._reader_count):
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await reader.set_trace_callback(self._trace)
                 await reader.execute("PRAGMA query_only = ON")
                 await reader.execute("PRAGMA busy_timeout = 2000")
                 self._readers.append(reader)
@@ -444,26 +454,42 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def claim(self, limit: int, now_ms: int, exclude_types: Iterable[str]) -> list[Task]:
-        """Takes up to `limit` waiting tasks that are due, highest priority first: a new task
-        goes `scheduling`, a restoring one (resumed, retried, recovered) straight to `queued`."""
-        excluded = sorted(set(exclude_types))
+    async def claim(self, limit: int, now_ms: int, type_room: Mapping[str, int]) -> list[Task]:
+        """Takes up to `limit` waiting tasks that are due, highest priority first, and at most
+        `type_room[t]` of a type `t` that has a limit: a new task goes `scheduling`, a restoring
+        one (resumed, retried, recovered) straight to `queued`."""
+        room = dict(type_room)
 
         def op(tx: _Tx) -> list[Task]:
-            sql = (
-                f"SELECT id, status FROM tasks WHERE status IN ('new', 'restoring')"
-                f" AND run_after_ms <= ?"
-            )
-            params: list[Any] = [now_ms]
-            if excluded:
-                sql += f" AND type NOT IN ({', '.join('?' * len(excluded))})"
-                params.extend(excluded)
-            sql += " ORDER BY priority DESC, id LIMIT ?"
-            params.append(limit)
-            claimed = []
-            for task_id, status in tx.conn.execute(sql, params).fetchall():
-                target = Status.SCHEDULING if status == Status.NEW else Status.QUEUED
-                claimed.append(tx.change(Change(task_id, target)))
+            claimed: list[Task] = []
+            # A type that runs out of room is excluded and the rest asked for again, so tasks
+            # of other types behind it are still claimed: at most one query per limited type.
+            while len(claimed) < limit:
+                excluded = sorted(name for name, left in room.items() if left <= 0)
+                # The partial index holds only waiting tasks, in claim order: the scan stops
+                # after `limit` due ones instead of sorting every waiting task.
+                sql = (
+                    "SELECT id, status, type FROM tasks INDEXED BY tasks_waiting"
+                    " WHERE status IN ('new', 'restoring') AND run_after_ms <= ?"
+                )
+                params: list[Any] = [now_ms]
+                if excluded:
+                    sql += f" AND type NOT IN ({', '.join('?' * len(excluded))})"
+                    params.extend(excluded)
+                sql += " ORDER BY priority DESC, id LIMIT ?"
+                params.append(limit - len(claimed))
+                found = tx.conn.execute(sql, params).fetchall()
+                out_of_room = False
+                for task_id, status, type_name in found:
+                    if type_name in room:
+                        if room[type_name] <= 0:
+                            out_of_room = True
+                            break
+                        room[type_name] -= 1
+                    target = Status.SCHEDULING if status == Status.NEW else Status.QUEUED
+                    claimed.append(tx.change(Change(task_id, target)))
+                if not out_of_room:
+                    break
             return claimed
 
         return await self._write(op)

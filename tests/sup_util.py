@@ -1,0 +1,102 @@
+"""Helpers of the supervisor, store and recovery tests: reading the SQLite file as it is
+stored, and waiting on conditions (never on fixed sleeps)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.conftest import wait_for
+
+
+def rows(db: Path | str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    """A query on the database file through a connection of its own, as an operator would."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        return list(conn.execute(sql, tuple(params)).fetchall())
+
+
+def execute(db: Path | str, sql: str, params: Iterable[Any] = ()) -> None:
+    """A write straight into the database file (damage, or a row of a newer version)."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        conn.execute(sql, tuple(params))
+        conn.commit()
+
+
+def trail(db: Path | str, task_id: int) -> list[str]:
+    """The statuses a task went through, from its stored events, in order."""
+    return [
+        status
+        for (status,) in rows(
+            db,
+            "SELECT status FROM events WHERE task_id = ? AND kind IN ('task.created', 'task.status')"
+            " ORDER BY id",
+            (task_id,),
+        )
+    ]
+
+
+def status_events(db: Path | str, task_id: int) -> list[dict[str, Any]]:
+    """The task as each of its status events carried it."""
+    return [
+        orjson.loads(data)
+        for (data,) in rows(
+            db,
+            "SELECT data FROM events WHERE task_id = ? AND kind IN ('task.created', 'task.status')"
+            " ORDER BY id",
+            (task_id,),
+        )
+    ]
+
+
+def max_overlap(db: Path | str, task_ids: Iterable[int] | None = None) -> int:
+    """The most of the given tasks ever `running`/`cancelling` at once, replayed from the
+    event log (whose ids are the commit order)."""
+    wanted = None if task_ids is None else set(task_ids)
+    active: set[int] = set()
+    most = 0
+    for task_id, status in rows(
+        db, "SELECT task_id, status FROM events WHERE kind = 'task.status' ORDER BY id"
+    ):
+        if wanted is not None and task_id not in wanted:
+            continue
+        if status in ("running", "cancelling"):
+            active.add(task_id)
+        else:
+            active.discard(task_id)
+        most = max(most, len(active))
+    return most
+
+
+def started_order(db: Path | str) -> list[int]:
+    """Task ids in the order they started running."""
+    return [
+        task_id
+        for (task_id,) in rows(
+            db,
+            "SELECT task_id FROM events WHERE kind = 'task.status' AND status = 'running' ORDER BY id",
+        )
+    ]
+
+
+async def wait_file(path: Path, timeout: float = 10.0) -> Path:
+    async def probe() -> Path | None:
+        return path if path.exists() else None
+
+    return await wait_for(probe, timeout, f"{path.name} to exist")
+
+
+async def wait_rows(
+    db: Path | str, sql: str, params: Iterable[Any] = (), timeout: float = 10.0
+) -> list[tuple[Any, ...]]:
+    """Waits until the query returns at least one row."""
+    params = tuple(params)
+
+    async def probe() -> list[tuple[Any, ...]] | None:
+        return rows(db, sql, params) or None
+
+    return await wait_for(probe, timeout, sql)
