@@ -1,0 +1,1 @@
+"""Shared parts of the benchmark scripts: servers on loopback, load clients, figures."""

@@ -1,0 +1,142 @@
+"""SSE fan-out: N subscribers of a graph's stream while one task publishes R events a second.
+
+The subscribers are raw asyncio connections in this process (no per-event parsing: the
+bytes are counted and the `task_update` of each event is read with one regex), so the
+load client stays lighter than the server it measures. Lag is the time from the event's
+write (its `task_update`, stamped when its transaction began) to its arrival here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from .server import BenchServer
+from .stats import percentile
+
+EVENT_MARK = b"event: task.progress"
+UPDATE = re.compile(rb'"task_update":(\d+)')
+
+
+@dataclass
+class Subscriber(asyncio.Protocol):
+    path: str
+    host: str
+    lags: list[float]
+    received: int = 0
+    closed: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    _tail: bytes = b""
+
+    transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time() * 1000
+        # the mark may straddle two reads: keep a tail shorter than the mark
+        window = self._tail + data
+        self.received += window.count(EVENT_MARK)
+        self._tail = window[-(len(EVENT_MARK) - 1) :]
+        for match in UPDATE.finditer(data):
+            self.lags.append(now - int(match.group(1)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+async def _measure(server: BenchServer, subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    protocols: list[Subscriber] = []
+    path = "/graphs/hugegraph/events?type=ticker"
+    for start in range(0, subscribers, 200):  # connect in waves so the backlog never overflows
+        batch = await asyncio.gather(
+            *(
+                loop.create_connection(lambda: Subscriber(path, f"127.0.0.1:{server.port}", lags), "127.0.0.1", server.port)
+                for _ in range(start, min(subscribers, start + 200))
+            )
+        )
+        protocols.extend(protocol for _, protocol in batch)
+    await asyncio.sleep(1.0)  # let every stream finish its (empty) replay and go live
+    rss_idle = server.rss_mb()
+    task = await asyncio.to_thread(_post, f"{server.url}/graphs/hugegraph/jobs/ticker", {"rate": rate, "seconds": seconds})
+    started = time.monotonic()
+    rss_peak = rss_idle
+    deadline = started + seconds + 30
+    last_total = -1
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        rss_peak = max(rss_peak, server.rss_mb())
+        total = sum(p.received for p in protocols)
+        # done when the task's time is up and nothing more arrived for half a second
+        if time.monotonic() - started > seconds + 1 and total == last_total:
+            break
+        last_total = total
+    elapsed = time.monotonic() - started
+    final = await asyncio.to_thread(_get, f"{server.url}/graphs/hugegraph/tasks/{task['task_id']}")
+    for protocol in protocols:
+        if protocol.transport is not None:
+            protocol.transport.close()
+    published = _published(server, int(task["task_id"]))
+    delivered = sum(min(p.received, published) for p in protocols)
+    complete = sum(1 for p in protocols if p.received >= published)
+    return {
+        "subscribers": subscribers,
+        "rate": rate,
+        "seconds": seconds,
+        "published": published,
+        "task_status": final["task_status"],
+        "deliveries_expected": published * subscribers,
+        "deliveries": delivered,
+        "subscribers_complete": complete,
+        "delivered_per_s": delivered / max(elapsed, seconds),
+        "lag_p50_ms": percentile(lags, 0.50),
+        "lag_p99_ms": percentile(lags, 0.99),
+        "lag_max_ms": max(lags) if lags else float("nan"),
+        "rss_idle_mb": rss_idle,
+        "rss_peak_mb": rss_peak,
+    }
+
+
+def _published(server: BenchServer, task_id: int) -> int:
+    """Progress events the task really produced (reports close together are coalesced)."""
+    with sqlite3.connect(server.db) as conn:
+        (count,) = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE task_id = ? AND kind = 'task.progress'", (task_id,)
+        ).fetchone()
+    return int(count)
+
+
+def run_fanout(subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
+    """Starts a fresh server, measures, stops it."""
+    server = BenchServer(
+        jobs={"ticker": "benchlib.jobs:ticker"},
+        # every progress report becomes an event: the source, not the bus, sets the rate
+        progress_interval=min(0.1, 0.5 / rate),
+        sse_buffer_bytes=4 * 1024 * 1024,
+    )
+    try:
+        return asyncio.run(_measure(server, subscribers, rate, seconds))
+    finally:
+        server.stop()
