@@ -29,6 +29,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except SidetaskError as exc:
         return error_response(exc.status, exc.kind, exc.message, exc.cause)
+    except web.RequestPayloadError as exc:
+        # The body broke in transit (bad chunking, a Content-Encoding it is not in): the
+        # request is malformed, not the service.
+        reason = getattr(exc.__cause__, "message", None) or str(exc)
+        message = f"The request body can't be read: {' '.join(str(reason).split())}"
+        response = error_response(400, _HTTP_KINDS[400], message)
+        # The rest of the body is unread: say the connection ends, so no client reuses it.
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -16,6 +16,8 @@ from .responses import json_response
 
 MAX_NAME_BYTES = 256
 MAX_IDEMPOTENCY_KEY = 255
+#: the deepest nesting of a job's input that can be stored (orjson writes at most this)
+MAX_INPUT_DEPTH = 254
 #: the line breaks HugeGraph splits a script's first line at (not str.splitlines()'s dozen)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -100,7 +102,13 @@ def _options(request: web.Request) -> dict[str, Any]:
 async def _submit(
     request: web.Request, graph: GraphRef, type_name: str, job_input: Any, options: dict[str, Any]
 ) -> web.Response:
-    input_json = None if job_input is None else orjson.dumps(job_input).decode()
+    try:
+        input_json = None if job_input is None else orjson.dumps(job_input).decode()
+    except orjson.JSONEncodeError:
+        # orjson reads JSON nested up to 1024 levels deep but writes only up to 254
+        raise BadRequest(
+            f"The request body is nested too deeply; at most {MAX_INPUT_DEPTH} levels are allowed"
+        ) from None
     task, created = await request.app[SUPERVISOR].submit(graph, type_name, input_json, **options)
     # 201 means committed (SPEC 9); an Idempotency-Key replay answers as the first call did,
     # and says so in a header.

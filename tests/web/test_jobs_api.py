@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from typing import Any
 
 import orjson
@@ -278,3 +279,37 @@ async def test_idempotency_key_works_for_gremlin_jobs(client: TestClient, base: 
     first = await ok_json(await client.post(f"{base}/jobs/gremlin", data=body, headers=headers), 201)
     second = await ok_json(await client.post(f"{base}/jobs/gremlin", data=body, headers=headers), 201)
     assert first == second
+
+
+def nested(depth: int) -> bytes:
+    """A JSON object `depth` levels deep: {"a": [[…]]}."""
+    return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+async def test_an_input_nested_as_deep_as_can_be_stored_is_taken(client: TestClient, base: str) -> None:
+    task_id = (await ok_json(await client.post(f"{base}/jobs/echo", data=nested(254), params={"delay": LATER}), 201))["task_id"]
+    assert (await get_task(client, base, task_id))["task_input"] == nested(254).decode()
+
+
+@pytest.mark.parametrize("job", ["echo", "gremlin"])
+async def test_an_input_nested_too_deeply_is_refused(client: TestClient, base: str, job: str) -> None:
+    body = nested(300) if job == "echo" else b'{"gremlin": "g.V()", "bindings": ' + nested(300) + b"}"
+    message = await assert_error(await client.post(f"{base}/jobs/{job}", data=body), 400)
+    assert "nested too deeply" in message
+    assert ids_of(await list_tasks(client, base, limit=-1)) == []
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_cannot_be_decoded_is_refused(client: TestClient, base: str, encoding: str) -> None:
+    response = await client.post(f"{base}/jobs/echo", data=b"not compressed", headers={"Content-Encoding": encoding})
+    message = await assert_error(response, 400)
+    assert encoding in message
+    assert response.headers["Connection"] == "close"  # the rest of the body was not read
+    assert ids_of(await list_tasks(client, base, limit=-1)) == []
+
+
+async def test_a_compressed_body_is_read(client: TestClient, base: str) -> None:
+    data = gzip.compress(b'{"zipped": true}')
+    response = await client.post(f"{base}/jobs/echo", data=data, headers={"Content-Encoding": "gzip"}, params={"delay": LATER})
+    task_id = (await ok_json(response, 201))["task_id"]
+    assert (await get_task(client, base, task_id))["task_input"] == '{"zipped":true}'
