@@ -17,6 +17,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     ids = query.getall("ids", [])
     status_text = query.get("status")
     page = query.get("page")
+    # checked in every form of the query, though a query by ids returns them all
+    limit = params.list_limit(query.get("limit"))
     if ids:
         if status_text is not None:
             raise BadRequest(
@@ -29,12 +31,14 @@ async def list_tasks(request: web.Request) -> web.Response:
         return json_response({"tasks": [t.to_api() for t in tasks]})
 
     status = None if status_text is None else params.status(status_text)
-    limit = params.list_limit(query.get("limit"))
     if page is None:
         tasks = await request.app[STORE].list(graph, status, limit, 0)
         return json_response({"tasks": [t.to_api() for t in tasks]})
 
     after = params.decode_page(page)
+    if limit == 0:
+        # an empty page has no last id to go on from: its "page" would claim the end
+        raise BadRequest("The parameter 'limit' must be >= 1 or -1 when paging, but got '0'")
     # one more than asked tells whether another page follows
     tasks = await request.app[STORE].list(graph, status, None if limit is None else limit + 1, after)
     next_page = None

@@ -310,6 +310,9 @@ async def test_list_by_ids(client: TestClient, base: str) -> None:
     body = await ok_json(await client.get(f"{base}/tasks", params=[("ids", str(first)), ("ids", str(second)), ("limit", "1")]))
     assert ids_of(body) == [first, second]
     assert ids_of(await ok_json(await client.get(f"{base}/tasks", params={"ids": "999"}))) == []
+    # though it does not cut them short, a limit that is not one is refused all the same
+    message = await assert_error(await client.get(f"{base}/tasks", params={"ids": str(first), "limit": "many"}), 400)
+    assert "limit" in message
 
 
 async def test_list_by_ids_refuses_status_and_page(client: TestClient, base: str) -> None:
@@ -383,6 +386,13 @@ async def test_pages_combine_with_status(client: TestClient, base: str) -> None:
     assert pages == [[i] for i in done]
     pages, _ = await walk_pages(client, base, status="failed", limit=2)
     assert pages == [[]]
+
+
+async def test_a_page_of_no_tasks_is_refused(client: TestClient, base: str) -> None:
+    """A page of limit 0 could only answer "page": null, as if the list ended there."""
+    await submit(client, base, "echo", {}, delay=LATER)
+    message = await assert_error(await client.get(f"{base}/tasks", params={"page": "", "limit": "0"}), 400)
+    assert "limit" in message
 
 
 async def test_a_page_token_that_was_not_given_out_is_refused(client: TestClient, base: str) -> None:
