@@ -77,7 +77,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "summary": "List a graph's tasks in ascending id order",
             "parameters": [
                 _query("status", {"type": "string"}, "a status name, case-insensitive"),
-                _query("limit", {"type": "integer", "minimum": -1, "default": 100}, "-1: no limit"),
+                _query("limit", {"type": "integer", "minimum": -1, "default": 100}, "-1: no limit; with page, -1 or at least 1"),
                 _query(
                     "ids",
                     {"type": "array", "items": {"type": "integer", "minimum": 1}},
