@@ -338,25 +338,29 @@ class Supervisor:
     async def _confirm(self, claimed: list[Task]) -> None:
         """`scheduling` -> `scheduled` (this process's executor) -> `queued` (it accepted)."""
         server = {"server": self.settings.server_name}
+        # A task stored by a service that had a job type this one lacks: new, or restoring
+        # (recovered, resumed or retried), it cannot run here.
+        for task in [t for t in claimed if t.type not in self.registry]:
+            await self._settle(
+                task,
+                _Outcome(
+                    Status.FAILED,
+                    {"result": f"Job type '{task.type}' is not registered in this service"},
+                ),
+            )
+        claimed = [t for t in claimed if t.type in self.registry]
         queued = [t for t in claimed if t.status is Status.QUEUED]
         scheduling = [t for t in claimed if t.status is Status.SCHEDULING]
         if scheduling:
-            unknown = [t for t in scheduling if t.type not in self.registry]
-            for task in unknown:
-                await self._settle(
-                    task,
-                    _Outcome(
-                        Status.FAILED,
-                        {"result": f"Job type '{task.type}' is not registered in this service"},
-                    ),
-                )
-            scheduling = [t for t in scheduling if t.type in self.registry]
             scheduled = await self.store.transition_many(
                 [Change(t.id, Status.SCHEDULED, server) for t in scheduling]
             )
             accepted = await self.store.transition_many(
                 [Change(t.id, Status.QUEUED) for t in scheduled if isinstance(t, Task)]
             )
+            for result in (*scheduled, *accepted):
+                if isinstance(result, Exception):  # paused, cancelled or deleted meanwhile
+                    log.info("claimed task not queued: %s", result)
             queued.extend(t for t in accepted if isinstance(t, Task))
         for task in queued:
             self._ready[task.id] = task
@@ -424,10 +428,13 @@ class Supervisor:
 
     async def _execute(self, task: Task, job_type: JobType, ctx: JobContext) -> _Outcome:
         try:
-            async with asyncio.timeout(task.timeout):
+            async with asyncio.timeout(task.timeout) as deadline:
                 value = await job_type.run(ctx)
-        except TimeoutError:
-            return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
+        except TimeoutError as exc:
+            if deadline.expired():
+                return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
+            # the job's own operation timed out (no task timeout, or not yet): a plain failure
+            return self._failure(task, f"{type(exc).__name__}: {exc}")
         except PermanentFailure as exc:
             return _Outcome(Status.FAILED, {"result": str(exc)})
         except asyncio.CancelledError:
