@@ -530,6 +530,28 @@ async def test_cancel_of_a_completed_task_is_refused(client: TestClient, base: s
     assert (await get_task(client, base, task_id))["task_status"] == "success"
 
 
+async def test_cancel_of_a_failed_or_cancelled_task_is_refused(client: TestClient, base: str) -> None:
+    failed = await submit(client, base, "fail", {"message": "boom"})
+    await wait_status(client, base, failed, "failed")
+    cancelled = await submit(client, base, "echo", {}, delay=LATER)
+    await ok_json(await put_action(client, base, cancelled, "cancel"), 202)
+    for task_id, status in ((failed, "failed"), (cancelled, "cancelled")):
+        await assert_error(
+            await put_action(client, base, task_id, "cancel"),
+            400,
+            f"Can't cancel task '{task_id}' which is completed or cancelling",
+        )
+        assert (await get_task(client, base, task_id))["task_status"] == status
+
+
+async def test_cancel_a_paused_task(client: TestClient, base: str) -> None:
+    task_id = await submit(client, base, "echo", {}, delay=LATER)
+    await ok_json(await put_action(client, base, task_id, "pause"), 202)
+    body = await ok_json(await put_action(client, base, task_id, "cancel"), 202)
+    assert_action_body(body, task_id, "cancelled", True)
+    await assert_error(await put_action(client, base, task_id, "resume"), 400)
+
+
 async def test_cancel_of_a_cancelling_task_is_refused(
     client: TestClient, base: str, gates: Callable[[int], asyncio.Event]
 ) -> None:
