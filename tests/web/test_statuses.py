@@ -1,0 +1,178 @@
+"""All twelve statuses of SPEC 3, each reached for real, seen over GET and stored in the file.
+
+`scheduling` and `scheduled` pass quickly in a single process: they are observed in the
+stored event log, in order, for the same task that GET shows at its end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.web import create_app
+from tests.conftest import get_task, make_settings, submit, wait_status
+from tests.sup_jobs import JOBS
+from tests.sup_util import execute, rows, status_events, trail, wait_file
+
+BASE = "/graphs/hugegraph"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "sidetask.db"
+
+
+async def start(aiohttp_client: Any, tmp_path: Path, **overrides: Any) -> TestClient:
+    settings = make_settings(tmp_path, jobs=JOBS, **overrides)
+    return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
+
+
+def stored(db: Path, task_id: int) -> str:
+    return str(rows(db, "SELECT status FROM tasks WHERE id = ?", (task_id,))[0][0])
+
+
+async def observe(client: TestClient, db: Path, task_id: int, status: str) -> dict[str, Any]:
+    """Waits until GET shows `status`, and checks the file holds the same."""
+    task = await wait_status(client, BASE, task_id, status)
+    assert stored(db, task_id) == status
+    return task
+
+
+async def put(client: TestClient, task_id: int, action: str) -> dict[str, Any]:
+    response = await client.put(f"{BASE}/tasks/{task_id}", params={"action": action})
+    assert response.status == 202, await response.text()
+    return dict(await response.json())
+
+
+async def test_new(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    task_id = await submit(client, BASE, "echo", {"x": 1}, delay=60)
+    task = await observe(client, db, task_id, "new")
+    assert task["task_create"] == task["task_update"]
+    listed = await (await client.get(f"{BASE}/tasks", params={"status": "NEW"})).json()
+    assert [t["id"] for t in listed["tasks"]] == [task_id]
+
+
+async def test_scheduling_scheduled_queued_running_success_in_order(
+    aiohttp_client: Any, tmp_path: Path, db: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    task_id = await submit(client, BASE, "echo", {"x": 1})
+    task = await observe(client, db, task_id, "success")
+    assert task["task_result"] == '{"x":1}'
+    assert trail(db, task_id) == ["new", "scheduling", "scheduled", "queued", "running", "success"]
+    events = status_events(db, task_id)
+    # assigned to this process's executor when scheduled
+    assert "task_server" not in events[1] and events[2]["task_server"] == "sidetask"
+    updates = [e["task_update"] for e in events]
+    assert updates == sorted(updates)
+
+
+async def test_queued_while_waiting_for_a_free_slot(
+    aiohttp_client: Any, tmp_path: Path, db: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path, concurrency=1)
+    gate = tmp_path / "gate"
+    busy = await submit(client, BASE, "gate", {"path": str(gate)})
+    await observe(client, db, busy, "running")
+    waiting = await submit(client, BASE, "echo", {"waited": True})
+    await observe(client, db, waiting, "queued")
+    gate.touch()
+    await observe(client, db, waiting, "success")
+
+
+async def test_pending(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    task_id = await submit(client, BASE, "echo", {}, delay=60)
+    assert (await put(client, task_id, "pause"))["task_status"] == "pending"
+    await observe(client, db, task_id, "pending")
+
+
+async def test_restoring_while_waiting_for_a_retry(
+    aiohttp_client: Any, tmp_path: Path, db: Path
+) -> None:
+    client = await start(aiohttp_client, tmp_path, retry_backoff=60.0, retry_backoff_max=60.0)
+    task_id = await submit(client, BASE, "fail", {"message": "first try"}, max_retries=1)
+    task = await observe(client, db, task_id, "restoring")
+    assert task["task_retries"] == 1
+    assert "first try" in task["task_result"]  # why it is being retried
+
+
+async def test_restoring_after_resume(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    task_id = await submit(client, BASE, "echo", {}, delay=60)
+    await put(client, task_id, "pause")
+    await put(client, task_id, "resume")
+    await observe(client, db, task_id, "success")
+    assert trail(db, task_id) == ["new", "pending", "restoring", "queued", "running", "success"]
+
+
+async def test_running(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    gate = tmp_path / "gate"
+    task_id = await submit(client, BASE, "gate", {"path": str(gate)})
+    await observe(client, db, task_id, "running")
+    gate.touch()
+    await observe(client, db, task_id, "success")
+
+
+async def test_cancelling_then_cancelled(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+    """A job that ignores cancellation for a while stays `cancelling` until it ends."""
+    client = await start(aiohttp_client, tmp_path)
+    release, seen = tmp_path / "release", tmp_path / "cancel-seen"
+    task_id = await submit(client, BASE, "stubborn", {"path": str(release), "cancel_seen": str(seen)})
+    await observe(client, db, task_id, "running")
+    body = await put(client, task_id, "cancel")
+    assert (body["task_status"], body["cancelled"]) == ("cancelling", True)
+    await wait_file(seen)  # the job got the cancel, and ignores it
+    await observe(client, db, task_id, "cancelling")
+    response = await client.put(f"{BASE}/tasks/{task_id}", params={"action": "cancel"})
+    assert response.status == 400
+    release.touch()
+    task = await observe(client, db, task_id, "cancelled")
+    assert "task_result" not in task  # its return value does not make it a success
+    assert trail(db, task_id)[-3:] == ["running", "cancelling", "cancelled"]
+
+
+async def test_failed(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+    client = await start(aiohttp_client, tmp_path)
+    task_id = await submit(client, BASE, "fail", {"message": "it broke"})
+    task = await observe(client, db, task_id, "failed")
+    assert "it broke" in task["task_result"]
+    assert task["task_retries"] == 0
+
+
+async def test_unknown(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+    """A row whose status this version cannot interpret (written by a newer one): shown as
+    `unknown`, found by ?status=unknown, never run, never changed by the service."""
+    client = await start(aiohttp_client, tmp_path)
+    task_id = await submit(client, BASE, "echo", {"x": 1}, delay=60)
+    execute(db, "UPDATE tasks SET status = 'hibernating', run_after_ms = 0 WHERE id = ?", (task_id,))
+    execute(
+        db,
+        "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms, update_ms)"
+        " VALUES ('DEFAULT', 'hugegraph', 'from the future', 'echo', 'service.jobs.echo.run',"
+        " 'archived', 1, 1)",
+    )
+    (future_id,) = rows(db, "SELECT id FROM tasks WHERE name = 'from the future'")[0]
+
+    for unknown_id in (task_id, future_id):
+        assert (await get_task(client, BASE, unknown_id))["task_status"] == "unknown"
+    for status in ("unknown", "UNKNOWN"):
+        listed = await (await client.get(f"{BASE}/tasks", params={"status": status})).json()
+        assert [t["id"] for t in listed["tasks"]] == [task_id, future_id]
+
+    # the service runs other work, and leaves these alone
+    other = await submit(client, BASE, "echo", {"other": True})
+    await wait_status(client, BASE, other, "success")
+    for action in ("cancel", "pause", "resume", "retry"):
+        response = await client.put(f"{BASE}/tasks/{task_id}", params={"action": action})
+        assert response.status == 400, action
+    assert (await client.delete(f"{BASE}/tasks/{task_id}")).status == 400
+    assert stored(db, task_id) == "hibernating"
+    assert stored(db, future_id) == "archived"
+    assert trail(db, task_id) == ["new"]  # nothing was ever written for it after creation
+
+    assert (await client.delete(f"{BASE}/tasks/{future_id}", params={"force": "true"})).status == 204
