@@ -18,6 +18,7 @@ from .model import GraphRef
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sidetask.toml"
 ENV_PREFIX = "SIDETASK_"
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,8 @@ class Settings:
     server_name: str = "sidetask"
     #: logging level name
     log_level: str = "INFO"
+    #: log lines as "text" (for people) or "json" (one object per line, for log collectors)
+    log_format: str = "text"
 
     def graph_refs(self) -> tuple[GraphRef, ...]:
         return tuple(parse_graph(text) for text in self.graphs)
@@ -100,6 +103,8 @@ def load(
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = _build(values)
     settings.graph_refs()  # validate now, not at the first request
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format: expected one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}")
     return settings
 
 

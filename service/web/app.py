@@ -10,10 +10,14 @@ from aiohttp import web
 from ..config import Settings
 from ..events import EventBus
 from ..jobs import build_registry
+from ..logs import log_events
+from ..metrics import Metrics
 from ..store import open_store
 from ..supervisor import Supervisor
+from .access import access_middleware, add_request_id
 from .errors import error_middleware
-from .keys import EVENTS, REGISTRY, SETTINGS, STORE, SUPERVISOR
+from .keys import EVENTS, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR
+from .metrics import metrics_ctx
 from .routes import add_routes
 from .sse import close_streams, events_ctx
 
@@ -27,6 +31,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = open_store(app[SETTINGS].db)
     await store.open()
     app[STORE] = store
+    store.add_listener(log_events)  # one log line per task transition
     yield
     await store.close()
 
@@ -41,14 +46,20 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    # access first: it sees the status the error middleware chose, and times everything
+    app = web.Application(
+        middlewares=[access_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+    )
     app[SETTINGS] = settings
     app[REGISTRY] = build_registry(settings)
     app[EVENTS] = EventBus()
+    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(events_ctx)
+    app.cleanup_ctx.append(metrics_ctx)  # before the supervisor: recovery is counted
     app.cleanup_ctx.append(_supervisor_ctx)
     # on_shutdown runs before the cleanup contexts: streams end before the drain starts
     app.on_shutdown.append(close_streams)
+    app.on_response_prepare.append(add_request_id)
     add_routes(app)
     return app

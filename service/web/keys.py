@@ -7,6 +7,7 @@ from aiohttp import web
 from ..config import Settings
 from ..events import EventBus
 from ..jobs import Registry
+from ..metrics import Metrics
 from ..store import Store
 from ..supervisor import Supervisor
 
@@ -15,3 +16,4 @@ STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", Registry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 EVENTS = web.AppKey("events", EventBus)
+METRICS = web.AppKey("metrics", Metrics)

@@ -233,6 +233,19 @@ def _service_operations() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("the OpenAPI document", {"type": "object"})},
             }
         },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics: tasks by status and type, submissions, completions, "
+                "run times, queue depth, oldest waiting task, retries, event streams, HTTP requests",
+                "responses": {
+                    "200": {
+                        "description": "the metrics in Prometheus' text exposition format 0.0.4",
+                        "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     }
 
 

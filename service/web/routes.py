@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import jobs, service_routes, sse, tasks
+from . import jobs, metrics, service_routes, sse, tasks
 
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
@@ -25,6 +25,7 @@ SERVICE_ROUTES = (
     ("GET", "/health", service_routes.health),
     ("GET", "/ready", service_routes.ready),
     ("GET", "/openapi.json", service_routes.openapi),
+    ("GET", "/metrics", metrics.metrics),
     ("GET", "/events", sse.service_events),
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -25,11 +25,24 @@ async def server(server_factory: Callable[..., ServerProcess]) -> AsyncIterator[
     yield process
 
 
+#: every client a test built, so its sessions are closed after the test
+_CLIENTS: list[PyHugeClient] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().task().close()
+
+
 async def connect(url: str, graph: str = "hugegraph", graphspace: str | None = None) -> PyHugeClient:
     # PyHugeClient reads /versions as it is built: a blocking call, so it runs in a thread
-    return await asyncio.wait_for(
+    client = await asyncio.wait_for(
         asyncio.to_thread(PyHugeClient, url, graph, USER, PWD, graphspace=graphspace), 20
     )
+    _CLIENTS.append(client)
+    return client
 
 
 async def call(function: Callable[..., Any], *args: Any) -> Any:

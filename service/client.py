@@ -1,0 +1,587 @@
+"""An async Python client of sidetask: submit, read, list, act on tasks, and follow their events.
+
+    from service.client import Client
+
+    async with Client("http://127.0.0.1:8080", graph="DEFAULT/hugegraph") as client:
+        task_id = await client.submit("sleep", {"steps": 3, "interval": 0.5})
+        async for event in client.events(task_id):
+            print(event.kind, event.task.status, event.task.progress)
+        print((await client.get(task_id)).result_value())
+
+`events()` reconnects by itself after a dropped connection, sending `Last-Event-ID`, so
+the server replays what was missed; a task's stream ends after a completed status or the
+task's deletion, a graph's or the service's never ends.
+
+Exceptions:
+
+    ClientError             anything this client raises on purpose
+    ├── APIError            the server answered with an error (.status, .message, .exception, .cause)
+    └── ConnectionFailed    no answer: the server cannot be reached, or a stream could not be resumed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+__all__ = [
+    "COMPLETED_STATUSES",
+    "DEFAULT_GRAPH",
+    "DEFAULT_URL",
+    "APIError",
+    "Client",
+    "ClientError",
+    "ConnectionFailed",
+    "Event",
+    "EventStream",
+    "Task",
+    "parse_graph",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_GRAPH = "DEFAULT/hugegraph"
+COMPLETED_STATUSES = frozenset({"success", "failed", "cancelled"})
+
+
+# --- errors ---
+
+
+class ClientError(Exception):
+    """The root of every error this client raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class APIError(ClientError):
+    """The server answered with an error: its HTTP status and its error body
+    (`{"exception": …, "message": …, "cause": …}`)."""
+
+    def __init__(self, status: int, message: str, exception: str = "", cause: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.exception = exception
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.message}"
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached (refused, timed out, dropped and not back in time)."""
+
+
+# --- values ---
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as the server shows it; `raw` is the object exactly as it was sent."""
+
+    id: int
+    name: str
+    type: str
+    status: str
+    progress: int
+    #: creation and last change, epoch milliseconds
+    created_ms: int
+    updated_ms: int
+    retries: int
+    #: JSON text of the result, or the error text of a failed task; None until there is one
+    result: str | None
+    #: JSON text of the input; None when there is none
+    input: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Task:
+        return cls(
+            id=int(body["id"]),
+            name=str(body.get("task_name", "")),
+            type=str(body.get("task_type", "")),
+            status=str(body.get("task_status", "unknown")),
+            progress=int(body.get("task_progress", 0)),
+            created_ms=int(body.get("task_create", 0)),
+            updated_ms=int(body.get("task_update", 0)),
+            retries=int(body.get("task_retries", 0)),
+            result=body.get("task_result"),
+            input=body.get("task_input"),
+            raw=dict(body),
+        )
+
+    @property
+    def completed(self) -> bool:
+        """success, failed or cancelled: nothing more will happen to it."""
+        return self.status in COMPLETED_STATUSES
+
+    def result_value(self) -> Any:
+        """The result decoded from its JSON text (a failed task's error text as is)."""
+        if self.result is None:
+            return None
+        try:
+            return orjson.loads(self.result)
+        except orjson.JSONDecodeError:
+            return self.result
+
+    def input_value(self) -> Any:
+        return None if self.input is None else orjson.loads(self.input)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Server-Sent Event: `kind` is task.created, task.status, task.progress or task.deleted."""
+
+    id: int | None
+    kind: str
+    data: dict[str, Any]
+
+    @property
+    def task_id(self) -> int:
+        return int(self.data["id"])
+
+    @property
+    def task(self) -> Task | None:
+        """The task after the change; None for task.deleted (its data is only the id)."""
+        if self.kind == "task.deleted":
+            return None
+        return Task.from_api(self.data)
+
+    @property
+    def ends_task_stream(self) -> bool:
+        """A task's stream ends after its deletion or a completed status."""
+        return self.kind == "task.deleted" or (
+            self.kind == "task.status" and self.data.get("task_status") in COMPLETED_STATUSES
+        )
+
+
+def parse_graph(text: str) -> tuple[str, str]:
+    """`graphspace/graph`, or `graph` alone for graphspace DEFAULT."""
+    space, sep, graph = text.partition("/")
+    if not sep:
+        space, graph = "DEFAULT", space
+    if not space or not graph or "/" in graph:
+        raise ValueError(f"graph {text!r} is not 'graphspace/graph' or 'graph'")
+    return space, graph
+
+
+# --- the client ---
+
+
+class Client:
+    """sidetask's task API for one graph.
+
+    `user`/`password` are sent as HTTP Basic credentials, `token` as a Bearer token (it
+    wins when both are given). `timeout` bounds each request (not event streams, which
+    stay open; `stream_idle_timeout` bounds the silence on one, and the server's keep-alive
+    comments break it). Pass `session` to share an aiohttp session; it is then not closed.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        graph: str = DEFAULT_GRAPH,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+        reconnect_delay: float = 1.0,
+        reconnect_timeout: float = 60.0,
+        stream_idle_timeout: float = 90.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        space, name = parse_graph(graph)
+        self.graph = f"{space}/{name}"
+        self.base = f"/graphspaces/{quote(space, safe='')}/graphs/{quote(name, safe='')}"
+        self.timeout = timeout
+        #: seconds before reconnecting when the server did not suggest its own (`retry:`)
+        self.reconnect_delay = reconnect_delay
+        #: seconds a stream keeps trying to come back before ConnectionFailed
+        self.reconnect_timeout = reconnect_timeout
+        self.stream_idle_timeout = stream_idle_timeout
+        self._headers: dict[str, str] = {}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif user is not None:
+            pair = f"{user}:{password or ''}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        self._session = session
+        self._own_session = session is None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+            self._own_session = True
+        return self._session
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | builtins.list[tuple[str, str]] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One request; the decoded JSON answer (None for an empty one), or an APIError."""
+        data = None if body is None else orjson.dumps(body)
+        send_headers = dict(headers or {})
+        if data is not None:
+            send_headers["Content-Type"] = "application/json"
+        try:
+            async with self._http().request(
+                method,
+                self.url + path,
+                params=params,
+                data=data,
+                headers=send_headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise _api_error(response.status, raw)
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailed(f"Cannot reach {self.url}: {exc}") from exc
+        except TimeoutError as exc:
+            raise ConnectionFailed(f"No answer from {self.url} within {self.timeout:g} s") from exc
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise APIError(response.status, f"The server sent a body that is not JSON: {raw[:200]!r}") from None
+
+    # --- tasks ---
+
+    async def submit(
+        self,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        delay: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Submits a job of `job_type` with `input` as its input; the new task's id. For
+        `gremlin`, `input` is HugeGraph's body: `{"gremlin": "g.V().count()"}`."""
+        params = {
+            key: str(value)
+            for key, value in (
+                ("name", name),
+                ("priority", priority),
+                ("max_retries", max_retries),
+                ("timeout", timeout),
+                ("delay", delay),
+            )
+            if value is not None
+        }
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        answer = await self._request(
+            "POST", f"{self.base}/jobs/{quote(job_type, safe='')}", params=params, body=input, headers=headers
+        )
+        return int(answer["task_id"])
+
+    async def get(self, task_id: int) -> Task:
+        return Task.from_api(await self._request("GET", f"{self.base}/tasks/{int(task_id)}"))
+
+    async def list(
+        self, status: str | None = None, *, limit: int | None = None, page_size: int = 100
+    ) -> AsyncIterator[Task]:
+        """The graph's tasks in ascending id order, `page_size` per request (following the
+        server's page tokens), at most `limit` of them (None: all)."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        page = ""
+        given = 0
+        while True:
+            size = page_size if limit is None else min(page_size, limit - given)
+            if size <= 0:
+                return
+            params = {"page": page, "limit": str(size)}
+            if status is not None:
+                params["status"] = status
+            answer = await self._request("GET", f"{self.base}/tasks", params=params)
+            for body in answer["tasks"]:
+                yield Task.from_api(body)
+                given += 1
+            page = answer.get("page")
+            if not page:
+                return
+
+    async def cancel(self, task_id: int) -> Task:
+        """A task not yet running is cancelled at once; a running one goes `cancelling`."""
+        return await self._act(task_id, "cancel")
+
+    async def pause(self, task_id: int) -> Task:
+        return await self._act(task_id, "pause")
+
+    async def resume(self, task_id: int) -> Task:
+        return await self._act(task_id, "resume")
+
+    async def retry(self, task_id: int) -> Task:
+        return await self._act(task_id, "retry")
+
+    async def _act(self, task_id: int, action: str) -> Task:
+        answer = await self._request("PUT", f"{self.base}/tasks/{int(task_id)}", params={"action": action})
+        return Task.from_api(answer)
+
+    async def delete(self, task_id: int, *, force: bool = False) -> None:
+        """Deletes a task's record; `force` deletes an incomplete one too (its job runs on)."""
+        await self._request(
+            "DELETE", f"{self.base}/tasks/{int(task_id)}", params={"force": "true" if force else "false"}
+        )
+
+    # --- events ---
+
+    def events(
+        self,
+        task_id: int | None = None,
+        *,
+        status: str | None = None,
+        type: str | None = None,
+        service: bool = False,
+        last_event_id: int | None = None,
+    ) -> EventStream:
+        """A task's events (first its current state), or, without `task_id`, the graph's
+        (optionally one status or type), or with `service=True` every graph's. With
+        `last_event_id`, the stream starts after that event: nothing is missed."""
+        if task_id is not None:
+            path = f"{self.base}/tasks/{int(task_id)}/events"
+        elif service:
+            path = "/events"
+        else:
+            path = f"{self.base}/events"
+        params = {k: v for k, v in (("status", status), ("type", type)) if v}
+        return EventStream(self, path, params, ends=task_id is not None, last_event_id=last_event_id)
+
+
+def _api_error(status: int, raw: bytes) -> APIError:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and "message" in body:
+        return APIError(status, str(body["message"]), str(body.get("exception", "")), str(body.get("cause", "")))
+    text = raw.decode(errors="replace").strip()
+    return APIError(status, text[:500] or f"HTTP {status}")
+
+
+class EventStream:
+    """An async iterator of `Event`s that resumes after a drop with Last-Event-ID.
+
+    It connects at the first `__anext__` (or `connect()`, or `async with`), so a caller can
+    be sure it is subscribed before it reads a snapshot of its own. Closing it (`close()`,
+    leaving `async with`, breaking out of `async for` and closing the generator) closes
+    the connection.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        ends: bool,
+        last_event_id: int | None = None,
+    ) -> None:
+        self._client = client
+        self._path = path
+        self._params = dict(params)
+        self._ends = ends
+        #: the id of the last event received: where a reconnection resumes
+        self.last_event_id = last_event_id
+        #: the reconnection delay the server suggested (`retry:`), in milliseconds
+        self.retry_ms: int | None = None
+        #: how many times the stream reconnected after a drop
+        self.reconnects = 0
+        self._response: aiohttp.ClientResponse | None = None
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._finished = False
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def connect(self) -> None:
+        """Opens the stream (or reopens it after `last_event_id`); APIError when the server
+        refuses (an unknown task: 404), ConnectionFailed when it cannot be reached."""
+        await self._drop()
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = str(self.last_event_id)
+        client = self._client
+        try:
+            response = await client._http().get(
+                client.url + self._path,
+                params=self._params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=client.timeout, sock_read=client.stream_idle_timeout
+                ),
+            )
+        except aiohttp.ClientError as exc:
+            raise ConnectionFailed(f"Cannot reach {client.url}: {exc}") from exc
+        except TimeoutError as exc:
+            raise ConnectionFailed(f"No answer from {client.url} within {client.timeout:g} s") from exc
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except aiohttp.ClientError:
+                raw = b""
+            response.release()
+            raise _api_error(response.status, raw)
+        self._response = response
+
+    async def close(self) -> None:
+        self._finished = True
+        await self._drop()
+
+    async def _drop(self) -> None:
+        self._buffer.clear()
+        self._scanned = 0
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    async def __anext__(self) -> Event:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._response is None:
+            await self.connect()
+        while True:
+            event = await self._read_event()
+            if event is not None:
+                if self._ends and event.ends_task_stream:
+                    await self.close()
+                return event
+            # the connection ended: a task's stream only ends after its last event
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        """Back after a drop: the server's suggested delay, doubling while it stays away,
+        for at most the client's reconnect_timeout."""
+        await self._drop()
+        client = self._client
+        delay = client.reconnect_delay if self.retry_ms is None else self.retry_ms / 1000
+        deadline = time.monotonic() + client.reconnect_timeout
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.connect()
+            except ConnectionFailed:
+                if time.monotonic() + delay > deadline:
+                    raise
+                delay = min(delay * 2, 30.0)
+                continue
+            except APIError as exc:
+                if exc.status < 500 or time.monotonic() + delay > deadline:
+                    raise
+                delay = min(delay * 2, 30.0)
+                continue
+            self.reconnects += 1
+            return
+
+    async def _read_event(self) -> Event | None:
+        """The next event; None when the connection ended or broke."""
+        event_id: str | None = None
+        kind = "message"
+        data: builtins.list[str] = []
+        while True:
+            raw = await self._readline()
+            if raw is None:  # end of the stream: an unterminated event is discarded
+                return None
+            line = raw.decode("utf-8", errors="replace").removesuffix("\r")
+            if not line:
+                if event_id is not None:
+                    self.last_event_id = _event_id(event_id, self.last_event_id)
+                if not data:
+                    event_id, kind = None, "message"
+                    continue
+                try:
+                    payload = orjson.loads("\n".join(data))
+                except orjson.JSONDecodeError:
+                    payload = {"text": "\n".join(data)}
+                return Event(self.last_event_id if event_id is not None else None, kind, payload)
+            if line.startswith(":"):
+                continue  # a comment: the keep-alive
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "id":
+                event_id = value
+            elif name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
+            elif name == "retry" and value.isdigit():
+                self.retry_ms = int(value)
+
+    async def _readline(self) -> bytes | None:
+        """One line without its newline. Read in chunks, not with StreamReader.readline,
+        whose line limit (128 KiB) a task with a large input goes past."""
+        assert self._response is not None
+        content = self._response.content
+        while True:
+            index = self._buffer.find(b"\n", self._scanned)
+            if index >= 0:
+                line = bytes(self._buffer[:index])
+                del self._buffer[: index + 1]
+                self._scanned = 0
+                return line
+            self._scanned = len(self._buffer)
+            try:
+                chunk = await content.readany()
+            except (aiohttp.ClientError, TimeoutError, ConnectionError):
+                return None
+            if not chunk:
+                return None
+            self._buffer.extend(chunk)
+
+
+def _event_id(text: str, previous: int | None) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return previous

@@ -1,0 +1,135 @@
+"""Logging: one line per request and per task transition, as text for people or JSON for collectors.
+
+The request id of the request being served travels in a context variable, so every line
+logged while serving it carries it (`request_id`), whatever logger wrote it. Task lines
+carry `task_id`. With `log_format = "json"` each line is one JSON object:
+
+    {"time":"2026-11-21T09:02:01.123Z","level":"INFO","logger":"sidetask.tasks",
+     "message":"task 5 running","task_id":5,"graph":"DEFAULT/hugegraph","task_type":"sleep",
+     "status":"running","event_id":12}
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+import orjson
+
+from .model import Event, EventKind
+
+__all__ = ["FORMATS", "REQUEST_ID", "JsonFormatter", "TextFormatter", "configure", "log_events"]
+
+FORMATS = ("text", "json")
+
+#: the id of the request being served, set by the access middleware
+REQUEST_ID: ContextVar[str | None] = ContextVar("sidetask_request_id", default=None)
+
+#: fields a record may carry (through `extra=`) that both formats write
+FIELDS = (
+    "request_id", "task_id", "graph", "task_type", "status", "event_id",
+    "method", "path", "route", "status_code", "duration_ms", "remote", "user_agent",
+)  # fmt: skip
+
+tasks_log = logging.getLogger("sidetask.tasks")
+
+
+class _RequestIdFilter(logging.Filter):
+    """Gives every record the current request's id, unless it carries one already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One compact JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "time": _iso_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                body[name] = value
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(body, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message`, then the request and task ids when there are any."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        tags = [
+            f"{name}={value}"
+            for name in ("request_id", "task_id")
+            if (value := getattr(record, name, None)) is not None
+        ]
+        if not tags:
+            return text
+        first, newline, rest = text.partition("\n")  # keep a traceback below the tags
+        return f"{first} [{' '.join(tags)}]{newline}{rest}"
+
+
+def _iso_time(created: float) -> str:
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Sets up the root logger for `sidetask serve`: one handler, the chosen format."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log_format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def log_events(events: Sequence[Event]) -> None:
+    """A commit listener: one line per task created, moved to another status, or deleted.
+    Progress is not a transition and is logged at DEBUG only."""
+    if not tasks_log.isEnabledFor(logging.INFO):
+        return
+    for event in events:
+        if event.kind is EventKind.PROGRESS:
+            continue
+        if event.kind is EventKind.CREATED:
+            what = "created"
+        elif event.kind is EventKind.DELETED:
+            what = "deleted"
+        else:
+            what = event.status.value if event.status is not None else "changed"
+        tasks_log.info(
+            "task %d %s (%s, %s)",
+            event.task_id,
+            what,
+            event.task_type,
+            event.graph,
+            extra={
+                "task_id": event.task_id,
+                "graph": str(event.graph),
+                "task_type": event.task_type,
+                "status": None if event.status is None else event.status.value,
+                "event_id": event.id,
+            },
+        )

@@ -1,0 +1,361 @@
+"""Prometheus metrics of one service instance, kept in a registry of its own.
+
+Each application has its own `Metrics` (tests run several apps in one process, and the
+global default registry would make them collide). Most values come from the store's
+commit listener (`Metrics.observe`), which sees every committed event in id order:
+submissions, completions, retries, run time and the number of tasks in each status. The
+HTTP middleware (`service.web.access`) feeds the request metrics; the event streams feed
+`sse_subscribers`; the supervisor's progress coalescing feeds `progress_coalesced`.
+
+Tasks by status: an event says where a task went, not where it came from, so the counts
+are taken once from the store (`count_by_status`, in the background: start-up stays fast
+with a million tasks) and then kept up to date with a one-byte-per-task record of the last
+status this process saw for each task. A task that predates the process and changes for
+the first time has no such record; its old status is then not known, and a recount is
+scheduled (at most one a minute, and only while such tasks keep changing — the retention
+purge of old tasks, mostly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from .model import COMPLETED_STATUSES, Event, EventKind, Status
+
+log = logging.getLogger("sidetask.metrics")
+
+# The `_created` series (a timestamp per counter and histogram) double the output and tell a
+# scraper nothing it needs; the switch is process-wide in prometheus-client.
+disable_created_metrics()
+
+__all__ = ["CONTENT_TYPE_LATEST", "WAITING_STATUSES", "Metrics", "TaskCounts"]
+
+#: accepted, not paused, not yet running: what "queue depth" counts
+WAITING_STATUSES = frozenset(
+    {Status.NEW, Status.SCHEDULING, Status.SCHEDULED, Status.QUEUED, Status.RESTORING}
+)
+#: statuses in which a task's job is executing (its run time is measured from `running`)
+_EXECUTING = frozenset({Status.RUNNING, Status.CANCELLING})
+
+#: job run times run from milliseconds (echo) to hours (imports)
+RUN_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, float("inf"))
+HTTP_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
+
+#: the least time between two recounts of tasks by status, in seconds
+RECOUNT_INTERVAL = 60.0
+#: a recount whose snapshot kept moving is retried this many times before it is taken as is
+RECOUNT_ATTEMPTS = 3
+
+_STATUSES = list(Status)
+#: a task's status as one byte; 0 means "not seen by this process"
+_CODE = {status: index + 1 for index, status in enumerate(_STATUSES)}
+
+Counts = dict[tuple[str, str], int]
+CountSource = Callable[[], Awaitable[Counts]]
+LastEventId = Callable[[], Awaitable[int]]
+
+
+class TaskCounts:
+    """Tasks per (status, type), kept from committed events between counts of the store."""
+
+    def __init__(self) -> None:
+        self.counts: Counts = {}
+        #: False until the first count of the store has finished: no numbers before that
+        self.ready = False
+        #: last status seen per task id, one byte each, from `_base` on; older ids in `_older`
+        self._seen = bytearray()
+        self._base: int | None = None
+        self._older: dict[int, int] = {}
+        #: (event id, old status, new status, type, old status known) while a count runs
+        self._deferred: list[tuple[int, Status | None, Status | None, str, bool]] | None = []
+        #: a change whose old status is not known happened since the last count
+        self.stale = False
+
+    # --- the last status of each task ---
+
+    def _get(self, task_id: int) -> Status | None:
+        if self._base is not None and task_id >= self._base:
+            index = task_id - self._base
+            code = self._seen[index] if index < len(self._seen) else 0
+        else:
+            code = self._older.get(task_id, 0)
+        return _STATUSES[code - 1] if code else None
+
+    def _set(self, task_id: int, status: Status | None) -> None:
+        code = 0 if status is None else _CODE[status]
+        if self._base is None:
+            self._base = task_id
+        if task_id >= self._base:
+            index = task_id - self._base
+            if index >= len(self._seen):
+                self._seen.extend(bytes(index + 1 - len(self._seen)))
+            self._seen[index] = code
+        elif code:
+            self._older[task_id] = code
+        else:
+            self._older.pop(task_id, None)
+
+    # --- events ---
+
+    def apply(self, event: Event) -> Status | None:
+        """Records one event; returns the task's previous status when it is known."""
+        old = self._get(event.task_id)
+        if event.kind is EventKind.CREATED:
+            new: Status | None = Status.NEW
+            old = None
+            known = True
+        elif event.kind is EventKind.DELETED:
+            new = None
+            known = old is not None
+        elif event.kind is EventKind.STATUS and event.status is not None:
+            new = event.status
+            known = old is not None
+        else:  # progress: the status does not change
+            return old
+        self._set(event.task_id, new)
+        if self._deferred is not None:
+            self._deferred.append((event.id, old, new, event.task_type, known))
+        else:
+            self._shift(old, new, event.task_type)
+            if not known:
+                self.stale = True
+        return old
+
+    def _shift(self, old: Status | None, new: Status | None, task_type: str) -> None:
+        if old is not None:
+            key = (old.value, task_type)
+            self.counts[key] = max(0, self.counts.get(key, 0) - 1)
+        if new is not None:
+            key = (new.value, task_type)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    # --- counting the store ---
+
+    async def recount(self, count: CountSource, last_event_id: LastEventId) -> None:
+        """Takes the store's counts, then replays the changes committed after them.
+
+        The count is one SELECT; the event ids read before and after it fence it. When
+        they differ, changes were committed while it ran and it is tried again; after
+        the last try the changes in between are taken as counted, and another recount
+        is scheduled to mend what that got wrong."""
+        if self._deferred is None:
+            self._deferred = []
+        settled = False
+        try:
+            for _ in range(RECOUNT_ATTEMPTS):
+                before = await last_event_id()
+                counts = await count()
+                after = await last_event_id()
+                if before == after:
+                    settled = True
+                    break
+        except BaseException:
+            deferred, self._deferred = self._deferred, None
+            for _, old, new, task_type, known in deferred:
+                self._shift(old, new, task_type)
+                self.stale = self.stale or not known
+            raise
+        deferred, self._deferred = self._deferred, None
+        self.counts = dict(counts)
+        self.stale = not settled
+        for event_id, old, new, task_type, known in deferred:
+            if event_id > after:
+                self._shift(old, new, task_type)
+                self.stale = self.stale or not known
+        self.ready = True
+
+    def total(self, statuses: Iterable[Status]) -> int:
+        names = {s.value for s in statuses}
+        return sum(n for (status, _), n in self.counts.items() if status in names)
+
+
+class _TaskCollector(Collector):
+    """`sidetask_tasks` and `sidetask_queue_depth`, read from the counts at each scrape."""
+
+    def __init__(self, counts: TaskCounts) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        return [
+            GaugeMetricFamily("sidetask_tasks", "Tasks stored, by status and type", labels=["status", "type"]),
+            GaugeMetricFamily("sidetask_queue_depth", "Tasks waiting to run (new, scheduling, scheduled, queued, restoring)"),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        if not self._counts.ready:
+            return
+        tasks = GaugeMetricFamily("sidetask_tasks", "Tasks stored, by status and type", labels=["status", "type"])
+        for (status, task_type), count in sorted(self._counts.counts.items()):
+            tasks.add_metric([status, task_type], count)
+        yield tasks
+        yield GaugeMetricFamily(
+            "sidetask_queue_depth",
+            "Tasks waiting to run (new, scheduling, scheduled, queued, restoring)",
+            value=self._counts.total(WAITING_STATUSES),
+        )
+
+
+class Metrics:
+    """Every metric of one application. `app[METRICS]` holds it (service.web.keys)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry() if registry is None else registry
+        r = self.registry
+        self.submissions = Counter(
+            "sidetask_submissions", "Tasks submitted (created), by type", ["type"], registry=r
+        )
+        self.completions = Counter(
+            "sidetask_completions",
+            "Tasks that reached a completed status, by type and outcome (success, failed, cancelled)",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "sidetask_retries",
+            "Tasks sent back to run again: after a failure, by a user's retry, after a restart",
+            ["type"],
+            registry=r,
+        )
+        self.run_seconds = Histogram(
+            "sidetask_task_run_seconds",
+            "Time from running to the end of the run, by type (runs this process saw start)",
+            ["type"],
+            buckets=RUN_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.oldest_waiting_seconds = Gauge(
+            "sidetask_oldest_waiting_seconds",
+            "Seconds the longest-waiting due task has been waiting to run (0: none waits)",
+            registry=r,
+        )
+        #: open event streams; the SSE routes keep it up to date
+        self.sse_subscribers = Gauge(
+            "sidetask_sse_subscribers", "Open Server-Sent Events streams", registry=r
+        )
+        #: progress reports replaced by a later one before they were written
+        self.progress_coalesced = Counter(
+            "sidetask_progress_coalesced",
+            "Progress reports replaced by a later value before they were written",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "sidetask_http_requests",
+            "HTTP requests, by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "sidetask_http_request_duration_seconds",
+            "HTTP request latency, by method and route template (for event streams: how long they stayed open)",
+            ["method", "route"],
+            buckets=HTTP_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.tasks = TaskCounts()
+        r.register(_TaskCollector(self.tasks))
+        #: monotonic start of each run this process saw begin, by task id
+        self._run_started: dict[int, float] = {}
+        self._recount: asyncio.Task[None] | None = None
+        self._last_recount = -RECOUNT_INTERVAL
+        self._count: CountSource | None = None
+        self._last_event_id: LastEventId | None = None
+
+    # --- the commit listener ---
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """The store's commit listener: the events of one commit, in id order."""
+        for event in events:
+            old = self.tasks.apply(event)
+            if event.kind is EventKind.CREATED:
+                self.submissions.labels(event.task_type).inc()
+            elif event.kind is EventKind.DELETED:
+                self._run_started.pop(event.task_id, None)
+            elif event.kind is EventKind.STATUS and event.status is not None:
+                self._status(event, old)
+        if self.tasks.stale and self._count is not None:
+            self._schedule_recount()
+
+    def _status(self, event: Event, old: Status | None) -> None:
+        status = event.status
+        assert status is not None
+        if status is Status.RUNNING:
+            self._run_started[event.task_id] = time.monotonic()
+        elif status not in _EXECUTING:
+            started = self._run_started.pop(event.task_id, None)
+            if started is not None:
+                self.run_seconds.labels(event.task_type).observe(time.monotonic() - started)
+        if status in COMPLETED_STATUSES:
+            self.completions.labels(event.task_type, status.value).inc()
+        elif status is Status.RESTORING and old is not Status.PENDING:
+            # every way into `restoring` but a resume re-runs the task (task_retries + 1);
+            # when the old status is unknown, a resume of an older task counts here too
+            self.retries.labels(event.task_type).inc()
+
+    # --- counts of the store ---
+
+    def start(self, count: CountSource, last_event_id: LastEventId) -> None:
+        """Counts the store in the background; later recounts use the same sources."""
+        self._count = count
+        self._last_event_id = last_event_id
+        self._schedule_recount(at_once=True)
+
+    def _schedule_recount(self, at_once: bool = False) -> None:
+        if self._recount is not None and not self._recount.done():
+            return
+        self._recount = asyncio.create_task(self._run_recount(at_once), name="sidetask-metrics-count")
+
+    async def _run_recount(self, at_once: bool) -> None:
+        assert self._count is not None and self._last_event_id is not None
+        if not at_once:
+            wait = self._last_recount + RECOUNT_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self._last_recount = time.monotonic()
+        try:
+            await self.tasks.recount(self._count, self._last_event_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store cannot read now: try again later
+            log.warning("counting tasks by status failed: %s", exc)
+            self.tasks.stale = True
+        if self.tasks.stale:
+            self._schedule_recount_later()
+
+    def _schedule_recount_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._schedule_recount)
+
+    async def stop(self) -> None:
+        if self._recount is not None:
+            self._recount.cancel()
+            await asyncio.gather(self._recount, return_exceptions=True)
+
+    @property
+    def counting(self) -> asyncio.Task[None] | None:
+        """The count (or recount) running now, if any; tests wait on it."""
+        return self._recount
+
+    # --- exposition ---
+
+    def render(self) -> bytes:
+        """Every metric in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+    def set_oldest_waiting(self, waiting_since_ms: Iterable[int], now_ms: int) -> None:
+        oldest = min(waiting_since_ms, default=None)
+        self.oldest_waiting_seconds.set(0 if oldest is None else max(0, now_ms - oldest) / 1000)
+
