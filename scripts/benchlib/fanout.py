@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from .server import BenchServer
+from .server import BenchServer, run_loop
 from .stats import percentile
 
 EVENT_MARK = b"event: task.progress"
@@ -39,8 +39,7 @@ class Subscriber(asyncio.Protocol):
     transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
         transport.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
 
     def data_received(self, data: bytes) -> None:
@@ -146,6 +145,6 @@ def run_fanout(subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
         sse_buffer_bytes=4 * 1024 * 1024,
     )
     try:
-        return asyncio.run(_measure(server, subscribers, rate, seconds))
+        return run_loop(_measure(server, subscribers, rate, seconds))
     finally:
         server.stop()

@@ -41,6 +41,24 @@ def _last_event_id(request: web.Request) -> int | None:
     return value
 
 
+class _ChunkFramer:
+    """Frames bytes as one HTTP/1.1 chunk. The bus hands the same bytes object to every
+    subscriber of a group in a row, so one remembered framing serves them all."""
+
+    def __init__(self) -> None:
+        self._data: bytes | None = None
+        self._framed = b""
+
+    def __call__(self, data: bytes) -> bytes:
+        if data is not self._data:
+            self._data = data
+            self._framed = b"%x\r\n%s\r\n" % (len(data), data)
+        return self._framed
+
+
+_frame = _ChunkFramer()
+
+
 class _Stream:
     """One open stream: the response, and a sink that writes straight to its socket."""
 
@@ -59,7 +77,7 @@ class _Stream:
         if transport.get_write_buffer_size() > self.limit:
             return False
         if self.chunked:  # the response is chunked: each write is one chunk
-            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            transport.write(_frame(data))
         else:
             transport.write(data)
         return True
