@@ -393,6 +393,12 @@ class Output:
         sys.stdout.write(orjson.dumps(value).decode() + "\n")
         sys.stdout.flush()
 
+    def note(self, message: str) -> None:
+        """A remark for the person at the terminal, on standard error (stdout stays data)."""
+        from rich.markup import escape
+
+        self.errors.print(f"[dim]{escape(message)}[/dim]")
+
     def error(self, message: str) -> None:
         from rich.markup import escape
 
@@ -574,6 +580,8 @@ async def watch_graph(
                         rows[task.id] = task
             await _live_table(stream, out, rows, limit, client.graph)
         else:
+            what = f"{task_type} tasks" if task_type else "tasks"
+            out.note(f"Watching the {what} of {client.graph} (Ctrl-C to stop)")
             async for event in stream:
                 if out.json:
                     out.print_json({"id": event.id, "event": event.kind, "data": event.data})
