@@ -12,8 +12,8 @@ are taken once from the store (`count_by_status`, in the background: start-up st
 with a million tasks) and then kept up to date with a one-byte-per-task record of the last
 status this process saw for each task. A task that predates the process and changes for
 the first time has no such record; its old status is then not known, and a recount is
-scheduled (at most one a minute, and only while such tasks keep changing — the retention
-purge of old tasks, mostly).
+scheduled (soon, but never more often than a small share of the store's reading time
+allows, and only while such tasks keep changing — the retention purge of old tasks, mostly).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from .model import COMPLETED_STATUSES, Event, EventKind, Status
@@ -42,7 +42,10 @@ log = logging.getLogger("sidetask.metrics")
 # scraper nothing it needs; the switch is process-wide in prometheus-client.
 disable_created_metrics()
 
-__all__ = ["CONTENT_TYPE_LATEST", "WAITING_STATUSES", "Metrics", "TaskCounts"]
+__all__ = ["CONTENT_TYPE", "WAITING_STATUSES", "Metrics", "TaskCounts"]
+
+#: the classic text format every Prometheus reads (the metric names are all plain ASCII)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: accepted, not paused, not yet running: what "queue depth" counts
 WAITING_STATUSES = frozenset(
@@ -55,8 +58,11 @@ _EXECUTING = frozenset({Status.RUNNING, Status.CANCELLING})
 RUN_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, float("inf"))
 HTTP_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
 
-#: the least time between two recounts of tasks by status, in seconds
-RECOUNT_INTERVAL = 60.0
+#: the least time between two recounts of tasks by status, in seconds; a recount that
+#: took long waits longer (RECOUNT_COST times its duration), so counting never costs
+#: more than a twentieth of a reader connection
+RECOUNT_GAP = 1.0
+RECOUNT_COST = 20
 #: a recount whose snapshot kept moving is retried this many times before it is taken as is
 RECOUNT_ATTEMPTS = 3
 
@@ -170,7 +176,8 @@ class TaskCounts:
                 self.stale = self.stale or not known
             raise
         deferred, self._deferred = self._deferred, None
-        self.counts = dict(counts)
+        # a series seen before stays, at 0, rather than vanishing from the scrape
+        self.counts = {key: 0 for key in self.counts} | counts
         self.stale = not settled
         for event_id, old, new, task_type, known in deferred:
             if event_id > after:
@@ -270,7 +277,8 @@ class Metrics:
         #: monotonic start of each run this process saw begin, by task id
         self._run_started: dict[int, float] = {}
         self._recount: asyncio.Task[None] | None = None
-        self._last_recount = -RECOUNT_INTERVAL
+        #: when the next recount may start (time.monotonic)
+        self._next_recount = 0.0
         self._count: CountSource | None = None
         self._last_event_id: LastEventId | None = None
 
@@ -321,10 +329,10 @@ class Metrics:
     async def _run_recount(self, at_once: bool) -> None:
         assert self._count is not None and self._last_event_id is not None
         if not at_once:
-            wait = self._last_recount + RECOUNT_INTERVAL - time.monotonic()
+            wait = self._next_recount - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-        self._last_recount = time.monotonic()
+        started = time.monotonic()
         try:
             await self.tasks.recount(self._count, self._last_event_id)
         except asyncio.CancelledError:
@@ -332,6 +340,8 @@ class Metrics:
         except Exception as exc:  # the store cannot read now: try again later
             log.warning("counting tasks by status failed: %s", exc)
             self.tasks.stale = True
+        finished = time.monotonic()
+        self._next_recount = finished + max(RECOUNT_GAP, RECOUNT_COST * (finished - started))
         if self.tasks.stale:
             self._schedule_recount_later()
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .. import clock
-from ..metrics import CONTENT_TYPE_LATEST, WAITING_STATUSES, Metrics
+from ..metrics import CONTENT_TYPE, WAITING_STATUSES, Metrics
 from .keys import METRICS, SETTINGS, STORE
 
 #: waiting tasks read per graph and status to find the oldest one that is due
@@ -29,7 +29,7 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     metrics: Metrics = app[METRICS]
     await _update_oldest_waiting(app, metrics)
-    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _update_oldest_waiting(app: web.Application, metrics: Metrics) -> None:
