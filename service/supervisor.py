@@ -34,6 +34,8 @@ log = logging.getLogger("sidetask.supervisor")
 
 #: the longest the scheduler sleeps without looking for due tasks (delays, backoffs)
 IDLE_POLL_SECONDS = 1.0
+#: how long a drain waits for the scheduler to finish the step it is in
+SCHEDULER_STOP_SECONDS = 5.0
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Supervisor:
             )
         self._accepting = True
         self._loops = [
+            # first: a drain lets the scheduler finish its step instead of cancelling it
             asyncio.create_task(self._schedule_loop(), name="sidetask-scheduler"),
             asyncio.create_task(self._progress_loop(), name="sidetask-progress"),
             asyncio.create_task(self._purge_loop(), name="sidetask-purge"),
@@ -107,7 +110,15 @@ class Supervisor:
             return
         self.started = False
         self._accepting = False
-        for loop in self._loops:
+        # The scheduler is not cancelled mid-step: a claim it made would be left `scheduled`,
+        # or a start it recorded without its job, and counted as interrupted at the next
+        # start. It finishes the step, starting nothing more, and stops; the others are cancelled.
+        self._wakeup.set()
+        scheduler, others = self._loops[0], self._loops[1:]
+        for loop in others:
+            loop.cancel()
+        _, stuck = await asyncio.wait([scheduler], timeout=SCHEDULER_STOP_SECONDS)
+        for loop in stuck:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         # Queued tasks never started: hand them back as `restoring`, with no retry spent.
@@ -300,7 +311,7 @@ class Supervisor:
         }
 
     async def _schedule_loop(self) -> None:
-        while True:
+        while self._accepting:
             try:
                 await self._schedule_once()
             except asyncio.CancelledError:
@@ -380,6 +391,8 @@ class Supervisor:
         return sum(1 for r in self._running.values() if r.task.type == type_name)
 
     async def _start_ready(self) -> None:
+        if not self._accepting:  # draining: what is queued is handed back, not started
+            return
         to_start: list[Task] = []
         while self._slots_free() - len(to_start) > 0:
             task = self._next_ready()
