@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from .base import Change, CommitListener, Recovery, Store
+from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery, Store
 from .sqlite import SQLiteStore
 
-__all__ = ["Change", "CommitListener", "Recovery", "SQLiteStore", "Store", "open_store"]
+__all__ = [
+    "Change",
+    "CommitListener",
+    "Decision",
+    "Lease",
+    "ProcessGroup",
+    "Recovery",
+    "SQLiteStore",
+    "Store",
+    "open_store",
+]
 
 
 def open_store(db: str) -> Store:

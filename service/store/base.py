@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +32,30 @@ class Recovery:
     cancelled: int
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """An external worker's claim on a task: who shows `token` may report on the task
+    until `expires_ms` (each report moves it on)."""
+
+    task: Task
+    token: str
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessGroup:
+    """A command job's process group, as stored while it runs."""
+
+    task_id: int
+    group: int
+    #: tells the group apart from a later one with the same id (see service.jobs.command)
+    token: str | None
+
+
+#: decides, on a task as read inside the write, the change to make to it
+Decision = Callable[[Task], Change]
+
+
 class Store(Protocol):
     """Every read and write of task state. Writes are durable when they return."""
 
@@ -52,7 +76,30 @@ class Store(Protocol):
         """Up to `limit` due tasks, at most `type_room[t]` of each limited type `t`."""
         ...
 
-    async def recover(self) -> Recovery: ...
+    async def recover(self, keep_types: Iterable[str] = ()) -> Recovery:
+        """Restores what a dead process left; tasks of `keep_types` are left to their leases."""
+        ...
+
+    async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None: ...
+
+    # --- external workers' leases ---
+    async def lease(
+        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
+    ) -> tuple[Lease | None, int | None]:
+        """The first due task of `types`, claimed for `worker`; else None and when the next
+        one of those types comes due (None: none is waiting)."""
+        ...
+
+    async def report(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
+    ) -> Lease: ...
+    async def settle_lease(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
+    ) -> Task: ...
+    async def expire_leases(
+        self, now_ms: int, types: Sequence[str], decide: Decision
+    ) -> list[Task]: ...
+    async def renew_leases(self, types: Sequence[str], until_ms: int) -> int: ...
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]: ...
 
     # --- reads ---
@@ -65,4 +112,5 @@ class Store(Protocol):
         self, after_id: int, graph: GraphRef | None, task_id: int | None, limit: int
     ) -> list[Event]: ...
     async def last_event_id(self) -> int: ...
+    async def process_groups(self) -> list[ProcessGroup]: ...
     async def count_by_status(self) -> dict[tuple[str, str], int]: ...

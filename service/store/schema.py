@@ -58,6 +58,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX tasks_by_status_type ON tasks (status, type);
     """,
+    # 3: external workers' leases, and the process group of a running command job
+    """
+    ALTER TABLE tasks ADD COLUMN lease TEXT;                -- the token of a worker's claim
+    ALTER TABLE tasks ADD COLUMN lease_expires_ms INTEGER;  -- NULL: no live lease
+    ALTER TABLE tasks ADD COLUMN process_group INTEGER;     -- a command job's process group id
+    ALTER TABLE tasks ADD COLUMN process_token TEXT;        -- tells that group from a later one
+    -- the lease sweep: live leases by expiry
+    CREATE INDEX tasks_leases ON tasks (lease_expires_ms) WHERE lease_expires_ms IS NOT NULL;
+    -- recovery at start: the process groups a crashed run may have left
+    CREATE INDEX tasks_process_groups ON tasks (id) WHERE process_group IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -14,7 +14,14 @@ import aiosqlite
 import orjson
 
 from .. import clock
-from ..errors import BadRequest, NotFound, ServiceUnavailable, SidetaskError, TransitionRefused
+from ..errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    SidetaskError,
+    TransitionRefused,
+)
 from ..model import (
     COMPLETED_STATUSES,
     INTERRUPTIBLE_STATUSES,
@@ -26,7 +33,7 @@ from ..model import (
     Task,
     allowed_sources,
 )
-from .base import Change, CommitListener, Recovery
+from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .lock import ProcessLock
 from .schema import MIGRATIONS
 
@@ -44,6 +51,8 @@ EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
 CHANGEABLE_FIELDS = frozenset(
     {"progress", "result", "retries", "run_after_ms", "server", "description"}
 )
+#: statuses in which an external worker holds a task under a lease
+LEASED_STATUSES = frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLING})
 #: the most writes one transaction carries; the rest wait for the next one
 MAX_BATCH = 4096
 PURGE_CHUNK = 5000
@@ -494,17 +503,18 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def recover(self) -> Recovery:
+    async def recover(self, keep_types: Iterable[str] = ()) -> Recovery:
         """SPEC 9: tasks a dead process left mid-way go `restoring` with one more retry while
-        retries are left, else `failed`; a `cancelling` one ends `cancelled`."""
+        retries are left, else `failed`; a `cancelling` one ends `cancelled`. Tasks of
+        `keep_types` (external workers' types) were not running here: their leases decide."""
+        kept = sorted(set(keep_types))
 
         def op(tx: _Tx) -> Recovery:
             statuses = sorted(s.value for s in INTERRUPTIBLE_STATUSES)
-            rows = tx.conn.execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ({', '.join('?' * len(statuses))})"
-                " ORDER BY id",
-                statuses,
-            ).fetchall()
+            sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ({', '.join('?' * len(statuses))})"
+            if kept:
+                sql += f" AND type NOT IN ({', '.join('?' * len(kept))})"
+            rows = tx.conn.execute(sql + " ORDER BY id", [*statuses, *kept]).fetchall()
             restored = failed = cancelled = 0
             for row in rows:
                 task = row_to_task(row)
@@ -534,6 +544,178 @@ class SQLiteStore:
                     )
                     failed += 1
             return Recovery(restored, failed, cancelled)
+
+        return await self._write(op)
+
+    async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None:
+        """Stores (or clears) the process group a command job runs in; not an event."""
+
+        def op(tx: _Tx) -> None:
+            tx.conn.execute(
+                "UPDATE tasks SET process_group = ?, process_token = ? WHERE id = ?",
+                (group, None if group is None else token, task_id),
+            )
+
+        await self._write(op)
+
+    # --- external workers' leases ---
+
+    async def lease(
+        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
+    ) -> tuple[Lease | None, int | None]:
+        """Claims the first due task of `types` for `worker`: `new` or `restoring` goes
+        `scheduling` -> `scheduled` (task_server: the worker) under a new lease. When none is
+        due: None, and the time the next waiting one of those types comes due."""
+        wanted = sorted(set(types))
+        marks = ", ".join("?" * len(wanted))
+
+        def op(tx: _Tx) -> tuple[Lease | None, int | None]:
+            row = tx.conn.execute(
+                "SELECT id FROM tasks INDEXED BY tasks_waiting"
+                f" WHERE status IN ('new', 'restoring') AND run_after_ms <= ? AND type IN ({marks})"
+                " ORDER BY priority DESC, id LIMIT 1",
+                [now_ms, *wanted],
+            ).fetchone()
+            if row is None:
+                (next_due,) = tx.conn.execute(
+                    "SELECT MIN(run_after_ms) FROM tasks INDEXED BY tasks_waiting"
+                    f" WHERE status IN ('new', 'restoring') AND type IN ({marks})",
+                    wanted,
+                ).fetchone()
+                return None, None if next_due is None else int(next_due)
+            (task_id,) = row
+            tx.change(Change(task_id, Status.SCHEDULING))
+            task = tx.change(Change(task_id, Status.SCHEDULED, {"server": worker}))
+            tx.conn.execute(
+                "UPDATE tasks SET lease = ?, lease_expires_ms = ? WHERE id = ?",
+                (token, expires_ms, task_id),
+            )
+            return Lease(task, token, expires_ms), None
+
+        return await self._write(op)
+
+    def _leased(self, tx: _Tx, graph: GraphRef, task_id: int, token: str) -> tuple[Task, int | None]:
+        """The task `token` holds (and its lease's expiry), or the error that says why not."""
+        row = tx.conn.execute(
+            f"SELECT {TASK_COLUMNS}, lease, lease_expires_ms FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        if row is None or row_to_task(row).graph != graph:
+            raise NotFound(f"Can't find task with id '{task_id}'")
+        task = row_to_task(row)
+        if row[-2] is None or row[-2] != token:
+            raise Conflict(
+                f"Task '{task_id}' is not held by this lease: it was never claimed with it, "
+                "or its lease expired and the task was given back"
+            )
+        return task, row[-1]
+
+    @staticmethod
+    def _check_live(task: Task, expires_ms: int | None, now_ms: int) -> None:
+        if task.status not in LEASED_STATUSES:
+            raise Conflict(
+                f"Task '{task.id}' is {task.status.name}, it is no longer held by a worker"
+            )
+        if expires_ms is None or expires_ms <= now_ms:
+            raise Conflict(f"The lease on task '{task.id}' has expired; the task will be given back")
+
+    @staticmethod
+    def _start_leased(tx: _Tx, task: Task, fields: Mapping[str, Any]) -> Task:
+        """A worker's first report: it confirmed (`queued`) and runs it (`running`)."""
+        only = frozenset({Status.SCHEDULED})
+        tx.change(Change(task.id, Status.QUEUED, None, only))
+        return tx.change(Change(task.id, Status.RUNNING, fields, frozenset({Status.QUEUED})))
+
+    async def report(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
+    ) -> Lease:
+        """A lease holder's progress: the first report starts the task; each one extends the
+        lease to `expires_ms`. A task cancelled meanwhile is returned as it is, unchanged."""
+
+        def op(tx: _Tx) -> Lease:
+            task, current_expiry = self._leased(tx, graph, task_id, token)
+            if task.status is Status.CANCELLED:
+                return Lease(task, token, current_expiry or 0)
+            self._check_live(task, current_expiry, tx.now)
+            fields = {} if progress is None else {"progress": progress}
+            if task.status is Status.SCHEDULED:
+                task = self._start_leased(tx, task, fields)
+            elif progress is not None and progress != task.progress:
+                row = tx.conn.execute(
+                    f"UPDATE tasks SET progress = ?, update_ms = ? WHERE id = ? RETURNING {TASK_COLUMNS}",
+                    (progress, tx.now, task_id),
+                ).fetchone()
+                task = row_to_task(row)
+                tx.event(EventKind.PROGRESS, task)
+            tx.conn.execute(
+                "UPDATE tasks SET lease_expires_ms = ? WHERE id = ?", (expires_ms, task_id)
+            )
+            return Lease(task, token, expires_ms)
+
+        return await self._write(op)
+
+    async def settle_lease(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
+    ) -> Task:
+        """A lease holder's last report: `decide` gives the end (success, a retry, failed);
+        a cancel requested meanwhile wins and the task ends `cancelled`. The lease ends."""
+
+        def op(tx: _Tx) -> Task:
+            task, current_expiry = self._leased(tx, graph, task_id, token)
+            self._check_live(task, current_expiry, tx.now)
+            fields: dict[str, Any] = {} if progress is None else {"progress": progress}
+            if task.status is Status.SCHEDULED:
+                task = self._start_leased(tx, task, fields)
+            if task.status is Status.CANCELLING:
+                task = tx.change(Change(task_id, Status.CANCELLED, fields))
+            else:
+                change = decide(task)
+                task = tx.change(
+                    Change(task_id, change.target, {**fields, **(change.fields or {})}, change.sources)
+                )
+            tx.conn.execute("UPDATE tasks SET lease_expires_ms = NULL WHERE id = ?", (task_id,))
+            return task
+
+        return await self._write(op)
+
+    async def expire_leases(
+        self, now_ms: int, types: Sequence[str], decide: Decision
+    ) -> list[Task]:
+        """Tasks of `types` whose lease ran out (the worker died or lost touch): `decide`
+        gives each its change; the lease is gone, so a late report from it is refused."""
+        wanted = sorted(set(types))
+        leased = sorted(s.value for s in LEASED_STATUSES)
+
+        def op(tx: _Tx) -> list[Task]:
+            rows = tx.conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE lease_expires_ms <= ?"
+                f" AND status IN ({', '.join('?' * len(leased))})"
+                f" AND type IN ({', '.join('?' * len(wanted))}) ORDER BY lease_expires_ms",
+                [now_ms, *leased, *wanted],
+            ).fetchall()
+            changed = []
+            for row in rows:
+                task = row_to_task(row)
+                changed.append(tx.change(decide(task)))
+                tx.conn.execute(
+                    "UPDATE tasks SET lease = NULL, lease_expires_ms = NULL WHERE id = ?", (task.id,)
+                )
+            return changed
+
+        return await self._write(op)
+
+    async def renew_leases(self, types: Sequence[str], until_ms: int) -> int:
+        """Every live lease on tasks of `types` lasts at least until `until_ms`: a restart of
+        the service does not cost the workers that kept working their tasks."""
+        wanted = sorted(set(types))
+        leased = sorted(s.value for s in LEASED_STATUSES)
+
+        def op(tx: _Tx) -> int:
+            return tx.conn.execute(
+                "UPDATE tasks SET lease_expires_ms = MAX(lease_expires_ms, ?)"
+                f" WHERE lease_expires_ms IS NOT NULL AND status IN ({', '.join('?' * len(leased))})"
+                f" AND type IN ({', '.join('?' * len(wanted))})",
+                [until_ms, *leased, *wanted],
+            ).rowcount
 
         return await self._write(op)
 
@@ -633,6 +815,13 @@ class SQLiteStore:
     async def last_event_id(self) -> int:
         rows = await self._fetch("SELECT COALESCE(MAX(id), 0) FROM events", ())
         return int(rows[0][0])
+
+    async def process_groups(self) -> list[ProcessGroup]:
+        """The process groups stored for command jobs (at start: what a crash may have left)."""
+        rows = await self._fetch(
+            "SELECT id, process_group, process_token FROM tasks WHERE process_group IS NOT NULL", ()
+        )
+        return [ProcessGroup(int(r[0]), int(r[1]), r[2]) for r in rows]
 
     async def count_by_status(self) -> dict[tuple[str, str], int]:
         """Tasks per (status, type): what /metrics and the dashboard's counters show."""
