@@ -25,6 +25,26 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message names the setting and the source."""
 
 
+#: the types a command's declared parameter may have, as TOML writes them
+COMMAND_PARAM_TYPES = ("string", "integer", "number", "boolean")
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A declared command job: `argv` with `{name}` placeholders filled from the task's input,
+    each placeholder declared in `params` with its type. Input never reaches a shell."""
+
+    argv: tuple[str, ...]
+    #: placeholder name -> one of COMMAND_PARAM_TYPES; every one is required in the input
+    params: Mapping[str, str] = field(default_factory=dict)
+    #: added to the service's environment; values may hold placeholders too
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: working directory (relative to the service's); None: the service's
+    cwd: str | None = None
+    #: seconds before the command is stopped and the run fails; None: no limit
+    timeout: float | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the service. The README lists them; the names are the TOML keys,
@@ -69,6 +89,14 @@ class Settings:
     sse_retry_ms: int = 2000
     #: bytes an event stream may have unsent before its subscriber is disconnected
     sse_buffer_bytes: int = 1024 * 1024
+    #: command jobs: name -> {argv, params, env, cwd, timeout} (README, "Command jobs")
+    commands: Mapping[str, CommandSpec] = field(default_factory=dict)
+    #: seconds a stopped command gets between SIGTERM and SIGKILL to its process group
+    kill_grace: float = 5.0
+    #: job types served by external workers over HTTP (README, "External workers")
+    external_types: tuple[str, ...] = ()
+    #: seconds a worker's claim lasts without a report; each report extends it
+    lease_duration: float = 30.0
     #: the name this process writes into task_server
     server_name: str = "sidetask"
     #: logging level name
@@ -175,6 +203,8 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
 
 
 def _scalar(name: str, hint: Any, value: Any) -> Any:
+    if hint is CommandSpec:
+        return _command(name, value)
     try:
         if hint is bool:
             if isinstance(value, str):
@@ -200,3 +230,48 @@ def _scalar(name: str, hint: Any, value: Any) -> Any:
     else:
         raise ConfigError(f"{name}: unsupported setting type {hint!r}")
     raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _command(name: str, value: Any) -> CommandSpec:
+    """One declared command, checked for shape and types; its placeholders are checked
+    against `params` when the job types are built (service.jobs.command)."""
+    if isinstance(value, CommandSpec):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a table with argv, params, env, cwd, timeout")
+    unknown = sorted(set(value) - {"argv", "params", "env", "cwd", "timeout"})
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
+    argv = value.get("argv")
+    if (
+        not isinstance(argv, list | tuple)
+        or not argv
+        or not all(isinstance(a, str) for a in argv)
+    ):
+        raise ConfigError(f"{name}.argv: expected a non-empty list of strings, got {argv!r}")
+    params = value.get("params", {})
+    if not isinstance(params, dict) or not all(
+        isinstance(t, str) and t in COMMAND_PARAM_TYPES for t in params.values()
+    ):
+        raise ConfigError(
+            f"{name}.params: expected a table of name = type, the types being "
+            f"{', '.join(COMMAND_PARAM_TYPES)}; got {params!r}"
+        )
+    env = value.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise ConfigError(f"{name}.env: expected a table of strings, got {env!r}")
+    cwd = value.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ConfigError(f"{name}.cwd: expected a string, got {cwd!r}")
+    timeout = value.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+    ):
+        raise ConfigError(f"{name}.timeout: expected a positive number of seconds, got {timeout!r}")
+    return CommandSpec(
+        argv=tuple(argv),
+        params=types.MappingProxyType({str(k): v for k, v in params.items()}),
+        env=types.MappingProxyType({str(k): v for k, v in env.items()}),
+        cwd=cwd,
+        timeout=None if timeout is None else float(timeout),
+    )
