@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import orjson
 from . import clock
 from .config import Settings
 from .errors import BadRequest, NotFound, SidetaskError, TransitionRefused
-from .jobs import JobContext, JobType, PermanentFailure, Registry
+from .jobs import JobContext, JobType, PermanentFailure, Registry, command
 from .model import (
     COMPLETED_STATUSES,
     NOT_STARTED_STATUSES,
@@ -86,7 +87,10 @@ class Supervisor:
     # --- lifecycle ---
 
     async def start(self) -> None:
-        recovery = await self.store.recover()
+        # Command processes a crashed run left are stopped before their tasks run again.
+        await self._stop_orphans()
+        # External workers' tasks were not running here: their leases decide (service.workers).
+        recovery = await self.store.recover(keep_types=self.settings.external_types)
         if recovery.restored or recovery.failed or recovery.cancelled:
             log.info(
                 "recovered interrupted tasks: %d restoring, %d failed, %d cancelled",
@@ -139,6 +143,21 @@ class Supervisor:
                 await asyncio.wait(still_running, timeout=5)
         await self._flush_progress()
 
+    async def _stop_orphans(self) -> None:
+        groups = await self.store.process_groups()
+        if not groups:
+            return
+        stopped = await asyncio.gather(
+            *(command.stop_orphan(g.group, g.token, self.settings.kill_grace) for g in groups)
+        )
+        log.info(
+            "%d command process group(s) of a previous run stopped, %d already gone",
+            sum(stopped),
+            len(stopped) - sum(stopped),
+        )
+        for group in groups:
+            await self.store.set_process_group(group.task_id, None, None)
+
     async def _return_ready_tasks(self) -> None:
         if not self._ready:
             return
@@ -169,6 +188,11 @@ class Supervisor:
                 f"Job type '{type_name}' is not registered; registered types: "
                 + ", ".join(self.registry.names())
             )
+        if job_type.validate is not None:  # e.g. a command's declared parameters
+            try:
+                job_type.validate(None if input_json is None else orjson.loads(input_json))
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
         new = NewTask(
             graph=graph,
             type=type_name,
@@ -206,7 +230,9 @@ class Supervisor:
         self._ready.pop(task_id, None)
         if task.status is Status.CANCELLING:
             running = self._running.get(task_id)
-            if running is None:  # nothing here is running it: there is nothing to interrupt
+            if task.type in self.settings.external_types:
+                pass  # its worker learns it from its next report and ends it (service.workers)
+            elif running is None:  # nothing here is running it: there is nothing to interrupt
                 task = await self.store.transition(Change(task_id, Status.CANCELLED))
             elif running.job is None:  # its start is being recorded: it is cancelled there
                 running.cancel_requested = True
@@ -304,11 +330,14 @@ class Supervisor:
         return running + sum(1 for t in self._ready.values() if t.type == type_name)
 
     def _type_room(self) -> dict[str, int]:
-        """How many more tasks of each limited type may be claimed now."""
-        return {
+        """How many more tasks of each limited type may be claimed now; none of the types
+        external workers serve (they claim those themselves)."""
+        room = {
             name: limit - self._type_load(name)
             for name, limit in self.settings.type_concurrency.items()
         }
+        room.update(dict.fromkeys(self.settings.external_types, 0))
+        return room
 
     async def _schedule_loop(self) -> None:
         while self._accepting:
@@ -429,6 +458,7 @@ class Supervisor:
             settings=self.settings,
             retries=task.retries,
             _report=self._reporter(task.id),
+            _record_process=functools.partial(self.store.set_process_group, task.id),
         )
         try:
             outcome = await self._execute(task, job_type, ctx)
@@ -465,8 +495,7 @@ class Supervisor:
     def _failure(self, task: Task, message: str) -> _Outcome:
         """Retry while retries are left (exponential backoff with jitter), else fail."""
         if task.retries < task.max_retries:
-            base = self.settings.retry_backoff * (2**task.retries)
-            delay = min(self.settings.retry_backoff_max, base) * (0.5 + self._jitter() / 2)
+            delay = self.retry_delay(task.retries)
             return _Outcome(
                 Status.RESTORING,
                 {
@@ -476,6 +505,11 @@ class Supervisor:
                 },
             )
         return _Outcome(Status.FAILED, {"result": message})
+
+    def retry_delay(self, retries: int) -> float:
+        """Seconds before retry number `retries` + 1: exponential backoff with jitter."""
+        base = self.settings.retry_backoff * (2**retries)
+        return min(self.settings.retry_backoff_max, base) * (0.5 + self._jitter() / 2)
 
     async def _settle(self, task: Task, outcome: _Outcome) -> None:
         """Writes a job's end; a cancel that arrived meanwhile wins over the job's own outcome."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..model import GraphRef
 
 #: a job: `async def run(ctx) -> value`, or a plain `def run(ctx)` run in a worker thread
@@ -36,11 +36,21 @@ class JobContext:
     #: how many times this task has been re-run before this run
     retries: int = 0
     _report: Callable[[int], None] = field(default=lambda value: None, repr=False)
+    _record_process: Callable[[int | None, str | None], Awaitable[None]] | None = field(
+        default=None, repr=False
+    )
 
     def progress(self, value: int) -> None:
         """Reports progress. Cheap to call in a tight loop: writes are coalesced, and the
         latest value is always the one that ends up stored. Safe from a worker thread."""
         self._report(int(value))
+
+    async def record_process_group(self, group: int | None, token: str | None) -> None:
+        """Stores the id of a process group the job started (None: it is gone), so that a
+        service that crashed can stop it at its next start. `token` tells the group apart
+        from a later one with the same id."""
+        if self._record_process is not None:
+            await self._record_process(group, token)
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,9 @@ class JobType:
     #: dotted path of the code, shown as task_callable
     callable_path: str
     function: JobFunction
+    #: checks a submission's input (decoded JSON); raises ValueError with a message for the
+    #: submitter, which becomes a 400 at submit time
+    validate: Callable[[Any], None] | None = None
 
     @property
     def is_async(self) -> bool:
@@ -112,4 +125,16 @@ def build_registry(settings: Settings) -> Registry:
         except ValueError as exc:
             raise ValueError(f"jobs.{name}: {exc}") from None
         types[name] = JobType(name, path, function)
+    # Declared commands and the types external workers serve: names of their own.
+    from .. import workers  # here, at call time: both import this module
+    from . import command
+
+    for name, spec in settings.commands.items():
+        if name in types:
+            raise ConfigError(f"commands.{name}: a job type '{name}' already exists")
+        types[name] = command.job_type(name, spec)
+    for name in settings.external_types:
+        if name in types:
+            raise ConfigError(f"external_types: a job type '{name}' already exists")
+        types[name] = JobType(name, workers.CALLABLE_PATH, workers.external)
     return Registry(types)

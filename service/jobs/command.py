@@ -1,0 +1,444 @@
+"""Command jobs: a declared argument list run as its own process group, its progress read
+from its output, stopped with SIGTERM then SIGKILL, found again after a crash.
+
+The command is the configuration's (`[commands.NAME]`); a task's input only fills the
+declared `{placeholders}`, each checked against its declared type when the task is
+submitted. Nothing goes through a shell: each placeholder becomes (part of) one argument.
+
+The process is started in a new session, so its process group id is its pid and every
+child it starts belongs to the same group: a cancel, a timeout or the end of the leader
+stops the whole group. The group id is stored with the task before the job waits on it,
+so a service that crashed can find the group at its next start and stop it
+(`stop_orphan`) before the task is restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import CommandSpec, ConfigError
+from .base import JobContext, JobType, PermanentFailure
+
+log = logging.getLogger("sidetask.jobs.command")
+
+#: the task_callable of every command job
+CALLABLE_PATH = "service.jobs.command.run"
+#: the output kept in the result: the last 64 KiB of stdout and stderr, progress lines left out
+TAIL_BYTES = 64 * 1024
+#: a line of stdout that reports progress: `progress: N`, N an integer (the job's own scale)
+PROGRESS_LINE = re.compile(rb"progress:[ \t]*(-?[0-9]{1,18})[ \t]*\r?")
+#: how often a stopping process group is looked at
+STOP_POLL_SECONDS = 0.05
+#: how long the output pipes may stay open after the whole group is gone (a process that
+#: left the group with setsid may hold them)
+PIPE_DRAIN_SECONDS = 1.0
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
+
+
+class CommandFailed(RuntimeError):
+    """The command exited with a code other than 0, or was killed (retries apply)."""
+
+
+class CommandTimedOut(RuntimeError):
+    """The command ran longer than its declared timeout and was stopped (retries apply)."""
+
+
+# --- templates ---
+
+
+Template = tuple[str | tuple[str], ...]
+"""A parsed argument: literal text, and ("name",) for each placeholder."""
+
+
+def parse_template(where: str, text: str) -> Template:
+    """`{name}` is a placeholder, `{{` and `}}` are literal braces; a lone brace is an error."""
+    parts: list[str | tuple[str]] = []
+    literal: list[str] = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(text):
+        literal.append(text[position : match.start()])
+        position = match.end()
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            literal.append(token[0])
+        elif match.group(1) is not None:
+            parts.append("".join(literal))
+            literal = []
+            parts.append((match.group(1),))
+        else:
+            raise ConfigError(
+                f"{where}: {text!r} has a lone {token!r}; write {{name}} for a placeholder "
+                "and {{ or }} for a literal brace"
+            )
+    literal.append(text[position:])
+    parts.append("".join(literal))
+    return tuple(p for p in parts if p != "")
+
+
+def placeholders(template: Template) -> list[str]:
+    return [part[0] for part in template if isinstance(part, tuple)]
+
+
+def render(template: Template, values: Mapping[str, str]) -> str:
+    return "".join(part if isinstance(part, str) else values[part[0]] for part in template)
+
+
+def _argument(name: str, kind: str, value: Any) -> str:
+    """A validated input value as the text of an argument; ValueError says what is wrong."""
+    ok = {
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "boolean": isinstance(value, bool),
+    }[kind]
+    if not ok:
+        raise ValueError(
+            f"The parameter '{name}' must be {'an' if kind == 'integer' else 'a'} {kind}, "
+            f"but got {_json_kind(value)} {value!r}"
+        )
+    if kind == "boolean":
+        return "true" if value else "false"
+    if kind == "number" and isinstance(value, float) and value != value:  # NaN cannot come from JSON
+        raise ValueError(f"The parameter '{name}' must be a finite number")
+    text = str(value)
+    if "\0" in text:
+        raise ValueError(f"The parameter '{name}' must not contain a NUL character")
+    return text
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+# --- the command ---
+
+
+@dataclass(frozen=True)
+class Command:
+    """A declared command, its templates parsed and checked against its parameters."""
+
+    name: str
+    spec: CommandSpec
+    argv: tuple[Template, ...]
+    env: Mapping[str, Template]
+
+    @classmethod
+    def compile(cls, name: str, spec: CommandSpec) -> Command:
+        where = f"commands.{name}"
+        argv = tuple(parse_template(f"{where}.argv", a) for a in spec.argv)
+        if any(isinstance(part, tuple) for part in argv[0]):
+            raise ConfigError(
+                f"{where}.argv: the program ({spec.argv[0]!r}) must be fixed, not a placeholder"
+            )
+        env = {k: parse_template(f"{where}.env.{k}", v) for k, v in spec.env.items()}
+        used = {p for t in (*argv, *env.values()) for p in placeholders(t)}
+        undeclared = sorted(used - set(spec.params))
+        if undeclared:
+            raise ConfigError(
+                f"{where}: placeholder(s) {', '.join(undeclared)} not declared in params"
+            )
+        return cls(name, spec, argv, env)
+
+    def arguments(self, job_input: Any) -> dict[str, str]:
+        """The input as placeholder values; ValueError with a message for the submitter."""
+        declared = self.spec.params
+        if job_input is None:
+            job_input = {}
+        if not isinstance(job_input, dict):
+            raise ValueError(f"The input of command job '{self.name}' must be a JSON object")
+        missing = [p for p in declared if p not in job_input]
+        if missing:
+            raise ValueError(
+                f"Command job '{self.name}' needs the parameter(s) {', '.join(missing)}; "
+                f"declared: {self._declared()}"
+            )
+        unknown = sorted(set(job_input) - set(declared))
+        if unknown:
+            raise ValueError(
+                f"Command job '{self.name}' has no parameter(s) {', '.join(unknown)}; "
+                f"declared: {self._declared()}"
+            )
+        return {p: _argument(p, kind, job_input[p]) for p, kind in declared.items()}
+
+    def _declared(self) -> str:
+        return ", ".join(f"{p} ({kind})" for p, kind in self.spec.params.items()) or "none"
+
+    def validate(self, job_input: Any) -> None:
+        self.arguments(job_input)
+
+    def render(self, job_input: Any) -> tuple[list[str], dict[str, str]]:
+        values = self.arguments(job_input)
+        argv = [render(t, values) for t in self.argv]
+        env = {k: render(t, values) for k, t in self.env.items()}
+        return argv, env
+
+
+def job_type(name: str, spec: CommandSpec) -> JobType:
+    command = Command.compile(name, spec)
+    return JobType(
+        name, CALLABLE_PATH, functools.partial(run, command), validate=command.validate
+    )
+
+
+# --- running ---
+
+
+class _Output(asyncio.SubprocessProtocol):
+    """Reads the command's stdout and stderr as they come: `progress: N` lines of stdout
+    are reported, everything else is kept as a bounded tail. Knows when the process exited
+    and when its pipes closed, separately (a child may hold the pipes after the leader exits)."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self._report = report
+        self.tail = bytearray()
+        self.truncated = False
+        self._partial = bytearray()
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.pipes_closed: asyncio.Future[None] = loop.create_future()
+        self._open_pipes = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1:
+            self._keep(data)
+            return
+        self._partial += data
+        *lines, rest = self._partial.split(b"\n")
+        self._partial = bytearray(rest)
+        for line in lines:
+            self._line(bytes(line), newline=True)
+        if len(self._partial) > TAIL_BYTES:  # a line too long to be progress: keep it as output
+            self._keep(bytes(self._partial))
+            self._partial.clear()
+
+    def _line(self, line: bytes, newline: bool) -> None:
+        match = PROGRESS_LINE.fullmatch(line)
+        if match is not None:
+            self._report(int(match.group(1)))
+        else:
+            self._keep(line + b"\n" if newline else line)
+
+    def _keep(self, data: bytes) -> None:
+        self.tail += data
+        if len(self.tail) > TAIL_BYTES:
+            del self.tail[: len(self.tail) - TAIL_BYTES]
+            self.truncated = True
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1 and self._partial:
+            self._line(bytes(self._partial), newline=False)
+            self._partial.clear()
+        self._open_pipes.discard(fd)
+        if not self._open_pipes and not self.pipes_closed.done():
+            self.pipes_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def text(self) -> str:
+        return self.tail.decode(errors="replace")
+
+
+async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
+    """Runs the command to its end. Returns {"exit_code": 0, "output": …, "output_truncated": …};
+    any other exit raises CommandFailed (retries apply). A cancel (the API's, a task timeout,
+    a drain) stops the process group before the cancel goes on."""
+    spec = command.spec
+    try:
+        argv, extra_env = command.render(ctx.input)
+    except ValueError as exc:  # checked at submit; only an input stored under an older config
+        raise PermanentFailure(str(exc)) from None
+    env = {**os.environ, **extra_env, "SIDETASK_TASK_ID": str(ctx.task_id)}
+    grace = ctx.settings.kill_grace
+    loop = asyncio.get_running_loop()
+    try:
+        transport, output = await loop.subprocess_exec(
+            lambda: _Output(ctx.progress),
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=spec.cwd,
+            env=env,
+            start_new_session=True,  # its own process group: pgid == pid
+        )
+    except OSError as exc:
+        raise CommandFailed(f"Command '{command.name}' could not start: {exc}") from None
+    group = transport.get_pid()
+    try:
+        # Recorded before the job waits on it: a crash from here on leaves a group that the
+        # next start can find. (A crash in the instant before this write leaves one it cannot.)
+        await asyncio.shield(ctx.record_process_group(group, process_token(group)))
+        timed_out = False
+        try:
+            async with asyncio.timeout(spec.timeout):
+                await output.exited
+        except TimeoutError:
+            timed_out = True
+        # The leader is gone (or overran): whatever is left of its group goes with it.
+        await asyncio.shield(stop_group(group, grace))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PIPE_DRAIN_SECONDS):
+                await asyncio.shield(output.pipes_closed)
+    except BaseException:
+        # Cancelled by the API, a task timeout or a drain (or the store failed): stop the
+        # group, then let the error go on. Shielded: a second cancel (a drain after a cancel)
+        # must not interrupt the stop.
+        stopping = asyncio.ensure_future(stop_group(group, grace))
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(stopping)
+        raise
+    finally:
+        transport.close()
+        if not group_alive(group):
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ctx.record_process_group(None, None))
+    code = transport.get_returncode()
+    tail = output.text()
+    if timed_out:
+        raise CommandTimedOut(
+            f"Command '{command.name}' timed out after {spec.timeout:g} s and was stopped"
+            + _tail_note(tail, output.truncated)
+        )
+    if code != 0:
+        raise CommandFailed(f"Command '{command.name}' {_exit_text(code)}" + _tail_note(tail, output.truncated))
+    return {"exit_code": 0, "output": tail, "output_truncated": output.truncated}
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "ended without an exit code"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
+def _tail_note(tail: str, truncated: bool) -> str:
+    if not tail:
+        return "; it wrote no output"
+    return f"; {'the last 64 KiB of ' if truncated else ''}its output:\n{tail}"
+
+
+# --- process groups ---
+
+
+def _signal(group: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # not ours (any more): leave it alone
+        log.warning("process group %d: no permission to send %s", group, sig.name)
+        return False
+    return True
+
+
+async def stop_group(group: int, grace: float) -> None:
+    """SIGTERM to the group; SIGKILL to what is left of it after `grace` seconds."""
+    if not group_alive(group) or not _signal(group, signal.SIGTERM):
+        return
+    deadline = asyncio.get_running_loop().time() + grace
+    while group_alive(group):
+        if asyncio.get_running_loop().time() >= deadline:
+            log.info("process group %d outlived SIGTERM by %.1f s: SIGKILL", group, grace)
+            _signal(group, signal.SIGKILL)
+            return
+        await asyncio.sleep(STOP_POLL_SECONDS)
+
+
+_PROC = Path("/proc")
+
+
+def _stat(pid: str | int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp, …]."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of the group is still alive (zombies do not count: a process
+    whose parent died may wait unreaped for a while)."""
+    if sys.platform.startswith("linux") and _PROC.is_dir():
+        try:
+            entries = os.listdir(_PROC)
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.isdigit():
+                fields = _stat(entry)
+                if fields and fields[2] == str(group) and fields[0] not in ("Z", "X"):
+                    return True
+        return False
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _boot_id() -> str | None:
+    try:
+        return (_PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def process_token(pid: int) -> str | None:
+    """What tells this process apart from a later one with the same pid: the boot and the
+    process's start time (Linux). None where that cannot be known."""
+    boot = _boot_id()
+    fields = _stat(pid)
+    if boot is None or fields is None or len(fields) < 20:
+        return None
+    return f"{boot}:{fields[19]}"
+
+
+async def stop_orphan(group: int, token: str | None, grace: float) -> bool:
+    """Stops a process group a previous run of the service left behind, unless it is
+    certainly not that group any more: the machine rebooted, or its leader's pid now belongs
+    to a process started later. (While a group has members its id is not reused.) Returns
+    whether anything was stopped."""
+    if token is not None:
+        boot, _, started = token.rpartition(":")
+        if _boot_id() not in (None, boot):
+            return False  # rebooted: that group is long gone
+        leader = _stat(group)
+        if leader is not None and len(leader) >= 20 and leader[19] != started:
+            return False  # the pid was reused by an unrelated process
+    if not group_alive(group):
+        return False
+    log.warning("stopping process group %d left by a previous run", group)
+    await stop_group(group, grace)
+    return True

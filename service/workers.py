@@ -1,0 +1,250 @@
+"""The external-worker hub: workers in any language claim tasks over HTTP under a lease,
+report progress (each report extends the lease), and end them; a lease that runs out gives
+the task back.
+
+A worker's task moves like any other: `new`/`restoring` -> `scheduling` -> `scheduled` when
+a worker claims it (`task_server` is the worker's name), `queued` -> `running` at its first
+report (it confirmed, and it runs), then `success`, or a retry (`restoring`, backoff) or
+`failed`. A cancel makes a running task `cancelling`; the worker reads that in the answer to
+its next report, stops, and reports its end, and the task ends `cancelled`. A lease that
+expires (the worker died or lost touch) puts the task back through `restoring` with
+`task_retries` + 1, or ends it `failed` when no retries are left (`cancelled` if a cancel
+was requested). The leases are stored: a restart of the service keeps them, and extends each
+by one lease so that workers that kept working through the restart keep their tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+
+from . import clock
+from .config import Settings
+from .errors import BadRequest
+from .jobs import JobContext, PermanentFailure
+from .model import Event, EventKind, GraphRef, Status, Task
+from .store import Change, Lease, Store
+
+log = logging.getLogger("sidetask.workers")
+
+#: the task_callable of the types external workers serve
+CALLABLE_PATH = "service.workers.external"
+#: the longest a claim may wait for work, in seconds
+MAX_CLAIM_WAIT = 60.0
+#: the sweep for expired leases runs this often at most, and at least four times a lease
+MAX_SWEEP_SECONDS = 1.0
+_WAKING = frozenset({Status.NEW, Status.RESTORING})
+
+
+async def external(ctx: JobContext) -> None:
+    """What a type external workers serve would run in-process: nothing. The supervisor
+    never claims these types; this is what a stray one would say."""
+    raise PermanentFailure("This job type is served by external workers, not in-process")
+
+
+class WorkerHub:
+    """Claims, reports and lease expiry for the types in `settings.external_types`."""
+
+    def __init__(
+        self, settings: Settings, store: Store, retry_delay: Callable[[int], float]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.types: tuple[str, ...] = tuple(settings.external_types)
+        self._retry_delay = retry_delay
+        self._lease_ms = max(1, int(settings.lease_duration * 1000))
+        #: set (and replaced) whenever a task of an external type may have become claimable
+        self._available = asyncio.Event()
+        self._closing = False
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        if self.types:
+            renewed = await self.store.renew_leases(self.types, clock.now_ms() + self._lease_ms)
+            if renewed:
+                log.info("%d worker lease(s) of a previous run extended by one lease", renewed)
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="sidetask-leases")
+        self.store.add_listener(self._on_commit)
+
+    def release_waiters(self) -> None:
+        """Ends every waiting claim (with no task): the service is shutting down."""
+        self._closing = True
+        self._wake()
+
+    async def stop(self) -> None:
+        self.release_waiters()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def _wake(self) -> None:
+        self._available.set()
+        self._available = asyncio.Event()
+
+    def _on_commit(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if (
+                event.kind in (EventKind.CREATED, EventKind.STATUS)
+                and event.status in _WAKING
+                and event.task_type in self.types
+            ):
+                self._wake()
+                return
+
+    # --- claims ---
+
+    def check_types(self, requested: Sequence[str]) -> tuple[str, ...]:
+        """The types a claim asks for (all external types when none is named)."""
+        if not self.types:
+            raise BadRequest(
+                "No job type is served by external workers; declare some in the setting "
+                "external_types"
+            )
+        if not requested:
+            return self.types
+        unknown = [t for t in requested if t not in self.types]
+        if unknown:
+            raise BadRequest(
+                f"Job type(s) {', '.join(repr(t) for t in unknown)} not served by external "
+                f"workers; external types: {', '.join(self.types)}"
+            )
+        return tuple(dict.fromkeys(requested))
+
+    async def claim(
+        self,
+        worker: str,
+        types: Sequence[str],
+        wait: float,
+        gone: Callable[[], bool] = lambda: False,
+    ) -> Lease | None:
+        """The next due task of `types`, leased to `worker`; waits up to `wait` seconds for
+        one (None when none came, the caller went away, or the service is shutting down)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not self._closing and not gone():
+            available = self._available  # taken before looking: a wake after it is not missed
+            now = clock.now_ms()
+            lease, next_due_ms = await self.store.lease(
+                worker, types, now, secrets.token_urlsafe(18), now + self._lease_ms
+            )
+            if lease is not None:
+                log.info("task %d leased to worker %s", lease.task.id, worker)
+                return lease
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            if next_due_ms is not None:  # a delayed task or a retry's backoff ends before that
+                remaining = min(remaining, max(0.001, (next_due_ms - clock.now_ms()) / 1000))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await available.wait()
+        return None
+
+    async def give_back(self, lease: Lease) -> None:
+        """A claim nobody received (the worker hung up): the task waits again, no retry spent."""
+        with contextlib.suppress(BadRequest):
+            await self.store.transition(
+                Change(lease.task.id, Status.RESTORING, {"run_after_ms": 0}, frozenset({Status.SCHEDULED}))
+            )
+
+    # --- reports ---
+
+    async def report(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None
+    ) -> Lease:
+        """Progress (None: a heartbeat); the lease lasts one more lease from now. The task
+        in the answer says whether a cancel was requested (`wants_cancel`)."""
+        return await self.store.report(
+            graph, task_id, token, progress, clock.now_ms() + self._lease_ms
+        )
+
+    async def complete(
+        self, graph: GraphRef, task_id: int, token: str, result_json: str, progress: int | None
+    ) -> Task:
+        return await self.store.settle_lease(
+            graph,
+            task_id,
+            token,
+            progress,
+            lambda task: Change(task.id, Status.SUCCESS, {"result": result_json}),
+        )
+
+    async def fail(
+        self,
+        graph: GraphRef,
+        task_id: int,
+        token: str,
+        error: str,
+        retry: bool,
+        progress: int | None,
+    ) -> Task:
+        """The worker's job failed: retried after a backoff while retries are left (unless
+        `retry` is false), else `failed`, as an in-process job's failure."""
+
+        def decide(task: Task) -> Change:
+            if retry and task.retries < task.max_retries:
+                delay_ms = int(self._retry_delay(task.retries) * 1000)
+                return Change(
+                    task.id,
+                    Status.RESTORING,
+                    {
+                        "result": error,
+                        "retries": task.retries + 1,
+                        "run_after_ms": clock.now_ms() + delay_ms,
+                    },
+                )
+            return Change(task.id, Status.FAILED, {"result": error})
+
+        return await self.store.settle_lease(graph, task_id, token, progress, decide)
+
+    # --- expiry ---
+
+    async def expire(self) -> list[Task]:
+        """Gives back the tasks whose lease ran out."""
+        now = clock.now_ms()
+
+        def decide(task: Task) -> Change:
+            if task.status is Status.CANCELLING:
+                return Change(task.id, Status.CANCELLED)
+            message = (
+                f"The lease of worker '{task.server}' on task '{task.id}' expired in status "
+                f"{task.status.name}: the worker stopped reporting"
+            )
+            if task.retries < task.max_retries:
+                return Change(
+                    task.id,
+                    Status.RESTORING,
+                    {"result": message, "retries": task.retries + 1, "run_after_ms": now},
+                )
+            return Change(
+                task.id,
+                Status.FAILED,
+                {"result": f"{message}, with no retries left ({task.retries} of {task.max_retries} used)"},
+            )
+
+        expired = await self.store.expire_leases(now, self.types, decide)
+        for task in expired:
+            log.warning("task %d: its worker's lease expired; now %s", task.id, task.status.value)
+        return expired
+
+    async def _sweep_loop(self) -> None:
+        interval = min(MAX_SWEEP_SECONDS, self.settings.lease_duration / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lease sweep failed")
+
+
+def wants_cancel(task: Task) -> bool:
+    """Whether the worker holding `task` should stop: a cancel was requested."""
+    return task.status in (Status.CANCELLING, Status.CANCELLED)
