@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service import clock
-from service.model import Event, GraphRef, NewTask
-from service.store import SQLiteStore
+from service.model import Event, GraphRef, NewTask, Status, Task
+from service.store import Change, SQLiteStore
 from service.web import create_app
 from service.web.keys import STORE, SUPERVISOR
 from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
@@ -493,3 +493,35 @@ async def test_a_task_whose_type_is_no_longer_registered_fails_saying_so(
         assert "Job type 'retired' is not registered" in task["task_result"]
     echo = await submit(client, BASE, "echo", {})
     await wait_status(client, BASE, echo, "success")
+
+
+# --- drain ---
+
+
+async def test_a_drain_during_a_claim_hands_the_claimed_task_back(
+    start: Start, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the scheduler is confirming a claim: the step completes, nothing new
+    starts, and the task goes back to `restoring` with no retry spent (not left `scheduled`
+    to be counted as interrupted at the next start)."""
+    client = await start()
+    store, supervisor = client.app[STORE], client.app[SUPERVISOR]
+    confirming = asyncio.Event()
+    real = store.transition_many
+
+    async def confirm_once_draining(changes: Sequence[Change]) -> list[Task | Exception]:
+        if any(change.target is Status.QUEUED for change in changes):
+            confirming.set()
+
+            async def draining() -> bool:
+                return not supervisor.started
+
+            await wait_for(draining, what="the drain to begin")
+        return await real(changes)
+
+    monkeypatch.setattr(store, "transition_many", confirm_once_draining)
+    task_id = await submit(client, BASE, "echo", {"late": True})
+    await asyncio.wait_for(confirming.wait(), 10)
+    await asyncio.wait_for(supervisor.drain(grace=5), 15)
+    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [("restoring", 0)]
+    assert trail(db, task_id) == ["new", "scheduling", "scheduled", "queued", "restoring"]

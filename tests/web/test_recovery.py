@@ -1,0 +1,247 @@
+"""Restart recovery (SPEC 9) with real `python -m service serve` processes on one SQLite
+file: SIGKILL mid-run and start again, SIGTERM/SIGINT drains, and the refusal of a second
+process on the same database."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import ClientSession
+
+from tests.conftest import ServerProcess, wait_for
+from tests.sup_jobs import JOBS
+from tests.sup_util import execute, rows, status_events, trail, wait_file
+
+BASE = "/graphs/hugegraph"
+ENV = {"SIDETASK_JOBS": orjson.dumps(JOBS).decode()}
+Factory = Callable[..., ServerProcess]
+
+
+async def started(factory: Factory, **env: str) -> ServerProcess:
+    server = factory(env={**ENV, **env})
+    await server.wait_ready()
+    return server
+
+
+async def post_job(http: ClientSession, server: ServerProcess, job_type: str, body: Any, **query: Any) -> int:
+    async with http.post(
+        f"{server.url}{BASE}/jobs/{job_type}", json=body, params={k: str(v) for k, v in query.items()}
+    ) as response:
+        assert response.status == 201, await response.text()
+        return int((await response.json())["task_id"])
+
+
+async def get(http: ClientSession, server: ServerProcess, task_id: int) -> dict[str, Any]:
+    async with http.get(f"{server.url}{BASE}/tasks/{task_id}") as response:
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+
+async def wait_task(
+    http: ClientSession, server: ServerProcess, task_id: int, *statuses: str, timeout: float = 15.0
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        task = await get(http, server, task_id)
+        return task if task["task_status"] in statuses else None
+
+    return await wait_for(probe, timeout, f"task {task_id} to reach {statuses}")
+
+
+async def wait_exit(server: ServerProcess, timeout: float = 30.0) -> int:
+    async def probe() -> bool:
+        return server.proc.poll() is not None
+
+    await wait_for(probe, timeout, "the server to exit")
+    return int(server.proc.returncode)
+
+
+async def wait_log(server: ServerProcess, text: str, timeout: float = 15.0) -> None:
+    async def probe() -> bool:
+        return text in server.output()
+
+    await wait_for(probe, timeout, f"{text!r} in the server's log")
+
+
+# --- SIGKILL ---
+
+
+async def test_a_killed_run_is_restored_and_succeeds_when_retries_are_left(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory)
+    began = tmp_path / "began"
+    task_id = await post_job(
+        http, first, "gate_first_run", {"path": str(tmp_path / "never"), "started": str(began)},
+        max_retries=1,
+    )
+    await wait_task(http, first, task_id, "running")
+    await wait_file(began)
+    first.kill()
+    assert first.proc.returncode == -signal.SIGKILL
+    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [("running", 0)]
+
+    second = await started(server_factory)
+    task = await wait_task(http, second, task_id, "success")
+    assert (task["task_retries"], task["task_result"]) == (1, '"run 2"')
+    assert trail(db, task_id) == [
+        "new", "scheduling", "scheduled", "queued", "running",  # the killed run
+        "restoring", "queued", "running", "success",  # after the restart
+    ]
+    restoring = next(e for e in status_events(db, task_id) if e["task_status"] == "restoring")
+    assert restoring["task_retries"] == 1
+
+
+async def test_a_killed_run_with_no_retries_left_fails_saying_it_was_interrupted(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory)
+    task_id = await post_job(http, first, "gate", {"path": str(tmp_path / "never")})
+    await wait_task(http, first, task_id, "running")
+    first.kill()
+
+    second = await started(server_factory)
+    task = await wait_task(http, second, task_id, "failed")
+    assert "interrupted" in task["task_result"]
+    assert task["task_retries"] == 0
+    assert trail(db, task_id)[-2:] == ["running", "failed"]
+
+
+async def test_a_killed_cancelling_task_ends_cancelled(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory)
+    seen = tmp_path / "cancel-seen"
+    task_id = await post_job(
+        http, first, "stubborn", {"path": str(tmp_path / "never"), "cancel_seen": str(seen)},
+        max_retries=3,
+    )
+    await wait_task(http, first, task_id, "running")
+    async with http.put(f"{first.url}{BASE}/tasks/{task_id}", params={"action": "cancel"}) as response:
+        assert response.status == 202
+    await wait_file(seen)
+    assert (await get(http, first, task_id))["task_status"] == "cancelling"
+    first.kill()
+
+    second = await started(server_factory)
+    task = await wait_task(http, second, task_id, "cancelled")
+    assert task["task_retries"] == 0  # it was not run again
+    assert trail(db, task_id)[-2:] == ["cancelling", "cancelled"]
+
+
+async def test_tasks_waiting_in_the_killed_process_are_restored_and_others_left_alone(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    """A queued task and a pending one, and a row of a newer version, across a SIGKILL."""
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory, SIDETASK_CONCURRENCY="1")
+    busy = await post_job(http, first, "gate", {"path": str(tmp_path / "never")}, max_retries=1)
+    await wait_task(http, first, busy, "running")
+    queued = await post_job(http, first, "echo", {"q": 1}, max_retries=1)
+    await wait_task(http, first, queued, "queued")
+    paused = await post_job(http, first, "echo", {"p": 1}, delay=60)
+    async with http.put(f"{first.url}{BASE}/tasks/{paused}", params={"action": "pause"}) as response:
+        assert response.status == 202
+    execute(
+        db,
+        "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms, update_ms)"
+        " VALUES ('DEFAULT', 'hugegraph', 'newer', 'echo', 'service.jobs.echo.run', 'archived', 1, 1)",
+    )
+    first.kill()
+
+    second = await started(server_factory)  # room for the restored gate and the echo
+    task = await wait_task(http, second, queued, "success")
+    assert (task["task_retries"], task["task_result"]) == (1, '{"q":1}')
+    assert "restoring" in trail(db, queued)
+    assert (await get(http, second, paused))["task_status"] == "pending"
+    assert rows(db, "SELECT status FROM tasks WHERE name = 'newer'") == [("archived",)]
+    # the gate never opens: the restored run is running again
+    assert (await wait_task(http, second, busy, "running"))["task_retries"] == 1
+
+
+# --- SIGTERM / SIGINT ---
+
+
+async def test_sigterm_drains_within_the_grace_and_leaves_the_rest_for_the_next_start(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    """drain_grace is 2 s (config/test.toml): the job released during the drain ends
+    `success`; the one that never ends is left `running`, and restored at the next start."""
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory)
+    gate = tmp_path / "gate"
+    quick = await post_job(http, first, "gate", {"path": str(gate)})
+    slow = await post_job(http, first, "gate_first_run", {"path": str(tmp_path / "never")}, max_retries=1)
+    await wait_task(http, first, quick, "running")
+    await wait_task(http, first, slow, "running")
+
+    first.proc.send_signal(signal.SIGTERM)
+    await wait_log(first, "draining: 2 running job(s)")
+    gate.touch()
+    assert await wait_exit(first) == 0
+    assert "Traceback" not in first.output()
+    assert rows(db, "SELECT id, status FROM tasks ORDER BY id") == [(quick, "success"), (slow, "running")]
+
+    second = await started(server_factory)
+    task = await wait_task(http, second, slow, "success")
+    assert (task["task_retries"], task["task_result"]) == (1, '"run 2"')
+    assert (await get(http, second, quick))["task_retries"] == 0
+
+
+async def test_sigint_drains_too(server_factory: Factory, http: ClientSession, tmp_path: Path) -> None:
+    db = tmp_path / "sidetask.db"
+    server = await started(server_factory)
+    gate = tmp_path / "gate"
+    task_id = await post_job(http, server, "gate", {"path": str(gate)})
+    await wait_task(http, server, task_id, "running")
+    server.proc.send_signal(signal.SIGINT)
+    await wait_log(server, "draining: 1 running job(s)")
+    gate.touch()
+    assert await wait_exit(server) == 0
+    assert rows(db, "SELECT status FROM tasks WHERE id = ?", (task_id,)) == [("success",)]
+
+
+async def test_a_drain_hands_back_queued_tasks_without_spending_a_retry(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory, SIDETASK_CONCURRENCY="1")
+    gate = tmp_path / "gate"
+    busy = await post_job(http, first, "gate", {"path": str(gate)})
+    await wait_task(http, first, busy, "running")
+    waiting = await post_job(http, first, "echo", {"w": 1})
+    await wait_task(http, first, waiting, "queued")
+    first.proc.send_signal(signal.SIGTERM)
+    await wait_log(first, "draining: 1 running job(s)")
+    gate.touch()
+    assert await wait_exit(first) == 0
+    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (waiting,)) == [("restoring", 0)]
+
+    second = await started(server_factory)
+    task = await wait_task(http, second, waiting, "success")
+    assert task["task_retries"] == 0
+
+
+# --- one process per database ---
+
+
+async def test_a_second_process_on_the_same_database_refuses_to_start(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    first = await started(server_factory)
+    second = server_factory(env=ENV)
+    code = await wait_exit(second)
+    assert code != 0
+    output = second.output()
+    assert "in use by another sidetask process" in output
+    assert f"pid {first.proc.pid}" in output
+    assert "Traceback" not in output
+    # the first one is untouched
+    task_id = await post_job(http, first, "echo", {"still": "here"})
+    assert (await wait_task(http, first, task_id, "success"))["task_result"] == '{"still":"here"}'
