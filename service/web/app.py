@@ -14,9 +14,10 @@ from ..logs import log_events
 from ..metrics import Metrics
 from ..store import open_store
 from ..supervisor import Supervisor
+from ..workers import WorkerHub
 from .access import access_middleware, add_request_id
 from .errors import error_middleware
-from .keys import EVENTS, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR
+from .keys import EVENTS, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR, WORKERS
 from .metrics import metrics_ctx
 from .routes import add_routes
 from .sse import close_streams, events_ctx
@@ -45,6 +46,18 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
     await supervisor.drain()
 
 
+async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = WorkerHub(app[SETTINGS], app[STORE], app[SUPERVISOR].retry_delay)
+    app[WORKERS] = hub
+    await hub.start()
+    yield
+    await hub.stop()
+
+
+async def _release_claims(app: web.Application) -> None:
+    app[WORKERS].release_waiters()
+
+
 def create_app(settings: Settings) -> web.Application:
     # access first: it sees the status the error middleware chose, and times everything
     app = web.Application(
@@ -58,8 +71,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(events_ctx)
     app.cleanup_ctx.append(metrics_ctx)  # before the supervisor: recovery is counted
     app.cleanup_ctx.append(_supervisor_ctx)
+    app.cleanup_ctx.append(_workers_ctx)
     # on_shutdown runs before the cleanup contexts: streams end before the drain starts
     app.on_shutdown.append(close_streams)
+    app.on_shutdown.append(_release_claims)  # waiting claims end (204) before the drain
     app.on_response_prepare.append(add_request_id)
     add_routes(app)
     return app

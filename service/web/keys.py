@@ -10,10 +10,12 @@ from ..jobs import Registry
 from ..metrics import Metrics
 from ..store import Store
 from ..supervisor import Supervisor
+from ..workers import WorkerHub
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 REGISTRY = web.AppKey("registry", Registry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 EVENTS = web.AppKey("events", EventBus)
+WORKERS = web.AppKey("workers", WorkerHub)
 METRICS = web.AppKey("metrics", Metrics)

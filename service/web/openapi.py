@@ -185,18 +185,204 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
         }
     }
+    counts = {
+        "get": {
+            "operationId": "countTasks",
+            "summary": "The graph's tasks per status (every status, zeros too) and their total",
+            "responses": {
+                "200": _json("the counts", _ref("TaskCounts")),
+                "404": NOT_FOUND,
+                "503": UNAVAILABLE,
+            },
+        }
+    }
     return {
         "/tasks": tasks,
+        "/tasks/counts": counts,
         "/tasks/{id}": task,
         "/jobs/gremlin": gremlin,
         "/jobs/{type}": job,
         "/tasks/{id}/events": task_events,
         "/events": graph_events,
+        **_worker_task_operations(),
+    }
+
+
+LEASE = {
+    "name": "X-Lease",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the lease the claim returned",
+}
+NOT_HELD = _error(
+    "the lease does not hold the task (another worker's, expired, or the task moved on: "
+    "paused, deleted, completed); the worker stops working on it"
+)
+
+
+def _worker_task_operations() -> dict[str, dict[str, Any]]:
+    """An external worker's reports on the task it holds (README, "External workers")."""
+
+    def report(operation_id: str, summary: str, body: str, answer: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": [TASK_ID, LEASE],
+            "requestBody": {"required": False, "content": {JSON: {"schema": _ref(body)}}},
+            "responses": {
+                "200": answer,
+                "400": BAD_REQUEST,
+                "404": NOT_FOUND,
+                "409": NOT_HELD,
+                "503": UNAVAILABLE,
+            },
+        }
+
+    return {
+        "/tasks/{id}/progress": {
+            "put": report(
+                "reportProgress",
+                "A worker's progress (or a heartbeat): the first report starts the task, each "
+                "one extends the lease; the answer says whether a cancel was requested",
+                "ProgressReport",
+                _json("recorded; `cancel` true: stop, then report fail or complete", _ref("ProgressAnswer")),
+            )
+        },
+        "/tasks/{id}/complete": {
+            "post": report(
+                "completeTask",
+                "The worker's task succeeded (it ends cancelled if a cancel was requested)",
+                "Completion",
+                _json("the task after it", _ref("Task")),
+            )
+        },
+        "/tasks/{id}/fail": {
+            "post": report(
+                "failTask",
+                "The worker's task failed: retried while retries are left, else failed "
+                "(it ends cancelled if a cancel was requested)",
+                "Failure",
+                _json("the task after it", _ref("Task")),
+            )
+        },
+    }
+
+
+def _worker_claim_operation() -> dict[str, dict[str, Any]]:
+    return {
+        "/workers/{worker}/claim": {
+            "post": {
+                "operationId": "claimTask",
+                "summary": "An external worker claims the next due task of its types, under a "
+                "lease; waits up to `wait` seconds for one",
+                "parameters": [
+                    _path("worker", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"},
+                          "the worker's name, shown as task_server"),
+                    _query("types", {"type": "string"}, "comma-separated external job types (default: all)"),
+                    _query("wait", {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+                           "seconds to wait for a task (long poll)"),
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": {"type": "object", "description": "ignored"}}},
+                },
+                "responses": {
+                    "200": {**_json("a task and its lease (also in the X-Lease header)", _ref("Claim"))},
+                    "204": {"description": "no task came within `wait`, or the service is stopping"},
+                    "400": _error("a bad worker name or wait, or a type external workers do not serve"),
+                    "503": UNAVAILABLE,
+                },
+            }
+        }
+    }
+
+
+def _overview_operations() -> dict[str, dict[str, Any]]:
+    """What the dashboard reads besides the task API: graphs (as HugeGraph lists them), types."""
+    names = {"type": "array", "items": {"type": "string"}}
+    return {
+        "/graphspaces": {
+            "get": {
+                "operationId": "listGraphspaces",
+                "summary": "The graphspaces of the declared graphs, and DEFAULT",
+                "responses": {"200": _json("their names", {"type": "object", "properties": {"graphspaces": names}})},
+            }
+        },
+        "/graphspaces/{graphspace}/graphs": {
+            "get": {
+                "operationId": "listGraphspaceGraphs",
+                "summary": "The declared graphs of a graphspace (HugeGraph 1.7 and later)",
+                "parameters": [GRAPH_PARAMS["graphspace"]],
+                "responses": {
+                    "200": _json("their names", {"type": "object", "properties": {"graphs": names}}),
+                    "404": _error("no declared graph is in that graphspace"),
+                },
+            }
+        },
+        "/graphs": {
+            "get": {
+                "operationId": "listGraphs",
+                "summary": "The declared graphs of graphspace DEFAULT (HugeGraph up to 1.5)",
+                "responses": {"200": _json("their names", {"type": "object", "properties": {"graphs": names}})},
+            }
+        },
+        "/types": {
+            "get": {
+                "operationId": "listTypes",
+                "summary": "The registered job types, each a valid {type} of POST …/jobs/{type}",
+                "responses": {"200": _json("their names", {"type": "object", "properties": {"types": names}})},
+            }
+        },
+    }
+
+
+HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _dashboard_operations() -> dict[str, dict[str, Any]]:
+    """The dashboard's page and the files it loads (README, "Dashboard")."""
+    return {
+        "/": {
+            "get": {
+                "operationId": "root",
+                "summary": "Leads to the dashboard",
+                "responses": {"302": {"description": "to `ui`, the dashboard"}},
+            }
+        },
+        "/ui": {
+            "get": {
+                "operationId": "dashboard",
+                "summary": "The dashboard: a graph's tasks, live, with their actions and a form to submit jobs",
+                "responses": {"200": {"description": "the page", "content": HTML}},
+            }
+        },
+        "/ui/{asset}": {
+            "get": {
+                "operationId": "dashboardAsset",
+                "summary": "A file the dashboard loads (its scripts, styles, icon)",
+                "parameters": [_path("asset", {"type": "string"}, "the file's name, e.g. app.js")],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "404": _error("the dashboard has no such file"),
+                },
+            }
+        },
     }
 
 
 def _service_operations() -> dict[str, dict[str, Any]]:
     return {
+        **_worker_claim_operation(),
+        **_overview_operations(),
+        **_dashboard_operations(),
         "/versions": {
             "get": {
                 "operationId": "versions",
@@ -290,6 +476,19 @@ def _schemas() -> dict[str, Any]:
             },
             "required": ["tasks"],
         },
+        "TaskCounts": {
+            "type": "object",
+            "properties": {
+                "counts": {
+                    "type": "object",
+                    "description": "status -> number of the graph's tasks in it; every status is present",
+                    "properties": {s.value: {"type": "integer", "minimum": 0} for s in Status},
+                    "required": [s.value for s in Status],
+                },
+                "total": {"type": "integer", "minimum": 0},
+            },
+            "required": ["counts", "total"],
+        },
         "Created": {
             "type": "object",
             "properties": {"task_id": {"type": "integer"}},
@@ -312,6 +511,53 @@ def _schemas() -> dict[str, Any]:
                     "type": "object",
                     "properties": {k: {"type": "string"} for k in ("version", "core", "gremlin", "api", "sidetask")},
                 }
+            },
+        },
+        "Claim": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "type": {"type": "string"},
+                "input": {"description": "the task's input, decoded (null when it has none)"},
+                "graphspace": {"type": "string"},
+                "graph": {"type": "string"},
+                "retries": {"type": "integer"},
+                "task_url": {"type": "string", "description": "the task's path, for the reports"},
+                "lease": {"type": "string", "description": "send it back as X-Lease"},
+                "lease_expires": {"type": "integer", "description": "epoch milliseconds"},
+                "lease_duration": {"type": "number", "description": "seconds each report adds"},
+                "task": _ref("Task"),
+            },
+            "required": ["id", "type", "input", "task_url", "lease", "lease_expires"],
+        },
+        "ProgressReport": {
+            "type": "object",
+            "properties": {"progress": {"type": "integer", "description": "absent: a heartbeat"}},
+        },
+        "ProgressAnswer": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "task_status": {"type": "string"},
+                "task_progress": {"type": "integer"},
+                "cancel": {"type": "boolean", "description": "a cancel was requested: stop"},
+                "lease_expires": {"type": "integer", "description": "epoch milliseconds"},
+            },
+            "required": ["id", "task_status", "task_progress", "cancel", "lease_expires"],
+        },
+        "Completion": {
+            "type": "object",
+            "properties": {
+                "result": {"description": "any JSON value; stored as task_result"},
+                "progress": {"type": "integer"},
+            },
+        },
+        "Failure": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string", "description": "stored as task_result"},
+                "retry": {"type": "boolean", "default": True, "description": "false: no retry can mend it"},
+                "progress": {"type": "integer"},
             },
         },
         "Error": {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import jobs, metrics, service_routes, sse, tasks
+from . import jobs, metrics, overview, service_routes, sse, tasks, ui, workers
 
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
 
 GRAPH_ROUTES = (
     ("GET", "/tasks", tasks.list_tasks),
+    # before /tasks/{id}, which would read "counts" as a task id
+    ("GET", "/tasks/counts", overview.task_counts),
     ("GET", "/tasks/{id}", tasks.get_task),
     ("DELETE", "/tasks/{id}", tasks.delete_task),
     ("PUT", "/tasks/{id}", tasks.update_task),
@@ -18,6 +20,9 @@ GRAPH_ROUTES = (
     ("POST", "/jobs/{type}", jobs.create_job),
     ("GET", "/tasks/{id}/events", sse.task_events),
     ("GET", "/events", sse.graph_events),
+    ("PUT", "/tasks/{id}/progress", workers.report_progress),
+    ("POST", "/tasks/{id}/complete", workers.complete),
+    ("POST", "/tasks/{id}/fail", workers.fail),
 )
 
 SERVICE_ROUTES = (
@@ -27,6 +32,15 @@ SERVICE_ROUTES = (
     ("GET", "/openapi.json", service_routes.openapi),
     ("GET", "/metrics", metrics.metrics),
     ("GET", "/events", sse.service_events),
+    ("POST", "/workers/{worker}/claim", workers.claim),
+    ("GET", "/graphspaces", overview.graphspaces),
+    ("GET", "/graphspaces/{graphspace}/graphs", overview.graphspace_graphs),
+    ("GET", "/graphs", overview.graphs),
+    ("GET", "/types", overview.types),
+    # the dashboard
+    ("GET", "/", ui.root),
+    ("GET", "/ui", ui.page),
+    ("GET", "/ui/{asset}", ui.asset),
 )
 
 
