@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,19 +124,23 @@ def load(
     **overrides: Any,
 ) -> Settings:
     """The shipped configuration, then `file`, then the environment, then `overrides`
-    (command-line options); later sources win."""
+    (command-line options); later sources win. A value that cannot be used is a
+    ConfigError naming the setting and where the value came from."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def take(found: Mapping[str, Any], source: str) -> None:
+        values.update(found)
+        sources.update(dict.fromkeys(found, source))
+
     if SHIPPED_CONFIG.exists():
-        values.update(_read_toml(SHIPPED_CONFIG))
+        take(_read_toml(SHIPPED_CONFIG), f"configuration file {SHIPPED_CONFIG}")
     if file is not None:
-        values.update(_read_toml(Path(file)))
-    values.update(_from_env(os.environ if env is None else env))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    settings = _build(values)
-    settings.graph_refs()  # validate now, not at the first request
-    if settings.log_format not in LOG_FORMATS:
-        raise ConfigError(f"log_format: expected one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}")
-    return settings
+        take(_read_toml(Path(file)), f"configuration file {file}")
+    for name, value in _from_env(os.environ if env is None else env).items():
+        take({name: value}, ENV_PREFIX + name.upper())
+    take({k: v for k, v in overrides.items() if v is not None}, "the command line")
+    return _build(values, sources)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -159,11 +166,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for name in _FIELDS:
         key = ENV_PREFIX + name.upper()
         if key in env:
-            values[name] = _parse_env(key, _HINTS[name], env[key])
+            values[name] = _parse_env(name, key, _HINTS[name], env[key])
     return values
 
 
-def _parse_env(key: str, hint: Any, text: str) -> Any:
+def _parse_env(name: str, key: str, hint: Any, text: str) -> Any:
     """Environment values are text: lists are comma-separated, mappings are JSON objects."""
     origin = typing.get_origin(hint)
     if origin is tuple:
@@ -172,16 +179,85 @@ def _parse_env(key: str, hint: Any, text: str) -> Any:
         try:
             value = orjson.loads(text) if text.strip() else {}
         except orjson.JSONDecodeError:
-            raise ConfigError(f"{key}: expected a JSON object, got {text!r}") from None
+            value = None
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a JSON object, got {text!r}")
+            raise ConfigError(f"{name}: expected a JSON object, got {text!r} (from {key})")
         return value
     return text
 
 
-def _build(values: dict[str, Any]) -> Settings:
-    typed = {name: _coerce(name, _HINTS[name], value) for name, value in values.items()}
+def _build(values: dict[str, Any], sources: Mapping[str, str]) -> Settings:
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            typed[name] = _coerce(name, _HINTS[name], value)
+            _check(name, typed[name])
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from {sources.get(name, 'the defaults')})") from None
     return Settings(**typed)
+
+
+#: the lower bound of each numeric setting, and whether the bound itself is allowed
+_MINIMUM: dict[str, tuple[float, bool]] = {
+    "port": (0, True),
+    "concurrency": (1, True),
+    "default_max_retries": (0, True),
+    "retry_backoff": (0, True),
+    "retry_backoff_max": (0, True),
+    "progress_interval": (0, False),
+    "drain_grace": (0, True),
+    "task_retention": (0, True),
+    "event_retention": (0, True),
+    "purge_interval": (0, False),
+    "gremlin_timeout": (0, False),
+    "sse_keepalive": (0, False),
+    "sse_retry_ms": (0, True),
+    "sse_buffer_bytes": (1, True),
+    "kill_grace": (0, True),
+    "lease_duration": (0, False),
+}
+_MAXIMUM: dict[str, float] = {"port": 65535}
+
+
+def _check(name: str, value: Any) -> None:
+    """What a value of the right type must also be, for the setting to be usable."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+    if name in _MINIMUM:
+        bound, inclusive = _MINIMUM[name]
+        if value < bound or (value == bound and not inclusive):
+            relation = "at least" if inclusive else "more than"
+            raise ConfigError(f"{name}: must be {relation} {bound:g}, got {value!r}")
+    if name in _MAXIMUM and value > _MAXIMUM[name]:
+        raise ConfigError(f"{name}: must be at most {_MAXIMUM[name]:g}, got {value!r}")
+    if name == "type_concurrency":
+        for type_name, limit in value.items():
+            if limit < 1:
+                raise ConfigError(f"{name}.{type_name}: must be at least 1, got {limit!r}")
+    elif name == "jobs":
+        for type_name, spec in value.items():
+            module, sep, attribute = spec.partition(":")
+            if not sep or not module.strip() or not attribute.strip():
+                raise ConfigError(f"{name}.{type_name}: {spec!r} is not of the form 'module:callable'")
+    elif name == "graphs":
+        if not value:
+            raise ConfigError(f"{name}: at least one graph must be served")
+        for text in value:
+            parse_graph(text)
+    elif name == "log_level":
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ConfigError(
+                f"{name}: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {value!r}"
+            )
+    elif name == "log_format":
+        if value not in LOG_FORMATS:
+            raise ConfigError(f"{name}: expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    elif name == "gremlin_url":
+        parts = urllib.parse.urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ConfigError(f"{name}: expected an http:// or https:// URL (or empty), got {value!r}")
+    elif name in ("host", "db", "server_name") and not value.strip():
+        raise ConfigError(f"{name}: must not be empty")
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:

@@ -105,8 +105,10 @@ def load_function(spec: str) -> tuple[str, JobFunction]:
         raise ValueError(f"{spec!r} is not of the form 'module:callable'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"{spec!r}: cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # missing, or broken at import: either way it cannot be used
+        raise ValueError(
+            f"{spec!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+        ) from None
     target: Any = module
     for part in attribute.split("."):
         target = getattr(target, part, None)
@@ -122,8 +124,8 @@ def build_registry(settings: Settings) -> Registry:
     for name, spec in {**BUILTINS, **settings.jobs}.items():
         try:
             path, function = load_function(spec)
-        except ValueError as exc:
-            raise ValueError(f"jobs.{name}: {exc}") from None
+        except ValueError as exc:  # a ConfigError: the service cannot start with this setting
+            raise ConfigError(f"jobs.{name}: {exc}") from None
         types[name] = JobType(name, path, function)
     # Declared commands and the types external workers serve: names of their own.
     from .. import workers  # here, at call time: both import this module
