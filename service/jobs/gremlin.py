@@ -7,11 +7,24 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..model import GraphRef
 from .base import JobContext, PermanentFailure
+
+#: the graphspace of HugeGraph's `/graphs/{graph}` routes
+DEFAULT_GRAPHSPACE = "DEFAULT"
 
 
 class GremlinError(RuntimeError):
-    """The Gremlin endpoint answered with an error (retries apply)."""
+    """The Gremlin endpoint answered with an error, or not at all (retries apply)."""
+
+
+def gremlin_graph_name(graph: GraphRef) -> str:
+    """The name a HugeGraph server knows a graph by in Gremlin: `{graphspace}-{graph}` for
+    a graphspace of its own (HugeGraph 1.7), the plain name in DEFAULT, which servers before
+    1.7 (no graphspaces) also accept."""
+    if graph.graphspace == DEFAULT_GRAPHSPACE:
+        return graph.graph
+    return f"{graph.graphspace}-{graph.graph}"
 
 
 async def run(ctx: JobContext) -> Any:
@@ -23,19 +36,29 @@ async def run(ctx: JobContext) -> Any:
         )
     job = ctx.input if isinstance(ctx.input, dict) else {}
     # HugeGraph's POST /gremlin request: the graph and its traversal source as aliases.
+    name = gremlin_graph_name(ctx.graph)
     request = {
         "gremlin": job.get("gremlin", ""),
         "bindings": job.get("bindings") or {},
         "language": job.get("language") or "gremlin-groovy",
-        "aliases": {"graph": ctx.graph.graph, "g": f"__g_{ctx.graph.graph}"},
+        "aliases": {"graph": name, "g": f"__g_{name}"},
     }
-    timeout = aiohttp.ClientTimeout(total=ctx.settings.gremlin_timeout)
+    seconds = ctx.settings.gremlin_timeout
+    timeout = aiohttp.ClientTimeout(total=seconds)
     # A cancel interrupts the await below, which aborts the request and closes its connection.
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.post(url, data=orjson.dumps(request), headers={"Content-Type": "application/json"}) as response,
-    ):
-        body = await response.read()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, data=orjson.dumps(request), headers={"Content-Type": "application/json"}) as response,
+        ):
+            body = await response.read()
+    except TimeoutError:
+        # aiohttp's own timeout (a task timeout reaches this job as a cancel, not here)
+        raise GremlinError(
+            f"Gremlin endpoint {url} did not answer within {seconds:g} s (setting gremlin_timeout)"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise GremlinError(f"Gremlin endpoint {url} could not be reached: {exc}") from None
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
