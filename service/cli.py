@@ -42,7 +42,16 @@ EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 
 #: statuses of tasks that are not completed: `watch` without an id starts from these
-ACTIVE_STATUSES = ("new", "scheduling", "scheduled", "queued", "pending", "restoring", "running", "cancelling")
+ACTIVE_STATUSES = (
+    "new",
+    "scheduling",
+    "scheduled",
+    "queued",
+    "pending",
+    "restoring",
+    "running",
+    "cancelling",
+)
 #: the width of tables written to a pipe or a file
 PIPE_WIDTH = 200
 STATUS_STYLES = {
@@ -64,16 +73,24 @@ def _connection_options() -> argparse.ArgumentParser:
     defaults are SUPPRESS so a value given before is not reset by the subcommand)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("server")
-    group.add_argument("--url", default=argparse.SUPPRESS, help="the server (SIDETASK_URL; default http://127.0.0.1:8080)")
+    group.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="the server (SIDETASK_URL; default http://127.0.0.1:8080)",
+    )
     group.add_argument("--user", default=argparse.SUPPRESS, help="HTTP Basic user (SIDETASK_USER)")
-    group.add_argument("--password", default=argparse.SUPPRESS, help="HTTP Basic password (SIDETASK_PASSWORD)")
+    group.add_argument(
+        "--password", default=argparse.SUPPRESS, help="HTTP Basic password (SIDETASK_PASSWORD)"
+    )
     group.add_argument("--token", default=argparse.SUPPRESS, help="Bearer token (SIDETASK_TOKEN)")
     group.add_argument(
         "--graph",
         default=argparse.SUPPRESS,
         help="graphspace/graph, or graph in graphspace DEFAULT (SIDETASK_GRAPH; default DEFAULT/hugegraph)",
     )
-    group.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+    group.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
+    )
     return common
 
 
@@ -103,28 +120,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8080)")
     serve.add_argument("--db", help="the SQLite database file (default var/sidetask.db)")
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
-    serve.add_argument("--log-format", choices=("text", "json"), help="log lines as text (default) or JSON objects")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text (default) or JSON objects"
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
     serve.set_defaults(run=_serve)
 
     submit = commands.add_parser("submit", parents=[common], help="submit a job")
-    submit.add_argument("type", metavar="TYPE", help="the job type: sleep, echo, fail, gremlin, or one of yours")
+    submit.add_argument(
+        "type", metavar="TYPE", help="the job type: sleep, echo, fail, gremlin, or one of yours"
+    )
     source = submit.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="JSON", help="the job's input, a JSON object")
-    source.add_argument("--input-file", metavar="FILE", help="read the input from FILE (- for standard input)")
+    source.add_argument(
+        "--input-file", metavar="FILE", help="read the input from FILE (- for standard input)"
+    )
     submit.add_argument("--name", help="the task's name (default: its type)")
     submit.add_argument("--priority", type=int, help="higher runs first (default 0)")
     submit.add_argument("--max-retries", type=int, help="re-runs after a failure")
     submit.add_argument("--timeout", type=float, help="seconds the job may run")
     submit.add_argument("--delay", type=float, help="seconds before it may start")
     submit.add_argument("--idempotency-key", help="the same key returns the first task's id")
-    submit.add_argument("--watch", action="store_true", help="then watch it to its end (exit code as for watch)")
-    submit.add_argument("--total", type=int, help="with --watch: the progress value that means done")
+    submit.add_argument(
+        "--watch", action="store_true", help="then watch it to its end (exit code as for watch)"
+    )
+    submit.add_argument(
+        "--total", type=int, help="with --watch: the progress value that means done"
+    )
     submit.set_defaults(run=_submit)
 
     ls = commands.add_parser("ls", parents=[common], help="list a graph's tasks")
     ls.add_argument("--status", help="only this status (case-insensitive)")
-    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100; -1: all)")
+    ls.add_argument(
+        "--limit", type=int, default=100, help="at most this many (default 100; -1: all)"
+    )
     ls.set_defaults(run=_ls)
 
     get = commands.add_parser("get", parents=[common], help="show one task")
@@ -143,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete", parents=[common], help="delete a task's record")
     delete.add_argument("id", type=_task_id, metavar="ID")
-    delete.add_argument("--force", action="store_true", help="delete an incomplete task too (its job runs on)")
+    delete.add_argument(
+        "--force", action="store_true", help="delete an incomplete task too (its job runs on)"
+    )
     delete.set_defaults(run=_delete)
 
     watch = commands.add_parser(
@@ -152,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow a task to its end (exit 0 success, 1 failed, 2 cancelled), or without ID a graph's tasks",
     )
     watch.add_argument("id", type=_task_id, metavar="ID", nargs="?")
-    watch.add_argument("--total", type=int, help="the progress value that means done (default: the input's total or steps)")
+    watch.add_argument(
+        "--total",
+        type=int,
+        help="the progress value that means done (default: the input's total or steps)",
+    )
     watch.add_argument("--status", help="without ID: only events of tasks in this status")
     watch.add_argument("--type", help="without ID: only tasks of this type")
     watch.add_argument("--limit", type=int, default=20, help="without ID: rows shown (default 20)")
@@ -202,14 +237,18 @@ def _serve(args: argparse.Namespace) -> int:
 # --- client commands ---
 
 
-def _option(args: argparse.Namespace, name: str, env: str, default: str | None = None) -> str | None:
+def _option(
+    args: argparse.Namespace, name: str, env: str, default: str | None = None
+) -> str | None:
     value = getattr(args, name, None)
     if value is None:
         value = os.environ.get(env) or default
     return value
 
 
-def _run_client(args: argparse.Namespace, command: Callable[[Any, Output], Coroutine[Any, Any, int]]) -> int:
+def _run_client(
+    args: argparse.Namespace, command: Callable[[Any, Output], Coroutine[Any, Any, int]]
+) -> int:
     """Runs `command(client, output)` with the connection options, and turns the client's
     errors into a message on standard error and an exit code."""
     from .client import DEFAULT_GRAPH, DEFAULT_URL, APIError, Client, ConnectionFailed
@@ -299,7 +338,9 @@ def _ls(args: argparse.Namespace) -> int:
 
     async def command(client: Any, out: Output) -> int:
         limit = None if args.limit == -1 else args.limit
-        tasks = [t async for t in client.list(args.status, limit=limit, page_size=min(limit or 500, 500))]
+        tasks = [
+            t async for t in client.list(args.status, limit=limit, page_size=min(limit or 500, 500))
+        ]
         if out.json:
             out.print_json([t.raw for t in tasks])
         elif tasks:
@@ -352,7 +393,9 @@ def _watch(args: argparse.Namespace) -> int:
             raise UsageError("--limit must be at least 1")
 
         async def command(client: Any, out: Output) -> int:
-            await watch_graph(client, out, status=args.status, task_type=args.type, limit=args.limit)
+            await watch_graph(
+                client, out, status=args.status, task_type=args.type, limit=args.limit
+            )
             return EXIT_OK
 
         code = _run_client(args, command)
@@ -487,12 +530,18 @@ def _outcome(task: Any, deleted: bool, out: Output) -> int:
     if out.json:
         pass
     elif task.status == "success":
-        out.print(f"Task [bold]{task.id}[/bold] {styled_status('success')}: {escape(task.result or '')}")
+        out.print(
+            f"Task [bold]{task.id}[/bold] {styled_status('success')}: {escape(task.result or '')}"
+        )
     elif task.status == "failed":
-        out.print(f"Task [bold]{task.id}[/bold] {styled_status('failed')}: {escape(task.result or '')}")
+        out.print(
+            f"Task [bold]{task.id}[/bold] {styled_status('failed')}: {escape(task.result or '')}"
+        )
     else:
         out.print(f"Task [bold]{task.id}[/bold] {styled_status(task.status)}.")
-    return {"success": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(task.status, EXIT_ERROR)
+    return {"success": EXIT_OK, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}.get(
+        task.status, EXIT_ERROR
+    )
 
 
 async def watch_task(client: Any, task_id: int, out: Output, total: int | None = None) -> int:
@@ -549,14 +598,18 @@ async def _watch_bar(stream: Any, out: Output, total: int | None) -> tuple[Any, 
             done = last.progress
             if last.status == "success" and limit:
                 done = limit
-            fields = {
-                "count": f"{last.progress}/{limit}" if limit else str(last.progress),
-                "status": styled_status(last.status),
-            }
+            count = f"{last.progress}/{limit}" if limit else str(last.progress)
+            status = styled_status(last.status)
             if bar is None:
-                bar = progress.add_task(f"task {last.id} {escape(last.name)}", total=limit, completed=done, **fields)
+                bar = progress.add_task(
+                    f"task {last.id} {escape(last.name)}",
+                    total=limit,
+                    completed=done,
+                    count=count,
+                    status=status,
+                )
             else:
-                progress.update(bar, total=limit, completed=done, **fields)
+                progress.update(bar, total=limit, completed=done, count=count, status=status)
         if bar is not None:
             progress.stop_task(bar)
     return last, deleted
@@ -597,7 +650,9 @@ async def watch_graph(
         await stream.close()
 
 
-async def _live_table(stream: Any, out: Output, rows: dict[int, Any], limit: int, graph: str) -> None:
+async def _live_table(
+    stream: Any, out: Output, rows: dict[int, Any], limit: int, graph: str
+) -> None:
     from rich.live import Live
 
     def render() -> Any:

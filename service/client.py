@@ -277,7 +277,9 @@ class Client:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise APIError(response.status, f"The server sent a body that is not JSON: {raw[:200]!r}") from None
+            raise APIError(
+                response.status, f"The server sent a body that is not JSON: {raw[:200]!r}"
+            ) from None
 
     # --- tasks ---
 
@@ -289,7 +291,7 @@ class Client:
         name: str | None = None,
         priority: int | None = None,
         max_retries: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the task's, sent to the server
         delay: float | None = None,
         idempotency_key: str | None = None,
     ) -> int:
@@ -308,7 +310,11 @@ class Client:
         }
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         answer = await self._request(
-            "POST", f"{self.base}/jobs/{quote(job_type, safe='')}", params=params, body=input, headers=headers
+            "POST",
+            f"{self.base}/jobs/{quote(job_type, safe='')}",
+            params=params,
+            body=input,
+            headers=headers,
         )
         return int(answer["task_id"])
 
@@ -353,13 +359,17 @@ class Client:
         return await self._act(task_id, "retry")
 
     async def _act(self, task_id: int, action: str) -> Task:
-        answer = await self._request("PUT", f"{self.base}/tasks/{int(task_id)}", params={"action": action})
+        answer = await self._request(
+            "PUT", f"{self.base}/tasks/{int(task_id)}", params={"action": action}
+        )
         return Task.from_api(answer)
 
     async def delete(self, task_id: int, *, force: bool = False) -> None:
         """Deletes a task's record; `force` deletes an incomplete one too (its job runs on)."""
         await self._request(
-            "DELETE", f"{self.base}/tasks/{int(task_id)}", params={"force": "true" if force else "false"}
+            "DELETE",
+            f"{self.base}/tasks/{int(task_id)}",
+            params={"force": "true" if force else "false"},
         )
 
     # --- events ---
@@ -383,7 +393,9 @@ class Client:
         else:
             path = f"{self.base}/events"
         params = {k: v for k, v in (("status", status), ("type", type)) if v}
-        return EventStream(self, path, params, ends=task_id is not None, last_event_id=last_event_id)
+        return EventStream(
+            self, path, params, ends=task_id is not None, last_event_id=last_event_id
+        )
 
 
 def _api_error(status: int, raw: bytes) -> APIError:
@@ -392,7 +404,9 @@ def _api_error(status: int, raw: bytes) -> APIError:
     except orjson.JSONDecodeError:
         body = None
     if isinstance(body, dict) and "message" in body:
-        return APIError(status, str(body["message"]), str(body.get("exception", "")), str(body.get("cause", "")))
+        return APIError(
+            status, str(body["message"]), str(body.get("exception", "")), str(body.get("cause", ""))
+        )
     text = raw.decode(errors="replace").strip()
     return APIError(status, text[:500] or f"HTTP {status}")
 
@@ -465,7 +479,9 @@ class EventStream:
         except aiohttp.ClientError as exc:
             raise ConnectionFailed(f"Cannot reach {client.url}: {exc}") from exc
         except TimeoutError as exc:
-            raise ConnectionFailed(f"No answer from {client.url} within {client.timeout:g} s") from exc
+            raise ConnectionFailed(
+                f"No answer from {client.url} within {client.timeout:g} s"
+            ) from exc
         if response.status >= 400:
             try:
                 raw = await response.read()

@@ -40,7 +40,7 @@ log = logging.getLogger("sidetask.metrics")
 
 # The `_created` series (a timestamp per counter and histogram) double the output and tell a
 # scraper nothing it needs; the switch is process-wide in prometheus-client.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = ["CONTENT_TYPE", "WAITING_STATUSES", "Metrics", "TaskCounts"]
 
@@ -55,8 +55,37 @@ WAITING_STATUSES = frozenset(
 _EXECUTING = frozenset({Status.RUNNING, Status.CANCELLING})
 
 #: job run times run from milliseconds (echo) to hours (imports)
-RUN_SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, float("inf"))
-HTTP_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
+RUN_SECONDS_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+    4 * 3600,
+    float("inf"),
+)
+HTTP_SECONDS_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    10,
+    float("inf"),
+)
 
 #: the least time between two recounts of tasks by status, in seconds; a recount that
 #: took long waits longer (RECOUNT_COST times its duration), so counting never costs
@@ -198,14 +227,21 @@ class _TaskCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         return [
-            GaugeMetricFamily("sidetask_tasks", "Tasks stored, by status and type", labels=["status", "type"]),
-            GaugeMetricFamily("sidetask_queue_depth", "Tasks waiting to run (new, scheduling, scheduled, queued, restoring)"),
+            GaugeMetricFamily(
+                "sidetask_tasks", "Tasks stored, by status and type", labels=["status", "type"]
+            ),
+            GaugeMetricFamily(
+                "sidetask_queue_depth",
+                "Tasks waiting to run (new, scheduling, scheduled, queued, restoring)",
+            ),
         ]
 
     def collect(self) -> Iterator[Metric]:
         if not self._counts.ready:
             return
-        tasks = GaugeMetricFamily("sidetask_tasks", "Tasks stored, by status and type", labels=["status", "type"])
+        tasks = GaugeMetricFamily(
+            "sidetask_tasks", "Tasks stored, by status and type", labels=["status", "type"]
+        )
         for (status, task_type), count in sorted(self._counts.counts.items()):
             tasks.add_metric([status, task_type], count)
         yield tasks
@@ -324,7 +360,9 @@ class Metrics:
     def _schedule_recount(self, at_once: bool = False) -> None:
         if self._recount is not None and not self._recount.done():
             return
-        self._recount = asyncio.create_task(self._run_recount(at_once), name="sidetask-metrics-count")
+        self._recount = asyncio.create_task(
+            self._run_recount(at_once), name="sidetask-metrics-count"
+        )
 
     async def _run_recount(self, at_once: bool) -> None:
         assert self._count is not None and self._last_event_id is not None
@@ -368,4 +406,3 @@ class Metrics:
     def set_oldest_waiting(self, waiting_since_ms: Iterable[int], now_ms: int) -> None:
         oldest = min(waiting_since_ms, default=None)
         self.oldest_waiting_seconds.set(0 if oldest is None else max(0, now_ms - oldest) / 1000)
-

@@ -86,7 +86,11 @@ def test_the_database_is_on_the_pod_volume() -> None:
     (pvc,) = [doc for doc in manifest() if doc["kind"] == "PersistentVolumeClaim"]
     assert pvc["metadata"]["name"] == claim
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]  # one process owns a database file
-    assert all(m["name"] in volumes for c in spec["containers"] + spec.get("initContainers", []) for m in c.get("volumeMounts", []))
+    assert all(
+        m["name"] in volumes
+        for c in spec["containers"] + spec.get("initContainers", [])
+        for m in c.get("volumeMounts", [])
+    )
 
 
 def test_probes_ask_ready_and_health_on_the_served_port() -> None:
@@ -110,14 +114,18 @@ def test_termination_grace_covers_the_drain() -> None:
     assert 2 * grace + 5 <= period <= 2 * grace + 60
 
 
-async def test_probe_commands_work_against_a_real_server(server_factory: Any, tmp_path: Path) -> None:
+async def test_probe_commands_work_against_a_real_server(
+    server_factory: Any, tmp_path: Path
+) -> None:
     server = server_factory()
     container = sidetask_container()
 
     def run(probe: dict[str, Any]) -> int:
         command = [part.replace("8080", str(server.port)) for part in probe["exec"]["command"]]
         assert command[0] == "python"
-        return subprocess.run([sys.executable, *command[1:]], capture_output=True, timeout=20).returncode
+        return subprocess.run(
+            [sys.executable, *command[1:]], capture_output=True, timeout=20
+        ).returncode
 
     assert run(container["livenessProbe"]) != 0  # nothing answers yet
     await server.wait_ready()
@@ -146,7 +154,20 @@ def instructions() -> list[tuple[str, str]]:
 def test_container_image_definition() -> None:
     steps = instructions()
     assert steps[0][0] == "FROM"
-    known = {"FROM", "ENV", "WORKDIR", "COPY", "RUN", "VOLUME", "USER", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "ENTRYPOINT", "CMD"}
+    known = {
+        "FROM",
+        "ENV",
+        "WORKDIR",
+        "COPY",
+        "RUN",
+        "VOLUME",
+        "USER",
+        "EXPOSE",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "ENTRYPOINT",
+        "CMD",
+    }
     assert {word for word, _ in steps} <= known
     by_word: dict[str, list[str]] = {}
     for word, rest in steps:
@@ -166,7 +187,9 @@ def test_container_image_definition() -> None:
     assert by_word["USER"][-1].split(":")[0] not in ("root", "0")
     assert by_word["STOPSIGNAL"] == ["SIGTERM"]
     assert by_word["ENTRYPOINT"] == ['["sidetask"]'] and by_word["CMD"] == ['["serve"]']
-    assert f"{settings.port}" in by_word["HEALTHCHECK"][0] and "/health" in by_word["HEALTHCHECK"][0]
+    assert (
+        f"{settings.port}" in by_word["HEALTHCHECK"][0] and "/health" in by_word["HEALTHCHECK"][0]
+    )
 
 
 # --- the systemd unit ---
@@ -194,7 +217,9 @@ def test_systemd_unit_settings() -> None:
     assert unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     # verify wants the program to exist: the venv's sidetask becomes a program that does
     text = (DEPLOY / "sidetask.service").read_text()
@@ -208,4 +233,3 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     )  # fmt: skip
     complaints = [line for line in (ran.stdout + ran.stderr).splitlines() if str(copy) in line]
     assert ran.returncode == 0 and not complaints, ran.stdout + ran.stderr
-

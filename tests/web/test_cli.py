@@ -50,7 +50,9 @@ class Ran:
         return orjson.loads(self.out)
 
 
-async def sidetask(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None) -> Ran:
+async def sidetask(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> Ran:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", *args,
         cwd=ROOT,
@@ -113,7 +115,16 @@ async def test_submit_then_ls_and_get_as_tables_and_json(url: str, api: Client) 
     table = await sidetask("ls", "--url", url)
     assert table.code == 0, table.err
     header = next(line for line in table.out.splitlines() if "STATUS" in line)
-    assert header.split() == ["ID", "STATUS", "TYPE", "NAME", "PROGRESS", "RETRIES", "CREATED", "UPDATED"]
+    assert header.split() == [
+        "ID",
+        "STATUS",
+        "TYPE",
+        "NAME",
+        "PROGRESS",
+        "RETRIES",
+        "CREATED",
+        "UPDATED",
+    ]
     row = next(line for line in table.out.splitlines() if line.split()[:1] == [str(task_id)])
     assert row.split()[1:4] == ["success", "echo", "echo"]
 
@@ -142,10 +153,16 @@ async def test_submit_options_reach_the_task(url: str, api: Client, tmp_path: Pa
     assert ran.code == 0, ran.err
     task = await api.get(ran.json()["task_id"])
     assert task.name == "nightly" and task.status == "new"  # the delay holds it back
-    assert (task.raw["task_priority"], task.raw["task_max_retries"], task.raw["task_timeout"]) == (7, 2, 30.0)
+    assert (task.raw["task_priority"], task.raw["task_max_retries"], task.raw["task_timeout"]) == (
+        7,
+        2,
+        30.0,
+    )
     assert task.input_value() == {"steps": 1, "interval": 0.01}
 
-    from_stdin = await sidetask("submit", "echo", "--input-file", "-", "--url", url, "--json", stdin=b'{"a": 1}')
+    from_stdin = await sidetask(
+        "submit", "echo", "--input-file", "-", "--url", url, "--json", stdin=b'{"a": 1}'
+    )
     assert (await api.get(from_stdin.json()["task_id"])).input_value() == {"a": 1}
 
     first = await sidetask("submit", "echo", "--idempotency-key", "k-1", "--url", url, "--json")
@@ -154,19 +171,25 @@ async def test_submit_options_reach_the_task(url: str, api: Client, tmp_path: Pa
 
 
 async def test_watch_exit_codes_success_failed_cancelled(url: str, api: Client) -> None:
-    done = await sidetask("submit", "sleep", "--input", '{"steps": 3, "interval": 0.02}', "--watch", "--url", url)
+    done = await sidetask(
+        "submit", "sleep", "--input", '{"steps": 3, "interval": 0.02}', "--watch", "--url", url
+    )
     assert done.code == 0, done.err
     assert "progress 3/3" in done.out
     assert re.search(r"Task \d+ success: 3", done.out)
 
-    failed = await sidetask("submit", "fail", "--input", '{"message": "disk on fire"}', "--watch", "--url", url)
+    failed = await sidetask(
+        "submit", "fail", "--input", '{"message": "disk on fire"}', "--watch", "--url", url
+    )
     assert failed.code == 1
     assert re.search(r"Task \d+ failed: .*disk on fire", failed.out)
 
     long = await api.submit("sleep", {"steps": 1000, "interval": 0.05})
     await wait_task(api, long, "running")
     cancel = await sidetask("cancel", str(long), "--url", url)
-    assert cancel.code == 0 and re.search(rf"Task {long} is now (cancelling|cancelled)\.", cancel.out)
+    assert cancel.code == 0 and re.search(
+        rf"Task {long} is now (cancelling|cancelled)\.", cancel.out
+    )
     watched = await sidetask("watch", str(long), "--url", url)
     assert watched.code == 2
     assert f"Task {long} cancelled." in watched.out
@@ -195,14 +218,25 @@ async def test_pause_resume_retry_delete(url: str, api: Client) -> None:
 
     deleted = await sidetask("delete", str(task_id), "--url", url)
     assert deleted.code == 0 and f"Deleted task {task_id}." in deleted.out
-    forced = await sidetask("delete", str(await api.submit("echo", {}, delay=3600)), "--force", "--url", url)
+    forced = await sidetask(
+        "delete", str(await api.submit("echo", {}, delay=3600)), "--force", "--url", url
+    )
     assert forced.code == 0
     gone = await sidetask("get", str(task_id), "--url", url)
     assert gone.code == 3 and f"Can't find task with id '{task_id}'" in gone.err
 
 
 async def test_errors_print_the_servers_message_and_exit_non_zero(url: str) -> None:
-    missing, no_graph, bad_status, bad_type, unreachable, bad_json, both, bad_id = await asyncio.gather(
+    (
+        missing,
+        no_graph,
+        bad_status,
+        bad_type,
+        unreachable,
+        bad_json,
+        both,
+        bad_id,
+    ) = await asyncio.gather(
         sidetask("get", "999", "--url", url),
         sidetask("ls", "--graph", "nosuch", "--url", url),
         sidetask("ls", "--status", "sleeping", "--url", url),
@@ -225,7 +259,9 @@ async def test_errors_print_the_servers_message_and_exit_non_zero(url: str) -> N
 
 
 async def test_url_and_graph_from_options_and_the_environment(url: str, api: Client) -> None:
-    other = await sidetask("submit", "echo", "--graph", "gs1/other", "--json", env={"SIDETASK_URL": url})
+    other = await sidetask(
+        "submit", "echo", "--graph", "gs1/other", "--json", env={"SIDETASK_URL": url}
+    )
     assert other.code == 0, other.err
     other_id = other.json()["task_id"]
     in_other, in_default, wrong_env = await asyncio.gather(
@@ -348,7 +384,9 @@ class Terminal:
     async def shows(self, test: Callable[[str], Any], what: str) -> None:
         async def probe() -> bool:
             if self.proc.poll() is not None and not test(self.screen):
-                raise AssertionError(f"exited {self.proc.returncode} before showing {what}: {self.screen}")
+                raise AssertionError(
+                    f"exited {self.proc.returncode} before showing {what}: {self.screen}"
+                )
             return bool(test(self.screen))
 
         await wait_for(probe, STEP, what)
@@ -368,7 +406,9 @@ class Terminal:
         os.close(self._master)
 
 
-async def test_watch_draws_a_progress_bar_on_a_terminal(server_factory: Any, tmp_path: Path) -> None:
+async def test_watch_draws_a_progress_bar_on_a_terminal(
+    server_factory: Any, tmp_path: Path
+) -> None:
     served = server_factory(tmp_path / "served.db")  # the real `sidetask serve`, end to end
     await served.wait_ready()
     async with Client(served.url) as api:
@@ -392,7 +432,9 @@ async def test_watch_a_graph_as_a_live_table_on_a_terminal(url: str, api: Client
         await terminal.shows(lambda s: "DEFAULT/hugegraph: 1 task(s), live" in s, "the table")
         assert re.search(rf"\b{waiting}\s+new\s+echo", terminal.screen)
         fresh = await api.submit("sleep", {"steps": 2, "interval": 0.01})
-        await terminal.shows(lambda s: re.search(rf"\b{fresh}\s+success\s+sleep", s), "the new task's success")
+        await terminal.shows(
+            lambda s: re.search(rf"\b{fresh}\s+success\s+sleep", s), "the new task's success"
+        )
         terminal.proc.send_signal(signal.SIGINT)
         assert await terminal.exit_code() == 0
     finally:

@@ -52,7 +52,9 @@ class Proxy:
             self._pumps.add(pump)
             pump.add_done_callback(self._pumps.discard)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, log: bytearray | None) -> None:
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, log: bytearray | None
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while chunk := await source.read(65536):
                 if log is not None:
@@ -102,10 +104,10 @@ async def api(server: TestServer) -> AsyncIterator[Client]:
         yield api
 
 
-async def collect(stream: Any, until: Any = None, timeout: float = STEP) -> list[Event]:
-    """Events of `stream` until it ends (or `until(event)` holds), within `timeout`."""
+async def collect(stream: Any, until: Any = None, within: float = STEP) -> list[Event]:
+    """Events of `stream` until it ends (or `until(event)` holds), within `within` seconds."""
     events: list[Event] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         async for event in stream:
             events.append(event)
             if until is not None and until(event):
@@ -124,7 +126,15 @@ async def wait_task(api: Client, task_id: int, *statuses: str) -> Any:
 def test_public_names() -> None:
     public = {name for name in vars(client_module) if not name.startswith("_")}
     assert set(client_module.__all__) <= public
-    for name in ("Client", "Task", "Event", "EventStream", "APIError", "ConnectionFailed", "ClientError"):
+    for name in (
+        "Client",
+        "Task",
+        "Event",
+        "EventStream",
+        "APIError",
+        "ConnectionFailed",
+        "ClientError",
+    ):
         assert name in client_module.__all__
 
 
@@ -137,7 +147,9 @@ def test_graph_names() -> None:
 
 
 async def test_submit_get_and_follow_a_task_to_success(api: Client) -> None:
-    task_id = await api.submit("sleep", {"steps": 3, "interval": 0.02}, name="three steps", priority=2)
+    task_id = await api.submit(
+        "sleep", {"steps": 3, "interval": 0.02}, name="three steps", priority=2
+    )
     events = await collect(api.events(task_id))
     # first the task's state at subscription, then every change, and the stream ends by itself
     assert events[0].kind == "task.status"
@@ -152,7 +164,12 @@ async def test_submit_get_and_follow_a_task_to_success(api: Client) -> None:
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
     task = await api.get(task_id)
-    assert (task.id, task.name, task.type, task.status) == (task_id, "three steps", "sleep", "success")
+    assert (task.id, task.name, task.type, task.status) == (
+        task_id,
+        "three steps",
+        "sleep",
+        "success",
+    )
     assert task.raw["task_priority"] == 2
     assert task.input_value() == {"steps": 3, "interval": 0.02}
     assert task.completed
@@ -207,16 +224,22 @@ async def test_errors_carry_the_servers_status_and_message(api: Client, server: 
 
     with pytest.raises(APIError) as bad_status:
         await anext(api.list("sleeping"))
-    assert bad_status.value.status == 400 and "Invalid status 'sleeping'" in bad_status.value.message
+    assert (
+        bad_status.value.status == 400 and "Invalid status 'sleeping'" in bad_status.value.message
+    )
 
     async with Client(str(server.make_url("")), "nosuch") as other:
         with pytest.raises(APIError) as no_graph:
             await other.get(1)
-    assert no_graph.value.status == 404 and no_graph.value.message == "Graph 'nosuch' does not exist"
+    assert (
+        no_graph.value.status == 404 and no_graph.value.message == "Graph 'nosuch' does not exist"
+    )
 
     with pytest.raises(APIError) as no_task:
         await anext(api.events(424242))
-    assert no_task.value.status == 404 and no_task.value.message == "Can't find task with id '424242'"
+    assert (
+        no_task.value.status == 404 and no_task.value.message == "Can't find task with id '424242'"
+    )
 
 
 async def test_an_unreachable_server_is_a_connection_failure() -> None:
@@ -227,7 +250,9 @@ async def test_an_unreachable_server_is_a_connection_failure() -> None:
             await anext(api.events(1))
 
 
-async def test_task_stream_resumes_after_a_drop_with_last_event_id(api: Client, proxy: Proxy) -> None:
+async def test_task_stream_resumes_after_a_drop_with_last_event_id(
+    api: Client, proxy: Proxy
+) -> None:
     async with Client(proxy.url, reconnect_delay=0.02) as through:
         task_id = await through.submit("sleep", {"steps": 8, "interval": 0.02})
         stream = through.events(task_id)
@@ -253,7 +278,9 @@ async def test_graph_stream_with_filters_and_the_service_stream(api: Client) -> 
     async with api.events(type="echo") as echoes, api.events(service=True) as everything:
         sleeper = await api.submit("sleep", {"steps": 1, "interval": 0.01})
         echo = await api.submit("echo", {"x": 1})
-        got = await collect(echoes, until=lambda e: e.task_id == echo and e.task is not None and e.task.completed)
+        got = await collect(
+            echoes, until=lambda e: e.task_id == echo and e.task is not None and e.task.completed
+        )
         assert {e.task_id for e in got} == {echo}
         assert got[0].kind == "task.created"
         every = await collect(
@@ -276,7 +303,9 @@ async def test_graph_stream_resumes_after_a_drop(api: Client, proxy: Proxy) -> N
             proxy.cut()
             # committed while the stream is down: replayed after the reconnection
             second = await api.submit("echo", {"n": 2})
-            got = await collect(stream, until=lambda e: e.task_id == second and e.kind == "task.created")
+            got = await collect(
+                stream, until=lambda e: e.task_id == second and e.kind == "task.created"
+            )
             assert stream.reconnects == 1
     assert got[-1].task is not None and got[-1].task.id == second
 

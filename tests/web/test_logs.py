@@ -26,43 +26,61 @@ def json_lines(output: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in output.splitlines() if line.strip()]
 
 
-async def submit_echo(http: ClientSession, url: str, request_id: str | None = None) -> tuple[int, str]:
+async def submit_echo(
+    http: ClientSession, url: str, request_id: str | None = None
+) -> tuple[int, str]:
     headers = {"X-Request-Id": request_id} if request_id else {}
     async with http.post(f"{url}{BASE}/jobs/echo", json={"x": 1}, headers=headers) as response:
         assert response.status == 201
         return int((await response.json())["task_id"]), response.headers["X-Request-Id"]
 
 
-async def test_json_logs_carry_request_and_task_ids(server_factory: Any, http: ClientSession) -> None:
+async def test_json_logs_carry_request_and_task_ids(
+    server_factory: Any, http: ClientSession
+) -> None:
     server = server_factory(env={"SIDETASK_LOG_FORMAT": "json"})
     await server.wait_ready()
     task_id, echoed = await submit_echo(http, server.url, "import-2026-11-21")
     assert echoed == "import-2026-11-21"
     async with http.get(f"{server.url}{BASE}/tasks/{task_id}") as response:
         made = response.headers["X-Request-Id"]  # none was sent: the server made one
-    async with http.get(f"{server.url}/health", headers={"X-Request-Id": "bad id with spaces"}) as response:
+    async with http.get(
+        f"{server.url}/health", headers={"X-Request-Id": "bad id with spaces"}
+    ) as response:
         replaced = response.headers["X-Request-Id"]
     assert made and replaced != "bad id with spaces"
 
     async def success_logged() -> list[dict[str, Any]] | None:
         lines = json_lines(server.output())
-        return lines if any(l.get("task_id") == task_id and l.get("status") == "success" for l in lines) else None
+        return (
+            lines
+            if any(
+                line.get("task_id") == task_id and line.get("status") == "success" for line in lines
+            )
+            else None
+        )
 
     lines = await wait_for(success_logged, 10.0, "the task's success in the log")
     for line in lines:
         assert {"time", "level", "logger", "message"} <= set(line)
 
-    submitted = [l for l in lines if l.get("request_id") == "import-2026-11-21"]
-    access = [l for l in submitted if l["logger"] == "sidetask.access"]
+    submitted = [line for line in lines if line.get("request_id") == "import-2026-11-21"]
+    access = [line for line in submitted if line["logger"] == "sidetask.access"]
     assert len(access) == 1
     assert access[0]["method"] == "POST" and access[0]["status_code"] == 201
     assert access[0]["route"] == "/graphs/{graph}/jobs/{type}"
     assert access[0]["path"] == f"{BASE}/jobs/echo"
 
-    transitions = [l["status"] for l in lines if l["logger"] == "sidetask.tasks" and l.get("task_id") == task_id]
+    transitions = [
+        line["status"]
+        for line in lines
+        if line["logger"] == "sidetask.tasks" and line.get("task_id") == task_id
+    ]
     assert transitions == ["new", "scheduling", "scheduled", "queued", "running", "success"]
-    assert any(l.get("request_id") == made and l.get("status_code") == 200 for l in lines)
-    assert any(l.get("request_id") == replaced and l.get("route") == "/health" for l in lines)
+    assert any(line.get("request_id") == made and line.get("status_code") == 200 for line in lines)
+    assert any(
+        line.get("request_id") == replaced and line.get("route") == "/health" for line in lines
+    )
 
 
 async def test_text_logs_tag_lines_with_ids(server_factory: Any, http: ClientSession) -> None:
@@ -72,10 +90,18 @@ async def test_text_logs_tag_lines_with_ids(server_factory: Any, http: ClientSes
 
     async def logged() -> str | None:
         output = server.output()
-        return output if f"task {task_id} success (echo, DEFAULT/hugegraph) [task_id={task_id}]" in output else None
+        return (
+            output
+            if f"task {task_id} success (echo, DEFAULT/hugegraph) [task_id={task_id}]" in output
+            else None
+        )
 
     output = await wait_for(logged, 10.0, "the task's success in the log")
-    access = [line for line in output.splitlines() if "sidetask.access" in line and "[request_id=text-7]" in line]
+    access = [
+        line
+        for line in output.splitlines()
+        if "sidetask.access" in line and "[request_id=text-7]" in line
+    ]
     assert len(access) == 1 and f'"POST {BASE}/jobs/echo" 201' in access[0]
     assert not output.lstrip().startswith("{")
 
@@ -83,16 +109,16 @@ async def test_text_logs_tag_lines_with_ids(server_factory: Any, http: ClientSes
 async def test_serve_log_format_option(tmp_path: Path, http: ClientSession) -> None:
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", str(port), "--db", str(tmp_path / "t.db"),
-         "--config", str(TEST_CONFIG), "--log-format", "json"],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", "--port", str(port), "--db", str(tmp_path / "t.db"),
+        "--config", str(TEST_CONFIG), "--log-format", "json",
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith("SIDETASK_")},
     )  # fmt: skip
     try:
 
         async def ready() -> bool:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert proc.returncode is None, (tmp_path / "serve.log").read_text()
             try:
                 async with http.get(f"http://127.0.0.1:{port}/ready") as response:
                     return response.status == 200
@@ -101,15 +127,16 @@ async def test_serve_log_format_option(tmp_path: Path, http: ClientSession) -> N
 
         await wait_for(ready, 15.0, "the server to be ready")
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 30) == 0
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(10)
+            await proc.wait()
         log.close()
     lines = json_lines((tmp_path / "serve.log").read_text())
-    assert any("serving on" in l["message"] for l in lines)
-    assert any(l.get("route") == "/ready" for l in lines)
+    assert any("serving on" in line["message"] for line in lines)
+    assert any(line.get("route") == "/ready" for line in lines)
 
 
 async def test_an_unknown_log_format_is_refused() -> None:

@@ -97,7 +97,9 @@ async def test_queue_depth_and_the_oldest_waiting_task(aiohttp_client: Any, tmp_
     assert value(samples, "sidetask_oldest_waiting_seconds") == 0
 
 
-async def test_tasks_stored_before_the_start_are_counted(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_tasks_stored_before_the_start_are_counted(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     settings = make_settings(tmp_path)
     first = await aiohttp_client(create_app(settings))
     done = [await submit(first, BASE, "echo", {}) for _ in range(2)]
@@ -129,11 +131,24 @@ async def test_http_requests_by_route_template(client: TestClient) -> None:
     assert "12345" not in text  # raw paths would make one series per task
     samples = await scrape(client)
     route = "/graphs/{graph}/tasks/{id}"
-    assert value(samples, "sidetask_http_requests_total", method="GET", route=route, status="404") == 1
+    assert (
+        value(samples, "sidetask_http_requests_total", method="GET", route=route, status="404") == 1
+    )
     listed = "/graphspaces/{graphspace}/graphs/{graph}/tasks"
-    assert value(samples, "sidetask_http_requests_total", method="GET", route=listed, status="200") == 1
-    assert value(samples, "sidetask_http_requests_total", method="GET", route="unmatched", status="404") == 1
-    assert value(samples, "sidetask_http_request_duration_seconds_count", method="GET", route=route) == 1
+    assert (
+        value(samples, "sidetask_http_requests_total", method="GET", route=listed, status="200")
+        == 1
+    )
+    assert (
+        value(
+            samples, "sidetask_http_requests_total", method="GET", route="unmatched", status="404"
+        )
+        == 1
+    )
+    assert (
+        value(samples, "sidetask_http_request_duration_seconds_count", method="GET", route=route)
+        == 1
+    )
     assert value(samples, "sidetask_sse_subscribers") is not None
     assert value(samples, "sidetask_progress_coalesced_total") is not None
 
