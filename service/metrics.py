@@ -4,8 +4,9 @@ Each application has its own `Metrics` (tests run several apps in one process, a
 global default registry would make them collide). Most values come from the store's
 commit listener (`Metrics.observe`), which sees every committed event in id order:
 submissions, completions, retries, run time and the number of tasks in each status. The
-HTTP middleware (`service.web.access`) feeds the request metrics; the event streams feed
-`sse_subscribers`; the supervisor's progress coalescing feeds `progress_coalesced`.
+HTTP middleware (`service.web.access`) feeds the request metrics; `sse_subscribers` reads
+the event bus's count at each scrape; `progress_coalesced` is for the supervisor's progress
+coalescing to count.
 
 Tasks by status: an event says where a task went, not where it came from, so the counts
 are taken once from the store (`count_by_status`, in the background: start-up stays fast
@@ -285,7 +286,7 @@ class Metrics:
             "Seconds the longest-waiting due task has been waiting to run (0: none waits)",
             registry=r,
         )
-        #: open event streams; the SSE routes keep it up to date
+        #: open event streams; read from the event bus at each scrape (service.web.metrics)
         self.sse_subscribers = Gauge(
             "sidetask_sse_subscribers", "Open Server-Sent Events streams", registry=r
         )

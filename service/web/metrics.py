@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .. import clock
 from ..metrics import CONTENT_TYPE, WAITING_STATUSES, Metrics
-from .keys import METRICS, SETTINGS, STORE
+from .keys import EVENTS, METRICS, SETTINGS, STORE
 
 #: waiting tasks read per graph and status to find the oldest one that is due
 OLDEST_SCAN = 20
@@ -20,6 +20,10 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     store = app[STORE]
     store.add_listener(metrics.observe)
+    bus = app.get(EVENTS)
+    if bus is not None:
+        # the bus knows its subscribers: read at each scrape, the number cannot drift
+        metrics.sse_subscribers.set_function(lambda: bus.subscriber_count)
     metrics.start(store.count_by_status, store.last_event_id)
     yield
     await metrics.stop()

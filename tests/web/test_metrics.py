@@ -153,6 +153,14 @@ async def test_http_requests_by_route_template(client: TestClient) -> None:
     assert value(samples, "sidetask_progress_coalesced_total") is not None
 
 
+async def test_open_event_streams_are_counted(client: TestClient) -> None:
+    await wait_metric(client, "sidetask_sse_subscribers", 0)
+    async with client.get(f"{BASE}/events") as one, client.get("/events") as two:
+        assert one.status == 200 and two.status == 200
+        await wait_metric(client, "sidetask_sse_subscribers", 2)
+    await wait_metric(client, "sidetask_sse_subscribers", 0)
+
+
 async def test_each_app_has_its_own_registry(aiohttp_client: Any, tmp_path: Path) -> None:
     one = await aiohttp_client(create_app(make_settings(tmp_path / "one")))
     two = await aiohttp_client(create_app(make_settings(tmp_path / "two")))
