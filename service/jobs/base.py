@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import inspect
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,8 +72,40 @@ class JobType:
     async def run(self, ctx: JobContext) -> Any:
         if self.is_async:
             return await self.function(ctx)
-        # A plain function must not block the event loop: it runs in a worker thread.
-        return await asyncio.to_thread(self.function, ctx)
+        return await run_in_thread(self.function, ctx)
+
+
+async def run_in_thread(function: JobFunction, ctx: JobContext) -> Any:
+    """A plain function must not block the event loop, so it runs in a thread of its own.
+    Not asyncio's shared pool: it has fewer threads than a large `concurrency`, a cancelled
+    plain job (which cannot be interrupted) would keep holding one, and the loop's shutdown
+    joins its threads, so one job that never ends would keep the process from exiting after
+    a drain. This thread is a daemon: a drain leaves it behind, as it leaves any job."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()  # as asyncio.to_thread: log context follows the job
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not done.done():  # the awaiting job may have been cancelled meanwhile
+            outcome()
+
+    def hand_over(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, outcome)
+        except RuntimeError:  # the loop is closed: a drain left this job, no one waits for it
+            pass
+
+    def work() -> None:
+        try:
+            value = context.run(function, ctx)
+        except BaseException as exc:  # handed to the awaiting job, which decides
+            error = exc
+            hand_over(lambda: done.set_exception(error))
+        else:
+            hand_over(lambda: done.set_result(value))
+
+    threading.Thread(target=work, name=f"sidetask-job-{ctx.task_id}", daemon=True).start()
+    return await done
 
 
 class Registry:

@@ -171,14 +171,14 @@ def test_a_bad_file_value_names_the_setting_and_the_file(tmp_path: Path, line: s
 def test_an_unknown_setting_in_a_file_is_an_error(tmp_path: Path) -> None:
     file = tmp_path / "typo.toml"
     file.write_text("concurency = 4\n")
-    with pytest.raises(ConfigError, match="unknown setting.*concurency"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*concurency"):
         config.load(file, env={})
 
 
 def test_a_file_that_is_not_toml_or_is_missing_is_an_error(tmp_path: Path) -> None:
     file = tmp_path / "broken.toml"
     file.write_text("concurrency = \n")
-    with pytest.raises(ConfigError, match="broken.toml"):
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
         config.load(file, env={})
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "missing.toml", env={})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from service.model import (
@@ -56,7 +58,7 @@ def test_cancelled_and_failed_only_come_back_by_retry(done: Status) -> None:
 
 def test_the_path_of_a_new_task_to_success() -> None:
     path = [S.NEW, S.SCHEDULING, S.SCHEDULED, S.QUEUED, S.RUNNING, S.SUCCESS]
-    assert all(can_transition(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert all(can_transition(a, b) for a, b in itertools.pairwise(path))
 
 
 def test_a_task_runs_only_after_being_queued() -> None:

@@ -245,3 +245,37 @@ async def test_a_second_process_on_the_same_database_refuses_to_start(
     # the first one is untouched
     task_id = await post_job(http, first, "echo", {"still": "here"})
     assert (await wait_task(http, first, task_id, "success"))["task_result"] == '{"still":"here"}'
+
+
+async def test_sigterm_does_not_wait_forever_for_a_plain_job(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    """A plain (thread) job cannot be interrupted: past the grace it is left running, the
+    process exits anyway, and the task is restored at the next start."""
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory)
+    gate = tmp_path / "gate"
+    task_id = await post_job(http, first, "sync_gate", {"path": str(gate)}, max_retries=1)
+    await wait_task(http, first, task_id, "running")
+    try:
+        first.proc.send_signal(signal.SIGTERM)
+        await wait_log(first, "draining: 1 running job(s)")
+        assert await wait_exit(first, timeout=20) == 0
+        assert rows(db, "SELECT status FROM tasks WHERE id = ?", (task_id,)) == [("running",)]
+    finally:
+        gate.touch()  # lets the thread end, should the process still be there
+
+    second = await started(server_factory)
+    task = await wait_task(http, second, task_id, "success")
+    assert task["task_retries"] == 1
+
+
+async def test_every_submission_answered_201_is_on_disk(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    """SIGKILL right after the last 201: every task answered is in the file."""
+    db = tmp_path / "sidetask.db"
+    server = await started(server_factory)
+    ids = [await post_job(http, server, "echo", {"n": n}, delay=3600) for n in range(25)]
+    server.kill()
+    assert [i for (i,) in rows(db, "SELECT id FROM tasks ORDER BY id")] == ids

@@ -525,3 +525,38 @@ async def test_a_drain_during_a_claim_hands_the_claimed_task_back(
     await asyncio.wait_for(supervisor.drain(grace=5), 15)
     assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [("restoring", 0)]
     assert trail(db, task_id) == ["new", "scheduling", "scheduled", "queued", "restoring"]
+
+
+async def test_plain_jobs_up_to_the_concurrency_all_run_at_once(start: Start, tmp_path: Path) -> None:
+    """Each running plain job has a thread: none waits for a shared pool smaller than the
+    concurrency (asyncio's default pool has at most 32 threads)."""
+    client = await start(concurrency=40)
+    gate = tmp_path / "gate"
+    marks = [tmp_path / f"started{i}" for i in range(40)]
+    ids = [await submit(client, BASE, "sync_gate", {"path": str(gate), "started": str(m)}) for m in marks]
+    try:
+        for mark in marks:
+            await wait_file(mark)
+    finally:
+        gate.touch()
+    for task_id in ids:
+        await wait_status(client, BASE, task_id, "success")
+
+
+async def test_a_cancelled_plain_job_does_not_hold_a_slot(start: Start, tmp_path: Path) -> None:
+    """A plain job cannot be interrupted; cancelled, it runs on in its thread, while the
+    slot it held goes to the next task, which really runs."""
+    client = await start(concurrency=1)
+    never, started = tmp_path / "never", tmp_path / "started"
+    stuck = await submit(client, BASE, "sync_gate", {"path": str(never)})
+    await wait_status(client, BASE, stuck, "running")
+    try:
+        await put(client, stuck, "cancel")
+        await wait_status(client, BASE, stuck, "cancelled")
+        gate = tmp_path / "gate"
+        following = await submit(client, BASE, "sync_gate", {"path": str(gate), "started": str(started)})
+        await wait_file(started)
+        gate.touch()
+        await wait_status(client, BASE, following, "success")
+    finally:
+        never.touch()
