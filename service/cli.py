@@ -344,7 +344,7 @@ def _ls(args: argparse.Namespace) -> int:
         if out.json:
             out.print_json([t.raw for t in tasks])
         elif tasks:
-            out.print(task_table(tasks))
+            out.print(task_table(tasks, out.console.width))
         else:
             status = f" in status {args.status}" if args.status else ""
             out.print(f"No tasks{status} in {client.graph}.")
@@ -457,40 +457,69 @@ def styled_status(status: str) -> str:
     return f"[{style}]{status}[/{style}]" if style else status
 
 
-def task_table(tasks: Sequence[Any]) -> Any:
+#: space rich puts between two columns of a table (padding on both sides and a divider)
+_GAP = 3
+
+
+def task_table(tasks: Sequence[Any], width: int = PIPE_WIDTH) -> Any:
+    """The tasks as a table. On a narrow terminal columns go (the timestamps first, then the
+    retries and the progress) and the name is cut, so id, status and type always show."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("ID", justify="right", no_wrap=True, min_width=2)
-    table.add_column("STATUS", no_wrap=True, min_width=10)
-    table.add_column("TYPE", no_wrap=True, min_width=5)
-    table.add_column("NAME", overflow="ellipsis", max_width=40, no_wrap=True)
-    table.add_column("PROGRESS", justify="right", no_wrap=True)
-    table.add_column("RETRIES", justify="right", no_wrap=True)
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("UPDATED", no_wrap=True)
-    for task in tasks:
-        table.add_row(
-            str(task.id),
-            styled_status(task.status),
-            escape(task.type),
-            escape(task.name),
-            str(task.progress),
-            str(task.retries),
-            when(task.created_ms),
-            when(task.updated_ms),
+    rows = [
+        {
+            "ID": str(t.id),
+            "STATUS": styled_status(t.status),
+            "TYPE": escape(t.type),
+            "NAME": escape(t.name),
+            "PROGRESS": str(t.progress),
+            "RETRIES": str(t.retries),
+            "CREATED": when(t.created_ms),
+            "UPDATED": when(t.updated_ms),
+        }
+        for t in tasks
+    ]
+    plain = {
+        "STATUS": [t.status for t in tasks],
+        "TYPE": [t.type for t in tasks],
+        "NAME": [t.name for t in tasks],
+    }
+
+    def need(name: str) -> int:
+        values = plain.get(name) or [row[name] for row in rows]
+        return max([len(name), *(len(v) for v in values)])
+
+    names = ["ID", "STATUS", "TYPE", "NAME", "PROGRESS", "RETRIES", "CREATED", "UPDATED"]
+    for optional in ("UPDATED", "CREATED", "RETRIES", "PROGRESS"):
+        fixed = sum(need(n) for n in names if n != "NAME") + _GAP * (len(names) - 1)
+        if fixed + 8 <= width:
+            break
+        names.remove(optional)
+    fixed = sum(need(n) for n in names if n != "NAME") + _GAP * (len(names) - 1)
+    name_width = max(4, min(need("NAME"), 40, width - fixed))
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in names:
+        right = name in ("ID", "PROGRESS", "RETRIES")
+        table.add_column(
+            name,
+            justify="right" if right else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            width=name_width if name == "NAME" else need(name),
         )
+    for row in rows:
+        table.add_row(*(row[name] for name in names))
     return table
 
 
 def task_detail(task: Any) -> Any:
-    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+    table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in task.raw.items():
@@ -657,7 +686,7 @@ async def _live_table(
 
     def render() -> Any:
         shown = [rows[i] for i in sorted(rows)[-limit:]]
-        table = task_table(shown)
+        table = task_table(shown, out.console.width)
         table.title = f"{graph}: {len(shown)} task(s), live"
         return table
 
