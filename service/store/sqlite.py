@@ -244,7 +244,8 @@ class SQLiteStore:
         self._lock.acquire()
         try:
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._writer.set_trace_callback(self._trace)
+            if self._trace is not None:
+                await self._writer.set_trace_callback(self._trace)
             await self._writer.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit is on disk before the 201 goes out; group commit pays for it.
             await self._writer.execute("PRAGMA synchronous = FULL")
@@ -252,7 +253,8 @@ class SQLiteStore:
             await self._migrate(self._writer)
             for _ in range(self._reader_count):
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
-                await reader.set_trace_callback(self._trace)
+                if self._trace is not None:
+                    await reader.set_trace_callback(self._trace)
                 await reader.execute("PRAGMA query_only = ON")
                 await reader.execute("PRAGMA busy_timeout = 2000")
                 self._readers.append(reader)
