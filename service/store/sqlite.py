@@ -838,3 +838,19 @@ class SQLiteStore:
                 name = Status.UNKNOWN.value
             counts[(name, task_type)] = counts.get((name, task_type), 0) + int(count)
         return counts
+
+    async def count_statuses(self, graph: GraphRef) -> dict[Status, int]:
+        """A graph's tasks per status, every status present (the dashboard's counters).
+        Reads only the index tasks_by_graph_status."""
+        rows = await self._fetch(
+            "SELECT status, COUNT(*) FROM tasks WHERE graphspace = ? AND graph = ? GROUP BY status",
+            (graph.graphspace, graph.graph),
+        )
+        counts = dict.fromkeys(Status, 0)
+        for status, count in rows:
+            try:
+                key = Status(status)
+            except ValueError:  # written by a newer version, or damaged: shown, not hidden
+                key = Status.UNKNOWN
+            counts[key] += int(count)
+        return counts
