@@ -1,0 +1,68 @@
+"""Read-only routes the dashboard reads: the declared graphspaces and graphs (as HugeGraph
+lists them), the registered job types, and a graph's task counts per status."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import NotFound
+from ..model import Status
+from . import params
+from .keys import REGISTRY, SETTINGS, STORE
+from .responses import json_response
+
+#: the order the counters are written in: a task's life, then the status nothing reaches
+COUNT_ORDER = (
+    Status.NEW,
+    Status.SCHEDULING,
+    Status.SCHEDULED,
+    Status.QUEUED,
+    Status.PENDING,
+    Status.RESTORING,
+    Status.RUNNING,
+    Status.SUCCESS,
+    Status.CANCELLING,
+    Status.CANCELLED,
+    Status.FAILED,
+    Status.UNKNOWN,
+)
+
+
+def _graphs_in(request: web.Request, graphspace: str) -> list[str]:
+    return [g.graph for g in request.app[SETTINGS].graph_refs() if g.graphspace == graphspace]
+
+
+async def graphspaces(request: web.Request) -> web.Response:
+    """HugeGraph 1.7's `GET /graphspaces`: the graphspaces of the declared graphs, and
+    DEFAULT, which `/graphs/{graph}/…` always addresses."""
+    names = {g.graphspace for g in request.app[SETTINGS].graph_refs()}
+    names.add(params.DEFAULT_GRAPHSPACE)
+    return json_response({"graphspaces": sorted(names)})
+
+
+async def graphs(request: web.Request) -> web.Response:
+    """HugeGraph's `GET /graphs` (up to 1.5): the graphs of graphspace DEFAULT."""
+    return json_response({"graphs": _graphs_in(request, params.DEFAULT_GRAPHSPACE)})
+
+
+async def graphspace_graphs(request: web.Request) -> web.Response:
+    """HugeGraph 1.7's `GET /graphspaces/{graphspace}/graphs`."""
+    graphspace = request.match_info["graphspace"]
+    names = _graphs_in(request, graphspace)
+    if not names and graphspace != params.DEFAULT_GRAPHSPACE:
+        raise NotFound(f"Graphspace '{graphspace}' does not exist")
+    return json_response({"graphs": names})
+
+
+async def types(request: web.Request) -> web.Response:
+    """The registered job types, each a valid `{type}` of `POST {base}/jobs/{type}`."""
+    return json_response({"types": request.app[REGISTRY].names()})
+
+
+async def task_counts(request: web.Request) -> web.Response:
+    """A graph's tasks per status, every status written (zeros too), and their total."""
+    graph = params.graph_of(request)
+    counts = await request.app[STORE].count_statuses(graph)
+    return json_response(
+        {"counts": {s.value: counts.get(s, 0) for s in COUNT_ORDER}, "total": sum(counts.values())}
+    )
