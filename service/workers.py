@@ -141,6 +141,7 @@ class WorkerHub:
                 return None
             if next_due_ms is not None:  # a delayed task or a retry's backoff ends before that
                 remaining = min(remaining, max(0.001, (next_due_ms - clock.now_ms()) / 1000))
+            log.debug("worker %s waits up to %.3f s for %s", worker, remaining, ", ".join(types))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await available.wait()

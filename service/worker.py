@@ -1,0 +1,365 @@
+"""A small worker for sidetask's external job types: it claims tasks over HTTP, runs a Python
+function for each, reports its progress (which keeps the lease), and stops the function when
+a cancel is requested.
+
+    from service.worker import Worker
+
+    async def resize(task):                  # or a plain def, run in a thread
+        for i, image in enumerate(task.input["images"]):
+            await shrink(image)              # a cancel arrives at an await
+            task.progress(i + 1)             # cheap: reports are coalesced
+        return {"resized": i + 1}            # the task's result
+
+    asyncio.run(Worker("http://127.0.0.1:8080", "resizer-1", {"resize": resize}).run())
+
+or, from a shell:
+
+    python -m service.worker --url http://127.0.0.1:8080 --name resizer-1 --job resize=myjobs:resize
+
+A function that raises fails the task (retries apply; raise `PermanentFailure` for a failure
+a retry cannot mend). A plain function cannot be interrupted: it reads `task.cancel_requested`
+and returns early. When the service no longer lets this worker report on a task (its lease
+expired, the task was deleted or paused), the function is cancelled and nothing more is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .jobs import PermanentFailure
+from .jobs.base import load_function
+
+__all__ = ["PermanentFailure", "TaskLost", "Worker", "WorkerTask", "main"]
+
+log = logging.getLogger("sidetask.worker")
+
+#: a worker's job: `async def f(task) -> value`, or a plain `def f(task)` run in a thread
+WorkerFunction = Callable[["WorkerTask"], Any]
+#: the shortest time between two progress reports (progress in between is coalesced)
+MIN_REPORT_INTERVAL = 0.1
+#: how long a report may take before it is tried again
+REPORT_TIMEOUT = 10.0
+#: the longest pause after the service could not be reached
+MAX_BACKOFF = 10.0
+
+
+class TaskLost(Exception):
+    """The service refused a report (409: the lease is gone; 404: the task is gone)."""
+
+
+class WorkerTask:
+    """What a worker's function is given: the task's id, type and input, and `progress`."""
+
+    def __init__(self, claim: Mapping[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.id: int = int(claim["id"])
+        self.type: str = str(claim["type"])
+        self.input: Any = claim.get("input")
+        self.graphspace: str = str(claim.get("graphspace", "DEFAULT"))
+        self.graph: str = str(claim.get("graph", ""))
+        #: how many times this task was run before
+        self.retries: int = int(claim.get("retries", 0))
+        self.url: str = str(claim["task_url"])
+        self.lease: str = str(claim["lease"])
+        self.lease_duration: float = float(claim.get("lease_duration", 30.0))
+        self._loop = loop
+        self._progress: int | None = None
+        self._reported: int | None = None
+        self._changed = asyncio.Event()
+        self._cancel = False
+
+    def progress(self, value: int) -> None:
+        """Reports progress (the job's own scale). Safe from a plain function's thread."""
+        try:
+            in_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self._set(int(value))
+        else:
+            self._loop.call_soon_threadsafe(self._set, int(value))
+
+    def _set(self, value: int) -> None:
+        self._progress = value
+        self._changed.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the service asked for this task to stop."""
+        return self._cancel
+
+
+class Worker:
+    """Claims tasks of the types in `jobs` for the worker `name`, one at a time."""
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        jobs: Mapping[str, WorkerFunction],
+        *,
+        wait: float = 30.0,
+        heartbeat: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not jobs:
+            raise ValueError("a worker needs at least one job type")
+        self.url = url.rstrip("/")
+        self.name = name
+        self.jobs = dict(jobs)
+        self.wait = wait
+        #: seconds between reports when progress does not change (default: a third of the lease)
+        self.heartbeat = heartbeat
+        self.headers = dict(headers or {})
+        self._stopping = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+
+    def stop(self) -> None:
+        """Take no more tasks; the one running is finished first."""
+        self._stopping.set()
+
+    async def run(self, *, burst: bool = False) -> int:
+        """Claims and runs tasks until `stop()`, or with `burst` until a claim finds none.
+        Returns how many tasks it ran."""
+        done = 0
+        backoff = 0.5
+        async with aiohttp.ClientSession(headers=self.headers) as session:
+            self._session = session
+            try:
+                while not self._stopping.is_set():
+                    try:
+                        ran = await self.run_once()
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        log.warning("cannot reach %s: %s; trying again in %.1f s", self.url, exc, backoff)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(backoff):
+                                await self._stopping.wait()
+                        backoff = min(MAX_BACKOFF, backoff * 2)
+                        continue
+                    backoff = 0.5
+                    if ran:
+                        done += 1
+                    elif burst:
+                        break
+            finally:
+                self._session = None
+        return done
+
+    async def run_once(self) -> bool:
+        """Claims one task and runs it to its end; False when none came within `wait`."""
+        claim = await self._claim()
+        if claim is None:
+            return False
+        task = WorkerTask(claim, asyncio.get_running_loop())
+        log.info("task %d (%s) claimed", task.id, task.type)
+        await self._run(task)
+        return True
+
+    # --- the protocol ---
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Worker.run_once is called from Worker.run")
+        return self._session
+
+    async def _claim(self) -> dict[str, Any] | None:
+        params = {"types": ",".join(self.jobs), "wait": str(self.wait)}
+        timeout = aiohttp.ClientTimeout(total=self.wait + REPORT_TIMEOUT)
+        request = asyncio.ensure_future(
+            self._http().post(f"{self.url}/workers/{self.name}/claim", params=params, timeout=timeout)
+        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({request, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not request.done():  # stopped while waiting: the service gives the claim back
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await request
+            return None
+        async with request.result() as response:
+            if response.status == 204:
+                return None
+            body = await response.read()
+            if response.status != 200:
+                raise aiohttp.ClientResponseError(
+                    response.request_info, (), status=response.status, message=body.decode(errors="replace")
+                )
+            return dict(orjson.loads(body))
+
+    async def _send(self, task: WorkerTask, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._http().request(
+            method,
+            f"{self.url}{task.url}{path}",
+            data=orjson.dumps(body),
+            headers={"X-Lease": task.lease, "Content-Type": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=REPORT_TIMEOUT),
+        ) as response:
+            answer = await response.read()
+            if response.status in (404, 409):
+                raise TaskLost(answer.decode(errors="replace"))
+            if response.status != 200:
+                raise aiohttp.ClientResponseError(
+                    response.request_info, (), status=response.status, message=answer.decode(errors="replace")
+                )
+            return dict(orjson.loads(answer))
+
+    async def _report(self, task: WorkerTask) -> None:
+        """Sends the latest progress (or a heartbeat); a requested cancel cancels the job."""
+        value = task._progress
+        answer = await self._send(task, "PUT", "/progress", {} if value is None else {"progress": value})
+        task._reported = value
+        if answer.get("cancel") and not task._cancel:
+            log.info("task %d: cancel requested", task.id)
+            task._cancel = True
+
+    async def _run(self, task: WorkerTask) -> None:
+        function = self.jobs[task.type]
+        interruptible = inspect.iscoroutinefunction(function)
+        if interruptible:
+            job: asyncio.Future[Any] = asyncio.ensure_future(function(task))
+        else:  # a thread cannot be interrupted: the function reads task.cancel_requested
+            job = asyncio.ensure_future(asyncio.to_thread(function, task))
+        lost = False
+        try:
+            lost = await self._watch(task, job, interruptible)
+        finally:
+            if not job.done():
+                job.cancel()
+            with contextlib.suppress(BaseException):
+                await job
+        if lost:
+            log.warning("task %d: no longer ours; dropped", task.id)
+            return
+        await self._finish(task, job)
+
+    async def _watch(self, task: WorkerTask, job: asyncio.Future[Any], interruptible: bool) -> bool:
+        """Reports while the job runs: at once (the task starts running), when progress
+        changes (at most every MIN_REPORT_INTERVAL), and as a heartbeat. Returns whether the
+        task was lost."""
+        heartbeat = self.heartbeat or max(MIN_REPORT_INTERVAL, task.lease_duration / 3)
+        while True:
+            try:
+                await self._report(task)
+            except TaskLost as exc:
+                log.warning("task %d: %s", task.id, exc)
+                return True
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("task %d: report failed (%s); trying again", task.id, exc)
+            if task._cancel and interruptible and not job.done():
+                job.cancel()
+            changed = asyncio.ensure_future(task._changed.wait())
+            try:
+                await asyncio.wait({job, changed}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            if job.done():
+                return False
+            task._changed.clear()
+            await asyncio.wait({job}, timeout=MIN_REPORT_INTERVAL)  # coalesce a burst of progress
+            if job.done():
+                return False
+
+    async def _finish(self, task: WorkerTask, job: asyncio.Future[Any]) -> None:
+        progress = {} if task._progress is None else {"progress": task._progress}
+        if job.cancelled() or task._cancel:
+            path, body = "/fail", {"error": "Cancelled on request", **progress}
+        elif job.exception() is not None:
+            exc = job.exception()
+            path, body = "/fail", {
+                "error": f"{type(exc).__name__}: {exc}",
+                "retry": not isinstance(exc, PermanentFailure),
+                **progress,
+            }
+        else:
+            try:
+                orjson.dumps(job.result())
+            except TypeError as exc:
+                path, body = "/fail", {"error": f"The job's result is not JSON-serialisable: {exc}", "retry": False}
+            else:
+                path, body = "/complete", {"result": job.result(), **progress}
+        # The end is worth a few tries: until the lease would run out.
+        deadline = asyncio.get_running_loop().time() + task.lease_duration
+        delay = 0.2
+        while True:
+            try:
+                answer = await self._send(task, "POST", path, body)
+            except TaskLost as exc:
+                log.warning("task %d: its end was not accepted: %s", task.id, exc)
+                return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    log.error("task %d: could not report its end: %s", task.id, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            log.info("task %d: %s", task.id, answer.get("task_status"))
+            return
+
+
+# --- the command line ---
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.worker",
+        description="Run Python functions as a sidetask external worker.",
+    )
+    parser.add_argument("--url", default=os.environ.get("SIDETASK_URL", "http://127.0.0.1:8080"))
+    parser.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="shown as task_server")
+    parser.add_argument(
+        "--job", action="append", required=True, metavar="TYPE=MODULE:FUNCTION",
+        help="an external job type and the function that runs it (repeat for more)",
+    )  # fmt: skip
+    parser.add_argument("--wait", type=float, default=30.0, help="seconds a claim waits for work")
+    parser.add_argument("--burst", action="store_true", help="exit when a claim finds no work")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    jobs: dict[str, WorkerFunction] = {}
+    for spec in args.job:
+        type_name, sep, target = spec.partition("=")
+        if not sep or not type_name:
+            print(f"worker: --job {spec!r} is not of the form TYPE=MODULE:FUNCTION", file=sys.stderr)
+            return 2
+        try:
+            jobs[type_name] = load_function(target)[1]
+        except ValueError as exc:
+            print(f"worker: --job {type_name}: {exc}", file=sys.stderr)
+            return 2
+    worker = Worker(args.url, args.name, jobs, wait=args.wait)
+
+    async def serve() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)  # finish the task at hand, then exit
+        return await worker.run(burst=args.burst)
+
+    done = asyncio.run(serve())
+    log.info("worker %s stopped after %d task(s)", args.name, done)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
