@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from rich.markup import escape
 
 from . import config
 from .errors import SidetaskError
@@ -324,7 +325,9 @@ def _submit(args: argparse.Namespace) -> int:
         if out.json:
             out.print_json({"task_id": task_id})
         else:
-            out.print(f"Submitted task [bold]{task_id}[/bold] ({args.type}) to {client.graph}")
+            out.print(
+                f"Submitted task [bold]{task_id}[/bold] ({escape(args.type)}) to {escape(client.graph)}"
+            )
         if args.watch:
             return await watch_task(client, task_id, out, args.total)
         return EXIT_OK
@@ -347,7 +350,7 @@ def _ls(args: argparse.Namespace) -> int:
             out.print(task_table(tasks, out.console.width))
         else:
             status = f" in status {args.status}" if args.status else ""
-            out.print(f"No tasks{status} in {client.graph}.")
+            out.print(escape(f"No tasks{status} in {client.graph}."))
         return EXIT_OK
 
     return _run_client(args, command)
@@ -438,13 +441,9 @@ class Output:
 
     def note(self, message: str) -> None:
         """A remark for the person at the terminal, on standard error (stdout stays data)."""
-        from rich.markup import escape
-
         self.errors.print(f"[dim]{escape(message)}[/dim]")
 
     def error(self, message: str) -> None:
-        from rich.markup import escape
-
         self.errors.print(f"[bold red]sidetask:[/bold red] {escape(message)}")
 
 
@@ -465,7 +464,6 @@ def task_table(tasks: Sequence[Any], width: int = PIPE_WIDTH) -> Any:
     """The tasks as a table. On a narrow terminal columns go (the timestamps first, then the
     retries and the progress) and the name is cut, so id, status and type always show."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
     rows = [
@@ -516,7 +514,6 @@ def task_table(tasks: Sequence[Any], width: int = PIPE_WIDTH) -> Any:
 
 
 def task_detail(task: Any) -> Any:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, show_header=False, pad_edge=False)
@@ -551,8 +548,6 @@ def _total_of(task: Any, given: int | None) -> int | None:
 
 
 def _outcome(task: Any, deleted: bool, out: Output) -> int:
-    from rich.markup import escape
-
     if deleted or task is None:
         out.error("the task was deleted")
         return EXIT_ERROR
@@ -602,7 +597,6 @@ async def watch_task(client: Any, task_id: int, out: Output, total: int | None =
 
 
 async def _watch_bar(stream: Any, out: Output, total: int | None) -> tuple[Any, bool]:
-    from rich.markup import escape
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     progress = Progress(
@@ -673,7 +667,7 @@ async def watch_graph(
                     task = event.task
                     out.print(
                         f"task {task.id} {styled_status(task.status)} progress {task.progress} "
-                        f"({task.type})"
+                        f"({escape(task.type)})"
                     )
     finally:
         await stream.close()
