@@ -451,10 +451,16 @@ class Supervisor:
     async def _run(self, task: Task) -> None:
         job_type = self.registry.get(task.type)
         assert job_type is not None
+        try:
+            job_input = task.decoded_input()
+        except orjson.JSONDecodeError as exc:  # damaged in the file: no run can mend it
+            result = f"The task's stored input is not valid JSON: {exc}"
+            await asyncio.shield(self._settle(task, _Outcome(Status.FAILED, {"result": result})))
+            return
         ctx = JobContext(
             task_id=task.id,
             graph=task.graph,
-            input=task.decoded_input(),
+            input=job_input,
             settings=self.settings,
             retries=task.retries,
             _report=self._reporter(task.id),

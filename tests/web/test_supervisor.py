@@ -560,3 +560,14 @@ async def test_a_cancelled_plain_job_does_not_hold_a_slot(start: Start, tmp_path
         await wait_status(client, BASE, following, "success")
     finally:
         never.touch()
+
+
+async def test_a_task_whose_stored_input_is_damaged_fails_and_frees_its_slot(
+    start: Start, db: Path
+) -> None:
+    (damaged,) = await preload(db, backlog("echo", "damaged", input='{"unterminated'))
+    client = await start(concurrency=1)
+    task = await wait_status(client, BASE, damaged, "failed")
+    assert "input" in task["task_result"]
+    after = await submit(client, BASE, "echo", {"next": 1})
+    await wait_status(client, BASE, after, "success")
