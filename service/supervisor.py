@@ -233,7 +233,14 @@ class Supervisor:
             if task.type in self.settings.external_types:
                 pass  # its worker learns it from its next report and ends it (service.workers)
             elif running is None:  # nothing here is running it: there is nothing to interrupt
-                task = await self.store.transition(Change(task_id, Status.CANCELLED))
+                try:
+                    task = await self.store.transition(Change(task_id, Status.CANCELLED))
+                except TransitionRefused:
+                    # Its job had just ended, and that end recorded the cancel itself.
+                    current = await self.store.get(graph, task_id)
+                    if current is None or current.status is not Status.CANCELLED:
+                        raise
+                    task = current
             elif running.job is None:  # its start is being recorded: it is cancelled there
                 running.cancel_requested = True
             else:
@@ -529,10 +536,13 @@ class Supervisor:
                 await self.store.transition(Change(task.id, outcome.target, fields))
             except TransitionRefused:
                 current = await self.store.get(None, task.id)
-                if current is None or current.status is not Status.CANCELLING:
+                if current is not None and current.status is Status.CANCELLED:
+                    pass  # a cancel that found no job left to interrupt recorded it already
+                elif current is None or current.status is not Status.CANCELLING:
                     raise
-                cancelled = {k: v for k, v in fields.items() if k == "progress"}
-                await self.store.transition(Change(task.id, Status.CANCELLED, cancelled))
+                else:
+                    cancelled = {k: v for k, v in fields.items() if k == "progress"}
+                    await self.store.transition(Change(task.id, Status.CANCELLED, cancelled))
         except NotFound:
             log.info("task %d was deleted while it ran; its end (%s) is not recorded", task.id, outcome.target)
         except SidetaskError as exc:
