@@ -346,6 +346,7 @@ async function select(id) {
   const detail = $("#detail");
   detail.hidden = false;
   detail.classList.remove("deleted");
+  detail.scrollIntoView({ block: "nearest" }); // below the table on a narrow screen
   showMessage($("#action-message"), "", "info");
   $("#timeline").replaceChildren();
   state.detailStream?.close();
