@@ -521,7 +521,7 @@ class Supervisor:
 
     def retry_delay(self, retries: int) -> float:
         """Seconds before retry number `retries` + 1: exponential backoff with jitter."""
-        base = self.settings.retry_backoff * (2**retries)
+        base = self.settings.retry_backoff * float(2**retries)
         return min(self.settings.retry_backoff_max, base) * (0.5 + self._jitter() / 2)
 
     async def _settle(self, task: Task, outcome: _Outcome) -> None:

@@ -34,7 +34,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -142,7 +142,9 @@ class Worker:
                     try:
                         ran = await self.run_once()
                     except (aiohttp.ClientError, TimeoutError) as exc:
-                        log.warning("cannot reach %s: %s; trying again in %.1f s", self.url, exc, backoff)
+                        log.warning(
+                            "cannot reach %s: %s; trying again in %.1f s", self.url, exc, backoff
+                        )
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(backoff):
                                 await self._stopping.wait()
@@ -178,7 +180,9 @@ class Worker:
         params = {"types": ",".join(self.jobs), "wait": str(self.wait)}
         timeout = aiohttp.ClientTimeout(total=self.wait + REPORT_TIMEOUT)
         request = asyncio.ensure_future(
-            self._http().post(f"{self.url}/workers/{self.name}/claim", params=params, timeout=timeout)
+            self._http().post(
+                f"{self.url}/workers/{self.name}/claim", params=params, timeout=timeout
+            )
         )
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -196,11 +200,16 @@ class Worker:
             body = await response.read()
             if response.status != 200:
                 raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status, message=body.decode(errors="replace")
+                    response.request_info,
+                    (),
+                    status=response.status,
+                    message=body.decode(errors="replace"),
                 )
             return dict(orjson.loads(body))
 
-    async def _send(self, task: WorkerTask, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _send(
+        self, task: WorkerTask, method: str, path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         async with self._http().request(
             method,
             f"{self.url}{task.url}{path}",
@@ -213,14 +222,19 @@ class Worker:
                 raise TaskLost(answer.decode(errors="replace"))
             if response.status != 200:
                 raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status, message=answer.decode(errors="replace")
+                    response.request_info,
+                    (),
+                    status=response.status,
+                    message=answer.decode(errors="replace"),
                 )
             return dict(orjson.loads(answer))
 
     async def _report(self, task: WorkerTask) -> None:
         """Sends the latest progress (or a heartbeat); a requested cancel cancels the job."""
         value = task._progress
-        answer = await self._send(task, "PUT", "/progress", {} if value is None else {"progress": value})
+        answer = await self._send(
+            task, "PUT", "/progress", {} if value is None else {"progress": value}
+        )
         task._reported = value
         if answer.get("cancel") and not task._cancel:
             log.info("task %d: cancel requested", task.id)
@@ -263,7 +277,9 @@ class Worker:
                 job.cancel()
             changed = asyncio.ensure_future(task._changed.wait())
             try:
-                await asyncio.wait({job, changed}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {job, changed}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 changed.cancel()
             if job.done():
@@ -279,16 +295,22 @@ class Worker:
             path, body = "/fail", {"error": "Cancelled on request", **progress}
         elif job.exception() is not None:
             exc = job.exception()
-            path, body = "/fail", {
-                "error": f"{type(exc).__name__}: {exc}",
-                "retry": not isinstance(exc, PermanentFailure),
-                **progress,
-            }
+            path, body = (
+                "/fail",
+                {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "retry": not isinstance(exc, PermanentFailure),
+                    **progress,
+                },
+            )
         else:
             try:
                 orjson.dumps(job.result())
             except TypeError as exc:
-                path, body = "/fail", {"error": f"The job's result is not JSON-serialisable: {exc}", "retry": False}
+                path, body = (
+                    "/fail",
+                    {"error": f"The job's result is not JSON-serialisable: {exc}", "retry": False},
+                )
             else:
                 path, body = "/complete", {"result": job.result(), **progress}
         # The end is worth a few tries: until the lease would run out.
@@ -320,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Python functions as a sidetask external worker.",
     )
     parser.add_argument("--url", default=os.environ.get("SIDETASK_URL", "http://127.0.0.1:8080"))
-    parser.add_argument("--name", default=f"{socket.gethostname()}-{os.getpid()}", help="shown as task_server")
+    parser.add_argument(
+        "--name", default=f"{socket.gethostname()}-{os.getpid()}", help="shown as task_server"
+    )
     parser.add_argument(
         "--job", action="append", required=True, metavar="TYPE=MODULE:FUNCTION",
         help="an external job type and the function that runs it (repeat for more)",
@@ -341,10 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec in args.job:
         type_name, sep, target = spec.partition("=")
         if not sep or not type_name:
-            print(f"worker: --job {spec!r} is not of the form TYPE=MODULE:FUNCTION", file=sys.stderr)
+            print(
+                f"worker: --job {spec!r} is not of the form TYPE=MODULE:FUNCTION", file=sys.stderr
+            )
             return 2
         try:
-            jobs[type_name] = load_function(target)[1]
+            jobs[type_name] = cast(WorkerFunction, load_function(target)[1])
         except ValueError as exc:
             print(f"worker: --job {type_name}: {exc}", file=sys.stderr)
             return 2

@@ -151,7 +151,12 @@ class WorkerHub:
         """A claim nobody received (the worker hung up): the task waits again, no retry spent."""
         with contextlib.suppress(BadRequest):
             await self.store.transition(
-                Change(lease.task.id, Status.RESTORING, {"run_after_ms": 0}, frozenset({Status.SCHEDULED}))
+                Change(
+                    lease.task.id,
+                    Status.RESTORING,
+                    {"run_after_ms": 0},
+                    frozenset({Status.SCHEDULED}),
+                )
             )
 
     # --- reports ---
@@ -226,7 +231,9 @@ class WorkerHub:
             return Change(
                 task.id,
                 Status.FAILED,
-                {"result": f"{message}, with no retries left ({task.retries} of {task.max_retries} used)"},
+                {
+                    "result": f"{message}, with no retries left ({task.retries} of {task.max_retries} used)"
+                },
             )
 
         expired = await self.store.expire_leases(now, self.types, decide)

@@ -165,10 +165,10 @@ def build_registry(settings: Settings) -> Registry:
     from .. import workers  # here, at call time: both import this module
     from . import command
 
-    for name, spec in settings.commands.items():
+    for name, declared in settings.commands.items():
         if name in types:
             raise ConfigError(f"commands.{name}: a job type '{name}' already exists")
-        types[name] = command.job_type(name, spec)
+        types[name] = command.job_type(name, declared)
     for name in settings.external_types:
         if name in types:
             raise ConfigError(f"external_types: a job type '{name}' already exists")

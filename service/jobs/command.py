@@ -110,7 +110,9 @@ def _argument(name: str, kind: str, value: Any) -> str:
         )
     if kind == "boolean":
         return "true" if value else "false"
-    if kind == "number" and isinstance(value, float) and value != value:  # NaN cannot come from JSON
+    if (
+        kind == "number" and isinstance(value, float) and value != value
+    ):  # NaN cannot come from JSON
         raise ValueError(f"The parameter '{name}' must be a finite number")
     text = str(value)
     if "\0" in text:
@@ -197,9 +199,7 @@ class Command:
 
 def job_type(name: str, spec: CommandSpec) -> JobType:
     command = Command.compile(name, spec)
-    return JobType(
-        name, CALLABLE_PATH, functools.partial(run, command), validate=command.validate
-    )
+    return JobType(name, CALLABLE_PATH, functools.partial(run, command), validate=command.validate)
 
 
 # --- running ---
@@ -324,7 +324,9 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
             + _tail_note(tail, output.truncated)
         )
     if code != 0:
-        raise CommandFailed(f"Command '{command.name}' {_exit_text(code)}" + _tail_note(tail, output.truncated))
+        raise CommandFailed(
+            f"Command '{command.name}' {_exit_text(code)}" + _tail_note(tail, output.truncated)
+        )
     return {"exit_code": 0, "output": tail, "output_truncated": output.truncated}
 
 

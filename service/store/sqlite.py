@@ -758,6 +758,13 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise ServiceUnavailable("The store cannot read now", str(exc)) from exc
 
+    async def process_groups(self) -> list[ProcessGroup]:
+        """The process groups stored for command jobs (at start: what a crash may have left)."""
+        rows = await self._fetch(
+            "SELECT id, process_group, process_token FROM tasks WHERE process_group IS NOT NULL", ()
+        )
+        return [ProcessGroup(int(r[0]), int(r[1]), r[2]) for r in rows]
+
     async def get(self, graph: GraphRef | None, task_id: int) -> Task | None:
         rows = await self._fetch(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
         if not rows:
@@ -817,13 +824,6 @@ class SQLiteStore:
     async def last_event_id(self) -> int:
         rows = await self._fetch("SELECT COALESCE(MAX(id), 0) FROM events", ())
         return int(rows[0][0])
-
-    async def process_groups(self) -> list[ProcessGroup]:
-        """The process groups stored for command jobs (at start: what a crash may have left)."""
-        rows = await self._fetch(
-            "SELECT id, process_group, process_token FROM tasks WHERE process_group IS NOT NULL", ()
-        )
-        return [ProcessGroup(int(r[0]), int(r[1]), r[2]) for r in rows]
 
     async def count_by_status(self) -> dict[tuple[str, str], int]:
         """Tasks per (status, type): what /metrics and the dashboard's counters show."""

@@ -75,14 +75,17 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def pids_in(path: Path) -> list[int] | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return [int(line) for line in text.split()] or None
+
+
 async def read_pids(path: Path) -> list[int]:
     async def probe() -> list[int] | None:
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return None
-        pids = [int(line) for line in text.split()]
-        return pids or None
+        return pids_in(path)
 
     return await wait_for(probe, 10, f"pids in {path}")
 

@@ -495,6 +495,10 @@ async def test_a_cancel_stops_the_workers_function_through_a_progress_report(
 
 
 async def _read(path: Path) -> str | None:
+    return text_of(path)
+
+
+def text_of(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
