@@ -3,6 +3,7 @@ exit code, cancel, timeout, and the process groups a crashed service left behind
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from aiohttp import ClientSession
 from service import config
 from service.config import ConfigError
 from service.jobs import build_registry
-from service.jobs.command import TAIL_BYTES
+from service.jobs.command import TAIL_BYTES, process_token, stop_orphan
 from service.web import create_app
 from tests.conftest import (
     get_task,
@@ -367,3 +368,26 @@ def test_a_command_may_not_take_the_name_of_another_job_type(tmp_path: Path) -> 
     settings = make_settings(tmp_path, commands={"echo": {"argv": ["echo"]}})
     with pytest.raises(ConfigError, match="a job type 'echo' already exists"):
         build_registry(settings)
+
+
+async def test_a_stored_group_is_stopped_only_if_it_is_still_the_same_one(tmp_path: Path) -> None:
+    """At start, a stored group id whose leader is now a later process is left alone."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, CMD, "forever", str(tmp_path / "pids"), start_new_session=True
+    )
+    try:
+        await read_pids(tmp_path / "pids")
+        token = process_token(proc.pid)
+        assert token is not None
+        boot, _, started = token.rpartition(":")
+        later = f"{boot}:{int(started) + 1}"  # as if the id now belonged to a process started later
+        assert await stop_orphan(proc.pid, later, grace=0.3) is False
+        assert alive(proc.pid)
+        assert await stop_orphan(proc.pid, f"another-boot:{started}", grace=0.3) is False
+        assert alive(proc.pid)
+        assert await stop_orphan(proc.pid, token, grace=0.3) is True
+        assert await asyncio.wait_for(proc.wait(), 10) == -signal.SIGTERM
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)

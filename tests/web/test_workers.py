@@ -272,7 +272,7 @@ async def test_a_failure_without_retry_fails_at_once(client: Any) -> None:
 
 
 async def test_an_expired_lease_gives_the_task_back_with_a_retry(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(app_for(tmp_path, lease_duration=0.3))
+    client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
     task_id = await submit(client, BASE, "resize", {}, max_retries=1)
     work = await claim(client, "dies-1")
     await answer_of(await report(client, work, body={"progress": 2}))
@@ -294,7 +294,7 @@ async def test_an_expired_lease_gives_the_task_back_with_a_retry(aiohttp_client:
 async def test_an_expired_lease_without_retries_fails_and_a_cancelling_one_is_cancelled(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    client = await aiohttp_client(app_for(tmp_path, lease_duration=0.3))
+    client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
     last = await submit(client, BASE, "resize", {})
     (await claim(client, "dies-1"))
     cancelled = await submit(client, BASE, "resize", {})
