@@ -351,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--wait", type=float, default=30.0, help="seconds a claim waits for work")
     parser.add_argument("--burst", action="store_true", help="exit when a claim finds no work")
+    parser.add_argument(
+        "--header", action="append", default=[], metavar="NAME: VALUE",
+        help="a header sent with every request, e.g. credentials (repeat for more)",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -374,7 +378,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"worker: --job {type_name}: {exc}", file=sys.stderr)
             return 2
-    worker = Worker(args.url, args.name, jobs, wait=args.wait)
+    headers: dict[str, str] = {}
+    for header in args.header:
+        key, sep, value = header.partition(":")
+        if not sep or not key.strip():
+            print(f"worker: --header {header!r} is not of the form 'Name: value'", file=sys.stderr)
+            return 2
+        headers[key.strip()] = value.strip()
+    worker = Worker(args.url, args.name, jobs, wait=args.wait, headers=headers)
 
     async def serve() -> int:
         loop = asyncio.get_running_loop()

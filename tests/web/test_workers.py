@@ -384,8 +384,10 @@ class Processes:
         self.started.append(proc)
         return proc
 
-    def python_worker(self, url: str, name: str, *types: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "service.worker", "--url", url, "--name", name, "--wait", "5"]
+    def python_worker(
+        self, url: str, name: str, *types: str, options: tuple[str, ...] = ("--wait", "5")
+    ) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "service.worker", "--url", url, "--name", name, *options]
         for type_name in types:
             argv += ["--job", f"{type_name}=tests.jobs_helpers.worker_jobs:{type_name}"]
         return self.start(argv, name)
@@ -454,6 +456,17 @@ async def test_a_python_worker_runs_plain_and_async_functions(api: Api, processe
     hopeless = await api.submit("hopeless", {}, max_retries=3)
     task = await api.wait(hopeless, "failed")
     assert (task["task_result"], task["task_retries"]) == ("PermanentFailure: no retry can mend this", 0)
+
+
+async def test_a_burst_worker_runs_what_is_waiting_then_exits(api: Api, processes: Processes) -> None:
+    ids = [await api.submit("count", {"steps": n}) for n in (1, 2, 3)]
+    worker = processes.python_worker(
+        api.url, "burst-1", "count", options=("--burst", "--wait", "0", "--header", "X-Team: imaging")
+    )
+    assert await asyncio.wait_for(asyncio.to_thread(worker.wait), 20) == 0
+    for task_id, steps in zip(ids, (1, 2, 3), strict=True):
+        task = await api.get(task_id)
+        assert (task["task_status"], task["task_progress"], task["task_server"]) == ("success", steps, "burst-1")
 
 
 async def test_a_worker_killed_mid_task_loses_it_and_another_finishes_it(
