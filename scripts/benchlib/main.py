@@ -1,0 +1,413 @@
+"""sidetask's benchmark: every row against freshly started servers on loopback, one table.
+
+    scripts/bench [--quick] [--rows ceiling,submit,e2e,peer,reads,sse,startup] [--json]
+
+Rows (README, "Performance", says how each is measured):
+  ceiling  a minimal aiohttp endpoint (own process) under the submit row's wrk load
+  submit   POST …/jobs/echo over 64 keep-alive connections (wrk), ratio to the ceiling
+  e2e      echo tasks submitted and run to success: tasks/s; dispatch latency at low
+           load and under load (from the events table)
+  peer     Huey with SqliteHuey, the same no-op job: enqueues/s, executions/s
+  reads    GET one task, list, a deep page, with 1,000,000 tasks stored (100,000 quick)
+  sse      SSE fan-out: 1,000 subscribers x 100 ev/s, 5,000 x 20 ev/s
+  startup  process start to /ready, RSS idle and peak, on the same stored tasks
+
+Load goes only to 127.0.0.1; every loop is bounded; every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import wrk
+from .server import BenchServer, CeilingServer, keep_work_dir, remove_work_dir, work_dir
+
+ROWS = ("ceiling", "submit", "e2e", "peer", "reads", "sse", "startup")
+SUBMIT_PATH = "/graphs/hugegraph/jobs/echo"
+SUBMIT_BODY = '{"bench":1}'
+HUEY_REQUIREMENT = "huey>=2.5,<4"
+
+
+@dataclass
+class Plan:
+    quick: bool
+    #: wrk's duration for the ceiling and submit rows (same for both)
+    wrk_seconds: int
+    connections: int = 64
+    wrk_threads: int = 2
+    e2e_tasks: int = 20_000
+    sequential: int = 200
+    e2e_settings: dict[str, Any] = field(default_factory=dict)
+    peer_tasks: int = 20_000
+    huey_workers: list[int] = field(default_factory=lambda: [1, 4])
+    db_tasks: int = 1_000_000
+    read_seconds: int = 5
+    read_warmup: bool = True
+    sse_cases: list[tuple[int, float]] = field(default_factory=lambda: [(1000, 100.0), (5000, 20.0)])
+    sse_seconds: float = 10.0
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if not quick:
+            return cls(quick=False, wrk_seconds=10)
+        return cls(
+            quick=True,
+            wrk_seconds=2,
+            e2e_tasks=2000,
+            sequential=30,
+            peer_tasks=1000,
+            huey_workers=[4],
+            db_tasks=100_000,
+            read_seconds=1,
+            read_warmup=False,
+            sse_cases=[(200, 100.0), (1000, 20.0)],
+            sse_seconds=2.0,
+        )
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- what the rows need installed ---
+
+
+def ensure_wrk() -> None:
+    """wrk from Debian's packages: installed quietly when missing and we are root."""
+    if wrk.available():
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError("wrk is missing: install Debian's package (apt-get install wrk) or run as root")
+    log("installing wrk (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "check": False}
+    if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], **quiet).returncode != 0:  # type: ignore[call-overload]
+        subprocess.run(["apt-get", "update", "-qq"], **quiet)  # type: ignore[call-overload]
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], **quiet)  # type: ignore[call-overload]
+    if not wrk.available():
+        raise RuntimeError("wrk could not be installed with apt-get")
+
+
+def ensure_huey() -> None:
+    """Huey in this virtualenv, with pip, when missing."""
+    try:
+        import huey  # noqa: F401
+    except ImportError:
+        log(f"installing {HUEY_REQUIREMENT} (pip)")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", HUEY_REQUIREMENT],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        import importlib
+
+        importlib.invalidate_caches()
+
+
+# --- the rows ---
+
+
+def row_ceiling_submit(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
+    script = wrk.post_script(SUBMIT_BODY)
+    options = {"seconds": plan.wrk_seconds, "connections": plan.connections, "threads": plan.wrk_threads}
+    log(f"ceiling: minimal aiohttp endpoint, wrk -t{plan.wrk_threads} -c{plan.connections} -d{plan.wrk_seconds}s")
+    with CeilingServer() as ceiling:
+        out["ceiling"] = wrk.run(ceiling.url + SUBMIT_PATH, script, **options).as_dict()
+    if "submit" not in rows:
+        return
+    log(f"submit: POST {SUBMIT_PATH}, same wrk settings")
+    import sqlite3
+
+    with BenchServer() as server:
+        result = wrk.run(server.url + SUBMIT_PATH, script, **options).as_dict()
+        with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as conn:
+            statuses = dict(conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall())
+        result["stored_tasks"] = sum(statuses.values())
+        result["statuses_at_end"] = statuses
+    result["ratio_to_ceiling"] = result["requests_per_s"] / out["ceiling"]["requests_per_s"]
+    out["submit"] = result
+
+
+def row_e2e(plan: Plan, out: dict[str, Any]) -> None:
+    from .e2e import run_e2e
+
+    log(f"e2e: {plan.sequential} sequential echo tasks, then {plan.e2e_tasks} over {plan.connections} connections")
+    out["e2e"] = run_e2e(plan.e2e_tasks, plan.sequential, plan.connections, **plan.e2e_settings)
+
+
+def row_peer(plan: Plan, out: dict[str, Any]) -> None:
+    ensure_huey()
+    from .peer import run_peer
+
+    runs = []
+    for workers in plan.huey_workers:
+        log(f"peer: Huey (SqliteHuey), {plan.peer_tasks} echo tasks, consumer with {workers} thread worker(s)")
+        runs.append(run_peer(plan.peer_tasks, workers=workers))
+    best = max(runs, key=lambda r: max(r["enqueue_plus_execute_per_s"], r["concurrent_per_s"]))
+    out["peer"] = {"best": best, "runs": runs}
+
+
+def row_sse(plan: Plan, out: dict[str, Any]) -> None:
+    from .fanout import SETTINGS, run_fanout
+
+    cases = []
+    for subscribers, rate in plan.sse_cases:
+        log(f"sse: {subscribers} subscribers x {rate:g} events/s for {plan.sse_seconds:g} s")
+        result = run_fanout(subscribers, rate, plan.sse_seconds)
+        result["published_per_s"] = result["published"] / plan.sse_seconds
+        cases.append(result)
+    out["sse"] = {"cases": cases, "settings": SETTINGS}
+
+
+def row_stored(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
+    from . import dataset
+    from .reads import run_reads
+
+    db = work_dir() / "stored.db"
+    log(f"reads/startup: building a database of {plan.db_tasks:,} tasks")
+    info = dataset.build(db, plan.db_tasks)
+    log(f"  built in {info['seconds']:.1f} s ({info['mb']:.0f} MB); starting a server on it")
+    result = run_reads(db, info["last_id"], plan.read_seconds, reads="reads" in rows, warmup=plan.read_warmup)
+    result["database"] = info
+    out["stored"] = result
+
+
+# --- the table ---
+
+
+@dataclass
+class Line:
+    row: str
+    figure: str
+    value: str
+    target: str = ""
+    verdict: str = ""
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def verdict(ok: bool | None, quick: bool) -> str:
+    if ok is None:
+        return ""
+    word = "PASS" if ok else "MISS"
+    return word.lower() + "*" if quick else word
+
+
+def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
+    q = plan.quick
+    lines: list[Line] = []
+    wrk_load = f"wrk -t{plan.wrk_threads} -c{plan.connections}, {plan.wrk_seconds} s"
+
+    def latency(r: dict[str, Any]) -> str:
+        return f"p50 {fmt(r['p50_ms'], 2)} ms, p99 {fmt(r['p99_ms'], 2)} ms"
+
+    def errors(r: dict[str, Any]) -> str:
+        return f"; {sum(r['errors'].values())} ERRORS {r['errors']}" if r["errors"] else ""
+
+    if "ceiling" in out:
+        c = out["ceiling"]
+        lines.append(Line("1 ceiling", f"minimal aiohttp POST, {wrk_load}", f"{fmt(c['requests_per_s'])} req/s; {latency(c)}{errors(c)}"))
+    if "submit" in out:
+        s = out["submit"]
+        lines.append(Line("2 submit", f"POST …/jobs/echo, {wrk_load}", f"{fmt(s['requests_per_s'])} req/s; {latency(s)}{errors(s)}"))
+        ratio = s["ratio_to_ceiling"]
+        lines.append(Line("", "  ratio to the ceiling", f"{ratio:.0%}", ">= 50%", verdict(ratio >= 0.5 and not s["errors"], q)))
+    if "e2e" in out:
+        e = out["e2e"]
+        load, low = e["under_load"], e["low_load"]
+        ok = load["finished"] and load["complete"] == load["tasks"]
+        check = "" if ok else f" (ONLY {load['complete']}/{load['tasks']} complete: {load['statuses']})"
+        lines.append(Line("3 end to end", f"{load['tasks']:,} echo tasks to success, {plan.connections} conns", f"{fmt(load['tasks_per_s'])} tasks/s{check}", ">= 4,000/s", verdict(ok and load["tasks_per_s"] >= 4000, q)))
+        lines.append(Line("", "  every status stored as an event", f"{load['complete']:,}/{load['tasks']:,} tasks; submits answered at {fmt(load['submits_per_s'])}/s"))
+        d = low["dispatch_ms"]
+        lines.append(Line("", f"  dispatch, low load ({low['tasks']} one at a time)", f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms, mean {fmt(d['mean'], 2)} ms (events, 1 ms steps)", "p50 <= 2 ms", verdict(d["p50"] <= 2, q)))
+        cl = low["client_submit_to_running_ms"]
+        lines.append(Line("", "  submit -> running seen by a client", f"p50 {fmt(cl['p50'], 2)} ms, p99 {fmt(cl['p99'], 2)} ms (HTTP + SSE included)"))
+        d = load["dispatch_ms"]
+        lines.append(Line("", f"  dispatch, under load ({load['tasks']:,})", f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms"))
+    if "peer" in out:
+        p = out["peer"]["best"]
+        lines.append(Line("4 peer: Huey", f"SqliteHuey, {p['tasks']:,} tasks, {p['workers']} thread workers", f"{fmt(p['enqueues_per_s'])} enqueues/s, {fmt(p['executions_per_s'])} executions/s"))
+        lines.append(Line("", "  enqueue-plus-execute", f"{fmt(p['enqueue_plus_execute_per_s'])}/s sequential, {fmt(p['concurrent_per_s'])}/s concurrent"))
+        if "e2e" in out:
+            huey_rate = max(p["enqueue_plus_execute_per_s"], p["concurrent_per_s"])
+            ratio = out["e2e"]["under_load"]["tasks_per_s"] / huey_rate
+            lines.append(Line("", "  sidetask e2e / Huey (its better figure)", f"{ratio:.2f}x", ">= 2x", verdict(ratio >= 2, q)))
+    if "stored" in out:
+        st = out["stored"]
+        n = st["database"]["tasks"]
+        label = f"{n:,} stored"
+        for key, name, target in (("get", "GET one task (random id)", 5.0), ("list", "list status=success&limit=100", 10.0), ("deep_page", "same, page token near the end", 10.0)):
+            if key not in st:
+                continue
+            r = st[key]
+            lines.append(Line("5 reads" if key == "get" else "", f"{name}, {label}", f"c4: {latency(r['c4'])}{errors(r['c4'])}", f"p99 <= {target:g} ms", verdict(r["c4"]["p99_ms"] <= target and not r["c4"]["errors"], q)))
+            lines.append(Line("", "", f"c64: {fmt(r['c64']['requests_per_s'])} req/s, {latency(r['c64'])}{errors(r['c64'])}"))
+    if "sse" in out:
+        for i, c in enumerate(out["sse"]["cases"]):
+            target = 100 if c["rate"] >= 100 else 150  # 1,000 x 100 ev/s: 100 ms; 5,000 x 20 ev/s: 150 ms
+            all_delivered = c["deliveries"] == c["deliveries_expected"] and c["published"] > 0
+            at_rate = c["published_per_s"] >= 0.95 * c["rate"]
+            lines.append(Line(
+                "6 SSE fan-out" if i == 0 else "",
+                f"{c['subscribers']:,} subs x {c['rate']:g} ev/s, {c['seconds']:g} s",
+                f"lag p50 {fmt(c['lag_p50_ms'])} ms, p99 {fmt(c['lag_p99_ms'])} ms; {fmt(c['delivered_per_s'])} delivered/s",
+                f"p99 <= {target} ms, all delivered",
+                verdict(c["lag_p99_ms"] <= target and all_delivered and at_rate, q),
+            ))
+            lines.append(Line("", "", f"published {c['published']} ({c['published_per_s']:.0f}/s{'' if at_rate else ', BELOW THE RATE ASKED'}); delivered {c['deliveries']:,}/{c['deliveries_expected']:,}; server RSS {fmt(c['rss_peak_mb'], 0)} MB"))
+    if "stored" in out:
+        st = out["stored"]
+        n = st["database"]["tasks"]
+        lines.append(Line("7 start-up", f"process start to /ready, {n:,} stored", f"{st['ready_s'] * 1000:,.0f} ms", "<= 1 s", verdict(st["ready_s"] <= 1.0, q)))
+        lines.append(Line("", "  RSS idle", f"{fmt(st['rss_idle_mb'], 0)} MB", "<= 100 MB", verdict(st["rss_idle_mb"] <= 100, q)))
+        if "get" in st:
+            lines.append(Line("", "  RSS peak (process life, reads included)", f"{fmt(st['rss_peak_mb'], 0)} MB"))
+    return lines
+
+
+def render(plan: Plan, machine: dict[str, Any], lines: list[Line], out: dict[str, Any], failures: dict[str, str]) -> str:
+    started = out["started"]
+    text = [
+        f"sidetask benchmark — {'QUICK run (shorter, smaller: figures are indicative, verdicts marked *)' if plan.quick else 'full run'}, {started}, git {machine['git']}",
+        f"machine: {machine['nproc']} cores, {machine['cpu']}, {machine['memory_gib']} GiB, Python {machine['python']}, uvloop {machine['uvloop']}, "
+        f"SQLite {machine['sqlite']}, wrk {machine['wrk']}, huey {machine['huey']}",
+        "load average at start {:.2f} {:.2f} {:.2f}, at end {:.2f} {:.2f} {:.2f}".format(*machine["load_average_start"], *out["load_average_end"]),
+        "servers: 127.0.0.1, each a fresh process; the shipped config/sidetask.toml (log_level INFO, to a file), except:",
+        "  SSE row: jobs = {ticker = benchlib.jobs:ticker}, progress_interval = 0.001 (each progress report an event); "
+        + (f"e2e row: {plan.e2e_settings}" if plan.e2e_settings else "nothing else"),
+        "",
+    ]
+    widths = [max(len(getattr(line, f)) for line in lines) if lines else 0 for f in ("row", "figure", "value", "target")]
+    header = Line("row", "measure", "figure", "target", "")
+    for line in [header, *lines]:
+        text.append(
+            f"{line.row:<{widths[0]}}  {line.figure:<{widths[1]}}  {line.value:<{widths[2]}}  {line.target:<{widths[3]}}  {line.verdict}".rstrip()
+        )
+        if line is header:
+            text.append("-" * (sum(widths) + 14))
+    for name, error in failures.items():
+        text.append(f"{name}: FAILED: {error}")
+    text.append("")
+    text.append("c4 / c64: wrk with 4 connections (1 thread; the targets are judged there) / 64 connections (2 threads)")
+    if "e2e" in out:
+        from .e2e import EXPECTED
+
+        load = out["e2e"]["under_load"]
+        text.append("end to end: N / (first request written -> create_ms of the last success event); a task is complete with events " + EXPECTED)
+        if load["complete"] != load["tasks"]:
+            text.append(f"  event sequences seen: {load['sequences']}")
+        text.append("dispatch: created -> running, from the create_ms of the task's events (start of the transaction that wrote each)")
+    if "peer" in out:
+        p = out["peer"]["best"]
+        text.append(
+            "Huey: consumer `huey_consumer -k thread -n -d 0.01 -m 0.1`, SqliteHuey(fsync=True); sequential = N / (enqueue N with no "
+            "consumer + execute N from the consumer's start); concurrent = N / (first enqueue to N-th completion); "
+            f"the ratio uses the better of the two (workers tried: {', '.join(str(r['workers']) for r in out['peer']['runs'])}; best {p['workers']})"
+        )
+    if plan.quick:
+        text.append("* quick run: fewer tasks, shorter loads, fewer subscribers, 100,000 stored tasks instead of 1,000,000")
+    return "\n".join(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="under a minute: shorter loads, smaller sizes (figures indicative)")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)} (default: all)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
+    parser.add_argument("--tasks", type=int, help="N of the e2e and peer rows (default 20,000; quick 2,000 and 1,000)")
+    parser.add_argument("--db-tasks", type=int, help="tasks stored for reads/startup (default 1,000,000; quick 100,000)")
+    parser.add_argument("--huey-workers", help="comma-separated consumer worker counts to try (default 1,4; quick 4)")
+    parser.add_argument("--e2e-concurrency", type=int, help="the e2e row's `concurrency` setting (default: shipped)")
+    parser.add_argument("--sse-cases", help="SUBSCRIBERS:RATE,... (default 1000:100,5000:20; quick 200:100,1000:20)")
+    parser.add_argument("--sse-seconds", type=float, help="seconds each SSE case publishes (default 10; quick 2)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, configs, server logs)")
+    args = parser.parse_args(argv)
+    unknown = set(args.rows.split(",")) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(sorted(unknown))}; rows are {', '.join(ROWS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = Plan.make(args.quick)
+    if args.tasks:
+        plan.e2e_tasks = plan.peer_tasks = args.tasks
+    if args.db_tasks:
+        plan.db_tasks = args.db_tasks
+    if args.huey_workers:
+        plan.huey_workers = [int(w) for w in args.huey_workers.split(",")]
+    if args.e2e_concurrency:
+        plan.e2e_settings = {"concurrency": args.e2e_concurrency}
+    if args.sse_cases:
+        plan.sse_cases = [(int(s), float(r)) for s, r in (case.split(":") for case in args.sse_cases.split(","))]
+    if args.sse_seconds:
+        plan.sse_seconds = args.sse_seconds
+    rows = set(args.rows.split(","))
+    if "submit" in rows:
+        rows.add("ceiling")  # its ratio is to the ceiling of the same run
+
+    from .machine import describe, load_average
+
+    began = time.monotonic()
+    out: dict[str, Any] = {"started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    failures: dict[str, str] = {}
+    steps: list[tuple[str, Callable[[], None]]] = []
+    if "ceiling" in rows:
+        steps.append(("ceiling/submit", lambda: row_ceiling_submit(plan, rows, out)))
+    if "e2e" in rows:
+        steps.append(("e2e", lambda: row_e2e(plan, out)))
+    if "peer" in rows:
+        steps.append(("peer", lambda: row_peer(plan, out)))
+    if "sse" in rows:
+        steps.append(("sse", lambda: row_sse(plan, out)))
+    if rows & {"reads", "startup"}:
+        steps.append(("reads/startup", lambda: row_stored(plan, rows, out)))
+    if args.keep:
+        keep_work_dir()
+    try:
+        if rows & {"ceiling", "reads"}:
+            ensure_wrk()
+        if "peer" in rows:
+            ensure_huey()
+        machine = describe()
+        log(f"{'quick' if plan.quick else 'full'} run of {', '.join(r for r in ROWS if r in rows)}; files in {work_dir()}")
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                log(f"{name} failed:\n{traceback.format_exc()}")
+    finally:
+        if args.keep:
+            log(f"kept {work_dir()}")
+        remove_work_dir()
+    out["load_average_end"] = load_average()
+    machine["load_average_end"] = out["load_average_end"]
+    out["seconds"] = time.monotonic() - began
+    lines = build_table(plan, out)
+    if args.json:
+        print(json.dumps({"quick": plan.quick, "plan": asdict(plan), "machine": machine, "results": out, "failures": failures,
+                          "table": [asdict(line) for line in lines]}, indent=2, default=str))
+    else:
+        print(render(plan, machine, lines, out, failures))
+        print(f"({out['seconds']:.0f} s)")
+    return 1 if failures else 0
