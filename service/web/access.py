@@ -10,6 +10,7 @@ template (`/graphs/{graph}/tasks/{id}`), never the raw path, so their number sta
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -18,7 +19,7 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..logs import REQUEST_ID
+from ..logs import REQUEST_ID, info_lines
 from .keys import METRICS
 
 access_log = logging.getLogger("sidetask.access")
@@ -32,12 +33,17 @@ UNMATCHED = "unmatched"
 CLIENT_CLOSED = 499
 
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+_ID_PREFIX = uuid.uuid4().hex[:12] + "-"
+_ID_COUNTER = itertools.count(1)
 
 
 def request_id_of(request: web.Request) -> str:
     """The request's id: the caller's X-Request-Id when sane, else a new one."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+    given = request.headers.get(REQUEST_ID_HEADER)
+    if given is not None and _SANE_ID.fullmatch(given):
+        return given
+    # unique per process start and request; cheaper than a uuid4 per request
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 def route_of(request: web.Request) -> str:
@@ -69,23 +75,23 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if metrics is not None:
             metrics.http_requests.labels(request.method, route, str(status)).inc()
             metrics.http_seconds.labels(request.method, route).observe(elapsed)
-        access_log.info(
-            '%s "%s %s" %d %.1f ms',
-            request.remote,
-            request.method,
-            request.path_qs,
-            status,
-            elapsed * 1000,
-            extra={
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.path_qs,
-                "route": route,
-                "status_code": status,
-                "duration_ms": round(elapsed * 1000, 3),
-                "remote": request.remote,
-                "user_agent": request.headers.get("User-Agent"),
-            },
+        info_lines(
+            access_log,
+            [
+                (
+                    f'{request.remote} "{request.method} {request.path_qs}" {status} {elapsed * 1000:.1f} ms',
+                    {
+                        "request_id": request_id,
+                        "method": request.method,
+                        "path": request.path_qs,
+                        "route": route,
+                        "status_code": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "remote": request.remote,
+                        "user_agent": request.headers.get("User-Agent"),
+                    },
+                )
+            ],
         )
         REQUEST_ID.reset(token)
 
