@@ -19,7 +19,7 @@ import orjson
 
 from . import clock
 from .config import Settings
-from .errors import BadRequest, NotFound, SidetaskError, TransitionRefused
+from .errors import BadRequest, NotFound, ServiceUnavailable, SidetaskError, TransitionRefused
 from .jobs import JobContext, JobType, PermanentFailure, Registry, command
 from .model import (
     COMPLETED_STATUSES,
@@ -37,6 +37,10 @@ log = logging.getLogger("sidetask.supervisor")
 IDLE_POLL_SECONDS = 1.0
 #: how long a drain waits for the scheduler to finish the step it is in
 SCHEDULER_STOP_SECONDS = 5.0
+#: the first and the longest wait before a job's end is written again when the store
+#: cannot write (a full disk, a locked database)
+SETTLE_RETRY_FIRST = 0.05
+SETTLE_RETRY_MAX = 1.0
 
 
 @dataclass
@@ -75,6 +79,9 @@ class Supervisor:
         self._running: dict[int, _Running] = {}
         #: queued tasks waiting for a free slot
         self._ready: dict[int, Task] = {}
+        #: tasks this process claimed that are not queued yet (`scheduling`, `scheduled`):
+        #: when the store cannot write their next step, it is tried again at the next one
+        self._claimed: dict[int, Task] = {}
         self._dirty_progress: dict[int, int] = {}
         self._wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -82,6 +89,8 @@ class Supervisor:
         self._accepting = False
         #: set when a drain's grace has run out: the jobs still running are left for restore
         self._abandoning = False
+        #: set when a drain has ended: a job's end that could not be written stays unwritten
+        self._stopped = False
         self.started = False
 
     # --- lifecycle ---
@@ -97,6 +106,12 @@ class Supervisor:
                 recovery.restored,
                 recovery.failed,
                 recovery.cancelled,
+            )
+        if recovery.unknown:
+            log.warning(
+                "%d interrupted task(s) cannot be interpreted (a newer version's or damaged):"
+                " left as they are, shown as unknown",
+                recovery.unknown,
             )
         self._accepting = True
         self._loops = [
@@ -141,7 +156,9 @@ class Supervisor:
                 for job in still_running:
                     job.cancel()
                 await asyncio.wait(still_running, timeout=5)
-        await self._flush_progress()
+        self._stopped = True
+        with contextlib.suppress(SidetaskError):  # the store cannot write: it is only progress
+            await self._flush_progress()
 
     async def _stop_orphans(self) -> None:
         groups = await self.store.process_groups()
@@ -159,11 +176,20 @@ class Supervisor:
             await self.store.set_process_group(group.task_id, None, None)
 
     async def _return_ready_tasks(self) -> None:
-        if not self._ready:
+        """Claimed and queued tasks that never started go back as `restoring`."""
+        waiting = [*self._claimed, *self._ready]
+        if not waiting:
             return
-        changes = [Change(task_id, Status.RESTORING) for task_id in self._ready]
+        self._claimed.clear()
         self._ready.clear()
-        for result in await self.store.transition_many(changes):
+        try:
+            results = await self.store.transition_many(
+                [Change(task_id, Status.RESTORING) for task_id in waiting]
+            )
+        except SidetaskError as exc:  # left as they are: restored at the next start
+            log.warning("%d waiting task(s) not handed back: %s", len(waiting), exc.message)
+            return
+        for result in results:
             if isinstance(result, Exception):
                 log.info("queued task not handed back: %s", result)
 
@@ -228,6 +254,7 @@ class Supervisor:
             lambda t: Status.CANCELLING if t.status is Status.RUNNING else Status.CANCELLED,
         )
         self._ready.pop(task_id, None)
+        self._claimed.pop(task_id, None)
         if task.status is Status.CANCELLING:
             running = self._running.get(task_id)
             if task.type in self.settings.external_types:
@@ -258,6 +285,7 @@ class Supervisor:
 
         task = await self._change(graph, task_id, refuse, lambda t: Status.PENDING)
         self._ready.pop(task_id, None)
+        self._claimed.pop(task_id, None)
         return task
 
     async def resume(self, graph: GraphRef, task_id: int) -> Task:
@@ -295,6 +323,7 @@ class Supervisor:
         """Removes the record; a force-deleted running job runs on, and its end is not recorded."""
         task = await self.store.delete(graph, task_id, force)
         self._ready.pop(task_id, None)
+        self._claimed.pop(task_id, None)
         return task
 
     async def _change(
@@ -374,17 +403,23 @@ class Supervisor:
         if self._next_due_ms is not None and self._next_due_ms <= now:
             self._next_due_ms = None
         # Prefetch up to one slot's worth per slot, so a freed slot starts work at once.
-        room = 2 * self.settings.concurrency - len(self._running) - len(self._ready)
+        room = (
+            2 * self.settings.concurrency
+            - len(self._running)
+            - len(self._ready)
+            - len(self._claimed)
+        )
+        claimed: list[Task] = []
         if room > 0:
             claimed = await self.store.claim(room, now, self._type_room())
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting
-            await self._confirm(claimed)
+        await self._confirm(claimed)
         await self._start_ready()
 
     async def _confirm(self, claimed: list[Task]) -> None:
-        """`scheduling` -> `scheduled` (this process's executor) -> `queued` (it accepted)."""
-        server = {"server": self.settings.server_name}
+        """`scheduling` -> `scheduled` (this process's executor) -> `queued` (it accepted).
+        A step the store could not write is tried again at the scheduler's next step."""
         # A task stored by a service that had a job type this one lacks: new, or restoring
         # (recovered, resumed or retried), it cannot run here.
         for task in [t for t in claimed if t.type not in self.registry]:
@@ -395,22 +430,34 @@ class Supervisor:
                     {"result": f"Job type '{task.type}' is not registered in this service"},
                 ),
             )
-        claimed = [t for t in claimed if t.type in self.registry]
-        queued = [t for t in claimed if t.status is Status.QUEUED]
-        scheduling = [t for t in claimed if t.status is Status.SCHEDULING]
-        if scheduling:
-            scheduled = await self.store.transition_many(
-                [Change(t.id, Status.SCHEDULED, server) for t in scheduling]
-            )
-            accepted = await self.store.transition_many(
-                [Change(t.id, Status.QUEUED) for t in scheduled if isinstance(t, Task)]
-            )
-            for result in (*scheduled, *accepted):
-                if isinstance(result, Exception):  # paused, cancelled or deleted meanwhile
-                    log.info("claimed task not queued: %s", result)
-            queued.extend(t for t in accepted if isinstance(t, Task))
-        for task in queued:
-            self._ready[task.id] = task
+        for task in claimed:
+            if task.type not in self.registry:
+                continue
+            if task.status is Status.QUEUED:  # restoring tasks are queued by the claim
+                self._ready[task.id] = task
+            else:
+                self._claimed[task.id] = task
+        server = {"server": self.settings.server_name}
+        await self._advance(Status.SCHEDULING, Status.SCHEDULED, server)
+        await self._advance(Status.SCHEDULED, Status.QUEUED)
+
+    async def _advance(
+        self, source: Status, target: Status, fields: dict[str, Any] | None = None
+    ) -> None:
+        tasks = [t for t in self._claimed.values() if t.status is source]
+        if not tasks:
+            return
+        # When the store cannot write, this raises and the tasks stay in _claimed.
+        results = await self.store.transition_many([Change(t.id, target, fields) for t in tasks])
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, Exception):  # paused, cancelled or deleted meanwhile
+                self._claimed.pop(task.id, None)
+                log.info("claimed task not queued: %s", result)
+            elif target is Status.QUEUED:
+                self._claimed.pop(task.id, None)
+                self._ready[task.id] = result
+            else:
+                self._claimed[task.id] = result
 
     def _next_ready(self) -> Task | None:
         limits = self.settings.type_concurrency
@@ -440,7 +487,16 @@ class Supervisor:
             self._running[task.id] = _Running(task)
         if not to_start:
             return
-        results = await self.store.transition_many([Change(t.id, Status.RUNNING) for t in to_start])
+        try:
+            results = await self.store.transition_many(
+                [Change(t.id, Status.RUNNING) for t in to_start]
+            )
+        except BaseException:
+            # Nothing was written: they are still queued, and wait for the next step.
+            for task in to_start:
+                del self._running[task.id]
+                self._ready[task.id] = task
+            raise
         for task, result in zip(to_start, results, strict=True):
             if isinstance(result, Task):
                 running = self._running[task.id]
@@ -531,26 +587,51 @@ class Supervisor:
         fields = dict(outcome.fields)
         if running is not None and running.progress is not None:
             fields["progress"] = running.progress  # the latest value is never lost
-        try:
+        delay = SETTLE_RETRY_FIRST
+        while True:
             try:
-                await self.store.transition(Change(task.id, outcome.target, fields))
-            except TransitionRefused:
-                current = await self.store.get(None, task.id)
-                if current is not None and current.status is Status.CANCELLED:
-                    pass  # a cancel that found no job left to interrupt recorded it already
-                elif current is None or current.status is not Status.CANCELLING:
-                    raise
-                else:
-                    cancelled = {k: v for k, v in fields.items() if k == "progress"}
-                    await self.store.transition(Change(task.id, Status.CANCELLED, cancelled))
-        except NotFound:
-            log.info("task %d was deleted while it ran; its end (%s) is not recorded", task.id, outcome.target)
-        except SidetaskError as exc:
-            log.error("task %d: could not record %s: %s", task.id, outcome.target, exc.message)
+                await self._record_end(task.id, outcome.target, fields)
+            except NotFound:
+                log.info("task %d was deleted while it ran; its end (%s) is not recorded", task.id, outcome.target)
+            except ServiceUnavailable as exc:
+                # A full disk or a locked database passes: the end is written once it does.
+                # A drain that has given up on the running jobs gives up on this too; the
+                # task, still `running` in the file, is restored at the next start.
+                if not (self._abandoning or self._stopped):
+                    if delay == SETTLE_RETRY_FIRST:
+                        log.warning(
+                            "task %d: %s not recorded yet, trying again: %s",
+                            task.id,
+                            outcome.target,
+                            exc.message,
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(SETTLE_RETRY_MAX, delay * 2)
+                    continue
+                log.error("task %d: could not record %s: %s", task.id, outcome.target, exc.message)
+            except SidetaskError as exc:
+                log.error("task %d: could not record %s: %s", task.id, outcome.target, exc.message)
+            else:
+                if delay != SETTLE_RETRY_FIRST:
+                    log.info("task %d: %s recorded", task.id, outcome.target)
+            break
         if outcome.target is Status.RESTORING:
             self._due_at(int(fields.get("run_after_ms", 0)))
         else:
             self._wakeup.set()
+
+    async def _record_end(self, task_id: int, target: Status, fields: dict[str, Any]) -> None:
+        try:
+            await self.store.transition(Change(task_id, target, fields))
+        except TransitionRefused:
+            current = await self.store.get(None, task_id)
+            if current is not None and current.status is Status.CANCELLED:
+                pass  # a cancel that found no job left to interrupt recorded it already
+            elif current is None or current.status is not Status.CANCELLING:
+                raise
+            else:
+                cancelled = {k: v for k, v in fields.items() if k == "progress"}
+                await self.store.transition(Change(task_id, Status.CANCELLED, cancelled))
 
     # --- progress ---
 
@@ -586,7 +667,14 @@ class Supervisor:
     async def _flush_progress(self) -> None:
         if self._dirty_progress:
             batch, self._dirty_progress = self._dirty_progress, {}
-            await self.store.set_progress(batch)
+            try:
+                await self.store.set_progress(batch)
+            except SidetaskError:
+                # Written at the next flush, unless a newer value or the job's end came first.
+                for task_id, value in batch.items():
+                    if task_id in self._running:
+                        self._dirty_progress.setdefault(task_id, value)
+                raise
 
     # --- retention ---
 

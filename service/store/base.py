@@ -30,6 +30,8 @@ class Recovery:
     restored: int
     failed: int
     cancelled: int
+    #: interrupted rows that read as `unknown` (damaged): left as they are
+    unknown: int = 0
 
 
 @dataclass(frozen=True, slots=True)

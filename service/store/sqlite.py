@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import sqlite3
@@ -59,52 +60,118 @@ PURGE_CHUNK = 5000
 
 
 def row_to_task(row: Sequence[Any]) -> Task:
-    """A stored row as a Task; a row that cannot be interpreted shows as `unknown`."""
+    """A stored row as a Task; a row that cannot be interpreted shows as `unknown`: a status
+    this version does not know, or a damaged field (a NULL where a value belongs, text where
+    a number belongs, an input that is not JSON). Such a task is never run nor changed."""
     try:
         status = Status(row[6])
     except ValueError:
         status = Status.UNKNOWN
     try:
-        return Task(
+        task = Task(
             id=int(row[0]),
-            graph=GraphRef(str(row[1]), str(row[2])),
-            name=str(row[3]),
-            type=str(row[4]),
-            callable=str(row[5]),
+            graph=GraphRef(_text(row[1]), _text(row[2])),
+            name=_text(row[3]),
+            type=_text(row[4]),
+            callable=_text(row[5]),
             status=status,
-            progress=int(row[7]),
-            create_ms=int(row[8]),
-            update_ms=int(row[9]),
-            result=None if row[10] is None else str(row[10]),
-            input=None if row[11] is None else str(row[11]),
-            retries=int(row[12]),
-            max_retries=int(row[13]),
-            priority=int(row[14]),
-            timeout=None if row[15] is None else float(row[15]),
-            run_after_ms=int(row[16]),
-            server=row[17],
-            description=row[18],
+            progress=_integer(row[7]),
+            create_ms=_integer(row[8]),
+            update_ms=_integer(row[9]),
+            result=_optional_text(row[10]),
+            input=_json_text(row[11]),
+            retries=_integer(row[12]),
+            max_retries=_integer(row[13]),
+            priority=_integer(row[14]),
+            timeout=None if row[15] is None else _number(row[15]),
+            run_after_ms=_integer(row[16]),
+            server=_optional_text(row[17]),
+            description=_optional_text(row[18]),
         )
     except (TypeError, ValueError):
         # A damaged field: show what can be shown, as `unknown`, so nothing is hidden.
         return Task(
             id=int(row[0]),
             graph=GraphRef(str(row[1]), str(row[2])),
-            name=str(row[3]),
-            type=str(row[4]),
-            callable=str(row[5]),
+            name=_text_or_empty(row[3]),
+            type=_text_or_empty(row[4]),
+            callable=_text_or_empty(row[5]),
             status=Status.UNKNOWN,
             create_ms=_int_or_zero(row[8]),
             update_ms=_int_or_zero(row[9]),
-            input=None if row[11] is None else str(row[11]),
+            input=_text_or_none(row[11]),
         )
+    return task
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _integer(value: Any) -> int:
+    # SQLite stores an integral number in an INTEGER column as an integer: anything else
+    # (text, 1.5, NULL) was written by something that is not sidetask.
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _number(value: Any) -> float:
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _json_text(value: Any) -> str | None:
+    """The stored input: JSON text, as the service wrote it, or NULL."""
+    if value is None:
+        return None
+    orjson.loads(_text(value))  # JSONDecodeError is a ValueError
+    return str(value)
+
+
+def _is_json(value: str) -> int:
+    """SQL function `sidetask_json(text)` of the reader connections: 1 when the text is
+    JSON to orjson (the parser row_to_task uses), else 0."""
+    try:
+        orjson.loads(value)
+    except (TypeError, ValueError):
+        return 0
+    return 1
+
+
+#: true in SQL for exactly the rows row_to_task reads as `unknown` (kept in step with it);
+#: {known} is the list of known status values. Only the reader connections have sidetask_json.
+UNINTERPRETABLE = (
+    "(status IS NULL OR status NOT IN ({known})"
+    " OR typeof(graphspace) != 'text' OR typeof(graph) != 'text' OR typeof(name) != 'text'"
+    " OR typeof(type) != 'text' OR typeof(callable) != 'text'"
+    " OR typeof(progress) != 'integer' OR typeof(create_ms) != 'integer'"
+    " OR typeof(update_ms) != 'integer' OR typeof(retries) != 'integer'"
+    " OR typeof(max_retries) != 'integer' OR typeof(priority) != 'integer'"
+    " OR typeof(run_after_ms) != 'integer' OR typeof(timeout) NOT IN ('real', 'integer', 'null')"
+    " OR typeof(result) NOT IN ('text', 'null') OR typeof(server) NOT IN ('text', 'null')"
+    " OR typeof(description) NOT IN ('text', 'null')"
+    " OR (input IS NOT NULL AND (typeof(input) != 'text' OR NOT sidetask_json(input))))"
+)
+
+
+def _text_or_empty(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _int_or_zero(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
+    return value if type(value) is int else 0
 
 
 def row_to_event(row: Sequence[Any]) -> Event:
@@ -194,13 +261,21 @@ class _Tx:
             f"UPDATE tasks SET status = ?, update_ms = ?{', ' if fields else ''}{assignments}"
             f" WHERE id = ? AND status IN ({placeholders}) RETURNING {TASK_COLUMNS}"
         )
+        current = self.select_task(change.task_id)
+        if current is None:
+            raise NotFound(f"Can't find task with id '{change.task_id}'")
+        # A row read as `unknown` (a newer version's status, a damaged field) is left as it
+        # is: its status may be one the table allows, but nothing else of it can be trusted.
+        if current.status not in sources:
+            raise TransitionRefused(
+                f"Task '{change.task_id}' in status {current.status.name} can't become "
+                f"{change.target.name}"
+            )
         params = [change.target.value, self.now, *fields.values(), change.task_id]
         params.extend(s.value for s in sorted(sources))
+        # The compare-and-set is still the guard: the table is enforced in SQL too.
         row = self.conn.execute(sql, params).fetchone()
         if row is None:
-            current = self.select_task(change.task_id)
-            if current is None:
-                raise NotFound(f"Can't find task with id '{change.task_id}'")
             raise TransitionRefused(
                 f"Task '{change.task_id}' in status {current.status.name} can't become "
                 f"{change.target.name}"
@@ -211,6 +286,17 @@ class _Tx:
 
 
 Op = Callable[[_Tx], T]
+
+
+class _Aborted(Exception):
+    """A write whose error made SQLite roll back the whole transaction (a full disk does
+    that): none of the batch is written. The write at `index` failed; the others are run
+    again in the next transaction."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
 
 
 class SQLiteStore:
@@ -236,6 +322,7 @@ class SQLiteStore:
         self._write_loop: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
         self._closed = False
+        self._max_pages = 0
 
     # --- lifecycle ---
 
@@ -250,12 +337,16 @@ class SQLiteStore:
             # FULL: a commit is on disk before the 201 goes out; group commit pays for it.
             await self._writer.execute("PRAGMA synchronous = FULL")
             await self._writer.execute("PRAGMA busy_timeout = 2000")
+            async with self._writer.execute("PRAGMA max_page_count") as cursor:
+                row = await cursor.fetchone()
+            self._max_pages = int(row[0]) if row else 0  # SQLite's own cap, for limit_pages(None)
             await self._migrate(self._writer)
             for _ in range(self._reader_count):
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
                 if self._trace is not None:
                     await reader.set_trace_callback(self._trace)
                 await reader.execute("PRAGMA query_only = ON")
+                await reader.create_function("sidetask_json", 1, _is_json, deterministic=True)
                 await reader.execute("PRAGMA busy_timeout = 2000")
                 self._readers.append(reader)
         except BaseException:
@@ -298,6 +389,22 @@ class SQLiteStore:
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
 
+    async def limit_pages(self, pages: int | None) -> int:
+        """Caps the database at `pages` pages (SQLite's max_page_count, on the writer), or
+        lifts the cap with None; returns the cap in force. A fault-injection aid: with the
+        cap at the current size, a write that needs a new page fails as on a full disk
+        ("database or disk is full"), without filling a real disk. SQLite never sets the
+        cap below the current size."""
+        if self._writer is None:
+            raise ServiceUnavailable("The store is not open")
+        # Runs on the writer's thread between two transactions, never inside one.
+        cursor = await self._writer.execute(
+            f"PRAGMA max_page_count = {self._max_pages if pages is None else int(pages)}"
+        )
+        row = await cursor.fetchone()
+        await cursor.close()
+        return int(row[0]) if row else 0
+
     # --- group commit ---
 
     async def _write(self, op: Op[T]) -> T:
@@ -322,6 +429,18 @@ class SQLiteStore:
                 ops = [op for op, _ in batch]
                 try:
                     outcomes, events = await self._writer._execute(self._commit_batch, ops)
+                except _Aborted as aborted:
+                    # Only the write that failed fails; the rest go first into the next
+                    # transaction. Each round drops one write, so this ends.
+                    error = aborted.error
+                    log.error("write failed, its transaction rolled back: %s", error)
+                    _, future = batch.pop(aborted.index)
+                    if not future.done():
+                        future.set_exception(
+                            _sql_error(error) if isinstance(error, sqlite3.Error) else error
+                        )
+                    self._pending[:0] = batch
+                    continue
                 except Exception as exc:  # the commit itself failed: nothing of it was written
                     error = _sql_error(exc) if isinstance(exc, sqlite3.Error) else exc
                     log.error("write transaction failed: %s", exc)
@@ -350,16 +469,22 @@ class SQLiteStore:
         write leaves nothing behind while the others commit."""
         assert self._writer is not None
         conn = self._writer._conn
+        if conn.in_transaction:  # a failure that left one open must not block every later write
+            conn.execute("ROLLBACK")
         tx = _Tx(conn)
         outcomes: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for op in ops:
+            for index, op in enumerate(ops):
                 mark = len(tx.events)
                 conn.execute("SAVEPOINT op")
                 try:
                     value = op(tx)
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        # SQLite undid the whole transaction, not only this statement (as
+                        # it does on SQLITE_FULL): the savepoint is gone with the rest.
+                        raise _Aborted(index, exc) from exc
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     del tx.events[mark:]
@@ -370,7 +495,9 @@ class SQLiteStore:
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                # The error that got here is the one to report, not one of the rollback's.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
         return outcomes, tx.events
 
@@ -473,8 +600,11 @@ class SQLiteStore:
 
         def op(tx: _Tx) -> list[Task]:
             claimed: list[Task] = []
+            #: waiting rows that read as `unknown` (damaged): never claimed
+            damaged: list[int] = []
             # A type that runs out of room is excluded and the rest asked for again, so tasks
-            # of other types behind it are still claimed: at most one query per limited type.
+            # of other types behind it are still claimed: at most one query per limited type
+            # (and one per batch of damaged rows found on the way).
             while len(claimed) < limit:
                 excluded = sorted(name for name, left in room.items() if left <= 0)
                 # The partial index holds only waiting tasks, in claim order: the scan stops
@@ -487,19 +617,28 @@ class SQLiteStore:
                 if excluded:
                     sql += f" AND type NOT IN ({', '.join('?' * len(excluded))})"
                     params.extend(excluded)
+                if damaged:
+                    sql += f" AND id NOT IN ({', '.join('?' * len(damaged))})"
+                    params.extend(damaged)
                 sql += " ORDER BY priority DESC, id LIMIT ?"
                 params.append(limit - len(claimed))
                 found = tx.conn.execute(sql, params).fetchall()
-                out_of_room = False
+                again = False
                 for task_id, status, type_name in found:
-                    if type_name in room:
-                        if room[type_name] <= 0:
-                            out_of_room = True
-                            break
-                        room[type_name] -= 1
+                    if type_name in room and room[type_name] <= 0:
+                        again = True
+                        break
                     target = Status.SCHEDULING if status == Status.NEW else Status.QUEUED
-                    claimed.append(tx.change(Change(task_id, target)))
-                if not out_of_room:
+                    try:
+                        task = tx.change(Change(task_id, target))
+                    except TransitionRefused:  # the row reads as `unknown`: left alone
+                        damaged.append(task_id)
+                        again = True
+                        continue
+                    if type_name in room:
+                        room[type_name] -= 1
+                    claimed.append(task)
+                if not again:
                     break
             return claimed
 
@@ -517,10 +656,12 @@ class SQLiteStore:
             if kept:
                 sql += f" AND type NOT IN ({', '.join('?' * len(kept))})"
             rows = tx.conn.execute(sql + " ORDER BY id", [*statuses, *kept]).fetchall()
-            restored = failed = cancelled = 0
+            restored = failed = cancelled = unknown = 0
             for row in rows:
                 task = row_to_task(row)
-                if task.status is Status.CANCELLING:
+                if task.status is Status.UNKNOWN:  # damaged: shown as it is, never run
+                    unknown += 1
+                elif task.status is Status.CANCELLING:
                     tx.change(Change(task.id, Status.CANCELLED))
                     cancelled += 1
                 elif task.retries < task.max_retries:
@@ -545,7 +686,7 @@ class SQLiteStore:
                         )
                     )
                     failed += 1
-            return Recovery(restored, failed, cancelled)
+            return Recovery(restored, failed, cancelled, unknown)
 
         return await self._write(op)
 
@@ -572,21 +713,29 @@ class SQLiteStore:
         marks = ", ".join("?" * len(wanted))
 
         def op(tx: _Tx) -> tuple[Lease | None, int | None]:
-            row = tx.conn.execute(
-                "SELECT id FROM tasks INDEXED BY tasks_waiting"
-                f" WHERE status IN ('new', 'restoring') AND run_after_ms <= ? AND type IN ({marks})"
-                " ORDER BY priority DESC, id LIMIT 1",
-                [now_ms, *wanted],
-            ).fetchone()
-            if row is None:
-                (next_due,) = tx.conn.execute(
-                    "SELECT MIN(run_after_ms) FROM tasks INDEXED BY tasks_waiting"
-                    f" WHERE status IN ('new', 'restoring') AND type IN ({marks})",
-                    wanted,
+            damaged: list[int] = []  # waiting rows that read as `unknown`: never handed out
+            while True:
+                skip = f" AND id NOT IN ({', '.join('?' * len(damaged))})" if damaged else ""
+                row = tx.conn.execute(
+                    "SELECT id FROM tasks INDEXED BY tasks_waiting"
+                    f" WHERE status IN ('new', 'restoring') AND run_after_ms <= ? AND type IN ({marks})"
+                    f"{skip} ORDER BY priority DESC, id LIMIT 1",
+                    [now_ms, *wanted, *damaged],
                 ).fetchone()
-                return None, None if next_due is None else int(next_due)
-            (task_id,) = row
-            tx.change(Change(task_id, Status.SCHEDULING))
+                if row is None:
+                    (next_due,) = tx.conn.execute(
+                        "SELECT MIN(run_after_ms) FROM tasks INDEXED BY tasks_waiting"
+                        f" WHERE status IN ('new', 'restoring') AND type IN ({marks}){skip}",
+                        [*wanted, *damaged],
+                    ).fetchone()
+                    return None, None if next_due is None else int(next_due)
+                (task_id,) = row
+                try:
+                    tx.change(Change(task_id, Status.SCHEDULING))
+                except TransitionRefused:
+                    damaged.append(task_id)
+                    continue
+                break
             task = tx.change(Change(task_id, Status.SCHEDULED, {"server": worker}))
             tx.conn.execute(
                 "UPDATE tasks SET lease = ?, lease_expires_ms = ? WHERE id = ?",
@@ -697,6 +846,8 @@ class SQLiteStore:
             changed = []
             for row in rows:
                 task = row_to_task(row)
+                if task.status is Status.UNKNOWN:  # damaged: its lease is left as it is
+                    continue
                 changed.append(tx.change(decide(task)))
                 tx.conn.execute(
                     "UPDATE tasks SET lease = NULL, lease_expires_ms = NULL WHERE id = ?", (task.id,)
@@ -731,17 +882,21 @@ class SQLiteStore:
                 " LIMIT ?",
                 (*completed, tasks_before_ms, PURGE_CHUNK),
             ).fetchall()
+            purged = 0
             for row in rows:
                 task = row_to_task(row)
+                if task.status is Status.UNKNOWN:  # damaged: kept in view, not purged
+                    continue
                 tx.conn.execute("DELETE FROM tasks WHERE id = ?", (task.id,))
                 tx.event(EventKind.DELETED, task)
+                purged += 1
             # Event ids grow with time, so the oldest events are the first ids.
             events = tx.conn.execute(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)"
                 " AND create_ms < ?",
                 (PURGE_CHUNK, events_before_ms),
             ).rowcount
-            return len(rows), events
+            return purged, events
 
         return await self._write(op)
 
@@ -779,13 +934,17 @@ class SQLiteStore:
     ) -> list[Task]:
         sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ? AND id > ?"
         params: list[Any] = [graph.graphspace, graph.graph, after_id]
-        if status is Status.UNKNOWN:
+        if status is not None:
+            # A row shows under the status it reads as: one whose status is known but a field
+            # of it is damaged shows as `unknown`, so it is listed there and not under its own.
             known = [s.value for s in Status if s is not Status.UNKNOWN]
-            sql += f" AND status NOT IN ({', '.join('?' * len(known))})"
+            damaged = UNINTERPRETABLE.format(known=", ".join("?" * len(known)))
+            if status is Status.UNKNOWN:
+                sql += f" AND {damaged}"
+            else:
+                sql += f" AND status = ? AND NOT {damaged}"
+                params.append(status.value)
             params.extend(known)
-        elif status is not None:
-            sql += " AND status = ?"
-            params.append(status.value)
         sql += " ORDER BY id"
         if limit is not None:
             sql += " LIMIT ?"

@@ -1,0 +1,51 @@
+"""Checks on a database file as it is stored: every status change allowed by the table,
+every created task's record whole."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+from service.model import TRANSITIONS, Status
+
+
+def trails(db: Path | str) -> dict[int, list[str]]:
+    """Every task's statuses in commit order, from its stored created and status events."""
+    found: dict[int, list[str]] = defaultdict(list)
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        for task_id, status in conn.execute(
+            "SELECT task_id, status FROM events WHERE kind IN ('task.created', 'task.status')"
+            " ORDER BY id"
+        ):
+            found[int(task_id)].append(str(status))
+    return dict(found)
+
+
+def illegal_steps(trail: list[str]) -> list[tuple[str, str]]:
+    """The consecutive pairs of a trail that the transition table does not allow; a trail
+    that does not start `new` counts its first status as one."""
+    wrong: list[tuple[str, str]] = []
+    if trail and trail[0] != Status.NEW:
+        wrong.append(("", trail[0]))
+    for source, target in itertools.pairwise(trail):
+        try:
+            allowed = Status(source) in TRANSITIONS[Status(target)]
+        except ValueError:
+            allowed = False
+        if not allowed:
+            wrong.append((source, target))
+    return wrong
+
+
+def all_illegal_steps(db: Path | str) -> dict[int, list[tuple[str, str]]]:
+    """Tasks whose stored trail has a step the table does not allow, with those steps."""
+    found = {task_id: illegal_steps(trail) for task_id, trail in trails(db).items()}
+    return {task_id: steps for task_id, steps in found.items() if steps}
+
+
+def integrity(db: Path | str) -> str:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
