@@ -574,3 +574,48 @@ async def test_a_task_whose_stored_input_is_damaged_is_unknown_and_holds_no_slot
     task = await get_task(client, BASE, damaged)
     assert (task["task_status"], task["task_input"]) == ("unknown", '{"unterminated')
     assert rows(db, "SELECT status FROM tasks WHERE id = ?", (damaged,)) == [("new",)]
+
+
+async def test_a_cancel_racing_the_end_of_its_job_is_answered_202(
+    start: Start, tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job ends just as a cancel arrives: the end's write is refused (the task is
+    `cancelling`) and records `cancelled` itself, while the cancel, finding no job to
+    interrupt, also records `cancelled`. Whichever is second must not turn into an error:
+    the user asked for a cancel and the task is cancelled."""
+    client = await start()
+    store = client.app[STORE]
+    real = store.transition
+    gate = tmp_path / "gate"
+    task_id = await submit(client, BASE, "gate", {"path": str(gate)})
+    await wait_status(client, BASE, task_id, "running")
+    ending, cancel_waiting, recorded = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    cancelled_writes = 0
+
+    async def interleaved(change: Change) -> Task:
+        nonlocal cancelled_writes
+        if change.task_id == task_id and change.target is Status.SUCCESS:
+            ending.set()  # the job has ended; its write waits for the cancel to be decided
+            await asyncio.wait_for(cancel_waiting.wait(), 10)
+        if change.task_id == task_id and change.target is Status.CANCELLED:
+            cancelled_writes += 1
+            if cancelled_writes == 1:  # the cancel's own write goes last
+                cancel_waiting.set()
+                await asyncio.wait_for(recorded.wait(), 10)
+            else:
+                try:
+                    return await real(change)
+                finally:
+                    recorded.set()
+        return await real(change)
+
+    monkeypatch.setattr(store, "transition", interleaved)
+    gate.touch()
+    await asyncio.wait_for(ending.wait(), 10)
+    response = await client.put(f"{BASE}/tasks/{task_id}", params={"action": "cancel"})
+    assert response.status == 202, await response.text()
+    body = await response.json()
+    assert body["cancelled"] is True
+    task = await wait_status(client, BASE, task_id, "cancelled", "success")
+    assert task["task_status"] == "cancelled"
+    assert trail(db, task_id)[-3:] == ["running", "cancelling", "cancelled"]
