@@ -1,0 +1,47 @@
+"""The short chaos run: real `python -m service serve` processes SIGKILLed under submission
+load on loopback (scripts/chaos runs the long one). Nothing acknowledged is lost, everything
+acknowledged completes, no task runs in two live processes at once, and every stored status
+change is one the transition table allows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.chaos_helpers.chaos import analyse_record, run_chaos
+
+
+async def test_sigkills_under_load_lose_nothing_and_never_run_a_task_twice_at_once(
+    tmp_path: Path,
+) -> None:
+    report = await run_chaos(
+        tmp_path / "chaos", kills=3, submitters=6, per_server=(15, 30), seed=7, finish_timeout=30
+    )
+    assert report.kills == 3
+    assert report.acked >= 45
+    assert (report.lost, report.unfinished) == (0, 0), report.line()
+    assert report.statuses == {"success": report.acked}, report.line()
+    assert report.overlaps == [], report.overlaps
+    assert report.illegal == {}, report.illegal
+    assert report.success_without_run == 0, report.line()
+    # the kills did land on running jobs
+    assert report.interrupted_runs >= 1, report.line()
+
+
+def test_the_record_check_finds_a_run_started_while_another_is_alive(tmp_path: Path) -> None:
+    """The overlap check reads the record by its order alone: a run is alive from its start
+    to its end, or to the `dead` line of its process."""
+    record = tmp_path / "runs.log"
+    record.write_text(
+        "start 1 100 0\n"
+        "dead 100\n"
+        "start 1 200 1\n"  # after the death: a restore, not an overlap
+        "end 1 200 1\n"
+        "start 2 200 0\n"
+        "start 2 300 0\n"  # 2 is still alive in 200
+        "end 2 200 0\n"
+        "end 2 300 0\n"
+    )
+    overlaps, interrupted, ended = analyse_record(record)
+    assert len(overlaps) == 1 and "task 2 started in pid 300" in overlaps[0]
+    assert interrupted == 1
+    assert ended == {1: 1, 2: 2}
