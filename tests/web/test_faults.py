@@ -332,3 +332,21 @@ async def test_a_row_that_cannot_be_interpreted_is_unknown_never_run_and_survive
     for task_id in ids:
         response = await client.delete(f"{BASE}/tasks/{task_id}", params={"force": "true"})
         assert response.status == 204
+
+
+async def test_a_worker_is_never_handed_a_row_that_cannot_be_interpreted(
+    start: Start, db: Path
+) -> None:
+    """External workers' claims pass over a damaged waiting task, as the scheduler does."""
+    client = await start(external_types=["resize"])
+    damaged = await submit(client, BASE, "resize", {"image": "a.png"}, priority=9)
+    execute(db, "UPDATE tasks SET progress = 'half' WHERE id = ?", (damaged,))
+    good = await submit(client, BASE, "resize", {"image": "b.png"})
+
+    response = await client.post("/workers/w1/claim", params={"types": "resize", "wait": "0"})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["id"] == good
+    response = await client.post("/workers/w1/claim", params={"types": "resize", "wait": "0"})
+    assert response.status == 204
+    assert (await get_task(client, BASE, damaged))["task_status"] == "unknown"
+    assert trail(db, damaged) == ["new"]
