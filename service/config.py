@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from . import auth
 from .model import GraphRef
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sidetask.toml"
@@ -106,6 +107,31 @@ class Settings:
     log_level: str = "INFO"
     #: log lines as "text" (for people) or "json" (one object per line, for log collectors)
     log_format: str = "text"
+    #: HTTP Basic users: name -> "pbkdf2_sha256$<iterations>$<salt>$<hash>" (sidetask hash-password)
+    users: Mapping[str, str] = field(default_factory=dict)
+    #: Bearer tokens: name -> "sha256$<hex>" of the token (sidetask new-token)
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    #: graphs a user or token may reach: name -> ["graphspace/graph", …] or ["*"]; a name
+    #: not listed reaches every graph
+    grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: whether GET /metrics answers without credentials when authentication is on
+    metrics_public: bool = False
+    #: bytes a request body may have (HugeGraph's 16 MiB task input, plus its JSON framing)
+    max_body_bytes: int = 16 * 1024 * 1024 + 64 * 1024
+    #: bytes a request line or a header field may have
+    max_header_bytes: int = 8190
+    #: bytes of a task's input as stored JSON (HugeGraph: 16 MiB)
+    max_input_bytes: int = 16 * 1024 * 1024
+    #: bytes of a job's result as stored JSON (HugeGraph: 16 MiB); more fails the task
+    max_result_bytes: int = 16 * 1024 * 1024
+    #: tasks waiting to run (new, scheduling, scheduled, queued, restoring) past which a
+    #: submission is refused with 429; 0: no limit
+    max_waiting: int = 100_000
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Authentication is on as soon as a user or a token is configured."""
+        return bool(self.users or self.tokens)
 
     def graph_refs(self) -> tuple[GraphRef, ...]:
         return tuple(parse_graph(text) for text in self.graphs)
@@ -194,7 +220,22 @@ def _build(values: dict[str, Any], sources: Mapping[str, str]) -> Settings:
             _check(name, typed[name])
         except ConfigError as exc:
             raise ConfigError(f"{exc} (from {sources.get(name, 'the defaults')})") from None
-    return Settings(**typed)
+    settings = Settings(**typed)
+    _check_grants(settings, sources.get("grants", "the defaults"))
+    return settings
+
+
+def _check_grants(settings: Settings, source: str) -> None:
+    """Grants name known users or tokens and declared graphs: a typo must not pass silently
+    (a grant to a graph that is not served would leave its user with less than intended)."""
+    names = set(settings.users) | set(settings.tokens)
+    served = {str(g) for g in settings.graph_refs()}
+    for who, graphs in settings.grants.items():
+        if who not in names:
+            raise ConfigError(f"grants.{who}: no user or token of that name is configured (from {source})")
+        for text in graphs:
+            if text != "*" and str(parse_graph(text)) not in served:
+                raise ConfigError(f"grants.{who}: graph {text!r} is not one of graphs (from {source})")
 
 
 #: the lower bound of each numeric setting, and whether the bound itself is allowed
@@ -215,6 +256,11 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "sse_buffer_bytes": (1, True),
     "kill_grace": (0, True),
     "lease_duration": (0, False),
+    "max_body_bytes": (1024, True),
+    "max_header_bytes": (1024, True),
+    "max_input_bytes": (1, True),
+    "max_result_bytes": (1, True),
+    "max_waiting": (0, True),
 }
 _MAXIMUM: dict[str, float] = {"port": 65535}
 
@@ -258,6 +304,25 @@ def _check(name: str, value: Any) -> None:
             raise ConfigError(f"{name}: expected an http:// or https:// URL (or empty), got {value!r}")
     elif name in ("host", "db", "server_name") and not value.strip():
         raise ConfigError(f"{name}: must not be empty")
+    elif name in ("users", "tokens"):
+        for who, encoded in value.items():
+            try:
+                parsed = auth.parse_hash(encoded)
+            except ValueError as exc:
+                hint = "sidetask hash-password" if name == "users" else "sidetask new-token"
+                raise ConfigError(f"{name}.{who}: {exc} (make one with `{hint}`)") from None
+            if name == "users" and parsed.algorithm != auth.PBKDF2:
+                raise ConfigError(
+                    f"{name}.{who}: a password must be stored as {auth.PBKDF2} "
+                    "(make one with `sidetask hash-password`)"
+                )
+            if not who or ":" in who:
+                raise ConfigError(f"{name}: {who!r} is not a usable name (empty, or with ':')")
+    elif name == "grants":
+        for graphs in value.values():
+            for text in graphs:
+                if text != "*":
+                    parse_graph(text)
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
@@ -272,6 +337,10 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: expected a table, got {value!r}")
         item_type = typing.get_args(hint)[1]
+        if typing.get_origin(item_type) is tuple:  # a table of lists, e.g. grants
+            return types.MappingProxyType(
+                {str(k): _coerce(f"{name}.{k}", item_type, v) for k, v in value.items()}
+            )
         return types.MappingProxyType(
             {str(k): _scalar(f"{name}.{k}", item_type, v) for k, v in value.items()}
         )

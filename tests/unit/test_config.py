@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from service import config
+from service import auth, config
 from service.config import ConfigError, Settings
 from tests.conftest import ROOT, TEST_CONFIG
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 HINTS = typing.get_type_hints(Settings)
 
+PASSWORD_HASH = auth.hash_password("secret", iterations=1)
+TOKEN_HASH = auth.hash_token("a token")
 #: an environment value and the setting it must produce, where the type alone does not say
 SAMPLES: dict[str, tuple[str, Any]] = {
     "host": ("0.0.0.0", "0.0.0.0"),
@@ -35,7 +37,13 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "external_types": ("render, index", ("render", "index")),
     "commands": ('{}', {}),
     "log_format": ("json", "json"),
+    "users": (f'{{"admin": "{PASSWORD_HASH}"}}', {"admin": PASSWORD_HASH}),
+    "tokens": (f'{{"ci": "{TOKEN_HASH}"}}', {"ci": TOKEN_HASH}),
+    "grants": ('{"ci": ["DEFAULT/hugegraph"]}', {"ci": ("DEFAULT/hugegraph",)}),
+    "metrics_public": ("true", True),
 }
+#: what a sample needs beside it: a grant names a configured token
+SAMPLE_CONTEXT: dict[str, dict[str, str]] = {"grants": {"SIDETASK_TOKENS": f'{{"ci": "{TOKEN_HASH}"}}'}}
 
 
 def load_env(**env: str) -> Settings:
@@ -80,7 +88,7 @@ def test_the_test_file_loads() -> None:
 @pytest.mark.parametrize("name", sorted(FIELDS))
 def test_every_setting_can_be_set_from_the_environment(name: str) -> None:
     text, expected = sample(name)
-    settings = load_env(**{f"SIDETASK_{name.upper()}": text})
+    settings = load_env(**SAMPLE_CONTEXT.get(name, {}), **{f"SIDETASK_{name.upper()}": text})
     value = getattr(settings, name)
     if isinstance(value, Mapping):
         value = dict(value)
