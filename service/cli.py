@@ -1,6 +1,8 @@
 """The `sidetask` command: `serve` runs the service; the other commands talk to a running one.
 
-    sidetask serve [--port 8080] [--db FILE] [--config FILE] [--log-format text|json]
+    sidetask serve [--port 8080] [--db FILE] [--config FILE] [--log-format text|json] [--insecure]
+    sidetask hash-password NAME      (a line for [users])
+    sidetask new-token NAME          (a token, and a line for [tokens])
     sidetask submit TYPE [--input JSON | --input-file F] [--name N] [--priority P]
                          [--max-retries R] [--timeout S] [--delay S] [--watch]
     sidetask ls [--status S] [--limit N]
@@ -125,7 +127,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), help="log lines as text (default) or JSON objects"
     )
     serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="bind an address other than loopback without users or tokens configured",
+    )
     serve.set_defaults(run=_serve)
+
+    hash_password = commands.add_parser(
+        "hash-password",
+        help="print a salted hash of a password, for the users setting",
+        description="Reads the password (twice on a terminal, else one line of standard "
+        'input) and prints `NAME = "pbkdf2_sha256$…"`, a line for [users].',
+    )
+    hash_password.add_argument("name", metavar="NAME", help="the user's name")
+    hash_password.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="PBKDF2 iterations (default 600000; more is slower to check and to guess)",
+    )
+    hash_password.set_defaults(run=_hash_password)
+
+    new_token = commands.add_parser(
+        "new-token",
+        help="make a Bearer token: prints it, and its hash for the tokens setting",
+    )
+    new_token.add_argument("name", metavar="NAME", help="the token's name (used in grants)")
+    new_token.set_defaults(run=_new_token)
 
     submit = commands.add_parser("submit", parents=[common], help="submit a job")
     submit.add_argument(
@@ -232,7 +261,51 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     logs.configure(settings.log_level, settings.log_format)
-    return serve(settings)
+    return serve(settings, insecure=args.insecure)
+
+
+# --- credentials ---
+
+
+def _valid_name(name: str) -> str:
+    if not name or ":" in name or name != name.strip():
+        raise UsageError(f"{name!r} can't be a name: it must not be empty, have ':' or spaces around it")
+    return name
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from . import auth
+
+    name = _valid_name(args.name)
+    iterations = auth.DEFAULT_ITERATIONS if args.iterations is None else args.iterations
+    if not 1 <= iterations <= auth.MAX_ITERATIONS:
+        raise UsageError(f"--iterations must be 1 to {auth.MAX_ITERATIONS}")
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Again: ") != password:
+            print("sidetask: the passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("sidetask: the password is empty", file=sys.stderr)
+        return EXIT_USAGE
+    print(f'{name} = "{auth.hash_password(password, iterations)}"')
+    return EXIT_OK
+
+
+def _new_token(args: argparse.Namespace) -> int:
+    from . import auth
+
+    name = _valid_name(args.name)
+    token = auth.new_token()
+    print(f"# the token (shown once): send it as 'Authorization: Bearer {token}'", file=sys.stderr)
+    print(token, flush=True)
+    print("# under [tokens] in the configuration:", file=sys.stderr)
+    print(f'{name} = "{auth.hash_token(token)}"')
+    return EXIT_OK
 
 
 # --- client commands ---

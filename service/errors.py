@@ -70,8 +70,14 @@ class PayloadTooLarge(SidetaskError):
 
 
 class TooManyRequests(SidetaskError):
+    """Refused for now: `retry_after` seconds is when to try again (the Retry-After header)."""
+
     status = 429
     kind = "TooManyRequestsException"
+
+    def __init__(self, message: str, cause: str = "", retry_after: int = 1) -> None:
+        super().__init__(message, cause)
+        self.retry_after = retry_after
 
 
 class ServiceUnavailable(SidetaskError):

@@ -51,11 +51,15 @@ class Scope:
     task_id: int | None = None
     status: Status | None = None
     task_type: str | None = None
+    #: only these graphs' events (a caller whose grants name some graphs); None: all
+    graphs: frozenset[GraphRef] | None = None
 
     def matches(self, event: Event) -> bool:
         if self.task_id is not None and event.task_id != self.task_id:
             return False
         if self.graph is not None and event.graph != self.graph:
+            return False
+        if self.graphs is not None and event.graph not in self.graphs:
             return False
         if self.status is not None and event.status is not self.status:
             return False

@@ -19,7 +19,14 @@ import orjson
 
 from . import clock
 from .config import Settings
-from .errors import BadRequest, NotFound, ServiceUnavailable, SidetaskError, TransitionRefused
+from .errors import (
+    BadRequest,
+    NotFound,
+    ServiceUnavailable,
+    SidetaskError,
+    TooManyRequests,
+    TransitionRefused,
+)
 from .jobs import JobContext, JobType, PermanentFailure, Registry, command
 from .model import (
     COMPLETED_STATUSES,
@@ -37,6 +44,10 @@ log = logging.getLogger("sidetask.supervisor")
 IDLE_POLL_SECONDS = 1.0
 #: how long a drain waits for the scheduler to finish the step it is in
 SCHEDULER_STOP_SECONDS = 5.0
+#: what a refused submission is told to wait before it tries again (Retry-After)
+RETRY_AFTER_SECONDS = 1
+#: the most of an error's text kept as a failed task's result
+MAX_ERROR_CHARS = 64 * 1024
 #: the first and the longest wait before a job's end is written again when the store
 #: cannot write (a full disk, a locked database)
 SETTLE_RETRY_FIRST = 0.05
@@ -71,11 +82,16 @@ class Supervisor:
         registry: Registry,
         *,
         jitter: Callable[[], float] = random.random,
+        waiting: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self._jitter = jitter
+        #: tasks waiting to run, as counted from the committed events (None: not counted yet)
+        self._waiting = waiting
+        #: submissions between admission and their commit
+        self._admitting = 0
         self._running: dict[int, _Running] = {}
         #: queued tasks waiting for a free slot
         self._ready: dict[int, Task] = {}
@@ -231,10 +247,28 @@ class Supervisor:
             delay_ms=int(delay * 1000),
             idempotency_key=idempotency_key,
         )
-        task, created = await self.store.insert(new)
+        self._admit()
+        self._admitting += 1
+        try:
+            task, created = await self.store.insert(new)
+        finally:
+            self._admitting -= 1
         if created:
             self._due_at(task.run_after_ms)
         return task, created
+
+    def _admit(self) -> None:
+        """Admission control: past `max_waiting` tasks waiting to run, a submission is
+        refused (429) rather than queued behind work that cannot start for a long time.
+        Submissions in flight count too, so a burst cannot slip past the limit together."""
+        limit = self.settings.max_waiting
+        waiting = self._waiting() if limit else None
+        if waiting is not None and waiting + self._admitting >= limit:
+            raise TooManyRequests(
+                f"{waiting} tasks are waiting to run, the limit is {limit} (max_waiting); "
+                "retry later",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
 
     async def cancel(self, graph: GraphRef, task_id: int) -> Task:
         """A task that has not started is cancelled at once; a running one goes
@@ -548,18 +582,40 @@ class Supervisor:
             # the job's own operation timed out (no task timeout, or not yet): a plain failure
             return self._failure(task, f"{type(exc).__name__}: {exc}")
         except PermanentFailure as exc:
-            return _Outcome(Status.FAILED, {"result": str(exc)})
+            return _Outcome(Status.FAILED, {"result": self._describe(exc, with_type=False)})
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # anything a job raises fails the task, never the service
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 log.warning("task %d raised %s", task.id, type(exc).__name__)
-            return self._failure(task, f"{type(exc).__name__}: {exc}")
+            return self._failure(task, self._describe(exc))
         try:
-            result = orjson.dumps(value).decode()
+            encoded = orjson.dumps(value)
         except TypeError as exc:
             return _Outcome(Status.FAILED, {"result": f"The job's result is not JSON-serialisable: {exc}"})
-        return _Outcome(Status.SUCCESS, {"result": result})
+        limit = self.settings.max_result_bytes
+        if len(encoded) > limit:
+            return _Outcome(
+                Status.FAILED,
+                {
+                    "result": f"The job's result is {len(encoded)} bytes of JSON, over the "
+                    f"limit of {limit} bytes (max_result_bytes)"
+                },
+            )
+        return _Outcome(Status.SUCCESS, {"result": encoded.decode()})
+
+    def _describe(self, exc: BaseException, with_type: bool = True) -> str:
+        """An error as a task's result: `Type: message`, whatever the exception's `__str__`
+        does (raise, return text that is not UTF-8, return megabytes)."""
+        try:
+            text = str(exc)
+        except Exception:
+            text = "(its message could not be read)"
+        if with_type:
+            text = f"{type(exc).__name__}: {text}"
+        text = text.encode("utf-8", "replace").decode()
+        limit = min(self.settings.max_result_bytes, MAX_ERROR_CHARS)
+        return text if len(text) <= limit else text[:limit] + " …(cut)"
 
     def _failure(self, task: Task, message: str) -> _Outcome:
         """Retry while retries are left (exponential backoff with jitter), else fail."""
@@ -639,6 +695,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
 
         def record(value: int) -> None:
+            # SQLite stores 64-bit integers: a job's absurd progress is kept within them
+            value = max(-(2**63), min(2**63 - 1, value))
             running = self._running.get(task_id)
             if running is not None:
                 running.progress = value

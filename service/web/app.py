@@ -11,21 +11,20 @@ from ..config import Settings
 from ..events import EventBus
 from ..jobs import build_registry
 from ..logs import log_events
-from ..metrics import Metrics
+from ..metrics import WAITING_STATUSES, Metrics
 from ..store import open_store
 from ..supervisor import Supervisor
 from ..workers import WorkerHub
 from .access import access_middleware, add_request_id
+from .auth import AUTH, Authenticator, auth_middleware
 from .errors import error_middleware
 from .keys import EVENTS, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR, WORKERS
+from .limits import limits_middleware
 from .metrics import metrics_ctx
 from .routes import add_routes
 from .sse import close_streams, events_ctx
 
 log = logging.getLogger("sidetask.web")
-
-#: HugeGraph accepts task inputs up to 16 MiB; the body may carry one plus its JSON framing
-MAX_BODY_BYTES = 16 * 1024 * 1024 + 64 * 1024
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -38,7 +37,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
-    supervisor = Supervisor(app[SETTINGS], app[STORE], app[REGISTRY])
+    tasks = app[METRICS].tasks  # counted from the committed events (service.metrics)
+    supervisor = Supervisor(
+        app[SETTINGS],
+        app[STORE],
+        app[REGISTRY],
+        waiting=lambda: tasks.total(WAITING_STATUSES) if tasks.ready else None,
+    )
     app[SUPERVISOR] = supervisor
     await supervisor.start()
     yield
@@ -59,11 +64,19 @@ async def _release_claims(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    # access first: it sees the status the error middleware chose, and times everything
+    # access first: it sees the status the error middleware chose, and times everything;
+    # limits before authentication: a body that cannot be taken is refused unread either way
     app = web.Application(
-        middlewares=[access_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[access_middleware, error_middleware, limits_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+        # what aiohttp's HTTP parser allows before a 431 (service.web.limits answers it)
+        handler_args={
+            "max_line_size": settings.max_header_bytes,
+            "max_field_size": settings.max_header_bytes,
+        },
     )
     app[SETTINGS] = settings
+    app[AUTH] = Authenticator.from_settings(settings)
     app[REGISTRY] = build_registry(settings)
     app[EVENTS] = EventBus()
     app[METRICS] = Metrics()

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge
 from ..model import GraphRef
 from . import params
-from .keys import SUPERVISOR
+from .keys import SETTINGS, SUPERVISOR
 from .responses import json_response
 
 MAX_NAME_BYTES = 256
@@ -109,6 +109,12 @@ async def _submit(
         raise BadRequest(
             f"The request body is nested too deeply; at most {MAX_INPUT_DEPTH} levels are allowed"
         ) from None
+    limit = request.app[SETTINGS].max_input_bytes
+    if input_json is not None and len(input_json.encode()) > limit:
+        raise PayloadTooLarge(
+            f"The task input is {len(input_json.encode())} bytes of JSON; the limit is "
+            f"{limit} bytes (max_input_bytes)"
+        )
     task, created = await request.app[SUPERVISOR].submit(graph, type_name, input_json, **options)
     # 201 means committed (SPEC 9); an Idempotency-Key replay answers as the first call did,
     # and says so in a header.

@@ -6,8 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import NotFound
-from ..model import Status
+from ..model import GraphRef, Status
 from . import params
+from .auth import reaches
 from .keys import REGISTRY, SETTINGS, STORE
 from .responses import json_response
 
@@ -28,14 +29,19 @@ COUNT_ORDER = (
 )
 
 
+def _graphs(request: web.Request) -> list[GraphRef]:
+    """The declared graphs the caller may reach (its grants; README, "Access and limits")."""
+    return [g for g in request.app[SETTINGS].graph_refs() if reaches(request, g)]
+
+
 def _graphs_in(request: web.Request, graphspace: str) -> list[str]:
-    return [g.graph for g in request.app[SETTINGS].graph_refs() if g.graphspace == graphspace]
+    return [g.graph for g in _graphs(request) if g.graphspace == graphspace]
 
 
 async def graphspaces(request: web.Request) -> web.Response:
     """HugeGraph 1.7's `GET /graphspaces`: the graphspaces of the declared graphs, and
     DEFAULT, which `/graphs/{graph}/…` always addresses."""
-    names = {g.graphspace for g in request.app[SETTINGS].graph_refs()}
+    names = {g.graphspace for g in _graphs(request)}
     names.add(params.DEFAULT_GRAPHSPACE)
     return json_response({"graphspaces": sorted(names)})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from typing import Any
@@ -121,6 +122,33 @@ async def json_body(request: web.Request, *, empty: Any = ...) -> Any:
             raise BadRequest("The request body can't be empty")
         return empty
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    if _LONG_DIGITS.search(raw):
+        _check_integers(raw)
+    return value
+
+
+#: a run of digits as long as the shortest integer beyond 64 bits
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _integer_within_64_bits(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise BadRequest(
+            f"The request body has the integer {shown}, beyond 64 bits: it can't be stored exactly"
+        )
+    return value
+
+
+def _check_integers(raw: bytes) -> None:
+    """orjson reads an integer beyond 64 bits as a float, silently changing it; such a body
+    is refused instead. Only a body with a long run of digits (in a number or in a string)
+    is read a second time, by the standard library, which sees every integer as written."""
+    try:
+        json.loads(raw, parse_int=_integer_within_64_bits)
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply") from None

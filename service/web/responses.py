@@ -18,8 +18,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def error_body(kind: str, message: str, cause: str = "") -> dict[str, str]:
-    """HugeGraph's error body (SPEC 6)."""
-    return {"exception": kind, "message": message, "cause": cause}
+    """HugeGraph's error body (SPEC 6). A message may quote what the client sent: text that
+    was not UTF-8 is shown with replacement characters rather than failing the answer."""
+    return {"exception": kind, "message": _printable(message), "cause": _printable(cause)}
+
+
+def _printable(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "replace").decode()
 
 
 def error_response(status: int, kind: str, message: str, cause: str = "", headers: dict[str, str] | None = None) -> web.Response:

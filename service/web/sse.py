@@ -20,6 +20,7 @@ from ..errors import BadRequest, NotFound
 from ..events import EventBus, Scope, Subscription, encode, ends_task_stream
 from ..model import Event, EventKind
 from . import params
+from .auth import reachable_graphs
 from .keys import EVENTS, SETTINGS, STORE
 
 #: stored events read per query while replaying
@@ -32,13 +33,13 @@ def _last_event_id(request: web.Request) -> int | None:
         text = request.query.get("last_event_id")
     if text is None or text.strip() == "":
         return None
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be an event id (an integer)") from None
-    if value < 0:
-        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be >= 0")
-    return value
+    text = text.strip()
+    # ASCII digits only (int() takes "٣" and "1_0"), and no more than an event id can be
+    if not text.isascii() or not text.isdigit():
+        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be an event id (an integer >= 0)")
+    if len(text) > 18 or int(text) > params.MAX_INT:
+        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be at most {params.MAX_INT}")
+    return int(text)
 
 
 class _ChunkFramer:
@@ -118,17 +119,19 @@ async def _serve(
             if scope.task_id is not None and ends_task_stream(first):
                 return await _end(stream, bus, subscription)
         while True:
-            events = await store.events_after(
+            page = await store.events_after(
                 subscription.last_id, scope.graph, scope.task_id, REPLAY_PAGE
             )
-            events = [e for e in events if scope.matches(e)]
+            events = [e for e in page if scope.matches(e)]
             if events:
                 if not stream.sink(b"".join(encode(e) for e in events)):
                     return await _end(stream, bus, subscription, clean=False)
-                subscription.last_id = events[-1].id
                 if scope.task_id is not None and any(ends_task_stream(e) for e in events):
                     return await _end(stream, bus, subscription)
-            if len(events) < REPLAY_PAGE:
+            if page:
+                # past the whole page, matched or not: the next page starts after it
+                subscription.last_id = page[-1].id
+            if len(page) < REPLAY_PAGE:  # a filter may keep few of a full page: go on
                 break
         backlog = bus.go_live(subscription)
         if backlog:
@@ -199,7 +202,8 @@ async def graph_events(request: web.Request) -> web.StreamResponse:
 
 
 async def service_events(request: web.Request) -> web.StreamResponse:
-    return await _follow(request, Scope())
+    # a caller granted some graphs only gets their events
+    return await _follow(request, Scope(graphs=reachable_graphs(request)))
 
 
 async def _follow(request: web.Request, scope: Scope) -> web.StreamResponse:
