@@ -578,7 +578,60 @@ PREFIX_PARAMETERS = {
 }
 
 
-def openapi_document(version: str) -> dict[str, Any]:
+#: operations that take a task's input, and are admitted against max_waiting
+SUBMISSIONS = {"createJob", "createGremlinJob"}
+#: paths that answer without credentials (service.web.auth.OPEN_PATHS)
+OPEN_PATHS = {"/versions", "/health", "/ready", "/openapi.json"}
+TOO_LARGE = _error("the body is over max_body_bytes, or the task's input over max_input_bytes")
+UNSUPPORTED = _error("the body's Content-Type is not JSON, or its Content-Encoding can't be decoded")
+TOO_MANY = {
+    **_error("max_waiting tasks are waiting to run already; retry after Retry-After seconds"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
+UNAUTHORIZED = {
+    **_error("no credentials, or wrong ones (README, \"Access and limits\")"),
+    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "the schemes accepted"}},
+}
+FORBIDDEN = _error("the caller's grants name some graphs only, and a claim takes tasks of every graph")
+
+
+def _add_limits_and_access(
+    paths: dict[str, Any], auth: bool, metrics_public: bool, grants: bool
+) -> None:
+    """The answers every route may give beside its own: bodies over the limits or not JSON
+    (413, 415), submissions past max_waiting (429), and with authentication on, 401 (and
+    403 for a claim by a caller with grants)."""
+    open_paths = OPEN_PATHS | ({"/metrics"} if metrics_public else set())
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method not in {"get", "put", "post", "delete"}:
+                continue
+            responses = operation["responses"]
+            if "requestBody" in operation:
+                responses.setdefault("413", TOO_LARGE)
+                responses.setdefault("415", UNSUPPORTED)
+            if operation["operationId"].rsplit("_", 1)[0] in SUBMISSIONS:
+                responses.setdefault("429", TOO_MANY)
+            if not auth:
+                continue
+            if path in open_paths:
+                operation["security"] = []
+            else:
+                responses.setdefault("401", UNAUTHORIZED)
+                if grants and path == "/workers/{worker}/claim":
+                    responses.setdefault("403", FORBIDDEN)
+
+
+def openapi_document(
+    version: str,
+    *,
+    basic: bool = False,
+    bearer: bool = False,
+    metrics_public: bool = False,
+    grants: bool = False,
+) -> dict[str, Any]:
+    """The document for a service with these access settings: what a route can answer
+    depends on them (a 401 only when there are credentials to check)."""
     paths: dict[str, Any] = {}
     for prefix, prefix_params in PREFIX_PARAMETERS.items():
         for suffix, operations in _graph_operations().items():
@@ -588,7 +641,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                 item[method] = {**operation, "operationId": f"{operation['operationId']}_{tag}"}
             paths[prefix + suffix] = item
     paths.update(_service_operations())
-    return {
+    auth = basic or bearer
+    _add_limits_and_access(paths, auth, metrics_public, grants)
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "sidetask",
@@ -598,3 +653,12 @@ def openapi_document(version: str) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": _schemas()},
     }
+    if auth:
+        schemes = {}
+        if basic:
+            schemes["basic"] = {"type": "http", "scheme": "basic", "description": "a user of `users`"}
+        if bearer:
+            schemes["bearer"] = {"type": "http", "scheme": "bearer", "description": "a token of `tokens`"}
+        document["components"]["securitySchemes"] = schemes
+        document["security"] = [{name: []} for name in schemes]
+    return document

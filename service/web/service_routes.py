@@ -7,7 +7,7 @@ from importlib import metadata
 from aiohttp import web
 
 from ..errors import ServiceUnavailable
-from .keys import SUPERVISOR
+from .keys import SETTINGS, SUPERVISOR
 from .openapi import openapi_document
 from .responses import json_response
 
@@ -38,4 +38,12 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document(sidetask_version()))
+    settings = request.app[SETTINGS]
+    document = openapi_document(
+        sidetask_version(),
+        basic=bool(settings.users),
+        bearer=bool(settings.tokens),
+        metrics_public=settings.metrics_public,
+        grants=bool(settings.grants),
+    )
+    return json_response(document)

@@ -413,3 +413,38 @@ async def test_pyhugegraph_reads_versions_without_credentials_and_works_with_the
             client.task().close()
 
     assert await asyncio.wait_for(asyncio.to_thread(use), 30) == []
+
+
+# --- the OpenAPI document says so ---
+
+
+async def test_the_document_declares_the_schemes_and_a_401_on_every_closed_operation(client: TestClient) -> None:
+    from tests.web.test_openapi import operations
+
+    document = await (await client.get("/openapi.json")).json()
+    assert document["components"]["securitySchemes"] == {
+        "basic": {"type": "http", "scheme": "basic", "description": "a user of `users`"},
+        "bearer": {"type": "http", "scheme": "bearer", "description": "a token of `tokens`"},
+    }
+    assert document["security"] == [{"basic": []}, {"bearer": []}]
+    for (method, path), operation in operations(document).items():
+        if path in {"/versions", "/health", "/ready", "/openapi.json"}:
+            assert operation["security"] == [], path
+            assert "401" not in operation["responses"], path
+            assert (await client.request(method, path)).status == 200, path
+        else:
+            assert "401" in operation["responses"], f"{method} {path}"
+            assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+    claim = operations(document)[("POST", "/workers/{worker}/claim")]
+    assert "403" in claim["responses"]
+
+
+async def test_without_credentials_configured_the_document_has_no_401(aiohttp_client: Any, tmp_path: Path) -> None:
+    from tests.web.test_openapi import operations
+
+    client = await aiohttp_client(create_app(make_settings(tmp_path)))
+    document = await (await client.get("/openapi.json")).json()
+    assert "security" not in document
+    assert "securitySchemes" not in document["components"]
+    for key, operation in operations(document).items():
+        assert "401" not in operation["responses"], key

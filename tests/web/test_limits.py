@@ -272,3 +272,16 @@ async def test_max_header_bytes_is_the_limit_of_a_header(tmp_path: Path) -> None
         assert_error(answer, 431, "A header field is longer than 2048 bytes")
     finally:
         await server.stop()
+
+
+async def test_the_document_lists_413_415_and_429_where_they_can_happen(client: TestClient) -> None:
+    from tests.web.test_openapi import operations
+
+    document = await (await client.get("/openapi.json")).json()
+    for (method, path), operation in operations(document).items():
+        codes = set(operation["responses"])
+        if "requestBody" in operation:
+            assert {"413", "415"} <= codes, f"{method} {path}"
+        if path.endswith(("/jobs/{type}", "/jobs/gremlin")):
+            assert "429" in codes, f"{method} {path}"
+            assert "Retry-After" in operation["responses"]["429"]["headers"]
