@@ -285,7 +285,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 verdict(c["lag_p99_ms"] <= target and all_delivered and at_rate, q),
             ))
             delivered = f"all {c['deliveries']:,} delivered" if all_delivered else f"ONLY {c['deliveries']:,}/{c['deliveries_expected']:,} delivered"
-            rate = f"{c['published_per_s']:.0f}/s" + ("" if at_rate else f" < {c['rate']:g}/s ASKED")
+            rate = f"{c['published_per_s']:.1f}/s" + ("" if at_rate else f", < 95% of {c['rate']:g}/s ASKED")
             lines.append(Line("", "", f"{c['published']} events ({rate}); {delivered}; RSS {fmt(c['rss_peak_mb'], 0)} MB"))
     if "stored" in out:
         st = out["stored"]
