@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import functools
 import logging
 import random
@@ -101,7 +102,8 @@ class Supervisor:
         self._dirty_progress: dict[int, int] = {}
         self._wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._next_due_ms: int | None = None
+        #: due times (epoch ms) of delayed and backed-off tasks this process knows of
+        self._due: list[int] = []
         self._accepting = False
         #: set when a drain's grace has run out: the jobs still running are left for restore
         self._abandoning = False
@@ -388,8 +390,7 @@ class Supervisor:
 
     def _due_at(self, run_after_ms: int) -> None:
         if run_after_ms > clock.now_ms():
-            if self._next_due_ms is None or run_after_ms < self._next_due_ms:
-                self._next_due_ms = run_after_ms
+            heapq.heappush(self._due, run_after_ms)
         self._wakeup.set()
 
     def _slots_free(self) -> int:
@@ -424,8 +425,8 @@ class Supervisor:
                 await asyncio.sleep(0.5)
                 continue
             timeout = IDLE_POLL_SECONDS
-            if self._next_due_ms is not None:
-                timeout = min(timeout, max(0.0, (self._next_due_ms - clock.now_ms()) / 1000))
+            if self._due:
+                timeout = min(timeout, max(0.0, (self._due[0] - clock.now_ms()) / 1000))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wakeup.wait()
@@ -434,8 +435,8 @@ class Supervisor:
     async def _schedule_once(self) -> None:
         """Claim what fits, confirm it into the ready queue, start what has a slot."""
         now = clock.now_ms()
-        if self._next_due_ms is not None and self._next_due_ms <= now:
-            self._next_due_ms = None
+        while self._due and self._due[0] <= now:
+            heapq.heappop(self._due)
         # Prefetch up to one slot's worth per slot, so a freed slot starts work at once.
         room = (
             2 * self.settings.concurrency
