@@ -596,9 +596,9 @@ class SQLiteStore:
         """Takes up to `limit` waiting tasks that are due, highest priority first, and at most
         `type_room[t]` of a type `t` that has a limit: a new task goes `scheduling`, a restoring
         one (resumed, retried, recovered) straight to `queued`."""
-        room = dict(type_room)
-
         def op(tx: _Tx) -> list[Task]:
+            # copied here: an op may run again after a rolled-back transaction
+            room = dict(type_room)
             claimed: list[Task] = []
             #: waiting rows that read as `unknown` (damaged): never claimed
             damaged: list[int] = []
