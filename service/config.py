@@ -93,6 +93,9 @@ class Settings:
     sse_retry_ms: int = 2000
     #: bytes an event stream may have unsent before its subscriber is disconnected
     sse_buffer_bytes: int = 1024 * 1024
+    #: seconds after which a live event stream ends cleanly (clients resume with
+    #: Last-Event-ID); 0: streams last as long as their clients
+    sse_max_seconds: float = 0.0
     #: command jobs: name -> {argv, params, env, cwd, timeout} (README, "Command jobs")
     commands: Mapping[str, CommandSpec] = field(default_factory=dict)
     #: seconds a stopped command gets between SIGTERM and SIGKILL to its process group
@@ -254,6 +257,7 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "sse_keepalive": (0, False),
     "sse_retry_ms": (0, True),
     "sse_buffer_bytes": (1, True),
+    "sse_max_seconds": (0, True),
     "kill_grace": (0, True),
     "lease_duration": (0, False),
     "max_body_bytes": (1024, True),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from ..model import Status
@@ -29,21 +31,31 @@ def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+#: the largest integer a parameter takes (service.web.params.MAX_INT)
+MAX_INT = 2**53
+#: a status name in any case (`SUCCESS`, `success`, `Success`), as a pattern
+STATUS_PATTERN = "^(" + "|".join(
+    "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in s.value) for s in Status
+) + ")$"
+STATUS_SCHEMA = {"type": "string", "pattern": STATUS_PATTERN}
+#: event kinds on the streams (service.model.EventKind)
+EVENT_KINDS = ["task.created", "task.status", "task.progress", "task.deleted"]
+
 GRAPH_PARAMS = {
     "graphspace": _path("graphspace", {"type": "string"}, "a declared graphspace"),
     "graph": _path("graph", {"type": "string"}, "a declared graph"),
 }
-TASK_ID = _path("id", {"type": "integer", "minimum": 1}, "the task's id")
+TASK_ID = _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "the task's id")
 NOT_FOUND = _error("the graph or the task does not exist")
 BAD_REQUEST = _error("a parameter or the body is wrong; the message says what")
 UNAVAILABLE = _error("the store cannot read or write now (full disk, locked database, shutting down); retry later")
 
 SUBMIT_OPTIONS = [
     _query("name", {"type": "string", "maxLength": 256}, "the task's name (default: its type)"),
-    _query("priority", {"type": "integer"}, "higher runs first (default 0)"),
+    _query("priority", {"type": "integer", "minimum": -(2**31), "maximum": 2**31}, "higher runs first (default 0)"),
     _query("max_retries", {"type": "integer", "minimum": 0, "maximum": 1000}, "re-runs after a failure or an interruption"),
-    _query("timeout", {"type": "number", "exclusiveMinimum": 0}, "seconds the job may run before it fails"),
-    _query("delay", {"type": "number", "minimum": 0}, "seconds before it may start"),
+    _query("timeout", {"type": "number", "exclusiveMinimum": 0, "maximum": 10**9}, "seconds the job may run before it fails"),
+    _query("delay", {"type": "number", "minimum": 0, "maximum": 10 * 365 * 24 * 3600}, "seconds before it may start"),
     {
         "name": "Idempotency-Key",
         "in": "header",
@@ -58,15 +70,31 @@ EVENT_STREAM_PARAMS = [
         "name": "Last-Event-ID",
         "in": "header",
         "required": False,
-        "schema": {"type": "integer", "minimum": 0},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
         "description": "replay every stored event after this id, then follow live ones",
     },
-    _query("last_event_id", {"type": "integer", "minimum": 0}, "the same, for clients that cannot set headers"),
+    _query(
+        "last_event_id",
+        {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+        "the same, for clients that cannot set headers (the header wins when both are given)",
+    ),
 ]
 EVENT_STREAM = {
     "description": "Server-Sent Events: `id:` the event id, `event:` task.created, task.status, "
     "task.progress or task.deleted, `data:` the task as GET returns it (for task.deleted, {\"id\": N})",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {
+        "text/event-stream": {
+            # OpenAPI 3.1: the schema of a stream's media type describes each of its events
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "event": {"type": "string", "enum": EVENT_KINDS},
+                    "data": {"type": "string", "contentMediaType": "application/json"},
+                },
+            }
+        }
+    },
 }
 
 
@@ -76,16 +104,16 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "operationId": "listTasks",
             "summary": "List a graph's tasks in ascending id order",
             "parameters": [
-                _query("status", {"type": "string"}, "a status name, case-insensitive"),
-                _query("limit", {"type": "integer", "minimum": -1, "default": 100}, "-1: no limit; with page, -1 or at least 1"),
+                _query("status", STATUS_SCHEMA, "a status name, case-insensitive"),
+                _query("limit", {"type": "integer", "minimum": -1, "maximum": MAX_INT, "default": 100}, "-1: no limit; with page, -1 or at least 1"),
                 _query(
                     "ids",
-                    {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                    {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_INT}},
                     "these tasks only (repeat the parameter); not with status or page",
                     style="form",
                     explode=True,
                 ),
-                _query("page", {"type": "string"}, "page token; empty for the first page"),
+                _query("page", {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}, "page token (as a previous answer gave it); empty for the first page"),
             ],
             "responses": {
                 "200": _json("the tasks; with `page`, also the next page's token", _ref("TaskList")),
@@ -160,7 +188,15 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "parameters": [_path("type", {"type": "string"}, "a registered job type"), *SUBMIT_OPTIONS],
             "requestBody": {
                 "required": False,
-                "content": {JSON: {"schema": {"type": "object", "additionalProperties": True}}},
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": ["object", "null"],
+                            "additionalProperties": True,
+                            "description": "the job's input; null, or no body: none",
+                        }
+                    }
+                },
             },
             "responses": {"201": CREATED, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
         }
@@ -178,7 +214,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "operationId": "graphEvents",
             "summary": "Every event of the graph's tasks, optionally by status and type",
             "parameters": [
-                _query("status", {"type": "string"}, "only events whose task has this status"),
+                _query("status", STATUS_SCHEMA, "only events whose task has this status (any case)"),
                 _query("type", {"type": "string"}, "only events of tasks of this type"),
                 *EVENT_STREAM_PARAMS,
             ],
@@ -212,7 +248,7 @@ LEASE = {
     "name": "X-Lease",
     "in": "header",
     "required": True,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": "\\S"},
     "description": "the lease the claim returned",
 }
 NOT_HELD = _error(
@@ -285,7 +321,7 @@ def _worker_claim_operation() -> dict[str, dict[str, Any]]:
                 ],
                 "requestBody": {
                     "required": False,
-                    "content": {JSON: {"schema": {"type": "object", "description": "ignored"}}},
+                    "content": {JSON: {"schema": {"description": "ignored"}}},
                 },
                 "responses": {
                     "200": {**_json("a task and its lease (also in the X-Lease header)", _ref("Claim"))},
@@ -532,7 +568,7 @@ def _schemas() -> dict[str, Any]:
         },
         "ProgressReport": {
             "type": "object",
-            "properties": {"progress": {"type": "integer", "description": "absent: a heartbeat"}},
+            "properties": {"progress": {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT, "description": "absent: a heartbeat"}},
         },
         "ProgressAnswer": {
             "type": "object",
@@ -549,7 +585,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "result": {"description": "any JSON value; stored as task_result"},
-                "progress": {"type": "integer"},
+                "progress": {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT},
             },
         },
         "Failure": {
@@ -557,7 +593,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "error": {"type": "string", "description": "stored as task_result"},
                 "retry": {"type": "boolean", "default": True, "description": "false: no retry can mend it"},
-                "progress": {"type": "integer"},
+                "progress": {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT},
             },
         },
         "Error": {
@@ -595,6 +631,27 @@ UNAUTHORIZED = {
 FORBIDDEN = _error("the caller's grants name some graphs only, and a claim takes tasks of every graph")
 
 
+def _name_the_types(paths: dict[str, Any], job_types: Sequence[str], external_types: Sequence[str]) -> None:
+    """`{type}` of POST …/jobs/{type} is a registered type (gremlin has its own operation);
+    a claim's `types` a comma-separated list of external types."""
+    types = sorted(t for t in job_types if t != "gremlin")
+    for path, item in paths.items():
+        if path.endswith("/jobs/{type}") and types:
+            operation = item["post"]
+            operation["parameters"] = [
+                {**p, "schema": {"type": "string", "enum": types}} if p["name"] == "type" else p
+                for p in operation["parameters"]
+            ]
+    claim = paths["/workers/{worker}/claim"]["post"]
+    if external_types:
+        name = "(" + "|".join(re.escape(t) for t in external_types) + ")"
+        pattern = rf"^\s*({name}\s*)?(,\s*({name}\s*)?)*$"
+        claim["parameters"] = [
+            {**p, "schema": {"type": "string", "pattern": pattern}} if p["name"] == "types" else p
+            for p in claim["parameters"]
+        ]
+
+
 def _add_limits_and_access(
     paths: dict[str, Any], auth: bool, metrics_public: bool, grants: bool
 ) -> None:
@@ -629,9 +686,12 @@ def openapi_document(
     bearer: bool = False,
     metrics_public: bool = False,
     grants: bool = False,
+    job_types: Sequence[str] = (),
+    external_types: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The document for a service with these access settings: what a route can answer
-    depends on them (a 401 only when there are credentials to check)."""
+    """The document of a service with these job types and access settings: what a route
+    can answer depends on them (a 401 only when there are credentials to check, a job type
+    that is not registered is a 400)."""
     paths: dict[str, Any] = {}
     for prefix, prefix_params in PREFIX_PARAMETERS.items():
         for suffix, operations in _graph_operations().items():
@@ -641,6 +701,7 @@ def openapi_document(
                 item[method] = {**operation, "operationId": f"{operation['operationId']}_{tag}"}
             paths[prefix + suffix] = item
     paths.update(_service_operations())
+    _name_the_types(paths, job_types, external_types)
     auth = basic or bearer
     _add_limits_and_access(paths, auth, metrics_public, grants)
     document: dict[str, Any] = {

@@ -9,13 +9,16 @@ from . import jobs, metrics, overview, service_routes, sse, tasks, ui, workers
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
 
+#: a task; "counts" is not one, so DELETE or PUT …/tasks/counts is a 405 naming GET
+TASK = "/tasks/{id:(?!counts$)[^{}/]+}"
+
 GRAPH_ROUTES = (
     ("GET", "/tasks", tasks.list_tasks),
     # before /tasks/{id}, which would read "counts" as a task id
     ("GET", "/tasks/counts", overview.task_counts),
-    ("GET", "/tasks/{id}", tasks.get_task),
-    ("DELETE", "/tasks/{id}", tasks.delete_task),
-    ("PUT", "/tasks/{id}", tasks.update_task),
+    ("GET", TASK, tasks.get_task),
+    ("DELETE", TASK, tasks.delete_task),
+    ("PUT", TASK, tasks.update_task),
     ("POST", "/jobs/gremlin", jobs.create_gremlin_job),
     ("POST", "/jobs/{type}", jobs.create_job),
     ("GET", "/tasks/{id}/events", sse.task_events),

@@ -7,7 +7,7 @@ from importlib import metadata
 from aiohttp import web
 
 from ..errors import ServiceUnavailable
-from .keys import SETTINGS, SUPERVISOR
+from .keys import REGISTRY, SETTINGS, SUPERVISOR
 from .openapi import openapi_document
 from .responses import json_response
 
@@ -45,5 +45,7 @@ async def openapi(request: web.Request) -> web.Response:
         bearer=bool(settings.tokens),
         metrics_public=settings.metrics_public,
         grants=bool(settings.grants),
+        job_types=request.app[REGISTRY].names(),
+        external_types=settings.external_types,
     )
     return json_response(document)

@@ -28,10 +28,14 @@ REPLAY_PAGE = 1000
 
 
 def _last_event_id(request: web.Request) -> int | None:
-    text = request.headers.get("Last-Event-ID")
+    """Last-Event-ID, from the header or else the query; both are checked when both come."""
+    from_query = _event_id(request.query.get("last_event_id"))
+    from_header = _event_id(request.headers.get("Last-Event-ID"))
+    return from_query if from_header is None else from_header
+
+
+def _event_id(text: str | None) -> int | None:
     if text is None:
-        text = request.query.get("last_event_id")
-    if text is None or text.strip() == "":
         return None
     text = text.strip()
     # ASCII digits only (int() takes "٣" and "1_0"), and no more than an event id can be
@@ -139,11 +143,21 @@ async def _serve(
                 return await _end(stream, bus, subscription, clean=False)
             if scope.task_id is not None and any(ends_task_stream(e) for e in backlog):
                 return await _end(stream, bus, subscription)
-        clean = await subscription.finished
+        clean = await _until_finished(subscription, request.app[SETTINGS].sse_max_seconds)
         return await _end(stream, bus, subscription, clean=clean)
     except asyncio.CancelledError:
         bus.unsubscribe(subscription)
         raise
+
+
+async def _until_finished(subscription: Subscription, max_seconds: float) -> bool:
+    """Waits for the stream's end; a stream that has lived `max_seconds` (when set) ends
+    cleanly, and its client comes back with Last-Event-ID, missing nothing."""
+    if not max_seconds:
+        return await subscription.finished
+    # asyncio.wait, not a timeout around the await: the future must not be cancelled
+    await asyncio.wait([subscription.finished], timeout=max_seconds)
+    return subscription.finished.result() if subscription.finished.done() else True
 
 
 async def _end(

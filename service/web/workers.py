@@ -85,6 +85,8 @@ def _progress_of(body: dict[str, Any]) -> int | None:
     value = body.get("progress")
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 7.0 is the integer 7, as JSON Schema reads it
     if isinstance(value, bool) or not isinstance(value, int) or abs(value) > params.MAX_INT:
         raise BadRequest(f"The field 'progress' must be an integer, but got {value!r}")
     return value

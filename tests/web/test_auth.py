@@ -18,7 +18,15 @@ from aiohttp.test_utils import TestClient
 from service import auth, config
 from service.config import ConfigError
 from service.web import create_app
-from tests.conftest import BASES, ROOT, TEST_CONFIG, ServerProcess, free_port, make_settings, wait_for
+from tests.conftest import (
+    BASES,
+    ROOT,
+    TEST_CONFIG,
+    ServerProcess,
+    free_port,
+    make_settings,
+    wait_for,
+)
 from tests.sse import SSEReader
 
 #: cheap hashes keep the tests quick; one test below uses the shipped default
@@ -332,16 +340,16 @@ def test_serving_beyond_loopback_without_credentials_refuses_to_start(tmp_path: 
 
 async def test_insecure_serves_beyond_loopback_all_the_same(tmp_path: Path, http: ClientSession) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--host", "0.0.0.0", "--port", str(port),
-         "--db", str(tmp_path / "x.db"), "--config", str(TEST_CONFIG), "--insecure"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "serve", "--host", "0.0.0.0", "--port", str(port),
+        "--db", str(tmp_path / "x.db"), "--config", str(TEST_CONFIG), "--insecure",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     try:
 
         async def ready() -> bool:
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            try:
+            assert process.returncode is None, "the server exited"
+            try:  # bound to every address; the test talks to it over loopback only
                 async with http.get(f"http://127.0.0.1:{port}/graphs/hugegraph/tasks") as response:
                     return response.status == 200
             except OSError:
@@ -349,9 +357,10 @@ async def test_insecure_serves_beyond_loopback_all_the_same(tmp_path: Path, http
 
         await wait_for(ready, 20, "the insecure server")
     finally:
-        process.terminate()
-        output = process.communicate(timeout=30)[0].decode()
-    assert "without authentication (--insecure)" in output
+        if process.returncode is None:
+            process.terminate()
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert "without authentication (--insecure)" in output.decode()
 
 
 async def test_hash_password_and_new_token_make_credentials_a_server_accepts(

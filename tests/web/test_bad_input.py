@@ -55,13 +55,13 @@ class LiveServer:
         await site.start()
         self.port = self.runner.addresses[0][1]
 
-    async def raw(self, data: bytes, timeout: float = 10) -> Answer:
+    async def raw(self, data: bytes, within: float = 10) -> Answer:
         """Sends `data` as is and reads one answer (the server closes or it is complete)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
             writer.write(data)
             await writer.drain()
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 status = int(lines[0].split()[1])
@@ -262,6 +262,8 @@ ROUTE_CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
     ("a Last-Event-ID in other digits", "GET", f"{BASE}/events", b"", {"Last-Event-ID": "\u0663"}, 400, "Invalid Last-Event-ID"),
     ("a Last-Event-ID beyond any id", "GET", f"{BASE}/events", b"", {"Last-Event-ID": "9" * 40}, 400, "Invalid Last-Event-ID"),
     ("a negative Last-Event-ID", "GET", f"{BASE}/events?last_event_id=-5", b"", {}, 400, "Invalid Last-Event-ID"),
+    ("a bad last_event_id beside a good header", "GET", f"{BASE}/events?last_event_id=x", b"", {"Last-Event-ID": "0"}, 400, "Invalid Last-Event-ID 'x'"),
+    ("a method the route does not have", "DELETE", f"{BASE}/tasks/counts", b"", {}, 405, "Method DELETE is not allowed for /graphs/hugegraph/tasks/counts; allowed: GET"),
     ("force that is not a boolean", "DELETE", f"{BASE}/tasks/1?force=perhaps", b"", {}, 400, "'force' must be true or false"),
     ("an action that does not exist", "PUT", f"{BASE}/tasks/1?action=explode", b"", {}, 400, "Not support action 'explode'"),
     ("a job type that does not exist", "POST", f"{BASE}/jobs/nope", b"{}", {}, 400, "Job type 'nope' is not registered"),

@@ -285,3 +285,21 @@ async def test_the_document_lists_413_415_and_429_where_they_can_happen(client: 
         if path.endswith(("/jobs/{type}", "/jobs/gremlin")):
             assert "429" in codes, f"{method} {path}"
             assert "Retry-After" in operation["responses"]["429"]["headers"]
+
+
+# --- event streams that end by themselves ---
+
+
+async def test_a_live_stream_ends_after_sse_max_seconds_and_resumes_without_a_gap(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    from tests.sse import SSEReader
+
+    client = await aiohttp_client(create_app(make_settings(tmp_path, sse_max_seconds=0.2)))
+    stream = await client.get(f"{BASE}/events")
+    first = await SSEReader(stream).collect(timeout=10)  # returns once the server ends it
+    assert first == []
+    task_id = await submit(client, "echo", delay=LATER)
+    again = await client.get(f"{BASE}/events", headers={"Last-Event-ID": "0"})
+    events = await SSEReader(again).collect(timeout=10)
+    assert [(e.event, e.json["id"]) for e in events] == [("task.created", task_id)]
