@@ -628,6 +628,8 @@ UNAUTHORIZED = {
     **_error("no credentials, or wrong ones (README, \"Access and limits\")"),
     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "the schemes accepted"}},
 }
+URI_TOO_LONG = _error("the request line is longer than max_header_bytes")
+HEADER_TOO_LARGE = _error("a header field is longer than max_header_bytes")
 FORBIDDEN = _error("the caller's grants name some graphs only, and a claim takes tasks of every graph")
 
 
@@ -664,6 +666,11 @@ def _add_limits_and_access(
             if method not in {"get", "put", "post", "delete"}:
                 continue
             responses = operation["responses"]
+            places = {p["in"] for p in [*item.get("parameters", []), *operation.get("parameters", [])]}
+            if places & {"path", "query"}:  # what makes the request line long
+                responses.setdefault("414", URI_TOO_LONG)
+            if "header" in places:
+                responses.setdefault("431", HEADER_TOO_LARGE)
             if "requestBody" in operation:
                 responses.setdefault("413", TOO_LARGE)
                 responses.setdefault("415", UNSUPPORTED)

@@ -274,7 +274,7 @@ async def test_max_header_bytes_is_the_limit_of_a_header(tmp_path: Path) -> None
         await server.stop()
 
 
-async def test_the_document_lists_413_415_and_429_where_they_can_happen(client: TestClient) -> None:
+async def test_the_document_lists_413_414_415_429_and_431_where_they_can_happen(client: TestClient) -> None:
     from tests.web.test_openapi import operations
 
     document = await (await client.get("/openapi.json")).json()
@@ -285,6 +285,11 @@ async def test_the_document_lists_413_415_and_429_where_they_can_happen(client: 
         if path.endswith(("/jobs/{type}", "/jobs/gremlin")):
             assert "429" in codes, f"{method} {path}"
             assert "Retry-After" in operation["responses"]["429"]["headers"]
+        places = {p["in"] for p in operation["parameters"]}
+        if places & {"query", "path"}:
+            assert "414" in codes, f"{method} {path}"
+        if "header" in places:
+            assert "431" in codes, f"{method} {path}"
 
 
 # --- event streams that end by themselves ---
