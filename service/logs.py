@@ -65,7 +65,7 @@ class JsonFormatter(logging.Formatter):
                 body[name] = value
         if record.exc_info:
             body["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(body, default=str).decode()
+        return _json_line(body)
 
 
 class TextFormatter(logging.Formatter):
@@ -85,6 +85,19 @@ class TextFormatter(logging.Formatter):
             return text
         first, newline, rest = text.partition("\n")  # keep a traceback below the tags
         return f"{first} [{' '.join(tags)}]{newline}{rest}"
+
+
+def _json_line(body: dict[str, Any]) -> str:
+    """One JSON object. A field may quote what a client sent (a path, a User-Agent) as text
+    that is not UTF-8: it is written with replacement characters, not lost with the line."""
+    try:
+        return orjson.dumps(body, default=str).decode()
+    except TypeError:
+        clean = {
+            k: v.encode("utf-8", "replace").decode() if isinstance(v, str) else v
+            for k, v in body.items()
+        }
+        return orjson.dumps(clean, default=str).decode()
 
 
 def _iso_time(created: float) -> str:
@@ -142,7 +155,7 @@ class _LineBatch:
             for message, fields in entries:
                 body: dict[str, Any] = {"time": stamp, "level": "INFO", "logger": logger.name, "message": message}
                 body.update((k, v) for k, v in fields.items() if v is not None)
-                self.pending.append(orjson.dumps(body, default=str).decode() + "\n")
+                self.pending.append(_json_line(body) + "\n")
         else:
             prefix = f"{self._local_time(now)} INFO {logger.name}: "
             for message, fields in entries:

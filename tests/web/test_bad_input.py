@@ -327,3 +327,27 @@ async def test_a_large_integer_within_64_bits_and_long_digit_strings_are_kept(se
         "small": -9223372036854775808,
         "digits": "12345678901234567890123",
     }
+
+
+async def test_text_that_is_not_utf8_in_a_request_does_not_break_json_logs(tmp_path: Path) -> None:
+    """The access line quotes the path and the User-Agent; JSON logs must still be written."""
+    import io
+
+    from service import logs
+
+    stream = io.StringIO()
+    logs.configure("INFO", "json", stream)
+    try:
+        live = LiveServer(make_settings(tmp_path, log_format="json"))
+        await live.start()
+        try:
+            answer = await live.request("GET", f"{BASE}/tasks", headers={"User-Agent": "bad \udcff agent"})
+            assert_error(answer, 400, "'User-Agent' is not valid UTF-8")
+            assert (await live.request("GET", "/health")).status == 200
+        finally:
+            await live.stop()
+    finally:
+        logs.configure("WARNING", "text")
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line.get("status_code") == 400]
+    assert access and access[0]["user_agent"] == "bad ? agent"
