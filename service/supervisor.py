@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import functools
+import heapq
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,10 @@ class Supervisor:
         #: tasks this process claimed that are not queued yet (`scheduling`, `scheduled`):
         #: when the store cannot write their next step, it is tried again at the next one
         self._claimed: dict[int, Task] = {}
+        #: ids of claimed tasks a confirmation step is writing now
+        self._confirming: set[int] = set()
+        #: scheduling steps in flight (confirmations, starts)
+        self._steps: set[asyncio.Task[None]] = set()
         self._dirty_progress: dict[int, int] = {}
         self._wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -158,6 +162,8 @@ class Supervisor:
         for loop in stuck:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        # Steps in flight finish their writes (a start they record gets its job and the grace).
+        await asyncio.gather(*self._steps, return_exceptions=True)
         # Queued tasks never started: hand them back as `restoring`, with no retry spent.
         await self._return_ready_tasks()
         jobs = [r.job for r in self._running.values() if r.job is not None]
@@ -434,7 +440,9 @@ class Supervisor:
             self._wakeup.clear()
 
     async def _schedule_once(self) -> None:
-        """Claim what fits, confirm it into the ready queue, start what has a slot."""
+        """Claim what fits and hand it on; the later steps run as their own tasks, so the
+        next claim does not wait for their commits: with group commit, the steps of
+        several batches share transactions instead of queueing behind each other."""
         now = clock.now_ms()
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
@@ -445,47 +453,81 @@ class Supervisor:
             - len(self._ready)
             - len(self._claimed)
         )
-        claimed: list[Task] = []
         if room > 0:
             claimed = await self.store.claim(room, now, self._type_room())
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting
-        await self._confirm(claimed)
-        await self._start_ready()
+            await self._accept(claimed)
+        # claimed tasks whose confirmation no step is writing (new, or a write that failed)
+        stalled = [t for t in self._claimed.values() if t.id not in self._confirming]
+        if stalled:
+            self._spawn(self._confirm(stalled))
+        if self._ready and self._slots_free() > 0:
+            self._spawn(self._start_ready())
 
-    async def _confirm(self, claimed: list[Task]) -> None:
-        """`scheduling` -> `scheduled` (this process's executor) -> `queued` (it accepted).
-        A step the store could not write is tried again at the scheduler's next step."""
+    async def _accept(self, claimed: list[Task]) -> None:
         # A task stored by a service that had a job type this one lacks: new, or restoring
         # (recovered, resumed or retried), it cannot run here.
-        for task in [t for t in claimed if t.type not in self.registry]:
-            await self._settle(
-                task,
-                _Outcome(
-                    Status.FAILED,
-                    {"result": f"Job type '{task.type}' is not registered in this service"},
-                ),
-            )
         for task in claimed:
             if task.type not in self.registry:
-                continue
-            if task.status is Status.QUEUED:  # restoring tasks are queued by the claim
+                await self._settle(
+                    task,
+                    _Outcome(
+                        Status.FAILED,
+                        {"result": f"Job type '{task.type}' is not registered in this service"},
+                    ),
+                )
+            elif task.status is Status.QUEUED:  # restoring tasks are queued by the claim
                 self._ready[task.id] = task
             else:
                 self._claimed[task.id] = task
-        server = {"server": self.settings.server_name}
-        await self._advance(Status.SCHEDULING, Status.SCHEDULED, server)
-        await self._advance(Status.SCHEDULED, Status.QUEUED)
+
+    def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
+        """Runs a scheduling step as its own task; a drain waits for the steps in flight."""
+        task = asyncio.create_task(step)
+        self._steps.add(task)
+        task.add_done_callback(self._step_done)
+
+    def _step_done(self, task: asyncio.Task[None]) -> None:
+        self._steps.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, SidetaskError):  # the store cannot write now: the next step retries
+            log.warning("scheduling step not written: %s", exc.message)
+        elif exc is not None:
+            log.error("scheduling step failed", exc_info=exc)
+
+    async def _confirm(self, batch: list[Task]) -> None:
+        """`scheduling` -> `scheduled` (this process's executor) -> `queued` (it accepted),
+        then start what has a slot. A step the store could not write leaves its tasks in
+        `_claimed`, and the scheduler's next step takes them up again."""
+        ids = {t.id for t in batch}
+        self._confirming.update(ids)
+        try:
+            server = {"server": self.settings.server_name}
+            batch = await self._advance(batch, Status.SCHEDULING, Status.SCHEDULED, server)
+            await self._advance(batch, Status.SCHEDULED, Status.QUEUED)
+        finally:
+            self._confirming.difference_update(ids)
+        await self._start_ready()
 
     async def _advance(
-        self, source: Status, target: Status, fields: dict[str, Any] | None = None
-    ) -> None:
-        tasks = [t for t in self._claimed.values() if t.status is source]
-        if not tasks:
-            return
+        self,
+        batch: list[Task],
+        source: Status,
+        target: Status,
+        fields: dict[str, Any] | None = None,
+    ) -> list[Task]:
+        """Moves the batch's tasks that are in `source` to `target`; returns the batch as it
+        now is (tasks already past `source` as they were)."""
+        moving = [t for t in batch if t.status is source and t.id in self._claimed]
+        if not moving:
+            return batch
         # When the store cannot write, this raises and the tasks stay in _claimed.
-        results = await self.store.transition_many([Change(t.id, target, fields) for t in tasks])
-        for task, result in zip(tasks, results, strict=True):
+        results = await self.store.transition_many([Change(t.id, target, fields) for t in moving])
+        moved: dict[int, Task] = {}
+        for task, result in zip(moving, results, strict=True):
             if isinstance(result, Exception):  # paused, cancelled or deleted meanwhile
                 self._claimed.pop(task.id, None)
                 log.info("claimed task not queued: %s", result)
@@ -494,6 +536,8 @@ class Supervisor:
                 self._ready[task.id] = result
             else:
                 self._claimed[task.id] = result
+                moved[task.id] = result
+        return [moved.get(t.id, t) for t in batch if t.id in self._claimed]
 
     def _next_ready(self) -> Task | None:
         limits = self.settings.type_concurrency

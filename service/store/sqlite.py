@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -204,41 +204,55 @@ def _sql_error(exc: sqlite3.Error) -> SidetaskError:
 
 class _Tx:
     """The writer thread's view of one transaction: SQL on the connection plus the events
-    each change appends, so an event exists exactly when its change is committed."""
+    each change appends, so an event exists exactly when its change is committed.
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    Event ids come from a counter the store keeps (one writer per file, so nobody else
+    takes ids): the rows of a whole transaction then go in with one executemany just
+    before its commit. An id whose transaction rolled back is never used again, so ids
+    only grow."""
+
+    def __init__(self, conn: sqlite3.Connection, next_event_id: Iterator[int]) -> None:
         self.conn = conn
         self.now = clock.now_ms()
         self.events: list[Event] = []
+        self._next_event_id = next_event_id
 
     def event(self, kind: EventKind, task: Task) -> None:
-        data = orjson.dumps({"id": task.id} if kind is EventKind.DELETED else task.to_api())
-        status = None if kind is EventKind.DELETED else task.status.value
-        (event_id,) = self.conn.execute(
-            "INSERT INTO events (task_id, graphspace, graph, kind, task_type, status, data, create_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                task.id,
-                task.graph.graphspace,
-                task.graph.graph,
-                kind.value,
-                task.type,
-                status,
-                data,
-                self.now,
-            ),
-        ).fetchone()
+        deleted = kind is EventKind.DELETED
+        data = orjson.dumps({"id": task.id} if deleted else task.to_api())
         self.events.append(
             Event(
-                event_id,
+                next(self._next_event_id),
                 kind,
                 task.id,
                 task.graph,
                 task.type,
-                None if status is None else task.status,
+                None if deleted else task.status,
                 data,
             )
         )
+
+    def write_events(self) -> None:
+        if self.events:
+            now = self.now
+            self.conn.executemany(
+                "INSERT INTO events (id, task_id, graphspace, graph, kind, task_type, status, data,"
+                " create_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.id,
+                        e.task_id,
+                        e.graph.graphspace,
+                        e.graph.graph,
+                        e.kind.value,
+                        e.task_type,
+                        None if e.status is None else e.status.value,
+                        e.data,
+                        now,
+                    )
+                    for e in self.events
+                ],
+            )
 
     def select_task(self, task_id: int) -> Task | None:
         row = self.conn.execute(
@@ -247,42 +261,90 @@ class _Tx:
         return None if row is None else row_to_task(row)
 
     def change(self, change: Change) -> Task:
-        """Compare-and-set: the update applies only from an allowed status, else it raises."""
-        sources = allowed_sources(change.target)
-        if change.sources is not None:
-            sources = sources & change.sources
-        fields = dict(change.fields or {})
-        bad = set(fields) - CHANGEABLE_FIELDS
-        if bad:
-            raise ValueError(f"not changeable: {sorted(bad)}")
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        placeholders = ", ".join("?" * len(sources))
-        sql = (
-            f"UPDATE tasks SET status = ?, update_ms = ?{', ' if fields else ''}{assignments}"
-            f" WHERE id = ? AND status IN ({placeholders}) RETURNING {TASK_COLUMNS}"
-        )
-        current = self.select_task(change.task_id)
-        if current is None:
-            raise NotFound(f"Can't find task with id '{change.task_id}'")
-        # A row read as `unknown` (a newer version's status, a damaged field) is left as it
-        # is: its status may be one the table allows, but nothing else of it can be trusted.
-        if current.status not in sources:
-            raise TransitionRefused(
-                f"Task '{change.task_id}' in status {current.status.name} can't become "
-                f"{change.target.name}"
-            )
-        params = [change.target.value, self.now, *fields.values(), change.task_id]
-        params.extend(s.value for s in sorted(sources))
-        # The compare-and-set is still the guard: the table is enforced in SQL too.
-        row = self.conn.execute(sql, params).fetchone()
-        if row is None:
-            raise TransitionRefused(
-                f"Task '{change.task_id}' in status {current.status.name} can't become "
-                f"{change.target.name}"
-            )
-        task = row_to_task(row)
+        """Compare-and-set: the update applies only from an allowed status, else it raises
+        and leaves the row as it was."""
+        sql, params = _update_sql(change, self.now, [change.task_id])
+        self.conn.execute("SAVEPOINT change")
+        try:
+            row = self.conn.execute(sql, params).fetchone()
+            task = None if row is None else row_to_task(row)
+            if task is None or task.status is Status.UNKNOWN:
+                # Refused, or a damaged row (its status is one the table allows, but nothing
+                # else of it can be trusted): undo, and say why.
+                self.conn.execute("ROLLBACK TO change")
+                raise self._refusal(change)
+        finally:
+            self.conn.execute("RELEASE change")
         self.event(EventKind.STATUS, task)
         return task
+
+    def change_many(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        """Changes with the same target, fields and sources as one UPDATE; each change
+        applies or is refused on its own, as `change` would."""
+        if len(changes) == 1:
+            return [self._try(changes[0])]
+        first = changes[0]
+        sql, params = _update_sql(first, self.now, [c.task_id for c in changes])
+        self.conn.execute("SAVEPOINT changes")
+        try:
+            rows = self.conn.execute(sql, params).fetchall()
+            tasks = {task.id: task for task in map(row_to_task, rows)}
+            if any(task.status is Status.UNKNOWN for task in tasks.values()):
+                # a damaged row among them (rare): undo, and take them one at a time
+                self.conn.execute("ROLLBACK TO changes")
+                tasks = {}
+                damaged = True
+            else:
+                damaged = False
+        finally:
+            self.conn.execute("RELEASE changes")
+        if damaged:
+            return [self._try(c) for c in changes]
+        results: list[Task | SidetaskError] = []
+        for change in changes:
+            task = tasks.get(change.task_id)
+            if task is None:
+                results.append(self._refusal(change))
+            else:
+                self.event(EventKind.STATUS, task)
+                results.append(task)
+        return results
+
+    def _try(self, change: Change) -> Task | SidetaskError:
+        try:
+            return self.change(change)
+        except SidetaskError as exc:
+            return exc
+
+    def _refusal(self, change: Change) -> SidetaskError:
+        current = self.select_task(change.task_id)
+        if current is None:
+            return NotFound(f"Can't find task with id '{change.task_id}'")
+        return TransitionRefused(
+            f"Task '{change.task_id}' in status {current.status.name} can't become "
+            f"{change.target.name}"
+        )
+
+
+def _update_sql(change: Change, now: int, task_ids: Sequence[int]) -> tuple[str, list[Any]]:
+    """The compare-and-set UPDATE of `change`, applied to `task_ids`: the transition table
+    is enforced in SQL (`status IN (…)`), whatever the caller checked before."""
+    sources = allowed_sources(change.target)
+    if change.sources is not None:
+        sources = sources & change.sources
+    fields = dict(change.fields or {})
+    bad = set(fields) - CHANGEABLE_FIELDS
+    if bad:
+        raise ValueError(f"not changeable: {sorted(bad)}")
+    assignments = "".join(f", {name} = ?" for name in fields)
+    ids = "id = ?" if len(task_ids) == 1 else f"id IN ({', '.join('?' * len(task_ids))})"
+    sql = (
+        f"UPDATE tasks SET status = ?, update_ms = ?{assignments}"
+        f" WHERE {ids} AND status IN ({', '.join('?' * len(sources)) or 'NULL'}) RETURNING {TASK_COLUMNS}"
+    )
+    params: list[Any] = [change.target.value, now, *fields.values(), *task_ids]
+    params.extend(s.value for s in sorted(sources))
+    return sql, params
 
 
 Op = Callable[[_Tx], T]
@@ -323,6 +385,7 @@ class SQLiteStore:
         self._listeners: list[CommitListener] = []
         self._closed = False
         self._max_pages = 0
+        self._event_ids: Iterator[int] = itertools.count(1)
 
     # --- lifecycle ---
 
@@ -341,6 +404,13 @@ class SQLiteStore:
                 row = await cursor.fetchone()
             self._max_pages = int(row[0]) if row else 0  # SQLite's own cap, for limit_pages(None)
             await self._migrate(self._writer)
+            # Ids after every id ever handed out, deleted (purged) ones included.
+            async with self._writer.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0),"
+                " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
+            ) as cursor:
+                row = await cursor.fetchone()
+            self._event_ids = itertools.count((int(row[0]) if row else 0) + 1)
             for _ in range(self._reader_count):
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
                 if self._trace is not None:
@@ -471,7 +541,7 @@ class SQLiteStore:
         conn = self._writer._conn
         if conn.in_transaction:  # a failure that left one open must not block every later write
             conn.execute("ROLLBACK")
-        tx = _Tx(conn)
+        tx = _Tx(conn, self._event_ids)
         outcomes: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -492,6 +562,7 @@ class SQLiteStore:
                 else:
                     conn.execute("RELEASE op")
                     outcomes.append((True, value))
+            tx.write_events()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -545,16 +616,20 @@ class SQLiteStore:
     async def transition_many(self, changes: Sequence[Change]) -> list[Task | Exception]:
         """Several changes in one write; each applies or is refused on its own."""
 
+        # Changes of one shape (target, fields, sources) share one UPDATE: the supervisor's
+        # steps move a whole claimed batch at a time.
+        groups: dict[Any, list[int]] = {}
+        for index, change in enumerate(changes):
+            shape = (change.target, tuple((change.fields or {}).items()), change.sources)
+            groups.setdefault(shape, []).append(index)
+
         def op(tx: _Tx) -> list[Task | Exception]:
-            results: list[Task | Exception] = []
-            for change in changes:
-                tx.conn.execute("SAVEPOINT change")
-                try:
-                    results.append(tx.change(change))
-                except SidetaskError as exc:
-                    tx.conn.execute("ROLLBACK TO change")
-                    results.append(exc)
-                tx.conn.execute("RELEASE change")
+            results: list[Task | Exception] = [RuntimeError("unset")] * len(changes)
+            for indexes in groups.values():
+                for index, result in zip(
+                    indexes, tx.change_many([changes[i] for i in indexes]), strict=True
+                ):
+                    results[index] = result
             return results
 
         return await self._write(op)
@@ -624,20 +699,30 @@ class SQLiteStore:
                 params.append(limit - len(claimed))
                 found = tx.conn.execute(sql, params).fetchall()
                 again = False
+                taken: list[tuple[int, str]] = []
                 for task_id, status, type_name in found:
                     if type_name in room and room[type_name] <= 0:
                         again = True
                         break
-                    target = Status.SCHEDULING if status == Status.NEW else Status.QUEUED
-                    try:
-                        task = tx.change(Change(task_id, target))
-                    except TransitionRefused:  # the row reads as `unknown`: left alone
-                        damaged.append(task_id)
-                        again = True
-                        continue
                     if type_name in room:
                         room[type_name] -= 1
-                    claimed.append(task)
+                    taken.append((task_id, type_name))
+                # one UPDATE for the new ones, one for the restoring ones
+                statuses = {task_id: status for task_id, status, _ in found}
+                results: dict[int, Task | SidetaskError] = {}
+                for target, was in ((Status.SCHEDULING, Status.NEW), (Status.QUEUED, Status.RESTORING)):
+                    ids = [task_id for task_id, _ in taken if statuses[task_id] == was]
+                    if ids:
+                        results.update(zip(ids, tx.change_many([Change(i, target) for i in ids]), strict=True))
+                for task_id, type_name in taken:
+                    result = results[task_id]
+                    if isinstance(result, Task):
+                        claimed.append(result)
+                    else:  # the row reads as `unknown`: left alone
+                        damaged.append(task_id)
+                        again = True
+                        if type_name in room:
+                            room[type_name] += 1
                 if not again:
                     break
             return claimed
