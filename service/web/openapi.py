@@ -618,7 +618,7 @@ PREFIX_PARAMETERS = {
 SUBMISSIONS = {"createJob", "createGremlinJob"}
 #: paths that answer without credentials (service.web.auth.OPEN_PATHS)
 OPEN_PATHS = {"/versions", "/health", "/ready", "/openapi.json"}
-TOO_LARGE = _error("the body is over max_body_bytes, or the task's input over max_input_bytes")
+TOO_LARGE = _error("the body is over max_body_bytes, a task's input over max_input_bytes, or a result over max_result_bytes")
 UNSUPPORTED = _error("the body's Content-Type is not JSON, or its Content-Encoding can't be decoded")
 TOO_MANY = {
     **_error("max_waiting tasks are waiting to run already; retry after Retry-After seconds"),

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge
 from ..store import Lease
 from ..workers import MAX_CLAIM_WAIT, wants_cancel
 from . import params
-from .keys import WORKERS
+from .keys import SETTINGS, WORKERS
 from .responses import json_response
 
 LEASE_HEADER = "X-Lease"
@@ -125,6 +125,12 @@ async def complete(request: web.Request) -> web.Response:
     token = _lease_of(request)
     body = await _object_body(request)
     result = orjson.dumps(body.get("result")).decode()
+    limit = request.app[SETTINGS].max_result_bytes
+    if len(result.encode()) > limit:
+        raise PayloadTooLarge(
+            f"The result is {len(result.encode())} bytes of JSON; the limit is {limit} bytes "
+            "(max_result_bytes)"
+        )
     task = await request.app[WORKERS].complete(graph, task_id, token, result, _progress_of(body))
     return json_response(task.to_api())
 

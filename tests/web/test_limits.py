@@ -308,3 +308,22 @@ async def test_a_live_stream_ends_after_sse_max_seconds_and_resumes_without_a_ga
     again = await client.get(f"{BASE}/events", headers={"Last-Event-ID": "0"})
     events = await SSEReader(again).collect(timeout=10)
     assert [(e.event, e.json["id"]) for e in events] == [("task.created", task_id)]
+
+
+async def test_an_external_workers_result_over_the_limit_is_a_413_and_the_task_stays_its(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, external_types=("remote",), max_result_bytes=100)
+    client = await aiohttp_client(create_app(settings))
+    task_id = await submit(client, "remote")
+    claimed = await client.post("/workers/w1/claim", params={"wait": "5"})
+    assert claimed.status == 200, await claimed.text()
+    lease = (await claimed.json())["lease"]
+    url = f"{BASE}/tasks/{task_id}/complete"
+    response = await client.post(url, data=orjson.dumps({"result": "x" * 200}), headers={"X-Lease": lease})
+    message = await error_message(response, 413)
+    assert message == "The result is 202 bytes of JSON; the limit is 100 bytes (max_result_bytes)"
+    # the lease still holds: a result within the limit completes the task
+    response = await client.post(url, data=orjson.dumps({"result": "ok"}), headers={"X-Lease": lease})
+    assert response.status == 200, await response.text()
+    assert (await response.json())["task_result"] == '"ok"'
