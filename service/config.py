@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -137,7 +138,13 @@ class Settings:
         return bool(self.users or self.tokens)
 
     def graph_refs(self) -> tuple[GraphRef, ...]:
-        return tuple(parse_graph(text) for text in self.graphs)
+        return _graph_refs(self.graphs)
+
+
+@functools.lru_cache(maxsize=64)
+def _graph_refs(graphs: tuple[str, ...]) -> tuple[GraphRef, ...]:
+    # every request checks its graph against these: parsed once per list, not per request
+    return tuple(parse_graph(text) for text in graphs)
 
 
 def parse_graph(text: str) -> GraphRef:
