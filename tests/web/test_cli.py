@@ -292,7 +292,7 @@ async def test_credentials_from_options_and_the_environment(server: TestServer) 
 async def test_watch_resumes_after_a_dropped_connection(server: TestServer, api: Client) -> None:
     proxy = Proxy(server.port or 0)
     await proxy.start()
-    task_id = await api.submit("sleep", {"steps": 10, "interval": 0.03})
+    task_id = await api.submit("sleep", {"steps": 10, "interval": 0.2})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "watch", str(task_id), "--json", "--url", proxy.url,
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=command_env(),

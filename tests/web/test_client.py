@@ -254,7 +254,7 @@ async def test_task_stream_resumes_after_a_drop_with_last_event_id(
     api: Client, proxy: Proxy
 ) -> None:
     async with Client(proxy.url, reconnect_delay=0.02) as through:
-        task_id = await through.submit("sleep", {"steps": 8, "interval": 0.02})
+        task_id = await through.submit("sleep", {"steps": 8, "interval": 0.1})
         stream = through.events(task_id)
         seen: list[Event] = []
         async with asyncio.timeout(STEP):
