@@ -40,7 +40,7 @@ from hypothesis.stateful import (
 )
 
 from service import config
-from service.errors import BadRequest, NotFound
+from service.errors import BadRequest, NotFound, ServiceUnavailable
 from service.jobs import build_registry
 from service.model import COMPLETED_STATUSES, GraphRef, Status, Task
 from service.store import SQLiteStore
@@ -55,6 +55,8 @@ STEP_SECONDS = 20.0
 SETTLE_SECONDS = 10.0
 #: what a user action may answer: the task after it, or the refusal a user sees as a 4xx
 Refused = (BadRequest, NotFound)
+#: what an action answers when the store could not write it (the disk is full): a 503
+UNAVAILABLE: Any = object()
 
 T = TypeVar("T")
 
@@ -77,6 +79,8 @@ class ServiceMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.store: SQLiteStore | None = None
         self.supervisor: Supervisor | None = None
+        #: what each submit answered: a task id, or None when the store could not write it
+        self.handles: list[int | None] = []
         #: acknowledged tasks, by kind of job
         self.kinds: dict[int, str] = {}
         self.deleted: set[int] = set()
@@ -87,6 +91,8 @@ class ServiceMachine(RuleBasedStateMachine):
         self.released: set[int] = set()
         #: tasks whose cancel the service accepted: nothing else may cancel a task
         self.cancels: set[int] = set()
+        #: whether the database is capped at its size (a full disk)
+        self.full = False
         self.run(self.open())
 
     # --- driving the service ---
@@ -131,11 +137,15 @@ class ServiceMachine(RuleBasedStateMachine):
         return self.run(self.store.get(GRAPH, task_id))
 
     def act(self, coro: Coroutine[Any, Any, Task]) -> Task | None:
-        """A user's action: the task after it, or None when the service refused it."""
+        """A user's action: the task after it, None when the service refused it, or
+        UNAVAILABLE when the store could not write it."""
         try:
             return self.run(coro)
         except Refused:
             return None
+        except ServiceUnavailable:
+            assert self.full, "a 503 without a store fault"
+            return UNAVAILABLE
 
     def release_gate(self, task_id: int) -> None:
         async def release() -> None:
@@ -146,19 +156,32 @@ class ServiceMachine(RuleBasedStateMachine):
     # --- rules ---
 
     @rule(target=tasks, kind=st.sampled_from(["ok", "boom", "held"]), max_retries=st.integers(0, 2))
-    def submit(self, kind: str, max_retries: int) -> int:
-        task, created = self.run(
-            self.sup.submit(GRAPH, kind, '{"k":1}', max_retries=max_retries)
-        )
+    def submit(self, kind: str, max_retries: int) -> Any:
+        try:
+            task, created = self.run(
+                self.sup.submit(GRAPH, kind, '{"k":1}', max_retries=max_retries)
+            )
+        except ServiceUnavailable:
+            assert self.full, "a 503 without a store fault"
+            # not acknowledged; a handle all the same, so that what hypothesis draws does
+            # not depend on the store's answer
+            self.handles.append(None)
+            return len(self.handles) - 1
         assert created and task.status is Status.NEW
         assert task.id not in self.kinds
         self.kinds[task.id] = kind
-        return task.id
+        self.handles.append(task.id)
+        return len(self.handles) - 1
 
-    @rule(task_id=tasks)
-    def cancel(self, task_id: int) -> None:
+    @rule(handle=tasks)
+    def cancel(self, handle: int) -> None:
+        task_id = self.handles[handle]
+        if task_id is None:
+            return
         before = self.get(task_id)
         after = self.act(self.sup.cancel(GRAPH, task_id))
+        if after is UNAVAILABLE:
+            return
         if task_id in self.deleted:
             assert before is None and after is None
             return
@@ -172,20 +195,30 @@ class ServiceMachine(RuleBasedStateMachine):
             now = self.get(task_id)
             assert now is not None and now.status in COMPLETED_STATUSES | {Status.CANCELLING}
 
-    @rule(task_id=tasks)
-    def pause(self, task_id: int) -> None:
+    @rule(handle=tasks)
+    def pause(self, handle: int) -> None:
+        task_id = self.handles[handle]
+        if task_id is None:
+            return
         before = self.get(task_id)
         after = self.act(self.sup.pause(GRAPH, task_id))
+        if after is UNAVAILABLE:
+            return
         if after is not None:
             assert after.status is Status.PENDING
             assert before is not None and not before.completed
         elif before is not None and before.completed:
             assert self.get(task_id) == before
 
-    @rule(task_id=tasks)
-    def resume(self, task_id: int) -> None:
+    @rule(handle=tasks)
+    def resume(self, handle: int) -> None:
+        task_id = self.handles[handle]
+        if task_id is None:
+            return
         before = self.get(task_id)
         after = self.act(self.sup.resume(GRAPH, task_id))
+        if after is UNAVAILABLE:
+            return
         if after is not None:
             assert before is not None and before.status is Status.PENDING
             assert after.status is Status.RESTORING
@@ -194,10 +227,15 @@ class ServiceMachine(RuleBasedStateMachine):
             # nothing but a pause makes a task pending, and only a resume ends that
             assert now is None or now.status is not Status.PENDING
 
-    @rule(task_id=tasks)
-    def retry(self, task_id: int) -> None:
+    @rule(handle=tasks)
+    def retry(self, handle: int) -> None:
+        task_id = self.handles[handle]
+        if task_id is None:
+            return
         before = self.get(task_id)
         after = self.act(self.sup.retry(GRAPH, task_id))
+        if after is UNAVAILABLE:
+            return
         if after is not None:
             assert before is not None
             assert after.status is Status.RESTORING
@@ -209,19 +247,29 @@ class ServiceMachine(RuleBasedStateMachine):
         elif before is not None and before.status in (Status.FAILED, Status.CANCELLED):
             raise AssertionError(f"retry of a {before.status} task was refused")
 
-    @rule(task_id=tasks)
-    def delete(self, task_id: int) -> None:
+    @rule(handle=tasks)
+    def delete(self, handle: int) -> None:
+        task_id = self.handles[handle]
+        if task_id is None:
+            return
         before = self.get(task_id)
         after = self.act(self.sup.delete(GRAPH, task_id, False))
+        if after is UNAVAILABLE:
+            return
         if after is not None:
             assert after.completed
             self.forget(task_id)
         elif before is not None and before.completed:
             raise AssertionError(f"delete of a completed task was refused: {before}")
 
-    @rule(task_id=tasks)
-    def force_delete(self, task_id: int) -> None:
+    @rule(handle=tasks)
+    def force_delete(self, handle: int) -> None:
+        task_id = self.handles[handle]
+        if task_id is None:
+            return
         after = self.act(self.sup.delete(GRAPH, task_id, True))
+        if after is UNAVAILABLE:
+            return
         if task_id in self.deleted:
             assert after is None
         else:
@@ -233,14 +281,16 @@ class ServiceMachine(RuleBasedStateMachine):
         self.frozen.pop(task_id, None)
         assert self.get(task_id) is None
 
-    @rule(task_id=tasks, succeed=st.booleans())
-    def release(self, task_id: int, succeed: bool) -> None:
-        if self.kinds[task_id] != "held" or task_id in self.released:
+    @rule(handle=tasks, succeed=st.booleans())
+    def release(self, handle: int, succeed: bool) -> None:
+        task_id = self.handles[handle]
+        if task_id is None or self.kinds[task_id] != "held" or task_id in self.released:
             return
         self.released.add(task_id)
         stateful_jobs.OUTCOMES[task_id] = succeed
         self.release_gate(task_id)
 
+    @precondition(lambda self: not self.full)
     @rule()
     def settle(self) -> None:
         """Whatever can move on does: every task ends completed, pending, or held running."""
@@ -275,6 +325,22 @@ class ServiceMachine(RuleBasedStateMachine):
         the store, and open a new store and supervisor on the same file."""
         self.run(self.close())
         self.run(self.open())
+        self.full = False  # the cap belonged to the closed store's connection
+
+    @precondition(lambda self: not self.full)
+    @rule()
+    def fill_disk(self) -> None:
+        """The database may not grow: writes that need a new page fail as on a full disk."""
+        assert self.store is not None
+        self.run(self.store.limit_pages(1))
+        self.full = True
+
+    @precondition(lambda self: self.full)
+    @rule()
+    def free_disk(self) -> None:
+        assert self.store is not None
+        self.run(self.store.limit_pages(None))
+        self.full = False
 
     # --- invariants ---
 
