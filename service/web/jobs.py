@@ -41,9 +41,14 @@ async def create_gremlin_job(request: web.Request) -> web.Response:
         raise BadRequest("The gremlin parameter can't be null")
     if not isinstance(script, str):
         raise BadRequest("The gremlin parameter must be a string")
-    if body.get("aliases"):
+    aliases = body.get("aliases")
+    if aliases is not None and not isinstance(aliases, dict):
+        raise BadRequest("The gremlin aliases must be a JSON object (an empty one)")
+    if aliases:
         raise BadRequest("There is no need to pass gremlin aliases")
-    bindings = body.get("bindings") or {}
+    bindings = body.get("bindings")
+    if bindings is None:
+        bindings = {}
     if not isinstance(bindings, dict):
         raise BadRequest("The gremlin bindings must be a JSON object")
     language = body.get("language", "gremlin-groovy")

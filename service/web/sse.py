@@ -209,7 +209,7 @@ async def graph_events(request: web.Request) -> web.StreamResponse:
     type_text = request.query.get("type")
     scope = Scope(
         graph=graph,
-        status=None if not status_text else params.status(status_text),
+        status=None if status_text is None else params.status(status_text),
         task_type=type_text or None,
     )
     return await _follow(request, scope)
