@@ -397,6 +397,8 @@ class Supervisor:
     def _due_at(self, run_after_ms: int) -> None:
         if run_after_ms > clock.now_ms():
             heapq.heappush(self._due, run_after_ms)
+            if self._due[0] != run_after_ms:
+                return  # an earlier due time already bounds the scheduler's sleep
         self._wakeup.set()
 
     def _slots_free(self) -> int:
