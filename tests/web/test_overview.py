@@ -139,12 +139,11 @@ async def test_counts_of_an_undeclared_graph_are_a_404(client: TestClient, base:
 async def test_counts_do_not_shadow_a_task(client: TestClient, base: str) -> None:
     task_id = await submit(client, base, "echo", {}, delay=LATER)
     assert (await ok_json(client, f"{base}/tasks/{task_id}"))["id"] == task_id
-    # other methods on the path are not counts: they are the task routes refusing the id
+    # "counts" is no task id: other methods on the path are a 405 that allows GET only (so
+    # the Allow header matches the document)
     response = await client.delete(f"{base}/tasks/counts")
-    assert response.status == 400
-    assert (await response.json())[
-        "message"
-    ] == "Invalid task id 'counts', it must be a positive integer"
+    assert response.status == 405
+    assert (await response.json())["message"].endswith("/tasks/counts; allowed: GET")
 
 
 # --- the dashboard's page and files ---
