@@ -207,8 +207,8 @@ class _Tx:
     each change appends, so an event exists exactly when its change is committed.
 
     Event ids come from a counter the store keeps (one writer per file, so nobody else
-    takes ids): the rows of a whole transaction then go in with one executemany just
-    before its commit. An id whose transaction rolled back is never used again, so ids
+    takes ids): the rows of one write go in with one executemany at its end, inside its
+    savepoint. An id whose write or transaction rolled back is never used again, so ids
     only grow."""
 
     def __init__(self, conn: sqlite3.Connection, next_event_id: Iterator[int]) -> None:
@@ -232,8 +232,9 @@ class _Tx:
             )
         )
 
-    def write_events(self) -> None:
-        if self.events:
+    def write_events(self, start: int = 0) -> None:
+        """Inserts the events appended since index `start`, with one executemany."""
+        if len(self.events) > start:
             now = self.now
             self.conn.executemany(
                 "INSERT INTO events (id, task_id, graphspace, graph, kind, task_type, status, data,"
@@ -250,7 +251,7 @@ class _Tx:
                         e.data,
                         now,
                     )
-                    for e in self.events
+                    for e in self.events[start:]
                 ],
             )
 
@@ -550,6 +551,8 @@ class SQLiteStore:
                 conn.execute("SAVEPOINT op")
                 try:
                     value = op(tx)
+                    # in the op's savepoint: a full disk here fails this write, not the batch
+                    tx.write_events(mark)
                 except Exception as exc:
                     if not conn.in_transaction:
                         # SQLite undid the whole transaction, not only this statement (as
@@ -562,7 +565,6 @@ class SQLiteStore:
                 else:
                     conn.execute("RELEASE op")
                     outcomes.append((True, value))
-            tx.write_events()
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
