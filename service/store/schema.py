@@ -69,6 +69,14 @@ MIGRATIONS: tuple[str, ...] = (
     -- recovery at start: the process groups a crashed run may have left
     CREATE INDEX tasks_process_groups ON tasks (id) WHERE process_group IS NOT NULL;
     """,
+    # 4: the purge's index holds completed tasks only. Indexed by (status, update_ms), every
+    # status step and every progress write of every task moved an entry; recovery reads
+    # tasks by status through tasks_by_status_type.
+    """
+    DROP INDEX tasks_by_status_update;
+    CREATE INDEX tasks_completed_by_update ON tasks (update_ms)
+        WHERE status IN ('cancelled', 'failed', 'success');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
