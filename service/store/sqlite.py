@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import sqlite3
@@ -65,14 +66,11 @@ def row_to_task(row: Sequence[Any]) -> Task:
     """A stored row as a Task; a row that cannot be interpreted shows as `unknown`: a status
     this version does not know, or a damaged field (a NULL where a value belongs, text where
     a number belongs, an input that is not JSON). Such a task is never run nor changed."""
-    try:
-        status = Status(row[6])
-    except ValueError:
-        status = Status.UNKNOWN
+    status = _STATUSES.get(row[6], Status.UNKNOWN)
     try:
         task = Task(
             id=int(row[0]),
-            graph=GraphRef(_text(row[1]), _text(row[2])),
+            graph=_graph_ref(_text(row[1]), _text(row[2])),
             name=_text(row[3]),
             type=_text(row[4]),
             callable=_text(row[5]),
@@ -104,6 +102,15 @@ def row_to_task(row: Sequence[Any]) -> Task:
             input=_text_or_none(row[11]),
         )
     return task
+
+
+_STATUSES: dict[Any, Status] = {status.value: status for status in Status}
+
+
+@functools.lru_cache(maxsize=1024)
+def _graph_ref(graphspace: str, graph: str) -> GraphRef:
+    # rows name a handful of graphs: one GraphRef each, not one per row
+    return GraphRef(graphspace, graph)
 
 
 def _text(value: Any) -> str:
