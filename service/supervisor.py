@@ -228,7 +228,7 @@ class Supervisor:
         name: str | None = None,
         priority: int = 0,
         max_retries: int | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 -- the task's timeout, not this call's
         delay: float = 0.0,
         idempotency_key: str | None = None,
     ) -> tuple[Task, bool]:

@@ -44,7 +44,7 @@ async def _update_oldest_waiting(app: web.Application, metrics: Metrics) -> None
     since: list[int] = []
     for graph in app[SETTINGS].graph_refs():
         for status in sorted(WAITING_STATUSES):
-            for task in await store.list(graph, status, OLDEST_SCAN, 0):
+            for task in await store.list_tasks(graph, status, OLDEST_SCAN, 0):
                 if task.run_after_ms <= now:
                     # waiting since it became due, or since it entered this status
                     since.append(max(task.update_ms, task.run_after_ms))

@@ -32,7 +32,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
     status = None if status_text is None else params.status(status_text)
     if page is None:
-        tasks = await request.app[STORE].list(graph, status, limit, 0)
+        tasks = await request.app[STORE].list_tasks(graph, status, limit, 0)
         return json_response({"tasks": [t.to_api() for t in tasks]})
 
     after = params.decode_page(page)
@@ -40,7 +40,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         # an empty page has no last id to go on from: its "page" would claim the end
         raise BadRequest("The parameter 'limit' must be >= 1 or -1 when paging, but got '0'")
     # one more than asked tells whether another page follows
-    tasks = await request.app[STORE].list(graph, status, None if limit is None else limit + 1, after)
+    tasks = await request.app[STORE].list_tasks(graph, status, None if limit is None else limit + 1, after)
     next_page = None
     if limit is not None and len(tasks) > limit:
         tasks = tasks[:limit]

@@ -14,7 +14,7 @@ async def hold(task: WorkerTask) -> dict[str, Any]:
     task.progress(1)
     release = Path(task.input["release"])
     # The file comes from the test, another process: there is nothing to await but time.
-    while not await asyncio.to_thread(release.exists):  # noqa: ASYNC110
+    while not await asyncio.to_thread(release.exists):
         await asyncio.sleep(0.01)
     return {"released": True, "retries": task.retries}
 
@@ -29,7 +29,7 @@ async def spin(task: WorkerTask) -> None:
             task.progress(done)
             await asyncio.sleep(0.02)
     except asyncio.CancelledError:
-        Path(task.input["marker"]).write_text(str(done))  # noqa: ASYNC240 (a tiny file, while cancelled)
+        Path(task.input["marker"]).write_text(str(done))
         raise
 
 

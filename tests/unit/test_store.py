@@ -92,7 +92,7 @@ async def test_an_older_schema_is_migrated_in_place(db: Path) -> None:
     await store.open()
     try:
         assert rows(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-        (old,) = await store.list(GRAPH, None, None, 0)
+        (old,) = await store.list_tasks(GRAPH, None, None, 0)
         assert (old.name, old.status) == ("old", Status.SUCCESS)
     finally:
         await store.close()
@@ -391,7 +391,7 @@ async def test_a_task_is_visible_only_in_its_graph(store: SQLiteStore) -> None:
     task, _ = await store.insert(new(OTHER))
     assert await store.get(GRAPH, task.id) is None
     assert await store.get(OTHER, task.id) == task
-    assert await store.list(GRAPH, None, None, 0) == []
+    assert await store.list_tasks(GRAPH, None, None, 0) == []
     assert await store.list_ids(GRAPH, [task.id]) == []
 
 
@@ -399,9 +399,9 @@ async def test_list_filters_by_status_pages_and_limits(store: SQLiteStore, db: P
     ids = [(await store.insert(new()))[0].id for _ in range(5)]
     set_status(db, ids[1], "success")
     set_status(db, ids[3], "success")
-    assert [t.id for t in await store.list(GRAPH, Status.SUCCESS, None, 0)] == [ids[1], ids[3]]
-    assert [t.id for t in await store.list(GRAPH, None, 2, 0)] == ids[:2]
-    assert [t.id for t in await store.list(GRAPH, None, 2, ids[1])] == ids[2:4]
+    assert [t.id for t in await store.list_tasks(GRAPH, Status.SUCCESS, None, 0)] == [ids[1], ids[3]]
+    assert [t.id for t in await store.list_tasks(GRAPH, None, 2, 0)] == ids[:2]
+    assert [t.id for t in await store.list_tasks(GRAPH, None, 2, ids[1])] == ids[2:4]
     assert [t.id for t in await store.list_ids(GRAPH, [ids[4], ids[0], 999, ids[0]])] == [
         ids[0], ids[4],
     ]
@@ -415,10 +415,10 @@ async def test_a_row_that_cannot_be_interpreted_reads_as_unknown(store: SQLiteSt
     set_status(db, newer.id, "archived")
     assert (await store.get(GRAPH, damaged.id)).status is Status.UNKNOWN  # type: ignore[union-attr]
     assert (await store.get(GRAPH, newer.id)).status is Status.UNKNOWN  # type: ignore[union-attr]
-    listed = await store.list(GRAPH, Status.UNKNOWN, None, 0)
+    listed = await store.list_tasks(GRAPH, Status.UNKNOWN, None, 0)
     # listed under the status it reads as, not under the one stored in it
     assert [t.id for t in listed] == [damaged.id, newer.id]
-    assert damaged.id not in [t.id for t in await store.list(GRAPH, Status.NEW, None, 0)]
+    assert damaged.id not in [t.id for t in await store.list_tasks(GRAPH, Status.NEW, None, 0)]
     assert fine.id not in [t.id for t in listed]
     # the counts come from the index on the stored status alone (README, Faults and recovery)
     counts = await store.count_by_status()
@@ -529,8 +529,8 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
         await store.set_progress({tasks[0].id: 3})
         await store.get(GRAPH, tasks[0].id)
         for status in (None, Status.SUCCESS, Status.UNKNOWN):
-            await store.list(GRAPH, status, 100, 0)
-            await store.list(GRAPH, status, None, tasks[0].id)
+            await store.list_tasks(GRAPH, status, 100, 0)
+            await store.list_tasks(GRAPH, status, None, tasks[0].id)
         await store.list_ids(GRAPH, [t.id for t in tasks])
         await store.events_after(0, GRAPH, None, 100)
         await store.events_after(0, None, tasks[1].id, 100)

@@ -104,7 +104,7 @@ async def test_last_event_id_as_query_parameter(client: Any, base: str) -> None:
     await wait_status(client, base, task_id, "success")
     async with client.get(f"{base}/tasks/{task_id}/events", params={"last_event_id": "0"}) as response:
         events = await SSEReader(response).collect()
-    assert [e.event for e in events][0] == "task.created"
+    assert events[0].event == "task.created"
     assert events[-1].json["task_status"] == "success"
 
 
@@ -156,7 +156,7 @@ async def test_a_subscriber_that_never_reads_does_not_delay_another(aiohttp_clie
     client = await aiohttp_client(create_app(make_settings(tmp_path, sse_buffer_bytes=1024 * 1024)))
     bus = client.app[EVENTS]
     # A raw connection that asks for the stream and then never reads a byte.
-    reader_sock, writer_sock = await asyncio.open_connection("127.0.0.1", client.port)
+    _, writer_sock = await asyncio.open_connection("127.0.0.1", client.port)
     writer_sock.write(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{client.port}\r\n\r\n".encode())
     await writer_sock.drain()
     async def subscribed() -> bool:
