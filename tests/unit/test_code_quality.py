@@ -1,0 +1,24 @@
+"""The house rules that tools check: ruff's lint everywhere, mypy --strict on service/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_ruff_finds_nothing() -> None:
+    result = run("ruff", "check", "service", "tests", "scripts", "--output-format", "concise")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_finds_nothing() -> None:
+    result = run("mypy", "-p", "service")
+    assert result.returncode == 0, result.stdout + result.stderr
