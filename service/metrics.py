@@ -290,7 +290,9 @@ class Metrics:
         self.sse_subscribers = Gauge(
             "sidetask_sse_subscribers", "Open Server-Sent Events streams", registry=r
         )
-        #: progress reports replaced by a later one before they were written
+        #: progress reports replaced by a later one before they were written; follows the
+        #: supervisor's own count at each scrape (sync_progress_coalesced)
+        self._coalesced_seen = 0
         self.progress_coalesced = Counter(
             "sidetask_progress_coalesced",
             "Progress reports replaced by a later value before they were written",
@@ -320,6 +322,12 @@ class Metrics:
         self._last_event_id: LastEventId | None = None
 
     # --- the commit listener ---
+
+    def sync_progress_coalesced(self, total: int) -> None:
+        """Brings the counter up to the supervisor's count of coalesced progress reports."""
+        if total > self._coalesced_seen:
+            self.progress_coalesced.inc(total - self._coalesced_seen)
+            self._coalesced_seen = total
 
     def observe(self, events: Sequence[Event]) -> None:
         """The store's commit listener: the events of one commit, in id order."""

@@ -41,6 +41,8 @@ from .store import Change, Store
 
 log = logging.getLogger("sidetask.supervisor")
 
+#: progress writes in flight at once; more reports wait and coalesce
+MAX_PROGRESS_FLUSHES = 4
 #: the longest the scheduler sleeps without looking for due tasks (delays, backoffs)
 IDLE_POLL_SECONDS = 1.0
 #: how long a drain waits for the scheduler to finish the step it is in
@@ -104,6 +106,8 @@ class Supervisor:
         #: scheduling steps in flight (confirmations, starts)
         self._steps: set[asyncio.Task[None]] = set()
         self._dirty_progress: dict[int, int] = {}
+        #: progress reports replaced by a later value before they were written (for /metrics)
+        self.progress_coalesced = 0
         self._wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         #: due times (epoch ms) of delayed and backed-off tasks this process knows of
@@ -748,6 +752,8 @@ class Supervisor:
             running = self._running.get(task_id)
             if running is not None:
                 running.progress = value
+                if task_id in self._dirty_progress:
+                    self.progress_coalesced += 1  # replaced before it was written
                 self._dirty_progress[task_id] = value
 
         def report(value: int) -> None:
@@ -763,12 +769,26 @@ class Supervisor:
         return report
 
     async def _progress_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.progress_interval)
-            try:
-                await self._flush_progress()
-            except SidetaskError as exc:
-                log.warning("progress not written: %s", exc.message)
+        # A flush is not awaited before the next tick: the cadence stays `progress_interval`
+        # however long a commit takes (the store keeps writes in order). A few in flight at
+        # most; past that, reports wait and coalesce.
+        flushes: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await asyncio.sleep(self.settings.progress_interval)
+                if self._dirty_progress and len(flushes) < MAX_PROGRESS_FLUSHES:
+                    flush = asyncio.create_task(self._flush_progress_logged())
+                    flushes.add(flush)
+                    flush.add_done_callback(flushes.discard)
+        finally:
+            if flushes:  # a flush already handed to the store finishes its write
+                await asyncio.gather(*flushes, return_exceptions=True)
+
+    async def _flush_progress_logged(self) -> None:
+        try:
+            await self._flush_progress()
+        except SidetaskError as exc:
+            log.warning("progress not written: %s", exc.message)
 
     async def _flush_progress(self) -> None:
         if self._dirty_progress:

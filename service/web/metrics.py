@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .. import clock
 from ..metrics import CONTENT_TYPE, WAITING_STATUSES, Metrics
-from .keys import EVENTS, METRICS, SETTINGS, STORE
+from .keys import EVENTS, METRICS, SETTINGS, STORE, SUPERVISOR
 
 #: waiting tasks read per graph and status to find the oldest one that is due
 OLDEST_SCAN = 20
@@ -33,6 +33,9 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     metrics: Metrics = app[METRICS]
     await _update_oldest_waiting(app, metrics)
+    supervisor = app.get(SUPERVISOR)
+    if supervisor is not None:
+        metrics.sync_progress_coalesced(supervisor.progress_coalesced)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

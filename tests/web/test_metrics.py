@@ -224,3 +224,16 @@ async def test_a_change_of_a_task_never_seen_asks_for_a_recount() -> None:
     assert counts.counts[("restoring", "echo")] == 1
     counts.apply(event(12, 7, EventKind.STATUS, Status.QUEUED))  # now its status is known
     assert counts.counts[("restoring", "echo")] == 0 and counts.counts[("queued", "echo")] == 1
+
+
+async def test_progress_reports_coalesced_away_are_counted(aiohttp_client: Any, tmp_path: Path) -> None:
+    from tests.sup_jobs import JOBS
+
+    client = await aiohttp_client(create_app(make_settings(tmp_path, jobs=JOBS)))
+    task_id = await submit(client, BASE, "burst", {"count": 20_000})
+    task = await wait_status(client, BASE, task_id, "success")
+    assert task["task_progress"] == 20_000  # the latest value arrived
+    samples = await scrape(client)
+    coalesced = value(samples, "sidetask_progress_coalesced_total")
+    # 20,000 reports in a tight loop: nearly all were replaced before a write
+    assert coalesced is not None and coalesced > 10_000
