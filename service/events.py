@@ -115,12 +115,15 @@ class EventBus:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        self._remove(subscription)
+        subscription.finish(True)
+
+    def _remove(self, subscription: Subscription) -> None:
         group = self._groups.get(subscription.scope)
         if group is not None:
             group.discard(subscription)
             if not group:
                 del self._groups[subscription.scope]
-        subscription.finish(True)
 
     def go_live(self, subscription: Subscription) -> list[Event]:
         """Ends the replay: returns the collected events after `last_id` for the stream to
@@ -192,11 +195,7 @@ class EventBus:
         """A subscriber over its bound: disconnected, so nobody waits for it."""
         self.dropped += 1
         log.info("dropping a subscriber that fell behind (%s)", subscription.scope)
-        group = self._groups.get(subscription.scope)
-        if group is not None:
-            group.discard(subscription)
-            if not group:
-                del self._groups[subscription.scope]
+        self._remove(subscription)
         subscription.finish(False)
 
     # --- keep-alive and shutdown ---

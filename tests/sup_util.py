@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp.test_utils import TestClient
 
 from tests.conftest import wait_for
 
@@ -100,3 +101,7 @@ async def wait_rows(
         return rows(db, sql, params) or None
 
     return await wait_for(probe, timeout, sql)
+
+
+#: the `start` fixture of tests/web/conftest.py: a server on the test database
+Start = Callable[..., Awaitable[TestClient]]

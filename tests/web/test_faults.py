@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +25,14 @@ from aiohttp.test_utils import TestClient
 from service.errors import ServiceUnavailable
 from service.model import GraphRef, NewTask, Status
 from service.store import Change, SQLiteStore
-from service.web import create_app
 from service.web.keys import STORE
 from tests.chaos_helpers.checks import all_illegal_steps, integrity
-from tests.conftest import get_task, make_settings, submit, wait_status
-from tests.sup_jobs import JOBS
-from tests.sup_util import execute, rows, trail, wait_file
+from tests.conftest import get_task, submit, wait_status
+from tests.sup_util import Start, execute, rows, trail, wait_file
 
 BASE = "/graphs/hugegraph"
 GRAPH = GraphRef("DEFAULT", "hugegraph")
-Start = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "sidetask.db"
-
-
-@pytest.fixture
-def start(aiohttp_client: Any, tmp_path: Path) -> Start:
-    async def start(**overrides: Any) -> TestClient:
-        settings = make_settings(tmp_path, jobs=JOBS, **overrides)
-        return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
-
-    return start
+# the fixtures `db` and `start` come from tests/web/conftest.py
 
 
 def sqlite_store(client: TestClient) -> SQLiteStore:

@@ -5,7 +5,7 @@ force-delete, progress coalescing, plain (thread) jobs, group commit and retenti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,10 @@ from aiohttp.test_utils import TestClient
 from service import clock
 from service.model import Event, GraphRef, NewTask, Status, Task
 from service.store import Change, SQLiteStore
-from service.web import create_app
 from service.web.keys import STORE, SUPERVISOR
-from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
-from tests.sup_jobs import JOBS
+from tests.conftest import get_task, submit, wait_for, wait_status
 from tests.sup_util import (
+    Start,
     execute,
     max_overlap,
     rows,
@@ -31,23 +30,7 @@ from tests.sup_util import (
 
 BASE = "/graphs/hugegraph"
 GRAPH = GraphRef("DEFAULT", "hugegraph")
-Start = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "sidetask.db"
-
-
-@pytest.fixture
-def start(aiohttp_client: Any, tmp_path: Path) -> Start:
-    """A server on the test database with the helper jobs registered; settings overridable."""
-
-    async def start(**overrides: Any) -> TestClient:
-        settings = make_settings(tmp_path, jobs=JOBS, **overrides)
-        return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
-
-    return start
+# the fixtures `db` and `start` come from tests/web/conftest.py
 
 
 async def preload(db: Path, *tasks: NewTask) -> list[int]:
