@@ -243,16 +243,21 @@ async def test_a_refused_write_does_not_undo_the_others_of_its_transaction(
 # --- group commit ---
 
 
-async def test_concurrent_writes_share_transactions(db: Path) -> None:
-    """200 submissions at once: every one committed, in far fewer transactions than rows."""
+def traced_store(db: Path) -> tuple[SQLiteStore, list[str]]:
+    """A store on `db` and the list every SQL statement it runs is appended to."""
     statements: list[str] = []
-    lock = threading.Lock()
+    lock = threading.Lock()  # the writer's and the readers' threads all trace
 
     def trace(sql: str) -> None:
         with lock:
             statements.append(sql)
 
-    store = SQLiteStore(db, trace=trace)
+    return SQLiteStore(db, trace=trace), statements
+
+
+async def test_concurrent_writes_share_transactions(db: Path) -> None:
+    """200 submissions at once: every one committed, in far fewer transactions than rows."""
+    store, statements = traced_store(db)
     await store.open()
     transactions: list[Sequence[Event]] = []
     store.add_listener(transactions.append)
@@ -530,14 +535,7 @@ async def test_purge_removes_old_completed_tasks_and_old_events(
 async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
     """EXPLAIN QUERY PLAN of every statement the store ran for the API's reads and the
     supervisor's writes: none scans the whole tasks table."""
-    statements: list[str] = []
-    lock = threading.Lock()
-
-    def trace(sql: str) -> None:
-        with lock:
-            statements.append(sql)
-
-    store = SQLiteStore(db, trace=trace)
+    store, statements = traced_store(db)
     await store.open()
     try:
         statements.clear()

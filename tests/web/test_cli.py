@@ -25,9 +25,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from service.client import Client
-from service.web import create_app
-from tests.conftest import ROOT, free_port, make_settings, wait_for
-from tests.web.test_client import Proxy
+from tests.conftest import ROOT, free_port, wait_for
+from tests.proxy import Proxy
 
 STEP = 20.0
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
@@ -70,14 +69,6 @@ async def sidetask(
             await proc.wait()
     assert proc.returncode is not None
     return Ran(proc.returncode, out.decode(), err.decode())
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(make_settings(tmp_path, sse_retry_ms=20)), host="127.0.0.1")
-    await server.start_server()
-    yield server
-    await server.close()
 
 
 @pytest.fixture
