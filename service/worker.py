@@ -56,6 +56,13 @@ REPORT_TIMEOUT = 10.0
 MAX_BACKOFF = 10.0
 
 
+
+def _refused(response: aiohttp.ClientResponse, body: bytes) -> aiohttp.ClientResponseError:
+    """The error for an answer the worker did not expect, carrying the server's message."""
+    return aiohttp.ClientResponseError(
+        response.request_info, (), status=response.status, message=body.decode(errors="replace")
+    )
+
 class TaskLost(Exception):
     """The service refused a report (409: the lease is gone; 404: the task is gone)."""
 
@@ -199,12 +206,7 @@ class Worker:
                 return None
             body = await response.read()
             if response.status != 200:
-                raise aiohttp.ClientResponseError(
-                    response.request_info,
-                    (),
-                    status=response.status,
-                    message=body.decode(errors="replace"),
-                )
+                raise _refused(response, body)
             return dict(orjson.loads(body))
 
     async def _send(
@@ -221,12 +223,7 @@ class Worker:
             if response.status in (404, 409):
                 raise TaskLost(answer.decode(errors="replace"))
             if response.status != 200:
-                raise aiohttp.ClientResponseError(
-                    response.request_info,
-                    (),
-                    status=response.status,
-                    message=answer.decode(errors="replace"),
-                )
+                raise _refused(response, answer)
             return dict(orjson.loads(answer))
 
     async def _report(self, task: WorkerTask) -> None:
