@@ -56,12 +56,12 @@ REPORT_TIMEOUT = 10.0
 MAX_BACKOFF = 10.0
 
 
-
 def _refused(response: aiohttp.ClientResponse, body: bytes) -> aiohttp.ClientResponseError:
     """The error for an answer the worker did not expect, carrying the server's message."""
     return aiohttp.ClientResponseError(
         response.request_info, (), status=response.status, message=body.decode(errors="replace")
     )
+
 
 class TaskLost(Exception):
     """The service refused a report (409: the lease is gone; 404: the task is gone)."""
