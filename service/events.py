@@ -97,8 +97,6 @@ class EventBus:
         self._flush_scheduled = False
         self._max_backlog = max_backlog
         self.closed = False
-        #: events handed to subscribers, counted per delivery
-        self.delivered = 0
         #: subscribers dropped for falling behind
         self.dropped = 0
 
@@ -187,7 +185,6 @@ class EventBus:
             self._drop(subscription)
             return
         subscription.last_id = last_id
-        self.delivered += len(matching)
         if ending:
             self.unsubscribe(subscription)
 

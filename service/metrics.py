@@ -401,11 +401,6 @@ class Metrics:
             self._recount.cancel()
             await asyncio.gather(self._recount, return_exceptions=True)
 
-    @property
-    def counting(self) -> asyncio.Task[None] | None:
-        """The count (or recount) running now, if any; tests wait on it."""
-        return self._recount
-
     # --- exposition ---
 
     def render(self) -> bytes:

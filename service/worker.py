@@ -83,7 +83,6 @@ class WorkerTask:
         self.lease_duration: float = float(claim.get("lease_duration", 30.0))
         self._loop = loop
         self._progress: int | None = None
-        self._reported: int | None = None
         self._changed = asyncio.Event()
         self._cancel = False
 
@@ -232,7 +231,6 @@ class Worker:
         answer = await self._send(
             task, "PUT", "/progress", {} if value is None else {"progress": value}
         )
-        task._reported = value
         if answer.get("cancel") and not task._cancel:
             log.info("task %d: cancel requested", task.id)
             task._cancel = True
