@@ -409,9 +409,8 @@ class Supervisor:
         return self.settings.concurrency - len(self._running)
 
     def _type_load(self, type_name: str) -> int:
-        running = sum(1 for r in self._running.values() if r.task.type == type_name)
         waiting = [*self._ready.values(), *self._claimed.values()]
-        return running + sum(1 for t in waiting if t.type == type_name)
+        return self._running_of_type(type_name) + sum(1 for t in waiting if t.type == type_name)
 
     def _type_room(self) -> dict[str, int]:
         """How many more tasks of each limited type may be claimed now; none of the types
