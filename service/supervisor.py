@@ -459,7 +459,9 @@ class Supervisor:
             - len(self._claimed)
         )
         if room > 0:
-            claimed = await self.store.claim(room, now, self._type_room())
+            claimed = await self.store.claim(
+                room, now, self._type_room(), self.settings.server_name
+            )
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting
             await self._accept(claimed)

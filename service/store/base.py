@@ -74,8 +74,11 @@ class Store(Protocol):
     async def transition_many(self, changes: Sequence[Change]) -> list[Task | Exception]: ...
     async def set_progress(self, progress: Mapping[int, int]) -> None: ...
     async def delete(self, graph: GraphRef, task_id: int, force: bool) -> Task: ...
-    async def claim(self, limit: int, now_ms: int, type_room: Mapping[str, int]) -> list[Task]:
-        """Up to `limit` due tasks, at most `type_room[t]` of each limited type `t`."""
+    async def claim(
+        self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
+    ) -> list[Task]:
+        """Up to `limit` due tasks, at most `type_room[t]` of each limited type `t`; the
+        restoring ones are queued on `server` (their task_server)."""
         ...
 
     async def recover(self, keep_types: Iterable[str] = ()) -> Recovery:

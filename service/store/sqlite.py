@@ -682,10 +682,16 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def claim(self, limit: int, now_ms: int, type_room: Mapping[str, int]) -> list[Task]:
+    async def claim(
+        self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
+    ) -> list[Task]:
         """Takes up to `limit` waiting tasks that are due, highest priority first, and at most
         `type_room[t]` of a type `t` that has a limit: a new task goes `scheduling`, a restoring
-        one (resumed, retried, recovered) straight to `queued`."""
+        one (resumed, retried, recovered) straight to `queued`, on `server` (its task_server:
+        a new one gets it when scheduled; a restoring one skips that step, and may have been
+        paused before any server took it, or run elsewhere before)."""
+        on_server = None if server is None else {"server": server}
+
         def op(tx: _Tx) -> list[Task]:
             # copied here: an op may run again after a rolled-back transaction
             room = dict(type_room)
@@ -725,10 +731,15 @@ class SQLiteStore:
                 # one UPDATE for the new ones, one for the restoring ones
                 statuses = {task_id: status for task_id, status, _ in found}
                 results: dict[int, Task | SidetaskError] = {}
-                for target, was in ((Status.SCHEDULING, Status.NEW), (Status.QUEUED, Status.RESTORING)):
+                steps = (
+                    (Status.SCHEDULING, Status.NEW, None),
+                    (Status.QUEUED, Status.RESTORING, on_server),
+                )
+                for target, was, fields in steps:
                     ids = [task_id for task_id, _ in taken if statuses[task_id] == was]
                     if ids:
-                        results.update(zip(ids, tx.change_many([Change(i, target) for i in ids]), strict=True))
+                        changes = [Change(i, target, fields) for i in ids]
+                        results.update(zip(ids, tx.change_many(changes), strict=True))
                 for task_id, type_name in taken:
                     result = results[task_id]
                     if isinstance(result, Task):

@@ -176,3 +176,32 @@ async def test_unknown(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
     assert trail(db, task_id) == ["new"]  # nothing was ever written for it after creation
 
     assert (await client.delete(f"{BASE}/tasks/{future_id}", params={"force": "true"})).status == 204
+
+
+async def test_every_way_into_running_names_the_server_it_ran_on(
+    aiohttp_client: Any, tmp_path: Path, db: Path
+) -> None:
+    """task_server names where a task ran, however it came to run: new, resumed from
+    `pending`, retried, restored after a crash (a row as a crash leaves it)."""
+    first = await start(aiohttp_client, tmp_path, server_name="first")
+    resumed = await submit(first, BASE, "echo", {}, delay=60)
+    await put(first, resumed, "pause")  # never scheduled: no server yet
+    failed = await submit(first, BASE, "fail", {"message": "once"})
+    assert (await observe(first, db, failed, "failed"))["task_server"] == "first"
+    crashed = await submit(first, BASE, "echo", {}, delay=60)
+    await first.close()
+    # as a crash of another host's process leaves it: running there
+    execute(
+        db,
+        "UPDATE tasks SET status = 'running', server = 'gone', max_retries = 1 WHERE id = ?",
+        (crashed,),
+    )
+
+    second = await start(aiohttp_client, tmp_path, server_name="second")
+    await put(second, resumed, "resume")
+    await put(second, failed, "retry")
+    for task_id in (resumed, failed, crashed):
+        task = await wait_status(second, BASE, task_id, "success", "failed")
+        assert task["task_server"] == "second", (task_id, trail(db, task_id))
+        running = [e for e in status_events(db, task_id) if e["task_status"] == "running"]
+        assert running[-1]["task_server"] == "second"
