@@ -322,10 +322,17 @@ class Client:
         return Task.from_api(await self._request("GET", f"{self.base}/tasks/{int(task_id)}"))
 
     async def list(
-        self, status: str | None = None, *, limit: int | None = None, page_size: int = 100
+        self,
+        status: str | None = None,
+        *,
+        limit: int | None = None,
+        page_size: int = 100,
+        task_type: str | None = None,
+        newest_first: bool = False,
     ) -> AsyncIterator[Task]:
-        """The graph's tasks in ascending id order, `page_size` per request (following the
-        server's page tokens), at most `limit` of them (None: all)."""
+        """The graph's tasks in ascending id order (newest_first: descending), of one type
+        when `task_type` is given, `page_size` per request (following the server's page
+        tokens), at most `limit` of them (None: all)."""
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         page = ""
@@ -337,6 +344,10 @@ class Client:
             params = {"page": page, "limit": str(size)}
             if status is not None:
                 params["status"] = status
+            if task_type is not None:
+                params["type"] = task_type
+            if newest_first:
+                params["order"] = "desc"
             answer = await self._request("GET", f"{self.base}/tasks", params=params)
             for body in answer["tasks"]:
                 yield Task.from_api(body)

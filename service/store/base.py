@@ -111,8 +111,18 @@ class Store(Protocol):
     async def process_groups(self) -> list[ProcessGroup]: ...
     async def get(self, graph: GraphRef | None, task_id: int) -> Task | None: ...
     async def list_tasks(
-        self, graph: GraphRef, status: Status | None, limit: int | None, after_id: int
-    ) -> list[Task]: ...
+        self,
+        graph: GraphRef,
+        status: Status | None,
+        limit: int | None,
+        after_id: int,
+        *,
+        task_type: str | None = None,
+        descending: bool = False,
+    ) -> list[Task]:
+        """A graph's tasks in id order after `after_id`; descending: newest first, below
+        `after_id` (0: from the newest)."""
+        ...
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]: ...
     async def events_after(
         self, after_id: int, graph: GraphRef | None, task_id: int | None, limit: int

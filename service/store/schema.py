@@ -77,6 +77,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_completed_by_update ON tasks (update_ms)
         WHERE status IN ('cancelled', 'failed', 'success');
     """,
+    # 5: GET …/tasks?type=: a graph's tasks of one type in id order (either way). A task's
+    # type never changes, so no write but its insert and delete moves an entry.
+    """
+    CREATE INDEX tasks_by_graph_type ON tasks (graphspace, graph, type, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -155,6 +155,9 @@ def _is_json(value: str) -> int:
     return 1
 
 
+#: above every task id: where a descending list starts (SQLite's largest integer)
+MAX_ID = 2**63 - 1
+
 #: true in SQL for exactly the rows row_to_task reads as `unknown` (kept in step with it);
 #: {known} is the list of known status values. Only the reader connections have sidetask_json.
 UNINTERPRETABLE = (
@@ -1026,8 +1029,11 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise ServiceUnavailable("The store cannot read now", str(exc)) from exc
 
-    async def _fetch_tasks(self, sql: str, params: Sequence[Any]) -> list[Task]:
-        """The rows of a task query (`SELECT {TASK_COLUMNS} …`) as tasks, in id order.
+    async def _fetch_tasks(
+        self, sql: str, params: Sequence[Any], *, descending: bool = False
+    ) -> list[Task]:
+        """The rows of a task query (`SELECT {TASK_COLUMNS} …`) as tasks, in id order
+        (descending: newest first).
 
         SQLite hands them over as one JSON array: a reader thread that builds a Python
         row per result row takes the GIL back once per row, and under load each take waits
@@ -1040,7 +1046,7 @@ class SQLiteStore:
         except (ServiceUnavailable, orjson.JSONDecodeError):
             decoded = await self._fetch(sql, params)
         tasks = [row_to_task(row) for row in decoded]
-        tasks.sort(key=lambda task: task.id)
+        tasks.sort(key=lambda task: task.id, reverse=descending)
         return tasks
 
     async def process_groups(self) -> list[ProcessGroup]:
@@ -1060,10 +1066,27 @@ class SQLiteStore:
         return task
 
     async def list_tasks(
-        self, graph: GraphRef, status: Status | None, limit: int | None, after_id: int = 0
+        self,
+        graph: GraphRef,
+        status: Status | None,
+        limit: int | None,
+        after_id: int = 0,
+        *,
+        task_type: str | None = None,
+        descending: bool = False,
     ) -> list[Task]:
-        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ? AND id > ?"
-        params: list[Any] = [graph.graphspace, graph.graph, after_id]
+        # Descending, `after_id` is the id the page goes on below (0: from the newest); the
+        # same indexes serve both orders, read backwards.
+        if descending:
+            sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ? AND id < ?"
+            bound = MAX_ID if after_id == 0 else after_id
+        else:
+            sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ? AND id > ?"
+            bound = after_id
+        params: list[Any] = [graph.graphspace, graph.graph, bound]
+        if task_type is not None:
+            sql += " AND type = ?"
+            params.append(task_type)
         if status is Status.UNKNOWN:
             known = [s.value for s in Status if s is not Status.UNKNOWN]
             sql += " AND " + UNINTERPRETABLE.format(known=", ".join("?" * len(known)))
@@ -1071,11 +1094,11 @@ class SQLiteStore:
         elif status is not None:
             sql += " AND status = ?"
             params.append(status.value)
-        sql += " ORDER BY id"
+        sql += " ORDER BY id DESC" if descending else " ORDER BY id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        tasks = await self._fetch_tasks(sql, params)
+        tasks = await self._fetch_tasks(sql, params, descending=descending)
         if status is None or status is Status.UNKNOWN:
             return tasks
         # A row shows under the status it reads as: one whose status is known but a field of
@@ -1087,7 +1110,7 @@ class SQLiteStore:
         while limit is not None and len(fetched) == asked and len(kept) < limit:
             asked = limit - len(kept)
             params[2], params[-1] = fetched[-1].id, asked
-            fetched = await self._fetch_tasks(sql, params)
+            fetched = await self._fetch_tasks(sql, params, descending=descending)
             kept.extend(t for t in fetched if t.status is status)
         return kept
 

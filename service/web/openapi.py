@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..model import Action, Status
+from ..model import Status
 
 JSON = "application/json"
 
@@ -38,7 +38,6 @@ STATUS_PATTERN = "^(" + "|".join(
     "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in s.value) for s in Status
 ) + ")$"
 STATUS_SCHEMA = {"type": "string", "pattern": STATUS_PATTERN}
-ACTION_SCHEMA = {"type": "string", "enum": [a.value for a in Action]}
 #: event kinds on the streams (service.model.EventKind)
 EVENT_KINDS = ["task.created", "task.status", "task.progress", "task.deleted"]
 
@@ -103,14 +102,26 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
     tasks = {
         "get": {
             "operationId": "listTasks",
-            "summary": "List a graph's tasks in ascending id order",
+            "summary": "List a graph's tasks in id order (ascending unless order=desc)",
             "parameters": [
-                _query("status", STATUS_SCHEMA, "a status name, case-insensitive"),
+                _query("status", STATUS_SCHEMA, "a status name, case-insensitive; not with ids"),
+                _query(
+                    "type",
+                    {"type": "string"},
+                    "tasks of this registered job type only (one type); not with ids; "
+                    "another value is a 400 that lists the registered types",
+                ),
+                _query(
+                    "order",
+                    {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+                    "asc: oldest first (HugeGraph's); desc: newest first. A page token goes on "
+                    "in the order it was made in (with the other, a 400); not with ids",
+                ),
                 _query("limit", {"type": "integer", "minimum": -1, "maximum": MAX_INT, "default": 100}, "-1: no limit; with page, -1 or at least 1"),
                 _query(
                     "ids",
                     {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_INT}},
-                    "these tasks only (repeat the parameter); not with status or page",
+                    "these tasks only (repeat the parameter); not with status, type, order or page",
                     style="form",
                     explode=True,
                 ),
@@ -371,14 +382,6 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("their names", {"type": "object", "properties": {"types": names}})},
             }
         },
-        "/actions": {
-            "get": {
-                "operationId": "listActions",
-                "summary": "The actions a task in each status allows (any other is refused with a 400), "
-                "and the request each action is",
-                "responses": {"200": _json("per status, its actions", _ref("Actions"))},
-            }
-        },
     }
 
 
@@ -500,11 +503,6 @@ def _schemas() -> dict[str, Any]:
         "task_description": {"type": "string"},
         "task_graphspace": {"type": "string"},
         "task_graph": {"type": "string"},
-        "task_run_at": {
-            "type": "integer",
-            "description": "epoch milliseconds when a task waiting for its delay or a retry's "
-            "backoff becomes due; only while it waits (status new or restoring)",
-        },
     }
     required = [
         "task_name", "task_progress", "task_create", "task_status", "task_update",
@@ -538,24 +536,6 @@ def _schemas() -> dict[str, Any]:
                 "total": {"type": "integer", "minimum": 0},
             },
             "required": ["counts", "total"],
-        },
-        "Actions": {
-            "type": "object",
-            "properties": {
-                "actions": {
-                    "type": "object",
-                    "description": "status -> the actions a task in it allows; every status is present",
-                    "properties": {s.value: {"type": "array", "items": ACTION_SCHEMA} for s in Status},
-                    "required": [s.value for s in Status],
-                },
-                "requests": {
-                    "type": "object",
-                    "description": "action -> its request; {base} is a graph's prefix, {id} the task's id",
-                    "properties": {a.value: {"type": "string"} for a in Action},
-                    "required": [a.value for a in Action],
-                },
-            },
-            "required": ["actions", "requests"],
         },
         "Created": {
             "type": "object",
@@ -670,6 +650,12 @@ def _name_the_types(paths: dict[str, Any], job_types: Sequence[str], external_ty
     a claim's `types` a comma-separated list of external types."""
     types = sorted(t for t in job_types if t != "gremlin")
     for path, item in paths.items():
+        if path.endswith("/tasks") and job_types:
+            operation = item["get"]
+            operation["parameters"] = [
+                {**p, "schema": {"type": "string", "enum": sorted(job_types)}} if p["name"] == "type" else p
+                for p in operation["parameters"]
+            ]
         if path.endswith("/jobs/{type}") and types:
             operation = item["post"]
             operation["parameters"] = [

@@ -95,21 +95,59 @@ def list_limit(text: str | None) -> int | None:
     return None if value == -1 else value
 
 
-def encode_page(after_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": after_id})).decode().rstrip("=")
+#: `order` of a list: ascending ids (oldest first, HugeGraph's) or descending (newest first)
+ORDERS = ("asc", "desc")
 
 
-def decode_page(token: str) -> int:
-    """The id a page starts after; an empty token is the first page."""
+def order(text: str | None) -> bool:
+    """`order`: whether the list runs newest first (desc); asc is the default."""
+    if text is None or text == "asc":
+        return False
+    if text == "desc":
+        return True
+    raise BadRequest(f"Invalid order '{text}', valid orders are: {', '.join(ORDERS)}")
+
+
+def task_type(texts: list[str], registered: list[str]) -> str | None:
+    """`type`: one registered job type, or None when not given."""
+    if not texts:
+        return None
+    if len(texts) > 1:
+        raise BadRequest(f"The parameter 'type' takes one job type, but got {len(texts)}")
+    text = texts[0]
+    if text not in registered:
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        raise BadRequest(f"Invalid type '{shown}', valid types are: {', '.join(registered)}")
+    return text
+
+
+def encode_page(last_id: int, descending: bool = False) -> str:
+    """The token of the page after the one that ended with `last_id`, in its order."""
+    key = "before" if descending else "after"
+    return base64.urlsafe_b64encode(orjson.dumps({key: last_id})).decode().rstrip("=")
+
+
+def decode_page(token: str, descending: bool = False) -> int:
+    """The id a page starts after (descending: below); 0 for an empty token, the first page.
+    A token goes on in the order it was made in: with the other order it is a 400."""
     if token == "":
         return 0
+    key, other = ("before", "after") if descending else ("after", "before")
     try:
         padded = token + "=" * (-len(token) % 4)
         value = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
-        after = value["after"]
-        if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= MAX_INT:
+        if isinstance(value, dict) and other in value and key not in value:
+            made_in = "asc" if descending else "desc"
+            raise BadRequest(
+                f"The page token '{token}' was made for order={made_in}: "
+                f"give the same order to go on, or an empty page to start over"
+            )
+        after = value[key]
+        # below 0 descending would be the first page again: no token holds it
+        lowest = 1 if descending else 0
+        if isinstance(after, bool) or not isinstance(after, int) or not lowest <= after <= MAX_INT:
             raise ValueError
-        return after
+        return int(after)
     except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
         raise BadRequest(f"Invalid page token '{token}'") from None
 

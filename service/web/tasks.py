@@ -7,7 +7,7 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from ..model import Status
 from . import params
-from .keys import STORE, SUPERVISOR
+from .keys import REGISTRY, STORE, SUPERVISOR
 from .responses import json_response
 
 
@@ -17,8 +17,11 @@ async def list_tasks(request: web.Request) -> web.Response:
     ids = query.getall("ids", [])
     status_text = query.get("status")
     page = query.get("page")
+    order_text = query.get("order")
+    type_texts = query.getall("type", [])
     # checked in every form of the query, though a query by ids returns them all
     limit = params.list_limit(query.get("limit"))
+    descending = params.order(order_text)
     if ids:
         if status_text is not None:
             raise BadRequest(
@@ -26,25 +29,40 @@ async def list_tasks(request: web.Request) -> web.Response:
             )
         if page is not None:
             raise BadRequest(f"Not support page when query task by ids, but got page='{page}'")
+        if order_text is not None:
+            raise BadRequest(f"Not support order when query task by ids, but got order='{order_text}'")
+        if type_texts:
+            raise BadRequest(f"Not support type when query task by ids, but got type='{type_texts[0]}'")
         task_ids = [params.integer("ids", text, minimum=1) for text in ids]
         tasks = await request.app[STORE].list_ids(graph, task_ids)
         return json_response({"tasks": [t.to_api() for t in tasks]})
 
     status = None if status_text is None else params.status(status_text)
+    task_type = params.task_type(type_texts, request.app[REGISTRY].names())
+    store = request.app[STORE]
     if page is None:
-        tasks = await request.app[STORE].list_tasks(graph, status, limit, 0)
+        tasks = await store.list_tasks(
+            graph, status, limit, 0, task_type=task_type, descending=descending
+        )
         return json_response({"tasks": [t.to_api() for t in tasks]})
 
-    after = params.decode_page(page)
+    after = params.decode_page(page, descending)
     if limit == 0:
         # an empty page has no last id to go on from: its "page" would claim the end
         raise BadRequest("The parameter 'limit' must be >= 1 or -1 when paging, but got '0'")
     # one more than asked tells whether another page follows
-    tasks = await request.app[STORE].list_tasks(graph, status, None if limit is None else limit + 1, after)
+    tasks = await store.list_tasks(
+        graph,
+        status,
+        None if limit is None else limit + 1,
+        after,
+        task_type=task_type,
+        descending=descending,
+    )
     next_page = None
     if limit is not None and len(tasks) > limit:
         tasks = tasks[:limit]
-        next_page = params.encode_page(tasks[-1].id) if tasks else None
+        next_page = params.encode_page(tasks[-1].id, descending) if tasks else None
     return json_response({"tasks": [t.to_api() for t in tasks], "page": next_page})
 
 

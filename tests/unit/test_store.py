@@ -549,6 +549,11 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
         for status in (None, Status.SUCCESS, Status.UNKNOWN):
             await store.list_tasks(GRAPH, status, 100, 0)
             await store.list_tasks(GRAPH, status, None, tasks[0].id)
+            # newest first reads the same indexes backwards; a type has an index of its own
+            await store.list_tasks(GRAPH, status, 100, 0, descending=True)
+            await store.list_tasks(GRAPH, status, 100, tasks[2].id, descending=True)
+            await store.list_tasks(GRAPH, status, 100, 0, task_type="sleep")
+            await store.list_tasks(GRAPH, status, 100, 0, task_type="sleep", descending=True)
         await store.list_ids(GRAPH, [t.id for t in tasks])
         await store.events_after(0, GRAPH, None, 100)
         await store.events_after(0, None, tasks[1].id, 100)
@@ -593,6 +598,8 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
                 assert not any("TEMP B-TREE" in step for step in plan), f"{sql}\n{plan}"
             if sql.startswith("SELECT id, status, type FROM tasks"):  # the claim
                 assert plan == ["SCAN tasks USING INDEX tasks_waiting"], f"{sql}\n{plan}"
+            if " FROM tasks " in sql and " AND type = ?" in sql and " AND status" not in sql:
+                assert any("tasks_by_graph_type" in step for step in plan), f"{sql}\n{plan}"
             if "GROUP BY status, type" in sql:
                 assert plan == ["SCAN tasks USING COVERING INDEX tasks_by_status_type"], plan
     conn.close()

@@ -98,7 +98,9 @@ SUBMIT_OPTIONS = {("query", n) for n in ("name", "priority", "max_retries", "tim
 }
 #: what each handler reads besides its path, by the path after the graph prefix
 EXPECTED_PARAMETERS = {
-    ("GET", "/tasks"): {("query", "status"), ("query", "limit"), ("query", "ids"), ("query", "page")},
+    ("GET", "/tasks"): {
+        ("query", name) for name in ("status", "limit", "ids", "page", "order", "type")
+    },
     ("GET", "/tasks/{id}"): set(),
     ("DELETE", "/tasks/{id}"): {("query", "force")},
     ("PUT", "/tasks/{id}"): {("query", "action")},
@@ -116,6 +118,9 @@ async def test_the_task_api_operations_declare_their_query_parameters(client: Te
             assert declared == expected, f"{method} {prefix}{suffix}"
     action = next(p for p in found[("PUT", "/graphs/{graph}/tasks/{id}")]["parameters"] if p["name"] == "action")
     assert set(action["schema"]["enum"]) == {"cancel", "pause", "resume", "retry"}
+    listing = {p["name"]: p for p in found[("GET", "/graphs/{graph}/tasks")]["parameters"]}
+    assert listing["order"]["schema"] == {"type": "string", "enum": ["asc", "desc"], "default": "asc"}
+    assert {"echo", "fail", "gremlin", "sleep"} <= set(listing["type"]["schema"]["enum"])
 
 
 #: operations that only ever redirect: `/` leads to the dashboard and answers nothing itself

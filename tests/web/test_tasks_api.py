@@ -401,6 +401,95 @@ async def test_a_page_token_that_was_not_given_out_is_refused(client: TestClient
         assert token in message
 
 
+# --- order and type ---
+
+
+async def test_order_desc_lists_newest_first_and_asc_is_the_default(client: TestClient, base: str) -> None:
+    ids = [await submit(client, base, "echo", {}, delay=LATER) for _ in range(5)]
+    assert ids_of(await list_tasks(client, base, order="desc")) == ids[::-1]
+    assert ids_of(await list_tasks(client, base, order="desc", limit=2)) == [ids[4], ids[3]]
+    assert ids_of(await list_tasks(client, base, order="asc")) == ids
+    assert ids_of(await list_tasks(client, base)) == ids
+
+
+async def test_pages_go_on_in_either_order(client: TestClient, base: str) -> None:
+    ids = [await submit(client, base, "echo", {}, delay=LATER) for _ in range(5)]
+    pages, _ = await walk_pages(client, base, order="desc", limit=2)
+    assert pages == [[ids[4], ids[3]], [ids[2], ids[1]], [ids[0]]]
+    pages, _ = await walk_pages(client, base, order="asc", limit=2)
+    assert pages == [ids[0:2], ids[2:4], ids[4:5]]
+    pages, _ = await walk_pages(client, base, order="desc", limit=-1)
+    assert pages == [ids[::-1]]
+
+
+async def test_a_page_token_does_not_change_order(client: TestClient, base: str) -> None:
+    for _ in range(3):
+        await submit(client, base, "echo", {}, delay=LATER)
+    newest = await list_tasks(client, base, order="desc", limit=1, page="")
+    oldest = await list_tasks(client, base, limit=1, page="")
+    message = await assert_error(
+        await client.get(f"{base}/tasks", params={"page": newest["page"], "limit": "1"}), 400
+    )
+    assert "order=desc" in message and newest["page"] in message
+    message = await assert_error(
+        await client.get(f"{base}/tasks", params={"page": oldest["page"], "order": "desc"}), 400
+    )
+    assert "order=asc" in message
+
+
+async def test_type_filters_the_list_and_combines_with_status_order_and_pages(
+    client: TestClient, base: str
+) -> None:
+    echoes = [await submit(client, base, "echo", {}, delay=LATER) for _ in range(3)]
+    sleeps = [await submit(client, base, "sleep", {"seconds": 0}, delay=LATER) for _ in range(2)]
+    done = await submit(client, base, "echo", {})
+    await wait_status(client, base, done, "success")
+
+    assert ids_of(await list_tasks(client, base, type="sleep")) == sleeps
+    assert ids_of(await list_tasks(client, base, type="echo")) == [*echoes, done]
+    assert ids_of(await list_tasks(client, base, type="echo", status="new")) == echoes
+    assert ids_of(await list_tasks(client, base, type="sleep", status="success")) == []
+    assert ids_of(await list_tasks(client, base, type="echo", order="desc", limit=2)) == [done, echoes[2]]
+    assert ids_of(await list_tasks(client, base, type="fail")) == []
+    pages, _ = await walk_pages(client, base, type="echo", status="NEW", order="desc", limit=2)
+    assert pages == [[echoes[2], echoes[1]], [echoes[0]]]
+
+
+@pytest.mark.parametrize("bad", ["ASC", "newest", "", "asc,desc"])
+async def test_a_bad_order_is_refused_with_the_valid_ones(client: TestClient, base: str, bad: str) -> None:
+    await assert_error(
+        await client.get(f"{base}/tasks", params={"order": bad}),
+        400,
+        f"Invalid order '{bad}', valid orders are: asc, desc",
+    )
+
+
+async def test_a_type_that_is_not_registered_is_refused_with_the_registered_ones(
+    client: TestClient, base: str
+) -> None:
+    message = await assert_error(await client.get(f"{base}/tasks", params={"type": "nope"}), 400)
+    assert message.startswith("Invalid type 'nope', valid types are: ")
+    assert {"echo", "fail", "gremlin", "sleep"} <= set(message.split(": ", 1)[1].split(", "))
+    message = await assert_error(
+        await client.get(f"{base}/tasks", params=[("type", "echo"), ("type", "sleep")]), 400
+    )
+    assert "'type' takes one job type" in message
+
+
+async def test_order_and_type_are_refused_with_ids(client: TestClient, base: str) -> None:
+    task_id = await submit(client, base, "echo", {}, delay=LATER)
+    await assert_error(
+        await client.get(f"{base}/tasks", params={"ids": str(task_id), "order": "desc"}),
+        400,
+        "Not support order when query task by ids, but got order='desc'",
+    )
+    await assert_error(
+        await client.get(f"{base}/tasks", params={"ids": str(task_id), "type": "echo"}),
+        400,
+        "Not support type when query task by ids, but got type='echo'",
+    )
+
+
 # --- get ---
 
 
