@@ -50,6 +50,8 @@ ACTIVE_STATUSES = frozenset({Status.RUNNING, Status.CANCELLING})
 INTERRUPTIBLE_STATUSES = frozenset(
     {Status.SCHEDULING, Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.CANCELLING}
 )
+#: statuses the scheduler claims a task from, once its run_after_ms has come
+CLAIMABLE_STATUSES = frozenset({Status.NEW, Status.RESTORING})
 #: statuses of a task that has not started executing
 NOT_STARTED_STATUSES = frozenset(
     {
@@ -83,6 +85,44 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     | INTERRUPTIBLE_STATUSES - {_S.CANCELLING},
     _S.UNKNOWN: frozenset(),
 }
+
+
+class Action(enum.StrEnum):
+    """What a user may do to a task; `force_delete` is `DELETE …?force=true`, listed where
+    a plain delete is refused."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+    RETRY = "retry"
+    DELETE = "delete"
+    FORCE_DELETE = "force_delete"
+
+
+_A = Action
+#: Each user action -> the statuses that allow it. The supervisor refuses an action in any
+#: other status (400), and GET /actions serves this table, so a client offers only these.
+#: Each is within TRANSITIONS: cancel moves a running task to `cancelling` and any other
+#: to `cancelled`, pause to `pending`, resume and retry to `restoring`.
+ACTION_STATUSES: dict[Action, frozenset[Status]] = {
+    _A.CANCEL: NOT_STARTED_STATUSES | {_S.RUNNING},
+    _A.PAUSE: NOT_STARTED_STATUSES - {_S.PENDING},
+    _A.RESUME: frozenset({_S.PENDING}),
+    _A.RETRY: frozenset({_S.FAILED, _S.CANCELLED}),
+    # the record of a completed task (Task.completed, which the store's delete checks)
+    _A.DELETE: COMPLETED_STATUSES,
+    # where a delete needs force=true: every other status (a running job runs on)
+    _A.FORCE_DELETE: frozenset(Status) - COMPLETED_STATUSES,
+}
+
+
+def actions_of(status: Status) -> list[Action]:
+    """The actions a task in `status` allows, in the enum's order."""
+    return [a for a in Action if status in ACTION_STATUSES[a]]
+
+
+def allows(status: Status, action: Action) -> bool:
+    return status in ACTION_STATUSES[action]
 
 
 def allowed_sources(target: Status) -> frozenset[Status]:
@@ -169,7 +209,18 @@ class Task:
             body["task_description"] = self.description
         body["task_graphspace"] = self.graph.graphspace
         body["task_graph"] = self.graph.graph
+        if self.waits_until is not None:
+            body["task_run_at"] = self.waits_until
         return body
+
+    @property
+    def waits_until(self) -> int | None:
+        """When a task waiting for its delay or a retry's backoff becomes due (epoch ms);
+        None for any other. A task with no delay is due when it is written (its
+        run_after_ms is its update_ms or 0), so only a later time is a wait."""
+        if self.status in CLAIMABLE_STATUSES and self.run_after_ms > self.update_ms:
+            return self.run_after_ms
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,12 @@ from .errors import (
 )
 from .jobs import JobContext, JobType, PermanentFailure, Registry, command
 from .model import (
-    COMPLETED_STATUSES,
-    NOT_STARTED_STATUSES,
+    Action,
     GraphRef,
     NewTask,
     Status,
     Task,
+    allows,
 )
 from .store import Change, Store
 
@@ -287,11 +287,11 @@ class Supervisor:
         `cancelling` and its job is interrupted at its next await."""
 
         def refuse(task: Task) -> str | None:
-            if task.status in COMPLETED_STATUSES or task.status is Status.CANCELLING:
-                return f"Can't cancel task '{task_id}' which is completed or cancelling"
+            if allows(task.status, Action.CANCEL):
+                return None
             if task.status is Status.UNKNOWN:
                 return f"Can't cancel task '{task_id}' in status UNKNOWN"
-            return None
+            return f"Can't cancel task '{task_id}' which is completed or cancelling"
 
         task = await self._change(
             graph,
@@ -322,7 +322,7 @@ class Supervisor:
 
     async def pause(self, graph: GraphRef, task_id: int) -> Task:
         def refuse(task: Task) -> str | None:
-            if task.status in NOT_STARTED_STATUSES - {Status.PENDING}:
+            if allows(task.status, Action.PAUSE):
                 return None
             return (
                 f"Can't pause task '{task_id}' in status {task.status.name}, "
@@ -336,7 +336,7 @@ class Supervisor:
 
     async def resume(self, graph: GraphRef, task_id: int) -> Task:
         def refuse(task: Task) -> str | None:
-            if task.status is Status.PENDING:
+            if allows(task.status, Action.RESUME):
                 return None
             return f"Can't resume task '{task_id}' in status {task.status.name}, only a pending task can be resumed"
 
@@ -348,7 +348,7 @@ class Supervisor:
 
     async def retry(self, graph: GraphRef, task_id: int) -> Task:
         def refuse(task: Task) -> str | None:
-            if task.status in (Status.FAILED, Status.CANCELLED):
+            if allows(task.status, Action.RETRY):
                 return None
             return (
                 f"Can't retry task '{task_id}' in status {task.status.name}, "

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..model import Status
+from ..model import Action, Status
 
 JSON = "application/json"
 
@@ -38,6 +38,7 @@ STATUS_PATTERN = "^(" + "|".join(
     "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in s.value) for s in Status
 ) + ")$"
 STATUS_SCHEMA = {"type": "string", "pattern": STATUS_PATTERN}
+ACTION_SCHEMA = {"type": "string", "enum": [a.value for a in Action]}
 #: event kinds on the streams (service.model.EventKind)
 EVENT_KINDS = ["task.created", "task.status", "task.progress", "task.deleted"]
 
@@ -382,6 +383,14 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json("their names", {"type": "object", "properties": {"types": names}})},
             }
         },
+        "/actions": {
+            "get": {
+                "operationId": "listActions",
+                "summary": "The actions a task in each status allows (any other is refused with a 400), "
+                "and the request each action is",
+                "responses": {"200": _json("per status, its actions", _ref("Actions"))},
+            }
+        },
     }
 
 
@@ -503,6 +512,11 @@ def _schemas() -> dict[str, Any]:
         "task_description": {"type": "string"},
         "task_graphspace": {"type": "string"},
         "task_graph": {"type": "string"},
+        "task_run_at": {
+            "type": "integer",
+            "description": "epoch milliseconds when a task waiting for its delay or a retry's "
+            "backoff becomes due; only while it waits (status new or restoring)",
+        },
     }
     required = [
         "task_name", "task_progress", "task_create", "task_status", "task_update",
@@ -536,6 +550,24 @@ def _schemas() -> dict[str, Any]:
                 "total": {"type": "integer", "minimum": 0},
             },
             "required": ["counts", "total"],
+        },
+        "Actions": {
+            "type": "object",
+            "properties": {
+                "actions": {
+                    "type": "object",
+                    "description": "status -> the actions a task in it allows; every status is present",
+                    "properties": {s.value: {"type": "array", "items": ACTION_SCHEMA} for s in Status},
+                    "required": [s.value for s in Status],
+                },
+                "requests": {
+                    "type": "object",
+                    "description": "action -> its request; {base} is a graph's prefix, {id} the task's id",
+                    "properties": {a.value: {"type": "string"} for a in Action},
+                    "required": [a.value for a in Action],
+                },
+            },
+            "required": ["actions", "requests"],
         },
         "Created": {
             "type": "object",

@@ -1,12 +1,13 @@
 """Read-only routes the dashboard reads: the declared graphspaces and graphs (as HugeGraph
-lists them), the registered job types, and a graph's task counts per status."""
+lists them), the registered job types, the actions each status allows, and a graph's task
+counts per status."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from ..errors import NotFound
-from ..model import GraphRef, Status
+from ..model import Action, GraphRef, Status, actions_of
 from . import params
 from .auth import reaches
 from .keys import REGISTRY, SETTINGS, STORE
@@ -51,6 +52,28 @@ async def graphspace_graphs(request: web.Request) -> web.Response:
 async def types(request: web.Request) -> web.Response:
     """The registered job types, each a valid `{type}` of `POST {base}/jobs/{type}`."""
     return json_response({"types": request.app[REGISTRY].names()})
+
+
+#: how each action is asked for; {base} is a graph's prefix, {id} the task's id
+ACTION_REQUESTS = {
+    Action.CANCEL: "PUT {base}/tasks/{id}?action=cancel",
+    Action.PAUSE: "PUT {base}/tasks/{id}?action=pause",
+    Action.RESUME: "PUT {base}/tasks/{id}?action=resume",
+    Action.RETRY: "PUT {base}/tasks/{id}?action=retry",
+    Action.DELETE: "DELETE {base}/tasks/{id}",
+    Action.FORCE_DELETE: "DELETE {base}/tasks/{id}?force=true",
+}
+
+
+async def actions(request: web.Request) -> web.Response:
+    """The actions a task in each status allows (service.model.ACTION_STATUSES, the rules the
+    supervisor refuses by), in the counters' order, and the request each one is."""
+    return json_response(
+        {
+            "actions": {s.value: [a.value for a in actions_of(s)] for s in COUNT_ORDER},
+            "requests": {a.value: ACTION_REQUESTS[a] for a in Action},
+        }
+    )
 
 
 async def task_counts(request: web.Request) -> web.Response:

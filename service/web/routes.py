@@ -40,6 +40,7 @@ SERVICE_ROUTES = (
     ("GET", "/graphspaces/{graphspace}/graphs", overview.graphspace_graphs),
     ("GET", "/graphs", overview.graphs),
     ("GET", "/types", overview.types),
+    ("GET", "/actions", overview.actions),
     # the dashboard
     ("GET", "/", ui.root),
     ("GET", "/ui", ui.page),

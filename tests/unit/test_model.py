@@ -7,12 +7,15 @@ import itertools
 import pytest
 
 from service.model import (
+    ACTION_STATUSES,
     COMPLETED_STATUSES,
     INTERRUPTIBLE_STATUSES,
     TRANSITIONS,
+    Action,
     GraphRef,
     Status,
     Task,
+    actions_of,
     allowed_sources,
     can_transition,
 )
@@ -111,3 +114,31 @@ def test_the_api_keys_follow_the_seeds_order() -> None:
     ]
     bare = task.evolve(result=None, input=None).to_api()
     assert "task_result" not in bare and "task_input" not in bare
+
+
+# --- the user's actions ---
+
+
+def _target(action: Action, source: Status) -> Status:
+    if action is Action.CANCEL:
+        return S.CANCELLING if source is S.RUNNING else S.CANCELLED
+    return {Action.PAUSE: S.PENDING, Action.RESUME: S.RESTORING, Action.RETRY: S.RESTORING}[action]
+
+
+@pytest.mark.parametrize("action", [Action.CANCEL, Action.PAUSE, Action.RESUME, Action.RETRY])
+def test_every_allowed_action_is_a_transition_of_the_table(action: Action) -> None:
+    assert ACTION_STATUSES[action], action
+    for source in ACTION_STATUSES[action]:
+        assert can_transition(source, _target(action, source)), (action, source)
+
+
+def test_a_status_is_deleted_plainly_or_by_force_never_both() -> None:
+    assert ACTION_STATUSES[Action.DELETE] == COMPLETED_STATUSES
+    assert ACTION_STATUSES[Action.DELETE] | ACTION_STATUSES[Action.FORCE_DELETE] == set(Status)
+    assert not ACTION_STATUSES[Action.DELETE] & ACTION_STATUSES[Action.FORCE_DELETE]
+
+
+def test_a_task_never_run_again_allows_no_status_change() -> None:
+    deletes = (Action.DELETE, Action.FORCE_DELETE)
+    for status in (S.SUCCESS, S.CANCELLING, S.UNKNOWN):
+        assert [a for a in actions_of(status) if a not in deletes] == []

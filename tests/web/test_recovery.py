@@ -4,15 +4,17 @@ process on the same database."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import ServerProcess, wait_for
+from tests.conftest import ROOT, ServerProcess, wait_for
 from tests.sup_jobs import JOBS
 from tests.sup_util import execute, rows, status_events, trail, wait_file
 
@@ -245,6 +247,96 @@ async def test_a_second_process_on_the_same_database_refuses_to_start(
     # the first one is untouched
     task_id = await post_job(http, first, "echo", {"still": "here"})
     assert (await wait_task(http, first, task_id, "success"))["task_result"] == '{"still":"here"}'
+
+
+def _other_name(db: Path, how: str) -> Path:
+    """Another name of the database file: a symbolic link, a hard link, or a relative path
+    (the server runs in the repository's directory)."""
+    if how == "symlink":
+        link = db.parent / "elsewhere" / "link.db"
+        link.parent.mkdir()
+        link.symlink_to(db)
+        return link
+    if how == "hardlink":
+        link = db.with_name("hard.db")
+        link.hardlink_to(db)
+        return link
+    return Path(os.path.relpath(db, ROOT))
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink", "relative"])
+async def test_a_second_process_on_another_name_of_the_file_refuses_and_nothing_runs_twice(
+    server_factory: Factory, http: ClientSession, tmp_path: Path, how: str
+) -> None:
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory)
+    gate = tmp_path / "gate"
+    task_id = await post_job(
+        http, first, "gate", {"path": str(gate), "result": "once"}, max_retries=1
+    )
+    await wait_task(http, first, task_id, "running")
+
+    second = server_factory(db=_other_name(db, how), env=ENV)
+    assert await wait_exit(second) != 0
+    output = second.output()
+    assert "in use by another sidetask process" in output
+    assert f"pid {first.proc.pid}" in output
+    assert "Traceback" not in output
+
+    gate.touch()
+    task = await wait_task(http, first, task_id, "success")
+    assert (task["task_result"], task["task_retries"]) == ('"once"', 0)
+    # no recovery in the second process took the running task for an interrupted one
+    assert trail(db, task_id) == ["new", "scheduling", "scheduled", "queued", "running", "success"]
+
+
+async def test_the_guard_leaves_no_file_a_cleaner_could_remove(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    """The lock is on the database file itself: with every other file of the service next to
+    it removed (as a temp cleaner would), a second process still refuses."""
+    db = tmp_path / "sidetask.db"
+    first = await started(server_factory)
+    database = {db.name, f"{db.name}-wal", f"{db.name}-shm"}
+    for path in tmp_path.iterdir():
+        if path.name not in database and not path.name.endswith(".log"):
+            path.unlink()
+    assert {p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")} == database
+    second = server_factory(env=ENV)
+    assert await wait_exit(second) != 0
+    assert f"pid {first.proc.pid}" in second.output()
+    task_id = await post_job(http, first, "echo", {"still": "here"})
+    assert (await wait_task(http, first, task_id, "success"))["task_result"] == '{"still":"here"}'
+
+
+async def test_two_processes_creating_the_file_at_once_one_serves(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
+    db = tmp_path / "new" / "sidetask.db"
+    db.parent.mkdir()  # for the servers' logs; the database file does not exist yet
+    both = [server_factory(db=db, env=ENV), server_factory(db=db, env=ENV)]
+
+    async def settled() -> bool:
+        # one has exited (refused), the other answers /ready
+        exited = [s for s in both if s.proc.poll() is not None]
+        if len(exited) == 2:
+            raise AssertionError(f"both exited: {[s.output() for s in both]}")
+        if len(exited) != 1:
+            return False
+        alive = next(s for s in both if s.proc.poll() is None)
+        try:
+            async with http.get(f"{alive.url}/ready") as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    await wait_for(settled, 20.0, "one server to refuse and the other to be ready")
+    refused = next(s for s in both if s.proc.poll() is not None)
+    alive = next(s for s in both if s.proc.poll() is None)
+    assert refused.proc.returncode != 0
+    assert f"pid {alive.proc.pid}" in refused.output()
+    task_id = await post_job(http, alive, "echo", {"n": 1})
+    assert (await wait_task(http, alive, task_id, "success"))["task_result"] == '{"n":1}'
 
 
 async def test_sigterm_does_not_wait_forever_for_a_plain_job(

@@ -1,0 +1,58 @@
+"""`task_run_at`: when a task waiting for its delay or a retry's backoff becomes due, after
+HugeGraph's eleven keys, on the task while it waits and on no other."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import BASES, get_task, submit, wait_status
+from tests.sup_util import Start
+from tests.web.test_tasks_api import assert_task_keys
+
+BASE = BASES[0]
+
+
+async def test_a_delayed_task_says_when_it_is_due(client: TestClient) -> None:
+    task_id = await submit(client, BASE, "echo", {}, delay=3600)
+    task = await get_task(client, BASE, task_id)
+    assert task["task_status"] == "new"
+    assert task["task_run_at"] == task["task_create"] + 3_600_000
+    # an extra key (SPEC 2): after the seeds' eleven, and last
+    assert_task_keys(task)
+    assert list(task)[-1] == "task_run_at"
+    # the list says it too
+    listed = await client.get(f"{BASE}/tasks", params={"ids": str(task_id)})
+    assert (await listed.json())["tasks"][0]["task_run_at"] == task["task_run_at"]
+
+
+async def test_a_task_with_no_delay_has_no_due_time(client: TestClient) -> None:
+    task_id = await submit(client, BASE, "echo", {})
+    task = await wait_status(client, BASE, task_id, "success")
+    assert "task_run_at" not in task
+
+
+async def test_the_due_time_goes_when_the_task_stops_waiting(client: TestClient) -> None:
+    paused = await submit(client, BASE, "echo", {}, delay=3600)
+    response = await client.put(f"{BASE}/tasks/{paused}", params={"action": "pause"})
+    assert response.status == 202
+    assert "task_run_at" not in await response.json()
+    # resumed, it runs at once: nothing to wait for
+    response = await client.put(f"{BASE}/tasks/{paused}", params={"action": "resume"})
+    assert "task_run_at" not in await response.json()
+    # a short delay: due, run, done
+    soon = await submit(client, BASE, "echo", {}, delay=0.2)
+    assert "task_run_at" in await get_task(client, BASE, soon)
+    assert "task_run_at" not in await wait_status(client, BASE, soon, "success")
+
+
+async def test_a_task_waiting_for_a_retry_says_when(start: Start) -> None:
+    client = await start(retry_backoff=60.0, retry_backoff_max=60.0)
+    task_id = await submit(client, BASE, "fail", {"message": "first try"}, max_retries=1)
+    task = await wait_status(client, BASE, task_id, "restoring")
+    # 60 s of backoff with jitter: between half and all of it after the failure was written
+    assert task["task_update"] + 29_000 <= task["task_run_at"] <= task["task_update"] + 60_000
+    assert_task_keys(task)
+    assert list(task)[-1] == "task_run_at"
+    # cancelled, it waits no more
+    cancelled = await client.put(f"{BASE}/tasks/{task_id}", params={"action": "cancel"})
+    assert "task_run_at" not in await cancelled.json()
