@@ -113,7 +113,7 @@ class Store(Protocol):
     async def list_tasks(
         self,
         graph: GraphRef,
-        status: Status | None,
+        status: Status | frozenset[Status] | None,
         limit: int | None,
         after_id: int,
         *,
@@ -121,7 +121,7 @@ class Store(Protocol):
         descending: bool = False,
     ) -> list[Task]:
         """A graph's tasks in id order after `after_id`; descending: newest first, below
-        `after_id` (0: from the newest)."""
+        `after_id` (0: from the newest). `status`: one, or any of a set."""
         ...
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]: ...
     async def events_after(

@@ -1068,7 +1068,7 @@ class SQLiteStore:
     async def list_tasks(
         self,
         graph: GraphRef,
-        status: Status | None,
+        status: Status | frozenset[Status] | None,
         limit: int | None,
         after_id: int = 0,
         *,
@@ -1087,31 +1087,40 @@ class SQLiteStore:
         if task_type is not None:
             sql += " AND type = ?"
             params.append(task_type)
-        if status is Status.UNKNOWN:
-            known = [s.value for s in Status if s is not Status.UNKNOWN]
-            sql += " AND " + UNINTERPRETABLE.format(known=", ".join("?" * len(known)))
-            params.extend(known)
-        elif status is not None:
-            sql += " AND status = ?"
-            params.append(status.value)
+        wanted = frozenset({status}) if isinstance(status, Status) else status
+        if wanted is not None:
+            # a stored status, or any row that reads as `unknown` (damaged, or a status this
+            # version does not know)
+            terms = []
+            stored = sorted(s.value for s in wanted if s is not Status.UNKNOWN)
+            if len(stored) == 1:
+                terms.append("status = ?")
+            elif stored:
+                terms.append(f"status IN ({', '.join('?' * len(stored))})")
+            params.extend(stored)
+            if Status.UNKNOWN in wanted:
+                known = [s.value for s in Status if s is not Status.UNKNOWN]
+                terms.append(UNINTERPRETABLE.format(known=", ".join("?" * len(known))))
+                params.extend(known)
+            sql += " AND " + (terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})")
         sql += " ORDER BY id DESC" if descending else " ORDER BY id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         tasks = await self._fetch_tasks(sql, params, descending=descending)
-        if status is None or status is Status.UNKNOWN:
+        if wanted is None or wanted == {Status.UNKNOWN}:
             return tasks
         # A row shows under the status it reads as: one whose status is known but a field of
         # it is damaged reads as `unknown`, so it is listed there and not under its own. Such
         # rows are rare: they are left out here (not by a per-row check in SQL, which cost
         # every list a Python call per row), and the page filled up from further on.
-        kept = [t for t in tasks if t.status is status]
+        kept = [t for t in tasks if t.status in wanted]
         fetched, asked = tasks, limit
         while limit is not None and len(fetched) == asked and len(kept) < limit:
             asked = limit - len(kept)
             params[2], params[-1] = fetched[-1].id, asked
             fetched = await self._fetch_tasks(sql, params, descending=descending)
-            kept.extend(t for t in fetched if t.status is status)
+            kept.extend(t for t in fetched if t.status in wanted)
         return kept
 
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]:

@@ -38,6 +38,8 @@ STATUS_PATTERN = "^(" + "|".join(
     "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in s.value) for s in Status
 ) + ")$"
 STATUS_SCHEMA = {"type": "string", "pattern": STATUS_PATTERN}
+#: one status or several, comma-separated
+STATUS_LIST_PATTERN = f"^{STATUS_PATTERN[1:-1]}(,{STATUS_PATTERN[1:-1]})*$"
 ACTION_SCHEMA = {"type": "string", "enum": [a.value for a in Action]}
 #: event kinds on the streams (service.model.EventKind)
 EVENT_KINDS = ["task.created", "task.status", "task.progress", "task.deleted"]
@@ -105,7 +107,12 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "operationId": "listTasks",
             "summary": "List a graph's tasks in id order (ascending unless order=desc)",
             "parameters": [
-                _query("status", STATUS_SCHEMA, "a status name, case-insensitive; not with ids"),
+                _query(
+                    "status",
+                    {"type": "string", "pattern": STATUS_LIST_PATTERN},
+                    "a status name, case-insensitive, or several separated by commas "
+                    "(`new,queued`: tasks in any of them); not with ids",
+                ),
                 _query(
                     "type",
                     {"type": "string"},

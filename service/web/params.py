@@ -87,6 +87,14 @@ def status(text: str) -> Status:
         raise BadRequest(f"Invalid status '{text}', valid statuses are: {names}") from None
 
 
+def statuses(text: str) -> Status | frozenset[Status]:
+    """A list's `status`: one status, or several separated by commas (`new,queued`): the
+    tasks in any of them."""
+    if "," not in text:
+        return status(text)
+    return frozenset(status(part.strip()) for part in text.split(","))
+
+
 def list_limit(text: str | None) -> int | None:
     """`limit`: default 100, -1 for no limit (None)."""
     if text is None:

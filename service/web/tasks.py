@@ -37,7 +37,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         tasks = await request.app[STORE].list_ids(graph, task_ids)
         return json_response({"tasks": [t.to_api() for t in tasks]})
 
-    status = None if status_text is None else params.status(status_text)
+    status = None if status_text is None else params.statuses(status_text)
     task_type = params.task_type(type_texts, request.app[REGISTRY].names())
     store = request.app[STORE]
     if page is None:
