@@ -179,10 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.set_defaults(run=_submit)
 
-    ls = commands.add_parser("ls", parents=[common], help="list a graph's tasks")
+    ls = commands.add_parser("ls", parents=[common], help="list a graph's tasks, newest first")
     ls.add_argument("--status", help="only this status (case-insensitive)")
+    ls.add_argument("--type", dest="task_type", metavar="TYPE", help="only tasks of this job type")
     ls.add_argument(
         "--limit", type=int, default=100, help="at most this many (default 100; -1: all)"
+    )
+    order = ls.add_mutually_exclusive_group()
+    order.add_argument(
+        "--order",
+        choices=["desc", "asc"],
+        default="desc",
+        help="desc: newest first (default); asc: oldest first, the API's order",
+    )
+    order.add_argument(
+        "--oldest-first", dest="order", action="store_const", const="asc", help="--order asc"
     )
     ls.set_defaults(run=_ls)
 
@@ -414,16 +425,23 @@ def _ls(args: argparse.Namespace) -> int:
 
     async def command(client: Any, out: Output) -> int:
         limit = None if args.limit == -1 else args.limit
-        tasks = [
-            t async for t in client.list(args.status, limit=limit, page_size=min(limit or 500, 500))
-        ]
+        listed = client.list(
+            args.status,
+            limit=limit,
+            page_size=min(limit or 500, 500),
+            task_type=args.task_type,
+            newest_first=args.order == "desc",
+        )
+        tasks = [t async for t in listed]
+        # --json holds the tasks in the order the table shows them
         if out.json:
             out.print_json([t.raw for t in tasks])
         elif tasks:
             out.print(task_table(tasks, out.console.width))
         else:
             status = f" in status {args.status}" if args.status else ""
-            out.print(escape(f"No tasks{status} in {client.graph}."))
+            of_type = f" of type {args.task_type}" if args.task_type else ""
+            out.print(escape(f"No tasks{of_type}{status} in {client.graph}."))
         return EXIT_OK
 
     return _run_client(args, command)

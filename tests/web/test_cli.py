@@ -134,6 +134,36 @@ async def test_submit_then_ls_and_get_as_tables_and_json(url: str, api: Client) 
     assert empty.code == 0 and "No tasks in status failed in DEFAULT/hugegraph." in empty.out
 
 
+async def test_ls_shows_the_newest_first_and_filters_by_type(url: str, api: Client) -> None:
+    """Past the default 100, the newest tasks are the ones shown; --oldest-first (or
+    --order asc) gives the API's order, and --json holds the rows in the order shown."""
+    echoes = [await api.submit("echo", {}, delay=3600) for _ in range(101)]
+    sleeper = await api.submit("sleep", {"seconds": 0}, delay=3600)
+
+    def ids(ran: Ran) -> list[int]:
+        assert ran.code == 0, ran.err
+        firsts = [line.split()[0] for line in ran.out.splitlines() if line.strip()]
+        return [int(first) for first in firsts if first.isdigit()]
+
+    newest = ids(await sidetask("ls", "--url", url))
+    assert newest == [sleeper, *echoes[::-1]][:100]
+    listed = await sidetask("ls", "--json", "--url", url, "--limit", "3")
+    assert [t["id"] for t in listed.json()] == [sleeper, echoes[-1], echoes[-2]]
+    oldest = await sidetask("ls", "--oldest-first", "--json", "--url", url, "--limit", "3")
+    assert [t["id"] for t in oldest.json()] == echoes[:3]
+    ascending = await sidetask("ls", "--order", "asc", "--json", "--url", url, "--limit", "2")
+    assert [t["id"] for t in ascending.json()] == echoes[:2]
+
+    of_type = await sidetask("ls", "--type", "sleep", "--json", "--url", url)
+    assert [t["id"] for t in of_type.json()] == [sleeper]
+    none = await sidetask("ls", "--type", "fail", "--url", url)
+    assert none.code == 0 and "No tasks of type fail in DEFAULT/hugegraph." in none.out
+    unknown = await sidetask("ls", "--type", "nosuch", "--url", url)
+    assert unknown.code != 0 and "Invalid type 'nosuch', valid types are:" in unknown.err
+    both = await sidetask("ls", "--oldest-first", "--order", "desc", "--url", url)
+    assert both.code == 2 and "not allowed with" in both.err
+
+
 async def test_submit_options_reach_the_task(url: str, api: Client, tmp_path: Path) -> None:
     input_file = tmp_path / "input.json"
     input_file.write_text('{"steps": 1, "interval": 0.01}')
