@@ -24,6 +24,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import errno
+import os
+import re
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +85,59 @@ class APIError(ClientError):
 
 class ConnectionFailed(ClientError):
     """The server could not be reached (refused, timed out, dropped and not back in time)."""
+
+
+#: an errno in the text of an OSError that has none of its own (asyncio's "Multiple
+#: exceptions: [Errno 111] …, [Errno 111] …" when every address of a host refused)
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
+
+
+def connection_problem(exc: BaseException) -> str:
+    """Why a connection failed, in a few words for a person (`connection refused`), without
+    aiohttp's connection key and the addresses tried (`ssl:default [Connect call failed …]`)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"its TLS certificate is not accepted: {_os_problem(exc.certificate_error)}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve the host name '{exc.host}'"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _os_problem(exc.os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"not a URL it can connect to ({exc.url})"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut off"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError):
+        return _os_problem(exc)
+    return str(exc) or type(exc).__name__
+
+
+def _os_problem(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, TimeoutError):
+        return "the connection timed out"
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve the host name"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        numbers = {exc.errno} if exc.errno else {int(n) for n in _ERRNO.findall(str(exc))}
+        if numbers == {errno.ECONNREFUSED}:
+            return "connection refused"
+        if len(numbers) == 1:  # "No route to host" -> "no route to host"
+            text = os.strerror(numbers.pop())
+            return text[:1].lower() + text[1:]
+    return str(exc) or type(exc).__name__
+
+
+def unreachable(url: str, exc: BaseException) -> str:
+    """`cannot reach http://127.0.0.1:8080: connection refused`."""
+    return f"cannot reach {url}: {connection_problem(exc)}"
 
 
 # --- values ---
@@ -269,7 +327,7 @@ class Client:
                 if response.status >= 400:
                     raise _api_error(response.status, raw)
         except aiohttp.ClientError as exc:
-            raise ConnectionFailed(f"Cannot reach {self.url}: {exc}") from exc
+            raise ConnectionFailed(unreachable(self.url, exc)) from exc
         except TimeoutError as exc:
             raise ConnectionFailed(f"No answer from {self.url} within {self.timeout:g} s") from exc
         if not raw.strip():
@@ -488,7 +546,7 @@ class EventStream:
                 ),
             )
         except aiohttp.ClientError as exc:
-            raise ConnectionFailed(f"Cannot reach {client.url}: {exc}") from exc
+            raise ConnectionFailed(unreachable(client.url, exc)) from exc
         except TimeoutError as exc:
             raise ConnectionFailed(
                 f"No answer from {client.url} within {client.timeout:g} s"

@@ -20,6 +20,11 @@ A function that raises fails the task (retries apply; raise `PermanentFailure` f
 a retry cannot mend). A plain function cannot be interrupted: it reads `task.cancel_requested`
 and returns early. When the service no longer lets this worker report on a task (its lease
 expired, the task was deleted or paused), the function is cancelled and nothing more is sent.
+
+A service that cannot be reached, or answers 429, 503 or another 5xx, is tried again (with a
+growing pause). Any other 4xx is a configuration error that no retry mends (a type that is
+not external, missing or wrong credentials, a token without the grant "*"): `run` raises
+`Refused` with the service's message, and `python -m service.worker` exits with status 3.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from typing import Any, cast
 import aiohttp
 import orjson
 
+from .client import connection_problem, unreachable
 from .jobs import PermanentFailure
 from .jobs.base import load_function
 
-__all__ = ["PermanentFailure", "TaskLost", "Worker", "WorkerTask", "main"]
+__all__ = ["PermanentFailure", "Refused", "TaskLost", "Worker", "WorkerTask", "main"]
 
 log = logging.getLogger("sidetask.worker")
 
@@ -54,17 +60,50 @@ MIN_REPORT_INTERVAL = 0.1
 REPORT_TIMEOUT = 10.0
 #: the longest pause after the service could not be reached
 MAX_BACKOFF = 10.0
-
-
-def _refused(response: aiohttp.ClientResponse, body: bytes) -> aiohttp.ClientResponseError:
-    """The error for an answer the worker did not expect, carrying the server's message."""
-    return aiohttp.ClientResponseError(
-        response.request_info, (), status=response.status, message=body.decode(errors="replace")
-    )
+#: the answers that say "later" (too many requests, unavailable); every 5xx is one too
+RETRYABLE = frozenset({408, 429})
+#: what `python -m service.worker` exits with when the service refuses it
+EXIT_REFUSED = 3
 
 
 class TaskLost(Exception):
     """The service refused a report (409: the lease is gone; 404: the task is gone)."""
+
+
+class Refused(Exception):
+    """The service answered a 4xx that no retry mends: the worker is not set up right (a
+    type that is not external, missing or wrong credentials, a token without the grant "*").
+    `status` is the HTTP status, `message` the service's own words."""
+
+    def __init__(self, what: str, status: int, message: str) -> None:
+        super().__init__(f"the service refused {what} (HTTP {status}): {message}")
+        self.status = status
+        self.message = message
+
+
+class Unavailable(Exception):
+    """The service answered, but cannot serve now (429, 503, another 5xx): tried again."""
+
+
+def _server_message(body: bytes) -> str:
+    """The `message` of the service's error body, or the body itself."""
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        decoded = None
+    message = decoded.get("message") if isinstance(decoded, dict) else None
+    if isinstance(message, str):
+        return message
+    text = body.decode(errors="replace").strip()
+    return text[:500] or "(no message)"
+
+
+def _unexpected(what: str, status: int, body: bytes) -> Exception:
+    """The error for an answer the worker did not expect, carrying the service's message."""
+    message = _server_message(body)
+    if status >= 500 or status in RETRYABLE:
+        return Unavailable(f"the service answered {what} with HTTP {status}: {message}")
+    return Refused(what, status, message)
 
 
 class WorkerTask:
@@ -138,7 +177,8 @@ class Worker:
 
     async def run(self, *, burst: bool = False) -> int:
         """Claims and runs tasks until `stop()`, or with `burst` until a claim finds none.
-        Returns how many tasks it ran."""
+        Returns how many tasks it ran; raises `Refused` when the service refuses the worker
+        (a 4xx other than 408 and 429: retrying cannot help)."""
         done = 0
         backoff = 0.5
         async with aiohttp.ClientSession(headers=self.headers) as session:
@@ -147,10 +187,14 @@ class Worker:
                 while not self._stopping.is_set():
                     try:
                         ran = await self.run_once()
-                    except (aiohttp.ClientError, TimeoutError) as exc:
-                        log.warning(
-                            "cannot reach %s: %s; trying again in %.1f s", self.url, exc, backoff
+                    except Refused as exc:
+                        log.error("%s; stopping", exc)
+                        raise
+                    except (aiohttp.ClientError, TimeoutError, Unavailable) as exc:
+                        problem = (
+                            exc if isinstance(exc, Unavailable) else unreachable(self.url, exc)
                         )
+                        log.warning("%s; trying again in %.1f s", problem, backoff)
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(backoff):
                                 await self._stopping.wait()
@@ -205,7 +249,7 @@ class Worker:
                 return None
             body = await response.read()
             if response.status != 200:
-                raise _refused(response, body)
+                raise _unexpected("the claim", response.status, body)
             return dict(orjson.loads(body))
 
     async def _send(
@@ -220,9 +264,9 @@ class Worker:
         ) as response:
             answer = await response.read()
             if response.status in (404, 409):
-                raise TaskLost(answer.decode(errors="replace"))
+                raise TaskLost(_server_message(answer))
             if response.status != 200:
-                raise _refused(response, answer)
+                raise _unexpected(f"a report on task {task.id}", response.status, answer)
             return dict(orjson.loads(answer))
 
     async def _report(self, task: WorkerTask) -> None:
@@ -266,8 +310,12 @@ class Worker:
             except TaskLost as exc:
                 log.warning("task %d: %s", task.id, exc)
                 return True
+            except Unavailable as exc:
+                log.warning("task %d: %s; trying again", task.id, exc)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("task %d: report failed (%s); trying again", task.id, exc)
+                log.warning(
+                    "task %d: report failed, %s; trying again", task.id, unreachable(self.url, exc)
+                )
             if task._cancel and interruptible and not job.done():
                 job.cancel()
             changed = asyncio.ensure_future(task._changed.wait())
@@ -317,9 +365,19 @@ class Worker:
             except TaskLost as exc:
                 log.warning("task %d: its end was not accepted: %s", task.id, exc)
                 return
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except Refused as exc:
+                if path != "/complete" or exc.status not in (400, 413):
+                    raise
+                # The result itself is refused (too large, nested too deeply): no retry of
+                # the job makes it acceptable, so the task fails and says why.
+                log.error("task %d: %s", task.id, exc)
+                error = f"The service refused the job's result: {exc.message}"
+                path, body = "/fail", {"error": error, "retry": False, **progress}
+                continue
+            except (aiohttp.ClientError, TimeoutError, Unavailable) as exc:
                 if asyncio.get_running_loop().time() + delay > deadline:
-                    log.error("task %d: could not report its end: %s", task.id, exc)
+                    problem = exc if isinstance(exc, Unavailable) else connection_problem(exc)
+                    log.error("task %d: could not report its end: %s", task.id, problem)
                     return
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
@@ -388,7 +446,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(sig, worker.stop)  # finish the task at hand, then exit
         return await worker.run(burst=args.burst)
 
-    done = asyncio.run(serve())
+    try:
+        done = asyncio.run(serve())
+    except Refused:  # run() logged the service's message
+        return EXIT_REFUSED
     log.info("worker %s stopped after %d task(s)", args.name, done)
     return 0
 

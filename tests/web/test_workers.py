@@ -16,15 +16,19 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 
+from service import auth
 from service.web import create_app
-from tests.conftest import ROOT, get_task, make_settings, submit, wait_for, wait_status
+from service.worker import Worker
+from tests.conftest import ROOT, free_port, get_task, make_settings, submit, wait_for, wait_status
 from tests.sup_util import trail
 
 BASE = "/graphs/hugegraph"
 SPACE_BASE = "/graphspaces/DEFAULT/graphs/hugegraph"
 TYPES = ("resize", "thumbnail")
+#: a token granted one graph only
+NARROW = "narrow-token-of-one-graph"
 
 
 # --- the protocol, through the app on loopback ---
@@ -467,6 +471,93 @@ async def test_a_burst_worker_runs_what_is_waiting_then_exits(api: Api, processe
     for task_id, steps in zip(ids, (1, 2, 3), strict=True):
         task = await api.get(task_id)
         assert (task["task_status"], task["task_progress"], task["task_server"]) == ("success", steps, "burst-1")
+
+
+async def finished(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, str]:
+    """A worker process's exit status and its log, once it exits (within 20 s)."""
+    code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 20)
+    return code, log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("options", [("--burst", "--wait", "0"), ("--wait", "1")], ids=["burst", "polling"])
+async def test_a_worker_for_a_type_the_service_does_not_serve_says_so_and_exits(
+    api: Api, processes: Processes, tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    argv = [sys.executable, "-m", "service.worker", "--url", api.url, "--name", "lost-1", *options]
+    argv += ["--job", "count=tests.jobs_helpers.worker_jobs:count"]
+    argv += ["--job", "resize=tests.jobs_helpers.worker_jobs:count"]  # not an external type there
+    worker = processes.start(argv, "lost-1")
+    code, log = await finished(worker, tmp_path / "lost-1.log")
+    assert code == 3, log
+    assert (
+        "the service refused the claim (HTTP 400): Job type(s) 'resize' not served by external"
+        " workers" in log
+    )
+    assert "cannot reach" not in log and "trying again" not in log
+
+
+@pytest.mark.parametrize(
+    ("header", "status", "message"),
+    [
+        ("", 401, "Authentication required"),
+        ("Authorization: Bearer not-the-token", 401, "Invalid Bearer token"),
+        (f"Authorization: Bearer {NARROW}", 403, 'so it needs the grant "*"'),
+    ],
+    ids=["no-token", "wrong-token", "graph-limited-token"],
+)
+async def test_a_worker_the_service_does_not_let_in_says_why_and_exits(
+    server_factory: Any, processes: Processes, tmp_path: Path, header: str, status: int, message: str
+) -> None:
+    conf = write_config(tmp_path)
+    narrow = auth.hash_token(NARROW)
+    conf.write_text(
+        conf.read_text() + f'\n[tokens]\nnarrow = "{narrow}"\n\n[grants]\nnarrow = ["DEFAULT/hugegraph"]\n'
+    )
+    server = server_factory(config_file=conf)
+    await server.wait_ready()
+    options = ("--burst", "--wait", "0", *(("--header", header) if header else ()))
+    worker = processes.python_worker(server.url, "shut-out", "count", options=options)
+    code, log = await finished(worker, tmp_path / "shut-out.log")
+    assert code == 3, log
+    assert f"the service refused the claim (HTTP {status}): " in log and message in log, log
+    assert "cannot reach" not in log
+
+
+async def test_a_worker_tries_again_while_the_service_answers_503_or_429(aiohttp_client: Any) -> None:
+    """"Later" answers are not a refusal: the worker pauses and claims again."""
+    answers = [503, 429]
+    claims = 0
+
+    async def claim(request: web.Request) -> web.Response:
+        nonlocal claims
+        claims += 1
+        if answers:
+            status = answers.pop(0)
+            return web.json_response({"message": "busy"}, status=status)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/workers/{worker}/claim", claim)
+    stub = await aiohttp_client(app)
+    worker = Worker(str(stub.make_url("")), "patient", {"count": lambda task: None}, wait=0)
+    assert await asyncio.wait_for(worker.run(burst=True), 20) == 0
+    assert claims == 3
+
+
+async def test_a_worker_that_cannot_reach_the_service_says_so_in_words(
+    processes: Processes, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    worker = processes.python_worker(url, "far-1", "count", options=("--wait", "0"))
+    log = tmp_path / "far-1.log"
+    text = await wait_for(lambda: _read_when(log, "trying again"), 20, "the worker's retry")
+    assert f"cannot reach {url}: connection refused; trying again in" in text
+    assert "ssl:default" not in text and worker.poll() is None
+
+
+async def _read_when(path: Path, part: str) -> str | None:
+    text = text_of(path)
+    return text if text is not None and part in text else None
 
 
 async def test_a_worker_killed_mid_task_loses_it_and_another_finishes_it(
