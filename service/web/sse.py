@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -28,22 +28,38 @@ REPLAY_PAGE = 1000
 
 
 def _last_event_id(request: web.Request) -> int | None:
-    """Last-Event-ID, from the header or else the query; both are checked when both come."""
-    from_query = _event_id(request.query.get("last_event_id"))
+    """Last-Event-ID, from the header or else the query; both are checked when both come.
+    The header wins: a browser's EventSource keeps the URL it was opened with (and the
+    first `last_event_id` in it) and sends the id it has reached in the header."""
+    from_query = _event_id(
+        request.query.get("last_event_id"), " (the query parameter last_event_id)"
+    )
     from_header = _event_id(request.headers.get("Last-Event-ID"))
     return from_query if from_header is None else from_header
 
 
-def _event_id(text: str | None) -> int | None:
+def _event_id(text: str | None, where: str = "") -> int | None:
     if text is None:
         return None
     text = text.strip()
     # ASCII digits only (int() takes "٣" and "1_0"), and no more than an event id can be
     if not text.isascii() or not text.isdigit():
-        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be an event id (an integer >= 0)")
+        raise BadRequest(
+            f"Invalid Last-Event-ID '{text}'{where}, it must be an event id (an integer >= 0)"
+        )
     if len(text) > 18 or int(text) > params.MAX_INT:
-        raise BadRequest(f"Invalid Last-Event-ID '{text}', it must be at most {params.MAX_INT}")
+        raise BadRequest(
+            f"Invalid Last-Event-ID '{text}'{where}, it must be at most {params.MAX_INT}"
+        )
     return int(text)
+
+
+async def _resume_point(request: web.Request, last_event_id: int) -> int:
+    """An id past the last stored event was never given out by this store (a client of
+    another database file, one replaced or restored from a backup): the stream starts from
+    now, instead of skipping every event until the ids reach it. An id this store gave out
+    is never past the last stored one: ids grow with commits and the purge takes the oldest."""
+    return min(last_event_id, await request.app[STORE].last_event_id())
 
 
 class _ChunkFramer:
@@ -110,8 +126,11 @@ async def _serve(
     scope: Scope,
     start_after: int,
     first: Event | None = None,
+    ended: Callable[[], Awaitable[bool]] | None = None,
 ) -> web.StreamResponse:
-    """Replay stored events after `start_after`, then follow live ones, no gap, no duplicate."""
+    """Replay stored events after `start_after`, then follow live ones, no gap, no duplicate.
+    `ended`: asked after the replay; True ends the stream there when nothing newer came
+    (a task stream resumed after its task's end: nothing more will come)."""
     bus = request.app[EVENTS]
     store = request.app[STORE]
     stream = await _open(request)
@@ -137,12 +156,18 @@ async def _serve(
                 subscription.last_id = page[-1].id
             if len(page) < REPLAY_PAGE:  # a filter may keep few of a full page: go on
                 break
+        # Asked before going live: an event committed since the replay's last query is in
+        # the backlog, and one there means the task has moved on (or just ended: that
+        # event then ends the stream below).
+        done = ended is not None and await ended()
         backlog = bus.go_live(subscription)
         if backlog:
             if not stream.sink(b"".join(encode(e) for e in backlog)):
                 return await _end(stream, bus, subscription, clean=False)
             if scope.task_id is not None and any(ends_task_stream(e) for e in backlog):
                 return await _end(stream, bus, subscription)
+        elif done:
+            return await _end(stream, bus, subscription)
         clean = await _until_finished(subscription, request.app[SETTINGS].sse_max_seconds)
         return await _end(stream, bus, subscription, clean=clean)
     except asyncio.CancelledError:
@@ -180,11 +205,20 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     last_event_id = _last_event_id(request)
     scope = Scope(graph=graph, task_id=task_id)
     if last_event_id is not None:
+        last_event_id = await _resume_point(request, last_event_id)
         if await store.get(graph, task_id) is None and not await store.events_after(
             last_event_id, graph, task_id, 1
         ):
             raise NotFound(f"Can't find task with id '{task_id}'")
-        return await _serve(request, scope, last_event_id)
+
+        async def ended() -> bool:
+            # Completed (or gone) before the stream went live: its end was before the id
+            # resumed from, or purged with its older events; the stream ends as it would
+            # have after that end.
+            task = await store.get(graph, task_id)
+            return task is None or task.completed
+
+        return await _serve(request, scope, last_event_id, ended=ended)
     # No Last-Event-ID: first the task's current state, then every change after it. The
     # event id is read before the task, so every change the snapshot misses comes after.
     start_after = await store.last_event_id()
@@ -225,6 +259,8 @@ async def _follow(request: web.Request, scope: Scope) -> web.StreamResponse:
     if last_event_id is None:
         # a new subscriber of a graph or the service starts from now
         last_event_id = await request.app[STORE].last_event_id()
+    else:
+        last_event_id = await _resume_point(request, last_event_id)
     return await _serve(request, scope, last_event_id)
 
 
