@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import logging
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -32,6 +34,20 @@ class ConfigError(ValueError):
 
 #: the types a command's declared parameter may have, as TOML writes them
 COMMAND_PARAM_TYPES = ("string", "integer", "number", "boolean")
+#: where a job of your own may run: "service" (in the service's process: an async function
+#: in its event loop, a plain one in a thread of its own) or "process" (a child process of
+#: its own, which a cancel or a timeout stops; README, "Jobs")
+JOB_RUN_IN = ("service", "process")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job type of your own declared as a table, `[jobs.NAME]`: where its function runs."""
+
+    #: "module:callable", as in the short form `NAME = "module:callable"`
+    call: str
+    #: one of JOB_RUN_IN
+    run_in: str = "service"
 
 
 @dataclass(frozen=True)
@@ -66,8 +82,12 @@ class Settings:
     concurrency: int = 16
     #: per job type limits on jobs running at once, e.g. {gremlin = 2}
     type_concurrency: Mapping[str, int] = field(default_factory=dict)
-    #: job types of your own: name -> "module:callable"
-    jobs: Mapping[str, str] = field(default_factory=dict)
+    #: job types of your own: name -> "module:callable", or a table {call, run_in} (JobSpec)
+    jobs: Mapping[str, str | JobSpec] = field(default_factory=dict)
+    #: directories put at the front of sys.path before the job modules are imported (a
+    #: myjobs.py of your project): relative to the configuration file that names them, or
+    #: to the working directory when they come from the environment or the command line
+    import_paths: tuple[str, ...] = ()
     #: max_retries of a task submitted without one
     default_max_retries: int = 3
     #: first retry waits this many seconds, doubling each retry, with jitter
@@ -120,6 +140,21 @@ class Settings:
     grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: whether GET /metrics answers without credentials when authentication is on
     metrics_public: bool = False
+    #: threads that check passwords (PBKDF2, a quarter of a second of CPU each), never more
+    #: at once; 0: half the CPUs, at least one
+    auth_threads: int = 0
+    #: credential checks that may wait for a thread; past them a check is refused with 503
+    auth_queue: int = 16
+    #: failed logins from one address within auth_failure_window past which it is refused
+    #: with 429 (no check runs) until the window ends; 0: no limit
+    auth_max_failures: int = 10
+    #: seconds from an address's first failed login over which its failures are counted
+    auth_failure_window: float = 60.0
+    #: open client connections past which a new one is answered 503 and closed; 0: no limit
+    max_connections: int = 4096
+    #: seconds a connection has to send a request's line and headers, from its start or
+    #: from a request's first byte; then it is closed (408); 0: no limit
+    header_timeout: float = 10.0
     #: bytes a request body may have (HugeGraph's 16 MiB task input, plus its JSON framing)
     max_body_bytes: int = 16 * 1024 * 1024 + 64 * 1024
     #: bytes a request line or a header field may have
@@ -131,6 +166,13 @@ class Settings:
     #: tasks waiting to run (new, scheduling, scheduled, queued, restoring) past which a
     #: submission is refused with 429; 0: no limit
     max_waiting: int = 100_000
+    #: names and addresses a request's Host may carry besides the loopback ones (localhost,
+    #: *.localhost, 127.0.0.0/8, ::1) and the bound address: e.g. the pod's or the Service's
+    #: name; "*.example.org" any name under it; "*" any Host (README, "Access and limits")
+    allowed_hosts: tuple[str, ...] = ()
+    #: origins ("scheme://host[:port]") besides the service's own whose pages may send it
+    #: requests, e.g. that of a proxy serving the dashboard under another name
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def auth_enabled(self) -> bool:
@@ -154,6 +196,76 @@ def parse_graph(text: str) -> GraphRef:
     return GraphRef(space, graph)
 
 
+#: a label of a host name: letters, digits, '-' (not at either end) and '_' (which
+#: Docker and Compose names may have)
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+#: the schemes an origin may have, and the port each implies when none is written
+ORIGIN_PORTS = {"http": 80, "https": 443}
+
+
+def normal_host(text: str) -> str:
+    """A host name or an IP address in the form Host headers and origins are compared in:
+    a name in lower case without a final dot, an address compressed and without brackets.
+    ValueError when `text` is neither (a port included)."""
+    host = text.strip().lower()
+    if host.startswith("[") and host.endswith("]"):  # brackets hold an IPv6 address
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IPv6 address") from None
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        hint = " (without a port: ports are not checked)" if ":" in host else ""
+        raise ValueError(f"{text!r} is not a host name or an IP address{hint}")
+    return name
+
+
+def parse_allowed_host(text: str) -> str:
+    """An entry of allowed_hosts in its compared form: "*", "*.<name>" (any name under
+    <name>, not <name> itself), a host name or an IP address."""
+    entry = text.strip()
+    if entry == "*":
+        return entry
+    if entry.startswith("*."):
+        suffix = normal_host(entry[2:])
+        try:
+            ipaddress.ip_address(suffix)
+        except ValueError:
+            return "*." + suffix
+        raise ValueError(f"{text!r}: '*.' goes before a name, not an address")
+    return normal_host(entry)
+
+
+def parse_origin(text: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an origin written "scheme://host[:port]", the port filled
+    in from the scheme when it is not written; ValueError when `text` is not one."""
+    shape = f"{text!r} is not an origin of the form http://host[:port] or https://host[:port]"
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(shape) from None
+    scheme = parts.scheme.lower()
+    if (
+        scheme not in ORIGIN_PORTS
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        raise ValueError(shape)
+    try:
+        host = normal_host(parts.hostname)
+    except ValueError as exc:
+        raise ValueError(f"{shape}: {exc}") from None
+    return scheme, host, ORIGIN_PORTS[scheme] if port is None else port
+
+
 def load(
     file: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -165,18 +277,29 @@ def load(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    def take(found: Mapping[str, Any], source: str) -> None:
+    def take(found: Mapping[str, Any], source: str, base: Path | None = None) -> None:
+        if "import_paths" in found:  # made absolute here, where it is known what they are relative to
+            found = {**found, "import_paths": _absolute_paths(found["import_paths"], base)}
         values.update(found)
         sources.update(dict.fromkeys(found, source))
 
     if SHIPPED_CONFIG.exists():
-        take(_read_toml(SHIPPED_CONFIG), f"configuration file {SHIPPED_CONFIG}")
+        take(_read_toml(SHIPPED_CONFIG), f"configuration file {SHIPPED_CONFIG}", SHIPPED_CONFIG.parent)
     if file is not None:
-        take(_read_toml(Path(file)), f"configuration file {file}")
+        take(_read_toml(Path(file)), f"configuration file {file}", Path(file).resolve().parent)
     for name, value in _from_env(os.environ if env is None else env).items():
         take({name: value}, ENV_PREFIX + name.upper())
     take({k: v for k, v in overrides.items() if v is not None}, "the command line")
     return _build(values, sources)
+
+
+def _absolute_paths(value: Any, base: Path | None) -> Any:
+    """import_paths made absolute against `base` (None: the working directory); a value
+    that is not a list of strings is left for _coerce to refuse."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+        return value
+    return tuple(str(((base or Path.cwd()) / Path(t).expanduser()).resolve()) for t in texts)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -267,6 +390,12 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "sse_max_seconds": (0, True),
     "kill_grace": (0, True),
     "lease_duration": (0, False),
+    "auth_threads": (0, True),
+    "auth_queue": (0, True),
+    "auth_max_failures": (0, True),
+    "auth_failure_window": (0, False),
+    "max_connections": (0, True),
+    "header_timeout": (0, True),
     "max_body_bytes": (1024, True),
     "max_header_bytes": (1024, True),
     "max_input_bytes": (1, True),
@@ -293,9 +422,15 @@ def _check(name: str, value: Any) -> None:
                 raise ConfigError(f"{name}.{type_name}: must be at least 1, got {limit!r}")
     elif name == "jobs":
         for type_name, spec in value.items():
-            module, sep, attribute = spec.partition(":")
+            where = f"{name}.{type_name}" if isinstance(spec, str) else f"{name}.{type_name}.call"
+            call = spec if isinstance(spec, str) else spec.call
+            module, sep, attribute = call.partition(":")
             if not sep or not module.strip() or not attribute.strip():
-                raise ConfigError(f"{name}.{type_name}: {spec!r} is not of the form 'module:callable'")
+                raise ConfigError(f"{where}: {call!r} is not of the form 'module:callable'")
+    elif name == "import_paths":
+        for directory in value:
+            if not Path(directory).is_dir():
+                raise ConfigError(f"{name}: {directory!r} is not a directory")
     elif name == "graphs":
         if not value:
             raise ConfigError(f"{name}: at least one graph must be served")
@@ -329,6 +464,13 @@ def _check(name: str, value: Any) -> None:
                 )
             if not who or ":" in who:
                 raise ConfigError(f"{name}: {who!r} is not a usable name (empty, or with ':')")
+    elif name in ("allowed_hosts", "allowed_origins"):
+        parse = parse_allowed_host if name == "allowed_hosts" else parse_origin
+        for text in value:
+            try:
+                parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
     elif name == "grants":
         for graphs in value.values():
             for text in graphs:
@@ -361,6 +503,8 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
 def _scalar(name: str, hint: Any, value: Any) -> Any:
     if hint is CommandSpec:
         return _command(name, value)
+    if hint == str | JobSpec:
+        return _job(name, value)
     try:
         if hint is bool:
             if isinstance(value, str):
@@ -386,6 +530,26 @@ def _scalar(name: str, hint: Any, value: Any) -> Any:
     else:
         raise ConfigError(f"{name}: unsupported setting type {hint!r}")
     raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _job(name: str, value: Any) -> str | JobSpec:
+    """A job type of your own: "module:callable", or a table with `call` and `run_in`."""
+    if isinstance(value, str | JobSpec):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{name}: expected 'module:callable' or a table with call and run_in, got {value!r}"
+        )
+    unknown = sorted(set(value) - {"call", "run_in"})
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}; expected call, run_in")
+    call = value.get("call")
+    if not isinstance(call, str):
+        raise ConfigError(f"{name}.call: expected 'module:callable', got {call!r}")
+    run_in = value.get("run_in", "service")
+    if run_in not in JOB_RUN_IN:
+        raise ConfigError(f"{name}.run_in: expected one of {', '.join(JOB_RUN_IN)}, got {run_in!r}")
+    return JobSpec(call=call, run_in=run_in)
 
 
 def _command(name: str, value: Any) -> CommandSpec:

@@ -21,6 +21,7 @@ from .errors import error_middleware
 from .keys import EVENTS, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR, WORKERS
 from .limits import limits_middleware
 from .metrics import metrics_ctx
+from .origin import PagePolicy, origin_middleware
 from .routes import add_routes
 from .sse import close_streams, events_ctx
 
@@ -65,9 +66,17 @@ async def _release_claims(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     # access first: it sees the status the error middleware chose, and times everything;
+    # the Host and Origin check next: a foreign page's request is refused before anything
+    # else looks at it, its body unread and its credentials unchecked;
     # limits before authentication: a body that cannot be taken is refused unread either way
     app = web.Application(
-        middlewares=[access_middleware, error_middleware, limits_middleware, auth_middleware],
+        middlewares=[
+            access_middleware,
+            error_middleware,
+            origin_middleware(PagePolicy.from_settings(settings)),
+            limits_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
         # what aiohttp's HTTP parser allows before a 431 (service.web.limits answers it)
         handler_args={

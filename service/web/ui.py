@@ -21,7 +21,8 @@ CONTENT_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-#: the page may load, fetch and stream only from the service itself
+#: the page may load, fetch and stream only from the service itself, and no other page may
+#: frame it (a frame under another site's page could be clicked through unseen)
 CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
@@ -29,6 +30,8 @@ CSP = (
 HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
+    # frame-ancestors' older form, for browsers that do not read it from the policy
+    "X-Frame-Options": "DENY",
     # small files: always revalidated, so a new version of the service shows its own page
     "Cache-Control": "no-cache",
 }

@@ -36,11 +36,14 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "server_name": ("replica-2", "replica-2"),
     "external_types": ("render, index", ("render", "index")),
     "commands": ('{}', {}),
+    "import_paths": (f"{ROOT}/tests, {ROOT}/scripts", (str(ROOT / "tests"), str(ROOT / "scripts"))),
     "log_format": ("json", "json"),
     "users": (f'{{"admin": "{PASSWORD_HASH}"}}', {"admin": PASSWORD_HASH}),
     "tokens": (f'{{"ci": "{TOKEN_HASH}"}}', {"ci": TOKEN_HASH}),
     "grants": ('{"ci": ["DEFAULT/hugegraph"]}', {"ci": ("DEFAULT/hugegraph",)}),
     "metrics_public": ("true", True),
+    "allowed_hosts": ("my-app, sidetask.jobs.svc, *.svc.cluster.local", ("my-app", "sidetask.jobs.svc", "*.svc.cluster.local")),
+    "allowed_origins": ("https://tools.example.org, http://127.0.0.1:3000", ("https://tools.example.org", "http://127.0.0.1:3000")),
 }
 #: what a sample needs beside it: a grant names a configured token
 SAMPLE_CONTEXT: dict[str, dict[str, str]] = {"grants": {"SIDETASK_TOKENS": f'{{"ci": "{TOKEN_HASH}"}}'}}
@@ -105,6 +108,26 @@ def test_later_sources_win(tmp_path: Path) -> None:
     assert (settings.concurrency, settings.port, settings.drain_grace) == (3, 9100, 4.0)
 
 
+def test_import_paths_are_relative_to_the_file_that_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a file, relative to that file's directory; from the environment or the command
+    line, relative to the working directory; either way stored absolute, and each must be
+    a directory."""
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    file = project / "sidetask.toml"
+    file.write_text('import_paths = [".", "jobs"]\n')
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert config.load(file, env={}).import_paths == (str(project), str(project / "jobs"))
+    monkeypatch.chdir(project)
+    assert config.load(env={"SIDETASK_IMPORT_PATHS": "jobs"}).import_paths == (str(project / "jobs"),)
+    assert config.load(env={}, import_paths=(".",)).import_paths == (str(project),)
+    with pytest.raises(ConfigError, match=r"import_paths: '.*/project/nope' is not a directory \(from"):
+        config.load(env={}, import_paths=("nope",))
+
+
 def test_the_process_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDETASK_CONCURRENCY", "5")
     assert config.load().concurrency == 5
@@ -145,6 +168,17 @@ def test_the_process_environment_is_read_when_none_is_given(monkeypatch: pytest.
         ("graphs", " , "),
         ("log_level", "LOUD"),
         ("gremlin_url", "localhost:8182"),
+        ("allowed_hosts", "sidetask:8080"),
+        ("allowed_hosts", "bad host"),
+        ("allowed_hosts", "-dash.example"),
+        ("allowed_hosts", "[not-v6]"),
+        ("allowed_hosts", "*.10.0.0.1"),
+        ("allowed_origins", "null"),
+        ("allowed_origins", "tools.example.org"),
+        ("allowed_origins", "ftp://tools.example.org"),
+        ("allowed_origins", "https://tools.example.org/sidetask"),
+        ("allowed_origins", "https://tools.example.org:99999"),
+        ("allowed_origins", "https://user@tools.example.org"),
     ],
 )
 def test_a_bad_environment_value_names_the_setting_and_the_variable(name: str, text: str) -> None:
