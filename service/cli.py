@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from rich.markup import escape
 
-from . import config
+from . import config, jsontext
 from .errors import SidetaskError
 
 EXIT_OK = 0
@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (default 8080)")
     serve.add_argument("--db", help="the SQLite database file (default var/sidetask.db)")
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
+    serve.add_argument(
+        "--import-path",
+        action="append",
+        metavar="DIR",
+        help="a directory your job modules are imported from, before the others (repeatable; "
+        "import_paths)",
+    )
     serve.add_argument(
         "--log-format", choices=("text", "json"), help="log lines as text (default) or JSON objects"
     )
@@ -270,6 +277,7 @@ def _serve(args: argparse.Namespace) -> int:
         db=args.db,
         log_format=args.log_format,
         log_level=args.log_level,
+        import_paths=None if args.import_path is None else tuple(args.import_path),
     )
     logs.configure(settings.log_level, settings.log_format)
     return serve(settings, insecure=args.insecure)
@@ -387,9 +395,16 @@ def _read_input(args: argparse.Namespace) -> Any:
     else:
         return None
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        if exc.msg == "depth limit exceeded":
+            raise UsageError(jsontext.too_deep(origin)) from None
         raise UsageError(f"{origin} is not valid JSON: {exc}") from None
+    try:
+        jsontext.dumps(value, origin)  # what the service would refuse, said before sending
+    except jsontext.TooDeep as exc:
+        raise UsageError(str(exc)) from None
+    return value
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -92,12 +92,18 @@ def free_port() -> int:
 class ServerProcess:
     """A real `python -m service serve` on loopback."""
 
-    def __init__(self, db: Path, config_file: Path = TEST_CONFIG, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db: Path,
+        config_file: Path = TEST_CONFIG,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.db = db
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(f".{self.port}.log")
-        cmd = [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--db", str(db), "--config", str(config_file)]
+        cmd = [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--db", str(db), "--config", str(config_file), *args]
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}

@@ -6,8 +6,9 @@ import asyncio
 import contextvars
 import importlib
 import inspect
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +154,17 @@ def load_function(spec: str) -> tuple[str, JobFunction]:
     return f"{module_name}.{attribute}", target
 
 
+def add_import_paths(paths: Sequence[str]) -> None:
+    """Puts `paths` at the front of sys.path, in their order, each once: the job modules
+    of a project are found there before anything of the same name elsewhere."""
+    for path in reversed(paths):
+        if path in sys.path:
+            sys.path.remove(path)
+        sys.path.insert(0, path)
+
+
 def build_registry(settings: Settings) -> Registry:
+    add_import_paths(settings.import_paths)
     types: dict[str, JobType] = {}
     for name, spec in {**BUILTINS, **settings.jobs}.items():
         try:
