@@ -28,6 +28,11 @@ def execute(db: Path | str, sql: str, params: Iterable[Any] = ()) -> None:
         conn.commit()
 
 
+def stored_status(db: Path | str, task_id: int) -> str:
+    """The status a task's row holds in the file, as written (not as the service reads it)."""
+    return str(rows(db, "SELECT status FROM tasks WHERE id = ?", (task_id,))[0][0])
+
+
 def trail(db: Path | str, task_id: int) -> list[str]:
     """The statuses a task went through, from its stored events, in order."""
     return [

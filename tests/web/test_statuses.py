@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from service.web import create_app
 from tests.conftest import get_task, make_settings, submit, wait_status
 from tests.sup_jobs import JOBS
-from tests.sup_util import execute, rows, status_events, trail, wait_file
+from tests.sup_util import execute, rows, status_events, stored_status, trail, wait_file
 
 BASE = "/graphs/hugegraph"
 
@@ -29,14 +29,10 @@ async def start(aiohttp_client: Any, tmp_path: Path, **overrides: Any) -> TestCl
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 
-def stored(db: Path, task_id: int) -> str:
-    return str(rows(db, "SELECT status FROM tasks WHERE id = ?", (task_id,))[0][0])
-
-
 async def observe(client: TestClient, db: Path, task_id: int, status: str) -> dict[str, Any]:
     """Waits until GET shows `status`, and checks the file holds the same."""
     task = await wait_status(client, BASE, task_id, status)
-    assert stored(db, task_id) == status
+    assert stored_status(db, task_id) == status
     return task
 
 
@@ -122,7 +118,9 @@ async def test_cancelling_then_cancelled(aiohttp_client: Any, tmp_path: Path, db
     """A job that ignores cancellation for a while stays `cancelling` until it ends."""
     client = await start(aiohttp_client, tmp_path)
     release, seen = tmp_path / "release", tmp_path / "cancel-seen"
-    task_id = await submit(client, BASE, "stubborn", {"path": str(release), "cancel_seen": str(seen)})
+    task_id = await submit(
+        client, BASE, "stubborn", {"path": str(release), "cancel_seen": str(seen)}
+    )
     await observe(client, db, task_id, "running")
     body = await put(client, task_id, "cancel")
     assert (body["task_status"], body["cancelled"]) == ("cancelling", True)
@@ -149,7 +147,9 @@ async def test_unknown(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
     `unknown`, found by ?status=unknown, never run, never changed by the service."""
     client = await start(aiohttp_client, tmp_path)
     task_id = await submit(client, BASE, "echo", {"x": 1}, delay=60)
-    execute(db, "UPDATE tasks SET status = 'hibernating', run_after_ms = 0 WHERE id = ?", (task_id,))
+    execute(
+        db, "UPDATE tasks SET status = 'hibernating', run_after_ms = 0 WHERE id = ?", (task_id,)
+    )
     execute(
         db,
         "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms, update_ms)"
@@ -171,11 +171,13 @@ async def test_unknown(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
         response = await client.put(f"{BASE}/tasks/{task_id}", params={"action": action})
         assert response.status == 400, action
     assert (await client.delete(f"{BASE}/tasks/{task_id}")).status == 400
-    assert stored(db, task_id) == "hibernating"
-    assert stored(db, future_id) == "archived"
+    assert stored_status(db, task_id) == "hibernating"
+    assert stored_status(db, future_id) == "archived"
     assert trail(db, task_id) == ["new"]  # nothing was ever written for it after creation
 
-    assert (await client.delete(f"{BASE}/tasks/{future_id}", params={"force": "true"})).status == 204
+    assert (
+        await client.delete(f"{BASE}/tasks/{future_id}", params={"force": "true"})
+    ).status == 204
 
 
 async def test_every_way_into_running_names_the_server_it_ran_on(
