@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from rich.markup import escape
 
-from . import config, jsontext
+from . import config
 from .errors import SidetaskError
 
 EXIT_OK = 0
@@ -395,16 +395,9 @@ def _read_input(args: argparse.Namespace) -> Any:
     else:
         return None
     try:
-        value = orjson.loads(text)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        if exc.msg == "depth limit exceeded":
-            raise UsageError(jsontext.too_deep(origin)) from None
         raise UsageError(f"{origin} is not valid JSON: {exc}") from None
-    try:
-        jsontext.dumps(value, origin)  # what the service would refuse, said before sending
-    except jsontext.TooDeep as exc:
-        raise UsageError(str(exc)) from None
-    return value
 
 
 def _submit(args: argparse.Namespace) -> int:
