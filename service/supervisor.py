@@ -324,6 +324,8 @@ class Supervisor:
         def refuse(task: Task) -> str | None:
             if allows(task.status, Action.PAUSE):
                 return None
+            if task.status is Status.PENDING:
+                return f"Can't pause task '{task_id}' in status PENDING, it is paused already"
             return (
                 f"Can't pause task '{task_id}' in status {task.status.name}, "
                 "only a task that has not started running can be paused"
@@ -388,7 +390,9 @@ class Supervisor:
                 raise NotFound(f"Can't find task with id '{task_id}'")
             reason = refuse(task)
             if reason is not None:
-                raise BadRequest(reason)
+                # HugeGraph's message, which for a cancel does not say the status; the
+                # cause always does
+                raise BadRequest(reason, f"Task '{task_id}' is in status {task.status.name}")
             change = Change(task_id, target(task), fields(task), frozenset({task.status}))
             try:
                 return await self.store.transition(change)

@@ -675,9 +675,18 @@ class SQLiteStore:
             if task is None or task.graph != graph:
                 raise NotFound(f"Can't find task with id '{task_id}'")
             if not task.completed and not force:
+                # HugeGraph's message; a task that cannot be interpreted cannot be cancelled
+                # either, and the cause says what does remove it
+                cause = (
+                    "Its stored state cannot be interpreted, so it can't be cancelled: "
+                    "delete it with force=true"
+                    if task.status is Status.UNKNOWN
+                    else ""
+                )
                 raise BadRequest(
                     f"Can't delete incomplete task '{task_id}' in status {task.status.name}, "
-                    "Please try to cancel the task first"
+                    "Please try to cancel the task first",
+                    cause,
                 )
             tx.conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
             tx.event(EventKind.DELETED, task)
