@@ -12,6 +12,7 @@ import functools
 import heapq
 import logging
 import random
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from .errors import (
     TransitionRefused,
 )
 from .jobs import JobContext, JobType, PermanentFailure, Registry, command
+from .jobs.base import ReportedFailure
 from .model import (
     Action,
     GraphRef,
@@ -66,6 +68,11 @@ class _Running:
     progress: int | None = None
     #: a cancel that arrived before the job was created
     cancel_requested: bool = False
+    #: the job's `ctx.cancelled`: set by a cancel or the timeout, read from any thread
+    cancel: threading.Event = field(default_factory=threading.Event)
+    #: the job has ended and its end is being written: a cancel landing now is recorded
+    #: by that write (which finds the task `cancelling`), with the final progress
+    ending: bool = False
 
 
 @dataclass(frozen=True)
@@ -316,7 +323,10 @@ class Supervisor:
                     task = current
             elif running.job is None:  # its start is being recorded: it is cancelled there
                 running.cancel_requested = True
-            else:
+            elif not running.ending:
+                # The flag first: a plain function's thread, which cannot be interrupted,
+                # and a job's handler of the CancelledError both see it.
+                running.cancel.set()
                 running.job.cancel()
         return task
 
@@ -611,6 +621,7 @@ class Supervisor:
             result = f"The task's stored input is not valid JSON: {exc}"
             await asyncio.shield(self._settle(task, _Outcome(Status.FAILED, {"result": result})))
             return
+        running = self._running[task.id]
         ctx = JobContext(
             task_id=task.id,
             graph=task.graph,
@@ -619,6 +630,8 @@ class Supervisor:
             retries=task.retries,
             _report=self._reporter(task.id),
             _record_process=functools.partial(self.store.set_process_group, task.id),
+            _cancel=running.cancel,
+            _abandoned=lambda: self._abandoning,
         )
         try:
             outcome = await self._execute(task, job_type, ctx)
@@ -626,13 +639,25 @@ class Supervisor:
             if self._abandoning:
                 raise  # drained: the row stays `running` and is restored at the next start
             outcome = _Outcome(Status.CANCELLED)
+        # From here a cancel interrupts nothing: the end written next records it.
+        running.ending = True
         # The final write must happen even if this task is cancelled again meanwhile.
         await asyncio.shield(self._settle(task, outcome))
 
     async def _execute(self, task: Task, job_type: JobType, ctx: JobContext) -> _Outcome:
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(task.timeout) as deadline:
-                value = await job_type.run(ctx)
+            async with asyncio.timeout(None) as deadline:
+                # The task's timeout sets ctx.cancelled, then cancels the job: a thread (which
+                # cannot be interrupted) and the job's own handler of the cancel both see it.
+                timer = None
+                if task.timeout is not None:
+                    timer = loop.call_later(task.timeout, _expire, deadline, ctx._cancel)
+                try:
+                    value = await job_type.run(ctx)
+                finally:
+                    if timer is not None:
+                        timer.cancel()
         except TimeoutError as exc:
             if deadline.expired():
                 return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
@@ -640,6 +665,8 @@ class Supervisor:
             return self._failure(task, f"{type(exc).__name__}: {exc}")
         except PermanentFailure as exc:
             return _Outcome(Status.FAILED, {"result": self._describe(exc, with_type=False)})
+        except ReportedFailure as exc:  # a child process's job: already `Type: message`
+            return self._failure(task, self._describe(exc, with_type=False))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # anything a job raises fails the task, never the service
@@ -694,18 +721,35 @@ class Supervisor:
         return min(self.settings.retry_backoff_max, base) * (0.5 + self._jitter() / 2)
 
     async def _settle(self, task: Task, outcome: _Outcome) -> None:
-        """Writes a job's end; a cancel that arrived meanwhile wins over the job's own outcome."""
-        running = self._running.pop(task.id, None)
+        """Writes a job's end; a cancel that arrived meanwhile wins over the job's own outcome.
+        The job keeps its slot until its end is written, so no job starts in its place
+        while the store still has it running."""
+        running = self._running.get(task.id)
+        if running is not None:
+            running.ending = True
         self._dirty_progress.pop(task.id, None)
         fields = dict(outcome.fields)
         if running is not None and running.progress is not None:
             fields["progress"] = running.progress  # the latest value is never lost
         delay = SETTLE_RETRY_FIRST
         while True:
+        try:
+            await self._write_end(task, outcome.target, fields)
+        finally:
+            if running is not None and self._running.get(task.id) is running:
+                del self._running[task.id]
+        if outcome.target is Status.RESTORING:
+            self._due_at(int(fields.get("run_after_ms", 0)))
+        else:
+            self._wakeup.set()
+
+    async def _write_end(self, task: Task, target: Status, fields: dict[str, Any]) -> None:
+        """Writes the end, again and again while the store cannot write (unless a drain
+        has given up on the job)."""
             try:
-                await self._record_end(task.id, outcome.target, fields)
+                await self._record_end(task.id, target, fields)
             except NotFound:
-                log.info("task %d was deleted while it ran; its end (%s) is not recorded", task.id, outcome.target)
+                log.info("task %d was deleted while it ran; its end (%s) is not recorded", task.id, target)
             except ServiceUnavailable as exc:
                 # A full disk or a locked database passes: the end is written once it does.
                 # A drain that has given up on the running jobs gives up on this too; the
@@ -715,38 +759,40 @@ class Supervisor:
                         log.warning(
                             "task %d: %s not recorded yet, trying again: %s",
                             task.id,
-                            outcome.target,
+                            target,
                             exc.message,
                         )
                     await asyncio.sleep(delay)
                     delay = min(SETTLE_RETRY_MAX, delay * 2)
                     continue
-                log.error("task %d: could not record %s: %s", task.id, outcome.target, exc.message)
+                log.error("task %d: could not record %s: %s", task.id, target, exc.message)
             except SidetaskError as exc:
-                log.error("task %d: could not record %s: %s", task.id, outcome.target, exc.message)
+                log.error("task %d: could not record %s: %s", task.id, target, exc.message)
             else:
                 if delay != SETTLE_RETRY_FIRST:
-                    log.info("task %d: %s recorded", task.id, outcome.target)
+                    log.info("task %d: %s recorded", task.id, target)
             break
-        if outcome.target is Status.RESTORING:
-            self._due_at(int(fields.get("run_after_ms", 0)))
-        else:
-            self._wakeup.set()
 
     async def _record_end(self, task_id: int, target: Status, fields: dict[str, Any]) -> None:
         try:
             await self.store.transition(Change(task_id, target, fields))
-        except TransitionRefused:
-            current = await self.store.get(None, task_id)
-            if current is not None and current.status is Status.CANCELLED:
-                pass  # a cancel that found no job left to interrupt recorded it already
-            elif current is None or current.status is not Status.CANCELLING:
-                raise
-            else:
-                cancelled = {k: v for k, v in fields.items() if k == "progress"}
+            return
+        except TransitionRefused as exc:
+            refused = exc
+        # A cancel landed as the job ended: the cancel wins, with the job's final progress.
+        cancelled = {k: v for k, v in fields.items() if k == "progress"}
+        current = await self.store.get(None, task_id)
+        if current is not None and current.status is Status.CANCELLING:
+            try:
                 await self.store.transition(Change(task_id, Status.CANCELLED, cancelled))
 
     # --- progress ---
+                return
+            except TransitionRefused:
+                current = await self.store.get(None, task_id)
+        if current is not None and current.status is Status.CANCELLED:
+            return  # recorded already (by a cancel that found no job left to interrupt): done
+        raise refused
 
     def _reporter(self, task_id: int) -> Callable[[int], None]:
         loop = asyncio.get_running_loop()
@@ -755,7 +801,7 @@ class Supervisor:
             # SQLite stores 64-bit integers: a job's absurd progress is kept within them
             value = max(-(2**63), min(2**63 - 1, value))
             running = self._running.get(task_id)
-            if running is not None:
+            if running is not None and not running.ending:
                 running.progress = value
                 if task_id in self._dirty_progress:
                     self.progress_coalesced += 1  # replaced before it was written
@@ -833,3 +879,9 @@ class Supervisor:
         if total_tasks or total_events:
             log.info("purged %d completed task(s) and %d event(s)", total_tasks, total_events)
         return total_tasks, total_events
+
+
+def _expire(deadline: asyncio.Timeout, cancel: threading.Event) -> None:
+    """A task's timeout: `ctx.cancelled` is set before the job is cancelled."""
+    cancel.set()
+    deadline.reschedule(asyncio.get_running_loop().time())  # expires at once

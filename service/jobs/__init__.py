@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
-from .base import JobContext, JobFunction, JobType, PermanentFailure, Registry, build_registry
+from .base import (
+    JobCancelled,
+    JobContext,
+    JobFunction,
+    JobType,
+    PermanentFailure,
+    Registry,
+    build_registry,
+)
 
-__all__ = ["JobContext", "JobFunction", "JobType", "PermanentFailure", "Registry", "build_registry"]
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "JobFunction",
+    "JobType",
+    "PermanentFailure",
+    "Registry",
+    "build_registry",
+]

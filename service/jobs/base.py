@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError, JobSpec, Settings
 from ..model import GraphRef
 
 #: a job: `async def run(ctx) -> value`, or a plain `def run(ctx)` run in a worker thread
@@ -22,6 +22,17 @@ JobFunction = Callable[["JobContext"], Any]
 class PermanentFailure(Exception):
     """Raised by a job whose failure a retry cannot mend (bad input, missing configuration):
     the task ends `failed` at once, whatever retries it has left."""
+
+
+class JobCancelled(asyncio.CancelledError):
+    """Raised by `JobContext.raise_if_cancelled` once a cancel was requested or the task's
+    timeout passed. A CancelledError (so a BaseException, which `except Exception` does not
+    swallow): the task ends `cancelled`, or fails saying it timed out."""
+
+
+class ReportedFailure(Exception):
+    """A failure already put into words elsewhere (a job in a child process): its text is
+    the task's result as it is, without a type name in front."""
 
 
 @dataclass
@@ -42,6 +53,23 @@ class JobContext:
     _record_process: Callable[[int | None, str | None], Awaitable[None]] | None = field(
         default=None, repr=False
     )
+    #: set when a cancel is requested or the timeout passes (by the supervisor, from the loop)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: whether the service has stopped waiting for this job (a drain whose grace ran out)
+    _abandoned: Callable[[], bool] = field(default=lambda: False, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel of the task was requested or its timeout passed. A plain
+        function (whose thread Python cannot interrupt) tests it in its loop to stop early.
+        Safe from any thread."""
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raises JobCancelled when `cancelled` is true: the task then ends `cancelled` (or
+        failed, when it was its timeout), not `failed` with an error."""
+        if self._cancel.is_set():
+            raise JobCancelled(f"task {self.task_id} was cancelled")
 
     def progress(self, value: int) -> None:
         """Reports progress. Cheap to call in a tight loop: writes are coalesced, and the
@@ -78,16 +106,21 @@ class JobType:
 
 async def run_in_thread(function: JobFunction, ctx: JobContext) -> Any:
     """A plain function must not block the event loop, so it runs in a thread of its own.
-    Not asyncio's shared pool: it has fewer threads than a large `concurrency`, a cancelled
-    plain job (which cannot be interrupted) would keep holding one, and the loop's shutdown
-    joins its threads, so one job that never ends would keep the process from exiting after
-    a drain. This thread is a daemon: a drain leaves it behind, as it leaves any job."""
+    Not asyncio's shared pool: it has fewer threads than a large `concurrency`, and the
+    loop's shutdown joins its threads, so one job that never ends would keep the process
+    from exiting after a drain. This thread is a daemon: a drain leaves it behind.
+
+    Python cannot stop a thread. A cancel or a timeout sets `ctx.cancelled`, and then this
+    waits for the function to return before the cancel goes on: the job keeps its slot (so
+    the concurrency limits hold) and its task stays `cancelling` or `running`, so a retry
+    cannot start a second run of it beside the first. Only a drain whose grace has run out
+    stops waiting (`ctx._abandoned`): the task is restored at the next start."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()  # as asyncio.to_thread: log context follows the job
 
     def settle(outcome: Callable[[], None]) -> None:
-        if not done.done():  # the awaiting job may have been cancelled meanwhile
+        if not done.done():
             outcome()
 
     def hand_over(outcome: Callable[[], None]) -> None:
@@ -106,7 +139,23 @@ async def run_in_thread(function: JobFunction, ctx: JobContext) -> Any:
             hand_over(lambda: done.set_result(value))
 
     threading.Thread(target=work, name=f"sidetask-job-{ctx.task_id}", daemon=True).start()
-    return await done
+    cancelled = False
+    while not done.done():
+        try:
+            # asyncio.wait, not `await done`: a cancel must not cancel `done`, which only
+            # the thread settles
+            await asyncio.wait([done])
+        except asyncio.CancelledError:
+            ctx._cancel.set()
+            if ctx._abandoned():
+                raise  # a drain gave up on the job: its thread runs on, left behind
+            cancelled = True
+    if cancelled:
+        # The cancel (or the timeout) decides the outcome, whatever the function returned
+        # or raised (retrieved, so that asyncio does not report it as never retrieved).
+        done.exception()
+        raise asyncio.CancelledError
+    return done.result()
 
 
 class Registry:
@@ -165,17 +214,23 @@ def add_import_paths(paths: Sequence[str]) -> None:
 
 def build_registry(settings: Settings) -> Registry:
     add_import_paths(settings.import_paths)
+    # Declared commands, process jobs and the types external workers serve build on this
+    # module: imported here, at call time.
+    from .. import workers
+    from . import command, process
+
     types: dict[str, JobType] = {}
     for name, spec in {**BUILTINS, **settings.jobs}.items():
+        job = spec if isinstance(spec, JobSpec) else JobSpec(spec)
+        where = f"jobs.{name}" if isinstance(spec, str) else f"jobs.{name}.call"
         try:
-            path, function = load_function(spec)
+            if job.run_in == "process":
+                types[name] = process.job_type(name, job.call)
+            else:
+                path, function = load_function(job.call)
+                types[name] = JobType(name, path, function)
         except ValueError as exc:  # a ConfigError: the service cannot start with this setting
-            raise ConfigError(f"jobs.{name}: {exc}") from None
-        types[name] = JobType(name, path, function)
-    # Declared commands and the types external workers serve: names of their own.
-    from .. import workers  # here, at call time: both import this module
-    from . import command
-
+            raise ConfigError(f"{where}: {exc}") from None
     for name, declared in settings.commands.items():
         if name in types:
             raise ConfigError(f"commands.{name}: a job type '{name}' already exists")

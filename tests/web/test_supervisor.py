@@ -229,16 +229,22 @@ async def test_a_job_that_swallows_the_cancel_still_ends_cancelled(start: Start,
     assert "task_result" not in task
 
 
-async def test_a_plain_job_cancelled_ends_cancelled(start: Start, tmp_path: Path) -> None:
+async def test_a_plain_job_cancelled_ends_cancelled_once_its_thread_returns(
+    start: Start, tmp_path: Path
+) -> None:
     client = await start()
     gate = tmp_path / "gate"
     task_id = await submit(client, BASE, "sync_gate", {"path": str(gate)})
     await wait_status(client, BASE, task_id, "running")
     try:
-        assert (await put(client, task_id, "cancel"))[0] == 202
-        await wait_status(client, BASE, task_id, "cancelled")
+        status, body = await put(client, task_id, "cancel")
+        assert (status, body["task_status"]) == (202, "cancelling")
+        # the thread cannot be interrupted: the task is cancelled when it returns
+        assert (await get_task(client, BASE, task_id))["task_status"] == "cancelling"
     finally:
-        gate.touch()  # the thread itself cannot be interrupted: let it end
+        gate.touch()
+    task = await wait_status(client, BASE, task_id, "cancelled")
+    assert "task_result" not in task  # what it returned after the cancel is not kept
 
 
 async def test_a_task_cancelled_before_it_starts_never_runs(start: Start, tmp_path: Path, db: Path) -> None:
@@ -526,23 +532,27 @@ async def test_plain_jobs_up_to_the_concurrency_all_run_at_once(start: Start, tm
         await wait_status(client, BASE, task_id, "success")
 
 
-async def test_a_cancelled_plain_job_does_not_hold_a_slot(start: Start, tmp_path: Path) -> None:
-    """A plain job cannot be interrupted; cancelled, it runs on in its thread, while the
-    slot it held goes to the next task, which really runs."""
+async def test_a_cancelled_plain_job_holds_its_slot_until_its_thread_returns(
+    start: Start, tmp_path: Path
+) -> None:
+    """A plain job cannot be interrupted; cancelled, it runs on in its thread and keeps the
+    slot it holds, so the next task starts only once it has returned."""
     client = await start(concurrency=1)
-    never, started = tmp_path / "never", tmp_path / "started"
+    never, started, gate = tmp_path / "never", tmp_path / "started", tmp_path / "gate"
     stuck = await submit(client, BASE, "sync_gate", {"path": str(never)})
     await wait_status(client, BASE, stuck, "running")
     try:
         await put(client, stuck, "cancel")
-        await wait_status(client, BASE, stuck, "cancelled")
-        gate = tmp_path / "gate"
         following = await submit(client, BASE, "sync_gate", {"path": str(gate), "started": str(started)})
-        await wait_file(started)
-        gate.touch()
-        await wait_status(client, BASE, following, "success")
+        await wait_status(client, BASE, following, "queued")
+        assert (await get_task(client, BASE, stuck))["task_status"] == "cancelling"
+        assert not started.exists()
     finally:
         never.touch()
+    await wait_status(client, BASE, stuck, "cancelled")
+    await wait_file(started)
+    gate.touch()
+    await wait_status(client, BASE, following, "success")
 
 
 async def test_a_task_whose_stored_input_is_damaged_is_unknown_and_holds_no_slot(
@@ -562,34 +572,25 @@ async def test_a_task_whose_stored_input_is_damaged_is_unknown_and_holds_no_slot
 async def test_a_cancel_racing_the_end_of_its_job_is_answered_202(
     start: Start, tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The job ends just as a cancel arrives: the end's write is refused (the task is
-    `cancelling`) and records `cancelled` itself, while the cancel, finding no job to
-    interrupt, also records `cancelled`. Whichever is second must not turn into an error:
-    the user asked for a cancel and the task is cancelled."""
+    """The job ends just as a cancel arrives: the cancel interrupts nothing and writes
+    nothing more than `cancelling`; the end's write, refused because the task is
+    `cancelling`, records `cancelled`, once and without an error."""
     client = await start()
     store = client.app[STORE]
     real = store.transition
     gate = tmp_path / "gate"
     task_id = await submit(client, BASE, "gate", {"path": str(gate)})
     await wait_status(client, BASE, task_id, "running")
-    ending, cancel_waiting, recorded = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    ending, cancel_decided = asyncio.Event(), asyncio.Event()
     cancelled_writes = 0
 
     async def interleaved(change: Change) -> Task:
         nonlocal cancelled_writes
         if change.task_id == task_id and change.target is Status.SUCCESS:
             ending.set()  # the job has ended; its write waits for the cancel to be decided
-            await asyncio.wait_for(cancel_waiting.wait(), 10)
+            await asyncio.wait_for(cancel_decided.wait(), 10)
         if change.task_id == task_id and change.target is Status.CANCELLED:
             cancelled_writes += 1
-            if cancelled_writes == 1:  # the cancel's own write goes last
-                cancel_waiting.set()
-                await asyncio.wait_for(recorded.wait(), 10)
-            else:
-                try:
-                    return await real(change)
-                finally:
-                    recorded.set()
         return await real(change)
 
     monkeypatch.setattr(store, "transition", interleaved)
@@ -598,7 +599,9 @@ async def test_a_cancel_racing_the_end_of_its_job_is_answered_202(
     response = await client.put(f"{BASE}/tasks/{task_id}", params={"action": "cancel"})
     assert response.status == 202, await response.text()
     body = await response.json()
-    assert body["cancelled"] is True
+    assert (body["cancelled"], body["task_status"]) == (True, "cancelling")
+    cancel_decided.set()
     task = await wait_status(client, BASE, task_id, "cancelled", "success")
     assert task["task_status"] == "cancelled"
     assert trail(db, task_id)[-3:] == ["running", "cancelling", "cancelled"]
+    assert cancelled_writes == 1

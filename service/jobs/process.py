@@ -1,0 +1,353 @@
+"""Process jobs: a job function of your own run in a child process, which a cancel or a
+timeout really stops (Python cannot stop a thread).
+
+A job type declared `[jobs.NAME] call = "module:callable"` with `run_in = "process"` runs
+each task in a new Python process of its own session, as command jobs do (its process
+group id is its pid, stored with the task before the job waits on it, so that a service
+that crashed stops the group at its next start). A cancel, a task timeout or a drain past
+its grace sends the group SIGTERM, then SIGKILL after `kill_grace` seconds.
+
+The child gets one JSON request on its stdin (the callable, the service's `sys.path`, the
+task, the settings), imports the job's module as the service does, and writes JSON lines
+on a pipe of its own (stdout and stderr stay the service's): `{"progress": N}` as the job
+reports it (coalesced to one line per `progress_interval`), then one of `{"result": …}`
+and `{"error": "Type: message", "permanent": bool}`. SIGTERM sets `ctx.cancelled` and
+raises JobCancelled in the job (an async job is cancelled at its await), so its `finally`
+blocks run; a job may install a SIGTERM handler of its own instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import inspect
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import FrameType
+from typing import Any
+
+import orjson
+
+from ..config import Settings
+from ..model import GraphRef
+from .base import (
+    JobCancelled,
+    JobContext,
+    JobFunction,
+    JobType,
+    PermanentFailure,
+    ReportedFailure,
+    load_function,
+)
+from .command import PIPE_DRAIN_SECONDS, _exit_text, group_alive, process_token, stop_group
+
+#: what the child runs: read the request, take the service's import path, run the job
+BOOTSTRAP = (
+    "import json, sys\n"
+    "request = json.loads(sys.stdin.buffer.readline())\n"
+    "sys.path[:] = request['path']\n"
+    "from service.jobs.process import child\n"
+    "sys.exit(child(request, int(sys.argv[1])))\n"
+)
+#: bytes of a message line beyond the result limit that the service still reads
+MESSAGE_SLACK = 64 * 1024
+#: the most of an error's text the child sends
+MAX_ERROR_CHARS = 64 * 1024
+
+
+def job_type(name: str, call: str) -> JobType:
+    """The job type of a function run in a child process. The function is imported here
+    too, so that a declaration that cannot be used is refused at start (ValueError)."""
+    path, _ = load_function(call)
+    return JobType(name, path, functools.partial(run, call))
+
+
+# --- the service's side ---
+
+
+class _Messages(asyncio.Protocol):
+    """Reads the child's JSON lines: progress is reported as it comes, the last other
+    message is the job's end."""
+
+    def __init__(self, report: Callable[[int], None], limit: int) -> None:
+        self._report = report
+        self._limit = limit
+        self._partial = bytearray()
+        self.end: dict[str, Any] | None = None
+        #: a line longer than the limit was dropped (the child's own check failed)
+        self.oversized = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self._partial += data
+        *lines, rest = self._partial.split(b"\n")
+        self._partial = bytearray(rest)
+        for line in lines:
+            self._line(bytes(line))
+        if len(self._partial) > self._limit:
+            self.oversized = True
+            self._partial.clear()
+
+    def _line(self, line: bytes) -> None:
+        try:
+            message = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return  # not the child's (a line cut by an oversized one): ignored
+        if not isinstance(message, dict):
+            return
+        progress = message.get("progress")
+        if isinstance(progress, int) and not isinstance(progress, bool):
+            self._report(progress)
+        elif "result" in message or "error" in message:
+            self.end = message
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def run(call: str, ctx: JobContext) -> Any:
+    """Runs the job in a child process to its end and returns its result; its failure is
+    raised as the same text an in-process job's would be. A cancel (the API's, the task's
+    timeout, a drain) stops the child's process group before the cancel goes on."""
+    settings = ctx.settings
+    request = orjson.dumps(
+        {
+            "call": call,
+            "path": sys.path,
+            "task_id": ctx.task_id,
+            "graph": [ctx.graph.graphspace, ctx.graph.graph],
+            "input": ctx.input,
+            "retries": ctx.retries,
+            "settings": settings_values(settings),
+        }
+    )
+    loop = asyncio.get_running_loop()
+    read_fd, write_fd = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            BOOTSTRAP,
+            str(write_fd),
+            stdin=asyncio.subprocess.PIPE,
+            pass_fds=(write_fd,),
+            env={**os.environ, "SIDETASK_TASK_ID": str(ctx.task_id)},
+            start_new_session=True,  # its own process group: pgid == pid
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        raise ReportedFailure(f"The job's process could not start: {exc}") from None
+    finally:
+        os.close(write_fd)  # the child's end: the pipe closes when the child's copy does
+    pipe = os.fdopen(read_fd, "rb", buffering=0)
+    group = process.pid
+    grace = settings.kill_grace
+    limit = settings.max_result_bytes + MESSAGE_SLACK
+    transport: asyncio.BaseTransport | None = None
+    try:
+        # Recorded before the job waits on it: a crash from here on leaves a group that
+        # the next start can find and stop.
+        await asyncio.shield(ctx.record_process_group(group, process_token(group)))
+        transport, messages = await loop.connect_read_pipe(
+            lambda: _Messages(ctx.progress, limit), pipe
+        )
+        assert process.stdin is not None
+        with contextlib.suppress(ConnectionError):  # it died at once: its exit says how
+            process.stdin.write(request + b"\n")
+            await process.stdin.drain()
+            process.stdin.close()
+        await process.wait()
+        # The child is gone: whatever it started in its group goes with it.
+        await asyncio.shield(stop_group(group, grace))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PIPE_DRAIN_SECONDS):
+                await asyncio.shield(messages.closed)
+    except BaseException:
+        # Cancelled (the API, the task's timeout, a drain): stop the group, then let the
+        # cancel go on. Shielded: a second cancel (a drain after a cancel) must not
+        # interrupt the stop.
+        stopping = asyncio.ensure_future(stop_group(group, grace))
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(stopping)
+        raise
+    finally:
+        if transport is not None:
+            transport.close()  # closes the pipe too
+        else:
+            pipe.close()
+        if not group_alive(group):
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ctx.record_process_group(None, None))
+    return _outcome(messages, process.returncode, settings)
+
+
+def _outcome(messages: _Messages, code: int | None, settings: Settings) -> Any:
+    end = messages.end
+    if end is None:
+        if messages.oversized:
+            raise PermanentFailure(
+                "The job's result is over the limit of "
+                f"{settings.max_result_bytes} bytes (max_result_bytes)"
+            )
+        raise ReportedFailure(f"The job's process {_exit_text(code)} before the job returned")
+    if "result" in end:
+        return end["result"]
+    text = str(end.get("error"))
+    if end.get("permanent") is True:
+        raise PermanentFailure(text)
+    raise ReportedFailure(text)
+
+
+def settings_values(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON values that `config.load(**values)` turns back into them."""
+    return {f.name: _plain(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- the child's side ---
+
+
+class _Pipe:
+    """The child's end of the message pipe. Progress is kept and sent by a thread at most
+    once per `interval` (a job may report in a tight loop); the end is sent after the
+    latest progress."""
+
+    def __init__(self, fd: int, interval: float) -> None:
+        self._fd = fd
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._latest: int | None = None
+        self._sent: int | None = None
+        self._changed = threading.Event()
+        threading.Thread(target=self._flush_loop, name="sidetask-progress", daemon=True).start()
+
+    def progress(self, value: int) -> None:
+        self._latest = value
+        self._changed.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._changed.wait()
+            self._changed.clear()
+            self._flush()
+            time.sleep(self._interval)
+
+    def _flush(self) -> None:
+        with self._lock:
+            latest = self._latest
+            if latest is not None and latest != self._sent:
+                self._write({"progress": latest})
+                self._sent = latest
+
+    def end(self, message: bytes) -> None:
+        self._flush()
+        with self._lock:
+            self._write(message)
+
+    def _write(self, message: dict[str, Any] | bytes) -> None:
+        encoded = message if isinstance(message, bytes) else orjson.dumps(message)
+        data = memoryview(encoded + b"\n")
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError:
+            pass  # the service is gone: what the job reports has no reader any more
+
+
+def child(request: dict[str, Any], fd: int) -> int:
+    """The child process: runs the job of `request` and writes its end on `fd`."""
+    cancel = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        cancel.set()
+        raise JobCancelled(f"task {request['task_id']} was cancelled")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    interval = float(request["settings"].get("progress_interval") or 0.1)
+    pipe = _Pipe(fd, interval)
+    try:
+        from .. import config  # here: the request's sys.path is in place
+
+        settings = config.load(env={}, **request["settings"])
+        ctx = JobContext(
+            task_id=int(request["task_id"]),
+            graph=GraphRef(*request["graph"]),
+            input=request["input"],
+            settings=settings,
+            retries=int(request["retries"]),
+            _report=pipe.progress,
+            _cancel=cancel,
+        )
+        _, function = load_function(request["call"])
+        value = _call(function, ctx, cancel)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: a stop now needs no cleanup
+        pipe.end(_result(value, settings.max_result_bytes))
+    except PermanentFailure as exc:
+        pipe.end(_error(_describe(exc, with_type=False), permanent=True))
+    except BaseException as exc:  # everything the job raises is its failure, as in the service
+        pipe.end(_error(_describe(exc), permanent=False))
+    return 0
+
+
+def _call(function: JobFunction, ctx: JobContext, cancel: threading.Event) -> Any:
+    if not inspect.iscoroutinefunction(function):
+        return function(ctx)
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_sigterm() -> None:
+            cancel.set()
+            task.cancel()  # the job is cancelled at its await, as in the service
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        return await function(ctx)
+
+    return asyncio.run(main())
+
+
+def _result(value: Any, limit: int) -> bytes:
+    """The end message of a returned value, or the failure the service would record."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError as exc:
+        return _error(f"The job's result is not JSON-serialisable: {exc}", permanent=True)
+    if len(encoded) > limit:
+        return _error(
+            f"The job's result is {len(encoded)} bytes of JSON, over the limit of "
+            f"{limit} bytes (max_result_bytes)",
+            permanent=True,
+        )
+    return b'{"result":' + encoded + b"}"
+
+
+def _error(text: str, permanent: bool) -> bytes:
+    return orjson.dumps({"error": text, "permanent": permanent})
+
+
+def _describe(exc: BaseException, with_type: bool = True) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(its message could not be read)"
+    if with_type:
+        text = f"{type(exc).__name__}: {text}"
+    text = text.encode("utf-8", "replace").decode()
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " …(cut)"
