@@ -375,6 +375,12 @@ async def test_hash_password_and_new_token_make_credentials_a_server_accepts(
     token, token_line = token_made.stdout.strip().splitlines()
     assert token_line.startswith('deploy = "sha256$')
     assert token not in token_line
+    # what README, "Access and limits" shows: the comments on standard error, so standard
+    # output is the token and the line alone
+    assert token_made.stderr.splitlines() == [
+        f"# the token (shown once): send it as 'Authorization: Bearer {token}'",
+        "# under [tokens] in the configuration:",
+    ]
 
     config_file = tmp_path / "auth.toml"
     config_file.write_text(TEST_CONFIG.read_text() + f"\n[users]\n{user_line}\n\n[tokens]\n{token_line}\n")
