@@ -731,8 +731,6 @@ class Supervisor:
         fields = dict(outcome.fields)
         if running is not None and running.progress is not None:
             fields["progress"] = running.progress  # the latest value is never lost
-        delay = SETTLE_RETRY_FIRST
-        while True:
         try:
             await self._write_end(task, outcome.target, fields)
         finally:
@@ -746,6 +744,8 @@ class Supervisor:
     async def _write_end(self, task: Task, target: Status, fields: dict[str, Any]) -> None:
         """Writes the end, again and again while the store cannot write (unless a drain
         has given up on the job)."""
+        delay = SETTLE_RETRY_FIRST
+        while True:
             try:
                 await self._record_end(task.id, target, fields)
             except NotFound:
@@ -785,14 +785,14 @@ class Supervisor:
         if current is not None and current.status is Status.CANCELLING:
             try:
                 await self.store.transition(Change(task_id, Status.CANCELLED, cancelled))
-
-    # --- progress ---
                 return
             except TransitionRefused:
                 current = await self.store.get(None, task_id)
         if current is not None and current.status is Status.CANCELLED:
             return  # recorded already (by a cancel that found no job left to interrupt): done
         raise refused
+
+    # --- progress ---
 
     def _reporter(self, task_id: int) -> Callable[[int], None]:
         loop = asyncio.get_running_loop()
