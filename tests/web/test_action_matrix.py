@@ -282,9 +282,9 @@ async def put(w: World, task_id: int, action: str, code: int) -> dict[str, Any]:
     return dict(await response.json())
 
 
-async def act(w: World, task_id: int, action: str) -> tuple[int, Any]:
+async def act(w: World, task_id: int, action: str, base: str = BASE) -> tuple[int, Any]:
     """The action as a user sends it: (status code, decoded body or None)."""
-    url = f"{BASE}/tasks/{task_id}"
+    url = f"{base}/tasks/{task_id}"
     if action == "delete":
         response = await w.client.delete(url)
     elif action == "force_delete":
@@ -401,3 +401,48 @@ async def check_accepted(
         assert "it broke" in after["task_result"]  # the new run's error
         wanted["task_result"] = after["task_result"]
     assert kept(after) == wanted
+
+
+async def test_get_actions_serves_what_the_walk_found(start: Start) -> None:
+    """GET /actions (what a client offers) is what the API does: an action accepted in a
+    status is listed for it; force_delete only where a plain delete is refused."""
+    client = await start(**SETTINGS)
+    response = await client.get("/actions")
+    assert response.status == 200
+    served = (await response.json())["actions"]
+    for status, answers in TABLE.items():
+        accepted = [a for a, e in zip(ACTIONS, answers, strict=True) if e.code in (202, 204)]
+        if "delete" in accepted:
+            accepted.remove("force_delete")
+        assert served["new" if status == "delayed_new" else status] == accepted, status
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+async def test_an_action_on_another_graphs_task_or_no_task_is_a_404(
+    start: Start, tmp_path: Path, db: Path, action: str
+) -> None:
+    """Task 1 of one graph is no task of another (SPEC 1), and an id nobody has is no task:
+    every action answers as GET does, and changes nothing. An unknown action is refused
+    first, whatever the id."""
+    w = World(await start(**SETTINGS), db, tmp_path)
+    task_id = await delayed_new(w)
+    before = await get_task(w.client, BASE, task_id)
+    events_before = last_event(db)
+    for base, missing in (("/graphspaces/gs1/graphs/other", task_id), (BASE, task_id + 100)):
+        url = f"{base}/tasks/{missing}"
+        if action == "delete":
+            response = await w.client.delete(url)
+        elif action == "force_delete":
+            response = await w.client.delete(url, params={"force": "true"})
+        else:
+            response = await w.client.put(url, params={"action": action})
+        body = await response.json()
+        if action == "frobnicate":
+            assert (response.status, body["message"]) == (400, "Not support action 'frobnicate'")
+        else:
+            assert (response.status, body["message"]) == (
+                404,
+                f"Can't find task with id '{missing}'",
+            )
+    assert await get_task(w.client, BASE, task_id) == before
+    assert last_event(db) == events_before
