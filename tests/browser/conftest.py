@@ -71,6 +71,8 @@ class Dashboard:
     requests: list[str] = field(default_factory=list)
     #: uncaught exceptions and console errors of the page's code
     errors: list[str] = field(default_factory=list)
+    #: the server's database file, for a row no API call makes (damage)
+    db: Path = field(default_factory=Path)
 
     def api(self, path: str, graph: str = "/graphs/hugegraph") -> str:
         return f"{self.url}{graph}{path}"
@@ -115,7 +117,7 @@ async def dashboard(
 ) -> AsyncIterator[Dashboard]:
     context = await browser.new_context(viewport={"width": 1440, "height": 900})
     page = await context.new_page()
-    board = Dashboard(page, server.url, http)
+    board = Dashboard(page, server.url, http, db=server.db)
     page.on("request", lambda request: board.requests.append(request.url))
     page.on("pageerror", lambda error: board.errors.append(str(error)))
     page.on("console", _console_error(board.errors))

@@ -57,11 +57,13 @@ export const api = {
   graphspaces: () => request("GET", "graphspaces"),
   graphs: (graphspace) => request("GET", `graphspaces/${part(graphspace)}/graphs`),
   types: () => request("GET", "types"),
+  actions: () => request("GET", "actions"),
   counts: (base) => request("GET", `${base}/tasks/counts`),
   list: (base, query) => request("GET", `${base}/tasks`, { query }),
   get: (base, id) => request("GET", `${base}/tasks/${id}`),
   act: (base, id, action) => request("PUT", `${base}/tasks/${id}`, { query: { action } }),
-  remove: (base, id) => request("DELETE", `${base}/tasks/${id}`),
+  remove: (base, id, force = false) =>
+    request("DELETE", `${base}/tasks/${id}`, { query: { force: force ? "true" : undefined } }),
   submit: (base, type, input, options) =>
     request("POST", `${base}/jobs/${part(type)}`, { query: options, body: input }),
 };

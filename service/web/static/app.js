@@ -2,7 +2,7 @@
 // detail and timeline, its actions, and a form to submit jobs.
 
 import { api, ApiError, graphBase, url } from "./api.js";
-import { formatTime, fullTime, prettyJson, progressOf } from "./format.js";
+import { dueText, formatTime, fullTime, prettyJson, progressOf } from "./format.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -13,12 +13,28 @@ const EXAMPLES = {
   fail: { message: "something went wrong" },
   gremlin: { gremlin: "g.V().count()" },
 };
-/** With a type filter (the list API has none), pages are read until this many rows match. */
-const MAX_READS_PER_PAGE = 20;
+/** The counters as a person reads them: each group is the statuses it sums (in the order the
+ *  API counts them); a click filters by them. `unknown` shows only when there is one. */
+const GROUPS = [
+  { key: "waiting", statuses: ["new", "scheduling", "scheduled", "queued", "restoring"] },
+  { key: "paused", statuses: ["pending"] },
+  { key: "running", statuses: ["running", "cancelling"] },
+  { key: "success", statuses: ["success"], done: true },
+  { key: "failed", statuses: ["failed"], done: true },
+  { key: "cancelled", statuses: ["cancelled"], done: true },
+  { key: "unknown", statuses: ["unknown"], done: true, hiddenAtZero: true },
+];
+/** The status filter's value: "" (all), `group:{key}`, or one status. */
+function statusesOf(filter) {
+  if (!filter) return null;
+  if (filter.startsWith("group:")) return GROUPS.find((g) => `group:${g.key}` === filter)?.statuses ?? null;
+  return [filter];
+}
+const ACTION_LABELS = { cancel: "Cancel", pause: "Pause", resume: "Resume", retry: "Retry" };
 
 const state = {
   base: "", //                 graphspaces/{gs}/graphs/{graph}
-  status: "",
+  filter: "", //               the status filter: "", `group:{key}` or a status
   type: "",
   limit: 50,
   pages: [""], //              the tokens of the pages visited; the last is this page's
@@ -30,6 +46,10 @@ const state = {
   stream: null, //             the graph's EventSource
   detailStream: null, //       the selected task's EventSource
   detailUpdate: 0, //          task_update of the state the detail shows
+  detailTask: null, //         the state the detail shows
+  actions: null, //            status -> the actions it allows, as GET /actions says
+  counts: null, //             the last counts read
+  countDetail: false, //       whether each status's counter is shown
 };
 
 // --- rendering ----------------------------------------------------------------------
@@ -67,6 +87,22 @@ function progressBar(task) {
   );
 }
 
+/** A waiting task's due time (`task_run_at`), kept current by the clock below. */
+function dueOf(task) {
+  const at = task.task_run_at;
+  if (!at) return [];
+  return [el("span", { className: "due", text: dueText(at), attrs: { "data-due": String(at), title: `due at ${fullTime(at)}` } })];
+}
+
+function tickDue() {
+  const now = Date.now();
+  for (const node of document.querySelectorAll("[data-due]")) {
+    const text = dueText(Number(node.dataset.due), now);
+    const shown = node.dataset.dueFormat === "detail" ? `${formatTime(Number(node.dataset.due))} (${text})` : text;
+    if (node.textContent !== shown) node.textContent = shown;
+  }
+}
+
 function timeCell(ms) {
   return el("td", { className: "time", text: formatTime(ms), attrs: { title: fullTime(ms) } });
 }
@@ -76,7 +112,7 @@ function rowOf(task) {
     el("td", { className: "num", text: String(task.id) }),
     el("td", { className: "name", text: task.task_name, attrs: { title: task.task_name } }),
     el("td", { className: "type", text: task.task_type }),
-    el("td", {}, [statusBadge(task.task_status)]),
+    el("td", {}, [el("span", { className: "status-cell" }, [statusBadge(task.task_status), ...dueOf(task)])]),
     el("td", {}, [progressBar(task)]),
     timeCell(task.task_create),
     timeCell(task.task_update),
@@ -92,7 +128,7 @@ function rowOf(task) {
 
 function renderRows() {
   const body = $("#tasks tbody");
-  const ids = [...state.rows.keys()].sort((a, b) => a - b);
+  const ids = [...state.rows.keys()].sort((a, b) => b - a); // newest first, as the page is read
   body.replaceChildren(...ids.map((id) => rowOf(state.rows.get(id))));
   $("#empty").hidden = ids.length > 0;
   renderPager();
@@ -104,9 +140,9 @@ function renderRow(task) {
     old.replaceWith(rowOf(task));
     return;
   }
-  // a new row goes where its id belongs: rows are in ascending id order, as the API lists them
+  // a new row goes where its id belongs: rows are newest first, as the page is read
   const body = $("#tasks tbody");
-  const after = [...body.rows].find((row) => Number(row.dataset.id) > task.id);
+  const after = [...body.rows].find((row) => Number(row.dataset.id) < task.id);
   body.insertBefore(rowOf(task), after ?? null);
   $("#empty").hidden = true;
 }
@@ -137,33 +173,92 @@ function errorText(error) {
 
 let countsTimer = null;
 
+function countChip(count, label, attrs, classes, title) {
+  const chip = el("button", { className: `count ${classes}`, attrs: { type: "button", title, ...attrs } }, [
+    el("span", { className: "n", text: String(count) }),
+    el("span", { className: "label", text: label }),
+  ]);
+  if (count === 0) chip.classList.add("zero");
+  if (state.filter === attrs["data-filter"]) {
+    chip.classList.add("active");
+    chip.setAttribute("aria-pressed", "true");
+  } else {
+    chip.setAttribute("aria-pressed", "false");
+  }
+  return chip;
+}
+
+function renderCounts() {
+  if (!state.counts) return;
+  // the counters are drawn anew: the one that had the focus keeps it
+  const focused = document.activeElement?.closest?.(".counts button[data-filter]");
+  const refocus = focused ? `${focused.parentElement.id === "count-detail" ? "#count-detail" : "#counts"} [data-filter="${focused.dataset.filter}"]` : null;
+  const { counts, total } = state.counts;
+  const sum = (statuses) => statuses.reduce((n, s) => n + (counts[s] ?? 0), 0);
+  const chip = (group) =>
+    countChip(
+      sum(group.statuses),
+      group.key,
+      { "data-group": group.key, "data-filter": group.statuses.length === 1 ? group.statuses[0] : `group:${group.key}` },
+      `s-${group.statuses.length === 1 ? group.statuses[0] : group.key}`,
+      `show ${group.key} tasks (${group.statuses.join(", ")})`,
+    );
+  const shown = GROUPS.filter((g) => !(g.hiddenAtZero && sum(g.statuses) === 0));
+  const done = el("span", { className: "done-group", attrs: { role: "group", "aria-label": "done" } }, [
+    el("span", { className: "group-label", text: "done" }),
+    ...shown.filter((g) => g.done).map(chip),
+  ]);
+  const toggle = el("button", {
+    className: "ghost count-toggle",
+    text: state.countDetail ? "each status ▾" : "each status ▸",
+    attrs: { type: "button", id: "count-toggle", "aria-expanded": String(state.countDetail), "aria-controls": "count-detail" },
+  });
+  $("#counts").replaceChildren(
+    countChip(total, "all", { "data-group": "", "data-filter": "" }, "total", "show every task"),
+    ...shown.filter((g) => !g.done).map(chip),
+    done,
+    toggle,
+  );
+  const detail = $("#count-detail");
+  detail.hidden = !state.countDetail;
+  detail.replaceChildren(
+    ...Object.entries(counts).map(([status, count]) =>
+      countChip(count, status, { "data-status": status, "data-filter": status }, `s-${status}`, `show ${status} tasks`),
+    ),
+  );
+  if (refocus) document.querySelector(refocus)?.focus();
+}
+
 async function refreshCounts() {
   const base = state.base;
-  const { counts, total } = await api.counts(base);
+  const counts = await api.counts(base);
   if (base !== state.base) return;
-  const chips = Object.entries(counts).map(([status, count]) => {
-    const chip = el(
-      "button",
-      {
-        className: `count s-${status}`,
-        attrs: { type: "button", "data-status": status, title: `show ${status} tasks` },
-      },
-      [el("span", { className: "n", text: String(count) }), el("span", { text: status })],
-    );
-    if (count === 0) chip.classList.add("zero");
-    if (state.status === status) chip.classList.add("active");
-    return chip;
-  });
-  const all = el("button", { className: "count total", attrs: { type: "button", "data-status": "" } }, [
-    el("span", { className: "n", text: String(total) }),
-    el("span", { text: "all" }),
-  ]);
-  if (!state.status) all.classList.add("active");
-  $("#counts").replaceChildren(all, ...chips);
+  state.counts = counts;
+  renderCounts();
+}
+
+function fillStatusFilter(statuses) {
   const select = $("#filter-status");
-  if (select.options.length === 1) {
-    select.append(...Object.keys(counts).map((s) => el("option", { text: s, attrs: { value: s } })));
-  }
+  const groups = el(
+    "optgroup",
+    { attrs: { label: "Groups" } },
+    GROUPS.filter((g) => g.statuses.length > 1).map((g) =>
+      el("option", { text: `${g.key} (${g.statuses.length} statuses)`, attrs: { value: `group:${g.key}`, title: g.statuses.join(", ") } }),
+    ),
+  );
+  const each = el(
+    "optgroup",
+    { attrs: { label: "Each status" } },
+    statuses.map((s) => el("option", { text: s, attrs: { value: s } })),
+  );
+  select.replaceChildren(el("option", { text: "all", attrs: { value: "" } }), groups, each);
+}
+
+function setFilter(filter) {
+  state.filter = filter;
+  $("#filter-status").value = filter;
+  renderCounts();
+  restart();
 }
 
 /** Counts follow the events: re-read at most a few times a second while tasks change. */
@@ -178,17 +273,18 @@ function countsChanged() {
 // --- the list -------------------------------------------------------------------------
 
 function matches(task) {
-  return (!state.status || task.task_status === state.status) && (!state.type || task.task_type === state.type);
+  const statuses = statusesOf(state.filter);
+  return (!statuses || statuses.includes(task.task_status)) && (!state.type || task.task_type === state.type);
 }
 
-/** Whether a task that starts to match belongs on this page: between its first and last
- *  rows, before them on the first page, after them on the last. */
+/** Whether a task that starts to match belongs on this page (newest first): between its
+ *  first and last rows, above them on the first page (a new task), below them on the last. */
 function fitsPage(id) {
   const ids = [...state.rows.keys()];
   const isFirst = state.pages.length === 1;
   const isLast = state.next === null;
-  if (ids.length === 0) return isLast;
-  return (isFirst || id > Math.min(...ids)) && (isLast || id < Math.max(...ids));
+  if (ids.length === 0) return isFirst || isLast;
+  return (isFirst || id < Math.max(...ids)) && (isLast || id > Math.min(...ids));
 }
 
 let loadSerial = 0;
@@ -198,23 +294,18 @@ async function loadPage() {
   state.loading ??= [];
   showMessage($("#list-error"), "", "error");
   try {
-    let token = state.pages.at(-1);
-    const found = [];
-    let reads = 0;
-    do {
-      const body = await api.list(state.base, {
-        status: state.status || undefined,
-        limit: state.limit,
-        page: token,
-      });
-      if (serial !== loadSerial) return; // a newer read took over
-      found.push(...body.tasks.filter(matches));
-      token = body.page;
-      reads += 1;
-    } while (state.type && token !== null && found.length < state.limit && reads < MAX_READS_PER_PAGE);
-    state.next = token;
-    state.capacity = Math.max(state.limit, found.length);
-    state.rows = new Map(found.map((task) => [task.id, task]));
+    // newest first; the filters are the server's (a group's statuses comma-separated)
+    const body = await api.list(state.base, {
+      status: statusesOf(state.filter)?.join(","),
+      type: state.type || undefined,
+      order: "desc",
+      limit: state.limit,
+      page: state.pages.at(-1),
+    });
+    if (serial !== loadSerial) return; // a newer read took over
+    state.next = body.page;
+    state.capacity = Math.max(state.limit, body.tasks.length);
+    state.rows = new Map(body.tasks.map((task) => [task.id, task]));
     renderRows();
   } catch (error) {
     if (serial !== loadSerial) return;
@@ -242,9 +333,14 @@ function applyTask(task) {
   const shown = state.rows.get(task.id);
   // an answer can arrive after a newer event: an older state never replaces a newer one
   if (shown && task.task_update < shown.task_update) return;
+  // a status or progress event may leave the input out: it never changes, so keep it
+  if (shown && task.task_input === undefined && shown.task_input !== undefined) {
+    task = { ...task, task_input: shown.task_input };
+  }
   if (matches(task) && (shown || fitsPage(task.id))) {
     state.rows.set(task.id, task);
     renderRow(task);
+    if (!shown && task.task_input === undefined) readInput(task.id);
     if (state.rows.size > state.capacity) reloadSoon(); // full: the next page takes over
   } else if (shown) {
     state.rows.delete(task.id); // no longer what the filters show
@@ -253,10 +349,32 @@ function applyTask(task) {
   if (task.id === state.selected) showInDetail(task);
 }
 
+/** A task that came onto the page by a status event (it started to match the filter) has
+ *  no input: it is read once, for its progress bar's scale and the detail. */
+async function readInput(id) {
+  const base = state.base;
+  let full;
+  try {
+    full = await api.get(base, id);
+  } catch {
+    return; // deleted meanwhile: its event says so
+  }
+  const row = state.rows.get(id);
+  if (base !== state.base || !row || row.task_input !== undefined || full.task_input === undefined) return;
+  const task = { ...row, task_input: full.task_input };
+  state.rows.set(id, task);
+  renderRow(task);
+  if (id === state.selected && state.detailTask?.id === id && state.detailTask.task_input === undefined) {
+    state.detailTask = { ...state.detailTask, task_input: full.task_input };
+    renderDetail(state.detailTask);
+  }
+}
+
 function forgetTask(id) {
   if (state.rows.delete(id)) removeRow(id);
   if (id === state.selected) {
     $("#detail").classList.add("deleted");
+    if (state.detailTask?.id === id) renderActions(state.detailTask);
     showMessage($("#action-message"), `Task ${id} was deleted.`, "info");
   }
 }
@@ -307,6 +425,7 @@ function renderDetail(task) {
     ...field("Name", task.task_name),
     ...field("Type", task.task_type),
     ...field("Status", statusBadge(task.task_status)),
+    ...(task.task_run_at ? field("Due", dueField(task.task_run_at)) : []),
     ...field("Progress", progressBar(task)),
     ...field("Created", fullTime(task.task_create)),
     ...field("Updated", fullTime(task.task_update)),
@@ -318,12 +437,48 @@ function renderDetail(task) {
   $("#detail-input").textContent = prettyJson(task.task_input) || "—";
   $("#detail-result").textContent = prettyJson(task.task_result) || "—";
   $("#detail").dataset.status = task.task_status;
+  renderActions(task);
+}
+
+function dueField(at) {
+  const node = el("span", { className: "due", attrs: { "data-due": String(at), "data-due-format": "detail", title: fullTime(at) } });
+  node.textContent = `${formatTime(at)} (${dueText(at)})`;
+  return node;
+}
+
+/** Only what the task's status allows is enabled, as GET /actions says (the rule the API
+ *  applies). Delete is a plain delete for a completed task; any other needs force, and asks. */
+function renderActions(task) {
+  const deleted = $("#detail").classList.contains("deleted");
+  const allowed = state.actions?.[task.task_status];
+  for (const button of document.querySelectorAll("#detail [data-action]")) {
+    const action = button.dataset.action;
+    let enabled;
+    if (action === "delete") {
+      const force = allowed ? !allowed.includes("delete") && allowed.includes("force_delete") : false;
+      button.dataset.force = String(force);
+      button.textContent = force ? "Force delete…" : "Delete";
+      enabled = !allowed || allowed.includes("delete") || allowed.includes("force_delete");
+    } else {
+      enabled = !allowed || allowed.includes(action);
+    }
+    enabled &&= !deleted;
+    button.disabled = !enabled;
+    const name = action === "delete" ? button.textContent.replace("…", "") : ACTION_LABELS[action];
+    button.title = enabled ? "" : deleted ? "the task was deleted" : `${name}: not possible for a ${task.task_status} task`;
+  }
 }
 
 /** Both streams and the actions' answers bring the selected task: the newest state wins. */
 function showInDetail(task) {
   if (task.id !== state.selected || task.task_update < state.detailUpdate) return;
+  // a status or progress event may leave the input out: it never changes, so keep it
+  const before = state.detailTask;
+  if (before?.id === task.id && task.task_input === undefined && before.task_input !== undefined) {
+    task = { ...task, task_input: before.task_input };
+  }
   state.detailUpdate = task.task_update;
+  state.detailTask = task;
   renderDetail(task);
 }
 
@@ -341,6 +496,7 @@ function addTimeline(kind, task, eventId) {
 async function select(id) {
   state.selected = id;
   state.detailUpdate = 0;
+  state.detailTask = null;
   for (const row of document.querySelectorAll("#tasks tbody tr.selected")) row.classList.remove("selected");
   $(`#tasks tbody tr[data-id="${id}"]`)?.classList.add("selected");
   const detail = $("#detail");
@@ -387,7 +543,13 @@ async function act(action) {
   showMessage(message, "", "info");
   try {
     if (action === "delete") {
-      await api.remove(state.base, id);
+      const force = $('#detail [data-action="delete"]').dataset.force === "true";
+      const status = state.detailTask?.task_status ?? "incomplete";
+      const warning =
+        `Task ${id} is ${status}: delete its record anyway?` +
+        (status === "running" || status === "cancelling" ? " Its job runs on, and its end is not recorded." : "");
+      if (force && !window.confirm(warning)) return;
+      await api.remove(state.base, id, force);
       showMessage(message, `Task ${id} deleted.`, "ok");
     } else {
       const task = await api.act(state.base, id, action);
@@ -420,7 +582,7 @@ async function submit(event) {
   try {
     input = text ? JSON.parse(text) : undefined;
   } catch (error) {
-    showMessage(message, `The input is not valid JSON: ${error.message}`, "error");
+    showSubmitError(`The input is not valid JSON: ${error.message}`);
     return;
   }
   const options = {};
@@ -438,8 +600,17 @@ async function submit(event) {
     showMessage(message, `Task ${id} submitted.`, "ok");
     select(id);
   } catch (error) {
-    showMessage(message, errorText(error), "error");
+    showSubmitError(errorText(error));
   }
+}
+
+/** A refused submission says why beside the Submit button, scrolled into view and focused
+ *  (a screen reader reads it out: the message is a live region). */
+function showSubmitError(text) {
+  const message = $("#submit-message");
+  showMessage(message, text, "error");
+  message.scrollIntoView({ block: "nearest" });
+  message.focus({ preventScroll: true });
 }
 
 // --- set-up ---------------------------------------------------------------------------
@@ -465,7 +636,9 @@ function restart() {
 }
 
 async function start() {
-  const [{ graphspaces }, { types }] = await Promise.all([api.graphspaces(), api.types()]);
+  const [{ graphspaces }, { types }, { actions }] = await Promise.all([api.graphspaces(), api.types(), api.actions()]);
+  state.actions = actions;
+  fillStatusFilter(Object.keys(actions)); // every status, in the counters' order
   const lists = await Promise.all(graphspaces.map((gs) => api.graphs(gs).then(({ graphs }) => graphs.map((g) => `${gs}/${g}`))));
   const graphs = lists.flat();
   $("#graph").replaceChildren(...graphs.map((g) => el("option", { text: g, attrs: { value: g } })));
@@ -475,10 +648,7 @@ async function start() {
   fillExample();
 
   $("#graph").addEventListener("change", (e) => showGraph(e.target.value));
-  $("#filter-status").addEventListener("change", (e) => {
-    state.status = e.target.value;
-    restart();
-  });
+  $("#filter-status").addEventListener("change", (e) => setFilter(e.target.value));
   $("#filter-type").addEventListener("change", (e) => {
     state.type = e.target.value;
     restart();
@@ -487,12 +657,16 @@ async function start() {
     state.limit = Number(e.target.value);
     restart();
   });
-  $("#counts").addEventListener("click", (e) => {
-    const chip = e.target.closest("button[data-status]");
-    if (!chip) return;
-    state.status = state.status === chip.dataset.status ? "" : chip.dataset.status;
-    $("#filter-status").value = state.status;
-    restart();
+  // a counter filters by its statuses; a second click on it shows every task again
+  $(".counts").addEventListener("click", (e) => {
+    if (e.target.closest("#count-toggle")) {
+      state.countDetail = !state.countDetail;
+      renderCounts();
+      $("#count-toggle").focus();
+      return;
+    }
+    const chip = e.target.closest("button[data-filter]");
+    if (chip) setFilter(state.filter === chip.dataset.filter ? "" : chip.dataset.filter);
   });
   $("#first").addEventListener("click", () => restart());
   $("#prev").addEventListener("click", () => {
@@ -525,6 +699,8 @@ async function start() {
     inputEdited = true;
   });
   $("#submit").addEventListener("submit", submit);
+
+  setInterval(tickDue, 1000); // "due in 4 min" counts down
 
   if (graphs.length) await showGraph(graphs[0]);
   document.body.dataset.ready = "true";

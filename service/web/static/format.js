@@ -20,11 +20,13 @@ export function fullTime(ms) {
   return ms ? `${day(new Date(ms))} ${formatTime(ms, { millis: true }).slice(-12)}` : "";
 }
 
-// A task's input never changes: the scale of its progress is read from it once.
+// A task's input never changes: the scale of its progress is read from it once, from the
+// first state of the task that carries its input (an event may leave the input out).
 const scales = new Map();
 
 function scaleOf(task) {
   if (scales.has(task.id)) return scales.get(task.id);
+  if (task.task_input === undefined) return null;
   let scale = null;
   try {
     const input = JSON.parse(task.task_input ?? "null");
@@ -52,6 +54,32 @@ export function progressOf(task) {
   if (task.task_status === "success") fraction = 1;
   const label = scale === null ? (value ? String(value) : "") : `${value}/${scale}`;
   return { value, max, fraction, label };
+}
+
+const UNITS = [
+  ["d", 86_400_000],
+  ["h", 3_600_000],
+  ["min", 60_000],
+  ["s", 1000],
+];
+
+/** A span of time as a person says it: `4 min`, `2 h 5 min`, `35 s`, `3 d 2 h`. */
+export function span(ms) {
+  const parts = [];
+  let left = Math.max(0, Math.round(ms / 1000) * 1000);
+  for (const [unit, size] of UNITS) {
+    if (left >= size || (unit === "s" && parts.length === 0)) {
+      parts.push(`${Math.floor(left / size)} ${unit}`);
+      left %= size;
+    }
+    if (parts.length === 2 || (parts.length === 1 && size >= 60_000 && left < 60_000)) break;
+  }
+  return parts.join(" ");
+}
+
+/** When a waiting task becomes due, from now: `due in 4 min`, or `due now` once it is. */
+export function dueText(ms, now = Date.now()) {
+  return ms - now >= 1000 ? `due in ${span(ms - now)}` : "due now";
 }
 
 /** JSON text pretty-printed; any other text (a failed task's error) as it is. */
