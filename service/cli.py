@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from rich.markup import escape
 
-from . import config
+from . import config, jsontext
 from .errors import SidetaskError
 
 EXIT_OK = 0
@@ -395,9 +395,16 @@ def _read_input(args: argparse.Namespace) -> Any:
     else:
         return None
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        if exc.msg == "depth limit exceeded":
+            raise UsageError(jsontext.too_deep(origin)) from None
         raise UsageError(f"{origin} is not valid JSON: {exc}") from None
+    try:
+        jsontext.dumps(value, origin)  # what the service would refuse, said before sending
+    except jsontext.TooDeep as exc:
+        raise UsageError(str(exc)) from None
+    return value
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -39,6 +39,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from . import jsontext
+
 __all__ = [
     "COMPLETED_STATUSES",
     "DEFAULT_GRAPH",
@@ -309,8 +311,10 @@ class Client:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """One request; the decoded JSON answer (None for an empty one), or an APIError."""
-        data = None if body is None else orjson.dumps(body)
+        """One request; the decoded JSON answer (None for an empty one), or an APIError.
+        A body nested deeper than the service takes is refused here (jsontext.TooDeep, a
+        ValueError)."""
+        data = None if body is None else jsontext.dumps(body, "The request body")
         send_headers = dict(headers or {})
         if data is not None:
             send_headers["Content-Type"] = "application/json"

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from . import clock
+from . import clock, jsontext
 from .config import Settings
 from .errors import (
     BadRequest,
@@ -674,7 +674,9 @@ class Supervisor:
                 log.warning("task %d raised %s", task.id, type(exc).__name__)
             return self._failure(task, self._describe(exc))
         try:
-            encoded = orjson.dumps(value)
+            encoded = jsontext.dumps(value, "The job's result")
+        except jsontext.TooDeep as exc:
+            return _Outcome(Status.FAILED, {"result": str(exc)})
         except TypeError as exc:
             return _Outcome(Status.FAILED, {"result": f"The job's result is not JSON-serialisable: {exc}"})
         limit = self.settings.max_result_bytes

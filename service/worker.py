@@ -44,6 +44,7 @@ from typing import Any, cast
 import aiohttp
 import orjson
 
+from . import jsontext
 from .client import connection_problem, unreachable
 from .jobs import PermanentFailure
 from .jobs.base import load_function
@@ -348,14 +349,18 @@ class Worker:
             )
         else:
             try:
-                orjson.dumps(job.result())
+                # written here, sent as it is: inside {"result": …} a result nested as deep
+                # as the service stores would be a level too deep for orjson to write again
+                result = orjson.Fragment(jsontext.dumps(job.result(), "The job's result"))
+            except jsontext.TooDeep as exc:
+                path, body = "/fail", {"error": str(exc), "retry": False, **progress}
             except TypeError as exc:
                 path, body = (
                     "/fail",
                     {"error": f"The job's result is not JSON-serialisable: {exc}", "retry": False},
                 )
             else:
-                path, body = "/complete", {"result": job.result(), **progress}
+                path, body = "/complete", {"result": result, **progress}
         # The end is worth a few tries: until the lease would run out.
         deadline = asyncio.get_running_loop().time() + task.lease_duration
         delay = 0.2

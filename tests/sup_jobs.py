@@ -28,6 +28,7 @@ JOBS = {
     "sync_burst": "tests.sup_jobs:sync_burst",
     "raises_timeout": "tests.sup_jobs:raises_timeout",
     "fail_first": "tests.sup_jobs:fail_first",
+    "deep": "tests.sup_jobs:deep",
 }
 
 
@@ -133,3 +134,17 @@ async def fail_first(ctx: JobContext) -> Any:
     if ctx.retries < failures:
         raise RuntimeError(f"failure {ctx.retries + 1} of {failures}")
     return ctx.retries
+
+
+async def deep(ctx: JobContext) -> Any:
+    """Returns an array nested `depth` levels deep ([] is 1), or with `cycle` one that
+    contains itself."""
+    options = _options(ctx)
+    if options.get("cycle"):
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        return cycle
+    value: list[Any] = []
+    for _ in range(int(options["depth"]) - 1):
+        value = [value]
+    return value

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from .. import jsontext
 from ..errors import BadRequest, PayloadTooLarge
 from ..model import GraphRef
 from . import params
@@ -16,8 +16,6 @@ from .responses import json_response
 
 MAX_NAME_BYTES = 256
 MAX_IDEMPOTENCY_KEY = 255
-#: the deepest nesting of a job's input that can be stored (orjson writes at most this)
-MAX_INPUT_DEPTH = 254
 #: the line breaks HugeGraph splits a script's first line at (not str.splitlines()'s dozen)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -108,12 +106,11 @@ async def _submit(
     request: web.Request, graph: GraphRef, type_name: str, job_input: Any, options: dict[str, Any]
 ) -> web.Response:
     try:
-        input_json = None if job_input is None else orjson.dumps(job_input).decode()
-    except orjson.JSONEncodeError:
-        # orjson reads JSON nested up to 1024 levels deep but writes only up to 254
-        raise BadRequest(
-            f"The request body is nested too deeply; at most {MAX_INPUT_DEPTH} levels are allowed"
-        ) from None
+        input_json = (
+            None if job_input is None else jsontext.dumps(job_input, "The request body").decode()
+        )
+    except jsontext.TooDeep as exc:
+        raise BadRequest(str(exc)) from None
     limit = request.app[SETTINGS].max_input_bytes
     if input_json is not None and len(input_json.encode()) > limit:
         raise PayloadTooLarge(

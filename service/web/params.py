@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .. import jsontext
 from ..errors import BadRequest, NotFound
 from ..model import GraphRef, Status
 from .keys import SETTINGS
@@ -170,6 +171,8 @@ async def json_body(request: web.Request, *, empty: Any = ...) -> Any:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if exc.msg == "depth limit exceeded":  # beyond orjson's reader (1024 levels)
+            raise BadRequest(jsontext.too_deep("The request body")) from None
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
     if _LONG_DIGITS.search(raw):
         _check_integers(raw)
@@ -197,4 +200,4 @@ def _check_integers(raw: bytes) -> None:
     try:
         json.loads(raw, parse_int=_integer_within_64_bits)
     except RecursionError:
-        raise BadRequest("The request body is nested too deeply") from None
+        raise BadRequest(jsontext.too_deep("The request body")) from None

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .. import jsontext
 from ..errors import BadRequest, PayloadTooLarge
 from ..store import Lease
 from ..workers import MAX_CLAIM_WAIT, wants_cancel
@@ -43,7 +44,9 @@ def _claim_body(request: web.Request, lease: Lease) -> dict[str, Any]:
     return {
         "id": task.id,
         "type": task.type,
-        "input": task.decoded_input(),
+        # the stored text as it is: decoded and written again, an input nested as deep as
+        # can be stored would be one level too deep inside this answer
+        "input": None if task.input is None else orjson.Fragment(task.input),
         "graphspace": graph.graphspace,
         "graph": graph.graph,
         "retries": task.retries,
@@ -124,7 +127,10 @@ async def complete(request: web.Request) -> web.Response:
     task_id = params.task_id_of(request)
     token = _lease_of(request)
     body = await _object_body(request)
-    result = orjson.dumps(body.get("result")).decode()
+    try:
+        result = jsontext.dumps(body.get("result"), "The job's result").decode()
+    except jsontext.TooDeep as exc:
+        raise BadRequest(str(exc)) from None
     limit = request.app[SETTINGS].max_result_bytes
     if len(result.encode()) > limit:
         raise PayloadTooLarge(

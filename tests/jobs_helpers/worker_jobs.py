@@ -47,3 +47,11 @@ async def broken(task: WorkerTask) -> None:
 
 async def hopeless(task: WorkerTask) -> None:
     raise PermanentFailure("no retry can mend this")
+
+
+async def deep(task: WorkerTask) -> list[Any]:
+    """Returns an array nested input["depth"] levels deep ([] is 1)."""
+    value: list[Any] = []
+    for _ in range(int(task.input["depth"]) - 1):
+        value = [value]
+    return value

@@ -258,6 +258,8 @@ async def test_errors_print_the_servers_message_and_exit_non_zero(url: str) -> N
         bad_json,
         both,
         bad_id,
+        too_deep,
+        beyond_parser,
     ) = await asyncio.gather(
         sidetask("get", "999", "--url", url),
         sidetask("ls", "--graph", "nosuch", "--url", url),
@@ -267,6 +269,8 @@ async def test_errors_print_the_servers_message_and_exit_non_zero(url: str) -> N
         sidetask("submit", "echo", "--input", "{nope", "--url", url),
         sidetask("submit", "echo", "--input", "{}", "--input-file", "x.json", "--url", url),
         sidetask("get", "abc", "--url", url),
+        sidetask("submit", "echo", "--input", "[" * 255 + "]" * 255, "--url", url),
+        sidetask("submit", "echo", "--input", "[" * 2000 + "]" * 2000, "--url", url),
     )
     assert missing.code == 3 and missing.out == ""
     assert "Can't find task with id '999' (HTTP 404 NotFoundException)" in missing.err
@@ -280,6 +284,9 @@ async def test_errors_print_the_servers_message_and_exit_non_zero(url: str) -> N
     assert bad_json.code == 2 and "--input is not valid JSON" in bad_json.err
     assert both.code == 2 and "not allowed with argument" in both.err
     assert bad_id.code == 2 and "a task id is a positive integer" in bad_id.err
+    for deep in (too_deep, beyond_parser):  # the service's bound and words, before sending
+        assert deep.code == 2, deep.err
+        assert "--input is nested too deeply; at most 254 levels are allowed" in deep.err
 
 
 async def test_url_and_graph_from_options_and_the_environment(url: str, api: Client) -> None:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from service import client as client_module
 from service.client import APIError, Client, ConnectionFailed, Event, parse_graph
+from service.jsontext import TooDeep
 from tests.conftest import free_port, wait_for
 from tests.proxy import Proxy
 
@@ -170,6 +171,16 @@ async def test_errors_carry_the_servers_status_and_message(api: Client, server: 
     assert (
         no_task.value.status == 404 and no_task.value.message == "Can't find task with id '424242'"
     )
+
+
+async def test_an_input_nested_deeper_than_the_service_takes_is_refused_before_sending() -> None:
+    deep: Any = []
+    for _ in range(299):
+        deep = [deep]
+    async with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as api:
+        with pytest.raises(TooDeep) as refused:
+            await api.submit("echo", {"a": deep})
+    assert str(refused.value) == "The request body is nested too deeply; at most 254 levels are allowed"
 
 
 async def test_an_unreachable_server_is_a_connection_failure() -> None:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import get_task, submit, wait_for, wait_status
+from tests.sup_util import Start
 from tests.web.test_tasks_api import LATER, assert_error, ids_of, list_tasks, ok_json
 
 GREMLIN = "hugegraph.traversal().V()"
@@ -291,11 +292,35 @@ async def test_an_input_nested_as_deep_as_can_be_stored_is_taken(client: TestCli
     assert (await get_task(client, base, task_id))["task_input"] == nested(254).decode()
 
 
+TOO_DEEP = "nested too deeply; at most 254 levels are allowed"
+
+
+async def test_a_body_nested_beyond_the_parser_says_the_same(client: TestClient, base: str) -> None:
+    body = b"[" * 5000 + b"]" * 5000
+    message = await assert_error(await client.post(f"{base}/jobs/echo", data=body), 400)
+    assert message == f"The request body is {TOO_DEEP}"
+
+
+async def test_a_job_result_nested_too_deeply_fails_the_task_saying_so(start: Start) -> None:
+    """The same bound for what a job returns: the task ends failed with the same words (a
+    value that contains itself too), never a stuck task."""
+    client = await start()
+    base = "/graphs/hugegraph"
+    fits = await submit(client, base, "deep", {"depth": 254})
+    beyond = await submit(client, base, "deep", {"depth": 255})
+    endless = await submit(client, base, "deep", {"cycle": True})
+    task = await wait_status(client, base, fits, "success", "failed")
+    assert task["task_result"] == "[" * 254 + "]" * 254
+    for task_id in (beyond, endless):
+        task = await wait_status(client, base, task_id, "success", "failed")
+        assert (task["task_status"], task["task_result"]) == ("failed", f"The job's result is {TOO_DEEP}")
+
+
 @pytest.mark.parametrize("job", ["echo", "gremlin"])
 async def test_an_input_nested_too_deeply_is_refused(client: TestClient, base: str, job: str) -> None:
     body = nested(300) if job == "echo" else b'{"gremlin": "g.V()", "bindings": ' + nested(300) + b"}"
     message = await assert_error(await client.post(f"{base}/jobs/{job}", data=body), 400)
-    assert "nested too deeply" in message
+    assert message == f"The request body is {TOO_DEEP}"
     assert ids_of(await list_tasks(client, base, limit=-1)) == []
 
 

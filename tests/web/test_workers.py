@@ -208,6 +208,36 @@ async def test_a_bad_report_is_a_400(client: Any, path: str, body: Any, message:
 # --- cancel ---
 
 
+def deep_json(depth: int) -> bytes:
+    """An array nested `depth` levels deep ([] is 1), as JSON text."""
+    return b"[" * depth + b"]" * depth
+
+
+async def test_results_and_inputs_nested_to_the_bound_pass_and_deeper_ones_are_a_400(
+    client: Any,
+) -> None:
+    """One bound for every value: 254 levels. A worker's result beyond it is a 400 that
+    leaves the task as it was, held by the worker, which can still end it."""
+    task_id = await submit(client, BASE, "resize", {"a": orjson.loads(deep_json(253))})
+    work = await claim(client)  # the claim's answer carries the input one level deeper
+    assert work["input"] == {"a": orjson.loads(deep_json(253))}
+    headers = {"X-Lease": work["lease"], "Content-Type": "application/json"}
+    url = work["task_url"]
+    for path, body, message in [
+        ("/complete", b'{"result": ' + deep_json(255) + b"}", "The job's result is"),
+        ("/complete", deep_json(2000), "The request body is"),
+        ("/progress", deep_json(2000), "The request body is"),
+        ("/fail", b'{"error": "x", "detail": ' + deep_json(2000) + b"}", "The request body is"),
+    ]:
+        method = "PUT" if path == "/progress" else "POST"
+        answer = await answer_of(await client.request(method, url + path, data=body, headers=headers), 400)
+        assert answer["message"] == f"{message} nested too deeply; at most 254 levels are allowed"
+    assert (await get_task(client, BASE, task_id))["task_status"] == "scheduled"
+    body = b'{"result": ' + deep_json(254) + b"}"
+    done = await answer_of(await client.post(url + "/complete", data=body, headers=headers))
+    assert (done["task_status"], done["task_result"]) == ("success", deep_json(254).decode())
+
+
 async def test_a_claimed_task_not_yet_reported_is_cancelled_at_once(client: Any) -> None:
     task_id = await submit(client, BASE, "resize", {})
     work = await claim(client)
@@ -358,7 +388,7 @@ async def test_a_restart_of_the_service_keeps_the_workers_leases(
 def write_config(tmp_path: Path, **settings: Any) -> Path:
     values = {
         "graphs": ["DEFAULT/hugegraph"],
-        "external_types": ["hold", "spin", "count", "broken", "hopeless", "countdown"],
+        "external_types": ["hold", "spin", "count", "broken", "hopeless", "countdown", "deep"],
         "lease_duration": 2.0,
         "default_max_retries": 0,
         "retry_backoff": 0.05,
@@ -460,6 +490,19 @@ async def test_a_python_worker_runs_plain_and_async_functions(api: Api, processe
     hopeless = await api.submit("hopeless", {}, max_retries=3)
     task = await api.wait(hopeless, "failed")
     assert (task["task_result"], task["task_retries"]) == ("PermanentFailure: no retry can mend this", 0)
+
+
+async def test_a_python_worker_sends_a_result_nested_to_the_bound_and_fails_a_deeper_one(
+    api: Api, processes: Processes
+) -> None:
+    processes.python_worker(api.url, "py-deep", "deep")
+    fits = await api.submit("deep", {"depth": 254})
+    beyond = await api.submit("deep", {"depth": 255}, max_retries=2)
+    task = await api.wait(fits, "success", "failed")
+    assert (task["task_status"], task["task_result"]) == ("success", deep_json(254).decode())
+    task = await api.wait(beyond, "success", "failed")
+    assert (task["task_status"], task["task_retries"]) == ("failed", 0)  # no retry mends it
+    assert task["task_result"] == "The job's result is nested too deeply; at most 254 levels are allowed"
 
 
 async def test_a_burst_worker_runs_what_is_waiting_then_exits(api: Api, processes: Processes) -> None:
