@@ -682,6 +682,15 @@ UNAUTHORIZED = {
 URI_TOO_LONG = _error("the request line is longer than max_header_bytes")
 HEADER_TOO_LARGE = _error("a header field is longer than max_header_bytes")
 FORBIDDEN = _error("the caller's grants name some graphs only, and a claim takes tasks of every graph")
+#: what every route answers to a request from a web page it does not serve (service.web.origin)
+MISDIRECTED = _error(
+    "the Host header names neither loopback, nor the bound address, nor an entry of "
+    'allowed_hosts (README, "Access and limits")'
+)
+FOREIGN_PAGE = (
+    "the request comes from a page of another origin: its Origin is neither the service's "
+    "own nor in allowed_origins, or a state change says Sec-Fetch-Site: cross-site or same-site"
+)
 
 
 def _name_the_types(paths: dict[str, Any], job_types: Sequence[str], external_types: Sequence[str]) -> None:
@@ -714,7 +723,8 @@ def _name_the_types(paths: dict[str, Any], job_types: Sequence[str], external_ty
 def _add_limits_and_access(
     paths: dict[str, Any], auth: bool, metrics_public: bool, grants: bool
 ) -> None:
-    """The answers every route may give beside its own: bodies over the limits or not JSON
+    """The answers every route may give beside its own: a request from a web page it does
+    not serve (421 for its Host, 403 for its Origin), bodies over the limits or not JSON
     (413, 415), submissions past max_waiting (429), and with authentication on, 401 (and
     403 for a claim by a caller with grants)."""
     open_paths = OPEN_PATHS | ({"/metrics"} if metrics_public else set())
@@ -723,6 +733,8 @@ def _add_limits_and_access(
             if method not in {"get", "put", "post", "delete"}:
                 continue
             responses = operation["responses"]
+            responses.setdefault("421", MISDIRECTED)
+            responses["403"] = _error(FOREIGN_PAGE)
             places = {p["in"] for p in [*item.get("parameters", []), *operation.get("parameters", [])]}
             if places & {"path", "query"}:  # what makes the request line long
                 responses.setdefault("414", URI_TOO_LONG)
@@ -740,7 +752,7 @@ def _add_limits_and_access(
             else:
                 responses.setdefault("401", UNAUTHORIZED)
                 if grants and path == "/workers/{worker}/claim":
-                    responses.setdefault("403", FORBIDDEN)
+                    responses["403"] = _error(f"{FORBIDDEN['description']}; or {FOREIGN_PAGE}")
 
 
 def openapi_document(

@@ -125,6 +125,9 @@ async def test_the_task_api_operations_declare_their_query_parameters(client: Te
 
 #: operations that only ever redirect: `/` leads to the dashboard and answers nothing itself
 REDIRECTS = {("GET", "/")}
+#: what every operation may answer a request from a web page it does not serve: 421 for
+#: its Host, 403 for its Origin (service.web.origin)
+PAGE_REFUSALS = {"403", "421"}
 
 
 async def test_every_operation_documents_its_responses(client: TestClient) -> None:
@@ -132,7 +135,7 @@ async def test_every_operation_documents_its_responses(client: TestClient) -> No
     for (method, path), operation in operations(document).items():
         responses = operation["responses"]
         if (method, path) in REDIRECTS:
-            assert set(responses) == {"302"}, f"{method} {path}"
+            assert set(responses) == {"302", *PAGE_REFUSALS}, f"{method} {path}"
         else:
             assert any(code.startswith("2") for code in responses), f"{method} {path}"
         for code, response in responses.items():
@@ -276,4 +279,4 @@ async def test_a_store_that_cannot_answer_is_a_documented_503(client: TestClient
 @pytest.mark.parametrize("path", ["/versions", "/health", "/openapi.json"])
 async def test_service_routes_need_no_error_responses(client: TestClient, path: str) -> None:
     found = operations(await fetch_document(client))
-    assert set(found[("GET", path)]["responses"]) == {"200"}
+    assert set(found[("GET", path)]["responses"]) == {"200", *PAGE_REFUSALS}
