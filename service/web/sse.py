@@ -21,7 +21,7 @@ from ..events import EventBus, Scope, Subscription, encode, ends_task_stream
 from ..model import Event, EventKind
 from . import params
 from .auth import reachable_graphs
-from .keys import EVENTS, SETTINGS, STORE
+from .keys import EVENTS, REGISTRY, SETTINGS, STORE
 
 #: stored events read per query while replaying
 REPLAY_PAGE = 1000
@@ -240,11 +240,12 @@ async def task_events(request: web.Request) -> web.StreamResponse:
 async def graph_events(request: web.Request) -> web.StreamResponse:
     graph = params.graph_of(request)
     status_text = request.query.get("status")
-    type_text = request.query.get("type")
     scope = Scope(
         graph=graph,
         status=None if status_text is None else params.status(status_text),
-        task_type=type_text or None,
+        # as the task list takes it: a type no one registered is a 400, not a stream that
+        # never says anything
+        task_type=params.task_type(request.query.getall("type", []), request.app[REGISTRY].names()),
     )
     return await _follow(request, scope)
 

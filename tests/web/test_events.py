@@ -117,6 +117,17 @@ async def test_graph_stream_filters_by_status_and_type(client: Any, base: str) -
     assert all(e.json["task_type"] == "echo" and e.json["task_status"] == "success" for e in events)
 
 
+async def test_graph_stream_type_is_a_registered_one_as_in_the_task_list(client: Any, base: str) -> None:
+    for query in ({"type": "ech"}, {"type": ""}, [("type", "echo"), ("type", "sleep")]):
+        stream = await client.get(f"{base}/events", params=query)
+        listing = await client.get(f"{base}/tasks", params=query)
+        assert (stream.status, listing.status) == (400, 400), query
+        message = (await stream.json())["message"]
+        assert message == (await listing.json())["message"]
+    response = await client.get(f"{base}/events", params={"type": "ech"})
+    assert (await response.json())["message"].startswith("Invalid type 'ech', valid types are: ")
+
+
 async def test_graph_stream_sees_only_its_graph_and_service_stream_sees_all(client: Any) -> None:
     async with client.get("/graphspaces/gs1/graphs/other/events") as other, client.get("/events") as everything:
         await submit(client, "/graphs/hugegraph", "echo", {})
