@@ -635,10 +635,13 @@ class Supervisor:
         )
         try:
             outcome = await self._execute(task, job_type, ctx)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if self._abandoning:
                 raise  # drained: the row stays `running` and is restored at the next start
-            outcome = _Outcome(Status.CANCELLED)
+            if running.cancel.is_set():
+                outcome = _Outcome(Status.CANCELLED)
+            else:  # no cancel was asked for: the job raised CancelledError itself
+                outcome = self._failure(task, self._describe(exc))
         # From here a cancel interrupts nothing: the end written next records it.
         running.ending = True
         # The final write must happen even if this task is cancelled again meanwhile.
@@ -646,21 +649,27 @@ class Supervisor:
 
     async def _execute(self, task: Task, job_type: JobType, ctx: JobContext) -> _Outcome:
         loop = asyncio.get_running_loop()
+        timed_out = False
+
+        def expire() -> None:
+            # ctx.cancelled first, then the cancel: a thread (which cannot be interrupted)
+            # and the job's own handler of the cancel both see it
+            nonlocal timed_out
+            timed_out = True
+            ctx._cancel.set()
+            deadline.reschedule(loop.time())  # expires at once
+
         try:
             async with asyncio.timeout(None) as deadline:
-                # The task's timeout sets ctx.cancelled, then cancels the job: a thread (which
-                # cannot be interrupted) and the job's own handler of the cancel both see it.
-                timer = None
-                if task.timeout is not None:
-                    timer = loop.call_later(task.timeout, _expire, deadline, ctx._cancel)
+                timer = None if task.timeout is None else loop.call_later(task.timeout, expire)
                 try:
                     value = await job_type.run(ctx)
                 finally:
                     if timer is not None:
                         timer.cancel()
         except TimeoutError as exc:
-            if deadline.expired():
-                return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
+            if timed_out:
+                return self._timed_out(task)
             # the job's own operation timed out (no task timeout, or not yet): a plain failure
             return self._failure(task, f"{type(exc).__name__}: {exc}")
         except PermanentFailure as exc:
@@ -668,6 +677,8 @@ class Supervisor:
         except ReportedFailure as exc:  # a child process's job: already `Type: message`
             return self._failure(task, self._describe(exc, with_type=False))
         except asyncio.CancelledError:
+            if timed_out:  # the job stopped at its deadline (JobCancelled) before the cancel came
+                return self._timed_out(task)
             raise
         except BaseException as exc:  # anything a job raises fails the task, never the service
             if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -689,6 +700,9 @@ class Supervisor:
                 },
             )
         return _Outcome(Status.SUCCESS, {"result": encoded.decode()})
+
+    def _timed_out(self, task: Task) -> _Outcome:
+        return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
 
     def _describe(self, exc: BaseException, with_type: bool = True) -> str:
         """An error as a task's result: `Type: message`, whatever the exception's `__str__`
@@ -881,9 +895,3 @@ class Supervisor:
         if total_tasks or total_events:
             log.info("purged %d completed task(s) and %d event(s)", total_tasks, total_events)
         return total_tasks, total_events
-
-
-def _expire(deadline: asyncio.Timeout, cancel: threading.Event) -> None:
-    """A task's timeout: `ctx.cancelled` is set before the job is cancelled."""
-    cancel.set()
-    deadline.reschedule(asyncio.get_running_loop().time())  # expires at once

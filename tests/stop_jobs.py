@@ -31,6 +31,7 @@ THREAD_JOBS = {
     "waits_for_flag": "tests.stop_jobs:waits_for_flag",
     # proc_fail run in a thread: the failure texts a child's must match
     "thread_fail": "tests.stop_jobs:proc_fail",
+    "raises_cancelled": "tests.stop_jobs:raises_cancelled",
 }
 #: the jobs run in a child process
 PROCESS_JOBS = {
@@ -116,6 +117,11 @@ def waits_for_flag(ctx: JobContext) -> Any:
     gate(_options(ctx)["gate"]).wait(LONGEST)
     note(ctx, "end")
     return "finished late"
+
+
+async def raises_cancelled(ctx: JobContext) -> Any:
+    """Raises CancelledError though no one cancelled it (an inner operation's, leaking out)."""
+    raise asyncio.CancelledError("an inner operation was cancelled")
 
 
 # --- in a child process ---

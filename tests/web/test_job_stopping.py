@@ -25,12 +25,12 @@ from service.jobs import build_registry
 from service.model import Status
 from service.store import Change
 from service.web import create_app
-from service.web.keys import STORE
+from service.web.keys import STORE, SUPERVISOR
 from tests import stop_jobs
 from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
 from tests.stop_jobs import PROCESS_JOBS, THREAD_JOBS, lines, release
 from tests.sup_jobs import JOBS
-from tests.sup_util import max_overlap, trail, wait_file
+from tests.sup_util import max_overlap, rows, trail, wait_file
 
 BASE = "/graphs/hugegraph"
 Start = Callable[..., Any]
@@ -251,6 +251,41 @@ async def test_a_thread_over_its_timeout_is_retried_only_once_it_returned(
     assert task["task_retries"] == 1
     assert most_at_once(log) == 1
     assert [line.split()[0] for line in lines(log)] == ["start", "flag", "end"] * 2
+
+
+async def test_a_thread_that_stops_at_its_deadline_by_itself_fails_saying_it_timed_out(
+    start: Start, tmp_path: Path
+) -> None:
+    client = await start()
+    log = tmp_path / "runs.log"
+    task_id = await submit(client, BASE, "looking", {"log": str(log)}, timeout=0.2, max_retries=0)
+    # JobCancelled from ctx.raise_if_cancelled() at the deadline is the timeout, not a cancel
+    task = await wait_status(client, BASE, task_id, "failed", "cancelled")
+    assert task["task_status"] == "failed"
+    assert task["task_result"] == f"Task '{task_id}' timed out after 0.2 s"
+    assert lines(log) == [f"start {task_id} 0", f"end {task_id} 0"]
+
+
+async def test_a_job_raising_cancelled_error_unasked_fails(start: Start) -> None:
+    client = await start()
+    task_id = await submit(client, BASE, "raises_cancelled", max_retries=0)
+    task = await wait_status(client, BASE, task_id, "failed", "cancelled")
+    assert task["task_status"] == "failed"
+    assert task["task_result"] == "CancelledError: an inner operation was cancelled"
+
+
+async def test_a_drain_does_not_wait_for_a_cancelled_thread_that_never_returns(
+    start: Start, tmp_path: Path, db: Path, gate_name: Callable[[str], str]
+) -> None:
+    client = await start()
+    log, gate = tmp_path / "runs.log", gate_name("never")
+    task_id = await submit(client, BASE, "blind", {"gate": gate, "log": str(log)})
+    await wait_line(log, f"start {task_id} 0")
+    assert (await put(client, task_id, "cancel"))[0] == 202
+    await asyncio.wait_for(client.app[SUPERVISOR].drain(grace=0.1), 15)
+    # left behind, as `cancelling`: the next start records it cancelled
+    assert rows(db, "SELECT status FROM tasks WHERE id = ?", (task_id,)) == [("cancelling",)]
+    assert lines(log) == [f"start {task_id} 0"]
 
 
 # --- a cancel that lands as a job ends ---
