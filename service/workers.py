@@ -11,6 +11,11 @@ expires (the worker died or lost touch) puts the task back through `restoring` w
 `task_retries` + 1, or ends it `failed` when no retries are left (`cancelled` if a cancel
 was requested). The leases are stored: a restart of the service keeps them, and extends each
 by one lease so that workers that kept working through the restart keep their tasks.
+
+A task of an external type that no lease holds, in a worker's status, was run in-process
+before its type became external (a restart with a changed `external_types`): no worker will
+report on it, so it counts as expired. The restart's recovery restores such tasks (the
+store's `recover`), and the sweep gives back any it meets later.
 """
 
 from __future__ import annotations
@@ -212,31 +217,39 @@ class WorkerHub:
     # --- expiry ---
 
     async def expire(self) -> list[Task]:
-        """Gives back the tasks whose lease ran out."""
+        """Gives back the tasks whose lease ran out, and those of external types that no
+        lease holds (run in-process before their type became external)."""
         now = clock.now_ms()
 
-        def decide(task: Task) -> Change:
+        def give_back(task: Task, message: str) -> Change:
             if task.status is Status.CANCELLING:
                 return Change(task.id, Status.CANCELLED)
-            message = (
-                f"The lease of worker '{task.server}' on task '{task.id}' expired in status "
-                f"{task.status.name}: the worker stopped reporting"
-            )
             if task.retries < task.max_retries:
                 return Change(
                     task.id,
                     Status.RESTORING,
                     {"result": message, "retries": task.retries + 1, "run_after_ms": now},
                 )
+            used = f"({task.retries} of {task.max_retries} used)"
             return Change(
-                task.id,
-                Status.FAILED,
-                {
-                    "result": f"{message}, with no retries left ({task.retries} of {task.max_retries} used)"
-                },
+                task.id, Status.FAILED, {"result": f"{message}, with no retries left {used}"}
             )
 
-        expired = await self.store.expire_leases(now, self.types, decide)
+        def lapsed(task: Task) -> Change:
+            return give_back(
+                task,
+                f"The lease of worker '{task.server}' on task '{task.id}' expired in status "
+                f"{task.status.name}: the worker stopped reporting",
+            )
+
+        def unleased(task: Task) -> Change:
+            return give_back(
+                task,
+                f"Task '{task.id}' was {task.status.name} with no worker's lease: it ran "
+                f"in-process before '{task.type}' became an external type",
+            )
+
+        expired = await self.store.expire_leases(now, self.types, lapsed, unleased)
         for task in expired:
             log.warning("task %d: its worker's lease expired; now %s", task.id, task.status.value)
         return expired

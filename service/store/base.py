@@ -102,8 +102,15 @@ class Store(Protocol):
         self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
     ) -> Task: ...
     async def expire_leases(
-        self, now_ms: int, types: Sequence[str], decide: Decision
-    ) -> list[Task]: ...
+        self,
+        now_ms: int,
+        types: Sequence[str],
+        decide: Decision,
+        unleased: Decision | None = None,
+    ) -> list[Task]:
+        """Tasks of `types` whose lease ran out, by `decide`; those in a worker's status with
+        no lease at all (run in-process before the type became external), by `unleased`."""
+        ...
     async def renew_leases(self, types: Sequence[str], until_ms: int) -> int: ...
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]: ...
 

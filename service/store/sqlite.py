@@ -770,14 +770,19 @@ class SQLiteStore:
     async def recover(self, keep_types: Iterable[str] = ()) -> Recovery:
         """SPEC 9: tasks a dead process left mid-way go `restoring` with one more retry while
         retries are left, else `failed`; a `cancelling` one ends `cancelled`. Tasks of
-        `keep_types` (external workers' types) were not running here: their leases decide."""
+        `keep_types` (external workers' types) that a worker holds under a lease were not
+        running here: their leases decide. One with no lease was run in-process, before its
+        type became external: nobody holds it, and it is recovered like the others."""
         kept = sorted(set(keep_types))
 
         def op(tx: _Tx) -> Recovery:
             statuses = sorted(s.value for s in INTERRUPTIBLE_STATUSES)
             sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ({', '.join('?' * len(statuses))})"
             if kept:
-                sql += f" AND type NOT IN ({', '.join('?' * len(kept))})"
+                sql += (
+                    f" AND (type NOT IN ({', '.join('?' * len(kept))})"
+                    " OR lease_expires_ms IS NULL)"
+                )
             rows = tx.conn.execute(sql + " ORDER BY id", [*statuses, *kept]).fetchall()
             restored = failed = cancelled = unknown = 0
             for row in rows:
@@ -952,29 +957,45 @@ class SQLiteStore:
         return await self._write(op)
 
     async def expire_leases(
-        self, now_ms: int, types: Sequence[str], decide: Decision
+        self,
+        now_ms: int,
+        types: Sequence[str],
+        decide: Decision,
+        unleased: Decision | None = None,
     ) -> list[Task]:
         """Tasks of `types` whose lease ran out (the worker died or lost touch): `decide`
-        gives each its change; the lease is gone, so a late report from it is refused."""
+        gives each its change; the lease is gone, so a late report from it is refused. A
+        task of those types in a worker's status with no lease at all (run in-process before
+        its type became external) is expired too, by `unleased` (default: `decide`): no
+        worker will ever report on it."""
         wanted = sorted(set(types))
         leased = sorted(s.value for s in LEASED_STATUSES)
+        in_leased = f"status IN ({', '.join('?' * len(leased))})"
+        of_types = f"type IN ({', '.join('?' * len(wanted))})"
 
         def op(tx: _Tx) -> list[Task]:
-            rows = tx.conn.execute(
+            expired = tx.conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE lease_expires_ms <= ?"
-                f" AND status IN ({', '.join('?' * len(leased))})"
-                f" AND type IN ({', '.join('?' * len(wanted))}) ORDER BY lease_expires_ms",
+                f" AND {in_leased} AND {of_types} ORDER BY lease_expires_ms",
                 [now_ms, *leased, *wanted],
             ).fetchall()
+            # read through tasks_by_status_type: the tasks of these types in these statuses
+            orphans = tx.conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE {in_leased} AND {of_types}"
+                " AND lease_expires_ms IS NULL ORDER BY id",
+                [*leased, *wanted],
+            ).fetchall()
             changed = []
-            for row in rows:
-                task = row_to_task(row)
-                if task.status is Status.UNKNOWN:  # damaged: its lease is left as it is
-                    continue
-                changed.append(tx.change(decide(task)))
-                tx.conn.execute(
-                    "UPDATE tasks SET lease = NULL, lease_expires_ms = NULL WHERE id = ?", (task.id,)
-                )
+            for rows, decision in ((expired, decide), (orphans, unleased or decide)):
+                for row in rows:
+                    task = row_to_task(row)
+                    if task.status is Status.UNKNOWN:  # damaged: its lease is left as it is
+                        continue
+                    changed.append(tx.change(decision(task)))
+                    tx.conn.execute(
+                        "UPDATE tasks SET lease = NULL, lease_expires_ms = NULL WHERE id = ?",
+                        (task.id,),
+                    )
             return changed
 
         return await self._write(op)

@@ -22,7 +22,7 @@ from service import auth
 from service.web import create_app
 from service.worker import Worker
 from tests.conftest import ROOT, free_port, get_task, make_settings, submit, wait_for, wait_status
-from tests.sup_util import trail
+from tests.sup_util import execute, trail
 
 BASE = "/graphs/hugegraph"
 SPACE_BASE = "/graphspaces/DEFAULT/graphs/hugegraph"
@@ -352,6 +352,73 @@ async def test_reports_keep_the_lease_alive(aiohttp_client: Any, tmp_path: Path)
             break
     assert answer["lease_expires"] > expires
     assert (await get_task(client, BASE, task_id))["task_status"] == "running"
+
+
+async def test_a_task_left_in_a_workers_status_without_a_lease_is_given_back(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Rows as a run that served these types in-process leaves them: `running` and
+    `cancelling` with no lease. No worker will report on them; the sweep treats them as
+    expired."""
+    db = tmp_path / "sidetask.db"
+    client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
+    running = await submit(client, BASE, "resize", {}, max_retries=1)
+    cancelling = await submit(client, BASE, "resize", {}, max_retries=1)
+    spent = await submit(client, BASE, "resize", {})
+    for task_id, status in ((running, "running"), (cancelling, "cancelling"), (spent, "running")):
+        execute(db, "UPDATE tasks SET status = ?, server = 'sidetask' WHERE id = ?", (status, task_id))
+    task = await wait_status(client, BASE, running, "restoring")
+    assert task["task_retries"] == 1
+    assert "was RUNNING with no worker's lease" in task["task_result"]
+    await wait_status(client, BASE, cancelling, "cancelled")
+    task = await wait_status(client, BASE, spent, "failed")
+    assert "with no retries left (0 of 0 used)" in task["task_result"]
+    work = await claim(client, "w2")
+    assert (work["id"], work["retries"]) == (running, 1)
+    done = await answer_of(await report(client, work, "/complete", {"result": "ok"}))
+    assert (done["task_status"], done["task_server"]) == ("success", "w2")
+
+
+async def test_tasks_run_in_process_before_their_type_became_external_are_recovered(
+    server_factory: Any, tmp_path: Path, http: ClientSession
+) -> None:
+    """A real restart: the first run serves `gate` in-process and is killed while its tasks
+    run; the second lists `gate` in external_types. The tasks come back through `restoring`
+    and a worker claims them; a cancel ends one `cancelled`, and one that was `cancelling`
+    ends `cancelled`."""
+    db = tmp_path / "sidetask.db"
+    jobs = {"gate": "tests.sup_jobs:gate", "stubborn": "tests.sup_jobs:stubborn"}
+    first = server_factory(config_file=write_config(tmp_path), env={"SIDETASK_JOBS": orjson.dumps(jobs).decode()})
+    await first.wait_ready()
+    api = Api(http, first.url)
+    never, started = tmp_path / "never", tmp_path / "started"
+    claimed = await api.submit("gate", {"path": str(never), "started": str(started)}, max_retries=1)
+    dropped = await api.submit("gate", {"path": str(never)}, max_retries=1)
+    stubborn = await api.submit("stubborn", {"path": str(never)})
+    for task_id in (claimed, dropped, stubborn):
+        await api.wait(task_id, "running")
+    assert (await api.cancel(stubborn))["task_status"] == "cancelling"  # it ignores the cancel
+    first.kill()
+
+    types = ["gate", "stubborn", "count"]
+    second = server_factory(config_file=write_config(tmp_path, external_types=types))
+    await second.wait_ready()
+    api = Api(http, second.url)
+    await api.wait(stubborn, "cancelled")
+    task = await api.wait(dropped, "restoring")
+    assert task["task_retries"] == 1
+    assert (await api.cancel(dropped))["task_status"] == "cancelled"
+    async with http.post(f"{second.url}/workers/w1/claim", params={"types": "gate", "wait": "5"}) as response:
+        assert response.status == 200, await response.text()
+        work = await response.json()
+    assert (work["id"], work["retries"]) == (claimed, 1)
+    url, headers = f"{second.url}{work['task_url']}", {"X-Lease": work["lease"]}
+    async with http.post(f"{url}/complete", json={"result": "by a worker"}, headers=headers) as response:
+        done = await response.json()
+    assert (done["task_status"], done["task_server"]) == ("success", "w1"), done
+    assert trail(db, claimed)[-7:] == [
+        "running", "restoring", "scheduling", "scheduled", "queued", "running", "success"
+    ]
 
 
 async def test_a_restart_of_the_service_keeps_the_workers_leases(
