@@ -39,6 +39,7 @@ PROCESS_JOBS = {
     "proc_async": {"call": "tests.stop_jobs:proc_async", "run_in": "process"},
     "proc_result": {"call": "tests.stop_jobs:proc_result", "run_in": "process"},
     "proc_fail": {"call": "tests.stop_jobs:proc_fail", "run_in": "process"},
+    "proc_echo": {"call": "service.jobs.echo:run", "run_in": "process"},
 }
 
 _gates: dict[str, threading.Event] = {}
@@ -188,12 +189,18 @@ def proc_result(ctx: JobContext) -> Any:
 
 
 def proc_fail(ctx: JobContext) -> Any:
-    """Raises ValueError, PermanentFailure, or returns what JSON cannot hold (`how`)."""
+    """Raises ValueError, PermanentFailure, returns what JSON cannot hold or what is nested
+    too deeply, or exits (`how`)."""
     how = _options(ctx).get("how")
     if how == "permanent":
         raise PermanentFailure("the input names no such graph")
     if how == "unserialisable":
         return {"a set": {1, 2}}
+    if how == "deep":
+        value: Any = []
+        for _ in range(300):
+            value = [value]
+        return value
     if how == "exit":
         os._exit(3)
     raise ValueError(f"bad value in run {ctx.retries + 1}")

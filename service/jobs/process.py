@@ -7,8 +7,9 @@ group id is its pid, stored with the task before the job waits on it, so that a 
 that crashed stops the group at its next start). A cancel, a task timeout or a drain past
 its grace sends the group SIGTERM, then SIGKILL after `kill_grace` seconds.
 
-The child gets one JSON request on its stdin (the callable, the service's `sys.path`, the
-task, the settings), imports the job's module as the service does, and writes JSON lines
+The child gets two JSON lines on its stdin, the request (the callable, the service's
+`sys.path`, the task, the settings) and the task's input (on a line of its own, so that
+an input nested as deep as allowed is not nested one level deeper), imports the job's module as the service does, and writes JSON lines
 on a pipe of its own (stdout and stderr stay the service's): `{"progress": N}` as the job
 reports it (coalesced to one line per `progress_interval`), then one of `{"result": …}`
 and `{"error": "Type: message", "permanent": bool}`. SIGTERM sets `ctx.cancelled` and
@@ -34,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from .. import jsontext
 from ..config import Settings
 from ..model import GraphRef
 from .base import (
@@ -123,11 +125,11 @@ async def run(call: str, ctx: JobContext) -> Any:
             "path": sys.path,
             "task_id": ctx.task_id,
             "graph": [ctx.graph.graphspace, ctx.graph.graph],
-            "input": ctx.input,
             "retries": ctx.retries,
             "settings": settings_values(settings),
         }
     )
+    job_input = orjson.dumps(ctx.input)  # read from JSON, so it can be written again
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
     try:
@@ -160,7 +162,7 @@ async def run(call: str, ctx: JobContext) -> Any:
         )
         assert process.stdin is not None
         with contextlib.suppress(ConnectionError):  # it died at once: its exit says how
-            process.stdin.write(request + b"\n")
+            process.stdin.write(request + b"\n" + job_input + b"\n")
             await process.stdin.drain()
             process.stdin.close()
         await process.wait()
@@ -271,7 +273,8 @@ class _Pipe:
 
 
 def child(request: dict[str, Any], fd: int) -> int:
-    """The child process: runs the job of `request` and writes its end on `fd`."""
+    """The child process: runs the job of `request` (its input on the next line of stdin)
+    and writes its end on `fd`."""
     cancel = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -288,7 +291,7 @@ def child(request: dict[str, Any], fd: int) -> int:
         ctx = JobContext(
             task_id=int(request["task_id"]),
             graph=GraphRef(*request["graph"]),
-            input=request["input"],
+            input=orjson.loads(sys.stdin.buffer.readline()),
             settings=settings,
             retries=int(request["retries"]),
             _report=pipe.progress,
@@ -326,7 +329,9 @@ def _call(function: JobFunction, ctx: JobContext, cancel: threading.Event) -> An
 def _result(value: Any, limit: int) -> bytes:
     """The end message of a returned value, or the failure the service would record."""
     try:
-        encoded = orjson.dumps(value)
+        encoded = jsontext.dumps(value, "The job's result")
+    except jsontext.TooDeep as exc:
+        return _error(str(exc), permanent=True)
     except TypeError as exc:
         return _error(f"The job's result is not JSON-serialisable: {exc}", permanent=True)
     if len(encoded) > limit:

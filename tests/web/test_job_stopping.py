@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def start(aiohttp_client: Any, tmp_path: Path) -> Start:
 
 
 @pytest.fixture
-def gate_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+def gate_name(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
     """Names of thread gates unique to the test; every one is released when it ends, so no
     thread outlives its test for long."""
     names: list[str] = []
@@ -58,9 +58,9 @@ def gate_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
         names.append(f"{request.node.nodeid}:{suffix}")
         return names[-1]
 
-    yield name  # type: ignore[misc]
-    for name_ in names:
-        release(name_)
+    yield name
+    for made in names:
+        release(made)
 
 
 async def put(client: TestClient, task_id: int, action: str) -> tuple[int, dict[str, Any]]:
@@ -368,6 +368,7 @@ async def test_progress_of_a_running_process_job_arrives(start: Start, tmp_path:
         ("value", "ValueError: bad value in run 2", 1),
         ("permanent", "the input names no such graph", 0),
         ("unserialisable", "The job's result is not JSON-serialisable: ", 0),
+        ("deep", "The job's result is nested too deeply; at most 254 levels are allowed", 0),
     ],
 )
 async def test_a_process_job_fails_with_the_same_text_as_in_the_service(
@@ -381,6 +382,19 @@ async def test_a_process_job_fails_with_the_same_text_as_in_the_service(
     assert task["task_result"].startswith(message)
     assert task["task_result"] == expected["task_result"]
     assert task["task_retries"] == expected["task_retries"] == retries
+
+
+async def test_an_input_nested_as_deep_as_allowed_reaches_the_child_and_back(
+    start: Start,
+) -> None:
+    client = await start()
+    deep: Any = []
+    for _ in range(252):
+        deep = [deep]
+    deep = {"deep": deep}  # 254 levels, the most a submission may have
+    task_id = await submit(client, BASE, "proc_echo", deep)
+    task = await wait_status(client, BASE, task_id, "success", "failed")
+    assert orjson.loads(task["task_result"]) == deep
 
 
 async def test_a_process_job_that_dies_fails_saying_how(start: Start) -> None:
