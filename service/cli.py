@@ -637,10 +637,13 @@ def task_detail(task: Any) -> Any:
 
 
 def _total_of(task: Any, given: int | None) -> int | None:
-    """The progress value that means done: given, else the input's `total` or `steps`
-    (the built-in sleep job counts its steps), else unknown."""
+    """The progress value that means done: given, else the one the job declared
+    (task_progress_total), else the input's `total` or `steps` (the built-in sleep job
+    counts its steps), else unknown."""
     if given is not None:
         return given if given > 0 else None
+    if task.progress_total is not None:
+        return int(task.progress_total)
     try:
         value = task.input_value()
     except ValueError:

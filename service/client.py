@@ -163,9 +163,12 @@ class Task:
     #: JSON text of the input; None when there is none
     input: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    #: the progress value that means done, when the job declared one (task_progress_total)
+    progress_total: int | None = None
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any]) -> Task:
+        total = body.get("task_progress_total")
         return cls(
             id=int(body["id"]),
             name=str(body.get("task_name", "")),
@@ -178,6 +181,7 @@ class Task:
             result=body.get("task_result"),
             input=body.get("task_input"),
             raw=dict(body),
+            progress_total=None if total is None else int(total),
         )
 
     @property

@@ -64,6 +64,9 @@ class CommandSpec:
     cwd: str | None = None
     #: seconds before the command is stopped and the run fails; None: no limit
     timeout: float | None = None
+    #: the progress value that means done (task_progress_total): an integer, or "{name}"
+    #: of a declared integer parameter; None: the command's `progress: N/M` lines, if any
+    total: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class Settings:
     #: seconds after which a live event stream ends cleanly (clients resume with
     #: Last-Event-ID); 0: streams last as long as their clients
     sse_max_seconds: float = 0.0
-    #: command jobs: name -> {argv, params, env, cwd, timeout} (README, "Command jobs")
+    #: command jobs: name -> {argv, params, env, cwd, timeout, total} (README, "Command jobs")
     commands: Mapping[str, CommandSpec] = field(default_factory=dict)
     #: seconds a stopped command gets between SIGTERM and SIGKILL to its process group
     kill_grace: float = 5.0
@@ -558,8 +561,8 @@ def _command(name: str, value: Any) -> CommandSpec:
     if isinstance(value, CommandSpec):
         return value
     if not isinstance(value, dict):
-        raise ConfigError(f"{name}: expected a table with argv, params, env, cwd, timeout")
-    unknown = sorted(set(value) - {"argv", "params", "env", "cwd", "timeout"})
+        raise ConfigError(f"{name}: expected a table with argv, params, env, cwd, timeout, total")
+    unknown = sorted(set(value) - {"argv", "params", "env", "cwd", "timeout", "total"})
     if unknown:
         raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
     argv = value.get("argv")
@@ -588,10 +591,20 @@ def _command(name: str, value: Any) -> CommandSpec:
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
     ):
         raise ConfigError(f"{name}.timeout: expected a positive number of seconds, got {timeout!r}")
+    total = value.get("total")
+    if total is not None and not (
+        (isinstance(total, int) and not isinstance(total, bool) and 1 <= total < 2**63)
+        or isinstance(total, str)
+    ):
+        raise ConfigError(
+            f"{name}.total: expected an integer of at least 1, or \"{{name}}\" of an integer "
+            f"parameter, got {total!r}"
+        )
     return CommandSpec(
         argv=tuple(argv),
         params=types.MappingProxyType({str(k): v for k, v in params.items()}),
         env=types.MappingProxyType({str(k): v for k, v in env.items()}),
         cwd=cwd,
         timeout=None if timeout is None else float(timeout),
+        total=total,
     )

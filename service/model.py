@@ -171,6 +171,9 @@ class Task:
     run_after_ms: int = 0
     server: str | None = None
     description: str | None = None
+    #: the progress value that means done, when the job declared one (ctx.progress(n,
+    #: total=…), a command's `progress: N/M` or `total`); None: not known
+    progress_total: int | None = None
 
     @property
     def completed(self) -> bool:
@@ -199,6 +202,9 @@ class Task:
         body["task_callable"] = self.callable
         if self.input is not None:
             body["task_input"] = self.input
+        # ours from here on (SPEC 2 allows keys beyond HugeGraph's eleven)
+        if self.progress_total is not None:
+            body["task_progress_total"] = self.progress_total
         body["task_priority"] = self.priority
         body["task_max_retries"] = self.max_retries
         if self.timeout is not None:

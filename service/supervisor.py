@@ -66,6 +66,8 @@ class _Running:
     task: Task
     job: asyncio.Task[None] | None = None
     progress: int | None = None
+    #: the total the job declared (ctx.progress(n, total=…)), if it declared one
+    progress_total: int | None = None
     #: a cancel that arrived before the job was created
     cancel_requested: bool = False
     #: the job's `ctx.cancelled`: set by a cancel or the timeout, read from any thread
@@ -113,6 +115,8 @@ class Supervisor:
         #: scheduling steps in flight (confirmations, starts)
         self._steps: set[asyncio.Task[None]] = set()
         self._dirty_progress: dict[int, int] = {}
+        #: totals declared since the last flush, written with their task's progress
+        self._dirty_totals: dict[int, int] = {}
         #: progress reports replaced by a later value before they were written (for /metrics)
         self.progress_coalesced = 0
         self._wakeup = asyncio.Event()
@@ -629,6 +633,7 @@ class Supervisor:
             settings=self.settings,
             retries=task.retries,
             _report=self._reporter(task.id),
+            _report_total=self._reporter(task.id, total=True),
             _record_process=functools.partial(self.store.set_process_group, task.id),
             _cancel=running.cancel,
             _abandoned=lambda: self._abandoning,
@@ -744,9 +749,12 @@ class Supervisor:
         if running is not None:
             running.ending = True
         self._dirty_progress.pop(task.id, None)
+        self._dirty_totals.pop(task.id, None)
         fields = dict(outcome.fields)
         if running is not None and running.progress is not None:
             fields["progress"] = running.progress  # the latest value is never lost
+        if running is not None and running.progress_total is not None:
+            fields["progress_total"] = running.progress_total
         try:
             await self._write_end(task, outcome.target, fields)
         finally:
@@ -796,7 +804,7 @@ class Supervisor:
         except TransitionRefused as exc:
             refused = exc
         # A cancel landed as the job ended: the cancel wins, with the job's final progress.
-        cancelled = {k: v for k, v in fields.items() if k == "progress"}
+        cancelled = {k: v for k, v in fields.items() if k in ("progress", "progress_total")}
         current = await self.store.get(None, task_id)
         if current is not None and current.status is Status.CANCELLING:
             try:
@@ -810,13 +818,23 @@ class Supervisor:
 
     # --- progress ---
 
-    def _reporter(self, task_id: int) -> Callable[[int], None]:
+    def _reporter(self, task_id: int, total: bool = False) -> Callable[[int], None]:
+        """What a job's progress reports (or, with `total`, its declared totals) go through."""
         loop = asyncio.get_running_loop()
 
         def record(value: int) -> None:
             # SQLite stores 64-bit integers: a job's absurd progress is kept within them
             value = max(-(2**63), min(2**63 - 1, value))
             running = self._running.get(task_id)
+            if total:
+                if running is not None and not running.ending and running.progress_total != value:
+                    running.progress_total = value
+                    self._dirty_totals[task_id] = value
+                    # written with the progress it goes with, at the next flush
+                    if task_id not in self._dirty_progress:
+                        current = running.progress
+                        self._dirty_progress[task_id] = running.task.progress if current is None else current
+                return
             if running is not None and not running.ending:
                 running.progress = value
                 if task_id in self._dirty_progress:
@@ -860,13 +878,16 @@ class Supervisor:
     async def _flush_progress(self) -> None:
         if self._dirty_progress:
             batch, self._dirty_progress = self._dirty_progress, {}
+            totals, self._dirty_totals = self._dirty_totals, {}
             try:
-                await self.store.set_progress(batch)
+                await self.store.set_progress(batch, totals)
             except SidetaskError:
                 # Written at the next flush, unless a newer value or the job's end came first.
                 for task_id, value in batch.items():
                     if task_id in self._running:
                         self._dirty_progress.setdefault(task_id, value)
+                        if task_id in totals:
+                            self._dirty_totals.setdefault(task_id, totals[task_id])
                 raise
 
     # --- retention ---

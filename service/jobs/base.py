@@ -50,6 +50,8 @@ class JobContext:
     #: how many times this task has been re-run before this run
     retries: int = 0
     _report: Callable[[int], None] = field(default=lambda value: None, repr=False)
+    #: where a declared total goes (task_progress_total)
+    _report_total: Callable[[int], None] = field(default=lambda total: None, repr=False)
     _record_process: Callable[[int | None, str | None], Awaitable[None]] | None = field(
         default=None, repr=False
     )
@@ -71,9 +73,15 @@ class JobContext:
         if self._cancel.is_set():
             raise JobCancelled(f"task {self.task_id} was cancelled")
 
-    def progress(self, value: int) -> None:
-        """Reports progress. Cheap to call in a tight loop: writes are coalesced, and the
+    def progress(self, value: int, total: int | None = None) -> None:
+        """Reports progress: `value` of `total` when the job knows its total (stored as
+        task_progress_total, so that clients show "54 of 60"; once given, it stays until
+        another is given). Cheap to call in a tight loop: writes are coalesced, and the
         latest value is always the one that ends up stored. Safe from a worker thread."""
+        if total is not None:
+            if int(total) < 1:
+                raise ValueError(f"a progress total must be at least 1, got {total!r}")
+            self._report_total(int(total))
         self._report(int(value))
 
     async def record_process_group(self, group: int | None, token: str | None) -> None:

@@ -36,8 +36,9 @@ log = logging.getLogger("sidetask.jobs.command")
 CALLABLE_PATH = "service.jobs.command.run"
 #: the output kept in the result: the last 64 KiB of stdout and stderr, progress lines left out
 TAIL_BYTES = 64 * 1024
-#: a line of stdout that reports progress: `progress: N`, N an integer (the job's own scale)
-PROGRESS_LINE = re.compile(rb"progress:[ \t]*(-?[0-9]{1,18})[ \t]*\r?")
+#: a line of stdout that reports progress: `progress: N`, N an integer (the job's own
+#: scale), or `progress: N/M`, N of a total M (at least 1; task_progress_total)
+PROGRESS_LINE = re.compile(rb"progress:[ \t]*(-?[0-9]{1,18})(?:[ \t]*/[ \t]*([0-9]{1,18}))?[ \t]*\r?")
 #: how often a stopping process group is looked at
 STOP_POLL_SECONDS = 0.05
 #: how long the output pipes may stay open after the whole group is gone (a process that
@@ -145,6 +146,8 @@ class Command:
     spec: CommandSpec
     argv: tuple[Template, ...]
     env: Mapping[str, Template]
+    #: the declared total: a number, or the name of the integer parameter that holds it
+    total: int | str | None = None
 
     @classmethod
     def compile(cls, name: str, spec: CommandSpec) -> Command:
@@ -161,7 +164,20 @@ class Command:
             raise ConfigError(
                 f"{where}: placeholder(s) {', '.join(undeclared)} not declared in params"
             )
-        return cls(name, spec, argv, env)
+        total: int | str | None = spec.total
+        if isinstance(spec.total, str):
+            template = parse_template(f"{where}.total", spec.total)
+            if len(template) != 1 or not isinstance(template[0], tuple):
+                raise ConfigError(
+                    f"{where}.total: {spec.total!r} must be an integer or one placeholder, "
+                    "\"{name}\", of an integer parameter"
+                )
+            total = template[0][0]
+            if spec.params.get(total) != "integer":
+                raise ConfigError(
+                    f"{where}.total: {total!r} is not an integer parameter declared in params"
+                )
+        return cls(name, spec, argv, env, total)
 
     def arguments(self, job_input: Any) -> dict[str, str]:
         """The input as placeholder values; ValueError with a message for the submitter."""
@@ -196,6 +212,14 @@ class Command:
         env = {k: render(t, values) for k, t in self.env.items()}
         return argv, env
 
+    def declared_total(self, job_input: Any) -> int | None:
+        """The total this run's progress counts to, when the command declares one (a
+        parameter's value below 1 declares none)."""
+        if isinstance(self.total, str):
+            value = int(self.arguments(job_input)[self.total])
+            return value if 1 <= value < 2**63 else None
+        return self.total
+
 
 def job_type(name: str, spec: CommandSpec) -> JobType:
     command = Command.compile(name, spec)
@@ -210,7 +234,7 @@ class _Output(asyncio.SubprocessProtocol):
     are reported, everything else is kept as a bounded tail. Knows when the process exited
     and when its pipes closed, separately (a child may hold the pipes after the leader exits)."""
 
-    def __init__(self, report: Callable[[int], None]) -> None:
+    def __init__(self, report: Callable[[int, int | None], None]) -> None:
         self._report = report
         self.tail = bytearray()
         self.truncated = False
@@ -235,8 +259,9 @@ class _Output(asyncio.SubprocessProtocol):
 
     def _line(self, line: bytes, newline: bool) -> None:
         match = PROGRESS_LINE.fullmatch(line)
-        if match is not None:
-            self._report(int(match.group(1)))
+        total = None if match is None or match.group(2) is None else int(match.group(2))
+        if match is not None and (total is None or 1 <= total < 2**63):
+            self._report(int(match.group(1)), total)
         else:
             self._keep(line + b"\n" if newline else line)
 
@@ -272,6 +297,9 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
     except ValueError as exc:  # checked at submit; only an input stored under an older config
         raise PermanentFailure(str(exc)) from None
     env = {**os.environ, **extra_env, "SIDETASK_TASK_ID": str(ctx.task_id)}
+    total = command.declared_total(ctx.input)
+    if total is not None:
+        ctx.progress(0, total)
     grace = ctx.settings.kill_grace
     loop = asyncio.get_running_loop()
     try:

@@ -19,5 +19,5 @@ async def run(ctx: JobContext) -> int:
     for _ in range(steps):
         await asyncio.sleep(interval)  # a cancel lands here, at the next await
         done += 1
-        ctx.progress(done)
+        ctx.progress(done, total=steps)  # task_progress_total: clients show "3 of 5"
     return done

@@ -82,6 +82,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX tasks_by_graph_type ON tasks (graphspace, graph, type, id);
     """,
+    # 6: the progress value that means done, as a job declares it (task_progress_total);
+    # NULL: not known
+    """
+    ALTER TABLE tasks ADD COLUMN progress_total INTEGER;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -46,14 +46,15 @@ T = TypeVar("T")
 #: the task columns, in the order every SELECT and RETURNING lists them
 TASK_COLUMNS = (
     "id, graphspace, graph, name, type, callable, status, progress, create_ms, update_ms, "
-    "result, input, retries, max_retries, priority, timeout, run_after_ms, server, description"
+    "result, input, retries, max_retries, priority, timeout, run_after_ms, server, description, "
+    "progress_total"
 )
 EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
 #: the completed statuses as SQL, as the partial index tasks_completed_by_update lists them
 COMPLETED_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(COMPLETED_STATUSES)) + ")"
 #: fields a status change may set besides status and update_ms
 CHANGEABLE_FIELDS = frozenset(
-    {"progress", "result", "retries", "run_after_ms", "server", "description"}
+    {"progress", "progress_total", "result", "retries", "run_after_ms", "server", "description"}
 )
 #: statuses in which an external worker holds a task under a lease
 LEASED_STATUSES = frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLING})
@@ -87,6 +88,7 @@ def row_to_task(row: Sequence[Any]) -> Task:
             run_after_ms=_integer(row[16]),
             server=_optional_text(row[17]),
             description=_optional_text(row[18]),
+            progress_total=None if row[19] is None else _integer(row[19]),
         )
     except (TypeError, ValueError):
         # A damaged field: show what can be shown, as `unknown`, so nothing is hidden.
@@ -170,6 +172,7 @@ UNINTERPRETABLE = (
     " OR typeof(run_after_ms) != 'integer' OR typeof(timeout) NOT IN ('real', 'integer', 'null')"
     " OR typeof(result) NOT IN ('text', 'null') OR typeof(server) NOT IN ('text', 'null')"
     " OR typeof(description) NOT IN ('text', 'null')"
+    " OR typeof(progress_total) NOT IN ('integer', 'null')"
     " OR (input IS NOT NULL AND (typeof(input) != 'text' OR NOT sidetask_json(input))))"
 )
 
@@ -652,17 +655,21 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def set_progress(self, progress: Mapping[int, int]) -> None:
-        """Coalesced progress of running jobs; a task no longer running is left alone."""
-        items = list(progress.items())
+    async def set_progress(
+        self, progress: Mapping[int, int], totals: Mapping[int, int] | None = None
+    ) -> None:
+        """Coalesced progress of running jobs, and the totals they declared (a task not in
+        `totals` keeps its own); a task no longer running is left alone."""
+        items = [(task_id, value, (totals or {}).get(task_id)) for task_id, value in progress.items()]
 
         def op(tx: _Tx) -> None:
-            for task_id, value in items:
+            for task_id, value, total in items:
                 row = tx.conn.execute(
-                    "UPDATE tasks SET progress = ?, update_ms = ? WHERE id = ?"
-                    " AND status IN ('running', 'cancelling') AND progress != ?"
+                    "UPDATE tasks SET progress = ?, progress_total = coalesce(?, progress_total),"
+                    " update_ms = ? WHERE id = ? AND status IN ('running', 'cancelling')"
+                    " AND (progress != ? OR coalesce(?, progress_total) IS NOT progress_total)"
                     f" RETURNING {TASK_COLUMNS}",
-                    (value, tx.now, task_id, value),
+                    (value, total, tx.now, task_id, value, total),
                 ).fetchone()
                 if row is not None:
                     tx.event(EventKind.PROGRESS, row_to_task(row))

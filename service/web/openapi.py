@@ -503,6 +503,12 @@ def _schemas() -> dict[str, Any]:
     task_properties: dict[str, Any] = {
         "task_name": {"type": "string"},
         "task_progress": {"type": "integer"},
+        "task_progress_total": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the task_progress value that means done, when the job declared one "
+            "(so a client shows N of M); absent when not known",
+        },
         "task_create": {"type": "integer", "description": "epoch milliseconds"},
         "task_status": {"type": "string", "enum": [s.value for s in Status]},
         "task_update": {"type": "integer", "description": "epoch milliseconds"},
