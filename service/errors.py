@@ -9,6 +9,7 @@
     ├── MethodNotAllowed                405
     ├── Conflict                        409
     ├── PayloadTooLarge                 413
+    ├── Unprocessable                   422  an Idempotency-Key reused for another request
     ├── TooManyRequests                 429
     ├── ServiceUnavailable              503  the store cannot write now; retry later
     └── StoreLocked                     the database file is used by another process
@@ -67,6 +68,14 @@ class Conflict(SidetaskError):
 class PayloadTooLarge(SidetaskError):
     status = 413
     kind = "PayloadTooLargeException"
+
+
+class Unprocessable(SidetaskError):
+    """Well-formed, but it cannot be done as asked: an Idempotency-Key that names a task
+    submitted with a different request (the IETF Idempotency-Key draft's 422)."""
+
+    status = 422
+    kind = "UnprocessableEntityException"
 
 
 class TooManyRequests(SidetaskError):

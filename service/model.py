@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -243,6 +244,18 @@ class NewTask:
     timeout: float | None = None
     delay_ms: int = 0
     idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """What an Idempotency-Key stands for: the job type, the input and every option
+        (name, priority, max_retries, timeout, delay), as a SHA-256. The input is compared
+        as a JSON value: the order of an object's members does not count."""
+        options = [self.type, self.name, self.priority, self.max_retries, self.timeout]
+        digest = hashlib.sha256(orjson.dumps([*options, self.delay_ms]))
+        if self.input is not None:
+            # written on its own, not inside the list: an input as deep as can be stored fits
+            value = orjson.loads(self.input)
+            digest.update(b"\n" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+        return digest.hexdigest()
 
 
 class EventKind(enum.StrEnum):

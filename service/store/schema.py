@@ -87,6 +87,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tasks ADD COLUMN progress_total INTEGER;
     """,
+    # 7: what an Idempotency-Key stood for: the SHA-256 of the first request's type, input
+    # and options (NewTask.fingerprint). A key used again with another request is a 422;
+    # rows of before this migration have none, and a key of theirs answers as a replay.
+    """
+    ALTER TABLE tasks ADD COLUMN idempotency_fingerprint TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

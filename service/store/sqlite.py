@@ -23,6 +23,7 @@ from ..errors import (
     ServiceUnavailable,
     SidetaskError,
     TransitionRefused,
+    Unprocessable,
 )
 from ..model import (
     COMPLETED_STATUSES,
@@ -596,19 +597,32 @@ class SQLiteStore:
     # --- writes ---
 
     async def insert(self, new: NewTask) -> tuple[Task, bool]:
+        """A new task; with an Idempotency-Key already used in the graph, the task it made
+        (a replay) when the request was the same, else Unprocessable. A task stored before
+        requests were fingerprinted (schema 7) counts as the same request."""
+        key = new.idempotency_key
+        fingerprint = None if key is None else new.fingerprint()  # outside the transaction
+
         def op(tx: _Tx) -> tuple[Task, bool]:
-            if new.idempotency_key is not None:
+            if key is not None:
                 row = tx.conn.execute(
-                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ?"
-                    " AND idempotency_key = ?",
-                    (new.graph.graphspace, new.graph.graph, new.idempotency_key),
+                    f"SELECT {TASK_COLUMNS}, idempotency_fingerprint FROM tasks"
+                    " WHERE graphspace = ? AND graph = ? AND idempotency_key = ?",
+                    (new.graph.graphspace, new.graph.graph, key),
                 ).fetchone()
                 if row is not None:
-                    return row_to_task(row), False
+                    task = row_to_task(row)
+                    if row[-1] is not None and row[-1] != fingerprint:
+                        raise Unprocessable(
+                            f"Idempotency-Key '{key}' was used with a different request for "
+                            f"task {task.id}"
+                        )
+                    return task, False
             row = tx.conn.execute(
                 "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms,"
-                " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key)"
-                f" VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}",
+                " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key,"
+                " idempotency_fingerprint)"
+                f" VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}",
                 (
                     new.graph.graphspace,
                     new.graph.graph,
@@ -622,7 +636,8 @@ class SQLiteStore:
                     new.priority,
                     new.timeout,
                     tx.now + new.delay_ms,
-                    new.idempotency_key,
+                    key,
+                    fingerprint,
                 ),
             ).fetchone()
             task = row_to_task(row)

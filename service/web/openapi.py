@@ -64,10 +64,25 @@ SUBMIT_OPTIONS = [
         "in": "header",
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-        "description": "the same key within a graph returns the first task's id",
+        "description": "one task per key and graph: the same request again returns the first "
+        "task's id (201, Idempotent-Replayed: true); another body, other options or another "
+        "job type with the key is a 422",
     },
 ]
-CREATED = _json("the task is committed", _ref("Created"))
+CREATED = {
+    **_json("the task is committed (or, with an Idempotency-Key, was)", _ref("Created")),
+    "headers": {
+        "Idempotent-Replayed": {
+            "description": "`true` when an Idempotency-Key replay answers with the task it made",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    },
+}
+#: an Idempotency-Key reused for a different request (the IETF Idempotency-Key draft's choice)
+IDEMPOTENCY_CONFLICT = _error(
+    "the Idempotency-Key was used in this graph with a different request (body, options or "
+    "job type); the message names the key and its task"
+)
 EVENT_STREAM_PARAMS = [
     {
         "name": "Last-Event-ID",
@@ -198,7 +213,13 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
                 "required": True,
                 "content": {JSON: {"schema": _ref("GremlinJob")}},
             },
-            "responses": {"201": CREATED, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
+            "responses": {
+                "201": CREATED,
+                "400": BAD_REQUEST,
+                "404": NOT_FOUND,
+                "422": IDEMPOTENCY_CONFLICT,
+                "503": UNAVAILABLE,
+            },
         }
     }
     job = {
@@ -218,7 +239,13 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
                     }
                 },
             },
-            "responses": {"201": CREATED, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
+            "responses": {
+                "201": CREATED,
+                "400": BAD_REQUEST,
+                "404": NOT_FOUND,
+                "422": IDEMPOTENCY_CONFLICT,
+                "503": UNAVAILABLE,
+            },
         }
     }
     task_events = {

@@ -8,11 +8,19 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service import clock
-from service.errors import BadRequest, NotFound, SidetaskError, StoreLocked, TransitionRefused
+from service.errors import (
+    BadRequest,
+    NotFound,
+    SidetaskError,
+    StoreLocked,
+    TransitionRefused,
+    Unprocessable,
+)
 from service.model import Event, EventKind, GraphRef, NewTask, Status, Task, can_transition
 from service.store import Change, SQLiteStore
 from service.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -140,12 +148,60 @@ async def test_ids_increase_and_are_never_reused(store: SQLiteStore) -> None:
 
 
 async def test_an_idempotency_key_returns_the_first_task_within_a_graph(store: SQLiteStore) -> None:
-    first, created = await store.insert(new(idempotency_key="k"))
-    again, created_again = await store.insert(new(idempotency_key="k", name="other"))
+    first, created = await store.insert(new(idempotency_key="k", input='{"a":1,"b":[2]}'))
+    # the same request: the members of an object in another order are the same input
+    again, created_again = await store.insert(new(idempotency_key="k", input='{"b":[2],"a":1}'))
     elsewhere, created_elsewhere = await store.insert(new(OTHER, idempotency_key="k"))
     assert created and not created_again and created_elsewhere
     assert again == first
     assert elsewhere.id != first.id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input": '{"a":2,"b":[2]}'},
+        {"input": None},
+        {"name": "other"},
+        {"type": "sleep", "callable": "service.jobs.sleep.run"},
+        {"priority": 5},
+        {"max_retries": 2},
+        {"timeout": 60.0},
+        {"delay_ms": 1000},
+    ],
+    ids=lambda change: "+".join(change),
+)
+async def test_an_idempotency_key_used_with_another_request_is_refused(
+    store: SQLiteStore, change: dict[str, Any]
+) -> None:
+    first, _ = await store.insert(new(idempotency_key="k", input='{"a":1,"b":[2]}'))
+    with pytest.raises(Unprocessable) as refused:
+        await store.insert(new(idempotency_key="k", **{"input": '{"a":1,"b":[2]}', **change}))
+    assert refused.value.message == (
+        f"Idempotency-Key 'k' was used with a different request for task {first.id}"
+    )
+    assert [t.id for t in await store.list_tasks(GRAPH, None, None, 0)] == [first.id]
+
+
+async def test_a_key_stored_before_requests_were_fingerprinted_answers_as_a_replay(db: Path) -> None:
+    """A row of a file written before the fingerprint migration has no fingerprint: what
+    its request was is not known, and the key answers with its task, as it did then."""
+    before = next(i for i, script in enumerate(MIGRATIONS) if "idempotency_fingerprint" in script)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(";\n".join(MIGRATIONS[:before]) + f";\nPRAGMA user_version = {before};")
+        conn.execute(
+            "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms,"
+            " update_ms, idempotency_key) VALUES ('DEFAULT', 'hugegraph', 'old', 'echo',"
+            " 'service.jobs.echo.run', 'new', 1, 1, 'k')"
+        )
+    conn.close()
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        old, created = await store.insert(new(idempotency_key="k", input='{"any":"thing"}'))
+        assert (old.name, created) == ("old", False)
+    finally:
+        await store.close()
 
 
 async def test_a_delay_sets_when_the_task_may_run(store: SQLiteStore) -> None:

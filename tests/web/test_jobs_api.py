@@ -242,11 +242,16 @@ async def test_a_body_that_is_not_a_json_object_is_refused(client: TestClient, b
 
 async def test_idempotency_key_returns_the_first_task(client: TestClient, base: str) -> None:
     headers = {"Idempotency-Key": "import-2026-11-21"}
-    first = await ok_json(await client.post(f"{base}/jobs/echo", json={"n": 1}, headers=headers, params={"delay": LATER}), 201)
-    again = await client.post(f"{base}/jobs/echo", json={"n": 2}, headers=headers)
+    query = {"delay": LATER, "priority": "5"}
+    response = await client.post(f"{base}/jobs/echo", json={"n": 1, "m": 2}, headers=headers, params=query)
+    first = await ok_json(response, 201)
+    assert "Idempotent-Replayed" not in response.headers
+    # the same request (an object's members in another order are the same input): a replay
+    again = await client.post(f"{base}/jobs/echo", data=b'{"m": 2, "n": 1}', headers=headers, params=query)
     assert await ok_json(again, 201) == first
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert ids_of(await list_tasks(client, base, limit=-1)) == [first["task_id"]]
-    assert (await get_task(client, base, first["task_id"]))["task_input"] == '{"n":1}'
+    assert (await get_task(client, base, first["task_id"]))["task_input"] == '{"n":1,"m":2}'
 
     # another key, or no key, is another task
     other = await ok_json(await client.post(f"{base}/jobs/echo", json={}, headers={"Idempotency-Key": "other"}), 201)
@@ -264,14 +269,52 @@ async def test_idempotency_key_is_per_graph(client: TestClient) -> None:
     assert same == here
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "query"),
+    [
+        ("echo", {"n": 2}, {}),
+        ("echo", None, {}),
+        ("echo", {"n": 1}, {"name": "another"}),
+        ("echo", {"n": 1}, {"priority": "1"}),
+        ("echo", {"n": 1}, {"max_retries": "3"}),
+        ("echo", {"n": 1}, {"timeout": "30"}),
+        ("echo", {"n": 1}, {"delay": "3601"}),
+        ("sleep", {"n": 1}, {}),
+    ],
+    ids=["body", "no-body", "name", "priority", "max_retries", "timeout", "delay", "job-type"],
+)
+async def test_idempotency_key_used_with_another_request_is_a_422(
+    client: TestClient, base: str, path: str, body: Any, query: dict[str, str]
+) -> None:
+    headers = {"Idempotency-Key": "k"}
+    first = await ok_json(
+        await client.post(f"{base}/jobs/echo", json={"n": 1}, headers=headers, params={"delay": LATER}), 201
+    )
+    response = await client.post(
+        f"{base}/jobs/{path}", json=body, headers=headers, params={"delay": LATER, **query}
+    )
+    assert response.status == 422, await response.text()
+    error = await response.json()
+    assert error["exception"] == "UnprocessableEntityException"
+    assert error["message"] == f"Idempotency-Key 'k' was used with a different request for task {first['task_id']}"
+    assert ids_of(await list_tasks(client, base, limit=-1)) == [first["task_id"]]
+
+
 async def test_idempotency_key_holds_for_concurrent_submissions(client: TestClient, base: str) -> None:
     headers = {"Idempotency-Key": "at-once"}
     responses = await asyncio.gather(
-        *(client.post(f"{base}/jobs/echo", json={"i": i}, headers=headers, params={"delay": LATER}) for i in range(10))
+        *(client.post(f"{base}/jobs/echo", json={"i": 1}, headers=headers, params={"delay": LATER}) for _ in range(10))
     )
     bodies = [await ok_json(response, 201) for response in responses]
     assert len({body["task_id"] for body in bodies}) == 1
+    assert sum(1 for r in responses if "Idempotent-Replayed" not in r.headers) == 1
     assert len(ids_of(await list_tasks(client, base, limit=-1))) == 1
+    # different requests at once under one key: the first one stored wins, the others are 422
+    headers = {"Idempotency-Key": "raced"}
+    responses = await asyncio.gather(
+        *(client.post(f"{base}/jobs/echo", json={"i": i}, headers=headers, params={"delay": LATER}) for i in range(10))
+    )
+    assert sorted(r.status for r in responses) == [201] + [422] * 9
 
 
 async def test_idempotency_key_works_for_gremlin_jobs(client: TestClient, base: str) -> None:

@@ -280,3 +280,14 @@ async def test_a_store_that_cannot_answer_is_a_documented_503(client: TestClient
 async def test_service_routes_need_no_error_responses(client: TestClient, path: str) -> None:
     found = operations(await fetch_document(client))
     assert set(found[("GET", path)]["responses"]) == {"200", *PAGE_REFUSALS}
+
+
+async def test_the_job_routes_document_the_idempotency_replay_and_conflict(client: TestClient) -> None:
+    found = operations(await fetch_document(client))
+    jobs = [(key, op) for key, op in found.items() if key[0] == "POST" and "/jobs/" in key[1]]
+    assert len(jobs) == 4  # gremlin and {type}, under both prefixes
+    for key, operation in jobs:
+        responses = operation["responses"]
+        assert "Idempotency-Key" in responses["422"]["description"], key
+        assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        assert responses["201"]["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"], key
