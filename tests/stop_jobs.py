@@ -173,10 +173,12 @@ async def proc_async(ctx: JobContext) -> Any:
 
 
 def proc_result(ctx: JobContext) -> Any:
-    """Reports progress 1..`steps` in a tight loop and returns what it saw."""
+    """Reports progress 1..`steps` in a tight loop (of `total`, when given) and returns
+    what it saw."""
     steps = int(_options(ctx).get("steps", 3))
+    total = _options(ctx).get("total")
     for value in range(1, steps + 1):
-        ctx.progress(value)
+        ctx.progress(value, total=total)
     return {
         "pid": os.getpid(),
         "input": ctx.input,

@@ -11,7 +11,8 @@ The child gets two JSON lines on its stdin, the request (the callable, the servi
 `sys.path`, the task, the settings) and the task's input (on a line of its own, so that
 an input nested as deep as allowed is not nested one level deeper), imports the job's module as the service does, and writes JSON lines
 on a pipe of its own (stdout and stderr stay the service's): `{"progress": N}` as the job
-reports it (coalesced to one line per `progress_interval`), then one of `{"result": …}`
+reports it, with `"total"` once it declared one (coalesced to one line per
+`progress_interval`), then one of `{"result": …}`
 and `{"error": "Type: message", "permanent": bool}`. SIGTERM sets `ctx.cancelled` and
 raises JobCancelled in the job (an async job is cancelled at its await), so its `finally`
 blocks run; a job may install a SIGTERM handler of its own instead.
@@ -74,10 +75,10 @@ def job_type(name: str, call: str) -> JobType:
 
 
 class _Messages(asyncio.Protocol):
-    """Reads the child's JSON lines: progress is reported as it comes, the last other
-    message is the job's end."""
+    """Reads the child's JSON lines: progress (and its total) is reported as it comes, the
+    last other message is the job's end."""
 
-    def __init__(self, report: Callable[[int], None], limit: int) -> None:
+    def __init__(self, report: Callable[[int, int | None], None], limit: int) -> None:
         self._report = report
         self._limit = limit
         self._partial = bytearray()
@@ -103,9 +104,10 @@ class _Messages(asyncio.Protocol):
             return  # not the child's (a line cut by an oversized one): ignored
         if not isinstance(message, dict):
             return
-        progress = message.get("progress")
+        progress, total = message.get("progress"), message.get("total")
         if isinstance(progress, int) and not isinstance(progress, bool):
-            self._report(progress)
+            declared = total if isinstance(total, int) and not isinstance(total, bool) else None
+            self._report(progress, declared if declared is not None and declared >= 1 else None)
         elif "result" in message or "error" in message:
             self.end = message
 
@@ -158,7 +160,7 @@ async def run(call: str, ctx: JobContext) -> Any:
         # the next start can find and stop.
         await asyncio.shield(ctx.record_process_group(group, process_token(group)))
         transport, messages = await loop.connect_read_pipe(
-            lambda: _Messages(ctx.progress, limit), pipe
+            lambda: _Messages(lambda value, total: ctx.progress(value, total), limit), pipe
         )
         assert process.stdin is not None
         with contextlib.suppress(ConnectionError):  # it died at once: its exit says how
@@ -235,13 +237,18 @@ class _Pipe:
         self._interval = interval
         self._lock = threading.Lock()
         self._latest: int | None = None
-        self._sent: int | None = None
+        self._total: int | None = None
+        #: the (progress, total) last written
+        self._sent: tuple[int | None, int | None] = (None, None)
         self._changed = threading.Event()
         threading.Thread(target=self._flush_loop, name="sidetask-progress", daemon=True).start()
 
     def progress(self, value: int) -> None:
         self._latest = value
         self._changed.set()
+
+    def total(self, value: int) -> None:
+        self._total = value  # sent with the progress value the context reports next
 
     def _flush_loop(self) -> None:
         while True:
@@ -252,9 +259,12 @@ class _Pipe:
 
     def _flush(self) -> None:
         with self._lock:
-            latest = self._latest
-            if latest is not None and latest != self._sent:
-                self._write({"progress": latest})
+            latest = (self._latest, self._total)
+            if latest[0] is not None and latest != self._sent:
+                message = {"progress": latest[0]}
+                if latest[1] is not None:
+                    message["total"] = latest[1]
+                self._write(message)
                 self._sent = latest
 
     def end(self, message: bytes) -> None:
@@ -295,6 +305,7 @@ def child(request: dict[str, Any], fd: int) -> int:
             settings=settings,
             retries=int(request["retries"]),
             _report=pipe.progress,
+            _report_total=pipe.total,
             _cancel=cancel,
         )
         _, function = load_function(request["call"])

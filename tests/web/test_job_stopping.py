@@ -340,6 +340,13 @@ async def test_a_process_job_returns_its_result_and_reports_progress(start: Star
     assert task["task_callable"] == "tests.stop_jobs.proc_result"
 
 
+async def test_a_process_job_declares_its_progress_total_too(start: Start) -> None:
+    client = await start()
+    task_id = await submit(client, BASE, "proc_result", {"steps": 4, "total": 8})
+    task = await wait_status(client, BASE, task_id, "success")
+    assert (task["task_progress"], task["task_progress_total"]) == (4, 8)
+
+
 async def test_progress_of_a_running_process_job_arrives(start: Start, tmp_path: Path) -> None:
     client = await start(kill_grace=0.3)
     pid_file, gate = tmp_path / "pid", tmp_path / "gate"
