@@ -137,7 +137,11 @@ function renderRows() {
 function renderRow(task) {
   const old = $(`#tasks tbody tr[data-id="${task.id}"]`);
   if (old) {
-    old.replaceWith(rowOf(task));
+    // the row itself stays (its cells are new): a click or the focus on it is not lost to
+    // a progress report that lands meanwhile
+    const fresh = rowOf(task);
+    old.className = fresh.className;
+    old.replaceChildren(...fresh.childNodes);
     return;
   }
   // a new row goes where its id belongs: rows are newest first, as the page is read
@@ -319,9 +323,14 @@ async function loadPage() {
 
 let reloadTimer = null;
 
+/** Reads the page again shortly; once, however many events ask meanwhile (a running task's
+ *  progress reports, many a second, must not put it off for ever). */
 function reloadSoon() {
-  clearTimeout(reloadTimer);
-  reloadTimer = setTimeout(() => loadPage(), 200);
+  if (reloadTimer !== null) return;
+  reloadTimer = setTimeout(() => {
+    reloadTimer = null;
+    loadPage();
+  }, 200);
 }
 
 /** A task as an event or an action's answer gives it. */
