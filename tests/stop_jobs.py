@@ -32,6 +32,7 @@ THREAD_JOBS = {
     # proc_fail run in a thread: the failure texts a child's must match
     "thread_fail": "tests.stop_jobs:proc_fail",
     "raises_cancelled": "tests.stop_jobs:raises_cancelled",
+    "async_flag": "tests.stop_jobs:async_flag",
 }
 #: the jobs run in a child process
 PROCESS_JOBS = {
@@ -118,6 +119,18 @@ def waits_for_flag(ctx: JobContext) -> Any:
     gate(_options(ctx)["gate"]).wait(LONGEST)
     note(ctx, "end")
     return "finished late"
+
+
+async def async_flag(ctx: JobContext) -> Any:
+    """An async job that notes, as its cancel (or timeout) arrives, whether ctx.cancelled
+    was already set."""
+    note(ctx, "start")
+    try:
+        await asyncio.sleep(LONGEST)
+    except asyncio.CancelledError:
+        note(ctx, "flag" if ctx.cancelled else "no-flag")
+        raise
+    return "slept"
 
 
 async def raises_cancelled(ctx: JobContext) -> Any:

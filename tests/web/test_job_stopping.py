@@ -266,6 +266,22 @@ async def test_a_thread_that_stops_at_its_deadline_by_itself_fails_saying_it_tim
     assert lines(log) == [f"start {task_id} 0", f"end {task_id} 0"]
 
 
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+async def test_an_async_job_sees_ctx_cancelled_as_its_cancel_arrives(
+    start: Start, tmp_path: Path, how: str
+) -> None:
+    client = await start()
+    log = tmp_path / "runs.log"
+    timeout = {"timeout": 0.2, "max_retries": 0} if how == "timeout" else {}
+    task_id = await submit(client, BASE, "async_flag", {"log": str(log)}, **timeout)
+    await wait_line(log, f"start {task_id} 0")
+    if how == "cancel":
+        assert (await put(client, task_id, "cancel"))[0] == 202
+    task = await wait_status(client, BASE, task_id, "cancelled", "failed")
+    assert task["task_status"] == ("cancelled" if how == "cancel" else "failed")
+    assert lines(log) == [f"start {task_id} 0", f"flag {task_id} 0"]
+
+
 async def test_a_job_raising_cancelled_error_unasked_fails(start: Start) -> None:
     client = await start()
     task_id = await submit(client, BASE, "raises_cancelled", max_retries=0)
