@@ -737,6 +737,65 @@ async def test_the_shell_worker_counts_down_and_honours_cancel(api: Api, process
     assert 0 < task["task_progress"] < 100000
 
 
+def group_gone(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether nothing of the process's group is left (its curl included)."""
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def stopped(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM to the worker (the shell, not its group); its exit status once it and
+    everything it started are gone."""
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 10)
+
+    async def gone() -> bool:
+        return group_gone(proc)
+
+    await wait_for(gone, 10, "the worker's curl to be gone too")
+    return code
+
+
+@needs_curl
+async def test_the_shell_worker_stopped_while_it_waits_for_work_drops_its_claim_and_exits(
+    server_factory: Any, tmp_path: Path, http: ClientSession, processes: Processes
+) -> None:
+    server = server_factory(config_file=write_config(tmp_path), env={"SIDETASK_LOG_LEVEL": "DEBUG"})
+    await server.wait_ready()
+    api = Api(http, server.url)
+    script = str(ROOT / "scripts" / "worker-example.sh")
+    env = {"SIDETASK_URL": server.url, "WORKER_NAME": "shell-idle", "WORKER_WAIT": "30"}
+    worker = processes.start(["bash", script], "shell-idle", env)
+    await wait_for(lambda: _contains(server.output(), "worker shell-idle waits"), 10, "the claim to wait")
+    assert await stopped(worker) == 0
+    assert "worker shell-idle stopped" in (text_of(tmp_path / "shell-idle.log") or "")
+    # its claim went with it: a task that comes now is not leased to the stopped worker
+    task_id = await api.submit("countdown", {"steps": 1, "interval": 0.01})
+    processes.start(["bash", script], "shell-next", {**env, "WORKER_NAME": "shell-next", "WORKER_WAIT": "5"})
+    task = await api.wait(task_id, "success")
+    assert task["task_server"] == "shell-next"
+
+
+@needs_curl
+async def test_the_shell_worker_stopped_mid_task_hands_it_back_and_exits(
+    api: Api, processes: Processes, tmp_path: Path
+) -> None:
+    script = str(ROOT / "scripts" / "worker-example.sh")
+    env = {"SIDETASK_URL": api.url, "WORKER_NAME": "shell-busy", "WORKER_WAIT": "5"}
+    worker = processes.start(["bash", script], "shell-busy", env)
+    task_id = await api.submit("countdown", {"steps": 100000, "interval": 0.05}, max_retries=1)
+    await api.wait(task_id, "running", check=lambda t: t["task_progress"] > 0)
+    assert await stopped(worker) == 0
+    task = await api.get(task_id)
+    assert (task["task_status"], task["task_retries"]) == ("restoring", 1), task
+    assert task["task_result"] == "worker shell-busy stopped before the end"
+    log = text_of(tmp_path / "shell-busy.log") or ""
+    assert f"task {task_id}: stopped" in log and "worker shell-busy stopped" in log
+
+
 async def test_a_waiting_claim_ends_with_204_when_the_service_stops(
     server_factory: Any, tmp_path: Path, http: ClientSession
 ) -> None:
