@@ -147,7 +147,7 @@ class Settings:
     #: at once; 0: half the CPUs, at least one
     auth_threads: int = 0
     #: credential checks that may wait for a thread; past them a check is refused with 503
-    auth_queue: int = 16
+    auth_queue: int = 8
     #: failed logins from one address within auth_failure_window past which it is refused
     #: with 429 (no check runs) until the window ends; 0: no limit
     auth_max_failures: int = 10

@@ -3,17 +3,91 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
+import resource
 import signal
+from typing import Any
 
 from aiohttp import web
 
 from .config import ConfigError, Settings
 from .web import create_app
-from .web.limits import JsonErrorRunner
+from .web.limits import JsonErrorRunner, Occasional
 
 log = logging.getLogger("sidetask")
+
+#: at most one log line per this many seconds about an exhausted resource at accept
+RESOURCE_LOG_INTERVAL = 60.0
+#: what asyncio's accept reports through the loop's exception handler when it runs out
+#: of descriptors, kernel memory or buffers (and retries a second later)
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: descriptors kept for what is not a client connection: the database, logs, jobs' pipes
+SPARE_FILES = 128
+
+
+class ResourceLog:
+    """The loop's exception handler. asyncio reports an exhausted resource at accept (EMFILE:
+    out of descriptors) through it for each failed accept — with a traceback each, and up to
+    a backlog's worth at a time under a flood of connections. This logs one line per
+    `interval` instead, saying how many went unlogged; everything else goes to the default
+    handler."""
+
+    def __init__(self, interval: float) -> None:
+        self._occasional = Occasional(interval)
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if not isinstance(exc, OSError) or exc.errno not in RESOURCE_ERRNOS:
+            loop.default_exception_handler(context)
+            return
+        unlogged = self._occasional.due()
+        if unlogged is None:
+            return
+        since = f" ({unlogged} more since the last report)" if unlogged else ""
+        log.error(
+            "%s: %s%s; new connections wait until it is free again (max_connections "
+            "keeps clients within the open files limit, %s); next report in %g s at the earliest",
+            context.get("message", "out of a system resource"),
+            exc.strerror or exc,
+            since,
+            _open_files_limit(),
+            self._occasional.interval,
+        )
+
+
+def _open_files_limit() -> str:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+
+
+def fit_open_files(max_connections: int) -> None:
+    """Raise the soft limit on open files to hold `max_connections` clients and a spare,
+    within the hard limit; warn when even that is too low."""
+    if max_connections <= 0:
+        return
+    needed = max_connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < needed:
+        log.warning(
+            "the open files limit is %d: fewer than max_connections %d and %d spare; past about %d "
+            "connections new ones wait at accept instead of getting a 503 (raise `ulimit -n`, or "
+            "lower max_connections)",
+            soft,
+            max_connections,
+            SPARE_FILES,
+            max(0, soft - SPARE_FILES),
+        )
 
 
 def _install_uvloop() -> None:
@@ -49,8 +123,16 @@ def check_exposure(settings: Settings, insecure: bool) -> None:
 
 
 async def _run(settings: Settings) -> None:
+    asyncio.get_running_loop().set_exception_handler(ResourceLog(RESOURCE_LOG_INTERVAL))
+    fit_open_files(settings.max_connections)
     app = create_app(settings)
-    runner = JsonErrorRunner(app, access_log=None, shutdown_timeout=settings.drain_grace)
+    runner = JsonErrorRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=settings.drain_grace,
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -11,6 +11,8 @@ Rows (README, "Performance", says how each is measured):
   reads    GET one task, list, a deep page, with 1,000,000 tasks stored (100,000 quick)
   sse      SSE fan-out: 1,000 subscribers x 100 ev/s, 5,000 x 20 ev/s
   startup  process start to /ready, RSS idle and peak, on the same stored tasks
+  login-flood  a fresh correct login's latency, quiet and while 60 connections send wrong
+           passwords (600,000 PBKDF2 iterations), from one address and from 60
 
 Load goes only to 127.0.0.1; every loop is bounded; every process started is stopped.
 """
@@ -33,7 +35,7 @@ from typing import Any
 from . import wrk
 from .server import BenchServer, CeilingServer, keep_work_dir, remove_work_dir, work_dir
 
-ROWS = ("ceiling", "submit", "e2e", "peer", "reads", "sse", "startup")
+ROWS = ("ceiling", "submit", "e2e", "peer", "reads", "sse", "startup", "login-flood")
 SUBMIT_PATH = "/graphs/hugegraph/jobs/echo"
 SUBMIT_BODY = '{"bench":1}'
 HUEY_REQUIREMENT = "huey>=2.5,<4"
@@ -56,6 +58,10 @@ class Plan:
     read_warmup: bool = True
     sse_cases: list[tuple[int, float]] = field(default_factory=lambda: [(1000, 100.0), (5000, 20.0)])
     sse_seconds: float = 10.0
+    #: fresh logins measured in each part of the login-flood row, and the flood's size
+    flood_logins: int = 20
+    flood_connections: int = 60
+    flood_warmup: float = 3.0
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
@@ -73,6 +79,8 @@ class Plan:
             read_warmup=False,
             sse_cases=[(200, 100.0), (1000, 20.0)],
             sse_seconds=2.0,
+            flood_logins=5,
+            flood_warmup=1.0,
         )
 
 
@@ -175,6 +183,16 @@ def row_sse(plan: Plan, out: dict[str, Any]) -> None:
         result["published_per_s"] = result["published"] / plan.sse_seconds
         cases.append(result)
     out["sse"] = {"cases": cases, "settings": SETTINGS}
+
+
+def row_login_flood(plan: Plan, out: dict[str, Any]) -> None:
+    from .login import run_login_flood
+
+    log(
+        f"login-flood: {plan.flood_logins} fresh logins quiet, then under {plan.flood_connections} "
+        "connections of wrong passwords from one address, then from as many addresses"
+    )
+    out["login_flood"] = run_login_flood(plan.flood_logins, plan.flood_connections, plan.flood_warmup)
 
 
 def row_stored(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
@@ -294,6 +312,22 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
         lines.append(Line("", "  RSS idle", f"{fmt(st['rss_idle_mb'], 0)} MB", "<= 100 MB", verdict(st["rss_idle_mb"] <= 100, q)))
         if "get" in st:
             lines.append(Line("", "  RSS peak (process life, reads included)", f"{fmt(st['rss_peak_mb'], 0)} MB"))
+    if "login_flood" in out:
+        f = out["login_flood"]
+
+        def logins(r: dict[str, Any]) -> str:
+            refused = {k: v for k, v in r["statuses"].items() if k != "200"}
+            others = f"; {sum(refused.values())} not 200: {refused}" if refused else ""
+            return f"p50 {fmt(r['p50_ms'], 0)} ms, p99 {fmt(r['p99_ms'], 0)} ms ({r['ok']}/{r['logins']} ok{others})"
+
+        def answered(r: dict[str, Any]) -> str:
+            return ", ".join(f"{k}: {v:,}" for k, v in sorted(r["flood_statuses"].items()))
+
+        lines.append(Line("8 login flood", f"fresh correct login, {f['iterations']:,} iterations, quiet", logins(f["quiet"])))
+        for key, label in (("flood_one_address", "from one address"), ("flood_many_addresses", "from 60 addresses")):
+            r = f[key]
+            lines.append(Line("", f"  while {f['flood_connections']} conns send wrong passwords {label}", logins(r)))
+            lines.append(Line("", "", f"flood answered: {answered(r)}"))
     return lines
 
 
@@ -411,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("peer", lambda: row_peer(plan, out)))
     if "sse" in rows:
         steps.append(("sse", lambda: row_sse(plan, out)))
+    if "login-flood" in rows:
+        steps.append(("login-flood", lambda: row_login_flood(plan, out)))
     if rows & {"reads", "startup"}:
         steps.append(("reads/startup", lambda: row_stored(plan, rows, out)))
     if args.keep:

@@ -11,14 +11,31 @@ Two layers:
   same JSON error body. aiohttp calls it for what its HTTP parser refuses — a malformed
   request line, bad chunked encoding, a header over `max_header_bytes`, too many headers, a
   Content-Encoding it has no decoder for — which otherwise gets a text/plain 400.
+
+The same handler guards the connections themselves (README, "Access and limits"):
+
+- past `max_connections` open ones, a new connection is answered at once — a 503 with the
+  JSON error body and `Retry-After`, written before its request is read — and closed
+  (after the client's end, or a second), so a flood of connections cannot use up the
+  process's descriptors;
+- a connection has `header_timeout` seconds to send a request's line and headers, counted
+  from its start and, on a kept-alive connection, from the next request's first byte; then
+  it gets a 408 and is closed (a slowloris client holds nothing for long). aiohttp has no
+  such timer; a kept-alive connection that sends nothing is closed after its
+  keepalive_timeout, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 import urllib.parse
+from collections.abc import Callable
+from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
 from aiohttp.typedefs import Handler
@@ -26,7 +43,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from .responses import error_response
+from .responses import JSON_CONTENT_TYPE, error_body, error_response
 
 log = logging.getLogger("sidetask.access")
 
@@ -48,6 +65,38 @@ BODY_TYPES = frozenset(
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 #: how much of aiohttp's description of a refused request is repeated in the answer
 MAX_DETAIL = 300
+#: what a connection refused past max_connections is told to wait, in seconds
+CONNECTION_RETRY_AFTER = 1
+#: how long a refused connection is kept, its answer sent, for the client to close first
+#: (closing with its request unread could reset the connection before the answer is read)
+REFUSED_LINGER = 1.0
+#: at most one log line per this many seconds about refused or timed-out connections
+CONNECTION_LOG_INTERVAL = 10.0
+
+
+class Occasional:
+    """One of many alike log lines per `interval` seconds: a flood of connections must not
+    become a flood of log lines. `due()` says whether to log now, and how many were not."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._unlogged = 0
+
+    def due(self) -> int | None:
+        """None: do not log (counted); else the number of lines left out since the last."""
+        now = self._clock()
+        if now < self._next:
+            self._unlogged += 1
+            return None
+        unlogged, self._unlogged = self._unlogged, 0
+        self._next = now + self.interval
+        return unlogged
+
+
+def _more(unlogged: int) -> str:
+    return f" ({unlogged} more since the last such line)" if unlogged else ""
 
 
 def _refuse(status: int, kind: str, message: str) -> web.Response:
@@ -162,8 +211,131 @@ def _one_line(text: str) -> str:
     return kept[:MAX_DETAIL]
 
 
+def raw_response(
+    status: int, reason: str, kind: str, message: str, headers: dict[str, str] | None = None
+) -> bytes:
+    """A whole HTTP/1.1 answer with the JSON error body, closing the connection, as bytes
+    for a transport that has no request to answer through aiohttp."""
+    body = orjson.dumps(error_body(kind, message))
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        f"Content-Type: {JSON_CONTENT_TYPE}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
 class JsonErrorHandler(RequestHandler):
-    """aiohttp's request handler, answering what it refuses with the JSON error body."""
+    """aiohttp's request handler, answering what it refuses with the JSON error body, and
+    refusing connections past the cap and requests whose headers come too slowly."""
+
+    _manager: _JsonErrorServer
+
+    #: a connection past max_connections: answered and closed, never served
+    _refused = False
+    _headers_due: asyncio.TimerHandle | None = None
+    _linger: asyncio.TimerHandle | None = None
+    _refused_transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._manager
+        if server.max_connections and server.open >= server.max_connections:
+            self._refuse_connection(transport)  # type: ignore[arg-type]
+            return
+        server.open += 1
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def _refuse_connection(self, transport: asyncio.Transport) -> None:
+        self._refused = True
+        unlogged = self._manager.refusals.due()
+        if unlogged is not None:
+            log.warning(
+                "%s: connection refused: %d connections are open (max_connections)%s",
+                _peer(transport),
+                self._manager.open,
+                _more(unlogged),
+            )
+        transport.write(
+            raw_response(
+                503,
+                "Service Unavailable",
+                "ServiceUnavailableException",
+                f"Too many connections: {self._manager.max_connections} are open (max_connections); "
+                "retry after Retry-After seconds",
+                {"Retry-After": str(CONNECTION_RETRY_AFTER)},
+            )
+        )
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._linger = self._loop.call_later(REFUSED_LINGER, transport.abort)
+        self._refused_transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the request is not read: its answer went out already
+        if self._headers_due is None and self._awaiting_request():
+            self._arm_header_timer()  # the first byte of the next request on a kept-alive connection
+        before = self._request_count
+        super().data_received(data)
+        if self._request_count != before:  # a request's headers are in (or a refusal of them)
+            self._disarm_header_timer()
+
+    def eof_received(self) -> None:
+        if self._refused:
+            self._refused_transport.close()  # the client has closed its end: its answer is read
+            return
+        super().eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refused:
+            if self._linger is not None:
+                self._linger.cancel()
+            return
+        self._manager.open -= 1
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _awaiting_request(self) -> bool:
+        """Whether the connection is idle between requests (aiohttp waits for the next)."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._messages
+
+    def _arm_header_timer(self) -> None:
+        timeout = self._manager.header_timeout
+        if timeout > 0:
+            self._headers_due = self._loop.call_later(timeout, self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+            self._headers_due = None
+
+    def _headers_too_slow(self) -> None:
+        self._headers_due = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        timeout = self._manager.header_timeout
+        unlogged = self._manager.timeouts.due()
+        if unlogged is not None:
+            log.info(
+                "%s: closed: the request's headers did not all arrive in %g s%s",
+                _peer(transport),
+                timeout,
+                _more(unlogged),
+            )
+        transport.write(
+            raw_response(
+                408,
+                "Request Timeout",
+                "RequestTimeoutException",
+                f"The request line and headers did not all arrive within {timeout:g} s (header_timeout)",
+            )
+        )
+        self.force_close()
 
     def handle_error(
         self,
@@ -182,17 +354,48 @@ class JsonErrorHandler(RequestHandler):
         return _refuse(status, kind, text)
 
 
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
 class _JsonErrorServer(Server):
+    #: set by JsonErrorRunner; 0: no cap, no timer
+    max_connections = 0
+    header_timeout = 0.0
+    #: connections served now (refused ones are not counted)
+    open = 0
+    refusals: Occasional
+    timeouts: Occasional
+
     def __call__(self) -> RequestHandler:
         return JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
 class JsonErrorRunner(web.AppRunner):
-    """An AppRunner whose connections use JsonErrorHandler. aiohttp has no argument for the
-    handler's class; the server it builds is given this subclass, which only changes the
-    class of the handler each new connection gets."""
+    """An AppRunner whose connections use JsonErrorHandler, capped at `max_connections`
+    (0: no cap) and given `header_timeout` seconds for a request's headers (0: no limit).
+    aiohttp has no argument for the handler's class; the server it builds is given this
+    subclass, which only changes the class of the handler each new connection gets."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        max_connections: int = 0,
+        header_timeout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer
+        assert isinstance(server, _JsonErrorServer)
+        server.max_connections = self.max_connections
+        server.header_timeout = self.header_timeout
+        server.refusals = Occasional(CONNECTION_LOG_INTERVAL)
+        server.timeouts = Occasional(CONNECTION_LOG_INTERVAL)
         return server
