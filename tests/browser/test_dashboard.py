@@ -417,3 +417,18 @@ async def test_a_delayed_task_shows_when_it_is_due(dashboard: Dashboard) -> None
     await expect(dashboard.row(later).get_by_role("progressbar")).to_have_attribute(
         "aria-valuemax", "600"
     )
+
+
+async def test_a_declared_progress_total_is_the_bars_end(dashboard: Dashboard) -> None:
+    """task_progress_total, when the job declared one, wins over the input's `steps`."""
+    page = dashboard.page
+    task_id = await dashboard.submit("echo", {"steps": 100}, delay=3600)
+    await expect(dashboard.row(task_id).locator(".status")).to_have_text("new")
+    with sqlite3.connect(dashboard.db) as conn:
+        conn.execute("UPDATE tasks SET progress = 10, progress_total = 40 WHERE id = ?", (task_id,))
+    assert (await dashboard.task(task_id))["task_progress_total"] == 40
+    await page.get_by_label("Tasks per page").select_option("25")  # the page is read again
+    bar = dashboard.row(task_id).get_by_role("progressbar")
+    await expect(bar).to_have_attribute("aria-valuemax", "40")
+    await expect(bar).to_have_attribute("aria-valuenow", "10")
+    await expect(bar.locator(".label")).to_have_text("10/40")

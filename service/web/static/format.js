@@ -44,11 +44,13 @@ function scaleOf(task) {
   return scale;
 }
 
-/** Progress is on a job-defined scale. Its end is the input's `total` or `steps` when it
- *  has one (as `sleep` does); otherwise the value is read as a percentage. */
+/** Progress is on a job-defined scale. Its end is the total the job declared
+ *  (`task_progress_total`), else the input's `total` or `steps` when it has one; otherwise
+ *  the value is read as a percentage. */
 export function progressOf(task) {
   const value = task.task_progress ?? 0;
-  const scale = scaleOf(task);
+  const declared = task.task_progress_total;
+  const scale = Number.isInteger(declared) && declared > 0 ? declared : scaleOf(task);
   const max = scale ?? 100;
   let fraction = Math.min(Math.max(value / max, 0), 1);
   if (task.task_status === "success") fraction = 1;
