@@ -89,7 +89,9 @@ EVENT_STREAM_PARAMS = [
         "in": "header",
         "required": False,
         "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
-        "description": "replay every stored event after this id, then follow live ones",
+        "description": "replay every stored event after this id, then follow live ones; an id "
+        "past the last stored event starts from now, and a task stream resumed after its task's "
+        "end ends after the replay",
     },
     _query(
         "last_event_id",
