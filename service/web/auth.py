@@ -2,7 +2,7 @@
 and limits").
 
 Authentication is on when the configuration has users or tokens. Then every request but
-`/versions`, `/health`, `/ready`, `/openapi.json` (and `/metrics` with `metrics_public`)
+`/versions`, `/health`, `/ready`, `/openapi.json`, the `/docs` page (and `/metrics` with `metrics_public`)
 needs credentials; without valid ones it gets a 401 with the JSON error body and a
 `WWW-Authenticate` challenge.
 
@@ -63,12 +63,14 @@ from .. import auth
 from ..config import Settings, parse_graph
 from ..errors import Forbidden, NotFound
 from ..model import GraphRef
+from .docs import PATHS as DOCS_PATHS
 from .params import DEFAULT_GRAPHSPACE
 from .responses import error_response
 
 #: routes that answer without credentials: clients read /versions before they log in
-#: (pyhugegraph does, without credentials), probes read /health and /ready
-OPEN_PATHS = frozenset({"/versions", "/health", "/ready", "/openapi.json"})
+#: (pyhugegraph does, without credentials), probes read /health and /ready; the /docs
+#: page renders /openapi.json, which is open too
+OPEN_PATHS = frozenset({"/versions", "/health", "/ready", "/openapi.json", *DOCS_PATHS})
 REALM = "sidetask"
 #: successful verifications remembered (each entry: 32 bytes of key and the principal)
 CACHE_SIZE = 4096

@@ -468,6 +468,32 @@ def _dashboard_operations() -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        "/docs": {
+            "get": {
+                "operationId": "apiDocs",
+                "summary": "This document, rendered by Swagger UI (served by the service, no CDN)",
+                "responses": {"200": {"description": "the page", "content": HTML}},
+            }
+        },
+        "/docs/{asset}": {
+            "get": {
+                "operationId": "apiDocsAsset",
+                "summary": "A file the documentation page loads (Swagger UI's script and styles)",
+                "parameters": [
+                    _path("asset", {"type": "string"}, "the file's name, e.g. swagger-ui.css")
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "404": _error("the page has no such file"),
+                },
+            }
+        },
     }
 
 
@@ -702,8 +728,9 @@ PREFIX_PARAMETERS = {
 
 #: operations that take a task's input, and are admitted against max_waiting
 SUBMISSIONS = {"createJob", "createGremlinJob"}
-#: paths that answer without credentials (service.web.auth.OPEN_PATHS)
-OPEN_PATHS = {"/versions", "/health", "/ready", "/openapi.json"}
+#: paths that answer without credentials (service.web.auth.OPEN_PATHS; /docs/{asset} is
+#: every file of the documentation page)
+OPEN_PATHS = {"/versions", "/health", "/ready", "/openapi.json", "/docs", "/docs/{asset}"}
 TOO_LARGE = _error("the body is over max_body_bytes, a task's input over max_input_bytes, or a result over max_result_bytes")
 UNSUPPORTED = _error("the body's Content-Type is not JSON, or its Content-Encoding can't be decoded")
 TOO_MANY = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import jobs, metrics, overview, service_routes, sse, tasks, ui, workers
+from . import docs, jobs, metrics, overview, service_routes, sse, tasks, ui, workers
 
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
@@ -45,6 +45,9 @@ SERVICE_ROUTES = (
     ("GET", "/", ui.root),
     ("GET", "/ui", ui.page),
     ("GET", "/ui/{asset}", ui.asset),
+    # the API's documentation page (Swagger UI on /openapi.json)
+    ("GET", "/docs", docs.page),
+    ("GET", "/docs/{asset}", docs.asset),
 )
 
 
