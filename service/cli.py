@@ -656,6 +656,20 @@ def _total_of(task: Any, given: int | None) -> int | None:
     return None
 
 
+class _Total:
+    """`_total_of` along one task's events: a status or progress event leaves the input
+    out (only the first state and task.created carry it), so what it gave is kept."""
+
+    def __init__(self, given: int | None) -> None:
+        self.given = given
+        self.known: int | None = None
+
+    def of(self, task: Any) -> int | None:
+        if self.given is not None or task.progress_total is not None or task.input is not None:
+            self.known = _total_of(task, self.given)
+        return self.known
+
+
 def _outcome(task: Any, deleted: bool, out: Output) -> int:
     if deleted or task is None:
         out.error("the task was deleted")
@@ -688,6 +702,7 @@ async def watch_task(client: Any, task_id: int, out: Output, total: int | None =
             last, deleted = await _watch_bar(stream, out, total)
         else:
             shown: tuple[str, int] | None = None
+            totals = _Total(total)
             async for event in stream:
                 if out.json:
                     out.print_json({"id": event.id, "event": event.kind, "data": event.data})
@@ -695,9 +710,9 @@ async def watch_task(client: Any, task_id: int, out: Output, total: int | None =
                     deleted = True
                     continue
                 last = event.task
+                limit = totals.of(last)
                 if not out.json and (last.status, last.progress) != shown:
                     shown = (last.status, last.progress)
-                    limit = _total_of(last, total)
                     count = f"{last.progress}/{limit}" if limit else str(last.progress)
                     out.print(f"task {last.id} {styled_status(last.status)} progress {count}")
     finally:
@@ -719,6 +734,7 @@ async def _watch_bar(stream: Any, out: Output, total: int | None) -> tuple[Any, 
     )
     last = None
     deleted = False
+    totals = _Total(total)
     with progress:
         bar = None
         async for event in stream:
@@ -726,7 +742,7 @@ async def _watch_bar(stream: Any, out: Output, total: int | None) -> tuple[Any, 
                 deleted = True
                 continue
             last = event.task
-            limit = _total_of(last, total)
+            limit = totals.of(last)
             done = last.progress
             if last.status == "success" and limit:
                 done = limit

@@ -216,7 +216,9 @@ class Event:
 
     @property
     def task(self) -> Task | None:
-        """The task after the change; None for task.deleted (its data is only the id)."""
+        """The task after the change; None for task.deleted (its data is only the id).
+        Only task.created and a task stream's first event carry the input: in the others
+        `input` is None (it never changes; `get` reads it)."""
         if self.kind == "task.deleted":
             return None
         return Task.from_api(self.data)

@@ -120,6 +120,11 @@ class Settings:
     #: seconds after which a live event stream ends cleanly (clients resume with
     #: Last-Event-ID); 0: streams last as long as their clients
     sse_max_seconds: float = 0.0
+    #: seconds a replaying event stream waits for its client to take what was sent (its
+    #: buffer over sse_buffer_bytes) before it is disconnected
+    sse_stall_seconds: float = 10.0
+    #: open event streams past which a new one is refused with 503; 0: no limit
+    max_streams: int = 10_000
     #: command jobs: name -> {argv, params, env, cwd, timeout, total} (README, "Command jobs")
     commands: Mapping[str, CommandSpec] = field(default_factory=dict)
     #: seconds a stopped command gets between SIGTERM and SIGKILL to its process group
@@ -391,6 +396,8 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "sse_retry_ms": (0, True),
     "sse_buffer_bytes": (1, True),
     "sse_max_seconds": (0, True),
+    "sse_stall_seconds": (0, False),
+    "max_streams": (0, True),
     "kill_grace": (0, True),
     "lease_duration": (0, False),
     "auth_threads": (0, True),

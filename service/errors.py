@@ -90,8 +90,14 @@ class TooManyRequests(SidetaskError):
 
 
 class ServiceUnavailable(SidetaskError):
+    """Refused for now; with `retry_after`, the seconds to wait (the Retry-After header)."""
+
     status = 503
     kind = "ServiceUnavailableException"
+
+    def __init__(self, message: str, cause: str = "", retry_after: int | None = None) -> None:
+        super().__init__(message, cause)
+        self.retry_after = retry_after
 
 
 class StoreLocked(SidetaskError):

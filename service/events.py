@@ -6,7 +6,8 @@ turns each event into its Server-Sent Events bytes once, groups subscribers by w
 asked for, joins the bytes each group gets, and hands every subscriber one buffer per
 loop iteration through its sink: no task and no await per subscriber, so a slow
 subscriber costs nobody else anything. A sink refuses when its subscriber's buffer is over
-the bound; the bus then disconnects it, and it comes back with Last-Event-ID.
+the bound; the bus then disconnects it, and it comes back with Last-Event-ID. A sink that
+refuses because its connection is closed is a subscriber that left, logged as such.
 
 Progress is coalesced at its source (the supervisor writes at most one progress event per
 task per `progress_interval`), so the stored log and the live stream are the same
@@ -25,8 +26,20 @@ from .model import COMPLETED_STATUSES, Event, EventKind, GraphRef, Status
 
 log = logging.getLogger("sidetask.events")
 
-#: writes bytes to a subscriber; False when its buffer is over the bound
-Sink = Callable[[bytes], bool]
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a sink wrote nothing: its connection is closed (the subscriber left), or it
+    has `waiting` bytes unsent, over its bound (it fell behind)."""
+
+    closed: bool
+    waiting: int = 0
+
+
+CLOSED = Refusal(closed=True)
+
+#: writes bytes to a subscriber; None when written, else why not
+Sink = Callable[[bytes], Refusal | None]
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -54,6 +67,18 @@ class Scope:
     #: only these graphs' events (a caller whose grants name some graphs); None: all
     graphs: frozenset[GraphRef] | None = None
 
+    def __str__(self) -> str:
+        if self.task_id is not None:
+            return f"task {self.task_id}"
+        what = "every graph" if self.graph is None else f"graph {self.graph}"
+        if self.graphs is not None:
+            what += " of " + ", ".join(sorted(map(str, self.graphs)))
+        if self.status is not None:
+            what += f", status {self.status.value}"
+        if self.task_type is not None:
+            what += f", type {self.task_type}"
+        return what
+
     def matches(self, event: Event) -> bool:
         if self.task_id is not None and event.task_id != self.task_id:
             return False
@@ -69,15 +94,22 @@ class Scope:
 @dataclass(eq=False)
 class Subscription:
     """One subscriber. Until `go_live` it collects events in `backlog` while its stream
-    replays stored ones; after, the bus writes to its sink directly."""
+    replays stored ones; after, the bus writes to its sink directly.
+
+    A backlog over `max_backlog` events or `max_backlog_bytes` bytes of data is let go
+    (every event in it is stored) and `overflows` counts it: the replay then reads those
+    events from the store, so a long replay holds no more than the bound."""
 
     scope: Scope
     sink: Sink
     max_backlog: int
+    max_backlog_bytes: int
     #: the id of the last event this subscriber was given; later ones only
     last_id: int = 0
     live: bool = False
     backlog: list[Event] = field(default_factory=list)
+    backlog_bytes: int = 0
+    overflows: int = 0
     #: resolved when the stream should end: True for a clean end, False for a drop
     finished: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -104,8 +136,8 @@ class EventBus:
     def subscriber_count(self) -> int:
         return sum(len(group) for group in self._groups.values())
 
-    def subscribe(self, scope: Scope, sink: Sink) -> Subscription:
-        subscription = Subscription(scope, sink, self._max_backlog)
+    def subscribe(self, scope: Scope, sink: Sink, max_backlog_bytes: int = 1 << 62) -> Subscription:
+        subscription = Subscription(scope, sink, self._max_backlog, max_backlog_bytes)
         if self.closed:
             subscription.finish(True)
             return subscription
@@ -129,6 +161,7 @@ class EventBus:
         between it and the stream's last write, so no event falls into the seam."""
         backlog = [e for e in subscription.backlog if e.id > subscription.last_id]
         subscription.backlog = []
+        subscription.backlog_bytes = 0
         subscription.live = True
         if backlog:
             subscription.last_id = backlog[-1].id
@@ -172,8 +205,15 @@ class EventBus:
     ) -> None:
         if not subscription.live:
             subscription.backlog.extend(matching)
-            if len(subscription.backlog) > subscription.max_backlog:
-                self._drop(subscription)
+            subscription.backlog_bytes += sum(len(e.data) for e in matching)
+            if (
+                len(subscription.backlog) > subscription.max_backlog
+                or subscription.backlog_bytes > subscription.max_backlog_bytes
+            ):
+                # all of it is stored: the replay reads it from there instead
+                subscription.backlog = []
+                subscription.backlog_bytes = 0
+                subscription.overflows += 1
             return
         if matching[0].id <= subscription.last_id:
             # Some of these reached it through its replay: write only what is newer.
@@ -181,17 +221,26 @@ class EventBus:
             if not fresh:
                 return
             payload = b"".join(encode(e) for e in fresh)
-        if not subscription.sink(payload):
-            self._drop(subscription)
+        refusal = subscription.sink(payload)
+        if refusal is not None:
+            self.drop(subscription, refusal)
             return
         subscription.last_id = last_id
         if ending:
             self.unsubscribe(subscription)
 
-    def _drop(self, subscription: Subscription) -> None:
-        """A subscriber over its bound: disconnected, so nobody waits for it."""
-        self.dropped += 1
-        log.info("dropping a subscriber that fell behind (%s)", subscription.scope)
+    def drop(self, subscription: Subscription, refusal: Refusal) -> None:
+        """Ends a subscription its sink refused: one that left is let go; one over its
+        bound is disconnected, so nobody waits for it, and comes back with Last-Event-ID."""
+        if refusal.closed:
+            log.debug("a subscriber disconnected (%s)", subscription.scope)
+        else:
+            self.dropped += 1
+            log.info(
+                "dropping a subscriber that fell behind (%s): %d bytes waiting",
+                subscription.scope,
+                refusal.waiting,
+            )
         self._remove(subscription)
         subscription.finish(False)
 
@@ -201,8 +250,8 @@ class EventBus:
         """A comment to every live subscriber, so proxies keep idle streams open."""
         for group in list(self._groups.values()):
             for subscription in list(group):
-                if subscription.live and not subscription.sink(KEEPALIVE):
-                    self._drop(subscription)
+                if subscription.live and (refusal := subscription.sink(KEEPALIVE)) is not None:
+                    self.drop(subscription, refusal)
 
     def close(self) -> None:
         """Ends every stream cleanly (on shutdown, before the supervisor drains)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -133,9 +133,33 @@ class Store(Protocol):
         `after_id` (0: from the newest). `status`: one, or any of a set."""
         ...
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]: ...
+    def iter_tasks(
+        self,
+        graph: GraphRef,
+        status: Status | frozenset[Status] | None,
+        limit: int | None,
+        after_id: int = 0,
+        *,
+        task_type: str | None = None,
+        descending: bool = False,
+    ) -> AsyncGenerator[Task, None]:
+        """What `list_tasks` gives, one task at a time, read in bounded batches: a large
+        task is read on its own, so a list of large tasks holds one at a time."""
+        ...
+    def iter_ids(self, graph: GraphRef, ids: Sequence[int]) -> AsyncGenerator[Task, None]:
+        """What `list_ids` gives, one task at a time, read as `iter_tasks` reads them."""
+        ...
     async def events_after(
-        self, after_id: int, graph: GraphRef | None, task_id: int | None, limit: int
-    ) -> list[Event]: ...
+        self,
+        after_id: int,
+        graph: GraphRef | None,
+        task_id: int | None,
+        limit: int,
+        max_bytes: int | None = None,
+    ) -> list[Event]:
+        """Up to `limit` events after `after_id`; with `max_bytes`, only those that start
+        within that many bytes of data (at least one)."""
+        ...
     async def last_event_id(self) -> int: ...
     async def count_by_status(self) -> dict[tuple[str, str], int]: ...
     async def count_statuses(self, graph: GraphRef) -> dict[Status, int]:

@@ -235,7 +235,15 @@ class _Tx:
 
     def event(self, kind: EventKind, task: Task) -> None:
         deleted = kind is EventKind.DELETED
-        data = orjson.dumps({"id": task.id} if deleted else task.to_api())
+        if deleted:
+            body: dict[str, Any] = {"id": task.id}
+        else:
+            body = task.to_api()
+            if kind is not EventKind.CREATED:
+                # SPEC 7: only task.created carries the input (it never changes), so a
+                # large input is not stored, replayed and sent again with every step.
+                body.pop("task_input", None)
+        data = orjson.dumps(body)
         self.events.append(
             Event(
                 next(self._next_event_id),
@@ -1190,19 +1198,40 @@ class SQLiteStore:
         return tasks
 
     async def events_after(
-        self, after_id: int, graph: GraphRef | None, task_id: int | None, limit: int
+        self,
+        after_id: int,
+        graph: GraphRef | None,
+        task_id: int | None,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> list[Event]:
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > ?"
+        """Up to `limit` events after `after_id`, in id order; with `max_bytes`, only as
+        many as start within that many bytes of data (always the first one), so a page of
+        large events is as small as a page of small ones."""
+        where = "id > ?"
         params: list[Any] = [after_id]
         if task_id is not None:
-            sql += " AND task_id = ?"
+            where += " AND task_id = ?"
             params.append(task_id)
         if graph is not None:
-            sql += " AND graphspace = ? AND graph = ?"
+            where += " AND graphspace = ? AND graph = ?"
             params.extend((graph.graphspace, graph.graph))
-        sql += " ORDER BY id LIMIT ?"
-        params.append(limit)
-        return [row_to_event(row) for row in await self._fetch(sql, params)]
+        if max_bytes is None:
+            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?"
+            return [row_to_event(row) for row in await self._fetch(sql, [*params, limit])]
+        # The page's last id: a running sum of the sizes, which SQLite reads from each row's
+        # header (length() of a BLOB does not load it); the scan stops at `limit` rows.
+        sizes = (
+            "SELECT id, length(data) AS size, SUM(length(data)) OVER"
+            f" (ORDER BY id ROWS UNBOUNDED PRECEDING) AS upto FROM events WHERE {where}"
+            " ORDER BY id LIMIT ?"
+        )
+        sql = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} AND id <="
+            f" (SELECT MAX(id) FROM ({sizes}) WHERE upto - size < ?) ORDER BY id"
+        )
+        rows = await self._fetch(sql, [*params, *params, limit, max_bytes])
+        return [row_to_event(row) for row in rows]
 
     async def last_event_id(self) -> int:
         rows = await self._fetch("SELECT COALESCE(MAX(id), 0) FROM events", ())

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..errors import SidetaskError, TooManyRequests
+from ..errors import ServiceUnavailable, SidetaskError, TooManyRequests
 from .responses import error_response
 
 log = logging.getLogger("sidetask.web")
@@ -27,8 +27,8 @@ _HTTP_KINDS = {
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except TooManyRequests as exc:
-        headers = {"Retry-After": str(exc.retry_after)}
+    except (TooManyRequests, ServiceUnavailable) as exc:
+        headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.kind, exc.message, exc.cause, headers=headers)
     except SidetaskError as exc:
         return error_response(exc.status, exc.kind, exc.message, exc.cause)

@@ -101,7 +101,8 @@ EVENT_STREAM_PARAMS = [
 ]
 EVENT_STREAM = {
     "description": "Server-Sent Events: `id:` the event id, `event:` task.created, task.status, "
-    "task.progress or task.deleted, `data:` the task as GET returns it (for task.deleted, {\"id\": N})",
+    "task.progress or task.deleted, `data:` the task as GET returns it (for task.deleted, {\"id\": N}); "
+    "task_input only in task.created and a task stream's first event. 503 (with Retry-After) past max_streams",
     "content": {
         "text/event-stream": {
             # OpenAPI 3.1: the schema of a stream's media type describes each of its events

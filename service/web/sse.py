@@ -16,15 +16,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
-from ..events import EventBus, Scope, Subscription, encode, ends_task_stream
+from ..errors import BadRequest, NotFound, ServiceUnavailable
+from ..events import CLOSED, EventBus, Refusal, Scope, Subscription, encode, ends_task_stream
 from ..model import Event, EventKind
 from . import params
 from .auth import reachable_graphs
 from .keys import EVENTS, REGISTRY, SETTINGS, STORE
 
-#: stored events read per query while replaying
+#: stored events read per query while replaying; fewer when they are large: a page holds
+#: about `sse_buffer_bytes` of data (always at least one event)
 REPLAY_PAGE = 1000
+#: bytes a replay writes to the socket at a time
+PIECE = 64 * 1024
 
 
 def _last_event_id(request: web.Request) -> int | None:
@@ -81,44 +84,102 @@ _frame = _ChunkFramer()
 
 
 class _Stream:
-    """One open stream: the response, and a sink that writes straight to its socket."""
+    """One open stream: the response, a sink that writes straight to its socket (the
+    bus's, live), and `send`, which writes a piece at a time and waits for room (the
+    replay's). Neither ever writes while the socket's buffer is over `sse_buffer_bytes`."""
 
-    def __init__(self, request: web.Request, response: web.StreamResponse, limit: int) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        settings = request.app[SETTINGS]
+        self.request = request
         self.response = response
         transport = request.transport
         assert transport is not None
         self.transport = transport
-        self.limit = limit
-        self.chunked = response.chunked
+        self.limit = settings.sse_buffer_bytes
+        self.stall = settings.sse_stall_seconds
+        self.chunked = False
+        # The transport pauses its protocol over the bound, so a drain waits exactly for room.
+        transport.set_write_buffer_limits(high=self.limit)
 
-    def sink(self, data: bytes) -> bool:
+    async def open(self, retry_ms: int) -> None:
+        await self.response.prepare(self.request)
+        self.chunked = self.response.chunked
+        # The first write goes through aiohttp so the headers leave with it.
+        await self.response.write(b"retry: %d\n\n" % retry_ms)
+
+    def sink(self, data: bytes) -> Refusal | None:
         transport = self.transport
         if transport.is_closing():
-            return False
-        if transport.get_write_buffer_size() > self.limit:
-            return False
+            return CLOSED
+        waiting = transport.get_write_buffer_size()
+        if waiting > self.limit:
+            return Refusal(closed=False, waiting=waiting)
         if self.chunked:  # the response is chunked: each write is one chunk
             transport.write(_frame(data))
         else:
             transport.write(data)
-        return True
+        return None
+
+    async def send(self, data: bytes) -> Refusal | None:
+        """Writes `data` in pieces of PIECE bytes, each once the socket's buffer is within
+        the bound; a client that takes nothing for `sse_stall_seconds` is refused."""
+        view = memoryview(data)
+        for start in range(0, len(view), PIECE):
+            refusal = await self._room()
+            if refusal is not None:
+                return refusal
+            piece = view[start : start + PIECE]
+            if self.chunked:
+                self.transport.write(b"".join((b"%x\r\n" % len(piece), piece, b"\r\n")))
+            else:
+                self.transport.write(piece)
+        return None
+
+    async def _room(self) -> Refusal | None:
+        transport = self.transport
+        if transport.is_closing():
+            return CLOSED
+        if transport.get_write_buffer_size() <= self.limit:
+            return None
+        try:
+            async with asyncio.timeout(self.stall):
+                while transport.get_write_buffer_size() > self.limit:
+                    await self.request.writer.drain()
+                    if transport.is_closing():
+                        return CLOSED
+                    if transport.get_write_buffer_size() > self.limit:
+                        await asyncio.sleep(0.01)  # not paused after all: look again soon
+        except TimeoutError:
+            return Refusal(closed=False, waiting=transport.get_write_buffer_size())
+        except ConnectionError:
+            return CLOSED
+        return None
 
 
-async def _open(request: web.Request) -> _Stream:
+async def _send_events(stream: _Stream, events: list[Event]) -> Refusal | None:
+    """Events as a few writes of about PIECE bytes: small ones joined, a large one split."""
+    batch: list[bytes] = []
+    size = 0
+    for event in events:
+        data = encode(event)
+        if batch and size + len(data) > PIECE:
+            refusal = await stream.send(b"".join(batch))
+            if refusal is not None:
+                return refusal
+            batch, size = [], 0
+        batch.append(data)
+        size += len(data)
+    return await stream.send(b"".join(batch)) if batch else None
+
+
+def _check_room(request: web.Request) -> None:
     settings = request.app[SETTINGS]
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    if request.version >= (1, 1):
-        response.enable_chunked_encoding()
-    await response.prepare(request)
-    # The first write goes through aiohttp so the headers leave with it.
-    await response.write(b"retry: %d\n\n" % settings.sse_retry_ms)
-    return _Stream(request, response, settings.sse_buffer_bytes)
+    limit = settings.max_streams
+    if limit and request.app[EVENTS].subscriber_count >= limit:
+        raise ServiceUnavailable(
+            f"Too many open event streams ({limit}, the setting max_streams); try again later",
+            retry_after=max(1, -(-settings.sse_retry_ms // 1000)),
+        )
 
 
 async def _serve(
@@ -131,48 +192,76 @@ async def _serve(
     """Replay stored events after `start_after`, then follow live ones, no gap, no duplicate.
     `ended`: asked after the replay; True ends the stream there when nothing newer came
     (a task stream resumed after its task's end: nothing more will come)."""
+    _check_room(request)
     bus = request.app[EVENTS]
     store = request.app[STORE]
-    stream = await _open(request)
-    subscription = bus.subscribe(scope, stream.sink)  # collects live events while replaying
+    settings = request.app[SETTINGS]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    if request.version >= (1, 1):
+        response.enable_chunked_encoding()
+    stream = _Stream(request, response)
+    # Subscribed before any await, so max_streams counts it at once. It collects live
+    # events while the stream replays stored ones.
+    subscription = bus.subscribe(scope, stream.sink, max_backlog_bytes=stream.limit)
     subscription.last_id = start_after
     try:
+        await stream.open(settings.sse_retry_ms)
         if first is not None:
-            stream.sink(encode(first))
+            refusal = await stream.send(encode(first))
+            if refusal is not None:
+                return _cut(stream, bus, subscription, refusal)
             if scope.task_id is not None and ends_task_stream(first):
                 return await _end(stream, bus, subscription)
         while True:
+            overflows = subscription.overflows
             page = await store.events_after(
-                subscription.last_id, scope.graph, scope.task_id, REPLAY_PAGE
+                subscription.last_id, scope.graph, scope.task_id, REPLAY_PAGE, stream.limit
             )
             events = [e for e in page if scope.matches(e)]
             if events:
-                if not stream.sink(b"".join(encode(e) for e in events)):
-                    return await _end(stream, bus, subscription, clean=False)
+                refusal = await _send_events(stream, events)
+                if refusal is not None:
+                    return _cut(stream, bus, subscription, refusal)
                 if scope.task_id is not None and any(ends_task_stream(e) for e in events):
                     return await _end(stream, bus, subscription)
             if page:
                 # past the whole page, matched or not: the next page starts after it
                 subscription.last_id = page[-1].id
-            if len(page) < REPLAY_PAGE:  # a filter may keep few of a full page: go on
+            # A full page (by count or by bytes) may have more after it, and a filter may
+            # keep few of it: go on. A backlog let go during the read: read it from the store.
+            full = len(page) == REPLAY_PAGE or sum(len(e.data) for e in page) >= stream.limit
+            if full or subscription.overflows != overflows:
+                continue
+            # Asked before going live: an event committed since the replay's last query is
+            # in the backlog, and one there means the task has moved on (or just ended:
+            # that event then ends the stream below).
+            done = ended is not None and await ended()
+            if subscription.overflows == overflows:
                 break
-        # Asked before going live: an event committed since the replay's last query is in
-        # the backlog, and one there means the task has moved on (or just ended: that
-        # event then ends the stream below).
-        done = ended is not None and await ended()
         backlog = bus.go_live(subscription)
         if backlog:
-            if not stream.sink(b"".join(encode(e) for e in backlog)):
-                return await _end(stream, bus, subscription, clean=False)
+            # no await between go_live and this write; the backlog is within its bound
+            refusal = stream.sink(b"".join(encode(e) for e in backlog))
+            if refusal is not None:
+                return _cut(stream, bus, subscription, refusal)
             if scope.task_id is not None and any(ends_task_stream(e) for e in backlog):
                 return await _end(stream, bus, subscription)
         elif done:
             return await _end(stream, bus, subscription)
-        clean = await _until_finished(subscription, request.app[SETTINGS].sse_max_seconds)
+        clean = await _until_finished(subscription, settings.sse_max_seconds)
         return await _end(stream, bus, subscription, clean=clean)
     except asyncio.CancelledError:
-        bus.unsubscribe(subscription)
+        # the handler is cancelled when its connection is lost (where the server does that)
+        bus.drop(subscription, CLOSED)
         raise
+    finally:
+        bus.unsubscribe(subscription)  # however it ended
 
 
 async def _until_finished(subscription: Subscription, max_seconds: float) -> bool:
@@ -183,6 +272,15 @@ async def _until_finished(subscription: Subscription, max_seconds: float) -> boo
     # asyncio.wait, not a timeout around the await: the future must not be cancelled
     await asyncio.wait([subscription.finished], timeout=max_seconds)
     return subscription.finished.result() if subscription.finished.done() else True
+
+
+def _cut(
+    stream: _Stream, bus: EventBus, subscription: Subscription, refusal: Refusal
+) -> web.StreamResponse:
+    """A replay whose client stopped taking it, or left: logged as the bus logs its own."""
+    bus.drop(subscription, refusal)
+    stream.transport.abort()
+    return stream.response
 
 
 async def _end(
