@@ -8,7 +8,7 @@ import functools
 import itertools
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +61,10 @@ CHANGEABLE_FIELDS = frozenset(
 LEASED_STATUSES = frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLING})
 #: the most writes one transaction carries; the rest wait for the next one
 MAX_BATCH = 4096
+#: tasks a streamed list reads per query, and the characters of input and result past
+#: which a task is read on its own (so a batch holds at most about 3 MB of them)
+LIST_BATCH = 100
+LIST_ROW_CHARS = 32 * 1024
 PURGE_CHUNK = 5000
 
 
@@ -1135,6 +1139,110 @@ class SQLiteStore:
         task_type: str | None = None,
         descending: bool = False,
     ) -> list[Task]:
+        sql, params, wanted = self._list_query(graph, status, after_id, task_type, descending)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        tasks = await self._fetch_tasks(sql, params, descending=descending)
+        if wanted is None or wanted == {Status.UNKNOWN}:
+            return tasks
+        # A row shows under the status it reads as: one whose status is known but a field of
+        # it is damaged reads as `unknown`, so it is listed there and not under its own. Such
+        # rows are rare: they are left out here (not by a per-row check in SQL, which cost
+        # every list a Python call per row), and the page filled up from further on.
+        kept = [t for t in tasks if t.status in wanted]
+        fetched, asked = tasks, limit
+        while limit is not None and len(fetched) == asked and len(kept) < limit:
+            asked = limit - len(kept)
+            params[2], params[-1] = fetched[-1].id, asked
+            fetched = await self._fetch_tasks(sql, params, descending=descending)
+            kept.extend(t for t in fetched if t.status in wanted)
+        return kept
+
+    async def iter_tasks(
+        self,
+        graph: GraphRef,
+        status: Status | frozenset[Status] | None,
+        limit: int | None,
+        after_id: int = 0,
+        *,
+        task_type: str | None = None,
+        descending: bool = False,
+    ) -> AsyncGenerator[Task, None]:
+        """The tasks `list_tasks` gives, one at a time, read in batches of at most
+        LIST_BATCH small tasks: a task larger than LIST_ROW_CHARS (input and result) is read
+        on its own when its turn comes, so a list of large tasks never holds more than one."""
+        sql, params, wanted = self._list_query(graph, status, after_id, task_type, descending)
+        sql += " LIMIT ?"
+        params.append(0)
+        left = limit
+        while left is None or left > 0:
+            asked = LIST_BATCH if left is None else min(LIST_BATCH, left)
+            params[-1] = asked
+            batch = await self._fetch_bounded(sql, params, descending=descending)
+            for item in batch:
+                params[2] = item if isinstance(item, int) else item.id
+                task = await self._whole(graph, item)
+                if task is None or (wanted is not None and task.status not in wanted):
+                    continue  # deleted since, or reads as another status (damaged)
+                yield task
+                if left is not None:
+                    left -= 1
+                    if not left:
+                        return
+            if len(batch) < asked:
+                return
+
+    async def iter_ids(self, graph: GraphRef, ids: Sequence[int]) -> AsyncGenerator[Task, None]:
+        """The tasks `list_ids` gives, one at a time, read as `iter_tasks` reads them."""
+        unique = sorted(set(ids))
+        for start in range(0, len(unique), LIST_BATCH):
+            chunk = unique[start : start + LIST_BATCH]
+            batch = await self._fetch_bounded(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ?"
+                f" AND id IN ({', '.join('?' * len(chunk))}) ORDER BY id",
+                [graph.graphspace, graph.graph, *chunk],
+            )
+            for item in batch:
+                task = await self._whole(graph, item)
+                if task is not None:
+                    yield task
+
+    async def _whole(self, graph: GraphRef, item: Task | int) -> Task | None:
+        return item if isinstance(item, Task) else await self.get(graph, item)
+
+    async def _fetch_bounded(
+        self, sql: str, params: Sequence[Any], *, descending: bool = False
+    ) -> list[Task | int]:
+        """As `_fetch_tasks`, but a row whose input and result have more than LIST_ROW_CHARS
+        characters comes back as its id alone, for the caller to read when it needs it."""
+        wrapped = (
+            "SELECT json_group_array(CASE WHEN COALESCE(length(input), 0)"
+            f" + COALESCE(length(result), 0) > ? THEN id ELSE json_array({TASK_COLUMNS}) END)"
+            f" FROM ({sql})"
+        )
+        try:
+            rows = await self._fetch(wrapped, [LIST_ROW_CHARS, *params])
+            decoded = orjson.loads(rows[0][0])
+        except (ServiceUnavailable, orjson.JSONDecodeError):
+            # a damaged row (a BLOB where text belongs): the batch the usual way, by id
+            decoded = [row[0] for row in await self._fetch(f"SELECT id FROM ({sql})", params)]
+        items: list[Task | int] = [
+            row if isinstance(row, int) else row_to_task(row) for row in decoded
+        ]
+        items.sort(key=lambda item: item if isinstance(item, int) else item.id, reverse=descending)
+        return items
+
+    def _list_query(
+        self,
+        graph: GraphRef,
+        status: Status | frozenset[Status] | None,
+        after_id: int,
+        task_type: str | None,
+        descending: bool,
+    ) -> tuple[str, list[Any], frozenset[Status] | None]:
+        """A list's query without its LIMIT: the SQL, its parameters (the third is the id
+        it goes on from) and the statuses it keeps."""
         # Descending, `after_id` is the id the page goes on below (0: from the newest); the
         # same indexes serve both orders, read backwards.
         if descending:
@@ -1164,24 +1272,7 @@ class SQLiteStore:
                 params.extend(known)
             sql += " AND " + (terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})")
         sql += " ORDER BY id DESC" if descending else " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        tasks = await self._fetch_tasks(sql, params, descending=descending)
-        if wanted is None or wanted == {Status.UNKNOWN}:
-            return tasks
-        # A row shows under the status it reads as: one whose status is known but a field of
-        # it is damaged reads as `unknown`, so it is listed there and not under its own. Such
-        # rows are rare: they are left out here (not by a per-row check in SQL, which cost
-        # every list a Python call per row), and the page filled up from further on.
-        kept = [t for t in tasks if t.status in wanted]
-        fetched, asked = tasks, limit
-        while limit is not None and len(fetched) == asked and len(kept) < limit:
-            asked = limit - len(kept)
-            params[2], params[-1] = fetched[-1].id, asked
-            fetched = await self._fetch_tasks(sql, params, descending=descending)
-            kept.extend(t for t in fetched if t.status in wanted)
-        return kept
+        return sql, params, wanted
 
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]:
         unique = sorted(set(ids))

@@ -2,16 +2,126 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator
+
+import orjson
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound
-from ..model import Status
+from ..model import Status, Task
 from . import params
 from .keys import REGISTRY, STORE, SUPERVISOR
-from .responses import json_response
+from .responses import JSON_CONTENT_TYPE, json_response
+
+#: bytes of a list's answer past which it is written as it is read, in pieces of PIECE
+#: bytes, each once the client has taken the ones before (a smaller one goes out whole)
+STREAM_ABOVE = 256 * 1024
+PIECE = 64 * 1024
 
 
-async def list_tasks(request: web.Request) -> web.Response:
+class _ListAnswer:
+    """A list's JSON answer, byte for byte what `json_response` would send. While it is
+    small it is kept and sent whole; past STREAM_ABOVE bytes it goes out chunked as it is
+    read, and each write waits for the client to take what it was sent: a slow reader of a
+    list of large tasks holds a piece, not the list."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.request = request
+        self.parts: list[bytes] = [b'{"tasks":[']
+        self.size = 0
+        self.count = 0
+        self.response: web.StreamResponse | None = None
+        self.gone = False  # the client left: nothing more is read or written
+
+    async def add(self, task: Task) -> None:
+        data = orjson.dumps(task.to_api())
+        if self.count:
+            self.parts.append(b",")
+        self.parts.append(data)
+        self.count += 1
+        self.size += len(data)
+        if self.size > STREAM_ABOVE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        parts, self.parts, self.size = self.parts, [], 0
+        if self.response is None:
+            self.response = web.StreamResponse(headers={"Content-Type": JSON_CONTENT_TYPE})
+            self.response.enable_chunked_encoding()
+            await self.response.prepare(self.request)
+        try:
+            for piece in _pieces(parts):
+                await self.response.write(piece)  # waits while the socket's buffer is full
+        except ConnectionError:
+            self.gone = True
+
+    async def finish(self, tail: bytes) -> web.StreamResponse:
+        """Ends the answer with `tail`: the tasks array's end and what follows it."""
+        self.parts.append(tail)
+        if self.response is None:
+            response = web.Response(body=b"".join(self.parts))
+            response.headers["Content-Type"] = JSON_CONTENT_TYPE
+            return response
+        if not self.gone:
+            await self._flush()
+        if not self.gone:
+            with contextlib.suppress(ConnectionError):
+                await self.response.write_eof()
+        return self.response
+
+
+def _pieces(parts: list[bytes]) -> list[bytes | memoryview]:
+    """`parts` as writes of about PIECE bytes: small ones joined, a large one split."""
+    out: list[bytes | memoryview] = []
+    pending: list[bytes] = []
+    size = 0
+    for part in parts:
+        if len(part) >= PIECE:
+            if pending:
+                out.append(b"".join(pending))
+                pending, size = [], 0
+            view = memoryview(part)
+            out.extend(view[i : i + PIECE] for i in range(0, len(part), PIECE))
+            continue
+        pending.append(part)
+        size += len(part)
+        if size >= PIECE:
+            out.append(b"".join(pending))
+            pending, size = [], 0
+    if pending:
+        out.append(b"".join(pending))
+    return out
+
+
+async def _answer(
+    request: web.Request,
+    tasks: AsyncGenerator[Task, None],
+    limit: int | None,
+    paged: bool,
+    descending: bool,
+) -> web.StreamResponse:
+    """The list's answer: `{"tasks": [...]}`, and with `paged` the next page's token (one
+    task more than `limit` was asked for: it tells whether another page follows)."""
+    answer = _ListAnswer(request)
+    last_id = 0
+    more = False
+    async with contextlib.aclosing(tasks):
+        async for task in tasks:
+            if limit is not None and answer.count == limit:
+                more = True
+                break
+            await answer.add(task)
+            last_id = task.id
+            if answer.gone:
+                break
+    if not paged:
+        return await answer.finish(b"]}")
+    next_page = params.encode_page(last_id, descending) if more and answer.count else None
+    return await answer.finish(b'],"page":' + orjson.dumps(next_page) + b"}")
+
+
+async def list_tasks(request: web.Request) -> web.StreamResponse:
     graph = params.graph_of(request)
     query = request.query
     ids = query.getall("ids", [])
@@ -34,24 +144,23 @@ async def list_tasks(request: web.Request) -> web.Response:
         if type_texts:
             raise BadRequest(f"Not support type when query task by ids, but got type='{type_texts[0]}'")
         task_ids = [params.integer("ids", text, minimum=1) for text in ids]
-        tasks = await request.app[STORE].list_ids(graph, task_ids)
-        return json_response({"tasks": [t.to_api() for t in tasks]})
+        return await _answer(
+            request, request.app[STORE].iter_ids(graph, task_ids), None, False, False
+        )
 
     status = None if status_text is None else params.statuses(status_text)
     task_type = params.task_type(type_texts, request.app[REGISTRY].names())
     store = request.app[STORE]
     if page is None:
-        tasks = await store.list_tasks(
-            graph, status, limit, 0, task_type=task_type, descending=descending
-        )
-        return json_response({"tasks": [t.to_api() for t in tasks]})
+        tasks = store.iter_tasks(graph, status, limit, 0, task_type=task_type, descending=descending)
+        return await _answer(request, tasks, limit, False, descending)
 
     after = params.decode_page(page, descending)
     if limit == 0:
         # an empty page has no last id to go on from: its "page" would claim the end
         raise BadRequest("The parameter 'limit' must be >= 1 or -1 when paging, but got '0'")
     # one more than asked tells whether another page follows
-    tasks = await store.list_tasks(
+    tasks = store.iter_tasks(
         graph,
         status,
         None if limit is None else limit + 1,
@@ -59,11 +168,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         task_type=task_type,
         descending=descending,
     )
-    next_page = None
-    if limit is not None and len(tasks) > limit:
-        tasks = tasks[:limit]
-        next_page = params.encode_page(tasks[-1].id, descending) if tasks else None
-    return json_response({"tasks": [t.to_api() for t in tasks], "page": next_page})
+    return await _answer(request, tasks, limit, True, descending)
 
 
 async def get_task(request: web.Request) -> web.Response:
