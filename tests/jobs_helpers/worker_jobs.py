@@ -55,3 +55,8 @@ async def deep(task: WorkerTask) -> list[Any]:
     for _ in range(int(task.input["depth"]) - 1):
         value = [value]
     return value
+
+
+async def big(task: WorkerTask) -> str:
+    """Returns a string of input["size"] characters."""
+    return "x" * int(task.input["size"])

@@ -455,7 +455,7 @@ async def test_a_restart_of_the_service_keeps_the_workers_leases(
 def write_config(tmp_path: Path, **settings: Any) -> Path:
     values = {
         "graphs": ["DEFAULT/hugegraph"],
-        "external_types": ["hold", "spin", "count", "broken", "hopeless", "countdown", "deep"],
+        "external_types": ["hold", "spin", "count", "broken", "hopeless", "countdown", "deep", "big"],
         "lease_duration": 2.0,
         "default_max_retries": 0,
         "retry_backoff": 0.05,
@@ -570,6 +570,25 @@ async def test_a_python_worker_sends_a_result_nested_to_the_bound_and_fails_a_de
     task = await api.wait(beyond, "success", "failed")
     assert (task["task_status"], task["task_retries"]) == ("failed", 0)  # no retry mends it
     assert task["task_result"] == "The job's result is nested too deeply; at most 254 levels are allowed"
+
+
+async def test_a_result_the_service_refuses_fails_the_task_with_the_services_words(
+    server_factory: Any, tmp_path: Path, http: ClientSession, processes: Processes
+) -> None:
+    server = server_factory(config_file=write_config(tmp_path, max_result_bytes=1000))
+    await server.wait_ready()
+    api = Api(http, server.url)
+    worker = processes.python_worker(server.url, "py-big", "big")
+    task_id = await api.submit("big", {"size": 5000}, max_retries=2)
+    task = await api.wait(task_id, "failed", "success")
+    assert (task["task_status"], task["task_retries"]) == ("failed", 0)  # no retry mends it
+    assert task["task_result"] == (
+        "The service refused the job's result: The result is 5002 bytes of JSON; the limit is "
+        "1000 bytes (max_result_bytes)"
+    )
+    assert worker.poll() is None  # a refused result is the task's problem, not the worker's
+    done = await api.submit("big", {"size": 10})
+    assert (await api.wait(done, "success", "failed"))["task_result"] == '"xxxxxxxxxx"'
 
 
 async def test_a_burst_worker_runs_what_is_waiting_then_exits(api: Api, processes: Processes) -> None:
