@@ -2,7 +2,7 @@
 
     scripts/bench [--quick] [--rows ceiling,submit,e2e,peer,reads,sse,startup] [--json]
 
-Rows (README, "Performance", says how each is measured):
+Rows (scripts/benchlib/README.md says how each is measured):
   ceiling  a minimal aiohttp endpoint (own process) under the submit row's wrk load
   submit   POST …/jobs/echo over 64 keep-alive connections (wrk), ratio to the ceiling
   e2e      echo tasks submitted and run to success: tasks/s; dispatch latency at low
