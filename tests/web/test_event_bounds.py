@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestServer
 
 from service.events import EventBus, Scope
 from service.model import Event, EventKind, GraphRef, Status
@@ -20,6 +21,7 @@ from service.web import create_app
 from service.web.keys import EVENTS
 from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
 from tests.sse import SSEReader
+from tests.web.test_cli import sidetask
 
 BASE = "/graphs/hugegraph"
 KIB = 1024
@@ -245,3 +247,14 @@ async def test_a_list_of_large_tasks_is_streamed_byte_for_byte(client: Any) -> N
     # a small page is one body with its length, as before
     small, headers = await raw(ids=str(ids[2]))
     assert small == whole([by_id[ids[2]]]) and headers["Content-Length"] == str(len(small))
+
+
+async def test_watch_keeps_the_total_it_read_from_the_input(server: TestServer) -> None:
+    url = str(server.make_url("")).rstrip("/")
+    # echo reports no progress and declares no total: only the input's `total` gives one,
+    # and only the watch's first event carries the input
+    ran = await sidetask("submit", "echo", "--input", '{"total": 4}', "--watch", "--url", url)
+    assert ran.code == 0, ran.err
+    lines = [line for line in ran.out.splitlines() if line.startswith("task ")]
+    assert any(" success " in line for line in lines), ran.out
+    assert all(line.endswith(" progress 0/4") for line in lines), ran.out
