@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service import auth
+from service import auth, config
+from service.config import ConfigError
 from tests.conftest import get_task, submit
 from tests.sup_util import Start
 
@@ -340,3 +342,26 @@ async def test_the_document_names_both_refusals(client: TestClient) -> None:
                 responses = operation["responses"]
                 assert "421" in responses, (method, path)
                 assert "Origin" in responses["403"]["description"], (method, path)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "words"),
+    [
+        (
+            "allowed_hosts",
+            "sidetask:8080",
+            "'sidetask:8080' is not a host name or an IP address (without a port",
+        ),
+        ("allowed_hosts", "*.10.0.0.1", "'*.' goes before a name, not an address"),
+        ("allowed_origins", "https://tools.example.org/sidetask", "is not an origin of the form"),
+        ("allowed_origins", "null", "'null' is not an origin of the form"),
+    ],
+)
+def test_an_entry_that_is_no_host_or_origin_stops_the_start(
+    tmp_path: Path, setting: str, value: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config.load(env={f"SIDETASK_{setting.upper()}": value}, db=str(tmp_path / "x.db"))
+    assert str(raised.value).startswith(f"{setting}: ")
+    assert words in str(raised.value)
+    assert f"SIDETASK_{setting.upper()}" in str(raised.value)
