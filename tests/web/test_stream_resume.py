@@ -25,6 +25,7 @@ from tests.sup_util import Start, rows
 
 COMPLETED = ("success", "failed", "cancelled")
 A = "/graphs/hugegraph"  # DEFAULT/hugegraph
+A_SPACE = "/graphspaces/DEFAULT/graphs/hugegraph"
 B = "/graphspaces/gs1/graphs/other"
 
 
@@ -112,6 +113,11 @@ STREAMS = {
     "task": Stream(
         lambda w: f"{A}/tasks/{w.long}/events", lambda w, e: e.task_id == w.long, lambda w: w.long
     ),
+    "task_by_graphspace": Stream(
+        lambda w: f"{A_SPACE}/tasks/{w.long}/events",
+        lambda w, e: e.task_id == w.long,
+        lambda w: w.long,
+    ),
     "running_task": Stream(
         lambda w: f"{A}/tasks/{w.live}/events", lambda w, e: e.task_id == w.live, lambda w: w.live
     ),
@@ -121,6 +127,8 @@ STREAMS = {
         lambda w: w.deleted,
     ),
     "graph": Stream(lambda w: f"{A}/events", lambda w, e: in_a(e)),
+    # the same graph under its graphspace's prefix (SPEC 1)
+    "graph_by_graphspace": Stream(lambda w: f"{A_SPACE}/events", lambda w, e: in_a(e)),
     "graph_by_status": Stream(
         lambda w: f"{A}/events",
         lambda w, e: in_a(e) and e.status == "success",
