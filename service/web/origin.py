@@ -43,6 +43,7 @@ Basic credentials with a foreign page's request too.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -67,6 +68,12 @@ _PORT = re.compile(r"[0-9]{1,5}")
 MAX_SHOWN = 200
 
 
+#: Host and Origin values parsed, remembered: a client sends the same few (the few
+#: microseconds of ipaddress parsing each would otherwise be paid per request)
+PARSED_CACHE = 256
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def split_host(value: str) -> tuple[str, int | None]:
     """(host, port) of a Host header, the host as config.normal_host writes it; ValueError
     when the value is not `host[:port]` or `[IPv6][:port]`."""
@@ -83,6 +90,10 @@ def split_host(value: str) -> tuple[str, int | None]:
     return normal_host(host), int(port) if port else None
 
 
+_origin_of = functools.lru_cache(maxsize=PARSED_CACHE)(parse_origin)
+
+
+@functools.lru_cache(maxsize=PARSED_CACHE)
 def is_loopback_host(host: str) -> bool:
     """`host` as config.normal_host writes it names this machine: localhost, a name under
     .localhost (which browsers resolve to loopback themselves), or a loopback address."""
@@ -193,7 +204,7 @@ class PagePolicy:
                     "local file, a redirect across sites) is refused",
                 )
             try:
-                sender: tuple[str, str, int] | None = parse_origin(origin)
+                sender: tuple[str, str, int] | None = _origin_of(origin)
             except ValueError:
                 sender = None
             if sender is None or (sender != own and sender not in self.origins):
