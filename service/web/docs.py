@@ -44,7 +44,10 @@ def files() -> dict[str, tuple[bytes, str]]:
     static = _swagger_static()
     for name in SWAGGER_FILES:
         if static is not None and (static / name).is_file():
-            found[name] = ((static / name).read_bytes(), CONTENT_TYPES["." + name.rpartition(".")[2]])
+            found[name] = (
+                (static / name).read_bytes(),
+                CONTENT_TYPES["." + name.rpartition(".")[2]],
+            )
     return found
 
 

@@ -10,7 +10,9 @@ from playwright.async_api import Browser, expect
 from tests.browser.conftest import ServerProcess
 
 
-async def test_the_docs_page_renders_the_operations(browser: Browser, server: ServerProcess) -> None:
+async def test_the_docs_page_renders_the_operations(
+    browser: Browser, server: ServerProcess
+) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     requests: list[str] = []
@@ -51,5 +53,7 @@ async def test_the_docs_page_renders_the_operations(browser: Browser, server: Se
     await expect(listing.first.locator(".parameters")).to_contain_text("type")
     await context.close()
     assert errors == [], "the page's code failed or the policy refused something"
-    foreign = [u for u in requests if not u.startswith(f"{server.url}/") and not u.startswith("data:")]
+    foreign = [
+        u for u in requests if not u.startswith(f"{server.url}/") and not u.startswith("data:")
+    ]
     assert foreign == [], "the page loaded something that is not the service's"

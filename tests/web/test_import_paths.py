@@ -21,8 +21,7 @@ def project(root: Path) -> Path:
     """A project directory holding a job module of its own and a configuration naming it."""
     root.mkdir()
     (root / f"{MODULE}.py").write_text(
-        "def shout(ctx):\n"
-        "    return ctx.input['text'].upper() + '!'\n"
+        "def shout(ctx):\n    return ctx.input['text'].upper() + '!'\n"
     )
     return root
 

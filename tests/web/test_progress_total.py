@@ -57,7 +57,9 @@ def python(code: str) -> list[str]:
 
 COMMANDS: dict[str, Any] = {
     # `progress: N/M` lines; one whose total is 0 is no progress line, but output
-    "fraction": {"argv": python("print('progress: 54/60'); print('progress: 3/0'); print('progress: 55')")},
+    "fraction": {
+        "argv": python("print('progress: 54/60'); print('progress: 3/0'); print('progress: 55')")
+    },
     "declared": {"argv": python("print('progress: 7')"), "total": 60},
     "counted": {
         "argv": [sys.executable, CMD, "progress", "{steps}", "{hold}"],
@@ -149,7 +151,10 @@ async def test_a_command_declares_its_total_as_a_number_or_a_parameter(
 def test_a_total_that_is_no_integer_parameter_is_a_configuration_error(
     tmp_path: Path, total: str, message: str
 ) -> None:
-    command = {"argv": ["prog", "{steps}", "{name}"], "params": {"steps": "integer", "name": "string"}}
+    command = {
+        "argv": ["prog", "{steps}", "{name}"],
+        "params": {"steps": "integer", "name": "string"},
+    }
     settings = make_settings(tmp_path, commands={"bad": {**command, "total": total}})
     with pytest.raises(ConfigError) as raised:
         build_registry(settings)
@@ -158,12 +163,16 @@ def test_a_total_that_is_no_integer_parameter_is_a_configuration_error(
 
 @pytest.mark.parametrize("total", [0, -3, 1.5, True])
 def test_a_total_below_one_or_not_an_integer_is_refused_at_load(tmp_path: Path, total: Any) -> None:
-    with pytest.raises(ConfigError, match=r"commands\.bad\.total: expected an integer of at least 1"):
+    with pytest.raises(
+        ConfigError, match=r"commands\.bad\.total: expected an integer of at least 1"
+    ):
         make_settings(tmp_path, commands={"bad": {"argv": ["prog"], "total": total}})
 
 
 async def test_sidetask_watch_shows_n_of_the_declared_total(tmp_path: Path) -> None:
-    server = TestServer(create_app(make_settings(tmp_path, jobs=JOBS, commands=COMMANDS)), host="127.0.0.1")
+    server = TestServer(
+        create_app(make_settings(tmp_path, jobs=JOBS, commands=COMMANDS)), host="127.0.0.1"
+    )
     await server.start_server()
     try:
         url = str(server.make_url("")).rstrip("/")
