@@ -231,31 +231,37 @@ class JsonErrorHandler(RequestHandler):
     """aiohttp's request handler, answering what it refuses with the JSON error body, and
     refusing connections past the cap and requests whose headers come too slowly."""
 
-    _manager: _JsonErrorServer
-
     #: a connection past max_connections: answered and closed, never served
     _refused = False
+    #: counted in the server's open connections
+    _counted = False
     _headers_due: asyncio.TimerHandle | None = None
     _linger: asyncio.TimerHandle | None = None
     _refused_transport: asyncio.Transport
 
+    def __init__(self, manager: _JsonErrorServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        # aiohttp drops its own reference (_manager) when the connection is lost
+        self._server = manager
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self._manager
+        server = self._server
         if server.max_connections and server.open >= server.max_connections:
             self._refuse_connection(transport)  # type: ignore[arg-type]
             return
         server.open += 1
+        self._counted = True
         super().connection_made(transport)
         self._arm_header_timer()
 
     def _refuse_connection(self, transport: asyncio.Transport) -> None:
         self._refused = True
-        unlogged = self._manager.refusals.due()
+        unlogged = self._server.refusals.due()
         if unlogged is not None:
             log.warning(
                 "%s: connection refused: %d connections are open (max_connections)%s",
                 _peer(transport),
-                self._manager.open,
+                self._server.open,
                 _more(unlogged),
             )
         transport.write(
@@ -263,7 +269,7 @@ class JsonErrorHandler(RequestHandler):
                 503,
                 "Service Unavailable",
                 "ServiceUnavailableException",
-                f"Too many connections: {self._manager.max_connections} are open (max_connections); "
+                f"Too many connections: {self._server.max_connections} are open (max_connections); "
                 "retry after Retry-After seconds",
                 {"Retry-After": str(CONNECTION_RETRY_AFTER)},
             )
@@ -294,7 +300,9 @@ class JsonErrorHandler(RequestHandler):
             if self._linger is not None:
                 self._linger.cancel()
             return
-        self._manager.open -= 1
+        if self._counted:
+            self._counted = False
+            self._server.open -= 1
         self._disarm_header_timer()
         super().connection_lost(exc)
 
@@ -304,7 +312,7 @@ class JsonErrorHandler(RequestHandler):
         return waiter is not None and not waiter.done() and not self._messages
 
     def _arm_header_timer(self) -> None:
-        timeout = self._manager.header_timeout
+        timeout = self._server.header_timeout
         if timeout > 0:
             self._headers_due = self._loop.call_later(timeout, self._headers_too_slow)
 
@@ -318,8 +326,8 @@ class JsonErrorHandler(RequestHandler):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        timeout = self._manager.header_timeout
-        unlogged = self._manager.timeouts.due()
+        timeout = self._server.header_timeout
+        unlogged = self._server.timeouts.due()
         if unlogged is not None:
             log.info(
                 "%s: closed: the request's headers did not all arrive in %g s%s",
