@@ -568,6 +568,10 @@ class EventStream:
                 raw = b""
             response.release()
             raise _api_error(response.status, raw)
+        if response.status == 204:  # a task's stream resumed after its end: nothing will come
+            response.release()
+            self._finished = True
+            return
         self._response = response
 
     async def close(self) -> None:
@@ -586,7 +590,7 @@ class EventStream:
             raise StopAsyncIteration
         if self._response is None:
             await self.connect()
-        while True:
+        while not self._finished:
             event = await self._read_event()
             if event is not None:
                 if self._ends and event.ends_task_stream:
@@ -594,6 +598,7 @@ class EventStream:
                 return event
             # the connection ended: a task's stream only ends after its last event
             await self._reconnect()
+        raise StopAsyncIteration
 
     async def _reconnect(self) -> None:
         """Back after a drop: the server's suggested delay, doubling while it stays away,

@@ -304,10 +304,16 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     scope = Scope(graph=graph, task_id=task_id)
     if last_event_id is not None:
         last_event_id = await _resume_point(request, last_event_id)
-        if await store.get(graph, task_id) is None and not await store.events_after(
+        task = await store.get(graph, task_id)
+        if (task is None or task.completed) and not await store.events_after(
             last_event_id, graph, task_id, 1
         ):
-            raise NotFound(f"Can't find task with id '{task_id}'")
+            if task is None:
+                raise NotFound(f"Can't find task with id '{task_id}'")
+            # It ended at or before the id resumed from (or its events were purged): nothing
+            # will come. A 204 says so, and an EventSource stops reconnecting on it, where
+            # an empty stream would have it come back every `retry` for ever.
+            return web.Response(status=204)
 
         async def ended() -> bool:
             # Completed (or gone) before the stream went live: its end was before the id

@@ -10,6 +10,7 @@ must come right after the replay.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service import clock
+from service.client import Client
 from service.web.keys import SUPERVISOR
 from tests.conftest import submit, wait_status
 from tests.sse import SSEEvent, SSEReader
@@ -189,11 +191,16 @@ async def read(
     once it is connected), another up to the marker's success."""
     params = dict(stream.query) | query
     async with w.client.get(stream.path(w), headers=headers, params=params) as response:
+        if response.status == 204:  # a task stream with nothing left: it said so at once
+            assert stream.task is not None and await response.read() == b""
+            return []
         assert response.status == 200, await response.text()
         reader = SSEReader(response)
         if stream.task is not None:
             w.gate.touch()
-            return await reader.collect()
+            events = await reader.collect()
+            assert events, "a task stream with nothing to send is a 204"
+            return events
         marker = await submit(w.client, A, "echo", {"marker": True})
         got = await reader.until(
             lambda e: e.json.get("id") == marker and e.json.get("task_status") == "success"
@@ -255,7 +262,7 @@ def check(w: World, stream: Stream, got: list[SSEEvent], after: int) -> None:
             assert body["task_status"] == e.status
     if stream.task is not None:
         # a task stream ends after its completed status (or its deletion), and nothing of
-        # it is stored after what it sent
+        # it is stored after what it sent; with nothing to send (204) its task had ended
         assert not [e for e in events if e.id > end and stream.matches(w, e)]
         own = [e for e in events if stream.matches(w, e)]
         if own:  # else all were purged: the stream ended for its task was completed
@@ -307,3 +314,22 @@ async def test_invalid_ids_are_a_400_naming_the_id(start: Start, carrier: str) -
             path, headers={"Last-Event-ID": "0"}, params={"last_event_id": "x"}
         )
         assert response.status == 400
+
+
+async def test_the_client_ends_a_task_stream_resumed_after_its_end(start: Start) -> None:
+    """The server's 204 ends the Python client's stream instead of a reconnection loop."""
+    client = await start()
+    task_id = await submit(client, A, "echo", {})
+    await wait_status(client, A, task_id, "success")
+    async with Client(str(client.make_url("")), "DEFAULT/hugegraph", reconnect_delay=0.01) as api:
+        everything = [e async for e in api.events(task_id, last_event_id=0)]
+        assert everything[-1].kind == "task.status" and everything[-1].task.status == "success"
+        last = everything[-1].id
+        async with asyncio.timeout(10):
+            stream = api.events(task_id, last_event_id=last)
+            assert [e async for e in stream] == []
+        assert stream.reconnects == 0
+        response = await client.get(
+            f"{A}/tasks/{task_id}/events", headers={"Last-Event-ID": str(last)}
+        )
+        assert (response.status, await response.read()) == (204, b"")
