@@ -256,7 +256,16 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "operationId": "taskEvents",
             "summary": "A task's events: its current state, then every change; ends after a completed status or its deletion",
             "parameters": [TASK_ID, *EVENT_STREAM_PARAMS],
-            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
+            "responses": {
+                "200": EVENT_STREAM,
+                "204": {
+                    "description": "resumed after the task's end (or with its events purged): "
+                    "nothing more will come, and an EventSource stops reconnecting"
+                },
+                "400": BAD_REQUEST,
+                "404": NOT_FOUND,
+                "503": UNAVAILABLE,
+            },
         }
     }
     graph_events = {
