@@ -142,12 +142,12 @@ class Store(Protocol):
         *,
         task_type: str | None = None,
         descending: bool = False,
-    ) -> AsyncGenerator[Task, None]:
-        """What `list_tasks` gives, one task at a time, read in bounded batches: a large
-        task is read on its own, so a list of large tasks holds one at a time."""
+    ) -> AsyncGenerator[list[Task], None]:
+        """What `list_tasks` gives, in lists read in bounded batches: a large task is read
+        on its own and comes alone, so a list of large tasks holds one at a time."""
         ...
-    def iter_ids(self, graph: GraphRef, ids: Sequence[int]) -> AsyncGenerator[Task, None]:
-        """What `list_ids` gives, one task at a time, read as `iter_tasks` reads them."""
+    def iter_ids(self, graph: GraphRef, ids: Sequence[int]) -> AsyncGenerator[list[Task], None]:
+        """What `list_ids` gives, in lists as `iter_tasks` gives them."""
         ...
     async def events_after(
         self,

@@ -1168,10 +1168,10 @@ class SQLiteStore:
         *,
         task_type: str | None = None,
         descending: bool = False,
-    ) -> AsyncGenerator[Task, None]:
-        """The tasks `list_tasks` gives, one at a time, read in batches of at most
-        LIST_BATCH small tasks: a task larger than LIST_ROW_CHARS (input and result) is read
-        on its own when its turn comes, so a list of large tasks never holds more than one."""
+    ) -> AsyncGenerator[list[Task], None]:
+        """The tasks `list_tasks` gives, in lists of at most LIST_BATCH small tasks read
+        by one query; a task larger than LIST_ROW_CHARS (input and result) is read on its
+        own when its turn comes and comes alone, so a list of large tasks holds one."""
         sql, params, wanted = self._list_query(graph, status, after_id, task_type, descending)
         sql += " LIMIT ?"
         params.append(0)
@@ -1180,21 +1180,23 @@ class SQLiteStore:
             asked = LIST_BATCH if left is None else min(LIST_BATCH, left)
             params[-1] = asked
             batch = await self._fetch_bounded(sql, params, descending=descending)
-            for item in batch:
-                params[2] = item if isinstance(item, int) else item.id
-                task = await self._whole(graph, item)
-                if task is None or (wanted is not None and task.status not in wanted):
-                    continue  # deleted since, or reads as another status (damaged)
-                yield task
+            if batch:  # the next query goes on after this one's last row
+                last = batch[-1]
+                params[2] = last if isinstance(last, int) else last.id
+            async for tasks in self._resolved(graph, batch, wanted):
                 if left is not None:
-                    left -= 1
-                    if not left:
-                        return
+                    tasks = tasks[:left]
+                    left -= len(tasks)
+                yield tasks
+                if left == 0:
+                    return
             if len(batch) < asked:
                 return
 
-    async def iter_ids(self, graph: GraphRef, ids: Sequence[int]) -> AsyncGenerator[Task, None]:
-        """The tasks `list_ids` gives, one at a time, read as `iter_tasks` reads them."""
+    async def iter_ids(
+        self, graph: GraphRef, ids: Sequence[int]
+    ) -> AsyncGenerator[list[Task], None]:
+        """The tasks `list_ids` gives, in lists as `iter_tasks` gives them."""
         unique = sorted(set(ids))
         for start in range(0, len(unique), LIST_BATCH):
             chunk = unique[start : start + LIST_BATCH]
@@ -1203,13 +1205,27 @@ class SQLiteStore:
                 f" AND id IN ({', '.join('?' * len(chunk))}) ORDER BY id",
                 [graph.graphspace, graph.graph, *chunk],
             )
-            for item in batch:
-                task = await self._whole(graph, item)
-                if task is not None:
-                    yield task
+            async for tasks in self._resolved(graph, batch, None):
+                yield tasks
 
-    async def _whole(self, graph: GraphRef, item: Task | int) -> Task | None:
-        return item if isinstance(item, Task) else await self.get(graph, item)
+    async def _resolved(
+        self, graph: GraphRef, batch: list[Task | int], wanted: frozenset[Status] | None
+    ) -> AsyncGenerator[list[Task], None]:
+        """A batch as runs of its small tasks, and each large one (an id) read alone; a
+        task deleted since, or that reads as another status (damaged), is left out."""
+        run: list[Task] = []
+        for item in batch:
+            if isinstance(item, int):
+                if run:
+                    yield run
+                    run = []
+                task = await self.get(graph, item)
+                if task is not None and (wanted is None or task.status in wanted):
+                    yield [task]
+            elif wanted is None or item.status in wanted:
+                run.append(item)
+        if run:
+            yield run
 
     async def _fetch_bounded(
         self, sql: str, params: Sequence[Any], *, descending: bool = False

@@ -219,6 +219,8 @@ async def _serve(
             if scope.task_id is not None and ends_task_stream(first):
                 return await _end(stream, bus, subscription)
         while True:
+            if subscription.finished.done():  # the service shuts down: end here, cleanly
+                return await _end(stream, bus, subscription)
             overflows = subscription.overflows
             page = await store.events_after(
                 subscription.last_id, scope.graph, scope.task_id, REPLAY_PAGE, stream.limit
@@ -258,7 +260,10 @@ async def _serve(
         return await _end(stream, bus, subscription, clean=clean)
     except asyncio.CancelledError:
         # the handler is cancelled when its connection is lost (where the server does that)
-        bus.drop(subscription, CLOSED)
+        # (unless the bus had ended it; awaiting it, the cancel cancels the future)
+        finished = subscription.finished
+        if not finished.done() or finished.cancelled():
+            bus.drop(subscription, CLOSED)
         raise
     finally:
         bus.unsubscribe(subscription)  # however it ended
