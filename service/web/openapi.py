@@ -766,11 +766,12 @@ FOREIGN_PAGE = (
 
 
 def _name_the_types(paths: dict[str, Any], job_types: Sequence[str], external_types: Sequence[str]) -> None:
-    """`{type}` of POST …/jobs/{type} is a registered type (gremlin has its own operation);
-    a claim's `types` a comma-separated list of external types."""
+    """`{type}` of POST …/jobs/{type} is a registered type (gremlin has its own operation),
+    as the task list's and the graph stream's `type` are; a claim's `types` a
+    comma-separated list of external types."""
     types = sorted(t for t in job_types if t != "gremlin")
     for path, item in paths.items():
-        if path.endswith("/tasks") and job_types:
+        if path.endswith(("/tasks", "/events")) and job_types:
             operation = item["get"]
             operation["parameters"] = [
                 {**p, "schema": {"type": "string", "enum": sorted(job_types)}} if p["name"] == "type" else p

@@ -121,6 +121,9 @@ async def test_the_task_api_operations_declare_their_query_parameters(client: Te
     listing = {p["name"]: p for p in found[("GET", "/graphs/{graph}/tasks")]["parameters"]}
     assert listing["order"]["schema"] == {"type": "string", "enum": ["asc", "desc"], "default": "asc"}
     assert {"echo", "fail", "gremlin", "sleep"} <= set(listing["type"]["schema"]["enum"])
+    # the graph stream takes the same types as the list (another is a 400)
+    stream = {p["name"]: p for p in found[("GET", "/graphs/{graph}/events")]["parameters"]}
+    assert stream["type"]["schema"] == listing["type"]["schema"]
 
 
 #: operations that only ever redirect: `/` leads to the dashboard and answers nothing itself
