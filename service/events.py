@@ -70,9 +70,12 @@ class Scope:
     def __str__(self) -> str:
         if self.task_id is not None:
             return f"task {self.task_id}"
-        what = "every graph" if self.graph is None else f"graph {self.graph}"
-        if self.graphs is not None:
-            what += " of " + ", ".join(sorted(map(str, self.graphs)))
+        if self.graph is not None:
+            what = f"graph {self.graph}"
+        elif self.graphs is not None:  # a caller granted some graphs: theirs only
+            what = "graphs " + ", ".join(sorted(map(str, self.graphs)))
+        else:
+            what = "every graph"
         if self.status is not None:
             what += f", status {self.status.value}"
         if self.task_type is not None:
