@@ -369,7 +369,10 @@ def _run_client(
         return asyncio.run(run())
     except APIError as exc:
         kind = f" {exc.exception}" if exc.exception else ""
-        output.error(f"{exc.message} (HTTP {exc.status}{kind})")
+        # the cause says what the message may not: the status a refused action found, or
+        # what removes a task that cannot be interpreted
+        cause = f"; {exc.cause}" if exc.cause else ""
+        output.error(f"{exc.message}{cause} (HTTP {exc.status}{kind})")
         return EXIT_ERROR
     except ConnectionFailed as exc:
         output.error(exc.message)

@@ -247,6 +247,20 @@ async def test_pause_resume_retry_delete(url: str, api: Client) -> None:
     assert gone.code == 3 and f"Can't find task with id '{task_id}'" in gone.err
 
 
+async def test_a_refused_action_prints_the_status_it_found(url: str, api: Client) -> None:
+    task_id = await api.submit("echo", {})
+    async with asyncio.timeout(10):
+        async for event in api.events(task_id):
+            if event.ends_task_stream:
+                break
+    refused = await sidetask("cancel", str(task_id), "--url", url)
+    assert refused.code == 3 and refused.out == ""
+    assert refused.err == (
+        f"sidetask: Can't cancel task '{task_id}' which is completed or cancelling; "
+        f"Task '{task_id}' is in status SUCCESS (HTTP 400 IllegalArgumentException)\n"
+    )
+
+
 async def test_errors_print_the_servers_message_and_exit_non_zero(url: str) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
     (
