@@ -196,7 +196,7 @@ def run_login_flood(logins: int, flood: int, warmup: float) -> dict[str, Any]:
     """The benchmark row: a fresh server with one user at the shipped iterations."""
     from service import auth
 
-    settings = {"users": {USER: auth.hash_password(PASSWORD)}, "log_level": "WARNING"}
+    settings = {"users": {USER: auth.hash_password(PASSWORD)}}
     with BenchServer(**settings) as server:
         result = run_loop(measure(server.url, USER, PASSWORD, logins, flood, warmup))
         result["iterations"] = auth.DEFAULT_ITERATIONS

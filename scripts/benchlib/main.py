@@ -340,7 +340,8 @@ def render(plan: Plan, machine: dict[str, Any], lines: list[Line], out: dict[str
         "load average at start {:.2f} {:.2f} {:.2f}, at end {:.2f} {:.2f} {:.2f}".format(*machine["load_average_start"], *out["load_average_end"]),
         "servers: 127.0.0.1, each a fresh process; the shipped config/sidetask.toml (log_level INFO, to a file), except:",
         "  SSE row: jobs = {ticker = benchlib.jobs:ticker}, progress_interval = 0.001 (each progress report an event); "
-        + (f"e2e row: {plan.e2e_settings}" if plan.e2e_settings else "nothing else"),
+        + (f"e2e row: {plan.e2e_settings}" if plan.e2e_settings else "nothing else")
+        + ("; login-flood row: users = {bench = <PBKDF2, 600,000 iterations>}" if "login_flood" in out else ""),
         "",
     ]
     widths = [max(len(getattr(line, f)) for line in lines) if lines else 0 for f in ("row", "figure", "value", "target")]
