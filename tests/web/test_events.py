@@ -22,7 +22,10 @@ SLEEP = {"steps": 5, "interval": 0.05}
 def stored_events(db: Path, task_id: int | None = None) -> list[tuple[int, str, str | None]]:
     with sqlite3.connect(db) as conn:
         sql = "SELECT id, kind, status FROM events"
-        rows = conn.execute(sql + (" WHERE task_id = ?" if task_id else "") + " ORDER BY id", (task_id,) if task_id else ()).fetchall()
+        rows = conn.execute(
+            sql + (" WHERE task_id = ?" if task_id else "") + " ORDER BY id",
+            (task_id,) if task_id else (),
+        ).fetchall()
     return [(int(r[0]), str(r[1]), r[2]) for r in rows]
 
 
@@ -46,7 +49,13 @@ async def test_wire_format(client: Any, base: str) -> None:
     assert '", "' not in lines[2] and '": ' not in lines[2]
     data = orjson.loads(lines[2][6:])
     assert data["id"] == task_id and data["task_status"] == "success"
-    assert list(data)[:5] == ["task_name", "task_progress", "task_create", "task_status", "task_update"]
+    assert list(data)[:5] == [
+        "task_name",
+        "task_progress",
+        "task_create",
+        "task_status",
+        "task_update",
+    ]
     assert blocks[2:] == [""]
 
 
@@ -65,7 +74,9 @@ async def test_task_stream_follows_a_task_to_its_end(client: Any, base: str, set
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     # every live event is the stored one, in order
     stored = stored_events(Path(settings.db), task_id)
-    assert [(e.id, e.event) for e in events[1:]] == [(i, k) for i, k, _ in stored if i > events[0].id]
+    assert [(e.id, e.event) for e in events[1:]] == [
+        (i, k) for i, k, _ in stored if i > events[0].id
+    ]
 
 
 async def test_unknown_task_stream_is_a_404(client: Any, base: str) -> None:
@@ -82,7 +93,9 @@ async def test_bad_last_event_id_is_a_400(client: Any, base: str) -> None:
     assert "Last-Event-ID" in (await response.json())["message"]
 
 
-async def test_replay_after_a_disconnect_gives_every_event_once_in_order(client: Any, base: str, settings: Any) -> None:
+async def test_replay_after_a_disconnect_gives_every_event_once_in_order(
+    client: Any, base: str, settings: Any
+) -> None:
     first = await submit(client, base, "sleep", SLEEP)
     async with client.get(f"{base}/events") as response:
         reader = SSEReader(response)
@@ -91,9 +104,13 @@ async def test_replay_after_a_disconnect_gives_every_event_once_in_order(client:
     await wait_status(client, base, first, "success")
     second = await submit(client, base, "echo", {"n": 2})
     await wait_status(client, base, second, "success")
-    async with client.get(f"{base}/events", headers={"Last-Event-ID": str(seen[-1].id)}) as response:
+    async with client.get(
+        f"{base}/events", headers={"Last-Event-ID": str(seen[-1].id)}
+    ) as response:
         reader = SSEReader(response)
-        rest = await reader.until(lambda e: e.json.get("id") == second and e.json.get("task_status") == "success")
+        rest = await reader.until(
+            lambda e: e.json.get("id") == second and e.json.get("task_status") == "success"
+        )
     got = [e.id for e in seen + rest]
     stored = [i for i, _, _ in stored_events(Path(settings.db)) if seen[0].id <= i <= rest[-1].id]
     assert got == stored
@@ -102,14 +119,18 @@ async def test_replay_after_a_disconnect_gives_every_event_once_in_order(client:
 async def test_last_event_id_as_query_parameter(client: Any, base: str) -> None:
     task_id = await submit(client, base, "echo", {})
     await wait_status(client, base, task_id, "success")
-    async with client.get(f"{base}/tasks/{task_id}/events", params={"last_event_id": "0"}) as response:
+    async with client.get(
+        f"{base}/tasks/{task_id}/events", params={"last_event_id": "0"}
+    ) as response:
         events = await SSEReader(response).collect()
     assert events[0].event == "task.created"
     assert events[-1].json["task_status"] == "success"
 
 
 async def test_graph_stream_filters_by_status_and_type(client: Any, base: str) -> None:
-    async with client.get(f"{base}/events", params={"status": "SUCCESS", "type": "echo"}) as response:
+    async with client.get(
+        f"{base}/events", params={"status": "SUCCESS", "type": "echo"}
+    ) as response:
         reader = SSEReader(response)
         await submit(client, base, "sleep", {"steps": 1, "interval": 0})
         echo = await submit(client, base, "echo", {})
@@ -117,7 +138,9 @@ async def test_graph_stream_filters_by_status_and_type(client: Any, base: str) -
     assert all(e.json["task_type"] == "echo" and e.json["task_status"] == "success" for e in events)
 
 
-async def test_graph_stream_type_is_a_registered_one_as_in_the_task_list(client: Any, base: str) -> None:
+async def test_graph_stream_type_is_a_registered_one_as_in_the_task_list(
+    client: Any, base: str
+) -> None:
     for query in ({"type": "ech"}, {"type": ""}, [("type", "echo"), ("type", "sleep")]):
         stream = await client.get(f"{base}/events", params=query)
         listing = await client.get(f"{base}/tasks", params=query)
@@ -129,13 +152,18 @@ async def test_graph_stream_type_is_a_registered_one_as_in_the_task_list(client:
 
 
 async def test_graph_stream_sees_only_its_graph_and_service_stream_sees_all(client: Any) -> None:
-    async with client.get("/graphspaces/gs1/graphs/other/events") as other, client.get("/events") as everything:
+    async with (
+        client.get("/graphspaces/gs1/graphs/other/events") as other,
+        client.get("/events") as everything,
+    ):
         await submit(client, "/graphs/hugegraph", "echo", {})
         mine = await submit(client, "/graphspaces/gs1/graphs/other", "echo", {})
         events = await SSEReader(other).until(lambda e: e.json.get("task_status") == "success")
         assert {e.json["id"] for e in events} == {mine}
         assert {e.json["task_graph"] for e in events} == {"other"}
-        seen = await SSEReader(everything).until(lambda e: e.json.get("id") == mine and e.json.get("task_status") == "success")
+        seen = await SSEReader(everything).until(
+            lambda e: e.json.get("id") == mine and e.json.get("task_status") == "success"
+        )
         assert {e.json["task_graph"] for e in seen} == {"hugegraph", "other"}
 
 
@@ -152,7 +180,9 @@ async def test_stream_of_a_deleted_task_ends(client: Any, base: str) -> None:
     assert rest[-1].json == {"id": task_id}
 
 
-async def test_keepalive_comments_flow_while_nothing_happens(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_keepalive_comments_flow_while_nothing_happens(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     client = await aiohttp_client(create_app(make_settings(tmp_path, sse_keepalive=0.05)))
     comments = []
     async with client.get("/events") as response, asyncio.timeout(10):
@@ -163,13 +193,16 @@ async def test_keepalive_comments_flow_while_nothing_happens(aiohttp_client: Any
     assert comments == [": keep-alive", ": keep-alive"]
 
 
-async def test_a_subscriber_that_never_reads_does_not_delay_another(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_a_subscriber_that_never_reads_does_not_delay_another(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     client = await aiohttp_client(create_app(make_settings(tmp_path, sse_buffer_bytes=1024 * 1024)))
     bus = client.app[EVENTS]
     # A raw connection that asks for the stream and then never reads a byte.
     _, writer_sock = await asyncio.open_connection("127.0.0.1", client.port)
     writer_sock.write(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{client.port}\r\n\r\n".encode())
     await writer_sock.drain()
+
     async def subscribed() -> bool:
         return bus.subscriber_count >= 1
 
@@ -193,7 +226,9 @@ async def test_a_subscriber_that_never_reads_does_not_delay_another(aiohttp_clie
     writer_sock.close()
 
 
-async def test_a_thousand_subscribers_of_one_task_all_see_it_complete(client: Any, base: str) -> None:
+async def test_a_thousand_subscribers_of_one_task_all_see_it_complete(
+    client: Any, base: str
+) -> None:
     task_id = await submit(client, base, "sleep", {"steps": 1, "interval": 0.01}, delay=60)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -215,10 +250,14 @@ async def test_a_thousand_subscribers_of_one_task_all_see_it_complete(client: An
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM"])
-async def test_open_streams_end_cleanly_on_shutdown_before_the_drain(server_factory: Any, http: aiohttp.ClientSession, signal_name: str) -> None:
+async def test_open_streams_end_cleanly_on_shutdown_before_the_drain(
+    server_factory: Any, http: aiohttp.ClientSession, signal_name: str
+) -> None:
     server = server_factory()
     await server.wait_ready()
-    async with http.post(f"{server.url}/graphs/hugegraph/jobs/sleep", json={"steps": 40, "interval": 0.05}) as response:
+    async with http.post(
+        f"{server.url}/graphs/hugegraph/jobs/sleep", json={"steps": 40, "interval": 0.05}
+    ) as response:
         task_id = (await response.json())["task_id"]
     async with http.get(f"{server.url}/graphs/hugegraph/tasks/{task_id}/events") as response:
         reader = SSEReader(response)
@@ -230,12 +269,18 @@ async def test_open_streams_end_cleanly_on_shutdown_before_the_drain(server_fact
     assert server.proc.wait(30) == 0
 
 
-async def test_replay_after_a_server_restart(server_factory: Any, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+async def test_replay_after_a_server_restart(
+    server_factory: Any, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     server = server_factory()
     await server.wait_ready()
-    async with http.post(f"{server.url}/graphs/hugegraph/jobs/sleep", json={"steps": 3, "interval": 0.05}) as response:
+    async with http.post(
+        f"{server.url}/graphs/hugegraph/jobs/sleep", json={"steps": 3, "interval": 0.05}
+    ) as response:
         task_id = (await response.json())["task_id"]
-    async with http.get(f"{server.url}/graphs/hugegraph/tasks/{task_id}/events", params={"last_event_id": "0"}) as response:
+    async with http.get(
+        f"{server.url}/graphs/hugegraph/tasks/{task_id}/events", params={"last_event_id": "0"}
+    ) as response:
         before = await SSEReader(response).collect()
     assert server.terminate() == 0
     restarted = server_factory()
@@ -244,7 +289,9 @@ async def test_replay_after_a_server_restart(server_factory: Any, http: aiohttp.
         later = (await response.json())["task_id"]
     cut = before[2].id  # as if the client had dropped after the third event
     async with http.get(f"{restarted.url}/events", headers={"Last-Event-ID": str(cut)}) as response:
-        after = await SSEReader(response).until(lambda e: e.json.get("id") == later and e.json.get("task_status") == "success")
+        after = await SSEReader(response).until(
+            lambda e: e.json.get("id") == later and e.json.get("task_status") == "success"
+        )
     ids = [e.id for e in before[:3]] + [e.id for e in after]
     stored = [i for i, _, _ in stored_events(tmp_path / "sidetask.db")]
     assert ids == stored[: len(ids)]
