@@ -317,21 +317,25 @@ LOW_LIMIT_SERVER = (
 )
 
 
-async def test_running_out_of_descriptors_at_accept_is_logged_once_per_interval(
-    tmp_path: Path,
-) -> None:
-    port = free_port()
+def start_low_limit_server(tmp_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     config = tmp_path / "low.toml"
     config.write_text("max_connections = 0\n")  # no cap: the descriptors run out first
-    log = tmp_path / "server.log"
     argv = ["serve", "--port", str(port), "--db", str(tmp_path / "db"), "--config", str(config)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-c", LOW_LIMIT_SERVER, *argv],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+async def test_running_out_of_descriptors_at_accept_is_logged_once_per_interval(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    proc = start_low_limit_server(tmp_path, port, log)
     held: list[socket.socket] = []
     try:
 
