@@ -57,6 +57,16 @@ def holder_pid(key: tuple[int, int]) -> int | None:
     return None
 
 
+def _open(path: Path) -> int:
+    """A descriptor of the database file, creating it when missing (O_CREAT is atomic: two
+    processes creating it at once open the same file). A file this user may only read is
+    opened for reading: flock needs no write access, and SQLite says what it cannot do."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
 class ProcessLock:
     """An exclusive flock on the database file, held from `acquire` to `release`."""
 
@@ -71,7 +81,7 @@ class ProcessLock:
                 self._refuse_if_held(_key(os.stat(self.path)))
             except FileNotFoundError:
                 pass  # created just below
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _open(self.path)
             key = _key(os.fstat(fd))
             if key in _HELD:
                 # Held by this process, though the stat above did not see it (another thread
