@@ -30,7 +30,7 @@ from .errors import (
     TransitionRefused,
 )
 from .jobs import JobContext, JobType, PermanentFailure, Registry, command
-from .jobs.base import ReportedFailure
+from .jobs.base import MAX_ERROR_CHARS, ReportedFailure, describe_error
 from .model import (
     Action,
     GraphRef,
@@ -51,8 +51,6 @@ IDLE_POLL_SECONDS = 1.0
 SCHEDULER_STOP_SECONDS = 5.0
 #: what a refused submission is told to wait before it tries again (Retry-After)
 RETRY_AFTER_SECONDS = 1
-#: the most of an error's text kept as a failed task's result
-MAX_ERROR_CHARS = 64 * 1024
 #: the first and the longest wait before a job's end is written again when the store
 #: cannot write (a full disk, a locked database)
 SETTLE_RETRY_FIRST = 0.05
@@ -710,17 +708,7 @@ class Supervisor:
         return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
 
     def _describe(self, exc: BaseException, with_type: bool = True) -> str:
-        """An error as a task's result: `Type: message`, whatever the exception's `__str__`
-        does (raise, return text that is not UTF-8, return megabytes)."""
-        try:
-            text = str(exc)
-        except Exception:
-            text = "(its message could not be read)"
-        if with_type:
-            text = f"{type(exc).__name__}: {text}"
-        text = text.encode("utf-8", "replace").decode()
-        limit = min(self.settings.max_result_bytes, MAX_ERROR_CHARS)
-        return text if len(text) <= limit else text[:limit] + " …(cut)"
+        return describe_error(exc, with_type, min(self.settings.max_result_bytes, MAX_ERROR_CHARS))
 
     def _failure(self, task: Task, message: str) -> _Outcome:
         """Retry while retries are left (exponential backoff with jitter), else fail."""

@@ -19,6 +19,23 @@ from ..model import GraphRef
 JobFunction = Callable[["JobContext"], Any]
 
 
+#: the most of an error's text kept as a failed task's result
+MAX_ERROR_CHARS = 64 * 1024
+
+
+def describe_error(exc: BaseException, with_type: bool = True, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error as a task's result: `Type: message`, whatever the exception's `__str__`
+    does (raise, return text that is not UTF-8, return megabytes)."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "(its message could not be read)"
+    if with_type:
+        text = f"{type(exc).__name__}: {text}"
+    text = text.encode("utf-8", "replace").decode()
+    return text if len(text) <= limit else text[:limit] + " …(cut)"
+
+
 class PermanentFailure(Exception):
     """Raised by a job whose failure a retry cannot mend (bad input, missing configuration):
     the task ends `failed` at once, whatever retries it has left."""

@@ -22,7 +22,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,33 +317,16 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
         raise CommandFailed(f"Command '{command.name}' could not start: {exc}") from None
     group = transport.get_pid()
     try:
-        # Recorded before the job waits on it: a crash from here on leaves a group that the
-        # next start can find. (A crash in the instant before this write leaves one it cannot.)
-        await asyncio.shield(ctx.record_process_group(group, process_token(group)))
-        timed_out = False
-        try:
-            async with asyncio.timeout(spec.timeout):
-                await output.exited
-        except TimeoutError:
-            timed_out = True
-        # The leader is gone (or overran): whatever is left of its group goes with it.
-        await asyncio.shield(stop_group(group, grace))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PIPE_DRAIN_SECONDS):
-                await asyncio.shield(output.pipes_closed)
-    except BaseException:
-        # Cancelled by the API, a task timeout or a drain (or the store failed): stop the
-        # group, then let the error go on. Shielded: a second cancel (a drain after a cancel)
-        # must not interrupt the stop.
-        stopping = asyncio.ensure_future(stop_group(group, grace))
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(stopping)
-        raise
+        async with held_group(ctx, group, grace):
+            timed_out = False
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    await output.exited
+            except TimeoutError:
+                timed_out = True
+        await drained(output.pipes_closed)
     finally:
         transport.close()
-        if not group_alive(group):
-            with contextlib.suppress(Exception):
-                await asyncio.shield(ctx.record_process_group(None, None))
     code = transport.get_returncode()
     tail = output.text()
     if timed_out:
@@ -356,6 +339,38 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
             f"Command '{command.name}' {_exit_text(code)}" + _tail_note(tail, output.truncated)
         )
     return {"exit_code": 0, "output": tail, "output_truncated": output.truncated}
+
+
+@contextlib.asynccontextmanager
+async def held_group(ctx: JobContext, group: int, grace: float) -> AsyncIterator[None]:
+    """The life of a job's process group around the wait for its leader. The group is
+    recorded with the task before the job waits on it, so a crash from here on leaves a
+    group the next start can find and stop (a crash in the instant before this write
+    leaves one it cannot). When the leader is gone, whatever is left of its group goes
+    with it; when the wait is cancelled (the API, a task timeout, a drain) or the store
+    fails, the group is stopped before the error goes on. The record is cleared once the
+    group is gone."""
+    try:
+        await asyncio.shield(ctx.record_process_group(group, process_token(group)))
+        yield
+        await asyncio.shield(stop_group(group, grace))
+    except BaseException:
+        # Shielded: a second cancel (a drain after a cancel) must not interrupt the stop.
+        stopping = asyncio.ensure_future(stop_group(group, grace))
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(stopping)
+        raise
+    finally:
+        if not group_alive(group):
+            with contextlib.suppress(Exception):
+                await asyncio.shield(ctx.record_process_group(None, None))
+
+
+async def drained(closed: asyncio.Future[None]) -> None:
+    """Waits a moment for the pipes of a stopped group to close, so the last output is read."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(PIPE_DRAIN_SECONDS):
+            await asyncio.shield(closed)
 
 
 def _exit_text(code: int | None) -> str:

@@ -46,9 +46,10 @@ from .base import (
     JobType,
     PermanentFailure,
     ReportedFailure,
+    describe_error,
     load_function,
 )
-from .command import PIPE_DRAIN_SECONDS, _exit_text, group_alive, process_token, stop_group
+from .command import _exit_text, drained, held_group
 
 #: what the child runs: read the request, take the service's import path, run the job
 BOOTSTRAP = (
@@ -60,8 +61,6 @@ BOOTSTRAP = (
 )
 #: bytes of a message line beyond the result limit that the service still reads
 MESSAGE_SLACK = 64 * 1024
-#: the most of an error's text the child sends
-MAX_ERROR_CHARS = 64 * 1024
 
 
 def job_type(name: str, call: str) -> JobType:
@@ -156,39 +155,22 @@ async def run(call: str, ctx: JobContext) -> Any:
     limit = settings.max_result_bytes + MESSAGE_SLACK
     transport: asyncio.BaseTransport | None = None
     try:
-        # Recorded before the job waits on it: a crash from here on leaves a group that
-        # the next start can find and stop.
-        await asyncio.shield(ctx.record_process_group(group, process_token(group)))
-        transport, messages = await loop.connect_read_pipe(
-            lambda: _Messages(lambda value, total: ctx.progress(value, total), limit), pipe
-        )
-        assert process.stdin is not None
-        with contextlib.suppress(ConnectionError):  # it died at once: its exit says how
-            process.stdin.write(request + b"\n" + job_input + b"\n")
-            await process.stdin.drain()
-            process.stdin.close()
-        await process.wait()
-        # The child is gone: whatever it started in its group goes with it.
-        await asyncio.shield(stop_group(group, grace))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PIPE_DRAIN_SECONDS):
-                await asyncio.shield(messages.closed)
-    except BaseException:
-        # Cancelled (the API, the task's timeout, a drain): stop the group, then let the
-        # cancel go on. Shielded: a second cancel (a drain after a cancel) must not
-        # interrupt the stop.
-        stopping = asyncio.ensure_future(stop_group(group, grace))
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(stopping)
-        raise
+        async with held_group(ctx, group, grace):
+            transport, messages = await loop.connect_read_pipe(
+                lambda: _Messages(lambda value, total: ctx.progress(value, total), limit), pipe
+            )
+            assert process.stdin is not None
+            with contextlib.suppress(ConnectionError):  # it died at once: its exit says how
+                process.stdin.write(request + b"\n" + job_input + b"\n")
+                await process.stdin.drain()
+                process.stdin.close()
+            await process.wait()
+        await drained(messages.closed)
     finally:
         if transport is not None:
             transport.close()  # closes the pipe too
         else:
             pipe.close()
-        if not group_alive(group):
-            with contextlib.suppress(Exception):
-                await asyncio.shield(ctx.record_process_group(None, None))
     return _outcome(messages, process.returncode, settings)
 
 
@@ -313,9 +295,9 @@ def child(request: dict[str, Any], fd: int) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: a stop now needs no cleanup
         pipe.end(_result(value, settings.max_result_bytes))
     except PermanentFailure as exc:
-        pipe.end(_error(_describe(exc, with_type=False), permanent=True))
+        pipe.end(_error(describe_error(exc, with_type=False), permanent=True))
     except BaseException as exc:  # everything the job raises is its failure, as in the service
-        pipe.end(_error(_describe(exc), permanent=False))
+        pipe.end(_error(describe_error(exc), permanent=False))
     return 0
 
 
@@ -356,14 +338,3 @@ def _result(value: Any, limit: int) -> bytes:
 
 def _error(text: str, permanent: bool) -> bytes:
     return orjson.dumps({"error": text, "permanent": permanent})
-
-
-def _describe(exc: BaseException, with_type: bool = True) -> str:
-    try:
-        text = str(exc)
-    except Exception:
-        text = "(its message could not be read)"
-    if with_type:
-        text = f"{type(exc).__name__}: {text}"
-    text = text.encode("utf-8", "replace").decode()
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " …(cut)"
