@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,3 +83,18 @@ class SSEReader:
                 events.append(event)
                 if predicate(event):
                     return events
+
+
+async def stalled(
+    port: int, target: str, headers: str = "", receive_buffer: int = 32 * 1024
+) -> asyncio.StreamWriter:
+    """A connection that sends its GET and never reads; a small receive buffer, so the
+    server meets its backpressure early (the kernel's buffers are not the server's memory)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
+    await writer.drain()
+    return writer

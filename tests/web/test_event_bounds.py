@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,11 @@ from service.model import Event, EventKind, GraphRef, Status
 from service.web import create_app
 from service.web.keys import EVENTS
 from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
-from tests.sse import SSEReader
+from tests.sse import SSEReader, stalled
 from tests.web.test_cli import sidetask
 
 BASE = "/graphs/hugegraph"
 KIB = 1024
-
-
-async def stalled(port: int, target: str, headers: str = "") -> asyncio.StreamWriter:
-    """A connection that sends its request and never reads (a small receive buffer)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * KIB)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    _, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
-    await writer.drain()
-    return writer
 
 
 def stored(db: Path) -> list[tuple[int, str, bytes]]:
@@ -106,7 +93,7 @@ async def test_a_stalled_replay_is_cut_off_and_logged_as_fallen_behind(
             "success",
         )
     caplog.set_level(logging.DEBUG, logger="sidetask.events")
-    writer = await stalled(client.port, "/events", "Last-Event-ID: 0\r\n")
+    writer = await stalled(client.port, "/events", "Last-Event-ID: 0\r\n", receive_buffer=16 * KIB)
     try:
 
         async def cut() -> list[str]:

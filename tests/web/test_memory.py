@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import aiohttp
 import orjson
 
 from tests.conftest import ServerProcess, wait_for
-from tests.sse import SSEReader
+from tests.sse import SSEReader, stalled
 
 MIB = 1024 * 1024
 TASKS = 20
@@ -52,19 +51,6 @@ def status_kib(pid: int, field: str) -> int:
 def reset_peak(pid: int) -> None:
     """Resets the process's VmHWM to its current RSS (Linux: clear_refs, value 5)."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-async def stalled_reader(port: int, target: str, headers: str = "") -> asyncio.StreamWriter:
-    """A connection that sends its request and never reads; a small receive buffer, so the
-    server meets its backpressure early (the kernel's buffers are not the server's RSS)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    _, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n".encode())
-    await writer.drain()
-    return writer
 
 
 async def test_readers_that_never_read_pin_a_bounded_amount(
@@ -93,12 +79,9 @@ async def test_readers_that_never_read_pin_a_bounded_amount(
     reset_peak(pid)
 
     writers = [
-        await stalled_reader(server.port, "/events", "Last-Event-ID: 0\r\n")
-        for _ in range(SSE_READERS)
+        await stalled(server.port, "/events", "Last-Event-ID: 0\r\n") for _ in range(SSE_READERS)
     ]
-    writers += [
-        await stalled_reader(server.port, f"{BASE}/tasks?limit=-1") for _ in range(LIST_READERS)
-    ]
+    writers += [await stalled(server.port, f"{BASE}/tasks?limit=-1") for _ in range(LIST_READERS)]
     try:
         started = time.monotonic()
         async with asyncio.timeout(10), http.get(f"{url}/health") as response:
