@@ -60,6 +60,10 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.stop()
 
 
+async def _close_auth(app: web.Application) -> None:
+    app[AUTH].pool.close()
+
+
 async def _release_claims(app: web.Application) -> None:
     app[WORKERS].release_waiters()
 
@@ -97,6 +101,7 @@ def create_app(settings: Settings) -> web.Application:
     # on_shutdown runs before the cleanup contexts: streams end before the drain starts
     app.on_shutdown.append(close_streams)
     app.on_shutdown.append(_release_claims)  # waiting claims end (204) before the drain
+    app.on_cleanup.append(_close_auth)  # after the cleanup contexts: no request is left
     app.on_response_prepare.append(add_request_id)
     add_routes(app)
     return app

@@ -157,6 +157,11 @@ class CheckPool:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def close(self) -> None:
+        """Ends the threads once their checks are done; checks not yet started are dropped
+        (the app is closing: no one waits for them)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
     async def run(self, check: Callable[[], T], priority: int = 0) -> T:
         """`check()` on a thread of the pool, once a thread is free and this caller's turn
         has come; _NotNow (503) when the queue has no place for it."""

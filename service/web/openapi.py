@@ -751,6 +751,18 @@ UNAUTHORIZED = {
     **_error("no credentials, or wrong ones (README, \"Access and limits\")"),
     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "the schemes accepted"}},
 }
+#: what the password checks answer under a flood (service.web.auth)
+LOGIN_THROTTLED = {
+    **_error(
+        "the caller's address failed to log in auth_max_failures times within "
+        "auth_failure_window seconds; retry after Retry-After seconds"
+    ),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
+CHECKS_BUSY = {
+    **_error("too many credential checks are waiting (auth_queue); retry after Retry-After seconds"),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+}
 URI_TOO_LONG = _error("the request line is longer than max_header_bytes")
 HEADER_TOO_LARGE = _error("a header field is longer than max_header_bytes")
 FORBIDDEN = _error("the caller's grants name some graphs only, and a claim takes tasks of every graph")
@@ -824,8 +836,23 @@ def _add_limits_and_access(
                 operation["security"] = []
             else:
                 responses.setdefault("401", UNAUTHORIZED)
+                _also(responses, "429", LOGIN_THROTTLED)
+                _also(responses, "503", CHECKS_BUSY)
                 if grants and path == "/workers/{worker}/claim":
                     responses["403"] = _error(f"{FORBIDDEN['description']}; or {FOREIGN_PAGE}")
+
+
+def _also(responses: dict[str, Any], status: str, answer: dict[str, Any]) -> None:
+    """Adds a reason to an answer an operation may already give for another one."""
+    given = responses.get(status)
+    if given is None:
+        responses[status] = answer
+    else:
+        responses[status] = {
+            **answer,
+            **given,
+            "description": f"{given['description']}; or {answer['description']}",
+        }
 
 
 def openapi_document(
