@@ -169,8 +169,11 @@ function showMessage(node, text, kind) {
   node.hidden = !text;
 }
 
+// A refusal's message, then its cause when it has one ("Task '7' is in status SUCCESS"),
+// as the sidetask command prints them.
 function errorText(error) {
-  return error instanceof ApiError ? error.message : String(error);
+  if (!(error instanceof ApiError)) return String(error);
+  return error.cause ? `${error.message} (${error.cause})` : error.message;
 }
 
 // --- counts ---------------------------------------------------------------------------
