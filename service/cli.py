@@ -386,7 +386,7 @@ def _read_input(args: argparse.Namespace) -> Any:
         text = args.input
         origin = "--input"
     elif args.input_file is not None:
-        origin = args.input_file
+        origin = "the standard input" if args.input_file == "-" else args.input_file
         try:
             if args.input_file == "-":
                 text = sys.stdin.read()

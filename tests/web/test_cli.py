@@ -185,6 +185,9 @@ async def test_submit_options_reach_the_task(url: str, api: Client, tmp_path: Pa
         "submit", "echo", "--input-file", "-", "--url", url, "--json", stdin=b'{"a": 1}'
     )
     assert (await api.get(from_stdin.json()["task_id"])).input_value() == {"a": 1}
+    bad_stdin = await sidetask("submit", "echo", "--input-file", "-", "--url", url, stdin=b"{")
+    assert bad_stdin.code == 2
+    assert "sidetask: error: the standard input is not valid JSON" in bad_stdin.err, bad_stdin.err
 
     first = await sidetask("submit", "echo", "--idempotency-key", "k-1", "--url", url, "--json")
     again = await sidetask("submit", "echo", "--idempotency-key", "k-1", "--url", url, "--json")
