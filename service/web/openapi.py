@@ -6,9 +6,30 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..model import Action, Status
+from ..errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    SidetaskError,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
+from ..model import Action, EventKind, Status
+from . import declared
+from .auth import OPEN_PATHS
+from .declared import Param
 
 JSON = "application/json"
+#: the answers that come from no error class of the service: aiohttp's (414, 431, 415) and
+#: the Host check's (service.web.origin)
+MISDIRECTED_STATUS = 421
+URI_TOO_LONG_STATUS = 414
+HEADER_TOO_LARGE_STATUS = 431
+UNSUPPORTED_STATUS = 415
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -19,56 +40,35 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
 
 
+def _refusal(error: type[SidetaskError] | int, description: str, **extra: Any) -> dict[str, Any]:
+    """The answer of an error class (its status), as a `responses` entry."""
+    status = error if isinstance(error, int) else error.status
+    return {str(status): {**_error(description), **extra}}
+
+
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description, **extra}
+def _params(*declarations: Param) -> list[dict[str, Any]]:
+    return [d.openapi() for d in declarations]
 
 
-def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
-
-
-#: the largest integer a parameter takes (service.web.params.MAX_INT)
-MAX_INT = 2**53
-#: a status name in any case (`SUCCESS`, `success`, `Success`), as a pattern
-STATUS_PATTERN = "^(" + "|".join(
-    "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in s.value) for s in Status
-) + ")$"
-STATUS_SCHEMA = {"type": "string", "pattern": STATUS_PATTERN}
-#: one status or several, comma-separated
-STATUS_LIST_PATTERN = f"^{STATUS_PATTERN[1:-1]}(,{STATUS_PATTERN[1:-1]})*$"
 ACTION_SCHEMA = {"type": "string", "enum": [a.value for a in Action]}
-#: event kinds on the streams (service.model.EventKind)
-EVENT_KINDS = ["task.created", "task.status", "task.progress", "task.deleted"]
 
 GRAPH_PARAMS = {
-    "graphspace": _path("graphspace", {"type": "string"}, "a declared graphspace"),
-    "graph": _path("graph", {"type": "string"}, "a declared graph"),
+    "graphspace": declared.GRAPHSPACE.openapi(),
+    "graph": declared.GRAPH.openapi(),
 }
-TASK_ID = _path("id", {"type": "integer", "minimum": 1, "maximum": MAX_INT}, "the task's id")
-NOT_FOUND = _error("the graph or the task does not exist")
-BAD_REQUEST = _error("a parameter or the body is wrong; the message says what")
-UNAVAILABLE = _error("the store cannot read or write now (full disk, locked database, shutting down); retry later")
+TASK_ID = declared.TASK_ID.openapi()
+NOT_FOUND = _refusal(NotFound, "the graph or the task does not exist")
+BAD_REQUEST = _refusal(BadRequest, "a parameter or the body is wrong; the message says what")
+UNAVAILABLE = _refusal(
+    ServiceUnavailable,
+    "the store cannot read or write now (full disk, locked database, shutting down); retry later",
+)
 
-SUBMIT_OPTIONS = [
-    _query("name", {"type": "string", "maxLength": 256}, "the task's name (default: its type)"),
-    _query("priority", {"type": "integer", "minimum": -(2**31), "maximum": 2**31}, "higher runs first (default 0)"),
-    _query("max_retries", {"type": "integer", "minimum": 0, "maximum": 1000}, "re-runs after a failure or an interruption"),
-    _query("timeout", {"type": "number", "exclusiveMinimum": 0, "maximum": 10**9}, "seconds the job may run before it fails"),
-    _query("delay", {"type": "number", "minimum": 0, "maximum": 10 * 365 * 24 * 3600}, "seconds before it may start"),
-    {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-        "description": "one task per key and graph: the same request again returns the first "
-        "task's id (201, Idempotent-Replayed: true); another body, other options or another "
-        "job type with the key is a 422",
-    },
-]
+SUBMIT_OPTIONS = _params(*(option for option, _ in declared.SUBMIT_OPTIONS))
 CREATED = {
     **_json("the task is committed (or, with an Idempotency-Key, was)", _ref("Created")),
     "headers": {
@@ -79,26 +79,12 @@ CREATED = {
     },
 }
 #: an Idempotency-Key reused for a different request (the IETF Idempotency-Key draft's choice)
-IDEMPOTENCY_CONFLICT = _error(
+IDEMPOTENCY_CONFLICT = _refusal(
+    Unprocessable,
     "the Idempotency-Key was used in this graph with a different request (body, options or "
     "job type); the message names the key and its task"
 )
-EVENT_STREAM_PARAMS = [
-    {
-        "name": "Last-Event-ID",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
-        "description": "replay every stored event after this id, then follow live ones; an id "
-        "past the last stored event starts from now, and a task stream resumed after its task's "
-        "end ends after the replay",
-    },
-    _query(
-        "last_event_id",
-        {"type": "integer", "minimum": 0, "maximum": MAX_INT},
-        "the same, for clients that cannot set headers (the header wins when both are given)",
-    ),
-]
+EVENT_STREAM_PARAMS = _params(*declared.EVENT_STREAM)
 EVENT_STREAM = {
     "description": "Server-Sent Events: `id:` the event id, `event:` task.created, task.status, "
     "task.progress or task.deleted, `data:` the task as GET returns it (for task.deleted, {\"id\": N}); "
@@ -110,7 +96,7 @@ EVENT_STREAM = {
                 "type": "object",
                 "properties": {
                     "id": {"type": "string", "pattern": "^[0-9]+$"},
-                    "event": {"type": "string", "enum": EVENT_KINDS},
+                    "event": {"type": "string", "enum": [kind.value for kind in EventKind]},
                     "data": {"type": "string", "contentMediaType": "application/json"},
                 },
             }
@@ -124,40 +110,12 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
         "get": {
             "operationId": "listTasks",
             "summary": "List a graph's tasks in id order (ascending unless order=desc)",
-            "parameters": [
-                _query(
-                    "status",
-                    {"type": "string", "pattern": STATUS_LIST_PATTERN},
-                    "a status name, case-insensitive, or several separated by commas "
-                    "(`new,queued`: tasks in any of them); not with ids",
-                ),
-                _query(
-                    "type",
-                    {"type": "string"},
-                    "tasks of this registered job type only (one type); not with ids; "
-                    "another value is a 400 that lists the registered types",
-                ),
-                _query(
-                    "order",
-                    {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
-                    "asc: oldest first (HugeGraph's); desc: newest first. A page token goes on "
-                    "in the order it was made in (with the other, a 400); not with ids",
-                ),
-                _query("limit", {"type": "integer", "minimum": -1, "maximum": MAX_INT, "default": 100}, "-1: no limit; with page, -1 or at least 1"),
-                _query(
-                    "ids",
-                    {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_INT}},
-                    "these tasks only (repeat the parameter); not with status, type, order or page",
-                    style="form",
-                    explode=True,
-                ),
-                _query("page", {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}, "page token (as a previous answer gave it); empty for the first page"),
-            ],
+            "parameters": _params(*declared.LIST_TASKS),
             "responses": {
                 "200": _json("the tasks; with `page`, also the next page's token", _ref("TaskList")),
-                "400": BAD_REQUEST,
-                "404": NOT_FOUND,
-                "503": UNAVAILABLE,
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **UNAVAILABLE,
             },
         }
     }
@@ -168,9 +126,9 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "parameters": [TASK_ID],
             "responses": {
                 "200": _json("the task", _ref("Task")),
-                "400": BAD_REQUEST,
-                "404": NOT_FOUND,
-                "503": UNAVAILABLE,
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **UNAVAILABLE,
             },
         },
         "delete": {
@@ -178,13 +136,13 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "summary": "Delete a task's record (not the work itself)",
             "parameters": [
                 TASK_ID,
-                _query("force", {"type": "boolean", "default": False}, "delete an incomplete task too"),
+                declared.FORCE.openapi(),
             ],
             "responses": {
                 "204": {"description": "deleted"},
-                "400": _error("the task is incomplete and force is not true"),
-                "404": NOT_FOUND,
-                "503": UNAVAILABLE,
+                **_refusal(BadRequest, "the task is incomplete and force is not true"),
+                **NOT_FOUND,
+                **UNAVAILABLE,
             },
         },
         "put": {
@@ -192,18 +150,13 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "summary": "cancel, pause, resume or retry a task",
             "parameters": [
                 TASK_ID,
-                {
-                    "name": "action",
-                    "in": "query",
-                    "required": True,
-                    "schema": {"type": "string", "enum": ["cancel", "pause", "resume", "retry"]},
-                },
+                declared.ACTION.openapi(),
             ],
             "responses": {
                 "202": _json("the task after the action, and `cancelled`", _ref("ActionResult")),
-                "400": _error("an unknown action, or one the task's status does not allow"),
-                "404": NOT_FOUND,
-                "503": UNAVAILABLE,
+                **_refusal(BadRequest, "an unknown action, or one the task's status does not allow"),
+                **NOT_FOUND,
+                **UNAVAILABLE,
             },
         },
     }
@@ -218,10 +171,10 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             },
             "responses": {
                 "201": CREATED,
-                "400": BAD_REQUEST,
-                "404": NOT_FOUND,
-                "422": IDEMPOTENCY_CONFLICT,
-                "503": UNAVAILABLE,
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **IDEMPOTENCY_CONFLICT,
+                **UNAVAILABLE,
             },
         }
     }
@@ -229,7 +182,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
         "post": {
             "operationId": "createJob",
             "summary": "A job of any registered type; the body is its input",
-            "parameters": [_path("type", {"type": "string"}, "a registered job type"), *SUBMIT_OPTIONS],
+            "parameters": [declared.JOB_TYPE.openapi(), *SUBMIT_OPTIONS],
             "requestBody": {
                 "required": False,
                 "content": {
@@ -244,10 +197,10 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             },
             "responses": {
                 "201": CREATED,
-                "400": BAD_REQUEST,
-                "404": NOT_FOUND,
-                "422": IDEMPOTENCY_CONFLICT,
-                "503": UNAVAILABLE,
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **IDEMPOTENCY_CONFLICT,
+                **UNAVAILABLE,
             },
         }
     }
@@ -262,9 +215,9 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
                     "description": "resumed after the task's end (or with its events purged): "
                     "nothing more will come, and an EventSource stops reconnecting"
                 },
-                "400": BAD_REQUEST,
-                "404": NOT_FOUND,
-                "503": UNAVAILABLE,
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **UNAVAILABLE,
             },
         }
     }
@@ -273,11 +226,10 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "operationId": "graphEvents",
             "summary": "Every event of the graph's tasks, optionally by status and type",
             "parameters": [
-                _query("status", STATUS_SCHEMA, "only events whose task has this status (any case)"),
-                _query("type", {"type": "string"}, "only events of tasks of this type"),
+                *_params(declared.STREAM_STATUS, declared.STREAM_TYPE),
                 *EVENT_STREAM_PARAMS,
             ],
-            "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "404": NOT_FOUND, "503": UNAVAILABLE},
+            "responses": {"200": EVENT_STREAM, **BAD_REQUEST, **NOT_FOUND, **UNAVAILABLE},
         }
     }
     counts = {
@@ -286,8 +238,8 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "summary": "The graph's tasks per status (every status, zeros too) and their total",
             "responses": {
                 "200": _json("the counts", _ref("TaskCounts")),
-                "404": NOT_FOUND,
-                "503": UNAVAILABLE,
+                **NOT_FOUND,
+                **UNAVAILABLE,
             },
         }
     }
@@ -303,14 +255,9 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
     }
 
 
-LEASE = {
-    "name": "X-Lease",
-    "in": "header",
-    "required": True,
-    "schema": {"type": "string", "pattern": "\\S"},
-    "description": "the lease the claim returned",
-}
-NOT_HELD = _error(
+LEASE = declared.LEASE.openapi()
+NOT_HELD = _refusal(
+    Conflict,
     "the lease does not hold the task (another worker's, expired, or the task moved on: "
     "paused, deleted, completed); the worker stops working on it"
 )
@@ -327,10 +274,10 @@ def _worker_task_operations() -> dict[str, dict[str, Any]]:
             "requestBody": {"required": False, "content": {JSON: {"schema": _ref(body)}}},
             "responses": {
                 "200": answer,
-                "400": BAD_REQUEST,
-                "404": NOT_FOUND,
-                "409": NOT_HELD,
-                "503": UNAVAILABLE,
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **NOT_HELD,
+                **UNAVAILABLE,
             },
         }
 
@@ -371,13 +318,7 @@ def _worker_claim_operation() -> dict[str, dict[str, Any]]:
                 "operationId": "claimTask",
                 "summary": "An external worker claims the next due task of its types, under a "
                 "lease; waits up to `wait` seconds for one",
-                "parameters": [
-                    _path("worker", {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"},
-                          "the worker's name, shown as task_server"),
-                    _query("types", {"type": "string"}, "comma-separated external job types (default: all)"),
-                    _query("wait", {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
-                           "seconds to wait for a task (long poll)"),
-                ],
+                "parameters": _params(declared.WORKER, declared.CLAIM_TYPES, declared.CLAIM_WAIT),
                 "requestBody": {
                     "required": False,
                     "content": {JSON: {"schema": {"description": "ignored"}}},
@@ -385,8 +326,8 @@ def _worker_claim_operation() -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": {**_json("a task and its lease (also in the X-Lease header)", _ref("Claim"))},
                     "204": {"description": "no task came within `wait`, or the service is stopping"},
-                    "400": _error("a bad worker name or wait, or a type external workers do not serve"),
-                    "503": UNAVAILABLE,
+                    **_refusal(BadRequest, "a bad worker name or wait, or a type external workers do not serve"),
+                    **UNAVAILABLE,
                 },
             }
         }
@@ -411,7 +352,7 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
                 "parameters": [GRAPH_PARAMS["graphspace"]],
                 "responses": {
                     "200": _json("their names", {"type": "object", "properties": {"graphs": names}}),
-                    "404": _error("no declared graph is in that graphspace"),
+                    **_refusal(NotFound, "no declared graph is in that graphspace"),
                 },
             }
         },
@@ -464,7 +405,7 @@ def _dashboard_operations() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "dashboardAsset",
                 "summary": "A file the dashboard loads (its scripts, styles, icon)",
-                "parameters": [_path("asset", {"type": "string"}, "the file's name, e.g. app.js")],
+                "parameters": [declared.UI_ASSET.openapi()],
                 "responses": {
                     "200": {
                         "description": "the file",
@@ -474,7 +415,7 @@ def _dashboard_operations() -> dict[str, dict[str, Any]]:
                             "image/svg+xml": {"schema": {"type": "string"}},
                         },
                     },
-                    "404": _error("the dashboard has no such file"),
+                    **_refusal(NotFound, "the dashboard has no such file"),
                 },
             }
         },
@@ -489,9 +430,7 @@ def _dashboard_operations() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "apiDocsAsset",
                 "summary": "A file the documentation page loads (Swagger UI's script and styles)",
-                "parameters": [
-                    _path("asset", {"type": "string"}, "the file's name, e.g. swagger-ui.css")
-                ],
+                "parameters": [declared.DOCS_ASSET.openapi()],
                 "responses": {
                     "200": {
                         "description": "the file",
@@ -500,7 +439,7 @@ def _dashboard_operations() -> dict[str, dict[str, Any]]:
                             "text/css": {"schema": {"type": "string"}},
                         },
                     },
-                    "404": _error("the page has no such file"),
+                    **_refusal(NotFound, "the page has no such file"),
                 },
             }
         },
@@ -530,7 +469,7 @@ def _service_operations() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "ready",
                 "summary": "the store is open and the supervisor is running",
-                "responses": {"200": _json("ready", {"type": "object"}), "503": _error("not ready")},
+                "responses": {"200": _json("ready", {"type": "object"}), **_refusal(ServiceUnavailable, "not ready")},
             }
         },
         "/events": {
@@ -538,7 +477,7 @@ def _service_operations() -> dict[str, dict[str, Any]]:
                 "operationId": "serviceEvents",
                 "summary": "Every event of the service",
                 "parameters": EVENT_STREAM_PARAMS,
-                "responses": {"200": EVENT_STREAM, "400": BAD_REQUEST, "503": UNAVAILABLE},
+                "responses": {"200": EVENT_STREAM, **BAD_REQUEST, **UNAVAILABLE},
             }
         },
         "/openapi.json": {
@@ -652,16 +591,7 @@ def _schemas() -> dict[str, Any]:
             "properties": {"task_id": {"type": "integer"}},
             "required": ["task_id"],
         },
-        "GremlinJob": {
-            "type": "object",
-            "properties": {
-                "gremlin": {"type": "string"},
-                "bindings": {"type": "object"},
-                "language": {"type": "string", "default": "gremlin-groovy"},
-                "aliases": {"type": "object", "maxProperties": 0},
-            },
-            "required": ["gremlin"],
-        },
+        "GremlinJob": declared.body_schema(declared.GREMLIN_JOB),
         "Versions": {
             "type": "object",
             "properties": {
@@ -688,10 +618,7 @@ def _schemas() -> dict[str, Any]:
             },
             "required": ["id", "type", "input", "task_url", "lease", "lease_expires"],
         },
-        "ProgressReport": {
-            "type": "object",
-            "properties": {"progress": {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT, "description": "absent: a heartbeat"}},
-        },
+        "ProgressReport": declared.body_schema(declared.PROGRESS_REPORT),
         "ProgressAnswer": {
             "type": "object",
             "properties": {
@@ -703,21 +630,8 @@ def _schemas() -> dict[str, Any]:
             },
             "required": ["id", "task_status", "task_progress", "cancel", "lease_expires"],
         },
-        "Completion": {
-            "type": "object",
-            "properties": {
-                "result": {"description": "any JSON value; stored as task_result"},
-                "progress": {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT},
-            },
-        },
-        "Failure": {
-            "type": "object",
-            "properties": {
-                "error": {"type": "string", "description": "stored as task_result"},
-                "retry": {"type": "boolean", "default": True, "description": "false: no retry can mend it"},
-                "progress": {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT},
-            },
-        },
+        "Completion": declared.body_schema(declared.COMPLETION),
+        "Failure": declared.body_schema(declared.FAILURE),
         "Error": {
             "type": "object",
             "properties": {
@@ -738,38 +652,44 @@ PREFIX_PARAMETERS = {
 
 #: operations that take a task's input, and are admitted against max_waiting
 SUBMISSIONS = {"createJob", "createGremlinJob"}
-#: paths that answer without credentials (service.web.auth.OPEN_PATHS; /docs/{asset} is
-#: every file of the documentation page)
-OPEN_PATHS = {"/versions", "/health", "/ready", "/openapi.json", "/docs", "/docs/{asset}"}
-TOO_LARGE = _error("the body is over max_body_bytes, a task's input over max_input_bytes, or a result over max_result_bytes")
-UNSUPPORTED = _error("the body's Content-Type is not JSON, or its Content-Encoding can't be decoded")
-TOO_MANY = {
-    **_error("max_waiting tasks are waiting to run already; retry after Retry-After seconds"),
-    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-}
-UNAUTHORIZED = {
-    **_error("no credentials, or wrong ones (README, \"Access and limits\")"),
-    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "the schemes accepted"}},
-}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+TOO_LARGE = _refusal(
+    PayloadTooLarge,
+    "the body is over max_body_bytes, a task's input over max_input_bytes, or a result over max_result_bytes",
+)
+UNSUPPORTED = _refusal(
+    UNSUPPORTED_STATUS, "the body's Content-Type is not JSON, or its Content-Encoding can't be decoded"
+)
+TOO_MANY = _refusal(
+    TooManyRequests,
+    "max_waiting tasks are waiting to run already; retry after Retry-After seconds",
+    headers=RETRY_AFTER,
+)
+UNAUTHORIZED = _refusal(
+    Unauthorized,
+    "no credentials, or wrong ones (README, \"Access and limits\")",
+    headers={"WWW-Authenticate": {"schema": {"type": "string"}, "description": "the schemes accepted"}},
+)
 #: what the password checks answer under a flood (service.web.auth)
-LOGIN_THROTTLED = {
-    **_error(
-        "the caller's address failed to log in auth_max_failures times within "
-        "auth_failure_window seconds; retry after Retry-After seconds"
-    ),
-    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-}
-CHECKS_BUSY = {
-    **_error("too many credential checks are waiting (auth_queue); retry after Retry-After seconds"),
-    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-}
-URI_TOO_LONG = _error("the request line is longer than max_header_bytes")
-HEADER_TOO_LARGE = _error("a header field is longer than max_header_bytes")
-FORBIDDEN = _error("the caller's grants name some graphs only, and a claim takes tasks of every graph")
+LOGIN_THROTTLED = _refusal(
+    TooManyRequests,
+    "the caller's address failed to log in auth_max_failures times within "
+    "auth_failure_window seconds; retry after Retry-After seconds",
+    headers=RETRY_AFTER,
+)
+CHECKS_BUSY = _refusal(
+    ServiceUnavailable,
+    "too many credential checks are waiting (auth_queue); retry after Retry-After seconds",
+    headers=RETRY_AFTER,
+)
+URI_TOO_LONG = _refusal(URI_TOO_LONG_STATUS, "the request line is longer than max_header_bytes")
+HEADER_TOO_LARGE = _refusal(HEADER_TOO_LARGE_STATUS, "a header field is longer than max_header_bytes")
+FORBIDDEN = "the caller's grants name some graphs only, and a claim takes tasks of every graph"
 #: what every route answers to a request from a web page it does not serve (service.web.origin)
-MISDIRECTED = _error(
+MISDIRECTED = _refusal(
+    MISDIRECTED_STATUS,
     "the Host header names neither loopback, nor the bound address, nor an entry of "
-    'allowed_hosts (README, "Access and limits")'
+    'allowed_hosts (README, "Access and limits")',
 )
 FOREIGN_PAGE = (
     "the request comes from a page of another origin: its Origin is neither the service's "
@@ -812,38 +732,56 @@ def _add_limits_and_access(
     not serve (421 for its Host, 403 for its Origin), bodies over the limits or not JSON
     (413, 415), submissions past max_waiting (429), and with authentication on, 401 (and
     403 for a claim by a caller with grants)."""
-    open_paths = OPEN_PATHS | ({"/metrics"} if metrics_public else set())
+    open_paths = _open(OPEN_PATHS | ({"/metrics"} if metrics_public else set()), paths)
     for path, item in paths.items():
         for method, operation in item.items():
             if method not in {"get", "put", "post", "delete"}:
                 continue
             responses = operation["responses"]
-            responses.setdefault("421", MISDIRECTED)
-            responses["403"] = _error(FOREIGN_PAGE)
+            _add(responses, MISDIRECTED)
+            responses.update(_refusal(Forbidden, FOREIGN_PAGE))
             places = {p["in"] for p in [*item.get("parameters", []), *operation.get("parameters", [])]}
             if places & {"path", "query"}:  # what makes the request line long
-                responses.setdefault("414", URI_TOO_LONG)
+                _add(responses, URI_TOO_LONG)
             if "header" in places:
-                responses.setdefault("431", HEADER_TOO_LARGE)
+                _add(responses, HEADER_TOO_LARGE)
             if "requestBody" in operation:
-                responses.setdefault("413", TOO_LARGE)
-                responses.setdefault("415", UNSUPPORTED)
+                _add(responses, TOO_LARGE)
+                _add(responses, UNSUPPORTED)
             if operation["operationId"].rsplit("_", 1)[0] in SUBMISSIONS:
-                responses.setdefault("429", TOO_MANY)
+                _add(responses, TOO_MANY)
             if not auth:
                 continue
             if path in open_paths:
                 operation["security"] = []
             else:
-                responses.setdefault("401", UNAUTHORIZED)
-                _also(responses, "429", LOGIN_THROTTLED)
-                _also(responses, "503", CHECKS_BUSY)
+                _add(responses, UNAUTHORIZED)
+                _also(responses, LOGIN_THROTTLED)
+                _also(responses, CHECKS_BUSY)
                 if grants and path == "/workers/{worker}/claim":
-                    responses["403"] = _error(f"{FORBIDDEN['description']}; or {FOREIGN_PAGE}")
+                    responses.update(_refusal(Forbidden, f"{FORBIDDEN}; or {FOREIGN_PAGE}"))
 
 
-def _also(responses: dict[str, Any], status: str, answer: dict[str, Any]) -> None:
+def _open(open_paths: frozenset[str], paths: dict[str, Any]) -> set[str]:
+    """The documented paths that answer without credentials: service.web.auth.OPEN_PATHS
+    names each file of the documentation page, the document `/docs/{asset}` for them all."""
+    found = set()
+    for path in paths:
+        template = re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{\w+\})", path)))
+        if path in open_paths or any(template.fullmatch(p) for p in open_paths):
+            found.add(path)
+    return found
+
+
+def _add(responses: dict[str, Any], refusal: dict[str, Any]) -> None:
+    """Adds an answer an operation does not give already."""
+    for status, answer in refusal.items():
+        responses.setdefault(status, answer)
+
+
+def _also(responses: dict[str, Any], refusal: dict[str, Any]) -> None:
     """Adds a reason to an answer an operation may already give for another one."""
+    ((status, answer),) = refusal.items()
     given = responses.get(status)
     if given is None:
         responses[status] = answer
