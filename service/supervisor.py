@@ -31,14 +31,9 @@ from .errors import (
 )
 from .jobs import JobContext, JobType, PermanentFailure, Registry, command
 from .jobs.base import MAX_ERROR_CHARS, ReportedFailure, describe_error
-from .model import (
-    Action,
-    GraphRef,
-    NewTask,
-    Status,
-    Task,
-    allows,
-)
+from .model import Action, GraphRef, NewTask, Status, Task
+from .policy import Outcome, after_failure, after_interruption, delete_sources, refusal
+from .policy import retry_delay as backoff_delay
 from .store import Change, Store
 
 log = logging.getLogger("sidetask.supervisor")
@@ -73,12 +68,6 @@ class _Running:
     #: the job has ended and its end is being written: a cancel landing now is recorded
     #: by that write (which finds the task `cancelling`), with the final progress
     ending: bool = False
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    target: Status
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -134,7 +123,11 @@ class Supervisor:
         # Command processes a crashed run left are stopped before their tasks run again.
         await self._stop_orphans()
         # External workers' tasks were not running here: their leases decide (service.workers).
-        recovery = await self.store.recover(keep_types=self.settings.external_types)
+        now = clock.now_ms()
+        recovery = await self.store.recover(
+            lambda task: self._change_of(task, after_interruption(task, now)),
+            keep_types=self.settings.external_types,
+        )
         if recovery.restored or recovery.failed or recovery.cancelled:
             log.info(
                 "recovered interrupted tasks: %d restoring, %d failed, %d cancelled",
@@ -295,17 +288,10 @@ class Supervisor:
         """A task that has not started is cancelled at once; a running one goes
         `cancelling` and its job is interrupted at its next await."""
 
-        def refuse(task: Task) -> str | None:
-            if allows(task.status, Action.CANCEL):
-                return None
-            if task.status is Status.UNKNOWN:
-                return f"Can't cancel task '{task_id}' in status UNKNOWN"
-            return f"Can't cancel task '{task_id}' which is completed or cancelling"
-
         task = await self._change(
             graph,
             task_id,
-            refuse,
+            Action.CANCEL,
             lambda t: Status.CANCELLING if t.status is Status.RUNNING else Status.CANCELLED,
         )
         self._ready.pop(task_id, None)
@@ -333,46 +319,23 @@ class Supervisor:
         return task
 
     async def pause(self, graph: GraphRef, task_id: int) -> Task:
-        def refuse(task: Task) -> str | None:
-            if allows(task.status, Action.PAUSE):
-                return None
-            if task.status is Status.PENDING:
-                return f"Can't pause task '{task_id}' in status PENDING, it is paused already"
-            return (
-                f"Can't pause task '{task_id}' in status {task.status.name}, "
-                "only a task that has not started running can be paused"
-            )
-
-        task = await self._change(graph, task_id, refuse, lambda t: Status.PENDING)
+        task = await self._change(graph, task_id, Action.PAUSE, lambda t: Status.PENDING)
         self._ready.pop(task_id, None)
         self._claimed.pop(task_id, None)
         return task
 
     async def resume(self, graph: GraphRef, task_id: int) -> Task:
-        def refuse(task: Task) -> str | None:
-            if allows(task.status, Action.RESUME):
-                return None
-            return f"Can't resume task '{task_id}' in status {task.status.name}, only a pending task can be resumed"
-
         task = await self._change(
-            graph, task_id, refuse, lambda t: Status.RESTORING, lambda t: {"run_after_ms": 0}
+            graph, task_id, Action.RESUME, lambda t: Status.RESTORING, lambda t: {"run_after_ms": 0}
         )
         self._wakeup.set()
         return task
 
     async def retry(self, graph: GraphRef, task_id: int) -> Task:
-        def refuse(task: Task) -> str | None:
-            if allows(task.status, Action.RETRY):
-                return None
-            return (
-                f"Can't retry task '{task_id}' in status {task.status.name}, "
-                "only a failed or cancelled task can be retried"
-            )
-
         task = await self._change(
             graph,
             task_id,
-            refuse,
+            Action.RETRY,
             lambda t: Status.RESTORING,
             lambda t: {"retries": t.retries + 1, "run_after_ms": 0},
         )
@@ -381,7 +344,17 @@ class Supervisor:
 
     async def delete(self, graph: GraphRef, task_id: int, force: bool) -> Task:
         """Removes the record; a force-deleted running job runs on, and its end is not recorded."""
-        task = await self.store.delete(graph, task_id, force)
+        sources = delete_sources(force)
+        for _ in range(20):
+            if sources is not None:  # decided on the task as read (a force delete needs no read)
+                self._refuse(Action.DELETE, await self._read(graph, task_id))
+            try:
+                task = await self.store.delete(graph, task_id, sources)
+                break
+            except TransitionRefused:
+                continue  # it moved on between the read and the delete: look again
+        else:
+            raise SidetaskError(f"Task '{task_id}' kept changing; try again")
         self._ready.pop(task_id, None)
         self._claimed.pop(task_id, None)
         return task
@@ -390,27 +363,38 @@ class Supervisor:
         self,
         graph: GraphRef,
         task_id: int,
-        refuse: Callable[[Task], str | None],
+        action: Action,
         target: Callable[[Task], Status],
         fields: Callable[[Task], dict[str, Any]] = lambda t: {},
     ) -> Task:
         """A user's status change, decided on the task as read and applied only if it is still
         in that status; when the supervisor moved it meanwhile, decide again."""
         for _ in range(20):
-            task = await self.store.get(graph, task_id)
-            if task is None:
-                raise NotFound(f"Can't find task with id '{task_id}'")
-            reason = refuse(task)
-            if reason is not None:
-                # HugeGraph's message, which for a cancel does not say the status; the
-                # cause always does
-                raise BadRequest(reason, f"Task '{task_id}' is in status {task.status.name}")
+            task = await self._read(graph, task_id)
+            self._refuse(action, task)
             change = Change(task_id, target(task), fields(task), frozenset({task.status}))
             try:
                 return await self.store.transition(change)
             except TransitionRefused:
                 continue  # it moved on between the read and the write: look again
         raise SidetaskError(f"Task '{task_id}' kept changing; try again")
+
+    async def _read(self, graph: GraphRef, task_id: int) -> Task:
+        task = await self.store.get(graph, task_id)
+        if task is None:
+            raise NotFound(f"Can't find task with id '{task_id}'")
+        return task
+
+    @staticmethod
+    def _refuse(action: Action, task: Task) -> None:
+        """Raises the refusal of `action` on `task` as read, if the policy refuses it."""
+        refused = refusal(action, task)
+        if refused is not None:
+            raise BadRequest(refused.message, refused.cause)
+
+    @staticmethod
+    def _change_of(task: Task, outcome: Outcome) -> Change:
+        return Change(task.id, outcome.target, outcome.fields)
 
     # --- scheduling ---
 
@@ -495,7 +479,7 @@ class Supervisor:
             if task.type not in self.registry:
                 await self._settle(
                     task,
-                    _Outcome(
+                    Outcome(
                         Status.FAILED,
                         {"result": f"Job type '{task.type}' is not registered in this service"},
                     ),
@@ -605,7 +589,7 @@ class Supervisor:
                 running = self._running[task.id]
                 running.task = result
                 if running.cancel_requested:
-                    await self._settle(result, _Outcome(Status.CANCELLED))
+                    await self._settle(result, Outcome(Status.CANCELLED))
                     continue
                 running.job = asyncio.create_task(self._run(result), name=f"sidetask-task-{task.id}")
             else:  # paused, cancelled or deleted while it waited
@@ -621,7 +605,7 @@ class Supervisor:
             job_input = task.decoded_input()
         except orjson.JSONDecodeError as exc:  # damaged in the file: no run can mend it
             result = f"The task's stored input is not valid JSON: {exc}"
-            await asyncio.shield(self._settle(task, _Outcome(Status.FAILED, {"result": result})))
+            await asyncio.shield(self._settle(task, Outcome(Status.FAILED, {"result": result})))
             return
         running = self._running[task.id]
         ctx = JobContext(
@@ -642,7 +626,7 @@ class Supervisor:
             if self._abandoning:
                 raise  # drained: the row stays `running` and is restored at the next start
             if running.cancel.is_set():
-                outcome = _Outcome(Status.CANCELLED)
+                outcome = Outcome(Status.CANCELLED)
             else:  # no cancel was asked for: the job raised CancelledError itself
                 outcome = self._failure(task, self._describe(exc))
         # From here a cancel interrupts nothing: the end written next records it.
@@ -650,7 +634,7 @@ class Supervisor:
         # The final write must happen even if this task is cancelled again meanwhile.
         await asyncio.shield(self._settle(task, outcome))
 
-    async def _execute(self, task: Task, job_type: JobType, ctx: JobContext) -> _Outcome:
+    async def _execute(self, task: Task, job_type: JobType, ctx: JobContext) -> Outcome:
         loop = asyncio.get_running_loop()
         timed_out = False
 
@@ -676,7 +660,7 @@ class Supervisor:
             # the job's own operation timed out (no task timeout, or not yet): a plain failure
             return self._failure(task, f"{type(exc).__name__}: {exc}")
         except PermanentFailure as exc:
-            return _Outcome(Status.FAILED, {"result": self._describe(exc, with_type=False)})
+            return Outcome(Status.FAILED, {"result": self._describe(exc, with_type=False)})
         except ReportedFailure as exc:  # a child process's job: already `Type: message`
             return self._failure(task, self._describe(exc, with_type=False))
         except asyncio.CancelledError:
@@ -690,46 +674,38 @@ class Supervisor:
         try:
             encoded = jsontext.dumps(value, "The job's result")
         except jsontext.TooDeep as exc:
-            return _Outcome(Status.FAILED, {"result": str(exc)})
+            return Outcome(Status.FAILED, {"result": str(exc)})
         except TypeError as exc:
-            return _Outcome(Status.FAILED, {"result": f"The job's result is not JSON-serialisable: {exc}"})
+            return Outcome(Status.FAILED, {"result": f"The job's result is not JSON-serialisable: {exc}"})
         limit = self.settings.max_result_bytes
         if len(encoded) > limit:
-            return _Outcome(
+            return Outcome(
                 Status.FAILED,
                 {
                     "result": f"The job's result is {len(encoded)} bytes of JSON, over the "
                     f"limit of {limit} bytes (max_result_bytes)"
                 },
             )
-        return _Outcome(Status.SUCCESS, {"result": encoded.decode()})
+        return Outcome(Status.SUCCESS, {"result": encoded.decode()})
 
-    def _timed_out(self, task: Task) -> _Outcome:
+    def _timed_out(self, task: Task) -> Outcome:
         return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
 
     def _describe(self, exc: BaseException, with_type: bool = True) -> str:
         return describe_error(exc, with_type, min(self.settings.max_result_bytes, MAX_ERROR_CHARS))
 
-    def _failure(self, task: Task, message: str) -> _Outcome:
+    def _failure(self, task: Task, message: str) -> Outcome:
         """Retry while retries are left (exponential backoff with jitter), else fail."""
-        if task.retries < task.max_retries:
-            delay = self.retry_delay(task.retries)
-            return _Outcome(
-                Status.RESTORING,
-                {
-                    "result": message,
-                    "retries": task.retries + 1,
-                    "run_after_ms": clock.now_ms() + int(delay * 1000),
-                },
-            )
-        return _Outcome(Status.FAILED, {"result": message})
+        return after_failure(task, message, clock.now_ms(), self.retry_delay)
 
     def retry_delay(self, retries: int) -> float:
         """Seconds before retry number `retries` + 1: exponential backoff with jitter."""
-        base = self.settings.retry_backoff * float(2**retries)
-        return min(self.settings.retry_backoff_max, base) * (0.5 + self._jitter() / 2)
+        settings = self.settings
+        return backoff_delay(
+            retries, settings.retry_backoff, settings.retry_backoff_max, self._jitter()
+        )
 
-    async def _settle(self, task: Task, outcome: _Outcome) -> None:
+    async def _settle(self, task: Task, outcome: Outcome) -> None:
         """Writes a job's end; a cancel that arrived meanwhile wins over the job's own outcome.
         The job keeps its slot until its end is written, so no job starts in its place
         while the store still has it running."""

@@ -30,7 +30,8 @@ from . import clock
 from .config import Settings
 from .errors import BadRequest
 from .jobs import JobContext, PermanentFailure
-from .model import Event, EventKind, GraphRef, Status, Task
+from .model import CLAIMABLE_STATUSES, Event, EventKind, GraphRef, Status, Task
+from .policy import Outcome, after_failure, after_lease_expired, after_unleased
 from .store import Change, Lease, Store
 
 log = logging.getLogger("sidetask.workers")
@@ -41,7 +42,6 @@ CALLABLE_PATH = "service.workers.external"
 MAX_CLAIM_WAIT = 60.0
 #: the sweep for expired leases runs this often at most, and at least four times a lease
 MAX_SWEEP_SECONDS = 1.0
-_WAKING = frozenset({Status.NEW, Status.RESTORING})
 
 
 async def external(ctx: JobContext) -> None:
@@ -96,7 +96,7 @@ class WorkerHub:
         for event in events:
             if (
                 event.kind in (EventKind.CREATED, EventKind.STATUS)
-                and event.status in _WAKING
+                and event.status in CLAIMABLE_STATUSES
                 and event.task_type in self.types
             ):
                 self._wake()
@@ -199,18 +199,8 @@ class WorkerHub:
         `retry` is false), else `failed`, as an in-process job's failure."""
 
         def decide(task: Task) -> Change:
-            if retry and task.retries < task.max_retries:
-                delay_ms = int(self._retry_delay(task.retries) * 1000)
-                return Change(
-                    task.id,
-                    Status.RESTORING,
-                    {
-                        "result": error,
-                        "retries": task.retries + 1,
-                        "run_after_ms": clock.now_ms() + delay_ms,
-                    },
-                )
-            return Change(task.id, Status.FAILED, {"result": error})
+            outcome = after_failure(task, error, clock.now_ms(), self._retry_delay, retry=retry)
+            return _change_of(task, outcome)
 
         return await self.store.settle_lease(graph, task_id, token, progress, decide)
 
@@ -221,33 +211,11 @@ class WorkerHub:
         lease holds (run in-process before their type became external)."""
         now = clock.now_ms()
 
-        def give_back(task: Task, message: str) -> Change:
-            if task.status is Status.CANCELLING:
-                return Change(task.id, Status.CANCELLED)
-            if task.retries < task.max_retries:
-                return Change(
-                    task.id,
-                    Status.RESTORING,
-                    {"result": message, "retries": task.retries + 1, "run_after_ms": now},
-                )
-            used = f"({task.retries} of {task.max_retries} used)"
-            return Change(
-                task.id, Status.FAILED, {"result": f"{message}, with no retries left {used}"}
-            )
-
         def lapsed(task: Task) -> Change:
-            return give_back(
-                task,
-                f"The lease of worker '{task.server}' on task '{task.id}' expired in status "
-                f"{task.status.name}: the worker stopped reporting",
-            )
+            return _change_of(task, after_lease_expired(task, now))
 
         def unleased(task: Task) -> Change:
-            return give_back(
-                task,
-                f"Task '{task.id}' was {task.status.name} with no worker's lease: it ran "
-                f"in-process before '{task.type}' became an external type",
-            )
+            return _change_of(task, after_unleased(task, now))
 
         expired = await self.store.expire_leases(now, self.types, lapsed, unleased)
         for task in expired:
@@ -266,6 +234,5 @@ class WorkerHub:
                 log.exception("lease sweep failed")
 
 
-def wants_cancel(task: Task) -> bool:
-    """Whether the worker holding `task` should stop: a cancel was requested."""
-    return task.status in (Status.CANCELLING, Status.CANCELLED)
+def _change_of(task: Task, outcome: Outcome) -> Change:
+    return Change(task.id, outcome.target, outcome.fields)

@@ -75,7 +75,13 @@ class Store(Protocol):
     async def set_progress(
         self, progress: Mapping[int, int], totals: Mapping[int, int] | None = None
     ) -> None: ...
-    async def delete(self, graph: GraphRef, task_id: int, force: bool) -> Task: ...
+    async def delete(
+        self, graph: GraphRef, task_id: int, sources: frozenset[Status] | None
+    ) -> Task:
+        """Removes the task if it is in one of `sources` (None: any status); else
+        TransitionRefused, and NotFound when no such task is in `graph`."""
+        ...
+
     async def claim(
         self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
     ) -> list[Task]:
@@ -83,8 +89,10 @@ class Store(Protocol):
         restoring ones are queued on `server` (their task_server)."""
         ...
 
-    async def recover(self, keep_types: Iterable[str] = ()) -> Recovery:
-        """Restores what a dead process left; tasks of `keep_types` are left to their leases."""
+    async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
+        """Changes each task a dead process left in an interruptible status as `decide` says;
+        tasks of `keep_types` that a lease holds are left to their leases, damaged rows as
+        they are."""
         ...
 
     async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None: ...

@@ -17,7 +17,6 @@ import orjson
 
 from .. import clock
 from ..errors import (
-    BadRequest,
     Conflict,
     NotFound,
     ServiceUnavailable,
@@ -703,26 +702,28 @@ class SQLiteStore:
 
         await self._write(op)
 
-    async def delete(self, graph: GraphRef, task_id: int, force: bool) -> Task:
+    async def delete(
+        self, graph: GraphRef, task_id: int, sources: frozenset[Status] | None
+    ) -> Task:
+        """Removes the task, only from one of `sources` (None: from any status); the caller
+        decides which (service.policy.delete_sources). A damaged row is in none of them."""
+
         def op(tx: _Tx) -> Task:
             task = tx.select_task(task_id)
             if task is None or task.graph != graph:
                 raise NotFound(f"Can't find task with id '{task_id}'")
-            if not task.completed and not force:
-                # HugeGraph's message; a task that cannot be interpreted cannot be cancelled
-                # either, and the cause says what does remove it
-                cause = (
-                    "Its stored state cannot be interpreted, so it can't be cancelled: "
-                    "delete it with force=true"
-                    if task.status is Status.UNKNOWN
-                    else ""
-                )
-                raise BadRequest(
-                    f"Can't delete incomplete task '{task_id}' in status {task.status.name}, "
-                    "Please try to cancel the task first",
-                    cause,
-                )
-            tx.conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            sql = "DELETE FROM tasks WHERE id = ?"
+            params: list[Any] = [task_id]
+            if sources is not None:
+                if task.status not in sources:
+                    raise TransitionRefused(
+                        f"Task '{task_id}' in status {task.status.name} can't be deleted"
+                    )
+                # the compare-and-set in SQL too, as every status change is
+                wanted = sorted(s.value for s in sources)
+                sql += f" AND status IN ({', '.join('?' * len(wanted))})"
+                params.extend(wanted)
+            tx.conn.execute(sql, params)
             tx.event(EventKind.DELETED, task)
             return task
 
@@ -801,12 +802,12 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def recover(self, keep_types: Iterable[str] = ()) -> Recovery:
-        """SPEC 9: tasks a dead process left mid-way go `restoring` with one more retry while
-        retries are left, else `failed`; a `cancelling` one ends `cancelled`. Tasks of
-        `keep_types` (external workers' types) that a worker holds under a lease were not
-        running here: their leases decide. One with no lease was run in-process, before its
-        type became external: nobody holds it, and it is recovered like the others."""
+    async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
+        """SPEC 9: each task a dead process left mid-way (in an interruptible status) gets the
+        change `decide` gives it (service.policy.after_interruption). Tasks of `keep_types`
+        (external workers' types) that a worker holds under a lease were not running here and
+        are left to their leases; one with no lease is recovered like the others. A damaged
+        row (read as `unknown`) is left as it is, and counted."""
         kept = sorted(set(keep_types))
 
         def op(tx: _Tx) -> Recovery:
@@ -818,37 +819,19 @@ class SQLiteStore:
                     " OR lease_expires_ms IS NULL)"
                 )
             rows = tx.conn.execute(sql + " ORDER BY id", [*statuses, *kept]).fetchall()
-            restored = failed = cancelled = unknown = 0
+            counts = dict.fromkeys(Status, 0)
             for row in rows:
                 task = row_to_task(row)
                 if task.status is Status.UNKNOWN:  # damaged: shown as it is, never run
-                    unknown += 1
-                elif task.status is Status.CANCELLING:
-                    tx.change(Change(task.id, Status.CANCELLED))
-                    cancelled += 1
-                elif task.retries < task.max_retries:
-                    tx.change(
-                        Change(
-                            task.id,
-                            Status.RESTORING,
-                            {"retries": task.retries + 1, "run_after_ms": tx.now},
-                        )
-                    )
-                    restored += 1
+                    counts[Status.UNKNOWN] += 1
                 else:
-                    tx.change(
-                        Change(
-                            task.id,
-                            Status.FAILED,
-                            {
-                                "result": f"Task '{task.id}' was interrupted in status "
-                                f"{task.status.name} by a restart, with no retries left "
-                                f"({task.retries} of {task.max_retries} used)"
-                            },
-                        )
-                    )
-                    failed += 1
-            return Recovery(restored, failed, cancelled, unknown)
+                    counts[tx.change(decide(task)).status] += 1
+            return Recovery(
+                counts[Status.RESTORING],
+                counts[Status.FAILED],
+                counts[Status.CANCELLED],
+                counts[Status.UNKNOWN],
+            )
 
         return await self._write(op)
 

@@ -11,8 +11,9 @@ from aiohttp import web
 
 from .. import jsontext
 from ..errors import BadRequest, PayloadTooLarge
+from ..policy import wants_cancel
 from ..store import Lease
-from ..workers import MAX_CLAIM_WAIT, wants_cancel
+from ..workers import MAX_CLAIM_WAIT
 from . import params
 from .keys import SETTINGS, WORKERS
 from .responses import json_response

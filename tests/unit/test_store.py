@@ -14,14 +14,23 @@ import pytest
 
 from service import clock
 from service.errors import (
-    BadRequest,
     NotFound,
     SidetaskError,
     StoreLocked,
     TransitionRefused,
     Unprocessable,
 )
-from service.model import Event, EventKind, GraphRef, NewTask, Status, Task, can_transition
+from service.model import (
+    COMPLETED_STATUSES,
+    Event,
+    EventKind,
+    GraphRef,
+    NewTask,
+    Status,
+    Task,
+    can_transition,
+)
+from service.policy import after_interruption
 from service.store import Change, SQLiteStore
 from service.store.schema import MIGRATIONS, SCHEMA_VERSION
 from tests.sup_util import execute, rows
@@ -142,7 +151,7 @@ async def test_insert_stores_a_new_task_and_its_created_event(store: SQLiteStore
 
 async def test_ids_increase_and_are_never_reused(store: SQLiteStore) -> None:
     first, _ = await store.insert(new())
-    await store.delete(GRAPH, first.id, force=True)
+    await store.delete(GRAPH, first.id, None)
     second, _ = await store.insert(new())
     assert second.id > first.id
 
@@ -428,16 +437,15 @@ async def test_delete_removes_completed_tasks_and_refuses_incomplete_ones(
     done, _ = await store.insert(new())
     set_status(db, done.id, "success")
     waiting, _ = await store.insert(new())
-    await store.delete(GRAPH, done.id, force=False)
-    with pytest.raises(BadRequest) as refused:
-        await store.delete(GRAPH, waiting.id, force=False)
-    assert refused.value.message == (
-        f"Can't delete incomplete task '{waiting.id}' in status NEW, "
-        "Please try to cancel the task first"
-    )
+    # the statuses to delete from are the caller's (service.policy.delete_sources, whose
+    # refusal message tests/unit/test_policy.py checks); the store only compares and sets
+    await store.delete(GRAPH, done.id, COMPLETED_STATUSES)
+    with pytest.raises(TransitionRefused):
+        await store.delete(GRAPH, waiting.id, COMPLETED_STATUSES)
+    assert stored_status(db, waiting.id) == "new"
     with pytest.raises(NotFound):
-        await store.delete(OTHER, waiting.id, force=True)
-    await store.delete(GRAPH, waiting.id, force=True)
+        await store.delete(OTHER, waiting.id, None)
+    await store.delete(GRAPH, waiting.id, None)
     assert rows(db, "SELECT COUNT(*) FROM tasks") == [(0,)]
     assert rows(db, "SELECT task_id, data FROM events WHERE kind = 'task.deleted' ORDER BY id") == [
         (done.id, f'{{"id":{done.id}}}'.encode()),
@@ -509,6 +517,12 @@ async def test_a_page_of_a_status_is_filled_past_damaged_rows(store: SQLiteStore
 # --- recovery ---
 
 
+def recover_as_policy_says(task: Task) -> Change:
+    """What the supervisor passes to recover: the policy's change for an interrupted task."""
+    outcome = after_interruption(task, clock.now_ms())
+    return Change(task.id, outcome.target, outcome.fields)
+
+
 async def test_recovery_restores_fails_or_cancels_what_a_dead_process_left(
     store: SQLiteStore, db: Path
 ) -> None:
@@ -533,7 +547,7 @@ async def test_recovery_restores_fails_or_cancels_what_a_dead_process_left(
         set_status(db, task.id, status)
         untouched[status] = task.id
 
-    recovery = await store.recover()
+    recovery = await store.recover(recover_as_policy_says)
 
     assert (recovery.restored, recovery.failed, recovery.cancelled) == (4, 4, 2)
     for status, task_id in with_retries.items():
@@ -628,8 +642,8 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
         await store.expire_leases(now + 200_000, ["render"], lambda t: Change(t.id, Status.RESTORING))
         await store.set_process_group(tasks[0].id, 4242, "boot")
         await store.process_groups()
-        await store.delete(GRAPH, tasks[2].id, force=True)
-        await store.recover()
+        await store.delete(GRAPH, tasks[2].id, None)
+        await store.recover(recover_as_policy_says)
         await store.purge(clock.now_ms(), clock.now_ms())
     finally:
         await store.close()
