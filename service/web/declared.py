@@ -7,6 +7,7 @@ checks that every query parameter a handler reads is in its operation's document
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -93,6 +94,19 @@ class Integer(Param):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TaskId(Integer):
+    """A task's id in the path: HugeGraph's message for one that is not."""
+
+    minimum: int | None = 1
+
+    def get(self, request: web.Request) -> int:
+        text = request.match_info[self.name]
+        if not params.is_integer(text) or not (self.minimum or 0) <= int(text) <= self.maximum:
+            raise BadRequest(f"Invalid task id '{text}', it must be a positive integer")
+        return int(text)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Integers(Param):
     """A repeated query parameter of integers (`ids=1&ids=2`)."""
 
@@ -155,11 +169,11 @@ class Choice(Param):
     def schema(self) -> dict[str, Any]:
         return self._with_default({"type": "string", "enum": list(self.values)})
 
-    def get(self, request: web.Request) -> str | None:
+    def get(self, request: web.Request) -> str:
         text = self.text(request)
         if text is None and self.default is not NO_DEFAULT:
             return str(self.default)
-        if text not in self.values:
+        if text is None or text not in self.values:
             shown = "" if text is None else text
             raise BadRequest(self.message.format(text=shown, values=", ".join(self.values)))
         return text
@@ -288,7 +302,7 @@ STATUS_PATTERN = (
 #: one status or several, comma-separated
 STATUS_LIST_PATTERN = f"^{STATUS_PATTERN[1:-1]}(,{STATUS_PATTERN[1:-1]})*$"
 
-TASK_ID = Integer(name="id", where="path", minimum=1, description="the task's id")
+TASK_ID = TaskId(name="id", where="path", description="the task's id")
 LIST_STATUS = Text(
     name="status",
     schema_={"type": "string", "pattern": STATUS_LIST_PATTERN},
@@ -491,11 +505,24 @@ def _lease(text: str) -> str:
     return token
 
 
+_WORKER_NAME = re.compile(WORKER_NAME_PATTERN)
+
+
+def _worker_name(text: str) -> str:
+    if not _WORKER_NAME.fullmatch(text):
+        raise BadRequest(
+            f"Invalid worker name '{text}': 1 to 128 letters, digits and . _ : @ + -, "
+            "starting with a letter or digit"
+        )
+    return text
+
+
 WORKER = Text(
     name="worker",
     where="path",
     schema_={"type": "string", "pattern": f"^{WORKER_NAME_PATTERN}$"},
     description="the worker's name, shown as task_server",
+    check=_worker_name,
 )
 CLAIM_TYPES = Text(
     name="types",

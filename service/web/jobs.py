@@ -10,12 +10,11 @@ from aiohttp import web
 from .. import jsontext
 from ..errors import BadRequest, PayloadTooLarge
 from ..model import GraphRef
-from . import params
+from . import declared, params
+from .declared import MAX_NAME_BYTES
 from .keys import SETTINGS, SUPERVISOR
 from .responses import json_response
 
-MAX_NAME_BYTES = 256
-MAX_IDEMPOTENCY_KEY = 255
 #: the line breaks HugeGraph splits a script's first line at (not str.splitlines()'s dozen)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -34,26 +33,11 @@ async def create_gremlin_job(request: web.Request) -> web.Response:
         raise BadRequest("The request body can't be empty")
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
-    script = body.get("gremlin")
-    if script is None:
-        raise BadRequest("The gremlin parameter can't be null")
-    if not isinstance(script, str):
-        raise BadRequest("The gremlin parameter must be a string")
-    aliases = body.get("aliases")
-    if aliases is not None and not isinstance(aliases, dict):
-        raise BadRequest("The gremlin aliases must be a JSON object (an empty one)")
-    if aliases:
-        raise BadRequest("There is no need to pass gremlin aliases")
-    bindings = body.get("bindings")
-    if bindings is None:
-        bindings = {}
-    if not isinstance(bindings, dict):
-        raise BadRequest("The gremlin bindings must be a JSON object")
-    language = body.get("language", "gremlin-groovy")
-    if language is None:
-        raise BadRequest("The language parameter can't be null")
-    if not isinstance(language, str):
-        raise BadRequest("The gremlin language must be a string")
+    # in HugeGraph's order: the script, the aliases, the bindings, the language
+    script = declared.GREMLIN.get(body)
+    declared.ALIASES.get(body)
+    bindings = declared.BINDINGS.get(body)
+    language = declared.LANGUAGE.get(body)
     # Stored as HugeGraph stores it: the graph aliased to `graph`, keys in HugeGraph's order.
     job_input = {
         "gremlin": script,
@@ -61,7 +45,7 @@ async def create_gremlin_job(request: web.Request) -> web.Response:
         "language": language,
         "aliases": {graph.graph: "graph"},
     }
-    options = _options(request)
+    options = declared.submit_options(request)
     options.setdefault("name", first_line(script))
     return await _submit(request, graph, "gremlin", job_input, options)
 
@@ -74,32 +58,7 @@ async def create_job(request: web.Request) -> web.Response:
         raise BadRequest(
             f"The request body must be a JSON object (the job's input), but got {type(body).__name__}"
         )
-    return await _submit(request, graph, type_name, body, _options(request))
-
-
-def _options(request: web.Request) -> dict[str, Any]:
-    """Submission options from the query string, each checked."""
-    query = request.query
-    options: dict[str, Any] = {}
-    if "name" in query:
-        name = query["name"]
-        if len(name.encode()) > MAX_NAME_BYTES:
-            raise BadRequest(f"The parameter 'name' must be at most {MAX_NAME_BYTES} UTF-8 bytes")
-        options["name"] = name
-    if "priority" in query:
-        options["priority"] = params.integer("priority", query["priority"], minimum=-(2**31), maximum=2**31)
-    if "max_retries" in query:
-        options["max_retries"] = params.integer("max_retries", query["max_retries"], minimum=0, maximum=1000)
-    if "timeout" in query:
-        options["timeout"] = params.number("timeout", query["timeout"], exclusive=True)
-    if "delay" in query:
-        options["delay"] = params.number("delay", query["delay"], maximum=10 * 365 * 24 * 3600)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY:
-            raise BadRequest(f"The Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-        options["idempotency_key"] = key
-    return options
+    return await _submit(request, graph, type_name, body, declared.submit_options(request))
 
 
 async def _submit(

@@ -39,11 +39,9 @@ def graph_of(request: web.Request) -> GraphRef:
     return graph
 
 
-def task_id_of(request: web.Request) -> int:
-    text = request.match_info["id"]
-    if not _INTEGER.fullmatch(text) or len(text) > _MAX_DIGITS or not 0 < int(text) <= MAX_INT:
-        raise BadRequest(f"Invalid task id '{text}', it must be a positive integer")
-    return int(text)
+def is_integer(text: str) -> bool:
+    """Whether `text` is an integer as a client writes one, and within MAX_INT's digits."""
+    return bool(_INTEGER.fullmatch(text)) and len(text.lstrip("-")) <= _MAX_DIGITS
 
 
 def integer(name: str, text: str, *, minimum: int | None = None, maximum: int = MAX_INT) -> int:
@@ -96,25 +94,8 @@ def statuses(text: str) -> Status | frozenset[Status]:
     return frozenset(status(part.strip()) for part in text.split(","))
 
 
-def list_limit(text: str | None) -> int | None:
-    """`limit`: default 100, -1 for no limit (None)."""
-    if text is None:
-        return DEFAULT_LIST_LIMIT
-    value = integer("limit", text, minimum=-1)
-    return None if value == -1 else value
-
-
 #: `order` of a list: ascending ids (oldest first, HugeGraph's) or descending (newest first)
 ORDERS = ("asc", "desc")
-
-
-def order(text: str | None) -> bool:
-    """`order`: whether the list runs newest first (desc); asc is the default."""
-    if text is None or text == "asc":
-        return False
-    if text == "desc":
-        return True
-    raise BadRequest(f"Invalid order '{text}', valid orders are: {', '.join(ORDERS)}")
 
 
 def task_type(texts: list[str], registered: list[str]) -> str | None:

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound, ServiceUnavailable
+from ..errors import NotFound, ServiceUnavailable
 from ..events import CLOSED, EventBus, Refusal, Scope, Subscription, encode, ends_task_stream
 from ..model import Event, EventKind
-from . import params
+from . import declared, params
 from .auth import reachable_graphs
 from .keys import EVENTS, REGISTRY, SETTINGS, STORE
 
@@ -34,27 +34,9 @@ def _last_event_id(request: web.Request) -> int | None:
     """Last-Event-ID, from the header or else the query; both are checked when both come.
     The header wins: a browser's EventSource keeps the URL it was opened with (and the
     first `last_event_id` in it) and sends the id it has reached in the header."""
-    from_query = _event_id(
-        request.query.get("last_event_id"), " (the query parameter last_event_id)"
-    )
-    from_header = _event_id(request.headers.get("Last-Event-ID"))
+    from_query = declared.LAST_EVENT_ID_QUERY.get(request)
+    from_header = declared.LAST_EVENT_ID_HEADER.get(request)
     return from_query if from_header is None else from_header
-
-
-def _event_id(text: str | None, where: str = "") -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
-    # ASCII digits only (int() takes "٣" and "1_0"), and no more than an event id can be
-    if not text.isascii() or not text.isdigit():
-        raise BadRequest(
-            f"Invalid Last-Event-ID '{text}'{where}, it must be an event id (an integer >= 0)"
-        )
-    if len(text) > 18 or int(text) > params.MAX_INT:
-        raise BadRequest(
-            f"Invalid Last-Event-ID '{text}'{where}, it must be at most {params.MAX_INT}"
-        )
-    return int(text)
 
 
 async def _resume_point(request: web.Request, last_event_id: int) -> int:
@@ -303,7 +285,7 @@ async def _end(
 
 async def task_events(request: web.Request) -> web.StreamResponse:
     graph = params.graph_of(request)
-    task_id = params.task_id_of(request)
+    task_id = declared.TASK_ID.get(request)
     store = request.app[STORE]
     last_event_id = _last_event_id(request)
     scope = Scope(graph=graph, task_id=task_id)
@@ -348,13 +330,13 @@ async def task_events(request: web.Request) -> web.StreamResponse:
 
 async def graph_events(request: web.Request) -> web.StreamResponse:
     graph = params.graph_of(request)
-    status_text = request.query.get("status")
+    status_text = declared.STREAM_STATUS.text(request)
     scope = Scope(
         graph=graph,
-        status=None if status_text is None else params.status(status_text),
+        status=None if status_text is None else declared.STREAM_STATUS.parse(status_text),
         # as the task list takes it: a type no one registered is a 400, not a stream that
         # never says anything
-        task_type=params.task_type(request.query.getall("type", []), request.app[REGISTRY].names()),
+        task_type=declared.STREAM_TYPE.get(request, request.app[REGISTRY].names()),
     )
     return await _follow(request, scope)
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, NotFound
 from ..model import Status, Task
-from . import params
+from . import declared, params
 from .keys import REGISTRY, STORE, SUPERVISOR
 from .responses import JSON_CONTENT_TYPE, json_response
 
@@ -125,15 +125,16 @@ async def _answer(
 
 async def list_tasks(request: web.Request) -> web.StreamResponse:
     graph = params.graph_of(request)
-    query = request.query
-    ids = query.getall("ids", [])
-    status_text = query.get("status")
-    page = query.get("page")
-    order_text = query.get("order")
-    type_texts = query.getall("type", [])
+    ids = declared.IDS.texts(request)
+    status_text = declared.LIST_STATUS.text(request)
+    page = declared.PAGE.text(request)
+    order_text = declared.ORDER.text(request)
+    type_texts = declared.LIST_TYPE.texts(request)
     # checked in every form of the query, though a query by ids returns them all
-    limit = params.list_limit(query.get("limit"))
-    descending = params.order(order_text)
+    limit = declared.LIMIT.get(request)
+    if limit == -1:
+        limit = None
+    descending = declared.ORDER.get(request) == "desc"
     if ids:
         if status_text is not None:
             raise BadRequest(
@@ -145,13 +146,13 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
             raise BadRequest(f"Not support order when query task by ids, but got order='{order_text}'")
         if type_texts:
             raise BadRequest(f"Not support type when query task by ids, but got type='{type_texts[0]}'")
-        task_ids = [params.integer("ids", text, minimum=1) for text in ids]
+        task_ids = declared.IDS.parse(ids)
         return await _answer(
             request, request.app[STORE].iter_ids(graph, task_ids), None, False, False
         )
 
-    status = None if status_text is None else params.statuses(status_text)
-    task_type = params.task_type(type_texts, request.app[REGISTRY].names())
+    status = None if status_text is None else declared.LIST_STATUS.parse(status_text)
+    task_type = declared.LIST_TYPE.get(request, request.app[REGISTRY].names())
     store = request.app[STORE]
     if page is None:
         tasks = store.iter_tasks(graph, status, limit, 0, task_type=task_type, descending=descending)
@@ -175,7 +176,7 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
 
 async def get_task(request: web.Request) -> web.Response:
     graph = params.graph_of(request)
-    task_id = params.task_id_of(request)
+    task_id = declared.TASK_ID.get(request)
     task = await request.app[STORE].get(graph, task_id)
     if task is None:
         raise NotFound(f"Can't find task with id '{task_id}'")
@@ -184,16 +185,16 @@ async def get_task(request: web.Request) -> web.Response:
 
 async def delete_task(request: web.Request) -> web.Response:
     graph = params.graph_of(request)
-    task_id = params.task_id_of(request)
-    force = params.boolean("force", request.query.get("force", "false"))
+    task_id = declared.TASK_ID.get(request)
+    force = declared.FORCE.get(request)
     await request.app[SUPERVISOR].delete(graph, task_id, force)
     return web.Response(status=204)
 
 
 async def update_task(request: web.Request) -> web.Response:
     graph = params.graph_of(request)
-    task_id = params.task_id_of(request)
-    action = request.query.get("action")
+    task_id = declared.TASK_ID.get(request)
+    action = declared.ACTION.get(request)
     supervisor = request.app[SUPERVISOR]
     actions = {
         "cancel": supervisor.cancel,
@@ -201,9 +202,7 @@ async def update_task(request: web.Request) -> web.Response:
         "resume": supervisor.resume,
         "retry": supervisor.retry,
     }
-    if action not in actions:
-        raise BadRequest(f"Not support action '{action if action is not None else ''}'")
-    task = await actions[action](graph, task_id)
+    task = await actions[str(action)](graph, task_id)
     body = task.to_api()
     # The seeds' clients read {"cancelled": true}; HugeGraph 1.7's read the task: both get theirs.
     body["cancelled"] = task.status in (Status.CANCELLING, Status.CANCELLED)

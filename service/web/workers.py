@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -11,27 +10,14 @@ from aiohttp import web
 
 from .. import jsontext
 from ..errors import BadRequest, PayloadTooLarge
-from ..policy import wants_cancel
 from ..store import Lease
-from ..workers import MAX_CLAIM_WAIT
-from . import params
+from ..workers import wants_cancel
+from . import declared, params
+from .declared import LEASE_HEADER
 from .keys import SETTINGS, WORKERS
 from .responses import json_response
 
-LEASE_HEADER = "X-Lease"
-#: a worker's name: what task_server shows
-WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
 MAX_ERROR_CHARS = 64 * 1024
-
-
-def _worker_of(request: web.Request) -> str:
-    name = request.match_info["worker"]
-    if not WORKER_NAME.fullmatch(name):
-        raise BadRequest(
-            f"Invalid worker name '{name}': 1 to 128 letters, digits and . _ : @ + -, "
-            "starting with a letter or digit"
-        )
-    return name
 
 
 def _gone(request: web.Request) -> bool:
@@ -61,14 +47,12 @@ def _claim_body(request: web.Request, lease: Lease) -> dict[str, Any]:
 
 async def claim(request: web.Request) -> web.StreamResponse:
     """POST /workers/{worker}/claim?types=a,b&wait=30: a task and its lease, or 204."""
-    worker = _worker_of(request)
+    worker = declared.WORKER.parse(request.match_info["worker"])
     hub = request.app[WORKERS]
-    query = request.query
-    requested = [t.strip() for t in ",".join(query.getall("types", [])).split(",") if t.strip()]
+    texts = declared.CLAIM_TYPES.texts(request)
+    requested = [t.strip() for t in ",".join(texts).split(",") if t.strip()]
     types = hub.check_types(requested)
-    wait = 0.0
-    if "wait" in query:
-        wait = params.number("wait", query["wait"], maximum=MAX_CLAIM_WAIT)
+    wait = declared.CLAIM_WAIT.get(request) or 0.0
     lease = await hub.claim(worker, types, wait, lambda: _gone(request))
     if lease is None:
         return web.Response(status=204)
@@ -79,21 +63,7 @@ async def claim(request: web.Request) -> web.StreamResponse:
 
 
 def _lease_of(request: web.Request) -> str:
-    token = request.headers.get(LEASE_HEADER, "").strip()
-    if not token:
-        raise BadRequest(f"The {LEASE_HEADER} header is required: the lease the claim returned")
-    return token
-
-
-def _progress_of(body: dict[str, Any]) -> int | None:
-    value = body.get("progress")
-    if value is None:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # 7.0 is the integer 7, as JSON Schema reads it
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > params.MAX_INT:
-        raise BadRequest(f"The field 'progress' must be an integer, but got {value!r}")
-    return value
+    return str(declared.LEASE.parse(declared.LEASE.text(request) or ""))
 
 
 async def _object_body(request: web.Request) -> dict[str, Any]:
@@ -106,10 +76,10 @@ async def _object_body(request: web.Request) -> dict[str, Any]:
 async def report_progress(request: web.Request) -> web.Response:
     """PUT {base}/tasks/{id}/progress: progress (or a heartbeat), and whether to stop."""
     graph = params.graph_of(request)
-    task_id = params.task_id_of(request)
+    task_id = declared.TASK_ID.get(request)
     token = _lease_of(request)
     body = await _object_body(request)
-    lease = await request.app[WORKERS].report(graph, task_id, token, _progress_of(body))
+    lease = await request.app[WORKERS].report(graph, task_id, token, declared.HEARTBEAT.get(body))
     task = lease.task
     return json_response(
         {
@@ -125,11 +95,11 @@ async def report_progress(request: web.Request) -> web.Response:
 async def complete(request: web.Request) -> web.Response:
     """POST {base}/tasks/{id}/complete {"result": …}: the task succeeded."""
     graph = params.graph_of(request)
-    task_id = params.task_id_of(request)
+    task_id = declared.TASK_ID.get(request)
     token = _lease_of(request)
     body = await _object_body(request)
     try:
-        result = jsontext.dumps(body.get("result"), "The job's result").decode()
+        result = jsontext.dumps(declared.RESULT.get(body), "The job's result").decode()
     except jsontext.TooDeep as exc:
         raise BadRequest(str(exc)) from None
     limit = request.app[SETTINGS].max_result_bytes
@@ -138,23 +108,20 @@ async def complete(request: web.Request) -> web.Response:
             f"The result is {len(result.encode())} bytes of JSON; the limit is {limit} bytes "
             "(max_result_bytes)"
         )
-    task = await request.app[WORKERS].complete(graph, task_id, token, result, _progress_of(body))
+    progress = declared.PROGRESS.get(body)
+    task = await request.app[WORKERS].complete(graph, task_id, token, result, progress)
     return json_response(task.to_api())
 
 
 async def fail(request: web.Request) -> web.Response:
     """POST {base}/tasks/{id}/fail {"error": "…", "retry": true}: the task failed."""
     graph = params.graph_of(request)
-    task_id = params.task_id_of(request)
+    task_id = declared.TASK_ID.get(request)
     token = _lease_of(request)
     body = await _object_body(request)
-    error = body.get("error", "The worker reported a failure")
-    if not isinstance(error, str):
-        raise BadRequest(f"The field 'error' must be a string, but got {type(error).__name__}")
-    retry = body.get("retry", True)
-    if not isinstance(retry, bool):
-        raise BadRequest(f"The field 'retry' must be true or false, but got {retry!r}")
+    error = declared.ERROR.get(body)
+    retry = declared.RETRY.get(body)
     task = await request.app[WORKERS].fail(
-        graph, task_id, token, error[:MAX_ERROR_CHARS], retry, _progress_of(body)
+        graph, task_id, token, error[:MAX_ERROR_CHARS], retry, declared.PROGRESS.get(body)
     )
     return json_response(task.to_api())
