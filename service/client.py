@@ -12,6 +12,9 @@
 the server replays what was missed; a task's stream ends after a completed status or the
 task's deletion, a graph's or the service's never ends.
 
+`claim`, `report`, `complete` and `fail` are the external workers' requests; the worker
+library (service.worker) is built on them.
+
 Exceptions:
 
     ClientError             anything this client raises on purpose
@@ -29,8 +32,7 @@ import os
 import re
 import socket
 import ssl
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -39,7 +41,8 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from . import jsontext
+from . import jsontext, model
+from .backoff import Backoff
 
 __all__ = [
     "COMPLETED_STATUSES",
@@ -57,7 +60,11 @@ __all__ = [
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_GRAPH = "DEFAULT/hugegraph"
-COMPLETED_STATUSES = frozenset({"success", "failed", "cancelled"})
+#: the completed statuses as the API writes them (service.model.COMPLETED_STATUSES)
+COMPLETED_STATUSES = frozenset(status.value for status in model.COMPLETED_STATUSES)
+#: the longest pause between two reconnections of an event stream (unless the server
+#: suggested a longer one)
+MAX_RECONNECT_PAUSE = 30.0
 
 
 # --- errors ---
@@ -250,7 +257,9 @@ class Client:
     `user`/`password` are sent as HTTP Basic credentials, `token` as a Bearer token (it
     wins when both are given). `timeout` bounds each request (not event streams, which
     stay open; `stream_idle_timeout` bounds the silence on one, and the server's keep-alive
-    comments break it). Pass `session` to share an aiohttp session; it is then not closed.
+    comments break it). `headers` are sent with every request (the credentials above win
+    over an Authorization among them). Pass `session` to share an aiohttp session; it is
+    then not closed (and `headers` and the credentials are not its own: give them to it).
     """
 
     def __init__(
@@ -266,6 +275,7 @@ class Client:
         reconnect_delay: float = 1.0,
         reconnect_timeout: float = 60.0,
         stream_idle_timeout: float = 90.0,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         space, name = parse_graph(graph)
@@ -277,7 +287,7 @@ class Client:
         #: seconds a stream keeps trying to come back before ConnectionFailed
         self.reconnect_timeout = reconnect_timeout
         self.stream_idle_timeout = stream_idle_timeout
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, str] = dict(headers or {})
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         elif user is not None:
@@ -316,10 +326,12 @@ class Client:
         params: Mapping[str, str] | builtins.list[tuple[str, str]] | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - aiohttp's, for this request
     ) -> Any:
-        """One request; the decoded JSON answer (None for an empty one), or an APIError.
-        A body nested deeper than the service takes is refused here (jsontext.TooDeep, a
-        ValueError)."""
+        """One request; the decoded JSON answer (None for an empty one, as a 204's), or an
+        APIError. `timeout` replaces the client's for this request. A body nested deeper
+        than the service takes is refused here (jsontext.TooDeep, a ValueError)."""
+        total = self.timeout if timeout is None else timeout
         data = None if body is None else jsontext.dumps(body, "The request body")
         send_headers = dict(headers or {})
         if data is not None:
@@ -331,7 +343,7 @@ class Client:
                 params=params,
                 data=data,
                 headers=send_headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=aiohttp.ClientTimeout(total=total),
             ) as response:
                 raw = await response.read()
                 if response.status >= 400:
@@ -339,7 +351,7 @@ class Client:
         except aiohttp.ClientError as exc:
             raise ConnectionFailed(unreachable(self.url, exc)) from exc
         except TimeoutError as exc:
-            raise ConnectionFailed(f"No answer from {self.url} within {self.timeout:g} s") from exc
+            raise ConnectionFailed(f"No answer from {self.url} within {total:g} s") from exc
         if not raw.strip():
             return None
         try:
@@ -450,6 +462,79 @@ class Client:
             f"{self.base}/tasks/{int(task_id)}",
             params={"force": "true" if force else "false"},
         )
+
+    async def actions(self) -> dict[str, builtins.list[str]]:
+        """What each status allows (GET /actions): `{"new": ["cancel", "pause",
+        "force_delete"], …, "success": ["delete"], …}`, the rule the server refuses by."""
+        answer = await self._request("GET", "/actions")
+        allowed = answer["actions"]
+        return {str(status): [str(a) for a in actions] for status, actions in allowed.items()}
+
+    # --- external workers ---
+
+    async def claim(
+        self, worker: str, types: Iterable[str] = (), *, wait: float = 0.0
+    ) -> dict[str, Any] | None:
+        """The next due task of `types` (every external type when empty), leased to
+        `worker`, waiting up to `wait` seconds for one (the request's timeout is the
+        client's on top of that); None when none came. The claim as the service sent it:
+        `id`, `type`, `input`, `task_url`, `lease`, `lease_duration`, …"""
+        params = {"wait": str(wait)}
+        names = ",".join(types)
+        if names:
+            params = {"types": names, **params}
+        answer = await self._request(
+            "POST",
+            f"/workers/{quote(worker, safe='')}/claim",
+            params=params,
+            timeout=wait + self.timeout,
+        )
+        return None if answer is None else dict(answer)
+
+    async def report(
+        self, task_url: str, lease: str, progress: int | None = None
+    ) -> dict[str, Any]:
+        """A progress report (None: a heartbeat) on the claimed task at `task_url`; it
+        keeps the lease. The answer's `cancel` says whether a cancel was requested."""
+        body = {} if progress is None else {"progress": progress}
+        return await self._lease_request("PUT", task_url, "/progress", lease, body)
+
+    async def complete(
+        self, task_url: str, lease: str, result: Any, *, progress: int | None = None
+    ) -> dict[str, Any]:
+        """Ends the claimed task `success` with `result` (any JSON value, or an
+        orjson.Fragment of JSON text already written)."""
+        if not isinstance(result, orjson.Fragment):
+            # inside {"result": …} a result nested as deep as the service stores would be
+            # a level too deep for orjson to write: written alone, it is embedded as text
+            result = orjson.Fragment(jsontext.dumps(result, "The job's result"))
+        body = {"result": result, **({} if progress is None else {"progress": progress})}
+        return await self._lease_request("POST", task_url, "/complete", lease, body)
+
+    async def fail(
+        self,
+        task_url: str,
+        lease: str,
+        error: str,
+        *,
+        retry: bool | None = None,
+        progress: int | None = None,
+    ) -> dict[str, Any]:
+        """Ends the claimed task's run with `error`: retried while retries are left
+        (`retry=False`: never; None leaves it to the service, which retries)."""
+        body: dict[str, Any] = {"error": error}
+        if retry is not None:
+            body["retry"] = retry
+        if progress is not None:
+            body["progress"] = progress
+        return await self._lease_request("POST", task_url, "/fail", lease, body)
+
+    async def _lease_request(
+        self, method: str, task_url: str, path: str, lease: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        # A 409 says the lease no longer holds the task, a 404 that the task is gone.
+        answer = await self._request(method, task_url + path, body=body, headers={"X-Lease": lease})
+        return dict(answer or {})
 
     # --- events ---
 
@@ -601,28 +686,30 @@ class EventStream:
         raise StopAsyncIteration
 
     async def _reconnect(self) -> None:
-        """Back after a drop: the server's suggested delay, doubling while it stays away,
-        for at most the client's reconnect_timeout."""
+        """Back after a drop: the server's suggested delay, doubling (with jitter) while it
+        stays away, for at most the client's reconnect_timeout."""
         await self._drop()
         client = self._client
         delay = client.reconnect_delay if self.retry_ms is None else self.retry_ms / 1000
-        deadline = time.monotonic() + client.reconnect_timeout
+        backoff = Backoff(delay, max(MAX_RECONNECT_PAUSE, delay), budget=client.reconnect_timeout)
+        # the first try waits the delay even when it is longer than the whole budget
+        pause = backoff.next() or delay
         while True:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(pause)
             try:
                 await self.connect()
             except ConnectionFailed:
-                if time.monotonic() + delay > deadline:
+                next_pause = backoff.next()
+                if next_pause is None:
                     raise
-                delay = min(delay * 2, 30.0)
-                continue
             except APIError as exc:
-                if exc.status < 500 or time.monotonic() + delay > deadline:
+                next_pause = None if exc.status < 500 else backoff.next()
+                if next_pause is None:
                     raise
-                delay = min(delay * 2, 30.0)
-                continue
-            self.reconnects += 1
-            return
+            else:
+                self.reconnects += 1
+                return
+            pause = next_pause
 
     async def _read_event(self) -> Event | None:
         """The next event; None when the connection ended or broke."""

@@ -147,6 +147,21 @@ async def test_actions_and_delete(api: Client) -> None:
     assert gone.value.exception == "NotFoundException"
 
 
+async def test_actions_says_what_each_status_allows(api: Client) -> None:
+    allowed = await api.actions()
+    assert allowed["new"] == ["cancel", "pause", "force_delete"]
+    assert allowed["pending"] == ["cancel", "resume", "force_delete"]
+    assert allowed["success"] == ["delete"]
+    assert allowed["failed"] == ["retry", "delete"]
+    # what the server does holds to it: a completed task refuses a cancel
+    done = await api.submit("echo", {})
+    await wait_task(api, done, "success")
+    assert "cancel" not in allowed["success"]
+    with pytest.raises(APIError) as refused:
+        await api.cancel(done)
+    assert refused.value.status == 400
+
+
 async def test_errors_carry_the_servers_status_and_message(api: Client, server: TestServer) -> None:
     with pytest.raises(APIError) as unknown_type:
         await api.submit("no-such-type", {})
@@ -263,6 +278,16 @@ async def test_credentials_are_sent(proxy: Proxy) -> None:
             await anext(bearer.list())
     assert proxy.requests_with(b"Authorization: Basic YWRhOnMzY3JldA==")  # ada:s3cret
     assert proxy.requests_with(b"Authorization: Bearer tok-123")
+
+
+async def test_extra_headers_are_sent_and_the_credentials_win(proxy: Proxy) -> None:
+    headers = {"X-Team": "imaging", "Authorization": "Bearer from-headers"}
+    async with Client(proxy.url, token="tok-456", headers=headers) as client:
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(client.list())
+    assert proxy.requests_with(b"X-Team: imaging")
+    assert proxy.requests_with(b"Authorization: Bearer tok-456")
+    assert not proxy.requests_with(b"Authorization: Bearer from-headers")
 
 
 async def test_events_carry_large_tasks(api: Client) -> None:
