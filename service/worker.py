@@ -21,6 +21,9 @@ a retry cannot mend). A plain function cannot be interrupted: it reads `task.can
 and returns early. When the service no longer lets this worker report on a task (its lease
 expired, the task was deleted or paused), the function is cancelled and nothing more is sent.
 
+Every request goes through service.client.Client (so its credentials, its errors and its
+words for a connection that failed); the pauses between tries are service.backoff's.
+
 A service that cannot be reached, or answers 429, 503 or another 5xx, is tried again (with a
 growing pause). Any other 4xx is a configuration error that no retry mends (a type that is
 not external, missing or wrong credentials, a token without the grant "*"): `run` raises
@@ -38,14 +41,15 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
-import aiohttp
 import orjson
 
 from . import jsontext
-from .client import connection_problem, unreachable
+from .backoff import Backoff
+from .client import APIError, Client, ClientError, ConnectionFailed
 from .jobs import PermanentFailure
 from .jobs.base import load_function
 
@@ -59,52 +63,61 @@ WorkerFunction = Callable[["WorkerTask"], Any]
 MIN_REPORT_INTERVAL = 0.1
 #: how long a report may take before it is tried again
 REPORT_TIMEOUT = 10.0
-#: the longest pause after the service could not be reached
+#: the first and the longest pause after the service could not be reached
+FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
+#: the first and the longest pause between two tries to report a task's end
+FIRST_END_RETRY = 0.2
+MAX_END_RETRY = 2.0
 #: the answers that say "later" (too many requests, unavailable); every 5xx is one too
 RETRYABLE = frozenset({408, 429})
 #: what `python -m service.worker` exits with when the service refuses it
 EXIT_REFUSED = 3
 
 
-class TaskLost(Exception):
+# The worker's errors are the client's APIError (status, message, exception, cause), sorted
+# by what the worker does about them; only their words differ.
+
+
+class TaskLost(APIError):
     """The service refused a report (409: the lease is gone; 404: the task is gone)."""
 
+    def __str__(self) -> str:
+        return self.message
 
-class Refused(Exception):
+
+class Refused(APIError):
     """The service answered a 4xx that no retry mends: the worker is not set up right (a
     type that is not external, missing or wrong credentials, a token without the grant "*").
     `status` is the HTTP status, `message` the service's own words."""
 
-    def __init__(self, what: str, status: int, message: str) -> None:
-        super().__init__(f"the service refused {what} (HTTP {status}): {message}")
-        self.status = status
-        self.message = message
+    def __init__(
+        self, what: str, status: int, message: str, exception: str = "", cause: str = ""
+    ) -> None:
+        super().__init__(status, message, exception, cause)
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"the service refused {self.what} (HTTP {self.status}): {self.message}"
 
 
-class Unavailable(Exception):
+class Unavailable(APIError):
     """The service answered, but cannot serve now (429, 503, another 5xx): tried again."""
 
+    def __init__(
+        self, what: str, status: int, message: str, exception: str = "", cause: str = ""
+    ) -> None:
+        super().__init__(status, message, exception, cause)
+        self.what = what
 
-def _server_message(body: bytes) -> str:
-    """The `message` of the service's error body, or the body itself."""
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        decoded = None
-    message = decoded.get("message") if isinstance(decoded, dict) else None
-    if isinstance(message, str):
-        return message
-    text = body.decode(errors="replace").strip()
-    return text[:500] or "(no message)"
+    def __str__(self) -> str:
+        return f"the service answered {self.what} with HTTP {self.status}: {self.message}"
 
 
-def _unexpected(what: str, status: int, body: bytes) -> Exception:
-    """The error for an answer the worker did not expect, carrying the service's message."""
-    message = _server_message(body)
-    if status >= 500 or status in RETRYABLE:
-        return Unavailable(f"the service answered {what} with HTTP {status}: {message}")
-    return Refused(what, status, message)
+def _unexpected(what: str, error: APIError) -> APIError:
+    """The client's error for an answer the worker did not expect, as the worker sees it."""
+    kind = Unavailable if error.status >= 500 or error.status in RETRYABLE else Refused
+    return kind(what, error.status, error.message, error.exception, error.cause)
 
 
 class WorkerTask:
@@ -170,7 +183,7 @@ class Worker:
         self.heartbeat = heartbeat
         self.headers = dict(headers or {})
         self._stopping = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Client | None = None
 
     def stop(self) -> None:
         """Take no more tasks; the one running is finished first."""
@@ -181,9 +194,9 @@ class Worker:
         Returns how many tasks it ran; raises `Refused` when the service refuses the worker
         (a 4xx other than 408 and 429: retrying cannot help)."""
         done = 0
-        backoff = 0.5
-        async with aiohttp.ClientSession(headers=self.headers) as session:
-            self._session = session
+        backoff = Backoff(FIRST_BACKOFF, MAX_BACKOFF)
+        async with Client(self.url, timeout=REPORT_TIMEOUT, headers=self.headers) as client:
+            self._client = client
             try:
                 while not self._stopping.is_set():
                     try:
@@ -191,23 +204,20 @@ class Worker:
                     except Refused as exc:
                         log.error("%s; stopping", exc)
                         raise
-                    except (aiohttp.ClientError, TimeoutError, Unavailable) as exc:
-                        problem = (
-                            exc if isinstance(exc, Unavailable) else unreachable(self.url, exc)
-                        )
-                        log.warning("%s; trying again in %.1f s", problem, backoff)
+                    except (ConnectionFailed, Unavailable) as exc:
+                        pause = backoff.next() or MAX_BACKOFF  # no budget: never None
+                        log.warning("%s; trying again in %.1f s", exc, pause)
                         with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(backoff):
+                            async with asyncio.timeout(pause):
                                 await self._stopping.wait()
-                        backoff = min(MAX_BACKOFF, backoff * 2)
                         continue
-                    backoff = 0.5
+                    backoff.reset()
                     if ran:
                         done += 1
                     elif burst:
                         break
             finally:
-                self._session = None
+                self._client = None
         return done
 
     async def run_once(self) -> bool:
@@ -222,19 +232,13 @@ class Worker:
 
     # --- the protocol ---
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _http(self) -> Client:
+        if self._client is None:
             raise RuntimeError("Worker.run_once is called from Worker.run")
-        return self._session
+        return self._client
 
     async def _claim(self) -> dict[str, Any] | None:
-        params = {"types": ",".join(self.jobs), "wait": str(self.wait)}
-        timeout = aiohttp.ClientTimeout(total=self.wait + REPORT_TIMEOUT)
-        request = asyncio.ensure_future(
-            self._http().post(
-                f"{self.url}/workers/{self.name}/claim", params=params, timeout=timeout
-            )
-        )
+        request = asyncio.ensure_future(self._http().claim(self.name, self.jobs, wait=self.wait))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({request, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -242,40 +246,26 @@ class Worker:
             stopping.cancel()
         if not request.done():  # stopped while waiting: the service gives the claim back
             request.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+            with contextlib.suppress(asyncio.CancelledError, ClientError):
                 await request
             return None
-        async with request.result() as response:
-            if response.status == 204:
-                return None
-            body = await response.read()
-            if response.status != 200:
-                raise _unexpected("the claim", response.status, body)
-            return dict(orjson.loads(body))
+        try:
+            return request.result()
+        except APIError as exc:
+            raise _unexpected("the claim", exc) from None
 
-    async def _send(
-        self, task: WorkerTask, method: str, path: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        async with self._http().request(
-            method,
-            f"{self.url}{task.url}{path}",
-            data=orjson.dumps(body),
-            headers={"X-Lease": task.lease, "Content-Type": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=REPORT_TIMEOUT),
-        ) as response:
-            answer = await response.read()
-            if response.status in (404, 409):
-                raise TaskLost(_server_message(answer))
-            if response.status != 200:
-                raise _unexpected(f"a report on task {task.id}", response.status, answer)
-            return dict(orjson.loads(answer))
+    async def _send(self, task: WorkerTask, report: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """A report's answer; TaskLost when the lease no longer holds the task."""
+        try:
+            return await report
+        except APIError as exc:
+            if exc.status in (404, 409):
+                raise TaskLost(exc.status, exc.message, exc.exception, exc.cause) from None
+            raise _unexpected(f"a report on task {task.id}", exc) from None
 
     async def _report(self, task: WorkerTask) -> None:
         """Sends the latest progress (or a heartbeat); a requested cancel cancels the job."""
-        value = task._progress
-        answer = await self._send(
-            task, "PUT", "/progress", {} if value is None else {"progress": value}
-        )
+        answer = await self._send(task, self._http().report(task.url, task.lease, task._progress))
         if answer.get("cancel") and not task._cancel:
             log.info("task %d: cancel requested", task.id)
             task._cancel = True
@@ -313,10 +303,8 @@ class Worker:
                 return True
             except Unavailable as exc:
                 log.warning("task %d: %s; trying again", task.id, exc)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning(
-                    "task %d: report failed, %s; trying again", task.id, unreachable(self.url, exc)
-                )
+            except ConnectionFailed as exc:
+                log.warning("task %d: report failed, %s; trying again", task.id, exc)
             if task._cancel and interruptible and not job.done():
                 job.cancel()
             changed = asyncio.ensure_future(task._changed.wait())
@@ -334,58 +322,62 @@ class Worker:
                 return False
 
     async def _finish(self, task: WorkerTask, job: asyncio.Future[Any]) -> None:
-        progress = {} if task._progress is None else {"progress": task._progress}
+        client = self._http()
+        progress = task._progress
+        completing = False
+        end: Callable[[], Awaitable[dict[str, Any]]]
         if job.cancelled() or task._cancel:
-            path, body = "/fail", {"error": "Cancelled on request", **progress}
-        elif job.exception() is not None:
-            exc = job.exception()
-            path, body = (
-                "/fail",
-                {
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "retry": not isinstance(exc, PermanentFailure),
-                    **progress,
-                },
+            end = partial(
+                client.fail, task.url, task.lease, "Cancelled on request", progress=progress
             )
+        elif (failure := job.exception()) is not None:
+            error = f"{type(failure).__name__}: {failure}"
+            retry = not isinstance(failure, PermanentFailure)
+            end = partial(client.fail, task.url, task.lease, error, retry=retry, progress=progress)
         else:
             try:
                 # written here, sent as it is: inside {"result": …} a result nested as deep
                 # as the service stores would be a level too deep for orjson to write again
                 result = orjson.Fragment(jsontext.dumps(job.result(), "The job's result"))
             except jsontext.TooDeep as exc:
-                path, body = "/fail", {"error": str(exc), "retry": False, **progress}
-            except TypeError as exc:
-                path, body = (
-                    "/fail",
-                    {"error": f"The job's result is not JSON-serialisable: {exc}", "retry": False},
+                end = partial(
+                    client.fail, task.url, task.lease, str(exc), retry=False, progress=progress
                 )
+            except TypeError as exc:
+                error = f"The job's result is not JSON-serialisable: {exc}"
+                end = partial(client.fail, task.url, task.lease, error, retry=False)
             else:
-                path, body = "/complete", {"result": result, **progress}
+                completing = True
+                end = partial(client.complete, task.url, task.lease, result, progress=progress)
         # The end is worth a few tries: until the lease would run out.
-        deadline = asyncio.get_running_loop().time() + task.lease_duration
-        delay = 0.2
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(
+            FIRST_END_RETRY, MAX_END_RETRY, budget=task.lease_duration, clock=loop.time
+        )
         while True:
             try:
-                answer = await self._send(task, "POST", path, body)
+                answer = await self._send(task, end())
             except TaskLost as exc:
                 log.warning("task %d: its end was not accepted: %s", task.id, exc)
                 return
             except Refused as exc:
-                if path != "/complete" or exc.status not in (400, 413):
+                if not completing or exc.status not in (400, 413):
                     raise
                 # The result itself is refused (too large, nested too deeply): no retry of
                 # the job makes it acceptable, so the task fails and says why.
                 log.error("task %d: %s", task.id, exc)
                 error = f"The service refused the job's result: {exc.message}"
-                path, body = "/fail", {"error": error, "retry": False, **progress}
+                end = partial(
+                    client.fail, task.url, task.lease, error, retry=False, progress=progress
+                )
+                completing = False
                 continue
-            except (aiohttp.ClientError, TimeoutError, Unavailable) as exc:
-                if asyncio.get_running_loop().time() + delay > deadline:
-                    problem = exc if isinstance(exc, Unavailable) else connection_problem(exc)
-                    log.error("task %d: could not report its end: %s", task.id, problem)
+            except (ConnectionFailed, Unavailable) as exc:
+                pause = backoff.next()
+                if pause is None:
+                    log.error("task %d: could not report its end: %s", task.id, exc)
                     return
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                await asyncio.sleep(pause)
                 continue
             log.info("task %d: %s", task.id, answer.get("task_status"))
             return
