@@ -29,8 +29,9 @@ from .errors import (
     TooManyRequests,
     TransitionRefused,
 )
-from .jobs import JobContext, JobType, PermanentFailure, Registry, command
+from .jobs import JobContext, JobType, PermanentFailure, command
 from .jobs.base import MAX_ERROR_CHARS, ReportedFailure, describe_error
+from .jobs.registry import Registry
 from .model import Action, GraphRef, NewTask, Status, Task
 from .policy import Outcome, after_failure, after_interruption, delete_sources, refusal
 from .policy import retry_delay as backoff_delay

@@ -1,16 +1,9 @@
-"""Job types: what a task of each type runs, and the context a job is given."""
+"""The job contract: what a job is given (JobContext) and what it may raise. The job types
+the service runs are assembled by `service.jobs.registry`."""
 
 from __future__ import annotations
 
-from .base import (
-    JobCancelled,
-    JobContext,
-    JobFunction,
-    JobType,
-    PermanentFailure,
-    Registry,
-    build_registry,
-)
+from .base import JobCancelled, JobContext, JobFunction, JobType, PermanentFailure
 
 __all__ = [
     "JobCancelled",
@@ -18,6 +11,4 @@ __all__ = [
     "JobFunction",
     "JobType",
     "PermanentFailure",
-    "Registry",
-    "build_registry",
 ]

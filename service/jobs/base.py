@@ -6,13 +6,12 @@ import asyncio
 import contextvars
 import importlib
 import inspect
-import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError, JobSpec, Settings
+from ..config import Settings
 from ..model import GraphRef
 
 #: a job: `async def run(ctx) -> value`, or a plain `def run(ctx)` run in a worker thread
@@ -183,30 +182,6 @@ async def run_in_thread(function: JobFunction, ctx: JobContext) -> Any:
     return done.result()
 
 
-class Registry:
-    """Job types by name: the built-ins and those the configuration declares."""
-
-    def __init__(self, types: Mapping[str, JobType]) -> None:
-        self._types = dict(types)
-
-    def get(self, name: str) -> JobType | None:
-        return self._types.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._types)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._types
-
-
-BUILTINS = {
-    "sleep": "service.jobs.sleep:run",
-    "echo": "service.jobs.echo:run",
-    "fail": "service.jobs.fail:run",
-    "gremlin": "service.jobs.gremlin:run",
-}
-
-
 def load_function(spec: str) -> tuple[str, JobFunction]:
     """`module:callable` -> (dotted path, the function); ValueError that says what is wrong."""
     module_name, sep, attribute = spec.partition(":")
@@ -226,42 +201,3 @@ def load_function(spec: str) -> tuple[str, JobFunction]:
     if not callable(target):
         raise ValueError(f"{spec!r} is not callable")
     return f"{module_name}.{attribute}", target
-
-
-def add_import_paths(paths: Sequence[str]) -> None:
-    """Puts `paths` at the front of sys.path, in their order, each once: the job modules
-    of a project are found there before anything of the same name elsewhere."""
-    for path in reversed(paths):
-        if path in sys.path:
-            sys.path.remove(path)
-        sys.path.insert(0, path)
-
-
-def build_registry(settings: Settings) -> Registry:
-    add_import_paths(settings.import_paths)
-    # Declared commands, process jobs and the types external workers serve build on this
-    # module: imported here, at call time.
-    from .. import workers
-    from . import command, process
-
-    types: dict[str, JobType] = {}
-    for name, spec in {**BUILTINS, **settings.jobs}.items():
-        job = spec if isinstance(spec, JobSpec) else JobSpec(spec)
-        where = f"jobs.{name}" if isinstance(spec, str) else f"jobs.{name}.call"
-        try:
-            if job.run_in == "process":
-                types[name] = process.job_type(name, job.call)
-            else:
-                path, function = load_function(job.call)
-                types[name] = JobType(name, path, function)
-        except ValueError as exc:  # a ConfigError: the service cannot start with this setting
-            raise ConfigError(f"{where}: {exc}") from None
-    for name, declared in settings.commands.items():
-        if name in types:
-            raise ConfigError(f"commands.{name}: a job type '{name}' already exists")
-        types[name] = command.job_type(name, declared)
-    for name in settings.external_types:
-        if name in types:
-            raise ConfigError(f"external_types: a job type '{name}' already exists")
-        types[name] = JobType(name, workers.CALLABLE_PATH, workers.external)
-    return Registry(types)

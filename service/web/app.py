@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..events import EventBus
-from ..jobs import build_registry
+from ..jobs.registry import build_registry
 from ..logs import log_events
 from ..metrics import WAITING_STATUSES, Metrics
 from ..store import open_store

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..config import Settings
 from ..events import EventBus
-from ..jobs import Registry
+from ..jobs.registry import Registry
 from ..metrics import Metrics
 from ..store import Store
 from ..supervisor import Supervisor

@@ -232,7 +232,7 @@ def test_floats_are_finite_numbers() -> None:
 
 
 def test_a_job_type_that_cannot_be_loaded_is_a_config_error(tmp_path: Path) -> None:
-    from service.jobs import build_registry
+    from service.jobs.registry import build_registry
 
     for spec, words in (
         ("tests.no_such_module:run", "cannot import"),

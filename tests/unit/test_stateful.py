@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 
 from service import config
 from service.errors import BadRequest, NotFound, ServiceUnavailable
-from service.jobs import build_registry
+from service.jobs.registry import build_registry
 from service.model import COMPLETED_STATUSES, GraphRef, Status, Task
 from service.store import SQLiteStore
 from service.supervisor import Supervisor

@@ -16,8 +16,8 @@ from aiohttp import ClientSession
 
 from service import config
 from service.config import ConfigError
-from service.jobs import build_registry
 from service.jobs.command import TAIL_BYTES, process_token, stop_orphan
+from service.jobs.registry import build_registry
 from service.web import create_app
 from tests.conftest import (
     get_task,

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from service import config
 from service.config import ConfigError, JobSpec
-from service.jobs import build_registry
+from service.jobs.registry import build_registry
 from service.model import Status
 from service.store import Change
 from service.web import create_app

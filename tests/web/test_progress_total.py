@@ -13,7 +13,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from service.config import ConfigError
-from service.jobs import JobContext, build_registry
+from service.jobs import JobContext
+from service.jobs.registry import build_registry
 from service.web import create_app
 from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
 from tests.web.test_cli import sidetask
