@@ -85,9 +85,11 @@ IDEMPOTENCY_CONFLICT = _refusal(
     "job type); the message names the key and its task"
 )
 EVENT_STREAM_PARAMS = _params(*declared.EVENT_STREAM)
+_KINDS = [kind.value for kind in EventKind]
 EVENT_STREAM = {
-    "description": "Server-Sent Events: `id:` the event id, `event:` task.created, task.status, "
-    "task.progress or task.deleted, `data:` the task as GET returns it (for task.deleted, {\"id\": N}); "
+    "description": "Server-Sent Events: `id:` the event id, `event:` "
+    f"{', '.join(_KINDS[:-1])} or {_KINDS[-1]}, "
+    f"`data:` the task as GET returns it (for {EventKind.DELETED.value}, {{\"id\": N}}); "
     "task_input only in task.created and a task stream's first event. 503 (with Retry-After) past max_streams",
     "content": {
         "text/event-stream": {
@@ -96,7 +98,7 @@ EVENT_STREAM = {
                 "type": "object",
                 "properties": {
                     "id": {"type": "string", "pattern": "^[0-9]+$"},
-                    "event": {"type": "string", "enum": [kind.value for kind in EventKind]},
+                    "event": {"type": "string", "enum": _KINDS},
                     "data": {"type": "string", "contentMediaType": "application/json"},
                 },
             }
