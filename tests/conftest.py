@@ -160,3 +160,35 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 async def http() -> AsyncIterator[ClientSession]:
     async with ClientSession() as session:
         yield session
+
+
+#: the slow groups, by path (registered in pyproject.toml; `scripts/test --fast` leaves them
+#: out): a file's tests carry its group's marker, a folder's every file's
+GROUPS = {
+    "tests/browser/": "browser",
+    "tests/web/test_chaos.py": "chaos",
+    "tests/web/test_fuzz.py": "fuzz",
+    # real `python -m service serve` processes, killed, flooded or measured
+    "tests/web/test_recovery.py": "slow",
+    "tests/web/test_memory.py": "slow",
+    "tests/web/test_floods.py": "slow",
+    "tests/web/test_import_paths.py": "slow",
+    "tests/web/test_pyhugegraph.py": "slow",
+    # external workers and the sidetask command, each a process of its own
+    "tests/web/test_workers.py": "slow",
+    "tests/web/test_cli.py": "slow",
+    # the benchmark, pip, the deployment files, the lint and type check, the state machine
+    "tests/unit/test_bench_quick.py": "slow",
+    "tests/unit/test_install_script.py": "slow",
+    "tests/unit/test_deploy.py": "slow",
+    "tests/unit/test_code_quality.py": "slow",
+    "tests/unit/test_stateful.py": "slow",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.relative_to(ROOT).as_posix()
+        for prefix, marker in GROUPS.items():
+            if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+                item.add_marker(marker)
