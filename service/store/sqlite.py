@@ -27,6 +27,7 @@ from ..errors import (
 from ..model import (
     COMPLETED_STATUSES,
     INTERRUPTIBLE_STATUSES,
+    LEASED_STATUSES,
     Event,
     EventKind,
     GraphRef,
@@ -56,8 +57,6 @@ COMPLETED_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(COMPLETED_STATUSE
 CHANGEABLE_FIELDS = frozenset(
     {"progress", "progress_total", "result", "retries", "run_after_ms", "server", "description"}
 )
-#: statuses in which an external worker holds a task under a lease
-LEASED_STATUSES = frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLING})
 #: the most writes one transaction carries; the rest wait for the next one
 MAX_BATCH = 4096
 #: tasks a streamed list reads per query, and the characters of input and result past
