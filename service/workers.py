@@ -32,7 +32,7 @@ from .errors import BadRequest
 from .jobs import JobContext, PermanentFailure
 from .model import CLAIMABLE_STATUSES, Event, EventKind, GraphRef, Status, Task
 from .policy import Outcome, after_failure, after_lease_expired, after_unleased
-from .store import Change, Lease, Store
+from .store import Change, Lease, LeaseStore
 
 log = logging.getLogger("sidetask.workers")
 
@@ -54,7 +54,7 @@ class WorkerHub:
     """Claims, reports and lease expiry for the types in `settings.external_types`."""
 
     def __init__(
-        self, settings: Settings, store: Store, retry_delay: Callable[[int], float]
+        self, settings: Settings, store: LeaseStore, retry_delay: Callable[[int], float]
     ) -> None:
         self.settings = settings
         self.store = store

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery, Store
+from .base import (
+    Backend,
+    Change,
+    CommitListener,
+    Decision,
+    Lease,
+    LeaseStore,
+    ProcessGroup,
+    Recovery,
+    Store,
+)
 from .sqlite import SQLiteStore
 
 __all__ = [
+    "Backend",
     "Change",
     "CommitListener",
     "Decision",
     "Lease",
+    "LeaseStore",
     "ProcessGroup",
     "Recovery",
     "SQLiteStore",
@@ -18,6 +30,6 @@ __all__ = [
 ]
 
 
-def open_store(db: str) -> Store:
+def open_store(db: str) -> Backend:
     """The store for a `db` setting: a SQLite file path (PostgreSQL URLs come later)."""
     return SQLiteStore(db)

@@ -97,31 +97,6 @@ class Store(Protocol):
 
     async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None: ...
 
-    # --- external workers' leases ---
-    async def lease(
-        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
-    ) -> tuple[Lease | None, int | None]:
-        """The first due task of `types`, claimed for `worker`; else None and when the next
-        one of those types comes due (None: none is waiting)."""
-        ...
-
-    async def report(
-        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
-    ) -> Lease: ...
-    async def settle_lease(
-        self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
-    ) -> Task: ...
-    async def expire_leases(
-        self,
-        now_ms: int,
-        types: Sequence[str],
-        decide: Decision,
-        unleased: Decision | None = None,
-    ) -> list[Task]:
-        """Tasks of `types` whose lease ran out, by `decide`; those in a worker's status with
-        no lease at all (run in-process before the type became external), by `unleased`."""
-        ...
-    async def renew_leases(self, types: Sequence[str], until_ms: int) -> int: ...
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]: ...
 
     # --- reads ---
@@ -173,3 +148,42 @@ class Store(Protocol):
     async def count_statuses(self, graph: GraphRef) -> dict[Status, int]:
         """A graph's tasks per status, every status present (zeros too)."""
         ...
+
+
+class LeaseStore(Protocol):
+    """External workers' leases: what the lease hub (and only it) asks of a store. A leased
+    task moves through the same statuses as any other, by the same compare-and-set."""
+
+    def add_listener(self, listener: CommitListener) -> None: ...
+    async def transition(self, change: Change) -> Task:
+        """As Store.transition: a claim nobody received is given back by one."""
+        ...
+
+    async def lease(
+        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
+    ) -> tuple[Lease | None, int | None]:
+        """The first due task of `types`, claimed for `worker`; else None and when the next
+        one of those types comes due (None: none is waiting)."""
+        ...
+
+    async def report(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
+    ) -> Lease: ...
+    async def settle_lease(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
+    ) -> Task: ...
+    async def expire_leases(
+        self,
+        now_ms: int,
+        types: Sequence[str],
+        decide: Decision,
+        unleased: Decision | None = None,
+    ) -> list[Task]:
+        """Tasks of `types` whose lease ran out, by `decide`; those in a worker's status with
+        no lease at all (run in-process before the type became external), by `unleased`."""
+        ...
+    async def renew_leases(self, types: Sequence[str], until_ms: int) -> int: ...
+
+
+class Backend(Store, LeaseStore, Protocol):
+    """A store that keeps leases too: what `open_store` gives."""

@@ -11,15 +11,14 @@ from ..config import Settings
 from ..events import EventBus
 from ..jobs.registry import build_registry
 from ..logs import log_events
-from ..metrics import Metrics
-from ..model import WAITING_STATUSES
+from ..metrics import WAITING_STATUSES, Metrics
 from ..store import open_store
 from ..supervisor import Supervisor
 from ..workers import WorkerHub
 from .access import access_middleware, add_request_id
 from .auth import AUTH, Authenticator, auth_middleware
 from .errors import error_middleware
-from .keys import EVENTS, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR, WORKERS
+from .keys import EVENTS, LEASES, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR, WORKERS
 from .limits import limits_middleware
 from .metrics import metrics_ctx
 from .origin import PagePolicy, origin_middleware
@@ -33,6 +32,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store = open_store(app[SETTINGS].db)
     await store.open()
     app[STORE] = store
+    app[LEASES] = store
     store.add_listener(log_events)  # one log line per task transition
     yield
     await store.close()
@@ -54,7 +54,7 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = WorkerHub(app[SETTINGS], app[STORE], app[SUPERVISOR].retry_delay)
+    hub = WorkerHub(app[SETTINGS], app[LEASES], app[SUPERVISOR].retry_delay)
     app[WORKERS] = hub
     await hub.start()
     yield

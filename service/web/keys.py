@@ -8,12 +8,14 @@ from ..config import Settings
 from ..events import EventBus
 from ..jobs.registry import Registry
 from ..metrics import Metrics
-from ..store import Store
+from ..store import LeaseStore, Store
 from ..supervisor import Supervisor
 from ..workers import WorkerHub
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
+#: the same store, as the lease hub sees it
+LEASES = web.AppKey("leases", LeaseStore)
 REGISTRY = web.AppKey("registry", Registry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 EVENTS = web.AppKey("events", EventBus)

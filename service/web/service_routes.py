@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from importlib import metadata
 
-import service
+from aiohttp import web
 
 from ..errors import ServiceUnavailable
 from .keys import REGISTRY, SETTINGS, SUPERVISOR
@@ -16,7 +16,10 @@ HUGEGRAPH_VERSIONS = {"version": "v1", "core": "1.7.0", "gremlin": "3.5.1", "api
 
 
 def sidetask_version() -> str:
-    return service.__version__
+    try:
+        return metadata.version("sidetask")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 async def versions(request: web.Request) -> web.Response:

@@ -1,0 +1,345 @@
+"""Every SQL statement of the SQLite store, by name. A query whose shape does not depend on
+the call is a constant with `?` parameters; one whose shape does (an IN list of variable
+length, an optional filter) is built by a named function, cached per shape, so a call costs
+a dictionary lookup and never a string built anew."""
+
+from __future__ import annotations
+
+import functools
+
+from ..model import COMPLETED_STATUSES, INTERRUPTIBLE_STATUSES, Status
+
+#: the task columns, in the order every SELECT and RETURNING lists them (rows.row_to_task)
+TASK_COLUMNS = (
+    "id, graphspace, graph, name, type, callable, status, progress, create_ms, update_ms, "
+    "result, input, retries, max_retries, priority, timeout, run_after_ms, server, description, "
+    "progress_total"
+)
+#: the event columns, in the order rows.row_to_event reads them
+EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
+#: the completed statuses as SQL, as the partial index tasks_completed_by_update lists them
+COMPLETED_SQL = "(" + ", ".join(f"'{s.value}'" for s in sorted(COMPLETED_STATUSES)) + ")"
+#: the stored statuses recover() looks at, as its query's parameters
+INTERRUPTIBLE_VALUES = tuple(sorted(s.value for s in INTERRUPTIBLE_STATUSES))
+#: every known status value (the parameters of UNINTERPRETABLE)
+KNOWN_VALUES = tuple(s.value for s in Status if s is not Status.UNKNOWN)
+
+
+@functools.lru_cache(maxsize=512)
+def marks(count: int) -> str:
+    """`count` parameters of an IN list: "?, ?, ?"."""
+    return ", ".join("?" * count)
+
+
+#: true in SQL for exactly the rows rows.row_to_task reads as `unknown` (kept in step with
+#: it); its parameters are KNOWN_VALUES. Only the reader connections have sidetask_json.
+UNINTERPRETABLE = (
+    f"(status IS NULL OR status NOT IN ({marks(len(KNOWN_VALUES))})"
+    " OR typeof(graphspace) != 'text' OR typeof(graph) != 'text' OR typeof(name) != 'text'"
+    " OR typeof(type) != 'text' OR typeof(callable) != 'text'"
+    " OR typeof(progress) != 'integer' OR typeof(create_ms) != 'integer'"
+    " OR typeof(update_ms) != 'integer' OR typeof(retries) != 'integer'"
+    " OR typeof(max_retries) != 'integer' OR typeof(priority) != 'integer'"
+    " OR typeof(run_after_ms) != 'integer' OR typeof(timeout) NOT IN ('real', 'integer', 'null')"
+    " OR typeof(result) NOT IN ('text', 'null') OR typeof(server) NOT IN ('text', 'null')"
+    " OR typeof(description) NOT IN ('text', 'null')"
+    " OR typeof(progress_total) NOT IN ('integer', 'null')"
+    " OR (input IS NOT NULL AND (typeof(input) != 'text' OR NOT sidetask_json(input))))"
+)
+
+# --- connections, schema ---
+
+WRITER_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    # FULL: a commit is on disk before the 201 goes out; group commit pays for it.
+    "PRAGMA synchronous = FULL",
+    "PRAGMA busy_timeout = 2000",
+)
+READER_PRAGMAS = ("PRAGMA query_only = ON", "PRAGMA busy_timeout = 2000")
+MAX_PAGE_COUNT = "PRAGMA max_page_count"
+USER_VERSION = "PRAGMA user_version"
+#: ids after every id ever handed out, deleted (purged) ones included
+LAST_EVENT_ID_EVER = (
+    "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0),"
+    " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
+)
+
+
+def set_max_page_count(pages: int) -> str:
+    """A PRAGMA takes no parameters: the (integer) value is written into it."""
+    return f"PRAGMA max_page_count = {int(pages)}"
+
+
+def migration(script: str, number: int) -> str:
+    """A migration and its version bump, one transaction (executescript commits first)."""
+    return f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {int(number)};\nCOMMIT;"
+
+
+# --- transactions ---
+
+BEGIN = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+
+# --- tasks ---
+
+SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+SELECT_BY_IDEMPOTENCY_KEY = (
+    f"SELECT {TASK_COLUMNS}, idempotency_fingerprint FROM tasks"
+    " WHERE graphspace = ? AND graph = ? AND idempotency_key = ?"
+)
+INSERT_TASK = (
+    "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms,"
+    " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key,"
+    " idempotency_fingerprint)"
+    f" VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
+)
+SET_PROGRESS = (
+    "UPDATE tasks SET progress = ?, progress_total = coalesce(?, progress_total),"
+    " update_ms = ? WHERE id = ? AND status IN ('running', 'cancelling')"
+    " AND (progress != ? OR coalesce(?, progress_total) IS NOT progress_total)"
+    f" RETURNING {TASK_COLUMNS}"
+)
+DELETE_TASK = "DELETE FROM tasks WHERE id = ?"
+
+
+@functools.lru_cache(maxsize=64)
+def delete_task_from(sources: int) -> str:
+    """DELETE_TASK as a compare-and-set: only from one of `sources` statuses.
+    Parameters: the id, the statuses."""
+    return f"{DELETE_TASK} AND status IN ({marks(sources)})"
+
+
+SET_PROCESS_GROUP = "UPDATE tasks SET process_group = ?, process_token = ? WHERE id = ?"
+PROCESS_GROUPS = (
+    "SELECT id, process_group, process_token FROM tasks WHERE process_group IS NOT NULL"
+)
+
+
+@functools.lru_cache(maxsize=512)
+def change_status(fields: tuple[str, ...], ids: int, sources: int) -> str:
+    """The compare-and-set UPDATE of a status change setting `fields`, on `ids` tasks, from
+    `sources` statuses; parameters: target, now, the fields' values, the ids, the sources."""
+    assignments = "".join(f", {name} = ?" for name in fields)
+    where = "id = ?" if ids == 1 else f"id IN ({marks(ids)})"
+    return (
+        f"UPDATE tasks SET status = ?, update_ms = ?{assignments}"
+        f" WHERE {where} AND status IN ({marks(sources) or 'NULL'}) RETURNING {TASK_COLUMNS}"
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def claim_waiting(excluded: int, damaged: int) -> str:
+    """Due waiting tasks in claim order, not of `excluded` types nor `damaged` ids.
+
+    The partial index holds only waiting tasks, in claim order: the scan stops after
+    `limit` due ones instead of sorting every waiting task. Parameters: now, the excluded
+    types, the damaged ids, the limit."""
+    sql = (
+        "SELECT id, status, type FROM tasks INDEXED BY tasks_waiting"
+        " WHERE status IN ('new', 'restoring') AND run_after_ms <= ?"
+    )
+    if excluded:
+        sql += f" AND type NOT IN ({marks(excluded)})"
+    if damaged:
+        sql += f" AND id NOT IN ({marks(damaged)})"
+    return sql + " ORDER BY priority DESC, id LIMIT ?"
+
+
+@functools.lru_cache(maxsize=64)
+def interrupted(kept: int) -> str:
+    """Tasks a dead process left mid-way, but those of `kept` types held under a lease.
+    Parameters: INTERRUPTIBLE_VALUES, the kept types."""
+    sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ({marks(len(INTERRUPTIBLE_VALUES))})"
+    if kept:
+        sql += f" AND (type NOT IN ({marks(kept)}) OR lease_expires_ms IS NULL)"
+    return sql + " ORDER BY id"
+
+
+# The partial index of completed tasks by age: the IN list must read as the index's does,
+# and INDEXED BY keeps the planner off tasks_by_status_type, which would walk every
+# completed task when none is old enough.
+PURGEABLE_TASKS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_completed_by_update"
+    f" WHERE status IN {COMPLETED_SQL} AND update_ms < ?"
+    " LIMIT ?"
+)
+# Event ids grow with time, so the oldest events are the first ids.
+PURGE_EVENTS = (
+    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?) AND create_ms < ?"
+)
+
+# --- external workers' leases ---
+
+
+@functools.lru_cache(maxsize=256)
+def next_leasable(types: int, damaged: int) -> str:
+    """The first due waiting task of `types`, not of the `damaged` ids.
+    Parameters: now, the types, the damaged ids."""
+    skip = f" AND id NOT IN ({marks(damaged)})" if damaged else ""
+    return (
+        "SELECT id FROM tasks INDEXED BY tasks_waiting"
+        f" WHERE status IN ('new', 'restoring') AND run_after_ms <= ? AND type IN ({marks(types)})"
+        f"{skip} ORDER BY priority DESC, id LIMIT 1"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def next_due(types: int, damaged: int) -> str:
+    """When the next waiting task of `types` comes due. Parameters: the types, the ids."""
+    skip = f" AND id NOT IN ({marks(damaged)})" if damaged else ""
+    return (
+        "SELECT MIN(run_after_ms) FROM tasks INDEXED BY tasks_waiting"
+        f" WHERE status IN ('new', 'restoring') AND type IN ({marks(types)}){skip}"
+    )
+
+
+SET_LEASE = "UPDATE tasks SET lease = ?, lease_expires_ms = ? WHERE id = ?"
+SELECT_LEASED = f"SELECT {TASK_COLUMNS}, lease, lease_expires_ms FROM tasks WHERE id = ?"
+REPORT_PROGRESS = (
+    f"UPDATE tasks SET progress = ?, update_ms = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
+)
+EXTEND_LEASE = "UPDATE tasks SET lease_expires_ms = ? WHERE id = ?"
+END_LEASE = "UPDATE tasks SET lease_expires_ms = NULL WHERE id = ?"
+DROP_LEASE = "UPDATE tasks SET lease = NULL, lease_expires_ms = NULL WHERE id = ?"
+
+
+@functools.lru_cache(maxsize=64)
+def expired_leases(statuses: int, types: int) -> str:
+    """Tasks of `types` in the leased `statuses` whose lease ran out, oldest expiry first.
+    Parameters: now, the statuses, the types."""
+    return (
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE lease_expires_ms <= ?"
+        f" AND status IN ({marks(statuses)}) AND type IN ({marks(types)}) ORDER BY lease_expires_ms"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def unleased(statuses: int, types: int) -> str:
+    """Tasks of `types` in the leased `statuses` with no lease (read through
+    tasks_by_status_type). Parameters: the statuses, the types."""
+    return (
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE status IN ({marks(statuses)})"
+        f" AND type IN ({marks(types)}) AND lease_expires_ms IS NULL ORDER BY id"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def renew_leases(statuses: int, types: int) -> str:
+    """Every live lease on tasks of `types` in `statuses` lasts at least until a time.
+    Parameters: the time, the statuses, the types."""
+    return (
+        "UPDATE tasks SET lease_expires_ms = MAX(lease_expires_ms, ?)"
+        f" WHERE lease_expires_ms IS NOT NULL AND status IN ({marks(statuses)})"
+        f" AND type IN ({marks(types)})"
+    )
+
+
+# --- events ---
+
+INSERT_EVENT = (
+    "INSERT INTO events (id, task_id, graphspace, graph, kind, task_type, status, data,"
+    " create_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+LAST_EVENT_ID = "SELECT COALESCE(MAX(id), 0) FROM events"
+
+
+@functools.lru_cache(maxsize=16)
+def events_after(by_task: bool, by_graph: bool, bounded: bool) -> str:
+    """Events after an id, in id order, of one task and/or graph; parameters: the id, the
+    task id, graphspace and graph (those asked), the limit. `bounded`: only those that
+    start within a number of bytes of data, parameters: the filter's twice, the limit, the
+    bytes. The page's last id is a running sum of the sizes, which SQLite reads from each
+    row's header (length() of a BLOB does not load it); the scan stops at the limit."""
+    where = "id > ?"
+    if by_task:
+        where += " AND task_id = ?"
+    if by_graph:
+        where += " AND graphspace = ? AND graph = ?"
+    if not bounded:
+        return f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ?"
+    sizes = (
+        "SELECT id, length(data) AS size, SUM(length(data)) OVER"
+        f" (ORDER BY id ROWS UNBOUNDED PRECEDING) AS upto FROM events WHERE {where}"
+        " ORDER BY id LIMIT ?"
+    )
+    return (
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} AND id <="
+        f" (SELECT MAX(id) FROM ({sizes}) WHERE upto - size < ?) ORDER BY id"
+    )
+
+
+# --- reads ---
+
+COUNT_BY_STATUS_TYPE = "SELECT status, type, COUNT(*) FROM tasks GROUP BY status, type"
+# reads only the index tasks_by_graph_status
+COUNT_GRAPH_STATUSES = (
+    "SELECT status, COUNT(*) FROM tasks WHERE graphspace = ? AND graph = ? GROUP BY status"
+)
+
+
+@functools.lru_cache(maxsize=512)
+def graph_tasks_by_id(ids: int) -> str:
+    """A graph's tasks of `ids`, in id order. Parameters: graphspace, graph, the ids."""
+    return (
+        f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = ? AND graph = ?"
+        f" AND id IN ({marks(ids)}) ORDER BY id"
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def list_tasks(
+    several: bool, descending: bool, by_type: bool, stored: int, unknown: bool, limited: bool
+) -> str:
+    """A graph's tasks in id order, from an id on (the third parameter), of a type, of
+    `stored` statuses and/or those that read as `unknown`. Parameters: graphspace, graph,
+    the id, the type, the statuses, KNOWN_VALUES (for `unknown`), the limit.
+
+    Several stored statuses (a dashboard's group): left to itself, SQLite walks the graph's
+    tasks in id order looking for them, every one of 200,000 when none is in them (130 ms);
+    by the status index it reads each status's range, up to the limit each (0.1 ms). One
+    status finds that index by itself; unknown cannot use it. Descending, the id is the one
+    the page goes on below; the same indexes serve both orders, read backwards."""
+    source = "tasks INDEXED BY tasks_by_graph_status" if several else "tasks"
+    sql = (
+        f"SELECT {TASK_COLUMNS} FROM {source} WHERE graphspace = ? AND graph = ?"
+        f" AND id {'<' if descending else '>'} ?"
+    )
+    if by_type:
+        sql += " AND type = ?"
+    terms = []
+    if stored == 1:
+        terms.append("status = ?")
+    elif stored:
+        terms.append(f"status IN ({marks(stored)})")
+    if unknown:
+        terms.append(UNINTERPRETABLE)
+    if terms:
+        sql += " AND " + (terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})")
+    sql += " ORDER BY id DESC" if descending else " ORDER BY id"
+    return sql + " LIMIT ?" if limited else sql
+
+
+@functools.lru_cache(maxsize=512)
+def as_json_array(sql: str) -> str:
+    """A task query's rows as one JSON array: a reader thread that builds a Python row per
+    result row takes the GIL back once per row."""
+    return f"SELECT json_group_array(json_array({TASK_COLUMNS})) FROM ({sql})"
+
+
+@functools.lru_cache(maxsize=512)
+def as_bounded_json_array(sql: str) -> str:
+    """As `as_json_array`, but a row whose input and result have more characters than the
+    first parameter comes as its id alone."""
+    return (
+        "SELECT json_group_array(CASE WHEN COALESCE(length(input), 0)"
+        f" + COALESCE(length(result), 0) > ? THEN id ELSE json_array({TASK_COLUMNS}) END)"
+        f" FROM ({sql})"
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def ids_of(sql: str) -> str:
+    """The ids of a task query's rows."""
+    return f"SELECT id FROM ({sql})"

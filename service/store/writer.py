@@ -1,0 +1,414 @@
+"""The SQLite writer: one connection on its own thread, group commit (every write waiting
+when a transaction ends goes into the next one), a savepoint per write, and the events each
+write appends, stored in its transaction and announced after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from .. import clock
+from ..errors import NotFound, ServiceUnavailable, SidetaskError, TransitionRefused
+from ..model import Event, EventKind, Status, Task, allowed_sources
+from . import queries as q
+from .base import Change, CommitListener
+from .rows import row_to_task
+from .schema import MIGRATIONS
+
+log = logging.getLogger("sidetask.store")
+
+T = TypeVar("T")
+
+#: fields a status change may set besides status and update_ms
+CHANGEABLE_FIELDS = frozenset(
+    {"progress", "progress_total", "result", "retries", "run_after_ms", "server", "description"}
+)
+#: the most writes one transaction carries; the rest wait for the next one
+MAX_BATCH = 4096
+
+
+def sql_error(exc: sqlite3.Error) -> SidetaskError:
+    """A database fault as the error a client sees: retry later, nothing was written."""
+    text = str(exc)
+    if "full" in text:
+        return ServiceUnavailable("The store cannot write: the disk or database is full", text)
+    if "locked" in text or "busy" in text:
+        return ServiceUnavailable("The store cannot write: the database is locked", text)
+    return ServiceUnavailable("The store cannot write now", text)
+
+
+def _as_client_error(exc: Exception) -> Exception:
+    return sql_error(exc) if isinstance(exc, sqlite3.Error) else exc
+
+
+class Tx:
+    """The writer thread's view of one transaction: SQL on the connection plus the events
+    each change appends, so an event exists exactly when its change is committed.
+
+    Event ids come from a counter the writer keeps (one writer per file, so nobody else
+    takes ids): the rows of one write go in with one executemany at its end, inside its
+    savepoint. An id whose write or transaction rolled back is never used again, so ids
+    only grow."""
+
+    def __init__(self, conn: sqlite3.Connection, next_event_id: Iterator[int]) -> None:
+        self.conn = conn
+        self.now = clock.now_ms()
+        self.events: list[Event] = []
+        self._next_event_id = next_event_id
+
+    def event(self, kind: EventKind, task: Task) -> None:
+        deleted = kind is EventKind.DELETED
+        if deleted:
+            body: dict[str, Any] = {"id": task.id}
+        else:
+            body = task.to_api()
+            if kind is not EventKind.CREATED:
+                # SPEC 7: only task.created carries the input (it never changes), so a
+                # large input is not stored, replayed and sent again with every step.
+                body.pop("task_input", None)
+        data = orjson.dumps(body)
+        self.events.append(
+            Event(
+                next(self._next_event_id),
+                kind,
+                task.id,
+                task.graph,
+                task.type,
+                None if deleted else task.status,
+                data,
+            )
+        )
+
+    def write_events(self, start: int = 0) -> None:
+        """Inserts the events appended since index `start`, with one executemany."""
+        if len(self.events) > start:
+            now = self.now
+            self.conn.executemany(
+                q.INSERT_EVENT,
+                [
+                    (
+                        e.id,
+                        e.task_id,
+                        e.graph.graphspace,
+                        e.graph.graph,
+                        e.kind.value,
+                        e.task_type,
+                        None if e.status is None else e.status.value,
+                        e.data,
+                        now,
+                    )
+                    for e in self.events[start:]
+                ],
+            )
+
+    def select_task(self, task_id: int) -> Task | None:
+        row = self.conn.execute(q.SELECT_TASK, (task_id,)).fetchone()
+        return None if row is None else row_to_task(row)
+
+    def change(self, change: Change) -> Task:
+        """Compare-and-set: the update applies only from an allowed status, else it raises
+        and leaves the row as it was."""
+        sql, params = _update(change, self.now, [change.task_id])
+        self.conn.execute("SAVEPOINT change")
+        try:
+            row = self.conn.execute(sql, params).fetchone()
+            task = None if row is None else row_to_task(row)
+            if task is None or task.status is Status.UNKNOWN:
+                # Refused, or a damaged row (its status is one the table allows, but nothing
+                # else of it can be trusted): undo, and say why.
+                self.conn.execute("ROLLBACK TO change")
+                raise self._refusal(change)
+        finally:
+            self.conn.execute("RELEASE change")
+        self.event(EventKind.STATUS, task)
+        return task
+
+    def change_many(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        """Changes with the same target, fields and sources as one UPDATE; each change
+        applies or is refused on its own, as `change` would."""
+        if len(changes) == 1:
+            return [self._try(changes[0])]
+        first = changes[0]
+        sql, params = _update(first, self.now, [c.task_id for c in changes])
+        self.conn.execute("SAVEPOINT changes")
+        try:
+            rows = self.conn.execute(sql, params).fetchall()
+            tasks = {task.id: task for task in map(row_to_task, rows)}
+            if any(task.status is Status.UNKNOWN for task in tasks.values()):
+                # a damaged row among them (rare): undo, and take them one at a time
+                self.conn.execute("ROLLBACK TO changes")
+                tasks = {}
+                damaged = True
+            else:
+                damaged = False
+        finally:
+            self.conn.execute("RELEASE changes")
+        if damaged:
+            return [self._try(c) for c in changes]
+        results: list[Task | SidetaskError] = []
+        for change in changes:
+            task = tasks.get(change.task_id)
+            if task is None:
+                results.append(self._refusal(change))
+            else:
+                self.event(EventKind.STATUS, task)
+                results.append(task)
+        return results
+
+    def _try(self, change: Change) -> Task | SidetaskError:
+        try:
+            return self.change(change)
+        except SidetaskError as exc:
+            return exc
+
+    def _refusal(self, change: Change) -> SidetaskError:
+        current = self.select_task(change.task_id)
+        if current is None:
+            return NotFound(f"Can't find task with id '{change.task_id}'")
+        return TransitionRefused(
+            f"Task '{change.task_id}' in status {current.status.name} can't become "
+            f"{change.target.name}"
+        )
+
+
+def _update(change: Change, now: int, task_ids: Sequence[int]) -> tuple[str, list[Any]]:
+    """The compare-and-set UPDATE of `change`, applied to `task_ids`: the transition table
+    is enforced in SQL (`status IN (…)`), whatever the caller checked before."""
+    sources = allowed_sources(change.target)
+    if change.sources is not None:
+        sources = sources & change.sources
+    fields = change.fields or {}
+    bad = set(fields) - CHANGEABLE_FIELDS
+    if bad:
+        raise ValueError(f"not changeable: {sorted(bad)}")
+    sql = q.change_status(tuple(fields), len(task_ids), len(sources))
+    params: list[Any] = [change.target.value, now, *fields.values(), *task_ids]
+    params.extend(s.value for s in sorted(sources))
+    return sql, params
+
+
+#: a write: run in the writer's thread, inside the transaction, on its Tx
+Op = Callable[[Tx], T]
+
+
+class _Aborted(Exception):
+    """A write whose error made SQLite roll back the whole transaction (a full disk does
+    that): none of the batch is written. The write at `index` failed; the others are run
+    again in the next transaction."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
+class Writer:
+    """The one connection that writes a SQLite file, on a thread of its own. `write` queues
+    an op; a loop on the event loop hands every op waiting to the thread as one transaction
+    (one hop per batch, not per statement) and resolves each op's future after the commit."""
+
+    def __init__(self, path: Path, trace: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self._trace = trace
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Op[Any], asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
+        self._closed = False
+        self._max_pages = 0
+        self._event_ids: Iterator[int] = itertools.count(1)
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(connection)` on the writer's thread, between two transactions."""
+        if self._thread is None or self._conn is None:
+            raise ServiceUnavailable("The store is not open")
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, conn)
+
+    # --- lifecycle ---
+
+    async def open(self) -> None:
+        """Connects, migrates the schema and starts the commit loop."""
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidetask-store-writer")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._thread, self._connect)
+        except BaseException:
+            await self.close_connection()
+            raise
+        self._loop_task = asyncio.create_task(self._run_writes(), name="sidetask-store-writer")
+
+    def _connect(self) -> sqlite3.Connection:
+        # In the writer's thread: the connection is used by this thread only.
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            if self._trace is not None:
+                conn.set_trace_callback(self._trace)
+            for pragma in q.WRITER_PRAGMAS:
+                conn.execute(pragma)
+            row = conn.execute(q.MAX_PAGE_COUNT).fetchone()
+            self._max_pages = int(row[0]) if row else 0  # SQLite's own cap, for limit_pages(None)
+            self._migrate(conn)
+            # Ids after every id ever handed out, deleted (purged) ones included.
+            row = conn.execute(q.LAST_EVENT_ID_EVER).fetchone()
+            self._event_ids = itertools.count((int(row[0]) if row else 0) + 1)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute(q.USER_VERSION).fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise SidetaskError(
+                f"Database {self.path} has schema version {version}, newer than this "
+                f"sidetask knows ({len(MIGRATIONS)}); upgrade sidetask"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            log.info("applying schema migration %d to %s", number, self.path)
+            # executescript commits first; the script and its version bump share a transaction
+            conn.executescript(q.migration(script, number))
+
+    async def close(self) -> None:
+        """Refuses new writes, commits those queued, and closes the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop_task is not None:
+            self._wakeup.set()
+            await self._loop_task
+        await self.close_connection()
+
+    async def close_connection(self) -> None:
+        thread, conn = self._thread, self._conn
+        self._thread = self._conn = None
+        if thread is None:
+            return
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+        thread.shutdown(wait=False)  # idle: its thread ends at once
+
+    async def limit_pages(self, pages: int | None) -> int:
+        """Caps the database at `pages` pages (max_page_count), or lifts the cap with None;
+        returns the cap in force."""
+        sql = q.set_max_page_count(self._max_pages if pages is None else pages)
+
+        def cap(conn: sqlite3.Connection) -> int:
+            row = conn.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self.run(cap)
+
+    # --- group commit ---
+
+    async def write(self, op: Op[T]) -> T:
+        if self._closed:
+            raise ServiceUnavailable("The store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        self._wakeup.set()
+        # A caller that gives up (a dropped request) does not undo a write that may already be
+        # in a transaction: the shield keeps the future alive to the end of that transaction.
+        return await asyncio.shield(future)
+
+    async def _run_writes(self) -> None:
+        """Every write waiting when the previous transaction ended goes into the next one."""
+        assert self._thread is not None
+        loop = asyncio.get_running_loop()
+        thread = self._thread
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                ops = [op for op, _ in batch]
+                try:
+                    # the whole batch in one hop to the writer's thread
+                    outcomes, events = await loop.run_in_executor(thread, self._commit_batch, ops)
+                except _Aborted as aborted:
+                    # Only the write that failed fails; the rest go first into the next
+                    # transaction. Each round drops one write, so this ends.
+                    error = aborted.error
+                    log.error("write failed, its transaction rolled back: %s", error)
+                    _, future = batch.pop(aborted.index)
+                    if not future.done():
+                        future.set_exception(_as_client_error(error))
+                    self._pending[:0] = batch
+                    continue
+                except Exception as exc:  # the commit itself failed: nothing of it was written
+                    error = _as_client_error(exc)
+                    log.error("write transaction failed: %s", exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                if events:
+                    for listener in self._listeners:
+                        try:
+                            listener(events)
+                        except Exception:
+                            log.exception("commit listener failed")
+            if self._closed:
+                return
+
+    def _commit_batch(self, ops: list[Op[Any]]) -> tuple[list[tuple[bool, Any]], list[Event]]:
+        """Runs in the writer's thread: one transaction, one savepoint per write so a refused
+        write leaves nothing behind while the others commit."""
+        conn = self._conn
+        assert conn is not None
+        if conn.in_transaction:  # a failure that left one open must not block every later write
+            conn.execute(q.ROLLBACK)
+        tx = Tx(conn, self._event_ids)
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute(q.BEGIN)
+        try:
+            for index, op in enumerate(ops):
+                mark = len(tx.events)
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(tx)
+                    # in the op's savepoint: a full disk here fails this write, not the batch
+                    tx.write_events(mark)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        # SQLite undid the whole transaction, not only this statement (as
+                        # it does on SQLITE_FULL): the savepoint is gone with the rest.
+                        raise _Aborted(index, exc) from exc
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    del tx.events[mark:]
+                    outcomes.append((False, _as_client_error(exc)))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((True, value))
+            conn.execute(q.COMMIT)
+        except BaseException:
+            if conn.in_transaction:
+                # The error that got here is the one to report, not one of the rollback's.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(q.ROLLBACK)
+            raise
+        return outcomes, tx.events
