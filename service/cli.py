@@ -35,6 +35,7 @@ from rich.markup import escape
 
 from . import config, jsontext
 from .errors import SidetaskError
+from .model import UNFINISHED_STATUSES, Status
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,17 +45,9 @@ EXIT_ERROR = 3
 EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 
-#: statuses of tasks that are not completed: `watch` without an id starts from these
-ACTIVE_STATUSES = (
-    "new",
-    "scheduling",
-    "scheduled",
-    "queued",
-    "pending",
-    "restoring",
-    "running",
-    "cancelling",
-)
+#: the statuses `watch` lists the tasks of when it starts (service.model.UNFINISHED_STATUSES),
+#: in the order they go through them
+WATCHED_STATUSES = tuple(s.value for s in Status if s in UNFINISHED_STATUSES)
 #: the width of tables written to a pipe or a file
 PIPE_WIDTH = 200
 STATUS_STYLES = {
@@ -778,7 +771,7 @@ async def watch_graph(
         # subscribed before the snapshot is read: no change falls between the two
         await stream.connect()
         if out.live:
-            for name in [status.lower()] if status else ACTIVE_STATUSES:
+            for name in [status.lower()] if status else WATCHED_STATUSES:
                 async for task in client.list(name, limit=limit):
                     if task_type is None or task.type == task_type:
                         rows[task.id] = task

@@ -48,6 +48,7 @@ __all__ = [
     "COMPLETED_STATUSES",
     "DEFAULT_GRAPH",
     "DEFAULT_URL",
+    "MAX_RECONNECT_PAUSE",
     "APIError",
     "Client",
     "ClientError",
@@ -101,7 +102,7 @@ class ConnectionFailed(ClientError):
 _ERRNO = re.compile(r"\[Errno (\d+)\]")
 
 
-def connection_problem(exc: BaseException) -> str:
+def _connection_problem(exc: BaseException) -> str:
     """Why a connection failed, in a few words for a person (`connection refused`), without
     aiohttp's connection key and the addresses tried (`ssl:default [Connect call failed …]`)."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -144,9 +145,9 @@ def _os_problem(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def unreachable(url: str, exc: BaseException) -> str:
+def _unreachable(url: str, exc: BaseException) -> str:
     """`cannot reach http://127.0.0.1:8080: connection refused`."""
-    return f"cannot reach {url}: {connection_problem(exc)}"
+    return f"cannot reach {url}: {_connection_problem(exc)}"
 
 
 # --- values ---
@@ -349,7 +350,7 @@ class Client:
                 if response.status >= 400:
                     raise _api_error(response.status, raw)
         except aiohttp.ClientError as exc:
-            raise ConnectionFailed(unreachable(self.url, exc)) from exc
+            raise ConnectionFailed(_unreachable(self.url, exc)) from exc
         except TimeoutError as exc:
             raise ConnectionFailed(f"No answer from {self.url} within {total:g} s") from exc
         if not raw.strip():
@@ -641,7 +642,7 @@ class EventStream:
                 ),
             )
         except aiohttp.ClientError as exc:
-            raise ConnectionFailed(unreachable(client.url, exc)) from exc
+            raise ConnectionFailed(_unreachable(client.url, exc)) from exc
         except TimeoutError as exc:
             raise ConnectionFailed(
                 f"No answer from {client.url} within {client.timeout:g} s"

@@ -35,7 +35,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from .model import COMPLETED_STATUSES, Event, EventKind, Status
+from .model import (
+    COMPLETED_STATUSES,
+    EXECUTING_STATUSES,
+    WAITING_STATUSES,
+    Event,
+    EventKind,
+    Status,
+)
 
 log = logging.getLogger("sidetask.metrics")
 
@@ -43,17 +50,10 @@ log = logging.getLogger("sidetask.metrics")
 # scraper nothing it needs; the switch is process-wide in prometheus-client.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-__all__ = ["CONTENT_TYPE", "WAITING_STATUSES", "Metrics", "TaskCounts"]
+__all__ = ["CONTENT_TYPE", "Metrics", "TaskCounts"]
 
 #: the classic text format every Prometheus reads (the metric names are all plain ASCII)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-#: accepted, not paused, not yet running: what "queue depth" counts
-WAITING_STATUSES = frozenset(
-    {Status.NEW, Status.SCHEDULING, Status.SCHEDULED, Status.QUEUED, Status.RESTORING}
-)
-#: statuses in which a task's job is executing (its run time is measured from `running`)
-_EXECUTING = frozenset({Status.RUNNING, Status.CANCELLING})
 
 #: job run times run from milliseconds (echo) to hours (imports)
 RUN_SECONDS_BUCKETS = (
@@ -347,7 +347,7 @@ class Metrics:
         assert status is not None
         if status is Status.RUNNING:
             self._run_started[event.task_id] = time.monotonic()
-        elif status not in _EXECUTING:
+        elif status not in EXECUTING_STATUSES:
             started = self._run_started.pop(event.task_id, None)
             if started is not None:
                 self.run_seconds.labels(event.task_type).observe(time.monotonic() - started)

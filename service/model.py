@@ -44,9 +44,13 @@ class Status(enum.StrEnum):
         return cls(text.lower())
 
 
+#: final: a task in one of these has ended (only a retry of a failed or cancelled one, or
+#: a delete, changes it again)
 COMPLETED_STATUSES = frozenset({Status.SUCCESS, Status.CANCELLED, Status.FAILED})
-#: statuses in which the job itself may be executing
-ACTIVE_STATUSES = frozenset({Status.RUNNING, Status.CANCELLING})
+#: every other status, `unknown` included: what a plain delete refuses
+NOT_COMPLETED_STATUSES = frozenset(Status) - COMPLETED_STATUSES
+#: statuses in which the job itself may be executing (its run time is measured from `running`)
+EXECUTING_STATUSES = frozenset({Status.RUNNING, Status.CANCELLING})
 #: statuses a crash interrupts: they are restored at the next start (SPEC 9)
 INTERRUPTIBLE_STATUSES = frozenset(
     {Status.SCHEDULING, Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.CANCELLING}
@@ -64,6 +68,13 @@ NOT_STARTED_STATUSES = frozenset(
         Status.RESTORING,
     }
 )
+#: accepted, not paused, not yet running: what the queue depth (and max_waiting) counts
+WAITING_STATUSES = NOT_STARTED_STATUSES - {Status.PENDING}
+#: a task on its way, as far as it can be read: not started, or executing (neither
+#: completed nor `unknown`); what `sidetask watch` starts from
+UNFINISHED_STATUSES = NOT_STARTED_STATUSES | EXECUTING_STATUSES
+#: statuses in which an external worker holds a task under a lease
+LEASED_STATUSES = frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLING})
 
 _S = Status
 #: Every allowed status change: target -> statuses it may come from.
@@ -113,7 +124,7 @@ ACTION_STATUSES: dict[Action, frozenset[Status]] = {
     # the record of a completed task (Task.completed, which the store's delete checks)
     _A.DELETE: COMPLETED_STATUSES,
     # where a delete needs force=true: every other status (a running job runs on)
-    _A.FORCE_DELETE: frozenset(Status) - COMPLETED_STATUSES,
+    _A.FORCE_DELETE: NOT_COMPLETED_STATUSES,
 }
 
 

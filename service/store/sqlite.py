@@ -21,7 +21,7 @@ from ..errors import (
     TransitionRefused,
     Unprocessable,
 )
-from ..model import Event, EventKind, GraphRef, NewTask, Status, Task
+from ..model import LEASED_STATUSES, Event, EventKind, GraphRef, NewTask, Status, Task
 from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .lock import ProcessLock
@@ -30,8 +30,6 @@ from .writer import Op, Tx, Writer
 
 T = TypeVar("T")
 
-#: statuses in which an external worker holds a task under a lease
-LEASED_STATUSES = frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLING})
 _LEASED_VALUES = tuple(sorted(s.value for s in LEASED_STATUSES))
 #: tasks a streamed list reads per query, and the characters of input and result past
 #: which a task is read on its own (so a batch holds at most about 3 MB of them)

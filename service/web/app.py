@@ -11,7 +11,8 @@ from ..config import Settings
 from ..events import EventBus
 from ..jobs.registry import build_registry
 from ..logs import log_events
-from ..metrics import WAITING_STATUSES, Metrics
+from ..metrics import Metrics
+from ..model import WAITING_STATUSES
 from ..store import open_store
 from ..supervisor import Supervisor
 from ..workers import WorkerHub

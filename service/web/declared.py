@@ -2,7 +2,7 @@
 bounds, default and description, the parse that checks it (with HugeGraph's messages, in
 service.web.params), and the schema /openapi.json shows for it (service.web.openapi).
 
-A handler reads its input through these declarations only; tests/web/test_openapi.py
+A handler reads its input through these declarations only; tests/web/test_declared.py
 checks that every query parameter a handler reads is in its operation's document."""
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .. import clock
-from ..metrics import CONTENT_TYPE, WAITING_STATUSES, Metrics
+from ..metrics import CONTENT_TYPE, Metrics
+from ..model import WAITING_STATUSES
 from .keys import EVENTS, METRICS, SETTINGS, STORE, SUPERVISOR
 
 #: waiting tasks read per graph and status to find the oldest one that is due

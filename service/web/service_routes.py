@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 from aiohttp import web
+
+import service
 
 from ..errors import ServiceUnavailable
 from .keys import REGISTRY, SETTINGS, SUPERVISOR
@@ -16,10 +16,7 @@ HUGEGRAPH_VERSIONS = {"version": "v1", "core": "1.7.0", "gremlin": "3.5.1", "api
 
 
 def sidetask_version() -> str:
-    try:
-        return metadata.version("sidetask")
-    except metadata.PackageNotFoundError:
-        return "0.0.0+unknown"
+    return service.__version__
 
 
 async def versions(request: web.Request) -> web.Response:

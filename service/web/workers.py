@@ -10,8 +10,8 @@ from aiohttp import web
 
 from .. import jsontext
 from ..errors import BadRequest, PayloadTooLarge
+from ..policy import wants_cancel
 from ..store import Lease
-from ..workers import wants_cancel
 from . import declared, params
 from .declared import LEASE_HEADER
 from .keys import SETTINGS, WORKERS

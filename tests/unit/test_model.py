@@ -8,9 +8,16 @@ import pytest
 
 from service.model import (
     ACTION_STATUSES,
+    CLAIMABLE_STATUSES,
     COMPLETED_STATUSES,
+    EXECUTING_STATUSES,
     INTERRUPTIBLE_STATUSES,
+    LEASED_STATUSES,
+    NOT_COMPLETED_STATUSES,
+    NOT_STARTED_STATUSES,
     TRANSITIONS,
+    UNFINISHED_STATUSES,
+    WAITING_STATUSES,
     Action,
     GraphRef,
     Status,
@@ -142,3 +149,16 @@ def test_a_task_never_run_again_allows_no_status_change() -> None:
     deletes = (Action.DELETE, Action.FORCE_DELETE)
     for status in (S.SUCCESS, S.CANCELLING, S.UNKNOWN):
         assert [a for a in actions_of(status) if a not in deletes] == []
+
+
+def test_the_status_groups_say_what_their_names_say() -> None:
+    assert NOT_COMPLETED_STATUSES == set(Status) - COMPLETED_STATUSES
+    # a task is completed, on its way, or cannot be read
+    assert UNFINISHED_STATUSES == NOT_COMPLETED_STATUSES - {S.UNKNOWN}
+    assert UNFINISHED_STATUSES == NOT_STARTED_STATUSES | EXECUTING_STATUSES
+    assert not NOT_STARTED_STATUSES & EXECUTING_STATUSES
+    assert WAITING_STATUSES == NOT_STARTED_STATUSES - {S.PENDING}
+    assert CLAIMABLE_STATUSES <= WAITING_STATUSES
+    assert INTERRUPTIBLE_STATUSES == UNFINISHED_STATUSES - {S.NEW, S.PENDING, S.RESTORING}
+    # a worker holds a task from its claim (`scheduled`) to its end
+    assert LEASED_STATUSES == {S.SCHEDULED} | EXECUTING_STATUSES

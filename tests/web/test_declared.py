@@ -198,3 +198,36 @@ def test_every_declared_query_parameter_is_in_the_document() -> None:
     for name, value in vars(declared).items():
         if isinstance(value, declared.Param):
             assert (value.where, value.name) in shown, name
+
+
+async def test_the_body_fields_the_document_lets_be_null_are_taken(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """bindings, aliases and a report's progress may be null: the handlers take it (no
+    bindings, no aliases, a heartbeat), and the document's schemas say so."""
+    client = await aiohttp_client(create_app(make_settings(tmp_path, external_types=("resize",))))
+    schemas = (await asyncio.wait_for(fetch_document(client), 10))["components"]["schemas"]
+    for schema, field in [("GremlinJob", "bindings"), ("GremlinJob", "aliases")]:
+        assert "null" in schemas[schema]["properties"][field]["type"], (schema, field)
+    for schema in ("ProgressReport", "Completion", "Failure"):
+        assert "null" in schemas[schema]["properties"]["progress"]["type"], schema
+
+    body = b'{"gremlin": "g.V()", "bindings": null, "aliases": null}'
+    response = await asyncio.wait_for(
+        client.post(f"/graphs/hugegraph/jobs/gremlin?delay={LATER}", data=body), 10
+    )
+    assert response.status == 201, await response.text()
+
+    await asyncio.wait_for(submit(client, "/graphs/hugegraph", "resize", {}), 10)
+    response = await asyncio.wait_for(client.post("/workers/w1/claim", params={"wait": "5"}), 15)
+    assert response.status == 200, await response.text()
+    work = await response.json()
+    lease = {"X-Lease": work["lease"]}
+    for path, method in [("/progress", "PUT"), ("/complete", "POST")]:
+        response = await asyncio.wait_for(
+            client.request(
+                method, work["task_url"] + path, data=b'{"progress": null}', headers=lease
+            ),
+            10,
+        )
+        assert response.status == 200, (path, await response.text())
