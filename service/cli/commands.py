@@ -1,0 +1,286 @@
+"""The sidetask command's commands: `serve`, the credentials helpers, and the client
+commands, each run on a service.client.Client with the connection options."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from rich.markup import escape
+
+from .. import config, jsontext
+from .exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, UsageError
+from .render import Output, styled_status, task_detail, task_table
+from .watch import watch_graph, watch_task
+
+if TYPE_CHECKING:
+    from ..client import Client, Task
+
+# --- serve ---
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .. import logs
+    from ..server import serve as run_service
+
+    settings = config.load(
+        args.config,
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        import_paths=None if args.import_path is None else tuple(args.import_path),
+    )
+    logs.configure(settings.log_level, settings.log_format)
+    return run_service(settings, insecure=args.insecure)
+
+
+# --- credentials ---
+
+
+def _valid_name(name: str) -> str:
+    if not name or ":" in name or name != name.strip():
+        raise UsageError(
+            f"{name!r} can't be a name: it must not be empty, have ':' or spaces around it"
+        )
+    return name
+
+
+def hash_password(args: argparse.Namespace) -> int:
+    from .. import auth
+
+    name = _valid_name(args.name)
+    iterations = auth.DEFAULT_ITERATIONS if args.iterations is None else args.iterations
+    if not 1 <= iterations <= auth.MAX_ITERATIONS:
+        raise UsageError(f"--iterations must be 1 to {auth.MAX_ITERATIONS}")
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(f"Password for {name}: ")
+        if getpass.getpass("Again: ") != password:
+            print("sidetask: the passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("sidetask: the password is empty", file=sys.stderr)
+        return EXIT_USAGE
+    print(f'{name} = "{auth.hash_password(password, iterations)}"')
+    return EXIT_OK
+
+
+def new_token(args: argparse.Namespace) -> int:
+    from .. import auth
+
+    name = _valid_name(args.name)
+    token = auth.new_token()
+    print(f"# the token (shown once): send it as 'Authorization: Bearer {token}'", file=sys.stderr)
+    print(token, flush=True)
+    print("# under [tokens] in the configuration:", file=sys.stderr)
+    print(f'{name} = "{auth.hash_token(token)}"')
+    return EXIT_OK
+
+
+# --- client commands ---
+
+
+def _option(
+    args: argparse.Namespace, name: str, env: str, default: str | None = None
+) -> str | None:
+    value = getattr(args, name, None)
+    if value is None:
+        value = os.environ.get(env) or default
+    return value
+
+
+def _run_client(
+    args: argparse.Namespace, command: Callable[[Client, Output], Coroutine[Any, Any, int]]
+) -> int:
+    """Runs `command(client, output)` with the connection options, and turns the client's
+    errors into a message on standard error and an exit code."""
+    from ..client import DEFAULT_GRAPH, DEFAULT_URL, APIError, Client, ConnectionFailed
+
+    output = Output(json=bool(getattr(args, "json", False)))
+    url = _option(args, "url", "SIDETASK_URL", DEFAULT_URL)
+    graph = _option(args, "graph", "SIDETASK_GRAPH", DEFAULT_GRAPH)
+    assert url is not None and graph is not None
+    try:
+        client = Client(
+            url,
+            graph,
+            user=_option(args, "user", "SIDETASK_USER"),
+            password=_option(args, "password", "SIDETASK_PASSWORD"),
+            token=_option(args, "token", "SIDETASK_TOKEN"),
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    async def run() -> int:
+        async with client:
+            return await command(client, output)
+
+    try:
+        return asyncio.run(run())
+    except APIError as exc:
+        kind = f" {exc.exception}" if exc.exception else ""
+        # the cause says what the message may not: the status a refused action found, or
+        # what removes a task that cannot be interpreted
+        cause = f"; {exc.cause}" if exc.cause else ""
+        output.error(f"{exc.message}{cause} (HTTP {exc.status}{kind})")
+        return EXIT_ERROR
+    except ConnectionFailed as exc:
+        output.error(exc.message)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _read_input(args: argparse.Namespace) -> Any:
+    if args.input is not None:
+        text = args.input
+        origin = "--input"
+    elif args.input_file is not None:
+        origin = "the standard input" if args.input_file == "-" else args.input_file
+        try:
+            if args.input_file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(args.input_file, encoding="utf-8") as handle:
+                    text = handle.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.input_file}: {exc.strerror}") from None
+    else:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg == "depth limit exceeded":
+            raise UsageError(jsontext.too_deep(origin)) from None
+        raise UsageError(f"{origin} is not valid JSON: {exc}") from None
+    try:
+        jsontext.dumps(value, origin)  # what the service would refuse, said before sending
+    except jsontext.TooDeep as exc:
+        raise UsageError(str(exc)) from None
+    return value
+
+
+def submit(args: argparse.Namespace) -> int:
+    job_input = _read_input(args)
+
+    async def command(client: Client, out: Output) -> int:
+        task_id = await client.submit(
+            args.type,
+            job_input,
+            name=args.name,
+            priority=args.priority,
+            max_retries=args.max_retries,
+            timeout=args.timeout,
+            delay=args.delay,
+            idempotency_key=args.idempotency_key,
+        )
+        if out.json:
+            out.print_json({"task_id": task_id})
+        else:
+            out.print(
+                f"Submitted task [bold]{task_id}[/bold] ({escape(args.type)}) to {escape(client.graph)}"
+            )
+        if args.watch:
+            return await watch_task(client, task_id, out, args.total)
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def ls(args: argparse.Namespace) -> int:
+    if args.limit < -1:
+        raise UsageError("--limit must be -1 (all) or more")
+
+    async def command(client: Client, out: Output) -> int:
+        limit = None if args.limit == -1 else args.limit
+        listed = client.list(
+            args.status,
+            limit=limit,
+            page_size=min(limit or 500, 500),
+            task_type=args.task_type,
+            newest_first=args.order == "desc",
+        )
+        tasks = [t async for t in listed]
+        # --json holds the tasks in the order the table shows them
+        if out.json:
+            out.print_json([t.raw for t in tasks])
+        elif tasks:
+            out.print(task_table(tasks, out.console.width))
+        else:
+            status = f" in status {args.status}" if args.status else ""
+            of_type = f" of type {args.task_type}" if args.task_type else ""
+            out.print(escape(f"No tasks{of_type}{status} in {client.graph}."))
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def get(args: argparse.Namespace) -> int:
+    async def command(client: Client, out: Output) -> int:
+        task = await client.get(args.id)
+        if out.json:
+            out.print_json(task.raw)
+        else:
+            out.print(task_detail(task))
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def act(args: argparse.Namespace) -> int:
+    async def command(client: Client, out: Output) -> int:
+        actions: dict[str, Callable[[int], Coroutine[Any, Any, Task]]] = {
+            "cancel": client.cancel,
+            "pause": client.pause,
+            "resume": client.resume,
+            "retry": client.retry,
+        }
+        task = await actions[args.action](args.id)
+        if out.json:
+            out.print_json(task.raw)
+        else:
+            out.print(f"Task [bold]{task.id}[/bold] is now {styled_status(task.status)}.")
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def delete(args: argparse.Namespace) -> int:
+    async def command(client: Client, out: Output) -> int:
+        await client.delete(args.id, force=args.force)
+        if not out.json:
+            out.print(f"Deleted task [bold]{args.id}[/bold].")
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def watch(args: argparse.Namespace) -> int:
+    if args.id is None:
+        if args.limit < 1:
+            raise UsageError("--limit must be at least 1")
+
+        async def command(client: Client, out: Output) -> int:
+            await watch_graph(
+                client, out, status=args.status, task_type=args.type, limit=args.limit
+            )
+            return EXIT_OK
+
+        code = _run_client(args, command)
+        # Ctrl-C is how a graph's watch ends
+        return EXIT_OK if code == EXIT_INTERRUPTED else code
+
+    async def one(client: Client, out: Output) -> int:
+        return await watch_task(client, args.id, out, args.total)
+
+    return _run_client(args, one)

@@ -1,0 +1,180 @@
+"""The sidetask command's arguments: one subcommand each, the connection options on every
+client command (before or after its name)."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import commands
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    """Options of every client command, accepted before or after the command's name (the
+    defaults are SUPPRESS so a value given before is not reset by the subcommand)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("server")
+    group.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="the server (SIDETASK_URL; default http://127.0.0.1:8080)",
+    )
+    group.add_argument("--user", default=argparse.SUPPRESS, help="HTTP Basic user (SIDETASK_USER)")
+    group.add_argument(
+        "--password", default=argparse.SUPPRESS, help="HTTP Basic password (SIDETASK_PASSWORD)"
+    )
+    group.add_argument("--token", default=argparse.SUPPRESS, help="Bearer token (SIDETASK_TOKEN)")
+    group.add_argument(
+        "--graph",
+        default=argparse.SUPPRESS,
+        help="graphspace/graph, or graph in graphspace DEFAULT (SIDETASK_GRAPH; default DEFAULT/hugegraph)",
+    )
+    group.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
+    )
+    return common
+
+
+def _task_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a task id is a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a task id is a positive integer, not {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _connection_options()
+    parser = argparse.ArgumentParser(
+        prog="sidetask",
+        description="An async task service with a HugeGraph-compatible Task API.",
+        parents=[common],
+        epilog="Exit codes: 0 done; watch: 1 failed, 2 cancelled; 2 usage error; "
+        "3 the server answered with an error; 4 the server could not be reached.",
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = subcommands.add_parser("serve", help="run the service")
+    serve.add_argument("--host", help="address to bind (default from the configuration: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8080)")
+    serve.add_argument("--db", help="the SQLite database file (default var/sidetask.db)")
+    serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
+    serve.add_argument(
+        "--import-path",
+        action="append",
+        metavar="DIR",
+        help="a directory your job modules are imported from, before the others (repeatable; "
+        "import_paths)",
+    )
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text (default) or JSON objects"
+    )
+    serve.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="bind an address other than loopback without users or tokens configured",
+    )
+    serve.set_defaults(run=commands.serve)
+
+    hash_password = subcommands.add_parser(
+        "hash-password",
+        help="print a salted hash of a password, for the users setting",
+        description="Reads the password (twice on a terminal, else one line of standard "
+        'input) and prints `NAME = "pbkdf2_sha256$…"`, a line for [users].',
+    )
+    hash_password.add_argument("name", metavar="NAME", help="the user's name")
+    hash_password.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="PBKDF2 iterations (default 600000; more is slower to check and to guess)",
+    )
+    hash_password.set_defaults(run=commands.hash_password)
+
+    new_token = subcommands.add_parser(
+        "new-token",
+        help="make a Bearer token: prints it, and its hash for the tokens setting",
+    )
+    new_token.add_argument("name", metavar="NAME", help="the token's name (used in grants)")
+    new_token.set_defaults(run=commands.new_token)
+
+    submit = subcommands.add_parser("submit", parents=[common], help="submit a job")
+    submit.add_argument(
+        "type", metavar="TYPE", help="the job type: sleep, echo, fail, gremlin, or one of yours"
+    )
+    source = submit.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="JSON", help="the job's input, a JSON object")
+    source.add_argument(
+        "--input-file", metavar="FILE", help="read the input from FILE (- for standard input)"
+    )
+    submit.add_argument("--name", help="the task's name (default: its type)")
+    submit.add_argument("--priority", type=int, help="higher runs first (default 0)")
+    submit.add_argument("--max-retries", type=int, help="re-runs after a failure")
+    submit.add_argument("--timeout", type=float, help="seconds the job may run")
+    submit.add_argument("--delay", type=float, help="seconds before it may start")
+    submit.add_argument("--idempotency-key", help="the same key returns the first task's id")
+    submit.add_argument(
+        "--watch", action="store_true", help="then watch it to its end (exit code as for watch)"
+    )
+    submit.add_argument(
+        "--total", type=int, help="with --watch: the progress value that means done"
+    )
+    submit.set_defaults(run=commands.submit)
+
+    ls = subcommands.add_parser("ls", parents=[common], help="list a graph's tasks, newest first")
+    ls.add_argument("--status", help="only this status (case-insensitive)")
+    ls.add_argument("--type", dest="task_type", metavar="TYPE", help="only tasks of this job type")
+    ls.add_argument(
+        "--limit", type=int, default=100, help="at most this many (default 100; -1: all)"
+    )
+    order = ls.add_mutually_exclusive_group()
+    order.add_argument(
+        "--order",
+        choices=["desc", "asc"],
+        default="desc",
+        help="desc: newest first (default); asc: oldest first, the API's order",
+    )
+    order.add_argument(
+        "--oldest-first", dest="order", action="store_const", const="asc", help="--order asc"
+    )
+    ls.set_defaults(run=commands.ls)
+
+    get = subcommands.add_parser("get", parents=[common], help="show one task")
+    get.add_argument("id", type=_task_id, metavar="ID")
+    get.set_defaults(run=commands.get)
+
+    for action, text in (
+        ("cancel", "cancel a task (a running one goes cancelling, then cancelled)"),
+        ("pause", "pause a task that has not started running"),
+        ("resume", "resume a paused task"),
+        ("retry", "run a failed or cancelled task again"),
+    ):
+        command = subcommands.add_parser(action, parents=[common], help=text)
+        command.add_argument("id", type=_task_id, metavar="ID")
+        command.set_defaults(run=commands.act, action=action)
+
+    delete = subcommands.add_parser("delete", parents=[common], help="delete a task's record")
+    delete.add_argument("id", type=_task_id, metavar="ID")
+    delete.add_argument(
+        "--force", action="store_true", help="delete an incomplete task too (its job runs on)"
+    )
+    delete.set_defaults(run=commands.delete)
+
+    watch = subcommands.add_parser(
+        "watch",
+        parents=[common],
+        help="follow a task to its end (exit 0 success, 1 failed, 2 cancelled), or without ID a graph's tasks",
+    )
+    watch.add_argument("id", type=_task_id, metavar="ID", nargs="?")
+    watch.add_argument(
+        "--total",
+        type=int,
+        help="the progress value that means done (default: the input's total or steps)",
+    )
+    watch.add_argument("--status", help="without ID: only events of tasks in this status")
+    watch.add_argument("--type", help="without ID: only tasks of this type")
+    watch.add_argument("--limit", type=int, default=20, help="without ID: rows shown (default 20)")
+    watch.set_defaults(run=commands.watch)
+    return parser
