@@ -19,8 +19,9 @@ import pytest
 from aiohttp import ClientSession, web
 
 from service import auth
+from service.client import APIError
 from service.web import create_app
-from service.worker import Worker
+from service.worker import Refused, Worker
 from tests.conftest import ROOT, free_port, get_task, make_settings, submit, wait_for, wait_status
 from tests.sup_util import execute, trail
 
@@ -671,6 +672,32 @@ async def test_a_worker_tries_again_while_the_service_answers_503_or_429(aiohttp
     worker = Worker(str(stub.make_url("")), "patient", {"count": lambda task: None}, wait=0)
     assert await asyncio.wait_for(worker.run(burst=True), 20) == 0
     assert claims == 3
+
+
+async def test_a_refused_worker_raises_the_clients_error_and_sends_its_headers(
+    aiohttp_client: Any,
+) -> None:
+    """Refused is the client's APIError (status, message, exception, cause); the worker's
+    headers reach the service with every request."""
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def claim(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("X-Team"), request.headers.get("Authorization")))
+        body = {"exception": "UnauthorizedException", "message": "Invalid Bearer token", "cause": ""}
+        return web.json_response(body, status=401)
+
+    app = web.Application()
+    app.router.add_post("/workers/{worker}/claim", claim)
+    stub = await aiohttp_client(app)
+    headers = {"X-Team": "imaging", "Authorization": "Bearer not-the-token"}
+    worker = Worker(str(stub.make_url("")), "shut-out", {"count": lambda task: None}, wait=0, headers=headers)
+    with pytest.raises(Refused) as refused:
+        await asyncio.wait_for(worker.run(), 20)  # not even without burst: no retry mends it
+    error = refused.value
+    assert isinstance(error, APIError)
+    assert (error.status, error.message, error.exception) == (401, "Invalid Bearer token", "UnauthorizedException")
+    assert str(error) == "the service refused the claim (HTTP 401): Invalid Bearer token"
+    assert seen == [("imaging", "Bearer not-the-token")]
 
 
 async def test_a_worker_that_cannot_reach_the_service_says_so_in_words(
