@@ -4,6 +4,7 @@ query uses. What any store must do is the contract, tests/store/, run on SQLite 
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import sqlite3
 import threading
@@ -254,3 +255,24 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
             if "GROUP BY status, type" in sql:
                 assert plan == ["SCAN tasks USING COVERING INDEX tasks_by_status_type"], plan
     conn.close()
+
+
+# --- no library internals ---
+
+
+def test_the_store_reads_no_private_attribute_of_a_library() -> None:
+    """The store uses aiosqlite and sqlite3 through their public API (the writer owns its
+    connection and thread): no `x._name` in service/store/ but on the store's own objects."""
+    store_dir = Path(__file__).parents[2] / "service" / "store"
+    found = []
+    for path in sorted(store_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"})
+            ):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert len(list(store_dir.glob("*.py"))) >= 7
+    assert found == []
