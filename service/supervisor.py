@@ -123,7 +123,7 @@ class Supervisor:
     async def start(self) -> None:
         # Command processes a crashed run left are stopped before their tasks run again.
         await self._stop_orphans()
-        # External workers' tasks were not running here: their leases decide (service.workers).
+        # External workers' tasks were not running here: their leases decide (service.leases).
         now = clock.now_ms()
         recovery = await self.store.recover(
             lambda task: self._change_of(task, after_interruption(task, now)),
@@ -300,7 +300,7 @@ class Supervisor:
         if task.status is Status.CANCELLING:
             running = self._running.get(task_id)
             if task.type in self.settings.external_types:
-                pass  # its worker learns it from its next report and ends it (service.workers)
+                pass  # its worker learns it from its next report and ends it (service.leases)
             elif running is None:  # nothing here is running it: there is nothing to interrupt
                 try:
                     task = await self.store.transition(Change(task_id, Status.CANCELLED))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 
-from .. import workers
+from .. import leases
 from ..config import ConfigError, JobSpec, Settings
 from . import command, process
 from .base import JobType, load_function
@@ -69,5 +69,5 @@ def build_registry(settings: Settings) -> Registry:
     for name in settings.external_types:
         if name in types:
             raise ConfigError(f"external_types: a job type '{name}' already exists")
-        types[name] = JobType(name, workers.CALLABLE_PATH, workers.external)
+        types[name] = JobType(name, leases.CALLABLE_PATH, leases.external)
     return Registry(types)

@@ -10,16 +10,16 @@ from aiohttp import web
 from ..config import Settings
 from ..events import EventBus
 from ..jobs.registry import build_registry
+from ..leases import LeaseHub
 from ..logs import log_events
 from ..metrics import Metrics
 from ..model import WAITING_STATUSES
 from ..store import open_store
 from ..supervisor import Supervisor
-from ..workers import WorkerHub
 from .access import access_middleware, add_request_id
 from .auth import AUTH, Authenticator, auth_middleware
 from .errors import error_middleware
-from .keys import EVENTS, LEASES, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR, WORKERS
+from .keys import EVENTS, LEASE_HUB, LEASES, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR
 from .limits import limits_middleware
 from .metrics import metrics_ctx
 from .origin import PagePolicy, origin_middleware
@@ -54,9 +54,9 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
     await supervisor.drain()
 
 
-async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = WorkerHub(app[SETTINGS], app[LEASES], app[SUPERVISOR].retry_delay)
-    app[WORKERS] = hub
+async def _lease_hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = LeaseHub(app[SETTINGS], app[LEASES], app[SUPERVISOR].retry_delay)
+    app[LEASE_HUB] = hub
     await hub.start()
     yield
     await hub.stop()
@@ -67,7 +67,7 @@ async def _close_auth(app: web.Application) -> None:
 
 
 async def _release_claims(app: web.Application) -> None:
-    app[WORKERS].release_waiters()
+    app[LEASE_HUB].release_waiters()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(events_ctx)
     app.cleanup_ctx.append(metrics_ctx)  # before the supervisor: recovery is counted
     app.cleanup_ctx.append(_supervisor_ctx)
-    app.cleanup_ctx.append(_workers_ctx)
+    app.cleanup_ctx.append(_lease_hub_ctx)
     # on_shutdown runs before the cleanup contexts: streams end before the drain starts
     app.on_shutdown.append(close_streams)
     app.on_shutdown.append(_release_claims)  # waiting claims end (204) before the drain

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ..errors import BadRequest
+from ..leases import MAX_CLAIM_WAIT
 from ..model import Action, Status
-from ..workers import MAX_CLAIM_WAIT
 from . import params
 from .params import MAX_INT
 

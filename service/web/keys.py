@@ -7,10 +7,10 @@ from aiohttp import web
 from ..config import Settings
 from ..events import EventBus
 from ..jobs.registry import Registry
+from ..leases import LeaseHub
 from ..metrics import Metrics
 from ..store import LeaseStore, Store
 from ..supervisor import Supervisor
-from ..workers import WorkerHub
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -19,5 +19,5 @@ LEASES = web.AppKey("leases", LeaseStore)
 REGISTRY = web.AppKey("registry", Registry)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 EVENTS = web.AppKey("events", EventBus)
-WORKERS = web.AppKey("workers", WorkerHub)
+LEASE_HUB = web.AppKey("lease_hub", LeaseHub)
 METRICS = web.AppKey("metrics", Metrics)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import docs, jobs, metrics, overview, service_routes, sse, tasks, ui, workers
+from . import docs, jobs, metrics, overview, service_routes, sse, tasks, ui, worker_routes
 
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
@@ -23,9 +23,9 @@ GRAPH_ROUTES = (
     ("POST", "/jobs/{type}", jobs.create_job),
     ("GET", "/tasks/{id}/events", sse.task_events),
     ("GET", "/events", sse.graph_events),
-    ("PUT", "/tasks/{id}/progress", workers.report_progress),
-    ("POST", "/tasks/{id}/complete", workers.complete),
-    ("POST", "/tasks/{id}/fail", workers.fail),
+    ("PUT", "/tasks/{id}/progress", worker_routes.report_progress),
+    ("POST", "/tasks/{id}/complete", worker_routes.complete),
+    ("POST", "/tasks/{id}/fail", worker_routes.fail),
 )
 
 SERVICE_ROUTES = (
@@ -35,7 +35,7 @@ SERVICE_ROUTES = (
     ("GET", "/openapi.json", service_routes.openapi),
     ("GET", "/metrics", metrics.metrics),
     ("GET", "/events", sse.service_events),
-    ("POST", "/workers/{worker}/claim", workers.claim),
+    ("POST", "/workers/{worker}/claim", worker_routes.claim),
     ("GET", "/graphspaces", overview.graphspaces),
     ("GET", "/graphspaces/{graphspace}/graphs", overview.graphspace_graphs),
     ("GET", "/graphs", overview.graphs),

@@ -14,7 +14,7 @@ from ..policy import wants_cancel
 from ..store import Lease
 from . import declared, params
 from .declared import LEASE_HEADER
-from .keys import SETTINGS, WORKERS
+from .keys import LEASE_HUB, SETTINGS
 from .responses import json_response
 
 MAX_ERROR_CHARS = 64 * 1024
@@ -40,7 +40,7 @@ def _claim_body(request: web.Request, lease: Lease) -> dict[str, Any]:
         "task_url": f"/graphspaces/{graph.graphspace}/graphs/{graph.graph}/tasks/{task.id}",
         "lease": lease.token,
         "lease_expires": lease.expires_ms,
-        "lease_duration": request.app[WORKERS].settings.lease_duration,
+        "lease_duration": request.app[LEASE_HUB].settings.lease_duration,
         "task": task.to_api(),
     }
 
@@ -48,7 +48,7 @@ def _claim_body(request: web.Request, lease: Lease) -> dict[str, Any]:
 async def claim(request: web.Request) -> web.StreamResponse:
     """POST /workers/{worker}/claim?types=a,b&wait=30: a task and its lease, or 204."""
     worker = declared.WORKER.parse(request.match_info["worker"])
-    hub = request.app[WORKERS]
+    hub = request.app[LEASE_HUB]
     texts = declared.CLAIM_TYPES.texts(request)
     requested = [t.strip() for t in ",".join(texts).split(",") if t.strip()]
     types = hub.check_types(requested)
@@ -79,7 +79,7 @@ async def report_progress(request: web.Request) -> web.Response:
     task_id = declared.TASK_ID.get(request)
     token = _lease_of(request)
     body = await _object_body(request)
-    lease = await request.app[WORKERS].report(graph, task_id, token, declared.HEARTBEAT.get(body))
+    lease = await request.app[LEASE_HUB].report(graph, task_id, token, declared.HEARTBEAT.get(body))
     task = lease.task
     return json_response(
         {
@@ -109,7 +109,7 @@ async def complete(request: web.Request) -> web.Response:
             "(max_result_bytes)"
         )
     progress = declared.PROGRESS.get(body)
-    task = await request.app[WORKERS].complete(graph, task_id, token, result, progress)
+    task = await request.app[LEASE_HUB].complete(graph, task_id, token, result, progress)
     return json_response(task.to_api())
 
 
@@ -121,7 +121,7 @@ async def fail(request: web.Request) -> web.Response:
     body = await _object_body(request)
     error = declared.ERROR.get(body)
     retry = declared.RETRY.get(body)
-    task = await request.app[WORKERS].fail(
+    task = await request.app[LEASE_HUB].fail(
         graph, task_id, token, error[:MAX_ERROR_CHARS], retry, declared.PROGRESS.get(body)
     )
     return json_response(task.to_api())

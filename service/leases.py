@@ -1,4 +1,4 @@
-"""The external-worker hub: workers in any language claim tasks over HTTP under a lease,
+"""The lease hub: external workers in any language claim tasks over HTTP under a lease,
 report progress (each report extends the lease), and end them; a lease that runs out gives
 the task back.
 
@@ -34,9 +34,11 @@ from .model import CLAIMABLE_STATUSES, Event, EventKind, GraphRef, Status, Task
 from .policy import Outcome, after_failure, after_lease_expired, after_unleased
 from .store import Change, Lease, LeaseStore
 
+#: the log channel of the external workers' leases (its name kept from the module's old name)
 log = logging.getLogger("sidetask.workers")
 
-#: the task_callable of the types external workers serve
+#: the task_callable of the types external workers serve: stored in their rows and shown by
+#: the API, so it keeps the name this module had when it was first written
 CALLABLE_PATH = "service.workers.external"
 #: the longest a claim may wait for work, in seconds
 MAX_CLAIM_WAIT = 60.0
@@ -50,7 +52,7 @@ async def external(ctx: JobContext) -> None:
     raise PermanentFailure("This job type is served by external workers, not in-process")
 
 
-class WorkerHub:
+class LeaseHub:
     """Claims, reports and lease expiry for the types in `settings.external_types`."""
 
     def __init__(
