@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from . import clock, jsontext
+from .backoff import Backoff
 from .config import Settings
 from .errors import (
     BadRequest,
@@ -733,7 +734,9 @@ class Supervisor:
     async def _write_end(self, task: Task, target: Status, fields: dict[str, Any]) -> None:
         """Writes the end, again and again while the store cannot write (unless a drain
         has given up on the job)."""
-        delay = SETTLE_RETRY_FIRST
+        # One writer: nothing to spread out, so no jitter; no budget, it tries until it can.
+        backoff = Backoff(SETTLE_RETRY_FIRST, SETTLE_RETRY_MAX, jitter=0)
+        retried = False
         while True:
             try:
                 await self._record_end(task.id, target, fields)
@@ -744,21 +747,21 @@ class Supervisor:
                 # A drain that has given up on the running jobs gives up on this too; the
                 # task, still `running` in the file, is restored at the next start.
                 if not (self._abandoning or self._stopped):
-                    if delay == SETTLE_RETRY_FIRST:
+                    if not retried:
                         log.warning(
                             "task %d: %s not recorded yet, trying again: %s",
                             task.id,
                             target,
                             exc.message,
                         )
-                    await asyncio.sleep(delay)
-                    delay = min(SETTLE_RETRY_MAX, delay * 2)
+                    retried = True
+                    await asyncio.sleep(backoff.next() or SETTLE_RETRY_MAX)
                     continue
                 log.error("task %d: could not record %s: %s", task.id, target, exc.message)
             except SidetaskError as exc:
                 log.error("task %d: could not record %s: %s", task.id, target, exc.message)
             else:
-                if delay != SETTLE_RETRY_FIRST:
+                if retried:
                     log.info("task %d: %s recorded", task.id, target)
             break
 
