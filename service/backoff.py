@@ -1,6 +1,6 @@
-"""Exponential backoff with jitter and a cap: the pauses of the clients' retry loops (the
-worker's claims and reports, an event stream's reconnections, so the `sidetask watch`
-command's too)."""
+"""Exponential backoff with jitter and a cap: the pauses of every retry loop (the worker's
+claims and reports, an event stream's reconnections, so the `sidetask watch` command's too,
+and the supervisor's writes of a task's end while the store cannot write). Pure: no I/O."""
 
 from __future__ import annotations
 
