@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -211,6 +213,47 @@ class _Aborted(Exception):
         self.error = error
 
 
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class _Thread:
+    """The writer's own thread: calls run on it one at a time, in order, and each answer is
+    handed to the event loop by one call_soon_threadsafe (a hop costs one queue put and one
+    callback, and a batch of writes takes one hop)."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._serve, name=name)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the caller, whatever it is
+                future.get_loop().call_soon_threadsafe(_resolve, future, False, exc)
+            else:
+                future.get_loop().call_soon_threadsafe(_resolve, future, True, result)
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((future, fn))
+        return await future
+
+    def stop(self) -> None:
+        """The thread ends once the calls queued before this one have run."""
+        self._calls.put(None)
+
+
 class Writer:
     """The one connection that writes a SQLite file, on a thread of its own. `write` queues
     an op; a loop on the event loop hands every op waiting to the thread as one transaction
@@ -219,7 +262,7 @@ class Writer:
     def __init__(self, path: Path, trace: Callable[[str], None] | None = None) -> None:
         self.path = path
         self._trace = trace
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: _Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Op[Any], asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
@@ -237,16 +280,15 @@ class Writer:
         if self._thread is None or self._conn is None:
             raise ServiceUnavailable("The store is not open")
         conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, conn)
+        return await self._thread.call(lambda: fn(conn))
 
     # --- lifecycle ---
 
     async def open(self) -> None:
         """Connects, migrates the schema and starts the commit loop."""
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidetask-store-writer")
-        loop = asyncio.get_running_loop()
+        self._thread = _Thread("sidetask-store-writer")
         try:
-            self._conn = await loop.run_in_executor(self._thread, self._connect)
+            self._conn = await self._thread.call(self._connect)
         except BaseException:
             await self.close_connection()
             raise
@@ -300,8 +342,8 @@ class Writer:
         if thread is None:
             return
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, conn.close)
-        thread.shutdown(wait=False)  # idle: its thread ends at once
+            await thread.call(conn.close)
+        thread.stop()  # idle: it ends at once
 
     async def limit_pages(self, pages: int | None) -> int:
         """Caps the database at `pages` pages (max_page_count), or lifts the cap with None;
@@ -329,7 +371,6 @@ class Writer:
     async def _run_writes(self) -> None:
         """Every write waiting when the previous transaction ended goes into the next one."""
         assert self._thread is not None
-        loop = asyncio.get_running_loop()
         thread = self._thread
         while True:
             await self._wakeup.wait()
@@ -340,7 +381,7 @@ class Writer:
                 ops = [op for op, _ in batch]
                 try:
                     # the whole batch in one hop to the writer's thread
-                    outcomes, events = await loop.run_in_executor(thread, self._commit_batch, ops)
+                    outcomes, events = await thread.call(functools.partial(self._commit_batch, ops))
                 except _Aborted as aborted:
                     # Only the write that failed fails; the rest go first into the next
                     # transaction. Each round drops one write, so this ends.
