@@ -88,7 +88,9 @@ def parse_hash(encoded: str) -> ParsedHash:
     raise ValueError(f"unknown hash algorithm {algorithm!r}; expected {PBKDF2} or {SHA256}")
 
 
-def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
+def hash_password(
+    password: str, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
+) -> str:
     """`pbkdf2_sha256$<iterations>$<salt>$<hash>` of a password, with a fresh random salt."""
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)

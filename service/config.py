@@ -286,13 +286,19 @@ def load(
     sources: dict[str, str] = {}
 
     def take(found: Mapping[str, Any], source: str, base: Path | None = None) -> None:
-        if "import_paths" in found:  # made absolute here, where it is known what they are relative to
+        if (
+            "import_paths" in found
+        ):  # made absolute here, where it is known what they are relative to
             found = {**found, "import_paths": _absolute_paths(found["import_paths"], base)}
         values.update(found)
         sources.update(dict.fromkeys(found, source))
 
     if SHIPPED_CONFIG.exists():
-        take(_read_toml(SHIPPED_CONFIG), f"configuration file {SHIPPED_CONFIG}", SHIPPED_CONFIG.parent)
+        take(
+            _read_toml(SHIPPED_CONFIG),
+            f"configuration file {SHIPPED_CONFIG}",
+            SHIPPED_CONFIG.parent,
+        )
     if file is not None:
         take(_read_toml(Path(file)), f"configuration file {file}", Path(file).resolve().parent)
     for name, value in _from_env(os.environ if env is None else env).items():
@@ -373,10 +379,14 @@ def _check_grants(settings: Settings, source: str) -> None:
     served = {str(g) for g in settings.graph_refs()}
     for who, graphs in settings.grants.items():
         if who not in names:
-            raise ConfigError(f"grants.{who}: no user or token of that name is configured (from {source})")
+            raise ConfigError(
+                f"grants.{who}: no user or token of that name is configured (from {source})"
+            )
         for text in graphs:
             if text != "*" and str(parse_graph(text)) not in served:
-                raise ConfigError(f"grants.{who}: graph {text!r} is not one of graphs (from {source})")
+                raise ConfigError(
+                    f"grants.{who}: graph {text!r} is not one of graphs (from {source})"
+                )
 
 
 #: the lower bound of each numeric setting, and whether the bound itself is allowed
@@ -457,7 +467,9 @@ def _check(name: str, value: Any) -> None:
     elif name == "gremlin_url":
         parts = urllib.parse.urlsplit(value)
         if value and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise ConfigError(f"{name}: expected an http:// or https:// URL (or empty), got {value!r}")
+            raise ConfigError(
+                f"{name}: expected an http:// or https:// URL (or empty), got {value!r}"
+            )
     elif name in ("host", "db", "server_name") and not value.strip():
         raise ConfigError(f"{name}: must not be empty")
     elif name in ("users", "tokens"):
@@ -573,11 +585,7 @@ def _command(name: str, value: Any) -> CommandSpec:
     if unknown:
         raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}")
     argv = value.get("argv")
-    if (
-        not isinstance(argv, list | tuple)
-        or not argv
-        or not all(isinstance(a, str) for a in argv)
-    ):
+    if not isinstance(argv, list | tuple) or not argv or not all(isinstance(a, str) for a in argv):
         raise ConfigError(f"{name}.argv: expected a non-empty list of strings, got {argv!r}")
     params = value.get("params", {})
     if not isinstance(params, dict) or not all(
@@ -604,7 +612,7 @@ def _command(name: str, value: Any) -> CommandSpec:
         or isinstance(total, str)
     ):
         raise ConfigError(
-            f"{name}.total: expected an integer of at least 1, or \"{{name}}\" of an integer "
+            f'{name}.total: expected an integer of at least 1, or "{{name}}" of an integer '
             f"parameter, got {total!r}"
         )
     return CommandSpec(

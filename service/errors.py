@@ -1,18 +1,18 @@
 """The service's errors: one root, each kind carrying the HTTP status it maps to.
 
-    SidetaskError                       500  a bug or a broken disk
-    ├── BadRequest                      400  the request is wrong (IllegalArgumentException)
-    │   └── TransitionRefused           400  the task's status does not allow that change
-    ├── Unauthorized                    401
-    ├── Forbidden                       403
-    ├── NotFound                        404  no such graph, task or route (NotFoundException)
-    ├── MethodNotAllowed                405
-    ├── Conflict                        409
-    ├── PayloadTooLarge                 413
-    ├── Unprocessable                   422  an Idempotency-Key reused for another request
-    ├── TooManyRequests                 429
-    ├── ServiceUnavailable              503  the store cannot write now; retry later
-    └── StoreLocked                     the database file is used by another process
+SidetaskError                       500  a bug or a broken disk
+├── BadRequest                      400  the request is wrong (IllegalArgumentException)
+│   └── TransitionRefused           400  the task's status does not allow that change
+├── Unauthorized                    401
+├── Forbidden                       403
+├── NotFound                        404  no such graph, task or route (NotFoundException)
+├── MethodNotAllowed                405
+├── Conflict                        409
+├── PayloadTooLarge                 413
+├── Unprocessable                   422  an Idempotency-Key reused for another request
+├── TooManyRequests                 429
+├── ServiceUnavailable              503  the store cannot write now; retry later
+└── StoreLocked                     the database file is used by another process
 """
 
 from __future__ import annotations

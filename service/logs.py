@@ -153,14 +153,25 @@ class _LineBatch:
         if self.json:
             stamp = _iso_time(now)
             for message, fields in entries:
-                body: dict[str, Any] = {"time": stamp, "level": "INFO", "logger": logger.name, "message": message}
+                body: dict[str, Any] = {
+                    "time": stamp,
+                    "level": "INFO",
+                    "logger": logger.name,
+                    "message": message,
+                }
                 body.update((k, v) for k, v in fields.items() if v is not None)
                 self.pending.append(_json_line(body) + "\n")
         else:
             prefix = f"{self._local_time(now)} INFO {logger.name}: "
             for message, fields in entries:
-                tags = " ".join(f"{k}={fields[k]}" for k in ("request_id", "task_id") if fields.get(k) is not None)
-                self.pending.append(f"{prefix}{message} [{tags}]\n" if tags else f"{prefix}{message}\n")
+                tags = " ".join(
+                    f"{k}={fields[k]}"
+                    for k in ("request_id", "task_id")
+                    if fields.get(k) is not None
+                )
+                self.pending.append(
+                    f"{prefix}{message} [{tags}]\n" if tags else f"{prefix}{message}\n"
+                )
         if not self.scheduled:
             try:
                 loop = asyncio.get_running_loop()

@@ -117,8 +117,8 @@ def check_exposure(settings: Settings, insecure: bool) -> None:
         f"host {settings.host!r} is not a loopback address and no users or tokens are "
         "configured, so anyone who reaches it could submit and cancel jobs. Configure "
         "users (`sidetask hash-password NAME` prints a line for `[users]`) or tokens "
-        "(`sidetask new-token NAME` prints one for `[tokens]`) — README, \"Access and "
-        "limits\" — or pass --insecure to serve without authentication all the same"
+        '(`sidetask new-token NAME` prints one for `[tokens]`) — README, "Access and '
+        'limits" — or pass --insecure to serve without authentication all the same'
     )
 
 

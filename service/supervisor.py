@@ -593,7 +593,9 @@ class Supervisor:
                 if running.cancel_requested:
                     await self._settle(result, Outcome(Status.CANCELLED))
                     continue
-                running.job = asyncio.create_task(self._run(result), name=f"sidetask-task-{task.id}")
+                running.job = asyncio.create_task(
+                    self._run(result), name=f"sidetask-task-{task.id}"
+                )
             else:  # paused, cancelled or deleted while it waited
                 del self._running[task.id]
                 log.info("task %d not started: %s", task.id, result)
@@ -678,7 +680,9 @@ class Supervisor:
         except jsontext.TooDeep as exc:
             return Outcome(Status.FAILED, {"result": str(exc)})
         except TypeError as exc:
-            return Outcome(Status.FAILED, {"result": f"The job's result is not JSON-serialisable: {exc}"})
+            return Outcome(
+                Status.FAILED, {"result": f"The job's result is not JSON-serialisable: {exc}"}
+            )
         limit = self.settings.max_result_bytes
         if len(encoded) > limit:
             return Outcome(
@@ -741,7 +745,11 @@ class Supervisor:
             try:
                 await self._record_end(task.id, target, fields)
             except NotFound:
-                log.info("task %d was deleted while it ran; its end (%s) is not recorded", task.id, target)
+                log.info(
+                    "task %d was deleted while it ran; its end (%s) is not recorded",
+                    task.id,
+                    target,
+                )
             except ServiceUnavailable as exc:
                 # A full disk or a locked database passes: the end is written once it does.
                 # A drain that has given up on the running jobs gives up on this too; the
@@ -801,7 +809,9 @@ class Supervisor:
                     # written with the progress it goes with, at the next flush
                     if task_id not in self._dirty_progress:
                         current = running.progress
-                        self._dirty_progress[task_id] = running.task.progress if current is None else current
+                        self._dirty_progress[task_id] = (
+                            running.task.progress if current is None else current
+                        )
                 return
             if running is not None and not running.ending:
                 running.progress = value

@@ -64,7 +64,9 @@ async def wait_for(
 
 
 async def submit(client: Any, base: str, job_type: str, body: Any = None, **query: Any) -> int:
-    response = await client.post(f"{base}/jobs/{job_type}", json=body, params={k: str(v) for k, v in query.items()})
+    response = await client.post(
+        f"{base}/jobs/{job_type}", json=body, params={k: str(v) for k, v in query.items()}
+    )
     assert response.status == 201, await response.text()
     return int((await response.json())["task_id"])
 
@@ -75,7 +77,9 @@ async def get_task(client: Any, base: str, task_id: int) -> dict[str, Any]:
     return dict(await response.json())
 
 
-async def wait_status(client: Any, base: str, task_id: int, *statuses: str, timeout: float = 10.0) -> dict[str, Any]:
+async def wait_status(
+    client: Any, base: str, task_id: int, *statuses: str, timeout: float = 10.0
+) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         task = await get_task(client, base, task_id)
         return task if task["task_status"] in statuses else None
@@ -103,10 +107,26 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(f".{self.port}.log")
-        cmd = [sys.executable, "-m", "service", "serve", "--port", str(self.port), "--db", str(db), "--config", str(config_file), *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port",
+            str(self.port),
+            "--db",
+            str(db),
+            "--config",
+            str(config_file),
+            *args,
+        ]
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            cmd,
+            cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
@@ -114,7 +134,9 @@ class ServerProcess:
 
             async def probe() -> bool:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited with {self.proc.returncode}: {self.output()}")
+                    raise AssertionError(
+                        f"server exited with {self.proc.returncode}: {self.output()}"
+                    )
                 try:
                     async with session.get(f"{self.url}/ready") as response:
                         return response.status == 200

@@ -23,7 +23,11 @@ def create_app() -> web.Application:
 
     async def submit(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(status=201, body=orjson.dumps({"task_id": next(counter)}), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(
+            status=201,
+            body=orjson.dumps({"task_id": next(counter)}),
+            headers={"Content-Type": CONTENT_TYPE},
+        )
 
     async def ready(request: web.Request) -> web.Response:
         return web.Response(body=b'{"status":"ready"}', headers={"Content-Type": CONTENT_TYPE})

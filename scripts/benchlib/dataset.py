@@ -30,13 +30,18 @@ def _template(db: Path) -> None:
     """Starts the service on `db` (migrations run), runs one echo task to success, stops it."""
     with BenchServer(db=db) as server:
         request = urllib.request.Request(
-            f"{server.url}/graphs/hugegraph/jobs/echo", data=b'{"bench":1}', method="POST", headers={"Content-Type": "application/json"}
+            f"{server.url}/graphs/hugegraph/jobs/echo",
+            data=b'{"bench":1}',
+            method="POST",
+            headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             task_id = json.loads(response.read())["task_id"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{server.url}/graphs/hugegraph/tasks/{task_id}", timeout=10) as response:
+            with urllib.request.urlopen(
+                f"{server.url}/graphs/hugegraph/tasks/{task_id}", timeout=10
+            ) as response:
                 if json.loads(response.read())["task_status"] == "success":
                     return
             time.sleep(0.02)
@@ -52,7 +57,13 @@ def build(db: Path, count: int) -> dict[str, Any]:
         conn.execute("PRAGMA synchronous = OFF")  # a scratch file: nothing to lose
         conn.execute("PRAGMA cache_size = -262144")
         columns = [row[1] for row in conn.execute("PRAGMA table_info(tasks)")]
-        template = dict(zip(columns, conn.execute("SELECT * FROM tasks ORDER BY id LIMIT 1").fetchone(), strict=True))
+        template = dict(
+            zip(
+                columns,
+                conn.execute("SELECT * FROM tasks ORDER BY id LIMIT 1").fetchone(),
+                strict=True,
+            )
+        )
         # the columns every row shares with the template (its status and result set per
         # status) first, then the three times each row has of its own
         timed = ["create_ms", "update_ms", "run_after_ms"]
@@ -84,14 +95,18 @@ def build(db: Path, count: int) -> dict[str, Any]:
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
         names = fixed + timed
-        conn.executemany(f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", rows)
+        conn.executemany(
+            f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", rows
+        )
         for _, sql in indexes:
             conn.execute(sql)
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         (total,) = conn.execute("SELECT COUNT(*) FROM tasks").fetchone()
         (last_id,) = conn.execute("SELECT MAX(id) FROM tasks").fetchone()
-        status_counts = dict(conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall())
+        status_counts = dict(
+            conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
+        )
     finally:
         conn.close()
     return {

@@ -66,7 +66,10 @@ class Watcher:
         await self._session.close()
 
     async def _run(self) -> None:
-        async with self._session.get(f"{self.url}/graphs/hugegraph/events?type=echo", timeout=aiohttp.ClientTimeout(total=None)) as response:
+        async with self._session.get(
+            f"{self.url}/graphs/hugegraph/events?type=echo",
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as response:
             response.raise_for_status()
             self.live.set()
             async for line in response.content:
@@ -120,9 +123,16 @@ def task_figures(server: BenchServer, first: int, last: int) -> dict[str, Any]:
             )
         )
         statuses = dict(
-            conn.execute("SELECT status, COUNT(*) FROM tasks WHERE id BETWEEN ? AND ? GROUP BY status", (first, last)).fetchall()
+            conn.execute(
+                "SELECT status, COUNT(*) FROM tasks WHERE id BETWEEN ? AND ? GROUP BY status",
+                (first, last),
+            ).fetchall()
         )
-    dispatch = [running - created for _, created, running, _ in rows if created is not None and running is not None]
+    dispatch = [
+        running - created
+        for _, created, running, _ in rows
+        if created is not None and running is not None
+    ]
     successes = [success for *_, success in rows if success is not None]
     return {
         "tasks": last - first + 1,
@@ -136,7 +146,12 @@ def task_figures(server: BenchServer, first: int, last: int) -> dict[str, Any]:
 
 
 def _summary(values: list[float]) -> dict[str, float]:
-    return {"p50": percentile(values, 0.50), "p99": percentile(values, 0.99), "mean": mean(values), "max": max(values, default=float("nan"))}
+    return {
+        "p50": percentile(values, 0.50),
+        "p99": percentile(values, 0.99),
+        "mean": mean(values),
+        "max": max(values, default=float("nan")),
+    }
 
 
 async def _low_load(server: BenchServer, count: int) -> dict[str, Any]:
@@ -167,7 +182,9 @@ async def _low_load(server: BenchServer, count: int) -> dict[str, Any]:
     }
 
 
-async def _under_load(server: BenchServer, count: int, connections: int, within: float) -> dict[str, Any]:
+async def _under_load(
+    server: BenchServer, count: int, connections: int, within: float
+) -> dict[str, Any]:
     cpu_before = server.cpu_seconds()
     run = await submit_many(server.port, PATH, BODY, count, connections)
     first, last = min(run.task_ids), max(run.task_ids)
@@ -208,13 +225,17 @@ async def _under_load(server: BenchServer, count: int, connections: int, within:
     }
 
 
-async def _measure(server: BenchServer, count: int, sequential: int, connections: int, within: float) -> dict[str, Any]:
+async def _measure(
+    server: BenchServer, count: int, sequential: int, connections: int, within: float
+) -> dict[str, Any]:
     low = await _low_load(server, sequential)
     load = await _under_load(server, count, connections, within)
     return {"low_load": low, "under_load": load}
 
 
-def run_e2e(count: int, sequential: int, connections: int = 64, within: float = 180.0, **settings: Any) -> dict[str, Any]:
+def run_e2e(
+    count: int, sequential: int, connections: int = 64, within: float = 180.0, **settings: Any
+) -> dict[str, Any]:
     """`within`: seconds the N tasks get, after the last submission, to finish."""
     with BenchServer(**settings) as server:
         result = run_loop(_measure(server, count, sequential, connections, within))

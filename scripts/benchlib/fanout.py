@@ -33,7 +33,9 @@ class Subscriber(asyncio.Protocol):
     #: arrival of the first and the last progress event, epoch ms
     first: float = 0.0
     last: float = 0.0
-    closed: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    closed: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     _tail: bytes = b""
 
     transport: asyncio.Transport | None = None
@@ -61,7 +63,12 @@ class Subscriber(asyncio.Protocol):
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return dict(json.loads(response.read()))
 
@@ -71,7 +78,9 @@ def _get(url: str) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
-async def _measure(server: BenchServer, subscribers: int, rate: float, seconds: float) -> dict[str, Any]:
+async def _measure(
+    server: BenchServer, subscribers: int, rate: float, seconds: float
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     lags: list[float] = []
     protocols: list[Subscriber] = []
@@ -79,14 +88,20 @@ async def _measure(server: BenchServer, subscribers: int, rate: float, seconds: 
     for start in range(0, subscribers, 200):  # connect in waves so the backlog never overflows
         batch = await asyncio.gather(
             *(
-                loop.create_connection(lambda: Subscriber(path, f"127.0.0.1:{server.port}", lags), "127.0.0.1", server.port)
+                loop.create_connection(
+                    lambda: Subscriber(path, f"127.0.0.1:{server.port}", lags),
+                    "127.0.0.1",
+                    server.port,
+                )
                 for _ in range(start, min(subscribers, start + 200))
             )
         )
         protocols.extend(protocol for _, protocol in batch)
     await asyncio.sleep(1.0)  # let every stream finish its (empty) replay and go live
     rss_idle = server.rss_mb()
-    task = await asyncio.to_thread(_post, f"{server.url}/graphs/hugegraph/jobs/ticker", {"rate": rate, "seconds": seconds})
+    task = await asyncio.to_thread(
+        _post, f"{server.url}/graphs/hugegraph/jobs/ticker", {"rate": rate, "seconds": seconds}
+    )
     started = time.monotonic()
     rss_peak = rss_idle
     deadline = started + seconds + 30

@@ -50,7 +50,9 @@ def _uvloop() -> str:
 
 def _git() -> str:
     def out(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     commit = out("rev-parse", "--short", "HEAD") or "unknown"
     dirty = out("status", "--porcelain", "--untracked-files=no", "--", "service", "config")

@@ -56,7 +56,9 @@ class Plan:
     db_tasks: int = 1_000_000
     read_seconds: int = 5
     read_warmup: bool = True
-    sse_cases: list[tuple[int, float]] = field(default_factory=lambda: [(1000, 100.0), (5000, 20.0)])
+    sse_cases: list[tuple[int, float]] = field(
+        default_factory=lambda: [(1000, 100.0), (5000, 20.0)]
+    )
     sse_seconds: float = 10.0
     #: fresh logins measured in each part of the login-flood row, and the flood's size
     flood_logins: int = 20
@@ -96,7 +98,9 @@ def ensure_wrk() -> None:
     if wrk.available():
         return
     if os.geteuid() != 0:
-        raise RuntimeError("wrk is missing: install Debian's package (apt-get install wrk) or run as root")
+        raise RuntimeError(
+            "wrk is missing: install Debian's package (apt-get install wrk) or run as root"
+        )
     log("installing wrk (apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "check": False}
@@ -114,7 +118,15 @@ def ensure_huey() -> None:
     except ImportError:
         log(f"installing {HUEY_REQUIREMENT} (pip)")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", HUEY_REQUIREMENT],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                HUEY_REQUIREMENT,
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -128,8 +140,14 @@ def ensure_huey() -> None:
 
 def row_ceiling_submit(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
     script = wrk.post_script(SUBMIT_BODY)
-    options = {"seconds": plan.wrk_seconds, "connections": plan.connections, "threads": plan.wrk_threads}
-    log(f"ceiling: minimal aiohttp endpoint, wrk -t{plan.wrk_threads} -c{plan.connections} -d{plan.wrk_seconds}s")
+    options = {
+        "seconds": plan.wrk_seconds,
+        "connections": plan.connections,
+        "threads": plan.wrk_threads,
+    }
+    log(
+        f"ceiling: minimal aiohttp endpoint, wrk -t{plan.wrk_threads} -c{plan.connections} -d{plan.wrk_seconds}s"
+    )
     with CeilingServer() as ceiling:
         out["ceiling"] = wrk.run(ceiling.url + SUBMIT_PATH, script, **options).as_dict()
     if "submit" not in rows:
@@ -140,7 +158,9 @@ def row_ceiling_submit(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
     with BenchServer() as server:
         result = wrk.run(server.url + SUBMIT_PATH, script, **options).as_dict()
         with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as conn:
-            statuses = dict(conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall())
+            statuses = dict(
+                conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
+            )
         result["stored_tasks"] = sum(statuses.values())
         result["statuses_at_end"] = statuses
     # the ceiling again, after: a machine whose load changed meanwhile shows as a spread
@@ -157,7 +177,9 @@ def row_ceiling_submit(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
 def row_e2e(plan: Plan, out: dict[str, Any]) -> None:
     from .e2e import run_e2e
 
-    log(f"e2e: {plan.sequential} sequential echo tasks, then {plan.e2e_tasks} over {plan.connections} connections")
+    log(
+        f"e2e: {plan.sequential} sequential echo tasks, then {plan.e2e_tasks} over {plan.connections} connections"
+    )
     out["e2e"] = run_e2e(plan.e2e_tasks, plan.sequential, plan.connections, **plan.e2e_settings)
 
 
@@ -167,7 +189,9 @@ def row_peer(plan: Plan, out: dict[str, Any]) -> None:
 
     runs = []
     for workers in plan.huey_workers:
-        log(f"peer: Huey (SqliteHuey), {plan.peer_tasks} echo tasks, consumer with {workers} thread worker(s)")
+        log(
+            f"peer: Huey (SqliteHuey), {plan.peer_tasks} echo tasks, consumer with {workers} thread worker(s)"
+        )
         runs.append(run_peer(plan.peer_tasks, workers=workers))
     best = max(runs, key=lambda r: max(r["enqueue_plus_execute_per_s"], r["concurrent_per_s"]))
     out["peer"] = {"best": best, "runs": runs}
@@ -192,7 +216,9 @@ def row_login_flood(plan: Plan, out: dict[str, Any]) -> None:
         f"login-flood: {plan.flood_logins} fresh logins quiet, then under {plan.flood_connections} "
         "connections of wrong passwords from one address, then from as many addresses"
     )
-    out["login_flood"] = run_login_flood(plan.flood_logins, plan.flood_connections, plan.flood_warmup)
+    out["login_flood"] = run_login_flood(
+        plan.flood_logins, plan.flood_connections, plan.flood_warmup
+    )
 
 
 def row_stored(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
@@ -203,7 +229,9 @@ def row_stored(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
     log(f"reads/startup: building a database of {plan.db_tasks:,} tasks")
     info = dataset.build(db, plan.db_tasks)
     log(f"  built in {info['seconds']:.1f} s ({info['mb']:.0f} MB); starting a server on it")
-    result = run_reads(db, info["last_id"], plan.read_seconds, reads="reads" in rows, warmup=plan.read_warmup)
+    result = run_reads(
+        db, info["last_id"], plan.read_seconds, reads="reads" in rows, warmup=plan.read_warmup
+    )
     result["database"] = info
     out["stored"] = result
 
@@ -248,70 +276,213 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
 
     if "ceiling" in out:
         c = out["ceiling"]
-        lines.append(Line("1 ceiling", f"minimal aiohttp POST, {wrk_load}", f"{fmt(c['requests_per_s'])} req/s; {latency(c)}{errors(c)}"))
+        lines.append(
+            Line(
+                "1 ceiling",
+                f"minimal aiohttp POST, {wrk_load}",
+                f"{fmt(c['requests_per_s'])} req/s; {latency(c)}{errors(c)}",
+            )
+        )
     if "submit" in out:
         s = out["submit"]
-        lost = "" if s["stored_tasks"] >= s["requests"] else f"; ONLY {s['stored_tasks']:,} TASKS STORED FOR {s['requests']:,} ANSWERS"
-        lines.append(Line("2 submit", f"POST …/jobs/echo, {wrk_load}", f"{fmt(s['requests_per_s'])} req/s; {latency(s)}{errors(s)}{lost}"))
+        lost = (
+            ""
+            if s["stored_tasks"] >= s["requests"]
+            else f"; ONLY {s['stored_tasks']:,} TASKS STORED FOR {s['requests']:,} ANSWERS"
+        )
+        lines.append(
+            Line(
+                "2 submit",
+                f"POST …/jobs/echo, {wrk_load}",
+                f"{fmt(s['requests_per_s'])} req/s; {latency(s)}{errors(s)}{lost}",
+            )
+        )
         ratio = s["ratio_to_ceiling"]
         again = out["ceiling"]["after_submit"]
         before = out["ceiling"]["requests_per_s"]
         spread = abs(again["requests_per_s"] - before) / max(before, again["requests_per_s"])
-        lines.append(Line("", "  ceiling again, after submit", f"{fmt(again['requests_per_s'])} req/s; {latency(again)}" + (f"; {spread:.0%} APART: A BUSY MACHINE" if spread > 0.15 else "")))
-        lines.append(Line("", "  ratio to the ceiling (mean of both)", f"{ratio:.0%}", ">= 50%", verdict(ratio >= 0.5 and not s["errors"] and not lost, q)))
+        lines.append(
+            Line(
+                "",
+                "  ceiling again, after submit",
+                f"{fmt(again['requests_per_s'])} req/s; {latency(again)}"
+                + (f"; {spread:.0%} APART: A BUSY MACHINE" if spread > 0.15 else ""),
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  ratio to the ceiling (mean of both)",
+                f"{ratio:.0%}",
+                ">= 50%",
+                verdict(ratio >= 0.5 and not s["errors"] and not lost, q),
+            )
+        )
     if "e2e" in out:
         e = out["e2e"]
         load, low = e["under_load"], e["low_load"]
         ok = load["finished"] and load["complete"] == load["tasks"]
-        check = "" if ok else f" (ONLY {load['complete']}/{load['tasks']} complete: {load['statuses']})"
-        lines.append(Line("3 end to end", f"{load['tasks']:,} echo tasks to success, {plan.connections} conns", f"{fmt(load['tasks_per_s'])} tasks/s{check}", ">= 4,000/s", verdict(ok and load["tasks_per_s"] >= 4000, q)))
-        lines.append(Line("", "  every status stored as an event", f"{load['complete']:,}/{load['tasks']:,} tasks; submits answered at {fmt(load['submits_per_s'])}/s"))
+        check = (
+            "" if ok else f" (ONLY {load['complete']}/{load['tasks']} complete: {load['statuses']})"
+        )
+        lines.append(
+            Line(
+                "3 end to end",
+                f"{load['tasks']:,} echo tasks to success, {plan.connections} conns",
+                f"{fmt(load['tasks_per_s'])} tasks/s{check}",
+                ">= 4,000/s",
+                verdict(ok and load["tasks_per_s"] >= 4000, q),
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  every status stored as an event",
+                f"{load['complete']:,}/{load['tasks']:,} tasks; submits answered at {fmt(load['submits_per_s'])}/s",
+            )
+        )
         d = low["dispatch_ms"]
-        lines.append(Line("", f"  dispatch, low load ({low['tasks']} one at a time)", f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms, mean {fmt(d['mean'], 2)} ms (events, 1 ms steps)", "p50 <= 2 ms", verdict(d["p50"] <= 2, q)))
+        lines.append(
+            Line(
+                "",
+                f"  dispatch, low load ({low['tasks']} one at a time)",
+                f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms, mean {fmt(d['mean'], 2)} ms (events, 1 ms steps)",
+                "p50 <= 2 ms",
+                verdict(d["p50"] <= 2, q),
+            )
+        )
         cl = low["client_submit_to_running_ms"]
-        lines.append(Line("", "  submit -> running seen by a client", f"p50 {fmt(cl['p50'], 2)} ms, p99 {fmt(cl['p99'], 2)} ms (HTTP + SSE included)"))
+        lines.append(
+            Line(
+                "",
+                "  submit -> running seen by a client",
+                f"p50 {fmt(cl['p50'], 2)} ms, p99 {fmt(cl['p99'], 2)} ms (HTTP + SSE included)",
+            )
+        )
         d = load["dispatch_ms"]
-        lines.append(Line("", f"  dispatch, under load ({load['tasks']:,})", f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms"))
+        lines.append(
+            Line(
+                "",
+                f"  dispatch, under load ({load['tasks']:,})",
+                f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms",
+            )
+        )
     if "peer" in out:
         p = out["peer"]["best"]
-        lines.append(Line("4 peer: Huey", f"SqliteHuey, {p['tasks']:,} tasks, {p['workers']} thread worker{'s' if p['workers'] > 1 else ''}", f"{fmt(p['enqueues_per_s'])} enqueues/s, {fmt(p['executions_per_s'])} executions/s"))
-        lines.append(Line("", "  enqueue-plus-execute", f"{fmt(p['enqueue_plus_execute_per_s'])}/s sequential, {fmt(p['concurrent_per_s'])}/s concurrent"))
+        lines.append(
+            Line(
+                "4 peer: Huey",
+                f"SqliteHuey, {p['tasks']:,} tasks, {p['workers']} thread worker{'s' if p['workers'] > 1 else ''}",
+                f"{fmt(p['enqueues_per_s'])} enqueues/s, {fmt(p['executions_per_s'])} executions/s",
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  enqueue-plus-execute",
+                f"{fmt(p['enqueue_plus_execute_per_s'])}/s sequential, {fmt(p['concurrent_per_s'])}/s concurrent",
+            )
+        )
         if "e2e" in out:
             huey_rate = max(p["enqueue_plus_execute_per_s"], p["concurrent_per_s"])
             ratio = out["e2e"]["under_load"]["tasks_per_s"] / huey_rate
-            lines.append(Line("", "  sidetask e2e / Huey (its better figure)", f"{ratio:.2f}x", ">= 2x", verdict(ratio >= 2, q)))
+            lines.append(
+                Line(
+                    "",
+                    "  sidetask e2e / Huey (its better figure)",
+                    f"{ratio:.2f}x",
+                    ">= 2x",
+                    verdict(ratio >= 2, q),
+                )
+            )
     if "stored" in out:
         st = out["stored"]
         n = st["database"]["tasks"]
         label = f"{n:,} stored"
-        for key, name, target in (("get", "GET one task (random id)", 5.0), ("list", "list status=success&limit=100", 10.0), ("deep_page", "same, page token near the end", 10.0)):
+        for key, name, target in (
+            ("get", "GET one task (random id)", 5.0),
+            ("list", "list status=success&limit=100", 10.0),
+            ("deep_page", "same, page token near the end", 10.0),
+        ):
             if key not in st:
                 continue
             r = st[key]
-            lines.append(Line("5 reads" if key == "get" else "", f"{name}, {label}", f"c4: {latency(r['c4'])}{errors(r['c4'])}", f"p99 <= {target:g} ms", verdict(r["c4"]["p99_ms"] <= target and not r["c4"]["errors"], q)))
-            lines.append(Line("", "", f"c64: {fmt(r['c64']['requests_per_s'])} req/s, {latency(r['c64'])}{errors(r['c64'])}"))
+            lines.append(
+                Line(
+                    "5 reads" if key == "get" else "",
+                    f"{name}, {label}",
+                    f"c4: {latency(r['c4'])}{errors(r['c4'])}",
+                    f"p99 <= {target:g} ms",
+                    verdict(r["c4"]["p99_ms"] <= target and not r["c4"]["errors"], q),
+                )
+            )
+            lines.append(
+                Line(
+                    "",
+                    "",
+                    f"c64: {fmt(r['c64']['requests_per_s'])} req/s, {latency(r['c64'])}{errors(r['c64'])}",
+                )
+            )
     if "sse" in out:
         for i, c in enumerate(out["sse"]["cases"]):
-            target = 100 if c["rate"] >= 100 else 150  # 1,000 x 100 ev/s: 100 ms; 5,000 x 20 ev/s: 150 ms
+            target = (
+                100 if c["rate"] >= 100 else 150
+            )  # 1,000 x 100 ev/s: 100 ms; 5,000 x 20 ev/s: 150 ms
             all_delivered = c["deliveries"] == c["deliveries_expected"] and c["published"] > 0
             at_rate = c["published_per_s"] >= 0.95 * c["rate"]
-            lines.append(Line(
-                "6 SSE fan-out" if i == 0 else "",
-                f"{c['subscribers']:,} subs x {c['rate']:g} ev/s, {c['seconds']:g} s",
-                f"lag p50 {fmt(c['lag_p50_ms'])} ms, p99 {fmt(c['lag_p99_ms'])} ms; {fmt(c['delivered_per_s'])} delivered/s",
-                f"p99 <= {target} ms, all delivered",
-                verdict(c["lag_p99_ms"] <= target and all_delivered and at_rate, q),
-            ))
-            delivered = f"all {c['deliveries']:,} delivered" if all_delivered else f"ONLY {c['deliveries']:,}/{c['deliveries_expected']:,} delivered"
-            rate = f"{c['published_per_s']:.1f}/s" + ("" if at_rate else f", < 95% of {c['rate']:g}/s ASKED")
-            lines.append(Line("", "", f"{c['published']} events ({rate}); {delivered}; RSS {fmt(c['rss_peak_mb'], 0)} MB"))
+            lines.append(
+                Line(
+                    "6 SSE fan-out" if i == 0 else "",
+                    f"{c['subscribers']:,} subs x {c['rate']:g} ev/s, {c['seconds']:g} s",
+                    f"lag p50 {fmt(c['lag_p50_ms'])} ms, p99 {fmt(c['lag_p99_ms'])} ms; {fmt(c['delivered_per_s'])} delivered/s",
+                    f"p99 <= {target} ms, all delivered",
+                    verdict(c["lag_p99_ms"] <= target and all_delivered and at_rate, q),
+                )
+            )
+            delivered = (
+                f"all {c['deliveries']:,} delivered"
+                if all_delivered
+                else f"ONLY {c['deliveries']:,}/{c['deliveries_expected']:,} delivered"
+            )
+            rate = f"{c['published_per_s']:.1f}/s" + (
+                "" if at_rate else f", < 95% of {c['rate']:g}/s ASKED"
+            )
+            lines.append(
+                Line(
+                    "",
+                    "",
+                    f"{c['published']} events ({rate}); {delivered}; RSS {fmt(c['rss_peak_mb'], 0)} MB",
+                )
+            )
     if "stored" in out:
         st = out["stored"]
         n = st["database"]["tasks"]
-        lines.append(Line("7 start-up", f"process start to /ready, {n:,} stored", f"{st['ready_s'] * 1000:,.0f} ms", "<= 1 s", verdict(st["ready_s"] <= 1.0, q)))
-        lines.append(Line("", "  RSS idle", f"{fmt(st['rss_idle_mb'], 0)} MB", "<= 100 MB", verdict(st["rss_idle_mb"] <= 100, q)))
+        lines.append(
+            Line(
+                "7 start-up",
+                f"process start to /ready, {n:,} stored",
+                f"{st['ready_s'] * 1000:,.0f} ms",
+                "<= 1 s",
+                verdict(st["ready_s"] <= 1.0, q),
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  RSS idle",
+                f"{fmt(st['rss_idle_mb'], 0)} MB",
+                "<= 100 MB",
+                verdict(st["rss_idle_mb"] <= 100, q),
+            )
+        )
         if "get" in st:
-            lines.append(Line("", "  RSS peak (process life, reads included)", f"{fmt(st['rss_peak_mb'], 0)} MB"))
+            lines.append(
+                Line(
+                    "",
+                    "  RSS peak (process life, reads included)",
+                    f"{fmt(st['rss_peak_mb'], 0)} MB",
+                )
+            )
     if "login_flood" in out:
         f = out["login_flood"]
 
@@ -323,28 +494,58 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
         def answered(r: dict[str, Any]) -> str:
             return ", ".join(f"{k}: {v:,}" for k, v in sorted(r["flood_statuses"].items()))
 
-        lines.append(Line("8 login flood", f"fresh correct login, {f['iterations']:,} iterations, quiet", logins(f["quiet"])))
-        for key, label in (("flood_one_address", "from one address"), ("flood_many_addresses", "from 60 addresses")):
+        lines.append(
+            Line(
+                "8 login flood",
+                f"fresh correct login, {f['iterations']:,} iterations, quiet",
+                logins(f["quiet"]),
+            )
+        )
+        for key, label in (
+            ("flood_one_address", "from one address"),
+            ("flood_many_addresses", "from 60 addresses"),
+        ):
             r = f[key]
-            lines.append(Line("", f"  while {f['flood_connections']} conns send wrong passwords {label}", logins(r)))
+            lines.append(
+                Line(
+                    "",
+                    f"  while {f['flood_connections']} conns send wrong passwords {label}",
+                    logins(r),
+                )
+            )
             lines.append(Line("", "", f"flood answered: {answered(r)}"))
     return lines
 
 
-def render(plan: Plan, machine: dict[str, Any], lines: list[Line], out: dict[str, Any], failures: dict[str, str]) -> str:
+def render(
+    plan: Plan,
+    machine: dict[str, Any],
+    lines: list[Line],
+    out: dict[str, Any],
+    failures: dict[str, str],
+) -> str:
     started = out["started"]
     text = [
         f"sidetask benchmark — {'QUICK run (shorter, smaller: figures are indicative, verdicts marked *)' if plan.quick else 'full run'}, {started}, git {machine['git']}",
         f"machine: {machine['nproc']} cores, {machine['cpu']}, {machine['memory_gib']} GiB, Python {machine['python']}, uvloop {machine['uvloop']}, "
         f"SQLite {machine['sqlite']}, wrk {machine['wrk']}, huey {machine['huey']}",
-        "load average at start {:.2f} {:.2f} {:.2f}, at end {:.2f} {:.2f} {:.2f}".format(*machine["load_average_start"], *out["load_average_end"]),
+        "load average at start {:.2f} {:.2f} {:.2f}, at end {:.2f} {:.2f} {:.2f}".format(
+            *machine["load_average_start"], *out["load_average_end"]
+        ),
         "servers: 127.0.0.1, each a fresh process; the shipped config/sidetask.toml (log_level INFO, to a file), except:",
         "  SSE row: jobs = {ticker = benchlib.jobs:ticker}, progress_interval = 0.001 (each progress report an event); "
         + (f"e2e row: {plan.e2e_settings}" if plan.e2e_settings else "nothing else")
-        + ("; login-flood row: users = {bench = <PBKDF2, 600,000 iterations>}" if "login_flood" in out else ""),
+        + (
+            "; login-flood row: users = {bench = <PBKDF2, 600,000 iterations>}"
+            if "login_flood" in out
+            else ""
+        ),
         "",
     ]
-    widths = [max(len(getattr(line, f)) for line in lines) if lines else 0 for f in ("row", "figure", "value", "target")]
+    widths = [
+        max(len(getattr(line, f)) for line in lines) if lines else 0
+        for f in ("row", "figure", "value", "target")
+    ]
     header = Line("row", "measure", "figure", "target", "")
     for line in [header, *lines]:
         text.append(
@@ -356,15 +557,22 @@ def render(plan: Plan, machine: dict[str, Any], lines: list[Line], out: dict[str
         text.append(f"{name}: FAILED: {error}")
     text.append("")
     if "get" in out.get("stored", {}):
-        text.append("c4 / c64: wrk with 4 connections (1 thread; the targets are judged there) / 64 connections (2 threads)")
+        text.append(
+            "c4 / c64: wrk with 4 connections (1 thread; the targets are judged there) / 64 connections (2 threads)"
+        )
     if "e2e" in out:
         from .e2e import EXPECTED
 
         load = out["e2e"]["under_load"]
-        text.append("end to end: N / (first request written -> create_ms of the last success event); a task is complete with events " + EXPECTED)
+        text.append(
+            "end to end: N / (first request written -> create_ms of the last success event); a task is complete with events "
+            + EXPECTED
+        )
         if load["complete"] != load["tasks"]:
             text.append(f"  event sequences seen: {load['sequences']}")
-        text.append("dispatch: created -> running, from the create_ms of the task's events (start of the transaction that wrote each)")
+        text.append(
+            "dispatch: created -> running, from the create_ms of the task's events (start of the transaction that wrote each)"
+        )
     if "peer" in out:
         p = out["peer"]["best"]
         text.append(
@@ -378,23 +586,62 @@ def render(plan: Plan, machine: dict[str, Any], lines: list[Line], out: dict[str
             "progress when it falls behind); a case passes with >= 95% of the rate asked, every event to every subscriber, p99 lag in target"
         )
     if plan.quick:
-        text.append("* quick run: fewer tasks, shorter loads, fewer subscribers, 100,000 stored tasks instead of 1,000,000")
+        text.append(
+            "* quick run: fewer tasks, shorter loads, fewer subscribers, 100,000 stored tasks instead of 1,000,000"
+        )
     return "\n".join(text)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="under a minute: shorter loads, smaller sizes (figures indicative)")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)} (default: all)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
-    parser.add_argument("--json-file", metavar="FILE", help="also write the figures as JSON to FILE")
-    parser.add_argument("--tasks", type=int, help="N of the e2e and peer rows (default 20,000; quick 2,000 and 1,000)")
-    parser.add_argument("--db-tasks", type=int, help="tasks stored for reads/startup (default 1,000,000; quick 100,000)")
-    parser.add_argument("--huey-workers", help="comma-separated consumer worker counts to try (default 1,4; quick 4)")
-    parser.add_argument("--e2e-concurrency", type=int, help="the e2e row's `concurrency` setting (default: shipped)")
-    parser.add_argument("--sse-cases", help="SUBSCRIBERS:RATE,... (default 1000:100,5000:20; quick 200:100,1000:20)")
-    parser.add_argument("--sse-seconds", type=float, help="seconds each SSE case publishes (default 10; quick 2)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (databases, configs, server logs)")
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="under a minute: shorter loads, smaller sizes (figures indicative)",
+    )
+    parser.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help=f"comma-separated subset of {','.join(ROWS)} (default: all)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the figures as JSON instead of the table"
+    )
+    parser.add_argument(
+        "--json-file", metavar="FILE", help="also write the figures as JSON to FILE"
+    )
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        help="N of the e2e and peer rows (default 20,000; quick 2,000 and 1,000)",
+    )
+    parser.add_argument(
+        "--db-tasks",
+        type=int,
+        help="tasks stored for reads/startup (default 1,000,000; quick 100,000)",
+    )
+    parser.add_argument(
+        "--huey-workers",
+        help="comma-separated consumer worker counts to try (default 1,4; quick 4)",
+    )
+    parser.add_argument(
+        "--e2e-concurrency", type=int, help="the e2e row's `concurrency` setting (default: shipped)"
+    )
+    parser.add_argument(
+        "--sse-cases", help="SUBSCRIBERS:RATE,... (default 1000:100,5000:20; quick 200:100,1000:20)"
+    )
+    parser.add_argument(
+        "--sse-seconds", type=float, help="seconds each SSE case publishes (default 10; quick 2)"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (databases, configs, server logs)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.rows.split(",")) - set(ROWS)
     if unknown:
@@ -409,7 +656,9 @@ def raise_open_files() -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,7 +674,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.e2e_concurrency:
         plan.e2e_settings = {"concurrency": args.e2e_concurrency}
     if args.sse_cases:
-        plan.sse_cases = [(int(s), float(r)) for s, r in (case.split(":") for case in args.sse_cases.split(","))]
+        plan.sse_cases = [
+            (int(s), float(r)) for s, r in (case.split(":") for case in args.sse_cases.split(","))
+        ]
     if args.sse_seconds:
         plan.sse_seconds = args.sse_seconds
     rows = set(args.rows.split(","))
@@ -458,14 +709,18 @@ def main(argv: list[str] | None = None) -> int:
         if "peer" in rows:
             ensure_huey()
         machine = describe()
-        log(f"{'quick' if plan.quick else 'full'} run of {', '.join(r for r in ROWS if r in rows)}; files in {work_dir()}")
+        log(
+            f"{'quick' if plan.quick else 'full'} run of {', '.join(r for r in ROWS if r in rows)}; files in {work_dir()}"
+        )
         for name, step in steps:
             try:
                 step()
             except Exception as exc:
                 # one line for the table: the error, or the last line of a server's traceback
                 text = [ln for ln in str(exc).splitlines() if ln.strip()]
-                failures[name] = f"{type(exc).__name__}: {text[0] if text else ''}" + (f" … {text[-1].strip()}" if len(text) > 1 else "")
+                failures[name] = f"{type(exc).__name__}: {text[0] if text else ''}" + (
+                    f" … {text[-1].strip()}" if len(text) > 1 else ""
+                )
                 log(f"{name} failed:\n{traceback.format_exc()}")
     finally:
         if args.keep:
@@ -476,7 +731,14 @@ def main(argv: list[str] | None = None) -> int:
     out["seconds"] = time.monotonic() - began
     lines = build_table(plan, out)
     document = json.dumps(
-        {"quick": plan.quick, "plan": asdict(plan), "machine": machine, "results": out, "failures": failures, "table": [asdict(line) for line in lines]},
+        {
+            "quick": plan.quick,
+            "plan": asdict(plan),
+            "machine": machine,
+            "results": out,
+            "failures": failures,
+            "table": [asdict(line) for line in lines],
+        },
         indent=2,
         default=str,
     )

@@ -56,7 +56,11 @@ class _Run:
 
     def enqueue(self, threads: int) -> dict[str, float]:
         out = subprocess.run(
-            [sys.executable, "-c", f"from benchlib.huey_peer import main; main(['enqueue', '{self.count}', '{threads}'])"],
+            [
+                sys.executable,
+                "-c",
+                f"from benchlib.huey_peer import main; main(['enqueue', '{self.count}', '{threads}'])",
+            ],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -72,9 +76,19 @@ class _Run:
         log = (self.dir / "consumer.log").open("wb")
         self.consumer = subprocess.Popen(
             [
-                sys.executable, "-m", "huey.bin.huey_consumer", "benchlib.huey_peer.huey",
-                "-w", str(workers), "-k", "thread", "-n",
-                "-d", str(POLL_DELAY), "-m", str(POLL_MAX_DELAY),
+                sys.executable,
+                "-m",
+                "huey.bin.huey_consumer",
+                "benchlib.huey_peer.huey",
+                "-w",
+                str(workers),
+                "-k",
+                "thread",
+                "-n",
+                "-d",
+                str(POLL_DELAY),
+                "-m",
+                str(POLL_MAX_DELAY),
             ],
             cwd=ROOT,
             env=self.env,
@@ -100,7 +114,9 @@ class _Run:
                 if self.check()["left_in_queue"] == 0:
                     empty_since = empty_since or time.monotonic()
                     if time.monotonic() - empty_since > 5:
-                        raise RuntimeError(f"huey: queue empty but {name} missing: {self.check()} {self._log_tail()}")
+                        raise RuntimeError(
+                            f"huey: queue empty but {name} missing: {self.check()} {self._log_tail()}"
+                        )
                 else:
                     empty_since = None
             time.sleep(0.002)
@@ -130,7 +146,9 @@ class _Run:
         }
 
 
-def run_peer(count: int, workers: int = 4, producer_threads: int = 1, timeout: float = 300.0) -> dict[str, Any]:
+def run_peer(
+    count: int, workers: int = 4, producer_threads: int = 1, timeout: float = 300.0
+) -> dict[str, Any]:
     sequential = _Run(count)
     try:
         enqueued = sequential.enqueue(producer_threads)

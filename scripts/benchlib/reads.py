@@ -39,7 +39,13 @@ def _check(url: str, after: int | None = None) -> None:
 
 
 def run_reads(
-    db: Path, last_id: int, seconds: int, *, reads: bool = True, warmup: bool = True, settle: float = 1.0
+    db: Path,
+    last_id: int,
+    seconds: int,
+    *,
+    reads: bool = True,
+    warmup: bool = True,
+    settle: float = 1.0,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with BenchServer(db=db) as server:

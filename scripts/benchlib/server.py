@@ -106,7 +106,9 @@ class Process:
         self.log_path = dir / f"{self.name}.log"
         self.log = self.log_path.open("ab")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=child_env(), stdout=self.log, stderr=subprocess.STDOUT
+        )
         try:
             #: seconds from the process's start to its first 200 on /ready
             self.ready_seconds = self.wait_ready()
@@ -118,7 +120,9 @@ class Process:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}): {self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}): {self.log_path.read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/ready", timeout=1) as response:
                     if response.status == 200:
@@ -177,7 +181,18 @@ class BenchServer(Process):
         self.config = dir / "bench.toml"
         self.config.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items()))
         port = free_port()
-        argv = [sys.executable, "-m", "service", "serve", "--port", str(port), "--db", str(self.db), "--config", str(self.config)]
+        argv = [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(self.db),
+            "--config",
+            str(self.config),
+        ]
         super().__init__(argv, port, dir)
 
 

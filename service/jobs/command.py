@@ -38,7 +38,9 @@ CALLABLE_PATH = "service.jobs.command.run"
 TAIL_BYTES = 64 * 1024
 #: a line of stdout that reports progress: `progress: N`, N an integer (the job's own
 #: scale), or `progress: N/M`, N of a total M (at least 1; task_progress_total)
-PROGRESS_LINE = re.compile(rb"progress:[ \t]*(-?[0-9]{1,18})(?:[ \t]*/[ \t]*([0-9]{1,18}))?[ \t]*\r?")
+PROGRESS_LINE = re.compile(
+    rb"progress:[ \t]*(-?[0-9]{1,18})(?:[ \t]*/[ \t]*([0-9]{1,18}))?[ \t]*\r?"
+)
 #: how often a stopping process group is looked at
 STOP_POLL_SECONDS = 0.05
 #: how long the output pipes may stay open after the whole group is gone (a process that
@@ -170,7 +172,7 @@ class Command:
             if len(template) != 1 or not isinstance(template[0], tuple):
                 raise ConfigError(
                     f"{where}.total: {spec.total!r} must be an integer or one placeholder, "
-                    "\"{name}\", of an integer parameter"
+                    '"{name}", of an integer parameter'
                 )
             total = template[0][0]
             if spec.params.get(total) != "integer":

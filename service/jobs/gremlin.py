@@ -49,7 +49,9 @@ async def run(ctx: JobContext) -> Any:
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, data=orjson.dumps(request), headers={"Content-Type": "application/json"}) as response,
+            session.post(
+                url, data=orjson.dumps(request), headers={"Content-Type": "application/json"}
+            ) as response,
         ):
             body = await response.read()
     except TimeoutError:
@@ -70,6 +72,8 @@ async def run(ctx: JobContext) -> Any:
     if response.status != 200 or code not in (200, 204, 206):
         message = status.get("message") if isinstance(status, dict) else None
         message = message or (answer.get("message") if isinstance(answer, dict) else None)
-        raise GremlinError(f"Gremlin endpoint {url} answered {response.status}: {message or body[:500]!r}")
+        raise GremlinError(
+            f"Gremlin endpoint {url} answered {response.status}: {message or body[:500]!r}"
+        )
     result = answer.get("result") if isinstance(answer, dict) else None
     return result.get("data") if isinstance(result, dict) else None

@@ -95,7 +95,9 @@ class Store(Protocol):
         they are."""
         ...
 
-    async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None: ...
+    async def set_process_group(
+        self, task_id: int, group: int | None, token: str | None
+    ) -> None: ...
 
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]: ...
 
@@ -115,6 +117,7 @@ class Store(Protocol):
         """A graph's tasks in id order after `after_id`; descending: newest first, below
         `after_id` (0: from the newest). `status`: one, or any of a set."""
         ...
+
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]: ...
     def iter_tasks(
         self,
@@ -129,9 +132,11 @@ class Store(Protocol):
         """What `list_tasks` gives, in lists read in bounded batches: a large task is read
         on its own and comes alone, so a list of large tasks holds one at a time."""
         ...
+
     def iter_ids(self, graph: GraphRef, ids: Sequence[int]) -> AsyncGenerator[list[Task], None]:
         """What `list_ids` gives, in lists as `iter_tasks` gives them."""
         ...
+
     async def events_after(
         self,
         after_id: int,
@@ -143,6 +148,7 @@ class Store(Protocol):
         """Up to `limit` events after `after_id`; with `max_bytes`, only those that start
         within that many bytes of data (at least one)."""
         ...
+
     async def last_event_id(self) -> int: ...
     async def count_by_status(self) -> dict[tuple[str, str], int]: ...
     async def count_statuses(self, graph: GraphRef) -> dict[Status, int]:
@@ -182,6 +188,7 @@ class LeaseStore(Protocol):
         """Tasks of `types` whose lease ran out, by `decide`; those in a worker's status with
         no lease at all (run in-process before the type became external), by `unleased`."""
         ...
+
     async def renew_leases(self, types: Sequence[str], until_ms: int) -> int: ...
 
 

@@ -390,7 +390,9 @@ class Authenticator:
         if header is None or not header.strip():
             raise _Refused("Authentication required: send HTTP Basic credentials or a Bearer token")
         address = address_key(remote)
-        key = hmac.new(self._cache_key, header.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+        key = hmac.new(
+            self._cache_key, header.encode("utf-8", "surrogateescape"), hashlib.sha256
+        ).digest()
         known = self._cache.get(key)
         throttled = self.throttle.retry_after(address)
         if known is not None and (throttled is None or address in known.addresses):
@@ -415,7 +417,9 @@ class Authenticator:
                 name = await self._bearer(credentials.strip(), priority)
             else:
                 accepted = " or ".join(c.split(" ", 1)[0] for c in self.challenges)
-                raise _Refused(f"The Authorization scheme '{scheme}' is not accepted here; use {accepted}")
+                raise _Refused(
+                    f"The Authorization scheme '{scheme}' is not accepted here; use {accepted}"
+                )
         except _Failed as failed:
             self.throttle.failed(address)
             raise _Refused(failed.message) from None
@@ -438,10 +442,14 @@ class Authenticator:
             ) from None
         user, colon, password = decoded.partition(":")
         if not colon:
-            raise _Refused("The HTTP Basic credentials have no ':' between the user and the password")
+            raise _Refused(
+                "The HTTP Basic credentials have no ':' between the user and the password"
+            )
         stored = self.users.get(user)
         # The check runs for an unknown user too, against the decoy: the same time either way.
-        matched = await self.pool.run(functools.partial(auth.verify, password, stored or self._decoy), priority)
+        matched = await self.pool.run(
+            functools.partial(auth.verify, password, stored or self._decoy), priority
+        )
         if stored is None or not matched:
             raise _Failed("Invalid user name or password")
         return user
@@ -459,7 +467,9 @@ class Authenticator:
             else:
                 slow.append((name, stored))
         for name, stored in slow:
-            if found is None and await self.pool.run(functools.partial(auth.verify, token, stored), priority):
+            if found is None and await self.pool.run(
+                functools.partial(auth.verify, token, stored), priority
+            ):
                 found = name
         if found is None:
             raise _Failed("Invalid Bearer token")
@@ -498,12 +508,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not authenticator.enabled or request.path in authenticator.open_paths:
         return await handler(request)
     try:
-        principal = await authenticator.authenticate(request.headers.get("Authorization"), request.remote)
+        principal = await authenticator.authenticate(
+            request.headers.get("Authorization"), request.remote
+        )
     except _Refused as refused:
         return _unauthorized(authenticator, refused.message)
     except _NotNow as refused:
         return error_response(
-            refused.status, refused.kind, refused.message, headers={"Retry-After": str(refused.retry_after)}
+            refused.status,
+            refused.kind,
+            refused.message,
+            headers={"Retry-After": str(refused.retry_after)},
         )
     request[PRINCIPAL] = principal
     if principal.graphs is not None:

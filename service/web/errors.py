@@ -48,13 +48,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"No route for {request.method} {request.path}"
         elif exc.status == 405:
             allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
-            message = f"Method {request.method} is not allowed for {request.path}; allowed: {allowed}"
+            message = (
+                f"Method {request.method} is not allowed for {request.path}; allowed: {allowed}"
+            )
         elif exc.status == 413:
             message = f"The request body is too large; the limit is {request.client_max_size} bytes"
         else:
             message = exc.text or exc.reason
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate", "retry-after"}}
-        return error_response(exc.status, _HTTP_KINDS.get(exc.status, "HttpException"), message, headers=headers)
+        headers = {
+            k: v
+            for k, v in exc.headers.items()
+            if k.lower() in {"allow", "www-authenticate", "retry-after"}
+        }
+        return error_response(
+            exc.status, _HTTP_KINDS.get(exc.status, "HttpException"), message, headers=headers
+        )
     except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "ServerError", "Internal server error", type(exc).__name__)

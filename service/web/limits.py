@@ -192,7 +192,11 @@ def describe(status: int, exc: BaseException | None, message: str | None) -> tup
         return 500, "ServerError", "Internal server error"
     detail = _one_line(exc.message or message or "")
     if isinstance(exc, ContentEncodingError):
-        return 415, "NotSupportedException", f"The request's Content-Encoding can't be decoded: {detail}"
+        return (
+            415,
+            "NotSupportedException",
+            f"The request's Content-Encoding can't be decoded: {detail}",
+        )
     if isinstance(exc, LineTooLong):
         limit = exc.args[1] if len(exc.args) > 1 else "the limit of"
         # aiohttp's parser hands the request line over as a bytearray, a header as bytes

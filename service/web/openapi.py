@@ -82,14 +82,14 @@ CREATED = {
 IDEMPOTENCY_CONFLICT = _refusal(
     Unprocessable,
     "the Idempotency-Key was used in this graph with a different request (body, options or "
-    "job type); the message names the key and its task"
+    "job type); the message names the key and its task",
 )
 EVENT_STREAM_PARAMS = _params(*declared.EVENT_STREAM)
 _KINDS = [kind.value for kind in EventKind]
 EVENT_STREAM = {
     "description": "Server-Sent Events: `id:` the event id, `event:` "
     f"{', '.join(_KINDS[:-1])} or {_KINDS[-1]}, "
-    f"`data:` the task as GET returns it (for {EventKind.DELETED.value}, {{\"id\": N}}); "
+    f'`data:` the task as GET returns it (for {EventKind.DELETED.value}, {{"id": N}}); '
     "task_input only in task.created and a task stream's first event. 503 (with Retry-After) past max_streams",
     "content": {
         "text/event-stream": {
@@ -114,7 +114,9 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "summary": "List a graph's tasks in id order (ascending unless order=desc)",
             "parameters": _params(*declared.LIST_TASKS),
             "responses": {
-                "200": _json("the tasks; with `page`, also the next page's token", _ref("TaskList")),
+                "200": _json(
+                    "the tasks; with `page`, also the next page's token", _ref("TaskList")
+                ),
                 **BAD_REQUEST,
                 **NOT_FOUND,
                 **UNAVAILABLE,
@@ -156,7 +158,9 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             ],
             "responses": {
                 "202": _json("the task after the action, and `cancelled`", _ref("ActionResult")),
-                **_refusal(BadRequest, "an unknown action, or one the task's status does not allow"),
+                **_refusal(
+                    BadRequest, "an unknown action, or one the task's status does not allow"
+                ),
                 **NOT_FOUND,
                 **UNAVAILABLE,
             },
@@ -261,14 +265,16 @@ LEASE = declared.LEASE.openapi()
 NOT_HELD = _refusal(
     Conflict,
     "the lease does not hold the task (another worker's, expired, or the task moved on: "
-    "paused, deleted, completed); the worker stops working on it"
+    "paused, deleted, completed); the worker stops working on it",
 )
 
 
 def _worker_task_operations() -> dict[str, dict[str, Any]]:
     """An external worker's reports on the task it holds (README, "External workers")."""
 
-    def report(operation_id: str, summary: str, body: str, answer: dict[str, Any]) -> dict[str, Any]:
+    def report(
+        operation_id: str, summary: str, body: str, answer: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "operationId": operation_id,
             "summary": summary,
@@ -290,7 +296,10 @@ def _worker_task_operations() -> dict[str, dict[str, Any]]:
                 "A worker's progress (or a heartbeat): the first report starts the task, each "
                 "one extends the lease; the answer says whether a cancel was requested",
                 "ProgressReport",
-                _json("recorded; `cancel` true: stop, then report fail or complete", _ref("ProgressAnswer")),
+                _json(
+                    "recorded; `cancel` true: stop, then report fail or complete",
+                    _ref("ProgressAnswer"),
+                ),
             )
         },
         "/tasks/{id}/complete": {
@@ -326,9 +335,16 @@ def _worker_claim_operation() -> dict[str, dict[str, Any]]:
                     "content": {JSON: {"schema": {"description": "ignored"}}},
                 },
                 "responses": {
-                    "200": {**_json("a task and its lease (also in the X-Lease header)", _ref("Claim"))},
-                    "204": {"description": "no task came within `wait`, or the service is stopping"},
-                    **_refusal(BadRequest, "a bad worker name or wait, or a type external workers do not serve"),
+                    "200": {
+                        **_json("a task and its lease (also in the X-Lease header)", _ref("Claim"))
+                    },
+                    "204": {
+                        "description": "no task came within `wait`, or the service is stopping"
+                    },
+                    **_refusal(
+                        BadRequest,
+                        "a bad worker name or wait, or a type external workers do not serve",
+                    ),
                     **UNAVAILABLE,
                 },
             }
@@ -344,7 +360,11 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "listGraphspaces",
                 "summary": "The graphspaces of the declared graphs, and DEFAULT",
-                "responses": {"200": _json("their names", {"type": "object", "properties": {"graphspaces": names}})},
+                "responses": {
+                    "200": _json(
+                        "their names", {"type": "object", "properties": {"graphspaces": names}}
+                    )
+                },
             }
         },
         "/graphspaces/{graphspace}/graphs": {
@@ -353,7 +373,9 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
                 "summary": "The declared graphs of a graphspace (HugeGraph 1.7 and later)",
                 "parameters": [GRAPH_PARAMS["graphspace"]],
                 "responses": {
-                    "200": _json("their names", {"type": "object", "properties": {"graphs": names}}),
+                    "200": _json(
+                        "their names", {"type": "object", "properties": {"graphs": names}}
+                    ),
                     **_refusal(NotFound, "no declared graph is in that graphspace"),
                 },
             }
@@ -362,14 +384,18 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "listGraphs",
                 "summary": "The declared graphs of graphspace DEFAULT (HugeGraph up to 1.5)",
-                "responses": {"200": _json("their names", {"type": "object", "properties": {"graphs": names}})},
+                "responses": {
+                    "200": _json("their names", {"type": "object", "properties": {"graphs": names}})
+                },
             }
         },
         "/types": {
             "get": {
                 "operationId": "listTypes",
                 "summary": "The registered job types, each a valid {type} of POST …/jobs/{type}",
-                "responses": {"200": _json("their names", {"type": "object", "properties": {"types": names}})},
+                "responses": {
+                    "200": _json("their names", {"type": "object", "properties": {"types": names}})
+                },
             }
         },
         "/actions": {
@@ -471,7 +497,10 @@ def _service_operations() -> dict[str, dict[str, Any]]:
             "get": {
                 "operationId": "ready",
                 "summary": "the store is open and the supervisor is running",
-                "responses": {"200": _json("ready", {"type": "object"}), **_refusal(ServiceUnavailable, "not ready")},
+                "responses": {
+                    "200": _json("ready", {"type": "object"}),
+                    **_refusal(ServiceUnavailable, "not ready"),
+                },
             }
         },
         "/events": {
@@ -576,7 +605,9 @@ def _schemas() -> dict[str, Any]:
                 "actions": {
                     "type": "object",
                     "description": "status -> the actions a task in it allows; every status is present",
-                    "properties": {s.value: {"type": "array", "items": ACTION_SCHEMA} for s in Status},
+                    "properties": {
+                        s.value: {"type": "array", "items": ACTION_SCHEMA} for s in Status
+                    },
                     "required": [s.value for s in Status],
                 },
                 "requests": {
@@ -599,7 +630,10 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "versions": {
                     "type": "object",
-                    "properties": {k: {"type": "string"} for k in ("version", "core", "gremlin", "api", "sidetask")},
+                    "properties": {
+                        k: {"type": "string"}
+                        for k in ("version", "core", "gremlin", "api", "sidetask")
+                    },
                 }
             },
         },
@@ -660,7 +694,8 @@ TOO_LARGE = _refusal(
     "the body is over max_body_bytes, a task's input over max_input_bytes, or a result over max_result_bytes",
 )
 UNSUPPORTED = _refusal(
-    UNSUPPORTED_STATUS, "the body's Content-Type is not JSON, or its Content-Encoding can't be decoded"
+    UNSUPPORTED_STATUS,
+    "the body's Content-Type is not JSON, or its Content-Encoding can't be decoded",
 )
 TOO_MANY = _refusal(
     TooManyRequests,
@@ -669,8 +704,10 @@ TOO_MANY = _refusal(
 )
 UNAUTHORIZED = _refusal(
     Unauthorized,
-    "no credentials, or wrong ones (README, \"Access and limits\")",
-    headers={"WWW-Authenticate": {"schema": {"type": "string"}, "description": "the schemes accepted"}},
+    'no credentials, or wrong ones (README, "Access and limits")',
+    headers={
+        "WWW-Authenticate": {"schema": {"type": "string"}, "description": "the schemes accepted"}
+    },
 )
 #: what the password checks answer under a flood (service.web.auth)
 LOGIN_THROTTLED = _refusal(
@@ -685,7 +722,9 @@ CHECKS_BUSY = _refusal(
     headers=RETRY_AFTER,
 )
 URI_TOO_LONG = _refusal(URI_TOO_LONG_STATUS, "the request line is longer than max_header_bytes")
-HEADER_TOO_LARGE = _refusal(HEADER_TOO_LARGE_STATUS, "a header field is longer than max_header_bytes")
+HEADER_TOO_LARGE = _refusal(
+    HEADER_TOO_LARGE_STATUS, "a header field is longer than max_header_bytes"
+)
 FORBIDDEN = "the caller's grants name some graphs only, and a claim takes tasks of every graph"
 #: what every route answers to a request from a web page it does not serve (service.web.origin)
 MISDIRECTED = _refusal(
@@ -699,7 +738,9 @@ FOREIGN_PAGE = (
 )
 
 
-def _name_the_types(paths: dict[str, Any], job_types: Sequence[str], external_types: Sequence[str]) -> None:
+def _name_the_types(
+    paths: dict[str, Any], job_types: Sequence[str], external_types: Sequence[str]
+) -> None:
     """`{type}` of POST …/jobs/{type} is a registered type (gremlin has its own operation),
     as the task list's and the graph stream's `type` are; a claim's `types` a
     comma-separated list of external types."""
@@ -708,7 +749,9 @@ def _name_the_types(paths: dict[str, Any], job_types: Sequence[str], external_ty
         if path.endswith(("/tasks", "/events")) and job_types:
             operation = item["get"]
             operation["parameters"] = [
-                {**p, "schema": {"type": "string", "enum": sorted(job_types)}} if p["name"] == "type" else p
+                {**p, "schema": {"type": "string", "enum": sorted(job_types)}}
+                if p["name"] == "type"
+                else p
                 for p in operation["parameters"]
             ]
         if path.endswith("/jobs/{type}") and types:
@@ -742,7 +785,9 @@ def _add_limits_and_access(
             responses = operation["responses"]
             _add(responses, MISDIRECTED)
             responses.update(_refusal(Forbidden, FOREIGN_PAGE))
-            places = {p["in"] for p in [*item.get("parameters", []), *operation.get("parameters", [])]}
+            places = {
+                p["in"] for p in [*item.get("parameters", []), *operation.get("parameters", [])]
+            }
             if places & {"path", "query"}:  # what makes the request line long
                 _add(responses, URI_TOO_LONG)
             if "header" in places:
@@ -769,7 +814,12 @@ def _open(open_paths: frozenset[str], paths: dict[str, Any]) -> set[str]:
     names each file of the documentation page, the document `/docs/{asset}` for them all."""
     found = set()
     for path in paths:
-        template = re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{\w+\})", path)))
+        template = re.compile(
+            "".join(
+                "[^/]+" if part.startswith("{") else re.escape(part)
+                for part in re.split(r"(\{\w+\})", path)
+            )
+        )
         if path in open_paths or any(template.fullmatch(p) for p in open_paths):
             found.add(path)
     return found
@@ -833,9 +883,17 @@ def openapi_document(
     if auth:
         schemes = {}
         if basic:
-            schemes["basic"] = {"type": "http", "scheme": "basic", "description": "a user of `users`"}
+            schemes["basic"] = {
+                "type": "http",
+                "scheme": "basic",
+                "description": "a user of `users`",
+            }
         if bearer:
-            schemes["bearer"] = {"type": "http", "scheme": "bearer", "description": "a token of `tokens`"}
+            schemes["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "a token of `tokens`",
+            }
         document["components"]["securitySchemes"] = schemes
         document["security"] = [{name: []} for name in schemes]
     return document

@@ -57,12 +57,16 @@ def integer(name: str, text: str, *, minimum: int | None = None, maximum: int = 
     return value
 
 
-def number(name: str, text: str, *, minimum: float = 0.0, maximum: float = 10**9, exclusive: bool = False) -> float:
+def number(
+    name: str, text: str, *, minimum: float = 0.0, maximum: float = 10**9, exclusive: bool = False
+) -> float:
     if not _NUMBER.fullmatch(text):
         raise BadRequest(f"The parameter '{name}' must be a number, but got '{text}'")
     value = float(text)
     if not math.isfinite(value) or value > maximum:
-        raise BadRequest(f"The parameter '{name}' must be a finite number <= {maximum:g}, but got '{text}'")
+        raise BadRequest(
+            f"The parameter '{name}' must be a finite number <= {maximum:g}, but got '{text}'"
+        )
     if value < minimum or (exclusive and value == minimum):
         relation = ">" if exclusive else ">="
         raise BadRequest(f"The parameter '{name}' must be {relation} {minimum:g}, but got '{text}'")

@@ -10,7 +10,9 @@ from aiohttp import web
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     response = web.Response(body=orjson.dumps(body), status=status, headers=headers)
     # set after construction: aiohttp's content_type= argument would re-space the charset
     response.headers["Content-Type"] = JSON_CONTENT_TYPE
@@ -27,5 +29,7 @@ def _printable(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "replace").decode()
 
 
-def error_response(status: int, kind: str, message: str, cause: str = "", headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, kind: str, message: str, cause: str = "", headers: dict[str, str] | None = None
+) -> web.Response:
     return json_response(error_body(kind, message, cause), status=status, headers=headers)

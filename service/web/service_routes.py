@@ -30,7 +30,9 @@ async def health(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     supervisor = request.app.get(SUPERVISOR)
     if supervisor is None or not supervisor.started:
-        raise ServiceUnavailable("Not ready: the store is not open or the supervisor is not running")
+        raise ServiceUnavailable(
+            "Not ready: the store is not open or the supervisor is not running"
+        )
     return json_response({"status": "ready"})
 
 

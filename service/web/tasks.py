@@ -143,9 +143,13 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
         if page is not None:
             raise BadRequest(f"Not support page when query task by ids, but got page='{page}'")
         if order_text is not None:
-            raise BadRequest(f"Not support order when query task by ids, but got order='{order_text}'")
+            raise BadRequest(
+                f"Not support order when query task by ids, but got order='{order_text}'"
+            )
         if type_texts:
-            raise BadRequest(f"Not support type when query task by ids, but got type='{type_texts[0]}'")
+            raise BadRequest(
+                f"Not support type when query task by ids, but got type='{type_texts[0]}'"
+            )
         task_ids = declared.IDS.parse(ids)
         return await _answer(
             request, request.app[STORE].iter_ids(graph, task_ids), None, False, False
@@ -155,7 +159,9 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
     task_type = declared.LIST_TYPE.get(request, request.app[REGISTRY].names())
     store = request.app[STORE]
     if page is None:
-        tasks = store.iter_tasks(graph, status, limit, 0, task_type=task_type, descending=descending)
+        tasks = store.iter_tasks(
+            graph, status, limit, 0, task_type=task_type, descending=descending
+        )
         return await _answer(request, tasks, limit, False, descending)
 
     after = params.decode_page(page, descending)

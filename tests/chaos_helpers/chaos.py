@@ -333,7 +333,9 @@ async def run_chaos(
                 append(str(record), f"dead {server.pid}")
                 report.kills += 1
                 if progress is not None:
-                    progress(f"kill {report.kills}/{kills}: pid {server.pid}, acked {len(load.acked)}")
+                    progress(
+                        f"kill {report.kills}/{kills}: pid {server.pid}, acked {len(load.acked)}"
+                    )
         finally:
             load.stop()
             await loader
@@ -380,20 +382,26 @@ def main(argv: list[str] | None = None) -> int:
         "at the same time. Prints acked=… lost=… unfinished=…; exits 1 if anything is wrong.",
     )
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs (default 20)")
-    parser.add_argument("--submitters", type=int, default=8, help="concurrent submitters (default 8)")
+    parser.add_argument(
+        "--submitters", type=int, default=8, help="concurrent submitters (default 8)"
+    )
     parser.add_argument(
         "--per-server", type=int, nargs=2, default=(20, 60), metavar=("MIN", "MAX"),
         help="acknowledged submissions before each kill, drawn from MIN..MAX (default 20 60)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--finish-timeout", type=float, default=120.0, help="seconds (default 120)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the database, record and logs here")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep the database, record and logs here"
+    )
     args = parser.parse_args(argv)
     if args.kills < 1 or args.submitters < 1 or not 1 <= args.per_server[0] <= args.per_server[1]:
         parser.error("--kills and --submitters must be at least 1, and 1 <= MIN <= MAX")
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sidetask-chaos-")))
+        workdir = args.workdir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="sidetask-chaos-"))
+        )
         print(f"chaos: {args.kills} kills, seed {seed}, in {workdir}", file=sys.stderr)
         report = asyncio.run(
             run_chaos(

@@ -1,16 +1,16 @@
 """A command for command-job tests, one behaviour per first argument:
 
-    args A B …             prints its arguments, one per line, as it received them, then
-                           its working directory and $CMD_GREETING
-    progress N HOLD        prints `progress: 1` … `progress: N` with an output line after
-                           each, then waits until the file HOLD exists and exits 0
-    exit CODE              writes a line to stdout and one to stderr, exits with CODE
-    stubborn PIDS          ignores SIGTERM, starts a child in its process group (which
-                           ignores it too), writes both pids to PIDS, reports progress 1,
-                           and waits forever
-    forever PIDS           writes its pid to PIDS (appending a line), reports progress 1,
-                           and waits forever (SIGTERM ends it)
-    flood BYTES            writes BYTES bytes of numbered lines, then `last line`
+args A B …             prints its arguments, one per line, as it received them, then
+                       its working directory and $CMD_GREETING
+progress N HOLD        prints `progress: 1` … `progress: N` with an output line after
+                       each, then waits until the file HOLD exists and exits 0
+exit CODE              writes a line to stdout and one to stderr, exits with CODE
+stubborn PIDS          ignores SIGTERM, starts a child in its process group (which
+                       ignores it too), writes both pids to PIDS, reports progress 1,
+                       and waits forever
+forever PIDS           writes its pid to PIDS (appending a line), reports progress 1,
+                       and waits forever (SIGTERM ends it)
+flood BYTES            writes BYTES bytes of numbered lines, then `last line`
 """
 
 from __future__ import annotations
@@ -55,7 +55,11 @@ def main(argv: list[str]) -> int:
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         child = subprocess.Popen(
-            [sys.executable, "-c", "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: signal.pause()"]
+            [
+                sys.executable,
+                "-c",
+                "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: signal.pause()",
+            ]
         )
         Path(rest[0]).write_text(f"{os.getpid()}\n{child.pid}\n")
         say("progress: 1")

@@ -23,7 +23,16 @@ def test_quick_rows_print_a_table_and_json(tmp_path: Path) -> None:
     json_file = tmp_path / "bench.json"
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     out = subprocess.run(
-        [str(ROOT / "scripts" / "bench"), "--quick", "--rows", ",".join(rows), "--tasks", "300", "--json-file", str(json_file)],
+        [
+            str(ROOT / "scripts" / "bench"),
+            "--quick",
+            "--rows",
+            ",".join(rows),
+            "--tasks",
+            "300",
+            "--json-file",
+            str(json_file),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

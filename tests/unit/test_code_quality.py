@@ -1,4 +1,4 @@
-"""The house rules that tools check: ruff's lint everywhere, mypy --strict on service/."""
+"""The house rules that tools check: ruff's lint and format everywhere, mypy --strict on service/."""
 
 from __future__ import annotations
 
@@ -15,7 +15,24 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing() -> None:
-    result = run("ruff", "check", "service", "tests", "scripts", "--output-format", "concise")
+    result = run("ruff", "check", *CHECKED, "--output-format", "concise")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: what ruff checks: the trees, and the Python scripts it skips in a tree (no .py suffix)
+CHECKED = (
+    "service",
+    "tests",
+    "scripts",
+    "scripts/chaos",
+    "scripts/fuzz",
+    "scripts/bench-sse",
+    "scripts/bench-process-jobs",
+)
+
+
+def test_ruff_format_changes_nothing() -> None:
+    result = run("ruff", "format", "--check", *CHECKED)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -35,18 +35,26 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "log_level": ("debug", "debug"),
     "server_name": ("replica-2", "replica-2"),
     "external_types": ("render, index", ("render", "index")),
-    "commands": ('{}', {}),
+    "commands": ("{}", {}),
     "import_paths": (f"{ROOT}/tests, {ROOT}/scripts", (str(ROOT / "tests"), str(ROOT / "scripts"))),
     "log_format": ("json", "json"),
     "users": (f'{{"admin": "{PASSWORD_HASH}"}}', {"admin": PASSWORD_HASH}),
     "tokens": (f'{{"ci": "{TOKEN_HASH}"}}', {"ci": TOKEN_HASH}),
     "grants": ('{"ci": ["DEFAULT/hugegraph"]}', {"ci": ("DEFAULT/hugegraph",)}),
     "metrics_public": ("true", True),
-    "allowed_hosts": ("my-app, sidetask.jobs.svc, *.svc.cluster.local", ("my-app", "sidetask.jobs.svc", "*.svc.cluster.local")),
-    "allowed_origins": ("https://tools.example.org, http://127.0.0.1:3000", ("https://tools.example.org", "http://127.0.0.1:3000")),
+    "allowed_hosts": (
+        "my-app, sidetask.jobs.svc, *.svc.cluster.local",
+        ("my-app", "sidetask.jobs.svc", "*.svc.cluster.local"),
+    ),
+    "allowed_origins": (
+        "https://tools.example.org, http://127.0.0.1:3000",
+        ("https://tools.example.org", "http://127.0.0.1:3000"),
+    ),
 }
 #: what a sample needs beside it: a grant names a configured token
-SAMPLE_CONTEXT: dict[str, dict[str, str]] = {"grants": {"SIDETASK_TOKENS": f'{{"ci": "{TOKEN_HASH}"}}'}}
+SAMPLE_CONTEXT: dict[str, dict[str, str]] = {
+    "grants": {"SIDETASK_TOKENS": f'{{"ci": "{TOKEN_HASH}"}}'}
+}
 
 
 def load_env(**env: str) -> Settings:
@@ -104,7 +112,9 @@ def test_every_setting_can_be_set_from_the_environment(name: str) -> None:
 def test_later_sources_win(tmp_path: Path) -> None:
     file = tmp_path / "mine.toml"
     file.write_text("concurrency = 3\nport = 9000\ndrain_grace = 1.5\n")
-    settings = config.load(file, env={"SIDETASK_PORT": "9100", "SIDETASK_DRAIN_GRACE": "2.5"}, drain_grace=4.0)
+    settings = config.load(
+        file, env={"SIDETASK_PORT": "9100", "SIDETASK_DRAIN_GRACE": "2.5"}, drain_grace=4.0
+    )
     assert (settings.concurrency, settings.port, settings.drain_grace) == (3, 9100, 4.0)
 
 
@@ -122,13 +132,19 @@ def test_import_paths_are_relative_to_the_file_that_names_them(
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert config.load(file, env={}).import_paths == (str(project), str(project / "jobs"))
     monkeypatch.chdir(project)
-    assert config.load(env={"SIDETASK_IMPORT_PATHS": "jobs"}).import_paths == (str(project / "jobs"),)
+    assert config.load(env={"SIDETASK_IMPORT_PATHS": "jobs"}).import_paths == (
+        str(project / "jobs"),
+    )
     assert config.load(env={}, import_paths=(".",)).import_paths == (str(project),)
-    with pytest.raises(ConfigError, match=r"import_paths: '.*/project/nope' is not a directory \(from"):
+    with pytest.raises(
+        ConfigError, match=r"import_paths: '.*/project/nope' is not a directory \(from"
+    ):
         config.load(env={}, import_paths=("nope",))
 
 
-def test_the_process_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_process_environment_is_read_when_none_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SIDETASK_CONCURRENCY", "5")
     assert config.load().concurrency == 5
 
@@ -201,7 +217,9 @@ def test_a_bad_environment_value_names_the_setting_and_the_variable(name: str, t
         ("host = 127", "host"),
     ],
 )
-def test_a_bad_file_value_names_the_setting_and_the_file(tmp_path: Path, line: str, name: str) -> None:
+def test_a_bad_file_value_names_the_setting_and_the_file(
+    tmp_path: Path, line: str, name: str
+) -> None:
     file = tmp_path / "bad.toml"
     file.write_text(line + "\n")
     with pytest.raises(ConfigError) as raised:
@@ -248,7 +266,11 @@ def test_the_command_line_reports_a_bad_setting_and_exits(tmp_path: Path) -> Non
     env = {**os.environ, "SIDETASK_CONCURRENCY": "lots", "SIDETASK_DB": str(tmp_path / "x.db")}
     done = subprocess.run(
         [sys.executable, "-m", "service", "serve", "--port", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "configuration error" in done.stderr

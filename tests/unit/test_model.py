@@ -32,8 +32,18 @@ S = Status
 
 def test_the_twelve_statuses_of_the_seeds() -> None:
     assert {s.value for s in Status} == {
-        "unknown", "new", "scheduling", "scheduled", "queued", "pending", "restoring",
-        "running", "success", "cancelling", "cancelled", "failed",
+        "unknown",
+        "new",
+        "scheduling",
+        "scheduled",
+        "queued",
+        "pending",
+        "restoring",
+        "running",
+        "success",
+        "cancelling",
+        "cancelled",
+        "failed",
     }
 
 
@@ -97,7 +107,11 @@ def test_restoring_goes_on_to_queued_without_a_second_claim() -> None:
 
 def test_only_tasks_that_have_not_started_can_be_paused() -> None:
     assert allowed_sources(S.PENDING) == {
-        S.NEW, S.SCHEDULING, S.SCHEDULED, S.QUEUED, S.RESTORING,
+        S.NEW,
+        S.SCHEDULING,
+        S.SCHEDULED,
+        S.QUEUED,
+        S.RESTORING,
     }
 
 
@@ -112,12 +126,27 @@ def test_completed_statuses() -> None:
 
 def test_the_api_keys_follow_the_seeds_order() -> None:
     task = Task(
-        id=7, graph=GraphRef("DEFAULT", "hugegraph"), name="n", type="echo",
-        callable="service.jobs.echo.run", status=S.SUCCESS, result="1", input="{}",
+        id=7,
+        graph=GraphRef("DEFAULT", "hugegraph"),
+        name="n",
+        type="echo",
+        callable="service.jobs.echo.run",
+        status=S.SUCCESS,
+        result="1",
+        input="{}",
     )
     assert list(task.to_api())[:11] == [
-        "task_name", "task_progress", "task_create", "task_status", "task_update", "task_result",
-        "task_retries", "id", "task_type", "task_callable", "task_input",
+        "task_name",
+        "task_progress",
+        "task_create",
+        "task_status",
+        "task_update",
+        "task_result",
+        "task_retries",
+        "id",
+        "task_type",
+        "task_callable",
+        "task_input",
     ]
     bare = task.evolve(result=None, input=None).to_api()
     assert "task_result" not in bare and "task_input" not in bare

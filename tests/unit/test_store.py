@@ -105,7 +105,9 @@ async def test_a_second_store_on_the_same_file_is_refused(store: SQLiteStore, db
 # --- Idempotency-Keys of files older than the fingerprint ---
 
 
-async def test_a_key_stored_before_requests_were_fingerprinted_answers_as_a_replay(db: Path) -> None:
+async def test_a_key_stored_before_requests_were_fingerprinted_answers_as_a_replay(
+    db: Path,
+) -> None:
     """A row of a file written before the fingerprint migration has no fingerprint: what
     its request was is not known, and the key answers with its task, as it did then."""
     before = next(i for i, script in enumerate(MIGRATIONS) if "idempotency_fingerprint" in script)
@@ -163,13 +165,18 @@ async def test_concurrent_writes_share_transactions(db: Path) -> None:
 # --- damage only SQLite can hold ---
 
 
-async def test_a_list_with_a_blob_where_text_belongs_still_answers(store: SQLiteStore, db: Path) -> None:
+async def test_a_list_with_a_blob_where_text_belongs_still_answers(
+    store: SQLiteStore, db: Path
+) -> None:
     damaged, _ = await store.insert(new())
     fine, _ = await store.insert(new())
     # SQLite cannot put a BLOB into JSON: the list is read the row-by-row way instead
     execute(db, "UPDATE tasks SET name = X'00ff' WHERE id = ?", (damaged.id,))
     listed = await store.list_tasks(GRAPH, None, 10, 0)
-    assert [(t.id, t.status) for t in listed] == [(damaged.id, Status.UNKNOWN), (fine.id, Status.NEW)]
+    assert [(t.id, t.status) for t in listed] == [
+        (damaged.id, Status.UNKNOWN),
+        (fine.id, Status.NEW),
+    ]
 
 
 # --- what the plan test runs ---
@@ -221,7 +228,9 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
         await store.lease("w1", ["render"], now, "token2", now + 60_000)  # none left
         await store.report(GRAPH, worked.id, "token", 5, now + 60_000)
         await store.renew_leases(["render"], now + 120_000)
-        await store.expire_leases(now + 200_000, ["render"], lambda t: Change(t.id, Status.RESTORING))
+        await store.expire_leases(
+            now + 200_000, ["render"], lambda t: Change(t.id, Status.RESTORING)
+        )
         await store.set_process_group(tasks[0].id, 4242, "boot")
         await store.process_groups()
         await store.delete(GRAPH, tasks[2].id, None)
@@ -241,9 +250,15 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
             # "SCAN (subquery-N)" reads the rows of a subquery (whose own plan is checked
             # here too), not a table
-            scans = [step for step in plan if step.startswith("SCAN") and "INDEX" not in step
-                     and "INTEGER PRIMARY KEY" not in step and not step.startswith("SCAN events")
-                     and not step.startswith("SCAN (subquery-")]
+            scans = [
+                step
+                for step in plan
+                if step.startswith("SCAN")
+                and "INDEX" not in step
+                and "INTEGER PRIMARY KEY" not in step
+                and not step.startswith("SCAN events")
+                and not step.startswith("SCAN (subquery-")
+            ]
             assert not scans, f"{sql}\n{plan}"
             if " FROM tasks " in sql and " LIMIT " in sql:
                 # a page or a claim reads in index order and stops: no sort of every match

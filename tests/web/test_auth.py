@@ -74,8 +74,12 @@ async def error_of(response: Any, status: int) -> str:
     return str(body["message"])
 
 
-async def submit(client: TestClient, base: str, job: str = "echo", body: Any = None, **kwargs: Any) -> int:
-    response = await client.post(f"{base}/jobs/{job}", json=body or {}, params={"delay": "3600"}, **kwargs)
+async def submit(
+    client: TestClient, base: str, job: str = "echo", body: Any = None, **kwargs: Any
+) -> int:
+    response = await client.post(
+        f"{base}/jobs/{job}", json=body or {}, params={"delay": "3600"}, **kwargs
+    )
     assert response.status == 201, await response.text()
     return int((await response.json())["task_id"])
 
@@ -131,7 +135,9 @@ async def test_a_user_with_the_right_password_gets_in(client: TestClient) -> Non
 
 async def test_a_token_gets_in(client: TestClient) -> None:
     task_id = await submit(client, BASES[0], headers=bearer(TOKEN))
-    response = await client.get(f"{BASES[1]}/tasks/{task_id}", headers={"Authorization": f"bearer  {TOKEN} "})
+    response = await client.get(
+        f"{BASES[1]}/tasks/{task_id}", headers={"Authorization": f"bearer  {TOKEN} "}
+    )
     assert response.status == 200
 
 
@@ -147,7 +153,10 @@ async def test_a_token_gets_in(client: TestClient) -> None:
         ("Basic", "not valid HTTP Basic credentials"),
         ("Bearer not-the-token", "Invalid Bearer token"),
         ("Bearer", "The Bearer token is empty"),
-        (f"Digest {TOKEN}", "The Authorization scheme 'digest' is not accepted here; use Basic or Bearer"),
+        (
+            f"Digest {TOKEN}",
+            "The Authorization scheme 'digest' is not accepted here; use Basic or Bearer",
+        ),
         ("   ", "Authentication required"),
     ],
 )
@@ -176,7 +185,9 @@ async def test_a_refused_password_is_not_remembered_and_a_right_one_is(
         assert (await client.get("/graphs/hugegraph/tasks", headers=ADMIN)).status == 200
     assert checks == [ADMIN_PASSWORD]
     for _ in range(3):
-        assert (await client.get("/graphs/hugegraph/tasks", headers=basic("admin", "guess"))).status == 401
+        assert (
+            await client.get("/graphs/hugegraph/tasks", headers=basic("admin", "guess"))
+        ).status == 401
     assert checks == [ADMIN_PASSWORD] + ["guess"] * 3
 
 
@@ -191,7 +202,9 @@ async def test_metrics_need_credentials_unless_public(aiohttp_client: Any, tmp_p
     assert (await public.get("/graphs/hugegraph/tasks")).status == 401
 
 
-async def test_without_users_or_tokens_nothing_asks_for_credentials(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_without_users_or_tokens_nothing_asks_for_credentials(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     client = await aiohttp_client(create_app(make_settings(tmp_path)))
     response = await client.get("/graphs/hugegraph/tasks")
     assert response.status == 200
@@ -201,7 +214,9 @@ async def test_without_users_or_tokens_nothing_asks_for_credentials(aiohttp_clie
 # --- grants ---
 
 
-async def test_a_user_reaches_only_its_graphs_and_the_others_look_absent(client: TestClient) -> None:
+async def test_a_user_reaches_only_its_graphs_and_the_others_look_absent(
+    client: TestClient,
+) -> None:
     mine = "/graphs/hugegraph"
     theirs = "/graphspaces/gs1/graphs/other"
     their_task = await submit(client, theirs, headers=ADMIN)
@@ -281,11 +296,16 @@ async def test_the_service_stream_gives_a_user_only_its_graphs_events(client: Te
     replay.close()
 
 
-async def test_a_user_granted_some_graphs_may_not_claim_work_for_every_graph(client: TestClient) -> None:
+async def test_a_user_granted_some_graphs_may_not_claim_work_for_every_graph(
+    client: TestClient,
+) -> None:
     response = await client.post("/workers/w1/claim", headers=ALICE)
     assert "needs the grant" in await error_of(response, 403)
     response = await client.post("/workers/w1/claim", headers=bearer(TOKEN))
-    assert response.status in (204, 400)  # not refused for access: this service has no external types
+    assert response.status in (
+        204,
+        400,
+    )  # not refused for access: this service has no external types
 
 
 # --- the configuration ---
@@ -316,7 +336,9 @@ def test_credentials_that_cannot_be_used_are_a_configuration_error(
 # --- the command line: serving beyond loopback, making credentials ---
 
 
-def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
         cwd=ROOT,
@@ -330,7 +352,9 @@ def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None, time
 
 def test_serving_beyond_loopback_without_credentials_refuses_to_start(tmp_path: Path) -> None:
     for host in ("0.0.0.0", "::", "192.0.2.10", "sidetask.example"):
-        result = run_cli("serve", "--host", host, "--port", str(free_port()), "--db", str(tmp_path / "x.db"))
+        result = run_cli(
+            "serve", "--host", host, "--port", str(free_port()), "--db", str(tmp_path / "x.db")
+        )
         assert result.returncode == 2, result.stderr
         assert f"host '{host}' is not a loopback address" in result.stderr
         assert "sidetask hash-password" in result.stderr
@@ -338,7 +362,9 @@ def test_serving_beyond_loopback_without_credentials_refuses_to_start(tmp_path: 
     assert not (tmp_path / "x.db").exists()
 
 
-async def test_insecure_serves_beyond_loopback_all_the_same(tmp_path: Path, http: ClientSession) -> None:
+async def test_insecure_serves_beyond_loopback_all_the_same(
+    tmp_path: Path, http: ClientSession
+) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "serve", "--host", "0.0.0.0", "--port", str(port),
@@ -383,7 +409,9 @@ async def test_hash_password_and_new_token_make_credentials_a_server_accepts(
     ]
 
     config_file = tmp_path / "auth.toml"
-    config_file.write_text(TEST_CONFIG.read_text() + f"\n[users]\n{user_line}\n\n[tokens]\n{token_line}\n")
+    config_file.write_text(
+        TEST_CONFIG.read_text() + f"\n[users]\n{user_line}\n\n[tokens]\n{token_line}\n"
+    )
     # bound to every address: allowed, because authentication is configured
     server: ServerProcess = server_factory(config_file=config_file)
     await server.wait_ready()
@@ -433,7 +461,9 @@ async def test_pyhugegraph_reads_versions_without_credentials_and_works_with_the
 # --- the OpenAPI document says so ---
 
 
-async def test_the_document_declares_the_schemes_and_a_401_on_every_closed_operation(client: TestClient) -> None:
+async def test_the_document_declares_the_schemes_and_a_401_on_every_closed_operation(
+    client: TestClient,
+) -> None:
     from tests.web.test_openapi import operations
 
     document = await (await client.get("/openapi.json")).json()
@@ -455,7 +485,9 @@ async def test_the_document_declares_the_schemes_and_a_401_on_every_closed_opera
     assert "403" in claim["responses"]
 
 
-async def test_without_credentials_configured_the_document_has_no_401(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_without_credentials_configured_the_document_has_no_401(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     from tests.web.test_openapi import operations
 
     client = await aiohttp_client(create_app(make_settings(tmp_path)))

@@ -195,7 +195,10 @@ async def test_an_input_nested_deeper_than_the_service_takes_is_refused_before_s
     async with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as api:
         with pytest.raises(TooDeep) as refused:
             await api.submit("echo", {"a": deep})
-    assert str(refused.value) == "The request body is nested too deeply; at most 254 levels are allowed"
+    assert (
+        str(refused.value)
+        == "The request body is nested too deeply; at most 254 levels are allowed"
+    )
 
 
 async def test_an_unreachable_server_is_a_connection_failure() -> None:

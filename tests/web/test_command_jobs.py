@@ -35,7 +35,16 @@ def commands(tmp_path: Path, **extra: Any) -> dict[str, Any]:
     """The command jobs these tests declare."""
     return {
         "args": {
-            "argv": [sys.executable, CMD, "args", "{graph}", "--batch", "{batch}", "--ratio={ratio}", "{dry}"],
+            "argv": [
+                sys.executable,
+                CMD,
+                "args",
+                "{graph}",
+                "--batch",
+                "{batch}",
+                "--ratio={ratio}",
+                "{dry}",
+            ],
             "params": {"graph": "string", "batch": "integer", "ratio": "number", "dry": "boolean"},
             "env": {"CMD_GREETING": "hello {graph}"},
             "cwd": str(tmp_path),
@@ -45,9 +54,18 @@ def commands(tmp_path: Path, **extra: Any) -> dict[str, Any]:
             "params": {"steps": "integer", "hold": "string"},
         },
         "exits": {"argv": [sys.executable, CMD, "exit", "{code}"], "params": {"code": "integer"}},
-        "stubborn": {"argv": [sys.executable, CMD, "stubborn", "{pids}"], "params": {"pids": "string"}},
-        "forever": {"argv": [sys.executable, CMD, "forever", "{pids}"], "params": {"pids": "string"}},
-        "flood": {"argv": [sys.executable, CMD, "flood", "{bytes}"], "params": {"bytes": "integer"}},
+        "stubborn": {
+            "argv": [sys.executable, CMD, "stubborn", "{pids}"],
+            "params": {"pids": "string"},
+        },
+        "forever": {
+            "argv": [sys.executable, CMD, "forever", "{pids}"],
+            "params": {"pids": "string"},
+        },
+        "flood": {
+            "argv": [sys.executable, CMD, "flood", "{bytes}"],
+            "params": {"bytes": "integer"},
+        },
         "slow": {
             "argv": [sys.executable, CMD, "forever", "{pids}"],
             "params": {"pids": "string"},
@@ -174,7 +192,9 @@ async def test_a_failed_command_is_retried(client: Any) -> None:
     assert "exited with code 1" in task["task_result"]
 
 
-async def test_a_command_that_cannot_start_fails_saying_why(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_a_command_that_cannot_start_fails_saying_why(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     missing = str(tmp_path / "no-such-program")
     settings = make_settings(tmp_path, commands={"missing": {"argv": [missing]}})
     client = await aiohttp_client(create_app(settings))
@@ -191,7 +211,10 @@ async def test_a_command_that_cannot_start_fails_saying_why(aiohttp_client: Any,
     [
         (None, "needs the parameter(s) steps, hold; declared: steps (integer), hold (string)"),
         ({"steps": 2}, "needs the parameter(s) hold"),
-        ({"steps": "2", "hold": "h"}, "The parameter 'steps' must be an integer, but got string '2'"),
+        (
+            {"steps": "2", "hold": "h"},
+            "The parameter 'steps' must be an integer, but got string '2'",
+        ),
         ({"steps": 2.5, "hold": "h"}, "The parameter 'steps' must be an integer"),
         ({"steps": True, "hold": "h"}, "The parameter 'steps' must be an integer, but got boolean"),
         ({"steps": 2, "hold": 7}, "The parameter 'hold' must be a string, but got number 7"),
@@ -271,8 +294,8 @@ async def test_processes_a_crashed_service_left_are_stopped_and_the_task_restore
     conf = tmp_path / "commands.toml"
     conf.write_text(
         "default_max_retries = 1\nretry_backoff = 0.05\nprogress_interval = 0.02\nkill_grace = 0.3\n"
-        + f"[commands.forever]\nargv = [{_toml(sys.executable)}, {_toml(CMD)}, \"forever\", \"{{pids}}\"]\n"
-        + "params = { pids = \"string\" }\n"
+        + f'[commands.forever]\nargv = [{_toml(sys.executable)}, {_toml(CMD)}, "forever", "{{pids}}"]\n'
+        + 'params = { pids = "string" }\n'
     )
     server = server_factory(config_file=conf)
     await server.wait_ready()
@@ -322,12 +345,17 @@ def _toml(text: str) -> str:
     ("command", "message"),
     [
         ({"argv": ["prog", "{x}"]}, "placeholder(s) x not declared in params"),
-        ({"argv": ["{prog}"], "params": {"prog": "string"}}, "the program ('{prog}') must be fixed"),
+        (
+            {"argv": ["{prog}"], "params": {"prog": "string"}},
+            "the program ('{prog}') must be fixed",
+        ),
         ({"argv": ["prog", "{x"], "params": {"x": "string"}}, "has a lone '{'"),
         ({"argv": ["prog"], "env": {"A": "{y}"}}, "placeholder(s) y not declared"),
     ],
 )
-def test_a_bad_declaration_is_a_configuration_error(tmp_path: Path, command: Any, message: str) -> None:
+def test_a_bad_declaration_is_a_configuration_error(
+    tmp_path: Path, command: Any, message: str
+) -> None:
     settings = make_settings(tmp_path, commands={"bad": command})
     with pytest.raises(ConfigError) as raised:
         build_registry(settings)
@@ -343,7 +371,9 @@ def test_a_bad_declaration_is_a_configuration_error(tmp_path: Path, command: Any
         ({"argv": ["p"], "shell": True}, "unknown key(s) shell"),
     ],
 )
-def test_a_malformed_declaration_is_refused_at_load(tmp_path: Path, command: Any, message: str) -> None:
+def test_a_malformed_declaration_is_refused_at_load(
+    tmp_path: Path, command: Any, message: str
+) -> None:
     with pytest.raises(ConfigError) as raised:
         make_settings(tmp_path, commands={"bad": command})
     assert message in str(raised.value)

@@ -130,7 +130,9 @@ async def test_a_full_disk_refuses_writes_with_503_keeps_reads_and_recovers_by_i
     task = await wait_status(client, BASE, running, "success")
     assert task["task_result"] == '"' + "r" * 40_000 + '"'
     after = await submit(client, BASE, "echo", {"marker": "after"})
-    assert (await wait_status(client, BASE, after, "success"))["task_result"] == '{"marker":"after"}'
+    assert (await wait_status(client, BASE, after, "success"))[
+        "task_result"
+    ] == '{"marker":"after"}'
     response = await client.put(f"{BASE}/tasks/{waiting}", params={"action": "cancel"})
     assert response.status == 202
 
@@ -169,12 +171,18 @@ async def test_on_a_full_disk_a_refused_write_takes_no_other_write_of_its_transa
     assert [paused.status, created.status, cancelled.status] == ["pending", "new", "cancelled"]
 
     await store.limit_pages(None)
-    assert [t["task_status"] for t in [await get_task(client, BASE, i) for i in (first, second)]] == [
+    assert [
+        t["task_status"] for t in [await get_task(client, BASE, i) for i in (first, second)]
+    ] == [
         "pending",
         "cancelled",
     ]
     assert (await get_task(client, BASE, created.id))["task_name"] == "small"
-    assert [n for (n,) in rows(db, "SELECT name FROM tasks ORDER BY id")] == ["echo", "echo", "small"]
+    assert [n for (n,) in rows(db, "SELECT name FROM tasks ORDER BY id")] == [
+        "echo",
+        "echo",
+        "small",
+    ]
     assert_nothing_half_written(db)
 
 
@@ -243,7 +251,9 @@ def loosen_tasks_table(db: Path) -> None:
                 " AND sql IS NOT NULL"
             )
         ]
-        loose = table_sql.replace("NOT NULL", "").replace("CREATE TABLE tasks", "CREATE TABLE tasks_loose", 1)
+        loose = table_sql.replace("NOT NULL", "").replace(
+            "CREATE TABLE tasks", "CREATE TABLE tasks_loose", 1
+        )
         conn.executescript(
             f"BEGIN; {loose}; INSERT INTO tasks_loose SELECT * FROM tasks; DROP TABLE tasks;"
             f" ALTER TABLE tasks_loose RENAME TO tasks; {'; '.join(indexes)}; COMMIT;"

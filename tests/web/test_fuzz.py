@@ -27,7 +27,9 @@ def test_a_short_fuzz_run_finds_nothing(tmp_path: Path, auth: bool) -> None:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
-    found = re.match(r"fuzz: operations=(\d+) examples=(\d+) failures=(\d+) server_errors=(\d+)", summary)
+    found = re.match(
+        r"fuzz: operations=(\d+) examples=(\d+) failures=(\d+) server_errors=(\d+)", summary
+    )
     assert found, summary
     operations, examples, failures, server_errors = map(int, found.groups())
     assert operations >= 37  # every operation of the document was tested

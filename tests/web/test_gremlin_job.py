@@ -74,7 +74,9 @@ async def endpoint(aiohttp_server: Any) -> Endpoint:
             return web.json_response(error, status=400)
         if script == "g.V().count()":
             return web.json_response(hugegraph_answer([8]))
-        return web.json_response(hugegraph_answer([{"script": script, "bindings": body["bindings"]}]))
+        return web.json_response(
+            hugegraph_answer([{"script": script, "bindings": body["bindings"]}])
+        )
 
     app = web.Application()
     app.router.add_post("/gremlin", gremlin)
@@ -89,7 +91,9 @@ async def start(aiohttp_client: Any, tmp_path: Path, **overrides: Any) -> TestCl
 
 
 async def post_gremlin(client: TestClient, base: str, body: dict[str, Any], **query: Any) -> int:
-    response = await client.post(f"{base}/jobs/gremlin", json=body, params={k: str(v) for k, v in query.items()})
+    response = await client.post(
+        f"{base}/jobs/gremlin", json=body, params={k: str(v) for k, v in query.items()}
+    )
     assert response.status == 201, await response.text()
     return int((await response.json())["task_id"])
 
@@ -118,8 +122,13 @@ async def test_bindings_and_language_are_passed_on(
 ) -> None:
     client = await start(aiohttp_client, tmp_path, gremlin_url=endpoint.url)
     task_id = await post_gremlin(
-        client, BASE,
-        {"gremlin": "g.V(id)\n.limit(2)", "bindings": {"id": "1:marko"}, "language": "gremlin-groovy"},
+        client,
+        BASE,
+        {
+            "gremlin": "g.V(id)\n.limit(2)",
+            "bindings": {"id": "1:marko"},
+            "language": "gremlin-groovy",
+        },
     )
     task = await wait_status(client, BASE, task_id, "success")
     assert orjson.loads(task["task_result"]) == [
@@ -152,7 +161,9 @@ async def test_a_cancel_aborts_the_request(
     await asyncio.wait_for(endpoint.disconnected.wait(), 10)
 
 
-async def test_without_an_endpoint_the_task_fails_saying_so(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_without_an_endpoint_the_task_fails_saying_so(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     client = await start(aiohttp_client, tmp_path)
     task_id = await post_gremlin(client, BASE, {"gremlin": "g.V()"}, max_retries=3)
     task = await wait_status(client, BASE, task_id, "failed")

@@ -17,7 +17,9 @@ from tests.web.test_tasks_api import LATER, assert_error, ids_of, list_tasks, ok
 GREMLIN = "hugegraph.traversal().V()"
 
 
-async def post_gremlin(client: TestClient, base: str, body: Any = None, *, data: Any = None, **query: Any) -> Any:
+async def post_gremlin(
+    client: TestClient, base: str, body: Any = None, *, data: Any = None, **query: Any
+) -> Any:
     if data is None and body is not None:
         data = orjson.dumps(body)
     return await client.post(f"{base}/jobs/gremlin", data=data, params=query)
@@ -44,7 +46,9 @@ async def test_gremlin_job_stores_hugegraphs_input(client: TestClient, base: str
 
 async def test_gremlin_job_fills_in_defaults_and_keeps_bindings(client: TestClient) -> None:
     base = "/graphspaces/gs1/graphs/other"
-    created = await ok_json(await post_gremlin(client, base, {"bindings": {"n": 3}, "gremlin": "g.V().limit(n)"}), 201)
+    created = await ok_json(
+        await post_gremlin(client, base, {"bindings": {"n": 3}, "gremlin": "g.V().limit(n)"}), 201
+    )
     task = await get_task(client, base, created["task_id"])
     assert orjson.loads(task["task_input"]) == {
         "gremlin": "g.V().limit(n)",
@@ -69,7 +73,17 @@ async def test_gremlin_job_fills_in_defaults_and_keeps_bindings(client: TestClie
         ("a" + "é" * 200 + "\nnext", "a" + "é" * 127),
         ("€" * 100, "€" * 85),
     ],
-    ids=["lf", "crlf", "cr", "leading-space", "empty-first-line", "vertical-tab", "ascii-cut", "two-byte-cut", "three-byte-cut"],
+    ids=[
+        "lf",
+        "crlf",
+        "cr",
+        "leading-space",
+        "empty-first-line",
+        "vertical-tab",
+        "ascii-cut",
+        "two-byte-cut",
+        "three-byte-cut",
+    ],
 )
 async def test_gremlin_task_name_is_the_first_line_in_at_most_256_bytes(
     client: TestClient, base: str, script: str, name: str
@@ -82,18 +96,30 @@ async def test_gremlin_task_name_is_the_first_line_in_at_most_256_bytes(
 
 
 async def test_gremlin_job_takes_a_name_option(client: TestClient, base: str) -> None:
-    created = await ok_json(await post_gremlin(client, base, {"gremlin": GREMLIN}, name="count"), 201)
+    created = await ok_json(
+        await post_gremlin(client, base, {"gremlin": GREMLIN}, name="count"), 201
+    )
     assert (await get_task(client, base, created["task_id"]))["task_name"] == "count"
 
 
 @pytest.mark.parametrize("data", [b"", b"   ", b"null"], ids=["empty", "blank", "json-null"])
-async def test_gremlin_job_refuses_an_empty_body(client: TestClient, base: str, data: bytes) -> None:
-    await assert_error(await post_gremlin(client, base, data=data), 400, "The request body can't be empty")
+async def test_gremlin_job_refuses_an_empty_body(
+    client: TestClient, base: str, data: bytes
+) -> None:
+    await assert_error(
+        await post_gremlin(client, base, data=data), 400, "The request body can't be empty"
+    )
 
 
-@pytest.mark.parametrize("body", [{}, {"gremlin": None}, {"bindings": {}, "language": "gremlin-groovy"}])
-async def test_gremlin_job_refuses_a_missing_script(client: TestClient, base: str, body: Any) -> None:
-    await assert_error(await post_gremlin(client, base, body), 400, "The gremlin parameter can't be null")
+@pytest.mark.parametrize(
+    "body", [{}, {"gremlin": None}, {"bindings": {}, "language": "gremlin-groovy"}]
+)
+async def test_gremlin_job_refuses_a_missing_script(
+    client: TestClient, base: str, body: Any
+) -> None:
+    await assert_error(
+        await post_gremlin(client, base, body), 400, "The gremlin parameter can't be null"
+    )
 
 
 async def test_gremlin_job_refuses_a_null_language(client: TestClient, base: str) -> None:
@@ -125,13 +151,17 @@ async def test_gremlin_job_refuses_aliases(client: TestClient, base: str, aliase
         (b'{"gremlin": "g.V()", "language": 7}', "language"),
     ],
 )
-async def test_gremlin_job_refuses_a_malformed_body(client: TestClient, base: str, data: bytes, words: str) -> None:
+async def test_gremlin_job_refuses_a_malformed_body(
+    client: TestClient, base: str, data: bytes, words: str
+) -> None:
     message = await assert_error(await post_gremlin(client, base, data=data), 400)
     assert words in message
     assert ids_of(await list_tasks(client, base, limit=-1)) == []
 
 
-async def test_gremlin_job_without_an_endpoint_fails_and_says_why(client: TestClient, base: str) -> None:
+async def test_gremlin_job_without_an_endpoint_fails_and_says_why(
+    client: TestClient, base: str
+) -> None:
     created = await ok_json(await post_gremlin(client, base, {"gremlin": GREMLIN}), 201)
     task = await wait_status(client, base, created["task_id"], "failed")
     assert "gremlin_url" in task["task_result"]
@@ -159,7 +189,17 @@ async def test_a_job_without_a_body_has_no_input(client: TestClient, base: str) 
 
 
 async def test_submission_options(client: TestClient, base: str) -> None:
-    task_id = await submit(client, base, "echo", {}, name="nightly import", priority=7, max_retries=2, timeout=1.5, delay=LATER)
+    task_id = await submit(
+        client,
+        base,
+        "echo",
+        {},
+        name="nightly import",
+        priority=7,
+        max_retries=2,
+        timeout=1.5,
+        delay=LATER,
+    )
     task = await get_task(client, base, task_id)
     assert task["task_name"] == "nightly import"
     assert task["task_priority"] == 7
@@ -215,7 +255,9 @@ async def test_an_unknown_type_is_refused(client: TestClient, base: str) -> None
         ("name", "é" * 129),
     ],
 )
-async def test_a_bad_option_is_refused(client: TestClient, base: str, option: str, value: str) -> None:
+async def test_a_bad_option_is_refused(
+    client: TestClient, base: str, option: str, value: str
+) -> None:
     response = await client.post(f"{base}/jobs/echo", json={}, params={option: value})
     message = await assert_error(response, 400)
     assert f"'{option}'" in message
@@ -231,10 +273,18 @@ async def test_a_bad_idempotency_key_is_refused(client: TestClient, base: str, k
 
 @pytest.mark.parametrize(
     "data, words",
-    [(b"[1]", "JSON object"), (b"3", "JSON object"), (b'"text"', "JSON object"), (b"{nope", "JSON"), (b"\xff\xfe", "JSON")],
+    [
+        (b"[1]", "JSON object"),
+        (b"3", "JSON object"),
+        (b'"text"', "JSON object"),
+        (b"{nope", "JSON"),
+        (b"\xff\xfe", "JSON"),
+    ],
     ids=["array", "number", "string", "invalid", "not-utf8"],
 )
-async def test_a_body_that_is_not_a_json_object_is_refused(client: TestClient, base: str, data: bytes, words: str) -> None:
+async def test_a_body_that_is_not_a_json_object_is_refused(
+    client: TestClient, base: str, data: bytes, words: str
+) -> None:
     message = await assert_error(await client.post(f"{base}/jobs/echo", data=data), 400)
     assert words in message
     assert ids_of(await list_tasks(client, base, limit=-1)) == []
@@ -243,29 +293,45 @@ async def test_a_body_that_is_not_a_json_object_is_refused(client: TestClient, b
 async def test_idempotency_key_returns_the_first_task(client: TestClient, base: str) -> None:
     headers = {"Idempotency-Key": "import-2026-11-21"}
     query = {"delay": LATER, "priority": "5"}
-    response = await client.post(f"{base}/jobs/echo", json={"n": 1, "m": 2}, headers=headers, params=query)
+    response = await client.post(
+        f"{base}/jobs/echo", json={"n": 1, "m": 2}, headers=headers, params=query
+    )
     first = await ok_json(response, 201)
     assert "Idempotent-Replayed" not in response.headers
     # the same request (an object's members in another order are the same input): a replay
-    again = await client.post(f"{base}/jobs/echo", data=b'{"m": 2, "n": 1}', headers=headers, params=query)
+    again = await client.post(
+        f"{base}/jobs/echo", data=b'{"m": 2, "n": 1}', headers=headers, params=query
+    )
     assert await ok_json(again, 201) == first
     assert again.headers["Idempotent-Replayed"] == "true"
     assert ids_of(await list_tasks(client, base, limit=-1)) == [first["task_id"]]
     assert (await get_task(client, base, first["task_id"]))["task_input"] == '{"n":1,"m":2}'
 
     # another key, or no key, is another task
-    other = await ok_json(await client.post(f"{base}/jobs/echo", json={}, headers={"Idempotency-Key": "other"}), 201)
+    other = await ok_json(
+        await client.post(f"{base}/jobs/echo", json={}, headers={"Idempotency-Key": "other"}), 201
+    )
     plain = await ok_json(await client.post(f"{base}/jobs/echo", json={}), 201)
     assert len({first["task_id"], other["task_id"], plain["task_id"]}) == 3
 
 
 async def test_idempotency_key_is_per_graph(client: TestClient) -> None:
     headers = {"Idempotency-Key": "same"}
-    here = await ok_json(await client.post("/graphs/hugegraph/jobs/echo", json={}, headers=headers), 201)
-    there = await ok_json(await client.post("/graphspaces/gs1/graphs/hugegraph/jobs/echo", json={}, headers=headers), 201)
+    here = await ok_json(
+        await client.post("/graphs/hugegraph/jobs/echo", json={}, headers=headers), 201
+    )
+    there = await ok_json(
+        await client.post("/graphspaces/gs1/graphs/hugegraph/jobs/echo", json={}, headers=headers),
+        201,
+    )
     assert here != there
     # the two address shapes of DEFAULT are one graph: the key matches
-    same = await ok_json(await client.post("/graphspaces/DEFAULT/graphs/hugegraph/jobs/echo", json={}, headers=headers), 201)
+    same = await ok_json(
+        await client.post(
+            "/graphspaces/DEFAULT/graphs/hugegraph/jobs/echo", json={}, headers=headers
+        ),
+        201,
+    )
     assert same == here
 
 
@@ -288,7 +354,10 @@ async def test_idempotency_key_used_with_another_request_is_a_422(
 ) -> None:
     headers = {"Idempotency-Key": "k"}
     first = await ok_json(
-        await client.post(f"{base}/jobs/echo", json={"n": 1}, headers=headers, params={"delay": LATER}), 201
+        await client.post(
+            f"{base}/jobs/echo", json={"n": 1}, headers=headers, params={"delay": LATER}
+        ),
+        201,
     )
     response = await client.post(
         f"{base}/jobs/{path}", json=body, headers=headers, params={"delay": LATER, **query}
@@ -296,14 +365,24 @@ async def test_idempotency_key_used_with_another_request_is_a_422(
     assert response.status == 422, await response.text()
     error = await response.json()
     assert error["exception"] == "UnprocessableEntityException"
-    assert error["message"] == f"Idempotency-Key 'k' was used with a different request for task {first['task_id']}"
+    assert (
+        error["message"]
+        == f"Idempotency-Key 'k' was used with a different request for task {first['task_id']}"
+    )
     assert ids_of(await list_tasks(client, base, limit=-1)) == [first["task_id"]]
 
 
-async def test_idempotency_key_holds_for_concurrent_submissions(client: TestClient, base: str) -> None:
+async def test_idempotency_key_holds_for_concurrent_submissions(
+    client: TestClient, base: str
+) -> None:
     headers = {"Idempotency-Key": "at-once"}
     responses = await asyncio.gather(
-        *(client.post(f"{base}/jobs/echo", json={"i": 1}, headers=headers, params={"delay": LATER}) for _ in range(10))
+        *(
+            client.post(
+                f"{base}/jobs/echo", json={"i": 1}, headers=headers, params={"delay": LATER}
+            )
+            for _ in range(10)
+        )
     )
     bodies = [await ok_json(response, 201) for response in responses]
     assert len({body["task_id"] for body in bodies}) == 1
@@ -312,7 +391,12 @@ async def test_idempotency_key_holds_for_concurrent_submissions(client: TestClie
     # different requests at once under one key: the first one stored wins, the others are 422
     headers = {"Idempotency-Key": "raced"}
     responses = await asyncio.gather(
-        *(client.post(f"{base}/jobs/echo", json={"i": i}, headers=headers, params={"delay": LATER}) for i in range(10))
+        *(
+            client.post(
+                f"{base}/jobs/echo", json={"i": i}, headers=headers, params={"delay": LATER}
+            )
+            for i in range(10)
+        )
     )
     assert sorted(r.status for r in responses) == [201] + [422] * 9
 
@@ -320,8 +404,12 @@ async def test_idempotency_key_holds_for_concurrent_submissions(client: TestClie
 async def test_idempotency_key_works_for_gremlin_jobs(client: TestClient, base: str) -> None:
     headers = {"Idempotency-Key": "g1"}
     body = orjson.dumps({"gremlin": GREMLIN})
-    first = await ok_json(await client.post(f"{base}/jobs/gremlin", data=body, headers=headers), 201)
-    second = await ok_json(await client.post(f"{base}/jobs/gremlin", data=body, headers=headers), 201)
+    first = await ok_json(
+        await client.post(f"{base}/jobs/gremlin", data=body, headers=headers), 201
+    )
+    second = await ok_json(
+        await client.post(f"{base}/jobs/gremlin", data=body, headers=headers), 201
+    )
     assert first == second
 
 
@@ -330,8 +418,14 @@ def nested(depth: int) -> bytes:
     return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
 
 
-async def test_an_input_nested_as_deep_as_can_be_stored_is_taken(client: TestClient, base: str) -> None:
-    task_id = (await ok_json(await client.post(f"{base}/jobs/echo", data=nested(254), params={"delay": LATER}), 201))["task_id"]
+async def test_an_input_nested_as_deep_as_can_be_stored_is_taken(
+    client: TestClient, base: str
+) -> None:
+    task_id = (
+        await ok_json(
+            await client.post(f"{base}/jobs/echo", data=nested(254), params={"delay": LATER}), 201
+        )
+    )["task_id"]
     assert (await get_task(client, base, task_id))["task_input"] == nested(254).decode()
 
 
@@ -356,20 +450,31 @@ async def test_a_job_result_nested_too_deeply_fails_the_task_saying_so(start: St
     assert task["task_result"] == "[" * 254 + "]" * 254
     for task_id in (beyond, endless):
         task = await wait_status(client, base, task_id, "success", "failed")
-        assert (task["task_status"], task["task_result"]) == ("failed", f"The job's result is {TOO_DEEP}")
+        assert (task["task_status"], task["task_result"]) == (
+            "failed",
+            f"The job's result is {TOO_DEEP}",
+        )
 
 
 @pytest.mark.parametrize("job", ["echo", "gremlin"])
-async def test_an_input_nested_too_deeply_is_refused(client: TestClient, base: str, job: str) -> None:
-    body = nested(300) if job == "echo" else b'{"gremlin": "g.V()", "bindings": ' + nested(300) + b"}"
+async def test_an_input_nested_too_deeply_is_refused(
+    client: TestClient, base: str, job: str
+) -> None:
+    body = (
+        nested(300) if job == "echo" else b'{"gremlin": "g.V()", "bindings": ' + nested(300) + b"}"
+    )
     message = await assert_error(await client.post(f"{base}/jobs/{job}", data=body), 400)
     assert message == f"The request body is {TOO_DEEP}"
     assert ids_of(await list_tasks(client, base, limit=-1)) == []
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
-async def test_a_body_that_cannot_be_decoded_is_refused(client: TestClient, base: str, encoding: str) -> None:
-    response = await client.post(f"{base}/jobs/echo", data=b"not compressed", headers={"Content-Encoding": encoding})
+async def test_a_body_that_cannot_be_decoded_is_refused(
+    client: TestClient, base: str, encoding: str
+) -> None:
+    response = await client.post(
+        f"{base}/jobs/echo", data=b"not compressed", headers={"Content-Encoding": encoding}
+    )
     message = await assert_error(response, 400)
     assert encoding in message
     assert response.headers["Connection"] == "close"  # the rest of the body was not read
@@ -378,6 +483,11 @@ async def test_a_body_that_cannot_be_decoded_is_refused(client: TestClient, base
 
 async def test_a_compressed_body_is_read(client: TestClient, base: str) -> None:
     data = gzip.compress(b'{"zipped": true}')
-    response = await client.post(f"{base}/jobs/echo", data=data, headers={"Content-Encoding": "gzip"}, params={"delay": LATER})
+    response = await client.post(
+        f"{base}/jobs/echo",
+        data=data,
+        headers={"Content-Encoding": "gzip"},
+        params={"delay": LATER},
+    )
     task_id = (await ok_json(response, 201))["task_id"]
     assert (await get_task(client, base, task_id))["task_input"] == '{"zipped":true}'

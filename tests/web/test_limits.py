@@ -96,7 +96,9 @@ JOBS = {
 
 @pytest.fixture
 async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
-    settings = make_settings(tmp_path, jobs=JOBS, max_result_bytes=1000, max_input_bytes=2000, max_body_bytes=4096)
+    settings = make_settings(
+        tmp_path, jobs=JOBS, max_result_bytes=1000, max_input_bytes=2000, max_body_bytes=4096
+    )
     return await aiohttp_client(create_app(settings))
 
 
@@ -142,8 +144,13 @@ async def test_a_chunked_body_over_the_limit_is_a_413(client: TestClient) -> Non
 
 async def test_an_input_over_the_limit_is_a_413(client: TestClient) -> None:
     body = {"pad": "x" * 3000}  # under the body limit, over the input limit
-    message = await error_message(await client.post(f"{BASE}/jobs/echo", data=orjson.dumps(body)), 413)
-    assert message == f"The task input is {len(orjson.dumps(body))} bytes of JSON; the limit is 2000 bytes (max_input_bytes)"
+    message = await error_message(
+        await client.post(f"{BASE}/jobs/echo", data=orjson.dumps(body)), 413
+    )
+    assert (
+        message
+        == f"The task input is {len(orjson.dumps(body))} bytes of JSON; the limit is 2000 bytes (max_input_bytes)"
+    )
     gremlin = {"gremlin": "g.V()", "bindings": {"pad": "x" * 3000}}
     response = await client.post(f"{BASE}/jobs/gremlin", data=orjson.dumps(gremlin))
     assert "max_input_bytes" in await error_message(response, 413)
@@ -163,7 +170,10 @@ async def test_a_result_over_the_limit_fails_the_task_saying_so(client: TestClie
     task_id = await submit(client, "echo", {"pad": "x" * 1500})
     task = await wait_status(client, BASE, task_id, "failed")
     expected = len(orjson.dumps({"pad": "x" * 1500}))
-    assert task["task_result"] == f"The job's result is {expected} bytes of JSON, over the limit of 1000 bytes (max_result_bytes)"
+    assert (
+        task["task_result"]
+        == f"The job's result is {expected} bytes of JSON, over the limit of 1000 bytes (max_result_bytes)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -176,9 +186,18 @@ async def test_a_result_over_the_limit_fails_the_task_saying_so(client: TestClie
         ("raise_unprintable", "Unprintable: (its message could not be read)"),
         ("raise_not_utf8", "ValueError: bad ? bytes"),
         ("plain_system_exit", "SystemExit: from a thread"),
-        ("return_object", "The job's result is not JSON-serialisable: Type is not JSON serializable: object"),
-        ("return_big_integer", "The job's result is not JSON-serialisable: Integer exceeds 64-bit range"),
-        ("return_surrogate", "The job's result is not JSON-serialisable: str is not valid UTF-8: surrogates not allowed"),
+        (
+            "return_object",
+            "The job's result is not JSON-serialisable: Type is not JSON serializable: object",
+        ),
+        (
+            "return_big_integer",
+            "The job's result is not JSON-serialisable: Integer exceeds 64-bit range",
+        ),
+        (
+            "return_surrogate",
+            "The job's result is not JSON-serialisable: str is not valid UTF-8: surrogates not allowed",
+        ),
     ],
 )
 async def test_a_job_that_raises_anything_or_returns_what_cannot_be_stored_fails_clearly(
@@ -209,7 +228,9 @@ async def test_absurd_progress_is_kept_within_64_bits(client: TestClient) -> Non
 # --- tasks waiting to run ---
 
 
-async def test_past_max_waiting_a_submission_is_a_429_with_retry_after(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_past_max_waiting_a_submission_is_a_429_with_retry_after(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     client = await aiohttp_client(create_app(make_settings(tmp_path, max_waiting=3)))
     accepted = []
     for _ in range(3):
@@ -225,7 +246,9 @@ async def test_past_max_waiting_a_submission_is_a_429_with_retry_after(aiohttp_c
     assert await task_ids(client) == accepted
 
     # a waiting task that goes (cancelled, paused) makes room for one more
-    assert (await client.put(f"{BASE}/tasks/{accepted[0]}", params={"action": "cancel"})).status == 202
+    assert (
+        await client.put(f"{BASE}/tasks/{accepted[0]}", params={"action": "cancel"})
+    ).status == 202
 
     async def admitted() -> int | None:
         response = await client.post(f"{BASE}/jobs/echo", data=b"{}", params={"delay": LATER})
@@ -235,14 +258,20 @@ async def test_past_max_waiting_a_submission_is_a_429_with_retry_after(aiohttp_c
     assert await task_ids(client) == [*accepted, fourth]
 
 
-async def test_a_burst_of_submissions_does_not_slip_past_max_waiting(server_factory: Any, tmp_path: Path, http: ClientSession) -> None:
+async def test_a_burst_of_submissions_does_not_slip_past_max_waiting(
+    server_factory: Any, tmp_path: Path, http: ClientSession
+) -> None:
     config_file = tmp_path / "limited.toml"
-    config_file.write_text((Path(__file__).parents[2] / "config" / "test.toml").read_text() + "\nmax_waiting = 20\n")
+    config_file.write_text(
+        (Path(__file__).parents[2] / "config" / "test.toml").read_text() + "\nmax_waiting = 20\n"
+    )
     server = server_factory(config_file=config_file)
     await server.wait_ready()
 
     async def one() -> int:
-        async with http.post(f"{server.url}{BASE}/jobs/echo", data=b"{}", params={"delay": LATER}) as response:
+        async with http.post(
+            f"{server.url}{BASE}/jobs/echo", data=b"{}", params={"delay": LATER}
+        ) as response:
             return response.status
 
     statuses = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(60))), 60)
@@ -274,7 +303,9 @@ async def test_max_header_bytes_is_the_limit_of_a_header(tmp_path: Path) -> None
         await server.stop()
 
 
-async def test_the_document_lists_413_414_415_429_and_431_where_they_can_happen(client: TestClient) -> None:
+async def test_the_document_lists_413_414_415_429_and_431_where_they_can_happen(
+    client: TestClient,
+) -> None:
     from tests.web.test_openapi import operations
 
     document = await (await client.get("/openapi.json")).json()
@@ -320,10 +351,14 @@ async def test_an_external_workers_result_over_the_limit_is_a_413_and_the_task_s
     assert claimed.status == 200, await claimed.text()
     lease = (await claimed.json())["lease"]
     url = f"{BASE}/tasks/{task_id}/complete"
-    response = await client.post(url, data=orjson.dumps({"result": "x" * 200}), headers={"X-Lease": lease})
+    response = await client.post(
+        url, data=orjson.dumps({"result": "x" * 200}), headers={"X-Lease": lease}
+    )
     message = await error_message(response, 413)
     assert message == "The result is 202 bytes of JSON; the limit is 100 bytes (max_result_bytes)"
     # the lease still holds: a result within the limit completes the task
-    response = await client.post(url, data=orjson.dumps({"result": "ok"}), headers={"X-Lease": lease})
+    response = await client.post(
+        url, data=orjson.dumps({"result": "ok"}), headers={"X-Lease": lease}
+    )
     assert response.status == 200, await response.text()
     assert (await response.json())["task_result"] == '"ok"'

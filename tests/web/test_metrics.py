@@ -226,7 +226,9 @@ async def test_a_change_of_a_task_never_seen_asks_for_a_recount() -> None:
     assert counts.counts[("restoring", "echo")] == 0 and counts.counts[("queued", "echo")] == 1
 
 
-async def test_progress_reports_coalesced_away_are_counted(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_progress_reports_coalesced_away_are_counted(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     from tests.sup_jobs import JOBS
 
     client = await aiohttp_client(create_app(make_settings(tmp_path, jobs=JOBS)))

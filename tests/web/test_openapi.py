@@ -116,10 +116,18 @@ async def test_the_task_api_operations_declare_their_query_parameters(client: Te
             operation = found[(method, prefix + suffix)]
             declared = {(p["in"], p["name"]) for p in operation["parameters"] if p["in"] != "path"}
             assert declared == expected, f"{method} {prefix}{suffix}"
-    action = next(p for p in found[("PUT", "/graphs/{graph}/tasks/{id}")]["parameters"] if p["name"] == "action")
+    action = next(
+        p
+        for p in found[("PUT", "/graphs/{graph}/tasks/{id}")]["parameters"]
+        if p["name"] == "action"
+    )
     assert set(action["schema"]["enum"]) == {"cancel", "pause", "resume", "retry"}
     listing = {p["name"]: p for p in found[("GET", "/graphs/{graph}/tasks")]["parameters"]}
-    assert listing["order"]["schema"] == {"type": "string", "enum": ["asc", "desc"], "default": "asc"}
+    assert listing["order"]["schema"] == {
+        "type": "string",
+        "enum": ["asc", "desc"],
+        "default": "asc",
+    }
     assert {"echo", "fail", "gremlin", "sleep"} <= set(listing["type"]["schema"]["enum"])
     # the graph stream takes the same types as the list (another is a 400)
     stream = {p["name"]: p for p in found[("GET", "/graphs/{graph}/events")]["parameters"]}
@@ -249,7 +257,9 @@ async def test_each_error_a_route_gives_is_documented(client: TestClient, base: 
     assert with_errors - checked == set(), "operations whose errors no case provokes"
 
 
-async def test_a_store_that_cannot_answer_is_a_documented_503(client: TestClient, base: str) -> None:
+async def test_a_store_that_cannot_answer_is_a_documented_503(
+    client: TestClient, base: str
+) -> None:
     found = operations(await fetch_document(client))
     prefix = PREFIX_TEMPLATES[base]
     waiting = await submit(client, base, "echo", {}, delay=LATER)
@@ -272,7 +282,9 @@ async def test_a_store_that_cannot_answer_is_a_documented_503(client: TestClient
         assert response.status == 503, f"{method} {base}{suffix}: {await response.text()}"
         body_json = await response.json(content_type=None)
         assert body_json["exception"] == "ServiceUnavailableException"
-        assert "503" in found[(method, prefix + documented)]["responses"], f"{method} {prefix}{documented}"
+        assert "503" in found[(method, prefix + documented)]["responses"], (
+            f"{method} {prefix}{documented}"
+        )
 
     response = await client.get("/ready")
     assert response.status == 503
@@ -285,12 +297,16 @@ async def test_service_routes_need_no_error_responses(client: TestClient, path: 
     assert set(found[("GET", path)]["responses"]) == {"200", *PAGE_REFUSALS}
 
 
-async def test_the_job_routes_document_the_idempotency_replay_and_conflict(client: TestClient) -> None:
+async def test_the_job_routes_document_the_idempotency_replay_and_conflict(
+    client: TestClient,
+) -> None:
     found = operations(await fetch_document(client))
     jobs = [(key, op) for key, op in found.items() if key[0] == "POST" and "/jobs/" in key[1]]
     assert len(jobs) == 4  # gremlin and {type}, under both prefixes
     for key, operation in jobs:
         responses = operation["responses"]
         assert "Idempotency-Key" in responses["422"]["description"], key
-        assert responses["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        assert responses["422"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
         assert responses["201"]["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"], key

@@ -36,7 +36,9 @@ def close_clients() -> Iterator[None]:
         _CLIENTS.pop().task().close()
 
 
-async def connect(url: str, graph: str = "hugegraph", graphspace: str | None = None) -> PyHugeClient:
+async def connect(
+    url: str, graph: str = "hugegraph", graphspace: str | None = None
+) -> PyHugeClient:
     # PyHugeClient reads /versions as it is built: a blocking call, so it runs in a thread
     client = await asyncio.wait_for(
         asyncio.to_thread(PyHugeClient, url, graph, USER, PWD, graphspace=graphspace), 20
@@ -50,12 +52,16 @@ async def call(function: Callable[..., Any], *args: Any) -> Any:
 
 
 async def submit(http: ClientSession, url: str, job_type: str, body: Any, **query: Any) -> int:
-    async with http.post(f"{url}/jobs/{job_type}", json=body, params={k: str(v) for k, v in query.items()}) as response:
+    async with http.post(
+        f"{url}/jobs/{job_type}", json=body, params={k: str(v) for k, v in query.items()}
+    ) as response:
         assert response.status == 201, await response.text()
         return int((await response.json())["task_id"])
 
 
-async def wait_until(client: PyHugeClient, task_id: int, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+async def wait_until(
+    client: PyHugeClient, task_id: int, predicate: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         task: dict[str, Any] = await call(client.task().get_task, task_id)
         return task if predicate(task) else None

@@ -29,9 +29,13 @@ async def started(factory: Factory, **env: str) -> ServerProcess:
     return server
 
 
-async def post_job(http: ClientSession, server: ServerProcess, job_type: str, body: Any, **query: Any) -> int:
+async def post_job(
+    http: ClientSession, server: ServerProcess, job_type: str, body: Any, **query: Any
+) -> int:
     async with http.post(
-        f"{server.url}{BASE}/jobs/{job_type}", json=body, params={k: str(v) for k, v in query.items()}
+        f"{server.url}{BASE}/jobs/{job_type}",
+        json=body,
+        params={k: str(v) for k, v in query.items()},
     ) as response:
         assert response.status == 201, await response.text()
         return int((await response.json())["task_id"])
@@ -78,21 +82,33 @@ async def test_a_killed_run_is_restored_and_succeeds_when_retries_are_left(
     first = await started(server_factory)
     began = tmp_path / "began"
     task_id = await post_job(
-        http, first, "gate_first_run", {"path": str(tmp_path / "never"), "started": str(began)},
+        http,
+        first,
+        "gate_first_run",
+        {"path": str(tmp_path / "never"), "started": str(began)},
         max_retries=1,
     )
     await wait_task(http, first, task_id, "running")
     await wait_file(began)
     first.kill()
     assert first.proc.returncode == -signal.SIGKILL
-    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [("running", 0)]
+    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [
+        ("running", 0)
+    ]
 
     second = await started(server_factory)
     task = await wait_task(http, second, task_id, "success")
     assert (task["task_retries"], task["task_result"]) == (1, '"run 2"')
     assert trail(db, task_id) == [
-        "new", "scheduling", "scheduled", "queued", "running",  # the killed run
-        "restoring", "queued", "running", "success",  # after the restart
+        "new",
+        "scheduling",
+        "scheduled",
+        "queued",
+        "running",  # the killed run
+        "restoring",
+        "queued",
+        "running",
+        "success",  # after the restart
     ]
     restoring = next(e for e in status_events(db, task_id) if e["task_status"] == "restoring")
     assert restoring["task_retries"] == 1
@@ -121,11 +137,16 @@ async def test_a_killed_cancelling_task_ends_cancelled(
     first = await started(server_factory)
     seen = tmp_path / "cancel-seen"
     task_id = await post_job(
-        http, first, "stubborn", {"path": str(tmp_path / "never"), "cancel_seen": str(seen)},
+        http,
+        first,
+        "stubborn",
+        {"path": str(tmp_path / "never"), "cancel_seen": str(seen)},
         max_retries=3,
     )
     await wait_task(http, first, task_id, "running")
-    async with http.put(f"{first.url}{BASE}/tasks/{task_id}", params={"action": "cancel"}) as response:
+    async with http.put(
+        f"{first.url}{BASE}/tasks/{task_id}", params={"action": "cancel"}
+    ) as response:
         assert response.status == 202
     await wait_file(seen)
     assert (await get(http, first, task_id))["task_status"] == "cancelling"
@@ -148,7 +169,9 @@ async def test_tasks_waiting_in_the_killed_process_are_restored_and_others_left_
     queued = await post_job(http, first, "echo", {"q": 1}, max_retries=1)
     await wait_task(http, first, queued, "queued")
     paused = await post_job(http, first, "echo", {"p": 1}, delay=60)
-    async with http.put(f"{first.url}{BASE}/tasks/{paused}", params={"action": "pause"}) as response:
+    async with http.put(
+        f"{first.url}{BASE}/tasks/{paused}", params={"action": "pause"}
+    ) as response:
         assert response.status == 202
     execute(
         db,
@@ -179,7 +202,9 @@ async def test_sigterm_drains_within_the_grace_and_leaves_the_rest_for_the_next_
     first = await started(server_factory)
     gate = tmp_path / "gate"
     quick = await post_job(http, first, "gate", {"path": str(gate)})
-    slow = await post_job(http, first, "gate_first_run", {"path": str(tmp_path / "never")}, max_retries=1)
+    slow = await post_job(
+        http, first, "gate_first_run", {"path": str(tmp_path / "never")}, max_retries=1
+    )
     await wait_task(http, first, quick, "running")
     await wait_task(http, first, slow, "running")
 
@@ -188,7 +213,10 @@ async def test_sigterm_drains_within_the_grace_and_leaves_the_rest_for_the_next_
     gate.touch()
     assert await wait_exit(first) == 0
     assert "Traceback" not in first.output()
-    assert rows(db, "SELECT id, status FROM tasks ORDER BY id") == [(quick, "success"), (slow, "running")]
+    assert rows(db, "SELECT id, status FROM tasks ORDER BY id") == [
+        (quick, "success"),
+        (slow, "running"),
+    ]
 
     second = await started(server_factory)
     task = await wait_task(http, second, slow, "success")
@@ -196,7 +224,9 @@ async def test_sigterm_drains_within_the_grace_and_leaves_the_rest_for_the_next_
     assert (await get(http, second, quick))["task_retries"] == 0
 
 
-async def test_sigint_drains_too(server_factory: Factory, http: ClientSession, tmp_path: Path) -> None:
+async def test_sigint_drains_too(
+    server_factory: Factory, http: ClientSession, tmp_path: Path
+) -> None:
     db = tmp_path / "sidetask.db"
     server = await started(server_factory)
     gate = tmp_path / "gate"
@@ -223,7 +253,9 @@ async def test_a_drain_hands_back_queued_tasks_without_spending_a_retry(
     await wait_log(first, "draining: 1 running job(s)")
     gate.touch()
     assert await wait_exit(first) == 0
-    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (waiting,)) == [("restoring", 0)]
+    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (waiting,)) == [
+        ("restoring", 0)
+    ]
 
     second = await started(server_factory)
     task = await wait_task(http, second, waiting, "success")

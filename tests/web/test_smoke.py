@@ -12,6 +12,15 @@ async def test_echo_runs_to_success(client: Any, base: str) -> None:
     task = await wait_status(client, base, task_id, "success")
     assert task["task_result"] == '{"hello":"world"}'
     assert list(task)[:11] == [
-        "task_name", "task_progress", "task_create", "task_status", "task_update", "task_result",
-        "task_retries", "id", "task_type", "task_callable", "task_input",
+        "task_name",
+        "task_progress",
+        "task_create",
+        "task_status",
+        "task_update",
+        "task_result",
+        "task_retries",
+        "id",
+        "task_type",
+        "task_callable",
+        "task_input",
     ]

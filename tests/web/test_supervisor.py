@@ -75,11 +75,15 @@ async def test_tasks_start_by_priority_then_id(start: Start, db: Path) -> None:
     client = await start(concurrency=1)
     for task_id in ids:
         await wait_status(client, BASE, task_id, "success")
-    expected = [i for _, i in sorted(zip(priorities, ids, strict=True), key=lambda x: (-x[0], x[1]))]
+    expected = [
+        i for _, i in sorted(zip(priorities, ids, strict=True), key=lambda x: (-x[0], x[1]))
+    ]
     assert started_order(db) == expected
 
 
-async def test_no_more_than_concurrency_jobs_run_at_once(start: Start, tmp_path: Path, db: Path) -> None:
+async def test_no_more_than_concurrency_jobs_run_at_once(
+    start: Start, tmp_path: Path, db: Path
+) -> None:
     client = await start(concurrency=2)
     gates = [tmp_path / f"gate{i}" for i in range(5)]
     ids = [await submit(client, BASE, "gate", {"path": str(g)}) for g in gates]
@@ -149,7 +153,9 @@ async def test_a_delayed_task_stays_new_until_its_time(start: Start, db: Path) -
 
 async def test_delays_that_end_at_different_times_all_run(start: Start) -> None:
     client = await start()
-    ids = [await submit(client, BASE, "echo", {"n": n}, delay=d) for n, d in enumerate((0.4, 0.1, 0.2))]
+    ids = [
+        await submit(client, BASE, "echo", {"n": n}, delay=d) for n, d in enumerate((0.4, 0.1, 0.2))
+    ]
     for task_id in ids:
         await wait_status(client, BASE, task_id, "success", timeout=5)
 
@@ -165,9 +171,19 @@ async def test_a_failing_task_is_retried_then_fails(start: Start, db: Path) -> N
     assert "boom" in task["task_result"]
     run = ["queued", "running"]
     assert trail(db, task_id) == [
-        "new", "scheduling", "scheduled", *run, "restoring", *run, "restoring", *run, "failed",
+        "new",
+        "scheduling",
+        "scheduled",
+        *run,
+        "restoring",
+        *run,
+        "restoring",
+        *run,
+        "failed",
     ]
-    assert [e["task_retries"] for e in status_events(db, task_id) if e["task_status"] == "restoring"] == [1, 2]
+    assert [
+        e["task_retries"] for e in status_events(db, task_id) if e["task_status"] == "restoring"
+    ] == [1, 2]
 
 
 async def test_a_task_that_recovers_within_its_retries_succeeds(start: Start) -> None:
@@ -183,7 +199,9 @@ async def test_retry_delays_grow_exponentially_with_jitter_up_to_the_cap(
     """retry_backoff 10 s, cap 25 s: the n-th retry waits between half and all of
     min(25, 10 * 2**(n-1)) s. Pause and resume skip each wait."""
     client = await start(retry_backoff=10.0, retry_backoff_max=25.0)
-    ids = [await submit(client, BASE, "fail", {"message": f"m{i}"}, max_retries=3) for i in range(3)]
+    ids = [
+        await submit(client, BASE, "fail", {"message": f"m{i}"}, max_retries=3) for i in range(3)
+    ]
     waits: dict[int, list[int]] = {}
     for retry, base_ms in ((1, 10_000), (2, 20_000), (3, 25_000)):
         for task_id in ids:
@@ -219,7 +237,9 @@ async def test_cancelling_a_running_job_interrupts_it(start: Start, db: Path) ->
     assert trail(db, task_id)[-2:] == ["cancelling", "cancelled"]
 
 
-async def test_a_job_that_swallows_the_cancel_still_ends_cancelled(start: Start, tmp_path: Path) -> None:
+async def test_a_job_that_swallows_the_cancel_still_ends_cancelled(
+    start: Start, tmp_path: Path
+) -> None:
     client = await start()
     task_id = await submit(client, BASE, "swallow", {"path": str(tmp_path / "never")})
     await wait_status(client, BASE, task_id, "running")
@@ -247,7 +267,9 @@ async def test_a_plain_job_cancelled_ends_cancelled_once_its_thread_returns(
     assert "task_result" not in task  # what it returned after the cancel is not kept
 
 
-async def test_a_task_cancelled_before_it_starts_never_runs(start: Start, tmp_path: Path, db: Path) -> None:
+async def test_a_task_cancelled_before_it_starts_never_runs(
+    start: Start, tmp_path: Path, db: Path
+) -> None:
     client = await start()
     started = tmp_path / "started"
     task_id = await submit(
@@ -321,7 +343,9 @@ async def test_a_force_deleted_running_task_runs_on_and_does_not_come_back(
 ) -> None:
     client = await start(concurrency=1)
     gate, done = tmp_path / "gate", tmp_path / "done"
-    task_id = await submit(client, BASE, "gate", {"path": str(gate), "done": str(done), "progress": 7})
+    task_id = await submit(
+        client, BASE, "gate", {"path": str(gate), "done": str(done), "progress": 7}
+    )
     await wait_status(client, BASE, task_id, "running")
     response = await client.delete(f"{BASE}/tasks/{task_id}", params={"force": "true"})
     assert response.status == 204
@@ -335,7 +359,9 @@ async def test_a_force_deleted_running_task_runs_on_and_does_not_come_back(
     assert rows(db, "SELECT COUNT(*) FROM tasks WHERE id = ?", (task_id,)) == [(0,)]
     listed = await (await client.get(f"{BASE}/tasks", params={"limit": "-1"})).json()
     assert task_id not in [t["id"] for t in listed["tasks"]]
-    kinds = [k for (k,) in rows(db, "SELECT kind FROM events WHERE task_id = ? ORDER BY id", (task_id,))]
+    kinds = [
+        k for (k,) in rows(db, "SELECT kind FROM events WHERE task_id = ? ORDER BY id", (task_id,))
+    ]
     assert kinds[-1] == "task.deleted"
 
 
@@ -361,7 +387,9 @@ async def test_progress_in_a_tight_loop_costs_few_writes_and_keeps_the_latest(
     gate.touch()
     task = await wait_status(client, BASE, task_id, "success")
     assert (task["task_progress"], task["task_result"]) == (100_000, "100000")
-    (writes,) = rows(db, "SELECT COUNT(*) FROM events WHERE task_id = ? AND kind = 'task.progress'", (task_id,))[0]
+    (writes,) = rows(
+        db, "SELECT COUNT(*) FROM events WHERE task_id = ? AND kind = 'task.progress'", (task_id,)
+    )[0]
     assert 1 <= writes <= 200
 
 
@@ -370,7 +398,9 @@ async def test_progress_of_a_plain_job_is_coalesced_too(start: Start, db: Path) 
     task_id = await submit(client, BASE, "sync_burst", {"count": 100_000})
     task = await wait_status(client, BASE, task_id, "success")
     assert task["task_progress"] == 100_000
-    (writes,) = rows(db, "SELECT COUNT(*) FROM events WHERE task_id = ? AND kind = 'task.progress'", (task_id,))[0]
+    (writes,) = rows(
+        db, "SELECT COUNT(*) FROM events WHERE task_id = ? AND kind = 'task.progress'", (task_id,)
+    )[0]
     assert writes <= 200
 
 
@@ -512,17 +542,24 @@ async def test_a_drain_during_a_claim_hands_the_claimed_task_back(
     task_id = await submit(client, BASE, "echo", {"late": True})
     await asyncio.wait_for(confirming.wait(), 10)
     await asyncio.wait_for(supervisor.drain(grace=5), 15)
-    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [("restoring", 0)]
+    assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [
+        ("restoring", 0)
+    ]
     assert trail(db, task_id) == ["new", "scheduling", "scheduled", "queued", "restoring"]
 
 
-async def test_plain_jobs_up_to_the_concurrency_all_run_at_once(start: Start, tmp_path: Path) -> None:
+async def test_plain_jobs_up_to_the_concurrency_all_run_at_once(
+    start: Start, tmp_path: Path
+) -> None:
     """Each running plain job has a thread: none waits for a shared pool smaller than the
     concurrency (asyncio's default pool has at most 32 threads)."""
     client = await start(concurrency=40)
     gate = tmp_path / "gate"
     marks = [tmp_path / f"started{i}" for i in range(40)]
-    ids = [await submit(client, BASE, "sync_gate", {"path": str(gate), "started": str(m)}) for m in marks]
+    ids = [
+        await submit(client, BASE, "sync_gate", {"path": str(gate), "started": str(m)})
+        for m in marks
+    ]
     try:
         for mark in marks:
             await wait_file(mark)
@@ -543,7 +580,9 @@ async def test_a_cancelled_plain_job_holds_its_slot_until_its_thread_returns(
     await wait_status(client, BASE, stuck, "running")
     try:
         await put(client, stuck, "cancel")
-        following = await submit(client, BASE, "sync_gate", {"path": str(gate), "started": str(started)})
+        following = await submit(
+            client, BASE, "sync_gate", {"path": str(gate), "started": str(started)}
+        )
         await wait_status(client, BASE, following, "queued")
         assert (await get_task(client, BASE, stuck))["task_status"] == "cancelling"
         assert not started.exists()

@@ -104,7 +104,9 @@ def gates(client: TestClient) -> Any:
     GATES.clear()
 
 
-async def wait_progress(client: TestClient, base: str, task_id: int, at_least: int) -> dict[str, Any]:
+async def wait_progress(
+    client: TestClient, base: str, task_id: int, at_least: int
+) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         task = await get_task(client, base, task_id)
         return task if task["task_progress"] >= at_least else None
@@ -189,7 +191,12 @@ async def test_seed_list_by_status_in_either_case_and_get(
     client = seed_client
     response = await client.post(
         f"{base}/jobs/gremlin",
-        json={"gremlin": "hugegraph.traversal().V()", "bindings": {}, "language": "gremlin-groovy", "aliases": {}},
+        json={
+            "gremlin": "hugegraph.traversal().V()",
+            "bindings": {},
+            "language": "gremlin-groovy",
+            "aliases": {},
+        },
     )
     task_id = (await ok_json(response, 201))["task_id"]
     await wait_status(client, base, task_id, "success")
@@ -226,7 +233,9 @@ async def test_seed_force_delete(client: TestClient, base: str) -> None:
     assert response.status == 204
     assert await response.read() == b""
 
-    await assert_error(await client.get(f"{base}/tasks/{task_id}"), 404, f"Can't find task with id '{task_id}'")
+    await assert_error(
+        await client.get(f"{base}/tasks/{task_id}"), 404, f"Can't find task with id '{task_id}'"
+    )
     assert ids_of(await list_tasks(client, base)) == []
 
 
@@ -248,8 +257,12 @@ async def test_seed_cancel_a_running_sleep_midway(client: TestClient, base: str)
 # --- list ---
 
 
-async def test_list_is_in_ascending_id_order_with_the_default_limit_of_100(client: TestClient, base: str) -> None:
-    ids = await asyncio.gather(*(submit(client, base, "echo", {"i": i}, delay=LATER) for i in range(101)))
+async def test_list_is_in_ascending_id_order_with_the_default_limit_of_100(
+    client: TestClient, base: str
+) -> None:
+    ids = await asyncio.gather(
+        *(submit(client, base, "echo", {"i": i}, delay=LATER) for i in range(101))
+    )
 
     body = await list_tasks(client, base)
     assert list(body) == ["tasks"]
@@ -307,11 +320,17 @@ async def test_list_by_ids(client: TestClient, base: str) -> None:
     for task in body["tasks"]:
         assert_task_keys(task)
     # `limit` does not cut a query by ids short
-    body = await ok_json(await client.get(f"{base}/tasks", params=[("ids", str(first)), ("ids", str(second)), ("limit", "1")]))
+    body = await ok_json(
+        await client.get(
+            f"{base}/tasks", params=[("ids", str(first)), ("ids", str(second)), ("limit", "1")]
+        )
+    )
     assert ids_of(body) == [first, second]
     assert ids_of(await ok_json(await client.get(f"{base}/tasks", params={"ids": "999"}))) == []
     # though it does not cut them short, a limit that is not one is refused all the same
-    message = await assert_error(await client.get(f"{base}/tasks", params={"ids": str(first), "limit": "many"}), 400)
+    message = await assert_error(
+        await client.get(f"{base}/tasks", params={"ids": str(first), "limit": "many"}), 400
+    )
     assert "limit" in message
 
 
@@ -338,7 +357,9 @@ async def test_list_by_ids_refuses_status_and_page(client: TestClient, base: str
 async def test_list_by_ids_refuses_an_id_that_is_not_a_positive_integer(
     client: TestClient, base: str, bad: str
 ) -> None:
-    message = await assert_error(await client.get(f"{base}/tasks", params=[("ids", "1"), ("ids", bad)]), 400)
+    message = await assert_error(
+        await client.get(f"{base}/tasks", params=[("ids", "1"), ("ids", bad)]), 400
+    )
     assert "ids" in message and f"'{bad}'" in message
 
 
@@ -391,11 +412,15 @@ async def test_pages_combine_with_status(client: TestClient, base: str) -> None:
 async def test_a_page_of_no_tasks_is_refused(client: TestClient, base: str) -> None:
     """A page of limit 0 could only answer "page": null, as if the list ended there."""
     await submit(client, base, "echo", {}, delay=LATER)
-    message = await assert_error(await client.get(f"{base}/tasks", params={"page": "", "limit": "0"}), 400)
+    message = await assert_error(
+        await client.get(f"{base}/tasks", params={"page": "", "limit": "0"}), 400
+    )
     assert "limit" in message
 
 
-async def test_a_page_token_that_was_not_given_out_is_refused(client: TestClient, base: str) -> None:
+async def test_a_page_token_that_was_not_given_out_is_refused(
+    client: TestClient, base: str
+) -> None:
     for token in ("not-a-token", "e30", "!!!"):
         message = await assert_error(await client.get(f"{base}/tasks", params={"page": token}), 400)
         assert token in message
@@ -404,7 +429,9 @@ async def test_a_page_token_that_was_not_given_out_is_refused(client: TestClient
 # --- order and type ---
 
 
-async def test_order_desc_lists_newest_first_and_asc_is_the_default(client: TestClient, base: str) -> None:
+async def test_order_desc_lists_newest_first_and_asc_is_the_default(
+    client: TestClient, base: str
+) -> None:
     ids = [await submit(client, base, "echo", {}, delay=LATER) for _ in range(5)]
     assert ids_of(await list_tasks(client, base, order="desc")) == ids[::-1]
     assert ids_of(await list_tasks(client, base, order="desc", limit=2)) == [ids[4], ids[3]]
@@ -449,14 +476,19 @@ async def test_type_filters_the_list_and_combines_with_status_order_and_pages(
     assert ids_of(await list_tasks(client, base, type="echo")) == [*echoes, done]
     assert ids_of(await list_tasks(client, base, type="echo", status="new")) == echoes
     assert ids_of(await list_tasks(client, base, type="sleep", status="success")) == []
-    assert ids_of(await list_tasks(client, base, type="echo", order="desc", limit=2)) == [done, echoes[2]]
+    assert ids_of(await list_tasks(client, base, type="echo", order="desc", limit=2)) == [
+        done,
+        echoes[2],
+    ]
     assert ids_of(await list_tasks(client, base, type="fail")) == []
     pages, _ = await walk_pages(client, base, type="echo", status="NEW", order="desc", limit=2)
     assert pages == [[echoes[2], echoes[1]], [echoes[0]]]
 
 
 @pytest.mark.parametrize("bad", ["ASC", "newest", "", "asc,desc"])
-async def test_a_bad_order_is_refused_with_the_valid_ones(client: TestClient, base: str, bad: str) -> None:
+async def test_a_bad_order_is_refused_with_the_valid_ones(
+    client: TestClient, base: str, bad: str
+) -> None:
     await assert_error(
         await client.get(f"{base}/tasks", params={"order": bad}),
         400,
@@ -506,7 +538,9 @@ async def test_get_one_task(client: TestClient, base: str) -> None:
     assert task["task_retries"] == 0
 
 
-async def test_a_task_without_result_or_input_leaves_those_keys_out(client: TestClient, base: str) -> None:
+async def test_a_task_without_result_or_input_leaves_those_keys_out(
+    client: TestClient, base: str
+) -> None:
     task_id = await submit(client, base, "echo", None, delay=LATER)
     task = await get_task(client, base, task_id)
     assert "task_result" not in task and "task_input" not in task
@@ -515,11 +549,15 @@ async def test_a_task_without_result_or_input_leaves_those_keys_out(client: Test
 
 
 async def test_get_an_unknown_task_is_404(client: TestClient, base: str) -> None:
-    await assert_error(await client.get(f"{base}/tasks/4242"), 404, "Can't find task with id '4242'")
+    await assert_error(
+        await client.get(f"{base}/tasks/4242"), 404, "Can't find task with id '4242'"
+    )
 
 
 @pytest.mark.parametrize("bad", ["abc", "0", "-3", "1.5", "+5", "1_0", HUGE])
-async def test_get_refuses_an_id_that_is_not_a_positive_integer(client: TestClient, base: str, bad: str) -> None:
+async def test_get_refuses_an_id_that_is_not_a_positive_integer(
+    client: TestClient, base: str, bad: str
+) -> None:
     message = await assert_error(await client.get(f"{base}/tasks/{bad}"), 400)
     assert f"'{bad}'" in message
 
@@ -534,10 +572,14 @@ async def test_delete_a_completed_task(client: TestClient, base: str) -> None:
     assert response.status == 204
     assert await response.read() == b""
     await assert_error(await client.get(f"{base}/tasks/{task_id}"), 404)
-    await assert_error(await client.delete(f"{base}/tasks/{task_id}"), 404, f"Can't find task with id '{task_id}'")
+    await assert_error(
+        await client.delete(f"{base}/tasks/{task_id}"), 404, f"Can't find task with id '{task_id}'"
+    )
 
 
-async def test_delete_refuses_an_incomplete_task_without_force(client: TestClient, base: str) -> None:
+async def test_delete_refuses_an_incomplete_task_without_force(
+    client: TestClient, base: str
+) -> None:
     task_id = await submit(client, base, "echo", {}, delay=LATER)
     for query in ({}, {"force": "false"}):
         await assert_error(
@@ -550,12 +592,16 @@ async def test_delete_refuses_an_incomplete_task_without_force(client: TestClien
 
 async def test_delete_refuses_a_force_that_is_not_a_boolean(client: TestClient, base: str) -> None:
     task_id = await submit(client, base, "echo", {}, delay=LATER)
-    message = await assert_error(await client.delete(f"{base}/tasks/{task_id}", params={"force": "maybe"}), 400)
+    message = await assert_error(
+        await client.delete(f"{base}/tasks/{task_id}", params={"force": "maybe"}), 400
+    )
     assert "force" in message
     assert (await get_task(client, base, task_id))["task_status"] == "new"
 
 
-async def test_force_delete_of_a_waiting_task_means_it_never_runs(client: TestClient, base: str) -> None:
+async def test_force_delete_of_a_waiting_task_means_it_never_runs(
+    client: TestClient, base: str
+) -> None:
     task_id = await submit(client, base, "echo", {}, delay=LATER)
     response = await client.delete(f"{base}/tasks/{task_id}", params={"force": "true"})
     assert response.status == 204 and await response.read() == b""
@@ -586,7 +632,11 @@ async def test_force_delete_of_a_running_task_is_for_good(
 
 async def test_delete_an_unknown_task_is_404(client: TestClient, base: str) -> None:
     for query in ({}, {"force": "true"}):
-        await assert_error(await client.delete(f"{base}/tasks/77", params=query), 404, "Can't find task with id '77'")
+        await assert_error(
+            await client.delete(f"{base}/tasks/77", params=query),
+            404,
+            "Can't find task with id '77'",
+        )
 
 
 # --- PUT actions ---
@@ -619,7 +669,9 @@ async def test_cancel_of_a_completed_task_is_refused(client: TestClient, base: s
     assert (await get_task(client, base, task_id))["task_status"] == "success"
 
 
-async def test_cancel_of_a_failed_or_cancelled_task_is_refused(client: TestClient, base: str) -> None:
+async def test_cancel_of_a_failed_or_cancelled_task_is_refused(
+    client: TestClient, base: str
+) -> None:
     failed = await submit(client, base, "fail", {"message": "boom"})
     await wait_status(client, base, failed, "failed")
     cancelled = await submit(client, base, "echo", {}, delay=LATER)
@@ -699,7 +751,9 @@ async def test_pause_of_a_running_task_is_refused(
     assert task["task_result"] == '"released"'
 
 
-async def test_resume_of_a_task_that_is_not_pending_is_refused(client: TestClient, base: str) -> None:
+async def test_resume_of_a_task_that_is_not_pending_is_refused(
+    client: TestClient, base: str
+) -> None:
     task_id = await submit(client, base, "echo", {}, delay=LATER)
     message = await assert_error(await put_action(client, base, task_id, "resume"), 400)
     assert "NEW" in message
@@ -744,7 +798,9 @@ async def test_retry_of_a_task_that_succeeded_is_refused(client: TestClient, bas
 @pytest.mark.parametrize("action", ["stop", "CANCEL", "", "cancel "])
 async def test_an_unknown_action_is_refused(client: TestClient, base: str, action: str) -> None:
     task_id = await submit(client, base, "echo", {}, delay=LATER)
-    await assert_error(await put_action(client, base, task_id, action), 400, f"Not support action '{action}'")
+    await assert_error(
+        await put_action(client, base, task_id, action), 400, f"Not support action '{action}'"
+    )
     assert (await get_task(client, base, task_id))["task_status"] == "new"
 
 
@@ -756,14 +812,23 @@ async def test_a_missing_action_is_refused(client: TestClient, base: str) -> Non
 
 
 @pytest.mark.parametrize("action", ["cancel", "pause", "resume", "retry"])
-async def test_an_action_on_an_unknown_task_is_404(client: TestClient, base: str, action: str) -> None:
-    await assert_error(await put_action(client, base, 31337, action), 404, "Can't find task with id '31337'")
+async def test_an_action_on_an_unknown_task_is_404(
+    client: TestClient, base: str, action: str
+) -> None:
+    await assert_error(
+        await put_action(client, base, 31337, action), 404, "Can't find task with id '31337'"
+    )
 
 
 # --- graphs: SPEC 1 ---
 
 
-UNDECLARED = ("/graphs/nope", "/graphspaces/DEFAULT/graphs/nope", "/graphspaces/gs2/graphs/hugegraph", "/graphs/other")
+UNDECLARED = (
+    "/graphs/nope",
+    "/graphspaces/DEFAULT/graphs/nope",
+    "/graphspaces/gs2/graphs/hugegraph",
+    "/graphs/other",
+)
 
 
 @pytest.mark.parametrize("prefix", UNDECLARED)
@@ -774,9 +839,13 @@ async def test_an_undeclared_graph_is_404_on_every_route(client: TestClient, pre
     await assert_error(await client.get(f"{prefix}/tasks", params={"ids": "1"}), 404, message)
     await assert_error(await client.get(f"{prefix}/tasks/1"), 404, message)
     await assert_error(await client.delete(f"{prefix}/tasks/1"), 404, message)
-    await assert_error(await client.put(f"{prefix}/tasks/1", params={"action": "cancel"}), 404, message)
+    await assert_error(
+        await client.put(f"{prefix}/tasks/1", params={"action": "cancel"}), 404, message
+    )
     await assert_error(await client.post(f"{prefix}/jobs/echo", json={}), 404, message)
-    await assert_error(await client.post(f"{prefix}/jobs/gremlin", json={"gremlin": "g.V()"}), 404, message)
+    await assert_error(
+        await client.post(f"{prefix}/jobs/gremlin", json={"gremlin": "g.V()"}), 404, message
+    )
     assert ids_of(await list_tasks(client, "/graphs/hugegraph", limit=-1)) == []
 
 
@@ -798,11 +867,18 @@ async def test_a_task_is_visible_only_under_its_own_graph(client: TestClient, ba
     for elsewhere in (other_base, same_name):
         not_found = f"Can't find task with id '{mine}'"
         await assert_error(await client.get(f"{elsewhere}/tasks/{mine}"), 404, not_found)
-        await assert_error(await client.delete(f"{elsewhere}/tasks/{mine}", params={"force": "true"}), 404, not_found)
+        await assert_error(
+            await client.delete(f"{elsewhere}/tasks/{mine}", params={"force": "true"}),
+            404,
+            not_found,
+        )
         for action in ("cancel", "pause", "resume", "retry"):
             await assert_error(await put_action(client, elsewhere, mine, action), 404, not_found)
         assert mine not in ids_of(await list_tasks(client, elsewhere, limit=-1))
-        assert ids_of(await ok_json(await client.get(f"{elsewhere}/tasks", params={"ids": str(mine)}))) == []
+        assert (
+            ids_of(await ok_json(await client.get(f"{elsewhere}/tasks", params={"ids": str(mine)})))
+            == []
+        )
 
     assert ids_of(await list_tasks(client, base, limit=-1)) == [mine]
     assert ids_of(await list_tasks(client, other_base, limit=-1)) == [theirs]
@@ -838,8 +914,12 @@ async def test_an_unknown_route_is_a_json_404(client: TestClient, method: str, p
         ("PUT", "/versions", "GET"),
     ],
 )
-async def test_an_unknown_method_is_a_json_405(client: TestClient, method: str, path: str, allowed: str) -> None:
+async def test_an_unknown_method_is_a_json_405(
+    client: TestClient, method: str, path: str, allowed: str
+) -> None:
     response = await client.request(method, path)
     message = await assert_error(response, 405)
     assert method in message and path in message
-    assert sorted(response.headers["Allow"].replace(" ", "").split(",")) == allowed.replace(" ", "").split(",")
+    assert sorted(response.headers["Allow"].replace(" ", "").split(",")) == allowed.replace(
+        " ", ""
+    ).split(",")

@@ -56,7 +56,11 @@ async def claim(client: Any, worker: str = "w1", wait: float = 5, **query: str) 
 
 
 async def report(
-    client: Any, work: dict[str, Any], path: str = "/progress", body: Any = None, lease: str | None = None,
+    client: Any,
+    work: dict[str, Any],
+    path: str = "/progress",
+    body: Any = None,
+    lease: str | None = None,
     method: str | None = None,
 ) -> Any:
     headers = {"X-Lease": work["lease"] if lease is None else lease}
@@ -97,8 +101,14 @@ async def test_a_task_runs_through_a_worker_from_claim_to_success(
     await answer_of(await report(client, work, body={"progress": 70}))
     assert (await get_task(client, base, task_id))["task_progress"] == 70
 
-    done = await answer_of(await report(client, work, "/complete", {"result": {"size": [64, 64]}, "progress": 100}))
-    assert (done["task_status"], done["task_result"], done["task_progress"]) == ("success", '{"size":[64,64]}', 100)
+    done = await answer_of(
+        await report(client, work, "/complete", {"result": {"size": [64, 64]}, "progress": 100})
+    )
+    assert (done["task_status"], done["task_result"], done["task_progress"]) == (
+        "success",
+        '{"size":[64,64]}',
+        100,
+    )
     assert trail(tmp_path / "sidetask.db", task_id) == [
         "new", "scheduling", "scheduled", "queued", "running", "success",
     ]  # fmt: skip
@@ -111,7 +121,9 @@ async def test_reports_work_under_both_prefixes_and_a_heartbeat_needs_no_body(cl
         f"{BASE}/tasks/{task_id}/progress", headers={"X-Lease": work["lease"]}
     )
     assert (await answer_of(response))["task_status"] == "running"
-    response = await client.post(f"{BASE}/tasks/{task_id}/complete", headers={"X-Lease": work["lease"]})
+    response = await client.post(
+        f"{BASE}/tasks/{task_id}/complete", headers={"X-Lease": work["lease"]}
+    )
     assert (await answer_of(response))["task_result"] == "null"
 
 
@@ -146,7 +158,10 @@ async def test_a_delayed_task_is_claimed_when_it_comes_due(client: Any) -> None:
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ({"types": "echo"}, "Job type(s) 'echo' not served by external workers; external types: resize, thumbnail"),
+        (
+            {"types": "echo"},
+            "Job type(s) 'echo' not served by external workers; external types: resize, thumbnail",
+        ),
         ({"types": "resize,nope"}, "'nope' not served"),
         ({"wait": "61"}, "The parameter 'wait' must be"),
         ({"wait": "soon"}, "The parameter 'wait' must be a number"),
@@ -165,7 +180,9 @@ async def test_a_bad_worker_name_is_a_400(client: Any) -> None:
 async def test_without_external_types_a_claim_is_a_400(aiohttp_client: Any, tmp_path: Path) -> None:
     client = await aiohttp_client(app_for(tmp_path, external_types=()))
     response = await client.post("/workers/w1/claim")
-    assert "declare some in the setting external_types" in (await answer_of(response, 400))["message"]
+    assert (
+        "declare some in the setting external_types" in (await answer_of(response, 400))["message"]
+    )
 
 
 async def test_only_the_holder_of_the_lease_reports(client: Any) -> None:
@@ -179,7 +196,8 @@ async def test_only_the_holder_of_the_lease_reports(client: Any) -> None:
     assert "X-Lease header is required" in (await answer_of(response, 400))["message"]
     # under another graph the task does not exist
     response = await client.put(
-        f"/graphspaces/gs1/graphs/hugegraph/tasks/{task_id}/progress", headers={"X-Lease": work["lease"]}
+        f"/graphspaces/gs1/graphs/hugegraph/tasks/{task_id}/progress",
+        headers={"X-Lease": work["lease"]},
     )
     await answer_of(response, 404)
     # the holder still holds it
@@ -231,7 +249,9 @@ async def test_results_and_inputs_nested_to_the_bound_pass_and_deeper_ones_are_a
         ("/fail", b'{"error": "x", "detail": ' + deep_json(2000) + b"}", "The request body is"),
     ]:
         method = "PUT" if path == "/progress" else "POST"
-        answer = await answer_of(await client.request(method, url + path, data=body, headers=headers), 400)
+        answer = await answer_of(
+            await client.request(method, url + path, data=body, headers=headers), 400
+        )
         assert answer["message"] == f"{message} nested too deeply; at most 254 levels are allowed"
     assert (await get_task(client, BASE, task_id))["task_status"] == "scheduled"
     body = b'{"result": ' + deep_json(254) + b"}"
@@ -251,7 +271,9 @@ async def test_a_claimed_task_not_yet_reported_is_cancelled_at_once(client: Any)
     assert (await get_task(client, BASE, task_id))["task_status"] == "cancelled"
 
 
-async def test_a_cancel_reaches_the_worker_through_its_next_report(client: Any, tmp_path: Path) -> None:
+async def test_a_cancel_reaches_the_worker_through_its_next_report(
+    client: Any, tmp_path: Path
+) -> None:
     task_id = await submit(client, BASE, "resize", {})
     work = await claim(client)
     await answer_of(await report(client, work, body={"progress": 5}))
@@ -261,7 +283,11 @@ async def test_a_cancel_reaches_the_worker_through_its_next_report(client: Any, 
     # no local job to interrupt: it stays cancelling until the worker acknowledges
     assert (await get_task(client, BASE, task_id))["task_status"] == "cancelling"
     answer = await answer_of(await report(client, work, body={"progress": 6}))
-    assert (answer["task_status"], answer["cancel"], answer["task_progress"]) == ("cancelling", True, 6)
+    assert (answer["task_status"], answer["cancel"], answer["task_progress"]) == (
+        "cancelling",
+        True,
+        6,
+    )
     # the worker stops and reports its end: the requested cancel wins
     ended = await answer_of(await report(client, work, "/fail", {"error": "stopped on request"}))
     assert (ended["task_status"], ended["task_progress"]) == ("cancelled", 6)
@@ -288,25 +314,37 @@ async def test_a_failure_is_retried_then_failed(aiohttp_client: Any, tmp_path: P
     task_id = await submit(client, BASE, "resize", {}, max_retries=1)
     first = await claim(client)
     retried = await answer_of(await report(client, first, "/fail", {"error": "disk full"}))
-    assert (retried["task_status"], retried["task_retries"], retried["task_result"]) == ("restoring", 1, "disk full")
+    assert (retried["task_status"], retried["task_retries"], retried["task_result"]) == (
+        "restoring",
+        1,
+        "disk full",
+    )
     second = await claim(client, "w2", wait=10)  # after the retry's backoff
     assert (second["id"], second["retries"]) == (task_id, 1)
     await answer_of(await report(client, first), 409)  # the first lease is over
     failed = await answer_of(await report(client, second, "/fail", {"error": "disk still full"}))
-    assert (failed["task_status"], failed["task_result"], failed["task_server"]) == ("failed", "disk still full", "w2")
+    assert (failed["task_status"], failed["task_result"], failed["task_server"]) == (
+        "failed",
+        "disk still full",
+        "w2",
+    )
 
 
 async def test_a_failure_without_retry_fails_at_once(client: Any) -> None:
     await submit(client, BASE, "resize", {}, max_retries=3)
     work = await claim(client)
-    failed = await answer_of(await report(client, work, "/fail", {"error": "bad image", "retry": False}))
+    failed = await answer_of(
+        await report(client, work, "/fail", {"error": "bad image", "retry": False})
+    )
     assert (failed["task_status"], failed["task_retries"]) == ("failed", 0)
 
 
 # --- leases ---
 
 
-async def test_an_expired_lease_gives_the_task_back_with_a_retry(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_an_expired_lease_gives_the_task_back_with_a_retry(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
     client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
     task_id = await submit(client, BASE, "resize", {}, max_retries=1)
     work = await claim(client, "dies-1")
@@ -367,7 +405,9 @@ async def test_a_task_left_in_a_workers_status_without_a_lease_is_given_back(
     cancelling = await submit(client, BASE, "resize", {}, max_retries=1)
     spent = await submit(client, BASE, "resize", {})
     for task_id, status in ((running, "running"), (cancelling, "cancelling"), (spent, "running")):
-        execute(db, "UPDATE tasks SET status = ?, server = 'sidetask' WHERE id = ?", (status, task_id))
+        execute(
+            db, "UPDATE tasks SET status = ?, server = 'sidetask' WHERE id = ?", (status, task_id)
+        )
     task = await wait_status(client, BASE, running, "restoring")
     assert task["task_retries"] == 1
     assert "was RUNNING with no worker's lease" in task["task_result"]
@@ -389,7 +429,9 @@ async def test_tasks_run_in_process_before_their_type_became_external_are_recove
     ends `cancelled`."""
     db = tmp_path / "sidetask.db"
     jobs = {"gate": "tests.sup_jobs:gate", "stubborn": "tests.sup_jobs:stubborn"}
-    first = server_factory(config_file=write_config(tmp_path), env={"SIDETASK_JOBS": orjson.dumps(jobs).decode()})
+    first = server_factory(
+        config_file=write_config(tmp_path), env={"SIDETASK_JOBS": orjson.dumps(jobs).decode()}
+    )
     await first.wait_ready()
     api = Api(http, first.url)
     never, started = tmp_path / "never", tmp_path / "started"
@@ -409,16 +451,26 @@ async def test_tasks_run_in_process_before_their_type_became_external_are_recove
     task = await api.wait(dropped, "restoring")
     assert task["task_retries"] == 1
     assert (await api.cancel(dropped))["task_status"] == "cancelled"
-    async with http.post(f"{second.url}/workers/w1/claim", params={"types": "gate", "wait": "5"}) as response:
+    async with http.post(
+        f"{second.url}/workers/w1/claim", params={"types": "gate", "wait": "5"}
+    ) as response:
         assert response.status == 200, await response.text()
         work = await response.json()
     assert (work["id"], work["retries"]) == (claimed, 1)
     url, headers = f"{second.url}{work['task_url']}", {"X-Lease": work["lease"]}
-    async with http.post(f"{url}/complete", json={"result": "by a worker"}, headers=headers) as response:
+    async with http.post(
+        f"{url}/complete", json={"result": "by a worker"}, headers=headers
+    ) as response:
         done = await response.json()
     assert (done["task_status"], done["task_server"]) == ("success", "w1"), done
     assert trail(db, claimed)[-7:] == [
-        "running", "restoring", "scheduling", "scheduled", "queued", "running", "success"
+        "running",
+        "restoring",
+        "scheduling",
+        "scheduled",
+        "queued",
+        "running",
+        "success",
     ]
 
 
@@ -434,17 +486,23 @@ async def test_a_restart_of_the_service_keeps_the_workers_leases(
     async with http.post(f"{first.url}/workers/w1/claim", params={"wait": "5"}) as response:
         work = await response.json()
     headers = {"X-Lease": work["lease"]}
-    async with http.put(f"{first.url}{work['task_url']}/progress", json={"progress": 1}, headers=headers) as response:
+    async with http.put(
+        f"{first.url}{work['task_url']}/progress", json={"progress": 1}, headers=headers
+    ) as response:
         assert response.status == 200
     first.kill()
 
     second = server_factory(config_file=conf)
     await second.wait_ready()
-    async with http.put(f"{second.url}{work['task_url']}/progress", json={"progress": 2}, headers=headers) as response:
+    async with http.put(
+        f"{second.url}{work['task_url']}/progress", json={"progress": 2}, headers=headers
+    ) as response:
         answer = await response.json()
         assert response.status == 200, answer
     assert (answer["task_status"], answer["task_progress"]) == ("running", 2)
-    async with http.post(f"{second.url}{work['task_url']}/complete", json={"result": 1}, headers=headers) as response:
+    async with http.post(
+        f"{second.url}{work['task_url']}/complete", json={"result": 1}, headers=headers
+    ) as response:
         done = await response.json()
     assert (done["task_status"], done["task_retries"]) == ("success", 0)
     assert "restoring" not in trail(tmp_path / "sidetask.db", task_id)
@@ -456,7 +514,16 @@ async def test_a_restart_of_the_service_keeps_the_workers_leases(
 def write_config(tmp_path: Path, **settings: Any) -> Path:
     values = {
         "graphs": ["DEFAULT/hugegraph"],
-        "external_types": ["hold", "spin", "count", "broken", "hopeless", "countdown", "deep", "big"],
+        "external_types": [
+            "hold",
+            "spin",
+            "count",
+            "broken",
+            "hopeless",
+            "countdown",
+            "deep",
+            "big",
+        ],
         "lease_duration": 2.0,
         "default_max_retries": 0,
         "retry_backoff": 0.05,
@@ -476,7 +543,9 @@ class Processes:
         self.tmp_path = tmp_path
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.tmp_path / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
@@ -519,7 +588,9 @@ class Api:
 
     async def submit(self, job_type: str, body: Any, **query: Any) -> int:
         params = {k: str(v) for k, v in query.items()}
-        async with self.http.post(f"{self.url}{BASE}/jobs/{job_type}", json=body, params=params) as response:
+        async with self.http.post(
+            f"{self.url}{BASE}/jobs/{job_type}", json=body, params=params
+        ) as response:
             assert response.status == 201, await response.text()
             return int((await response.json())["task_id"])
 
@@ -527,7 +598,9 @@ class Api:
         async with self.http.get(f"{self.url}{BASE}/tasks/{task_id}") as response:
             return dict(await response.json())
 
-    async def wait(self, task_id: int, *statuses: str, check: Callable[[dict[str, Any]], bool] = lambda t: True) -> dict[str, Any]:
+    async def wait(
+        self, task_id: int, *statuses: str, check: Callable[[dict[str, Any]], bool] = lambda t: True
+    ) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             task = await self.get(task_id)
             return task if task["task_status"] in statuses and check(task) else None
@@ -535,7 +608,9 @@ class Api:
         return await wait_for(probe, 20, f"task {task_id} to reach {statuses}")
 
     async def cancel(self, task_id: int) -> dict[str, Any]:
-        async with self.http.put(f"{self.url}{BASE}/tasks/{task_id}", params={"action": "cancel"}) as response:
+        async with self.http.put(
+            f"{self.url}{BASE}/tasks/{task_id}", params={"action": "cancel"}
+        ) as response:
             assert response.status == 202
             return dict(await response.json())
 
@@ -547,17 +622,26 @@ async def api(server_factory: Any, tmp_path: Path, http: ClientSession) -> Async
     yield Api(http, server.url)
 
 
-async def test_a_python_worker_runs_plain_and_async_functions(api: Api, processes: Processes) -> None:
+async def test_a_python_worker_runs_plain_and_async_functions(
+    api: Api, processes: Processes
+) -> None:
     processes.python_worker(api.url, "py-1", "count", "broken", "hopeless")
     counted = await api.submit("count", {"steps": 5})
     task = await api.wait(counted, "success")
-    assert (task["task_result"], task["task_progress"], task["task_server"]) == ('{"counted":5}', 5, "py-1")
+    assert (task["task_result"], task["task_progress"], task["task_server"]) == (
+        '{"counted":5}',
+        5,
+        "py-1",
+    )
     broken = await api.submit("broken", {"message": "no such image"}, max_retries=1)
     task = await api.wait(broken, "failed")
     assert (task["task_result"], task["task_retries"]) == ("ValueError: no such image", 1)
     hopeless = await api.submit("hopeless", {}, max_retries=3)
     task = await api.wait(hopeless, "failed")
-    assert (task["task_result"], task["task_retries"]) == ("PermanentFailure: no retry can mend this", 0)
+    assert (task["task_result"], task["task_retries"]) == (
+        "PermanentFailure: no retry can mend this",
+        0,
+    )
 
 
 async def test_a_python_worker_sends_a_result_nested_to_the_bound_and_fails_a_deeper_one(
@@ -570,7 +654,10 @@ async def test_a_python_worker_sends_a_result_nested_to_the_bound_and_fails_a_de
     assert (task["task_status"], task["task_result"]) == ("success", deep_json(254).decode())
     task = await api.wait(beyond, "success", "failed")
     assert (task["task_status"], task["task_retries"]) == ("failed", 0)  # no retry mends it
-    assert task["task_result"] == "The job's result is nested too deeply; at most 254 levels are allowed"
+    assert (
+        task["task_result"]
+        == "The job's result is nested too deeply; at most 254 levels are allowed"
+    )
 
 
 async def test_a_result_the_service_refuses_fails_the_task_with_the_services_words(
@@ -592,15 +679,24 @@ async def test_a_result_the_service_refuses_fails_the_task_with_the_services_wor
     assert (await api.wait(done, "success", "failed"))["task_result"] == '"xxxxxxxxxx"'
 
 
-async def test_a_burst_worker_runs_what_is_waiting_then_exits(api: Api, processes: Processes) -> None:
+async def test_a_burst_worker_runs_what_is_waiting_then_exits(
+    api: Api, processes: Processes
+) -> None:
     ids = [await api.submit("count", {"steps": n}) for n in (1, 2, 3)]
     worker = processes.python_worker(
-        api.url, "burst-1", "count", options=("--burst", "--wait", "0", "--header", "X-Team: imaging")
+        api.url,
+        "burst-1",
+        "count",
+        options=("--burst", "--wait", "0", "--header", "X-Team: imaging"),
     )
     assert await asyncio.wait_for(asyncio.to_thread(worker.wait), 20) == 0
     for task_id, steps in zip(ids, (1, 2, 3), strict=True):
         task = await api.get(task_id)
-        assert (task["task_status"], task["task_progress"], task["task_server"]) == ("success", steps, "burst-1")
+        assert (task["task_status"], task["task_progress"], task["task_server"]) == (
+            "success",
+            steps,
+            "burst-1",
+        )
 
 
 async def finished(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, str]:
@@ -609,7 +705,9 @@ async def finished(proc: subprocess.Popen[bytes], log: Path) -> tuple[int, str]:
     return code, log.read_text(errors="replace")
 
 
-@pytest.mark.parametrize("options", [("--burst", "--wait", "0"), ("--wait", "1")], ids=["burst", "polling"])
+@pytest.mark.parametrize(
+    "options", [("--burst", "--wait", "0"), ("--wait", "1")], ids=["burst", "polling"]
+)
 async def test_a_worker_for_a_type_the_service_does_not_serve_says_so_and_exits(
     api: Api, processes: Processes, tmp_path: Path, options: tuple[str, ...]
 ) -> None:
@@ -636,12 +734,18 @@ async def test_a_worker_for_a_type_the_service_does_not_serve_says_so_and_exits(
     ids=["no-token", "wrong-token", "graph-limited-token"],
 )
 async def test_a_worker_the_service_does_not_let_in_says_why_and_exits(
-    server_factory: Any, processes: Processes, tmp_path: Path, header: str, status: int, message: str
+    server_factory: Any,
+    processes: Processes,
+    tmp_path: Path,
+    header: str,
+    status: int,
+    message: str,
 ) -> None:
     conf = write_config(tmp_path)
     narrow = auth.hash_token(NARROW)
     conf.write_text(
-        conf.read_text() + f'\n[tokens]\nnarrow = "{narrow}"\n\n[grants]\nnarrow = ["DEFAULT/hugegraph"]\n'
+        conf.read_text()
+        + f'\n[tokens]\nnarrow = "{narrow}"\n\n[grants]\nnarrow = ["DEFAULT/hugegraph"]\n'
     )
     server = server_factory(config_file=conf)
     await server.wait_ready()
@@ -653,8 +757,10 @@ async def test_a_worker_the_service_does_not_let_in_says_why_and_exits(
     assert "cannot reach" not in log
 
 
-async def test_a_worker_tries_again_while_the_service_answers_503_or_429(aiohttp_client: Any) -> None:
-    """"Later" answers are not a refusal: the worker pauses and claims again."""
+async def test_a_worker_tries_again_while_the_service_answers_503_or_429(
+    aiohttp_client: Any,
+) -> None:
+    """ "Later" answers are not a refusal: the worker pauses and claims again."""
     answers = [503, 429]
     claims = 0
 
@@ -683,19 +789,29 @@ async def test_a_refused_worker_raises_the_clients_error_and_sends_its_headers(
 
     async def claim(request: web.Request) -> web.Response:
         seen.append((request.headers.get("X-Team"), request.headers.get("Authorization")))
-        body = {"exception": "UnauthorizedException", "message": "Invalid Bearer token", "cause": ""}
+        body = {
+            "exception": "UnauthorizedException",
+            "message": "Invalid Bearer token",
+            "cause": "",
+        }
         return web.json_response(body, status=401)
 
     app = web.Application()
     app.router.add_post("/workers/{worker}/claim", claim)
     stub = await aiohttp_client(app)
     headers = {"X-Team": "imaging", "Authorization": "Bearer not-the-token"}
-    worker = Worker(str(stub.make_url("")), "shut-out", {"count": lambda task: None}, wait=0, headers=headers)
+    worker = Worker(
+        str(stub.make_url("")), "shut-out", {"count": lambda task: None}, wait=0, headers=headers
+    )
     with pytest.raises(Refused) as refused:
         await asyncio.wait_for(worker.run(), 20)  # not even without burst: no retry mends it
     error = refused.value
     assert isinstance(error, APIError)
-    assert (error.status, error.message, error.exception) == (401, "Invalid Bearer token", "UnauthorizedException")
+    assert (error.status, error.message, error.exception) == (
+        401,
+        "Invalid Bearer token",
+        "UnauthorizedException",
+    )
     assert str(error) == "the service refused the claim (HTTP 401): Invalid Bearer token"
     assert seen == [("imaging", "Bearer not-the-token")]
 
@@ -734,7 +850,10 @@ async def test_a_worker_killed_mid_task_loses_it_and_another_finishes_it(
     processes.python_worker(api.url, "rescuer", "hold")
     task = await api.wait(task_id, "success")
     assert task["task_server"] == "rescuer"
-    assert (task["task_retries"], orjson.loads(task["task_result"])) == (1, {"released": True, "retries": 1})
+    assert (task["task_retries"], orjson.loads(task["task_result"])) == (
+        1,
+        {"released": True, "retries": 1},
+    )
 
 
 async def test_a_cancel_stops_the_workers_function_through_a_progress_report(
@@ -763,18 +882,25 @@ def text_of(path: Path) -> str | None:
 
 
 needs_curl = pytest.mark.skipif(
-    shutil.which("curl") is None or shutil.which("jq") is None, reason="the shell worker needs curl and jq"
+    shutil.which("curl") is None or shutil.which("jq") is None,
+    reason="the shell worker needs curl and jq",
 )
 
 
 @needs_curl
-async def test_the_shell_worker_counts_down_and_honours_cancel(api: Api, processes: Processes) -> None:
+async def test_the_shell_worker_counts_down_and_honours_cancel(
+    api: Api, processes: Processes
+) -> None:
     script = str(ROOT / "scripts" / "worker-example.sh")
     env = {"SIDETASK_URL": api.url, "WORKER_NAME": "shell-1", "WORKER_WAIT": "5"}
     processes.start(["bash", script], "shell-1", env)
     quick = await api.submit("countdown", {"steps": 3, "interval": 0.01})
     task = await api.wait(quick, "success")
-    assert (task["task_result"], task["task_progress"], task["task_server"]) == ('{"counted":3}', 3, "shell-1")
+    assert (task["task_result"], task["task_progress"], task["task_server"]) == (
+        '{"counted":3}',
+        3,
+        "shell-1",
+    )
 
     endless = await api.submit("countdown", {"steps": 100000, "interval": 0.05})
     await api.wait(endless, "running", check=lambda t: t["task_progress"] > 0)
@@ -815,12 +941,16 @@ async def test_the_shell_worker_stopped_while_it_waits_for_work_drops_its_claim_
     script = str(ROOT / "scripts" / "worker-example.sh")
     env = {"SIDETASK_URL": server.url, "WORKER_NAME": "shell-idle", "WORKER_WAIT": "30"}
     worker = processes.start(["bash", script], "shell-idle", env)
-    await wait_for(lambda: _contains(server.output(), "worker shell-idle waits"), 10, "the claim to wait")
+    await wait_for(
+        lambda: _contains(server.output(), "worker shell-idle waits"), 10, "the claim to wait"
+    )
     assert await stopped(worker) == 0
     assert "worker shell-idle stopped" in (text_of(tmp_path / "shell-idle.log") or "")
     # its claim went with it: a task that comes now is not leased to the stopped worker
     task_id = await api.submit("countdown", {"steps": 1, "interval": 0.01})
-    processes.start(["bash", script], "shell-next", {**env, "WORKER_NAME": "shell-next", "WORKER_WAIT": "5"})
+    processes.start(
+        ["bash", script], "shell-next", {**env, "WORKER_NAME": "shell-next", "WORKER_WAIT": "5"}
+    )
     task = await api.wait(task_id, "success")
     assert task["task_server"] == "shell-next"
 
@@ -847,7 +977,9 @@ async def test_a_waiting_claim_ends_with_204_when_the_service_stops(
 ) -> None:
     server = server_factory(config_file=write_config(tmp_path), env={"SIDETASK_LOG_LEVEL": "DEBUG"})
     await server.wait_ready()
-    waiting = asyncio.ensure_future(http.post(f"{server.url}/workers/w1/claim", params={"wait": "60"}))
+    waiting = asyncio.ensure_future(
+        http.post(f"{server.url}/workers/w1/claim", params={"wait": "60"})
+    )
     try:
         await wait_for(
             lambda: _contains(server.output(), "worker w1 waits"), 10, "the claim to be waiting"
