@@ -25,6 +25,20 @@ from service.web import create_app
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CONFIG = ROOT / "config" / "test.toml"
 BASES = ("/graphspaces/DEFAULT/graphs/hugegraph", "/graphs/hugegraph")
+#: the task object's first keys, in HugeGraph's order (SPEC 2): what every test of it expects
+HUGEGRAPH_KEYS = [
+    "task_name",
+    "task_progress",
+    "task_create",
+    "task_status",
+    "task_update",
+    "task_result",
+    "task_retries",
+    "id",
+    "task_type",
+    "task_callable",
+    "task_input",
+]
 
 T = TypeVar("T")
 

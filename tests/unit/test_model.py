@@ -26,6 +26,7 @@ from service.model import (
     allowed_sources,
     can_transition,
 )
+from tests.conftest import HUGEGRAPH_KEYS
 
 S = Status
 
@@ -135,19 +136,7 @@ def test_the_api_keys_follow_the_seeds_order() -> None:
         result="1",
         input="{}",
     )
-    assert list(task.to_api())[:11] == [
-        "task_name",
-        "task_progress",
-        "task_create",
-        "task_status",
-        "task_update",
-        "task_result",
-        "task_retries",
-        "id",
-        "task_type",
-        "task_callable",
-        "task_input",
-    ]
+    assert list(task.to_api())[:11] == HUGEGRAPH_KEYS
     bare = task.evolve(result=None, input=None).to_api()
     assert "task_result" not in bare and "task_input" not in bare
 

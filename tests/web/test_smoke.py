@@ -4,23 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import submit, wait_status
+from tests.conftest import HUGEGRAPH_KEYS, submit, wait_status
 
 
 async def test_echo_runs_to_success(client: Any, base: str) -> None:
     task_id = await submit(client, base, "echo", {"hello": "world"})
     task = await wait_status(client, base, task_id, "success")
     assert task["task_result"] == '{"hello":"world"}'
-    assert list(task)[:11] == [
-        "task_name",
-        "task_progress",
-        "task_create",
-        "task_status",
-        "task_update",
-        "task_result",
-        "task_retries",
-        "id",
-        "task_type",
-        "task_callable",
-        "task_input",
-    ]
+    assert list(task)[:11] == HUGEGRAPH_KEYS
