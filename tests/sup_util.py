@@ -4,6 +4,8 @@ stored, and waiting on conditions (never on fixed sleeps)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -110,3 +112,33 @@ async def wait_rows(
 
 #: the `start` fixture of tests/web/conftest.py: a server on the test database
 Start = Callable[..., Awaitable[TestClient]]
+
+
+# --- processes a job started ---
+
+
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie waiting for its reaper does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state not in ("Z", "X")
+
+
+async def wait_gone(pids: list[int]) -> None:
+    async def probe() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    await wait_for(probe, 10, f"processes {pids} to end")
+
+
+def kill_all(pids: list[int]) -> None:
+    """Stops what a test started, should it fail before the service did."""
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -4,7 +4,6 @@ exit code, cancel, timeout, and the process groups a crashed service left behind
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.conftest import (
     wait_for,
     wait_status,
 )
+from tests.sup_util import alive, kill_all, wait_gone
 
 CMD = str(Path(__file__).resolve().parent.parent / "jobs_helpers" / "cmd.py")
 BASE = "/graphs/hugegraph"
@@ -81,19 +81,6 @@ async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
     return await aiohttp_client(create_app(settings))
 
 
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie waiting for its reaper does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state not in ("Z", "X")
-
-
 def pids_in(path: Path) -> list[int] | None:
     try:
         text = path.read_text()
@@ -107,20 +94,6 @@ async def read_pids(path: Path) -> list[int]:
         return pids_in(path)
 
     return await wait_for(probe, 10, f"pids in {path}")
-
-
-async def wait_gone(pids: list[int]) -> None:
-    async def probe() -> bool:
-        return not any(alive(pid) for pid in pids)
-
-    await wait_for(probe, 10, f"processes {pids} to end")
-
-
-def kill_all(pids: list[int]) -> None:
-    """Stops what a test started, should it fail before the service did."""
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
 
 
 # --- running ---

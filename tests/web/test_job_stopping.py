@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from tests import stop_jobs
 from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
 from tests.stop_jobs import PROCESS_JOBS, THREAD_JOBS, lines, release
 from tests.sup_jobs import JOBS
-from tests.sup_util import max_overlap, rows, trail, wait_file
+from tests.sup_util import alive, kill_all, max_overlap, rows, trail, wait_file, wait_gone
 
 BASE = "/graphs/hugegraph"
 Start = Callable[..., Any]
@@ -89,35 +88,9 @@ def most_at_once(log: Path) -> int:
     return most
 
 
-def alive(pid: int) -> bool:
-    """Whether the process runs (a zombie waiting for its reaper does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state not in ("Z", "X")
-
-
 async def read_pid(path: Path) -> int:
     await wait_file(path)
     return int(path.read_text())
-
-
-async def wait_gone(pid: int) -> None:
-    async def probe() -> bool:
-        return not alive(pid)
-
-    await wait_for(probe, 10, f"process {pid} to end")
-
-
-def kill(pid: int) -> None:
-    """Stops what a test started, should it fail before the service did."""
-    if alive(pid):
-        os.kill(pid, signal.SIGKILL)
 
 
 # --- a plain function's thread ---
@@ -380,9 +353,9 @@ async def test_progress_of_a_running_process_job_arrives(start: Start, tmp_path:
         gate.touch()
         task = await wait_status(client, BASE, task_id, "success")
         assert orjson.loads(task["task_result"]) == {"pid": pid}
-        await wait_gone(pid)
+        await wait_gone([pid])
     finally:
-        kill(pid)
+        kill_all([pid])
 
 
 @pytest.mark.parametrize(
@@ -448,7 +421,7 @@ async def test_cancel_terminates_a_process_job_and_lets_it_clean_up(
         assert cleanup.read_text() == "cleaned up"  # SIGTERM: ctx.cancelled, its finally ran
         assert trail(db, task_id)[-2:] == ["cancelling", "cancelled"]
     finally:
-        kill(pid)
+        kill_all([pid])
 
 
 async def test_cancel_kills_a_process_job_that_ignores_sigterm(
@@ -468,7 +441,7 @@ async def test_cancel_kills_a_process_job_that_ignores_sigterm(
         await wait_status(client, BASE, task_id, "cancelled")
         assert not alive(pid)  # SIGKILL after kill_grace
     finally:
-        kill(pid)
+        kill_all([pid])
 
 
 async def test_cancel_interrupts_an_async_process_job_at_its_await(
@@ -489,7 +462,7 @@ async def test_cancel_interrupts_an_async_process_job_at_its_await(
         assert not alive(pid)
         assert cleanup.read_text() == "cleaned up"
     finally:
-        kill(pid)
+        kill_all([pid])
 
 
 async def test_a_timeout_terminates_a_process_job(start: Start, tmp_path: Path) -> None:
@@ -509,7 +482,7 @@ async def test_a_timeout_terminates_a_process_job(start: Start, tmp_path: Path) 
         assert task["task_result"] == f"Task '{task_id}' timed out after 0.5 s"
         assert not alive(pid)
     finally:
-        kill(pid)
+        kill_all([pid])
 
 
 async def test_a_process_job_a_crashed_service_left_is_stopped_at_the_next_start(
@@ -535,7 +508,7 @@ async def test_a_process_job_a_crashed_service_left_is_stopped_at_the_next_start
 
         restarted = server_factory(config_file=conf)
         await restarted.wait_ready()
-        await wait_gone(first)  # stopped by the new service before the task ran again
+        await wait_gone([first])  # stopped by the new service before the task ran again
 
         async def rerun() -> int | None:
             pid = int(pid_file.read_text())
@@ -558,7 +531,7 @@ async def test_a_process_job_a_crashed_service_left_is_stopped_at_the_next_start
         assert not alive(pids[1])
     finally:
         for pid in pids:
-            kill(pid)
+            kill_all([pid])
 
 
 # --- declaring where a job runs ---
