@@ -86,29 +86,27 @@ class TaskLost(APIError):
         return self.message
 
 
-class Refused(APIError):
-    """The service answered a 4xx that no retry mends: the worker is not set up right (a
-    type that is not external, missing or wrong credentials, a token without the grant "*").
-    `status` is the HTTP status, `message` the service's own words."""
+class _Answered(APIError):
+    """An error answer to one of the worker's requests; `what` names the request."""
 
     def __init__(
         self, what: str, status: int, message: str, exception: str = "", cause: str = ""
     ) -> None:
         super().__init__(status, message, exception, cause)
         self.what = what
+
+
+class Refused(_Answered):
+    """The service answered a 4xx that no retry mends: the worker is not set up right (a
+    type that is not external, missing or wrong credentials, a token without the grant "*").
+    `status` is the HTTP status, `message` the service's own words."""
 
     def __str__(self) -> str:
         return f"the service refused {self.what} (HTTP {self.status}): {self.message}"
 
 
-class Unavailable(APIError):
+class Unavailable(_Answered):
     """The service answered, but cannot serve now (429, 503, another 5xx): tried again."""
-
-    def __init__(
-        self, what: str, status: int, message: str, exception: str = "", cause: str = ""
-    ) -> None:
-        super().__init__(status, message, exception, cause)
-        self.what = what
 
     def __str__(self) -> str:
         return f"the service answered {self.what} with HTTP {self.status}: {self.message}"
