@@ -2,9 +2,9 @@
 report progress (each report extends the lease), and end them; a lease that runs out gives
 the task back.
 
-A worker's task moves like any other: `new`/`restoring` -> `scheduling` -> `scheduled` when
-a worker claims it (`task_server` is the worker's name), `queued` -> `running` at its first
-report (it confirmed, and it runs), then `success`, or a retry (`restoring`, backoff) or
+A worker's task moves through the same table as any other: `new`/`restoring` -> `scheduled`
+when a worker claims it (`task_server` is the worker's name), `running` at its first report
+(it confirmed, and it runs), then `success`, or a retry (`restoring`, backoff) or
 `failed`. A cancel makes a running task `cancelling`; the worker reads that in the answer to
 its next report, stops, and reports its end, and the task ends `cancelled`. A lease that
 expires (the worker died or lost touch) puts the task back through `restoring` with

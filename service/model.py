@@ -17,11 +17,11 @@ class Status(enum.StrEnum):
     UNKNOWN = "unknown"
     #: accepted and durably stored; nothing has looked at it yet
     NEW = "new"
-    #: claimed by the scheduler, which is choosing where it runs
+    #: claimed by a replica's scheduler, which is choosing where it runs (several replicas)
     SCHEDULING = "scheduling"
-    #: assigned to an executor that has not confirmed yet
+    #: assigned to an executor that has not confirmed yet (an external worker's lease)
     SCHEDULED = "scheduled"
-    #: the executor confirmed; waiting for a free slot
+    #: taken by this process's scheduler (or confirmed by its executor); waiting for a slot
     QUEUED = "queued"
     #: suspended by a user; not run until resumed
     PENDING = "pending"
@@ -82,10 +82,13 @@ _S = Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     # a task is only ever created `new`; nothing moves back to it
     _S.NEW: frozenset(),
+    # Only the steps that happen (SPEC 3): in one process the scheduler takes a task
+    # `new` -> `queued` -> `running`; an external worker's lease makes it `scheduled`, and
+    # its first report `running`; `scheduling` is a replica's claim (several replicas).
     _S.SCHEDULING: frozenset({_S.NEW, _S.RESTORING}),
-    _S.SCHEDULED: frozenset({_S.SCHEDULING}),
-    _S.QUEUED: frozenset({_S.SCHEDULED, _S.RESTORING}),
-    _S.RUNNING: frozenset({_S.QUEUED}),
+    _S.SCHEDULED: frozenset({_S.NEW, _S.RESTORING, _S.SCHEDULING}),
+    _S.QUEUED: frozenset({_S.NEW, _S.RESTORING, _S.SCHEDULED}),
+    _S.RUNNING: frozenset({_S.QUEUED, _S.SCHEDULED}),
     _S.SUCCESS: frozenset({_S.RUNNING}),
     _S.FAILED: INTERRUPTIBLE_STATUSES - {_S.CANCELLING},
     _S.CANCELLING: frozenset({_S.RUNNING}),

@@ -94,14 +94,9 @@ class Supervisor:
         #: submissions between admission and their commit
         self._admitting = 0
         self._running: dict[int, _Running] = {}
-        #: queued tasks waiting for a free slot
+        #: tasks this process claimed (`queued`), waiting for a free slot
         self._ready: dict[int, Task] = {}
-        #: tasks this process claimed that are not queued yet (`scheduling`, `scheduled`):
-        #: when the store cannot write their next step, it is tried again at the next one
-        self._claimed: dict[int, Task] = {}
-        #: ids of claimed tasks a confirmation step is writing now
-        self._confirming: set[int] = set()
-        #: scheduling steps in flight (confirmations, starts)
+        #: scheduling steps in flight (starts)
         self._steps: set[asyncio.Task[None]] = set()
         self._dirty_progress: dict[int, int] = {}
         #: totals declared since the last flush, written with their task's progress
@@ -159,8 +154,8 @@ class Supervisor:
             return
         self.started = False
         self._accepting = False
-        # The scheduler is not cancelled mid-step: a claim it made would be left `scheduled`,
-        # or a start it recorded without its job, and counted as interrupted at the next
+        # The scheduler is not cancelled mid-step: a claim it made would be left `queued`
+        # without its slot, or a start it recorded without its job, and counted as interrupted at the next
         # start. It finishes the step, starting nothing more, and stops; the others are cancelled.
         self._wakeup.set()
         scheduler, others = self._loops[0], self._loops[1:]
@@ -208,11 +203,10 @@ class Supervisor:
             await self.store.set_process_group(group.task_id, None, None)
 
     async def _return_ready_tasks(self) -> None:
-        """Claimed and queued tasks that never started go back as `restoring`."""
-        waiting = [*self._claimed, *self._ready]
+        """Queued tasks that never started go back as `restoring`."""
+        waiting = list(self._ready)
         if not waiting:
             return
-        self._claimed.clear()
         self._ready.clear()
         try:
             results = await self.store.transition_many(
@@ -297,7 +291,6 @@ class Supervisor:
             lambda t: Status.CANCELLING if t.status is Status.RUNNING else Status.CANCELLED,
         )
         self._ready.pop(task_id, None)
-        self._claimed.pop(task_id, None)
         if task.status is Status.CANCELLING:
             running = self._running.get(task_id)
             if task.type in self.settings.external_types:
@@ -323,7 +316,6 @@ class Supervisor:
     async def pause(self, graph: GraphRef, task_id: int) -> Task:
         task = await self._change(graph, task_id, Action.PAUSE, lambda t: Status.PENDING)
         self._ready.pop(task_id, None)
-        self._claimed.pop(task_id, None)
         return task
 
     async def resume(self, graph: GraphRef, task_id: int) -> Task:
@@ -358,7 +350,6 @@ class Supervisor:
         else:
             raise SidetaskError(f"Task '{task_id}' kept changing; try again")
         self._ready.pop(task_id, None)
-        self._claimed.pop(task_id, None)
         return task
 
     async def _change(
@@ -411,8 +402,8 @@ class Supervisor:
         return self.settings.concurrency - len(self._running)
 
     def _type_load(self, type_name: str) -> int:
-        waiting = [*self._ready.values(), *self._claimed.values()]
-        return self._running_of_type(type_name) + sum(1 for t in waiting if t.type == type_name)
+        waiting = sum(1 for t in self._ready.values() if t.type == type_name)
+        return self._running_of_type(type_name) + waiting
 
     def _type_room(self) -> dict[str, int]:
         """How many more tasks of each limited type may be claimed now; none of the types
@@ -447,19 +438,14 @@ class Supervisor:
             self._wakeup.clear()
 
     async def _schedule_once(self) -> None:
-        """Claim what fits and hand it on; the later steps run as their own tasks, so the
+        """Claim what fits and start what has a slot; starts run as their own tasks, so the
         next claim does not wait for their commits: with group commit, the steps of
         several batches share transactions instead of queueing behind each other."""
         now = clock.now_ms()
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
         # Prefetch up to one slot's worth per slot, so a freed slot starts work at once.
-        room = (
-            2 * self.settings.concurrency
-            - len(self._running)
-            - len(self._ready)
-            - len(self._claimed)
-        )
+        room = 2 * self.settings.concurrency - len(self._running) - len(self._ready)
         if room > 0:
             claimed = await self.store.claim(
                 room, now, self._type_room(), self.settings.server_name
@@ -467,10 +453,6 @@ class Supervisor:
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting
             await self._accept(claimed)
-        # claimed tasks whose confirmation no step is writing (new, or a write that failed)
-        stalled = [t for t in self._claimed.values() if t.id not in self._confirming]
-        if stalled:
-            self._spawn(self._confirm(stalled))
         if self._ready and self._slots_free() > 0:
             self._spawn(self._start_ready())
 
@@ -486,10 +468,8 @@ class Supervisor:
                         {"result": f"Job type '{task.type}' is not registered in this service"},
                     ),
                 )
-            elif task.status is Status.QUEUED:  # restoring tasks are queued by the claim
-                self._ready[task.id] = task
             else:
-                self._claimed[task.id] = task
+                self._ready[task.id] = task
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
         """Runs a scheduling step as its own task; a drain waits for the steps in flight."""
@@ -506,47 +486,6 @@ class Supervisor:
             log.warning("scheduling step not written: %s", exc.message)
         elif exc is not None:
             log.error("scheduling step failed", exc_info=exc)
-
-    async def _confirm(self, batch: list[Task]) -> None:
-        """`scheduling` -> `scheduled` (this process's executor) -> `queued` (it accepted),
-        then start what has a slot. A step the store could not write leaves its tasks in
-        `_claimed`, and the scheduler's next step takes them up again."""
-        ids = {t.id for t in batch}
-        self._confirming.update(ids)
-        try:
-            server = {"server": self.settings.server_name}
-            batch = await self._advance(batch, Status.SCHEDULING, Status.SCHEDULED, server)
-            await self._advance(batch, Status.SCHEDULED, Status.QUEUED)
-        finally:
-            self._confirming.difference_update(ids)
-        await self._start_ready()
-
-    async def _advance(
-        self,
-        batch: list[Task],
-        source: Status,
-        target: Status,
-        fields: dict[str, Any] | None = None,
-    ) -> list[Task]:
-        """Moves the batch's tasks that are in `source` to `target`; returns the batch as it
-        now is (tasks already past `source` as they were)."""
-        moving = [t for t in batch if t.status is source and t.id in self._claimed]
-        if not moving:
-            return batch
-        # When the store cannot write, this raises and the tasks stay in _claimed.
-        results = await self.store.transition_many([Change(t.id, target, fields) for t in moving])
-        moved: dict[int, Task] = {}
-        for task, result in zip(moving, results, strict=True):
-            if isinstance(result, Exception):  # paused, cancelled or deleted meanwhile
-                self._claimed.pop(task.id, None)
-                log.info("claimed task not queued: %s", result)
-            elif target is Status.QUEUED:
-                self._claimed.pop(task.id, None)
-                self._ready[task.id] = result
-            else:
-                self._claimed[task.id] = result
-                moved[task.id] = result
-        return [moved.get(t.id, t) for t in batch if t.id in self._claimed]
 
     def _next_ready(self) -> Task | None:
         limits = self.settings.type_concurrency

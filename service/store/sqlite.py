@@ -230,10 +230,9 @@ class SQLiteStore:
         self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
     ) -> list[Task]:
         """Takes up to `limit` waiting tasks that are due, highest priority first, and at most
-        `type_room[t]` of a type `t` that has a limit: a new task goes `scheduling`, a restoring
-        one (resumed, retried, recovered) straight to `queued`, on `server` (its task_server:
-        a new one gets it when scheduled; a restoring one skips that step, and may have been
-        paused before any server took it, or run elsewhere before)."""
+        `type_room[t]` of a type `t` that has a limit: each, new or restoring (resumed,
+        retried, recovered), goes `queued` on `server` (its task_server), the one step that
+        happens when this process's own scheduler takes a task (SPEC 3)."""
         on_server = None if server is None else {"server": server}
 
         def op(tx: Tx) -> list[Task]:
@@ -260,18 +259,12 @@ class SQLiteStore:
                     if type_name in room:
                         room[type_name] -= 1
                     taken.append((task_id, type_name))
-                # one UPDATE for the new ones, one for the restoring ones
-                statuses = {task_id: status for task_id, status, _ in found}
-                results: dict[int, Task | SidetaskError] = {}
-                steps = (
-                    (Status.SCHEDULING, Status.NEW, None),
-                    (Status.QUEUED, Status.RESTORING, on_server),
+                # one UPDATE for all of them
+                ids = [task_id for task_id, _ in taken]
+                changes = [Change(i, Status.QUEUED, on_server) for i in ids]
+                results: dict[int, Task | SidetaskError] = dict(
+                    zip(ids, tx.change_many(changes) if changes else [], strict=True)
                 )
-                for target, was, fields in steps:
-                    ids = [task_id for task_id, _ in taken if statuses[task_id] == was]
-                    if ids:
-                        changes = [Change(i, target, fields) for i in ids]
-                        results.update(zip(ids, tx.change_many(changes), strict=True))
                 for task_id, type_name in taken:
                     result = results[task_id]
                     if isinstance(result, Task):
@@ -347,8 +340,9 @@ class SQLiteStore:
         self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
     ) -> tuple[Lease | None, int | None]:
         """Claims the first due task of `types` for `worker`: `new` or `restoring` goes
-        `scheduling` -> `scheduled` (task_server: the worker) under a new lease. When none is
-        due: None, and the time the next waiting one of those types comes due."""
+        `scheduled` (task_server: the worker) under a new lease, until the worker confirms
+        by its first report. When none is due: None, and the time the next waiting one of
+        those types comes due."""
         wanted = sorted(set(types))
 
         def op(tx: Tx) -> tuple[Lease | None, int | None]:
@@ -364,12 +358,11 @@ class SQLiteStore:
                     return None, None if next_due is None else int(next_due)
                 (task_id,) = row
                 try:
-                    tx.change(Change(task_id, Status.SCHEDULING))
+                    task = tx.change(Change(task_id, Status.SCHEDULED, {"server": worker}))
                 except TransitionRefused:
                     damaged.append(task_id)
                     continue
                 break
-            task = tx.change(Change(task_id, Status.SCHEDULED, {"server": worker}))
             tx.conn.execute(q.SET_LEASE, (token, expires_ms, task_id))
             return Lease(task, token, expires_ms), None
 
@@ -402,10 +395,8 @@ class SQLiteStore:
 
     @staticmethod
     def _start_leased(tx: Tx, task: Task, fields: Mapping[str, Any]) -> Task:
-        """A worker's first report: it confirmed (`queued`) and runs it (`running`)."""
-        only = frozenset({Status.SCHEDULED})
-        tx.change(Change(task.id, Status.QUEUED, None, only))
-        return tx.change(Change(task.id, Status.RUNNING, fields, frozenset({Status.QUEUED})))
+        """A worker's first report: it confirmed, and it runs the task (`running`)."""
+        return tx.change(Change(task.id, Status.RUNNING, fields, frozenset({Status.SCHEDULED})))
 
     async def report(
         self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int

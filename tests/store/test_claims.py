@@ -18,20 +18,18 @@ async def test_claim_takes_the_highest_priority_first_then_the_oldest(store: Bac
     first = await store.claim(4, clock.now_ms(), {})
     rest = await store.claim(10, clock.now_ms(), {})
     assert [t.id for t in first + rest] == expected
-    assert {t.status for t in first + rest} == {Status.SCHEDULING}
+    assert {t.status for t in first + rest} == {Status.QUEUED}
     assert await store.claim(10, clock.now_ms(), {}) == []
 
 
-async def test_claim_sends_a_restoring_task_straight_to_queued_on_the_server(
-    store: Backend, raw: Raw
-) -> None:
+async def test_claim_queues_new_and_restoring_tasks_on_the_server(store: Backend, raw: Raw) -> None:
     task, _ = await store.insert(new())
     await raw.set(task.id, status="restoring")
     fresh, _ = await store.insert(new())
     claimed = await store.claim(10, clock.now_ms(), {}, server="server-1")
     assert [(t.id, t.status, t.server) for t in claimed] == [
         (task.id, Status.QUEUED, "server-1"),
-        (fresh.id, Status.SCHEDULING, None),  # a new one gets its server when scheduled
+        (fresh.id, Status.QUEUED, "server-1"),  # one step, as HugeGraph's local scheduler
     ]
     assert await store.get(GRAPH, task.id) == claimed[0]
 
@@ -87,6 +85,6 @@ async def test_a_claim_is_a_status_event(store: Backend) -> None:
     events = await store.events_after(0, GRAPH, task.id, 10)
     assert [(e.kind.value, e.status) for e in events] == [
         ("task.created", Status.NEW),
-        ("task.status", Status.SCHEDULING),
+        ("task.status", Status.QUEUED),
     ]
     assert claimed.update_ms >= task.update_ms

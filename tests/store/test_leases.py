@@ -47,7 +47,7 @@ async def test_a_lease_claims_the_first_due_task_of_the_types_for_the_worker(
     )
     assert (lease.token, lease.expires_ms) == ("tok", now + MINUTE)
     statuses = [e.status for e in await store.events_after(0, None, high.id, 10)]
-    assert statuses == [Status.NEW, Status.SCHEDULING, Status.SCHEDULED]
+    assert statuses == [Status.NEW, Status.SCHEDULED]
     second, _ = await store.lease("w2", ["render"], now, "tok2", now + MINUTE)
     assert second is not None and second.task.id == low.id
 
@@ -74,7 +74,7 @@ async def test_the_first_report_starts_the_task_and_each_report_extends_the_leas
     first = await store.report(GRAPH, lease.task.id, "tok", None, now + 2 * MINUTE)
     assert (first.task.status, first.expires_ms) == (Status.RUNNING, now + 2 * MINUTE)
     statuses = [e.status for e in await store.events_after(0, None, lease.task.id, 10)]
-    assert statuses[-2:] == [Status.QUEUED, Status.RUNNING]
+    assert statuses[-2:] == [Status.SCHEDULED, Status.RUNNING]
     second = await store.report(GRAPH, lease.task.id, "tok", 40, now + 3 * MINUTE)
     assert (second.task.status, second.task.progress, second.expires_ms) == (
         Status.RUNNING,
@@ -129,7 +129,7 @@ async def test_the_last_report_ends_the_task_as_decided_and_ends_the_lease(
     done = await store.settle_lease(GRAPH, lease.task.id, "tok", 100, succeed)
     assert (done.status, done.progress, done.result) == (Status.SUCCESS, 100, '"done"')
     statuses = [e.status for e in await store.events_after(0, None, lease.task.id, 10)]
-    assert statuses[-3:] == [Status.QUEUED, Status.RUNNING, Status.SUCCESS]
+    assert statuses[-3:] == [Status.SCHEDULED, Status.RUNNING, Status.SUCCESS]
     with pytest.raises(Conflict):
         await store.report(GRAPH, lease.task.id, "tok", None, clock.now_ms() + MINUTE)
 

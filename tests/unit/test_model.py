@@ -78,12 +78,16 @@ def test_cancelled_and_failed_only_come_back_by_retry(done: Status) -> None:
 
 
 def test_the_path_of_a_new_task_to_success() -> None:
-    path = [S.NEW, S.SCHEDULING, S.SCHEDULED, S.QUEUED, S.RUNNING, S.SUCCESS]
-    assert all(can_transition(a, b) for a, b in itertools.pairwise(path))
+    """SPEC 3: each way a task is run takes only the steps that happen."""
+    in_process = [S.NEW, S.QUEUED, S.RUNNING, S.SUCCESS]
+    replicas = [S.NEW, S.SCHEDULING, S.SCHEDULED, S.QUEUED, S.RUNNING, S.SUCCESS]
+    worker = [S.NEW, S.SCHEDULED, S.RUNNING, S.SUCCESS]
+    for path in (in_process, replicas, worker):
+        assert all(can_transition(a, b) for a, b in itertools.pairwise(path))
 
 
-def test_a_task_runs_only_after_being_queued() -> None:
-    assert allowed_sources(S.RUNNING) == {S.QUEUED}
+def test_a_task_runs_only_once_queued_or_confirmed_by_its_worker() -> None:
+    assert allowed_sources(S.RUNNING) == {S.QUEUED, S.SCHEDULED}
 
 
 def test_only_a_running_task_succeeds_or_starts_cancelling() -> None:

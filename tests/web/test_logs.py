@@ -76,7 +76,7 @@ async def test_json_logs_carry_request_and_task_ids(
         for line in lines
         if line["logger"] == "sidetask.tasks" and line.get("task_id") == task_id
     ]
-    assert transitions == ["new", "scheduling", "scheduled", "queued", "running", "success"]
+    assert transitions == ["new", "queued", "running", "success"]
     assert any(line.get("request_id") == made and line.get("status_code") == 200 for line in lines)
     assert any(
         line.get("request_id") == replaced and line.get("route") == "/health" for line in lines

@@ -172,8 +172,6 @@ async def test_a_failing_task_is_retried_then_fails(start: Start, db: Path) -> N
     run = ["queued", "running"]
     assert trail(db, task_id) == [
         "new",
-        "scheduling",
-        "scheduled",
         *run,
         "restoring",
         *run,
@@ -520,32 +518,31 @@ async def test_a_task_whose_type_is_no_longer_registered_fails_saying_so(
 async def test_a_drain_during_a_claim_hands_the_claimed_task_back(
     start: Start, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SIGTERM while the scheduler is confirming a claim: the step completes, nothing new
-    starts, and the task goes back to `restoring` with no retry spent (not left `scheduled`
-    to be counted as interrupted at the next start)."""
+    """SIGTERM while the scheduler is claiming: the claim completes, nothing new starts, and
+    the task goes back to `restoring` with no retry spent (not left `queued` to be counted
+    as interrupted at the next start)."""
     client = await start()
     store, supervisor = client.app[STORE], client.app[SUPERVISOR]
-    confirming = asyncio.Event()
-    real = store.transition_many
+    claiming = asyncio.Event()
+    real = store.claim
 
-    async def confirm_once_draining(changes: Sequence[Change]) -> list[Task | Exception]:
-        if any(change.target is Status.QUEUED for change in changes):
-            confirming.set()
+    async def claim_once_draining(*args: Any, **kwargs: Any) -> list[Task]:
+        claiming.set()
 
-            async def draining() -> bool:
-                return not supervisor.started
+        async def draining() -> bool:
+            return not supervisor.started
 
-            await wait_for(draining, what="the drain to begin")
-        return await real(changes)
+        await wait_for(draining, what="the drain to begin")
+        return await real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "transition_many", confirm_once_draining)
+    monkeypatch.setattr(store, "claim", claim_once_draining)
     task_id = await submit(client, BASE, "echo", {"late": True})
-    await asyncio.wait_for(confirming.wait(), 10)
+    await asyncio.wait_for(claiming.wait(), 10)
     await asyncio.wait_for(supervisor.drain(grace=5), 15)
     assert rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,)) == [
         ("restoring", 0)
     ]
-    assert trail(db, task_id) == ["new", "scheduling", "scheduled", "queued", "restoring"]
+    assert trail(db, task_id) == ["new", "queued", "restoring"]
 
 
 async def test_plain_jobs_up_to_the_concurrency_all_run_at_once(

@@ -110,7 +110,7 @@ async def test_a_task_runs_through_a_worker_from_claim_to_success(
         100,
     )
     assert trail(tmp_path / "sidetask.db", task_id) == [
-        "new", "scheduling", "scheduled", "queued", "running", "success",
+        "new", "scheduled", "running", "success",
     ]  # fmt: skip
 
 
@@ -359,8 +359,7 @@ async def test_an_expired_lease_gives_the_task_back_with_a_retry(
     assert (again["id"], again["retries"]) == (task_id, 1)
     await answer_of(await report(client, again, "/complete", {"result": "ok"}))
     assert trail(tmp_path / "sidetask.db", task_id) == [
-        "new", "scheduling", "scheduled", "queued", "running", "restoring",
-        "scheduling", "scheduled", "queued", "running", "success",
+        "new", "scheduled", "running", "restoring", "scheduled", "running", "success",
     ]  # fmt: skip
 
 
@@ -463,15 +462,7 @@ async def test_tasks_run_in_process_before_their_type_became_external_are_recove
     ) as response:
         done = await response.json()
     assert (done["task_status"], done["task_server"]) == ("success", "w1"), done
-    assert trail(db, claimed)[-7:] == [
-        "running",
-        "restoring",
-        "scheduling",
-        "scheduled",
-        "queued",
-        "running",
-        "success",
-    ]
+    assert trail(db, claimed)[-5:] == ["running", "restoring", "scheduled", "running", "success"]
 
 
 async def test_a_restart_of_the_service_keeps_the_workers_leases(
