@@ -26,6 +26,7 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -160,16 +161,17 @@ async def _low_load(server: BenchServer, count: int) -> dict[str, Any]:
     async with Watcher(server.url) as watcher:
         conn = await Connection.open(server.port)
         try:
-            for _ in range(count):
-                sent = time.perf_counter()
-                status, payload = await conn.request("POST", PATH, BODY)
-                if status != 201:
-                    raise RuntimeError(f"POST {PATH}: {status} {payload[:300]!r}")
-                task_id = int(orjson.loads(payload)["task_id"])
-                ids.append(task_id)
-                running = await watcher.wait_for(task_id, "running")
-                client_ms.append((running - sent) * 1000)
-                await watcher.wait_for(task_id, "success")
+            with server.cpu_window() as cpu:
+                for _ in range(count):
+                    sent = time.perf_counter()
+                    status, payload = await conn.request("POST", PATH, BODY)
+                    if status != 201:
+                        raise RuntimeError(f"POST {PATH}: {status} {payload[:300]!r}")
+                    task_id = int(orjson.loads(payload)["task_id"])
+                    ids.append(task_id)
+                    running = await watcher.wait_for(task_id, "running")
+                    client_ms.append((running - sent) * 1000)
+                    await watcher.wait_for(task_id, "success")
         finally:
             await conn.close()
     figures = task_figures(server, min(ids), max(ids))
@@ -179,30 +181,30 @@ async def _low_load(server: BenchServer, count: int) -> dict[str, Any]:
         "client_submit_to_running_ms": _summary(client_ms),
         "complete": figures["complete"],
         "sequences": figures["sequences"],
+        "server_cpu": cpu.result(count),
     }
 
 
 async def _under_load(
     server: BenchServer, count: int, connections: int, within: float
 ) -> dict[str, Any]:
-    cpu_before = server.cpu_seconds()
-    run = await submit_many(server.port, PATH, BODY, count, connections)
-    first, last = min(run.task_ids), max(run.task_ids)
-    if last - first + 1 != count:
-        raise RuntimeError(f"expected {count} consecutive task ids, got {first}..{last}")
-    deadline = time.monotonic() + within
-    done = False
-    with _db(server) as conn:
-        while time.monotonic() < deadline:
-            (finished,) = conn.execute(
-                "SELECT COUNT(*) FROM tasks WHERE id BETWEEN ? AND ? AND status IN ('success', 'failed', 'cancelled')",
-                (first, last),
-            ).fetchone()
-            if finished == count:
-                done = True
-                break
-            await asyncio.sleep(0.05)
-    cpu = server.cpu_seconds() - cpu_before
+    with server.cpu_window() as cpu:
+        run = await submit_many(server.port, PATH, BODY, count, connections)
+        first, last = min(run.task_ids), max(run.task_ids)
+        if last - first + 1 != count:
+            raise RuntimeError(f"expected {count} consecutive task ids, got {first}..{last}")
+        deadline = time.monotonic() + within
+        done = False
+        with _db(server) as conn:
+            while time.monotonic() < deadline:
+                (finished,) = conn.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE id BETWEEN ? AND ? AND status IN ('success', 'failed', 'cancelled')",
+                    (first, last),
+                ).fetchone()
+                if finished == count:
+                    done = True
+                    break
+                await asyncio.sleep(0.05)
     figures = task_figures(server, first, last)
     success = figures["statuses"].get("success", 0)
     end_ms = figures["last_success_ms"]
@@ -221,7 +223,7 @@ async def _under_load(
         "submits_per_s": count / (run.last_answer - run.first_sent),
         "submit_latency_ms": _summary(run.latencies_ms),
         "dispatch_ms": _summary(figures["dispatch_ms"]),
-        "server_cpu_s": cpu,
+        "server_cpu": cpu.result(count),
     }
 
 
@@ -234,10 +236,16 @@ async def _measure(
 
 
 def run_e2e(
-    count: int, sequential: int, connections: int = 64, within: float = 180.0, **settings: Any
+    count: int,
+    sequential: int,
+    connections: int = 64,
+    within: float = 180.0,
+    db: Path | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """`within`: seconds the N tasks get, after the last submission, to finish."""
-    with BenchServer(**settings) as server:
+    """`within`: seconds the N tasks get, after the last submission, to finish; `db`: a
+    database to start on (the backlog row's), else a fresh one."""
+    with BenchServer(db=db, **settings) as server:
         result = run_loop(_measure(server, count, sequential, connections, within))
         result["rss_peak_mb"] = server.peak_rss_mb()
     result["settings"] = settings

@@ -99,6 +99,7 @@ async def _measure(
         protocols.extend(protocol for _, protocol in batch)
     await asyncio.sleep(1.0)  # let every stream finish its (empty) replay and go live
     rss_idle = server.rss_mb()
+    cpu = server.cpu_window().start()
     task = await asyncio.to_thread(
         _post, f"{server.url}/graphs/hugegraph/jobs/ticker", {"rate": rate, "seconds": seconds}
     )
@@ -114,6 +115,7 @@ async def _measure(
         if time.monotonic() - started > seconds + 1 and total == last_total:
             break
         last_total = total
+    cpu.stop()
     firsts = [p.first for p in protocols if p.first]
     span_s = (max(p.last for p in protocols) - min(firsts)) / 1000 if firsts else 0.0
     final = await asyncio.to_thread(_get, f"{server.url}/graphs/hugegraph/tasks/{task['task_id']}")
@@ -138,6 +140,8 @@ async def _measure(
         "lag_max_ms": max(lags) if lags else float("nan"),
         "rss_idle_mb": rss_idle,
         "rss_peak_mb": rss_peak,
+        # from the ticker's submission to the last delivery, per event delivered
+        "server_cpu": cpu.result(delivered),
     }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from . import cpu
 from .server import BenchServer, run_loop
 from .stats import percentile
 
@@ -169,24 +170,43 @@ async def fresh_logins(
 
 
 async def measure(
-    url: str, user: str, password: str, logins: int, flood: int, warmup: float
+    url: str,
+    user: str,
+    password: str,
+    logins: int,
+    flood: int,
+    warmup: float,
+    pid: int | None = None,
 ) -> dict[str, Any]:
+    """`pid`: the server's process, whose CPU each part reports per request it answered
+    (the timed logins and the flood's)."""
     out: dict[str, Any] = {"flood_connections": flood}
     padding = 0
+    window = cpu.Window(pid) if pid is not None else None
+    if window is not None:
+        window.start()
     # Each login comes from an address of its own (127.0.1.1, 127.0.1.2, …; 127.0.2.x in the
     # second part, …): the service puts an address that asked for many checks lately behind
     # those that did not, and a user logs in once, not ten times a minute.
     out["quiet"] = await fresh_logins(url, user, password, logins, padding, "127.0.1.")
+    if window is not None:
+        window.stop()
+        out["quiet"]["server_cpu"] = window.result(logins)
     padding += logins
     cases = {
         "flood_one_address": ["127.0.0.2"],
         "flood_many_addresses": [f"127.0.0.{2 + i}" for i in range(flood)],
     }
     for part, (name, addresses) in enumerate(cases.items(), start=2):
+        if window is not None:
+            window.start()
         with flooding(url, user, flood, addresses) as counts:
             await asyncio.sleep(warmup)  # the flood fills the queue first
             result = await fresh_logins(url, user, password, logins, padding, f"127.0.{part}.")
         result.update(counts, flood_addresses=len(addresses))
+        if window is not None:
+            window.stop()
+            result["server_cpu"] = window.result(logins + counts.get("flood_requests", 0))
         padding += logins
         out[name] = result
     return out
@@ -198,9 +218,10 @@ def run_login_flood(logins: int, flood: int, warmup: float) -> dict[str, Any]:
 
     settings = {"users": {USER: auth.hash_password(PASSWORD)}}
     with BenchServer(**settings) as server:
-        result = run_loop(measure(server.url, USER, PASSWORD, logins, flood, warmup))
+        result = run_loop(
+            measure(server.url, USER, PASSWORD, logins, flood, warmup, pid=server.pid)
+        )
         result["iterations"] = auth.DEFAULT_ITERATIONS
-        result["server_cpu_s"] = server.cpu_seconds()
     return result
 
 

@@ -1,18 +1,24 @@
 """sidetask's benchmark: every row against freshly started servers on loopback, one table.
 
-    scripts/bench [--quick] [--rows ceiling,submit,e2e,peer,reads,sse,startup] [--json]
+    scripts/bench [--quick] [--rows ceiling,submit,e2e,backlog,peer,reads,sse,startup] [--json]
 
 Rows (scripts/benchlib/README.md says how each is measured):
   ceiling  a minimal aiohttp endpoint (own process) under the submit row's wrk load
   submit   POST …/jobs/echo over 64 keep-alive connections (wrk), ratio to the ceiling
   e2e      echo tasks submitted and run to success: tasks/s; dispatch latency at low
            load and under load (from the events table)
+  backlog  the e2e row on a server whose database holds 100,000 tasks waiting (delayed a
+           day; 20,000 quick), beside the e2e row's empty-database figures and the ratio
   peer     Huey with SqliteHuey, the same no-op job: enqueues/s, executions/s
   reads    GET one task, list, a deep page, with 1,000,000 tasks stored (100,000 quick)
   sse      SSE fan-out: 1,000 subscribers x 100 ev/s, 5,000 x 20 ev/s
   startup  process start to /ready, RSS idle and peak, on the same stored tasks
   login-flood  a fresh correct login's latency, quiet and while 60 connections send wrong
            passwords (600,000 PBKDF2 iterations), from one address and from 60
+
+Every row also gives the server's CPU per task or request, read from /proc (benchlib.cpu):
+the event loop's (main thread), the writer thread's (sidetask-writer), the rest, and any
+child processes by name.
 
 Load goes only to 127.0.0.1; every loop is bounded; every process started is stopped.
 """
@@ -33,9 +39,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import wrk
-from .server import BenchServer, CeilingServer, keep_work_dir, remove_work_dir, work_dir
+from .cpu import TICK_US
+from .cpu import describe as describe_cpu
+from .server import (
+    BenchServer,
+    CeilingServer,
+    Process,
+    keep_work_dir,
+    remove_work_dir,
+    work_dir,
+)
 
-ROWS = ("ceiling", "submit", "e2e", "peer", "reads", "sse", "startup", "login-flood")
+ROWS = ("ceiling", "submit", "e2e", "backlog", "peer", "reads", "sse", "startup", "login-flood")
 SUBMIT_PATH = "/graphs/hugegraph/jobs/echo"
 SUBMIT_BODY = '{"bench":1}'
 HUEY_REQUIREMENT = "huey>=2.5,<4"
@@ -51,6 +66,9 @@ class Plan:
     e2e_tasks: int = 20_000
     sequential: int = 200
     e2e_settings: dict[str, Any] = field(default_factory=dict)
+    #: tasks already waiting (delayed) in the backlog row's database
+    backlog_waiting: int = 100_000
+    backlog_delay_s: int = 86400
     peer_tasks: int = 20_000
     huey_workers: list[int] = field(default_factory=lambda: [1, 4])
     db_tasks: int = 1_000_000
@@ -74,6 +92,7 @@ class Plan:
             wrk_seconds=2,
             e2e_tasks=2000,
             sequential=30,
+            backlog_waiting=20_000,
             peer_tasks=1000,
             huey_workers=[4],
             db_tasks=100_000,
@@ -138,6 +157,14 @@ def ensure_huey() -> None:
 # --- the rows ---
 
 
+def measured_wrk(server: Process, script: str, options: dict[str, Any]) -> dict[str, Any]:
+    """wrk against `server`, with the server's CPU per request answered over the run."""
+    with server.cpu_window() as cpu:
+        result = wrk.run(server.url + SUBMIT_PATH, script, **options).as_dict()
+    result["server_cpu"] = cpu.result(result["requests"])
+    return result
+
+
 def row_ceiling_submit(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
     script = wrk.post_script(SUBMIT_BODY)
     options = {
@@ -149,14 +176,14 @@ def row_ceiling_submit(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
         f"ceiling: minimal aiohttp endpoint, wrk -t{plan.wrk_threads} -c{plan.connections} -d{plan.wrk_seconds}s"
     )
     with CeilingServer() as ceiling:
-        out["ceiling"] = wrk.run(ceiling.url + SUBMIT_PATH, script, **options).as_dict()
+        out["ceiling"] = measured_wrk(ceiling, script, options)
     if "submit" not in rows:
         return
     log(f"submit: POST {SUBMIT_PATH}, same wrk settings")
     import sqlite3
 
     with BenchServer() as server:
-        result = wrk.run(server.url + SUBMIT_PATH, script, **options).as_dict()
+        result = measured_wrk(server, script, options)
         with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as conn:
             statuses = dict(
                 conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
@@ -166,7 +193,7 @@ def row_ceiling_submit(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
     # the ceiling again, after: a machine whose load changed meanwhile shows as a spread
     log("ceiling again, after submit")
     with CeilingServer() as ceiling:
-        again = wrk.run(ceiling.url + SUBMIT_PATH, script, **options).as_dict()
+        again = measured_wrk(ceiling, script, options)
     out["ceiling"]["after_submit"] = again
     ceiling_rps = (out["ceiling"]["requests_per_s"] + again["requests_per_s"]) / 2
     result["ceiling_requests_per_s"] = ceiling_rps
@@ -181,6 +208,35 @@ def row_e2e(plan: Plan, out: dict[str, Any]) -> None:
         f"e2e: {plan.sequential} sequential echo tasks, then {plan.e2e_tasks} over {plan.connections} connections"
     )
     out["e2e"] = run_e2e(plan.e2e_tasks, plan.sequential, plan.connections, **plan.e2e_settings)
+
+
+def row_backlog(plan: Plan, out: dict[str, Any]) -> None:
+    """The e2e row again, on a database that already holds `backlog_waiting` tasks waiting
+    for a delay that outlasts the run; they must all still be waiting after it."""
+    import sqlite3
+
+    from . import dataset
+    from .e2e import run_e2e
+
+    db = work_dir() / "backlog.db"
+    log(
+        f"backlog: a database of {plan.backlog_waiting:,} echo tasks delayed {plan.backlog_delay_s:,} s"
+    )
+    info = dataset.build_waiting(db, plan.backlog_waiting, plan.backlog_delay_s)
+    if info["tasks"] != plan.backlog_waiting:
+        raise RuntimeError(f"built {info['tasks']} waiting tasks, not {plan.backlog_waiting}")
+    log(
+        f"  built in {info['seconds']:.1f} s ({info['mb']:.0f} MB); then e2e on it: {plan.sequential} "
+        f"sequential, {plan.e2e_tasks} over {plan.connections} connections"
+    )
+    result = run_e2e(plan.e2e_tasks, plan.sequential, plan.connections, db=db, **plan.e2e_settings)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (waiting,) = conn.execute(
+            "SELECT COUNT(*) FROM tasks WHERE id <= ? AND status = 'new'", (info["last_id"],)
+        ).fetchone()
+    result["database"] = info
+    result["still_waiting"] = waiting
+    out["backlog"] = result
 
 
 def row_peer(plan: Plan, out: dict[str, Any]) -> None:
@@ -263,6 +319,71 @@ def verdict(ok: bool | None, quick: bool) -> str:
     return word.lower() + "*" if quick else word
 
 
+def cpu_line(label: str, window: dict[str, Any], server: bool = True) -> Line:
+    """A sub-line: the server's CPU over a measured window, split (benchlib.cpu)."""
+    return Line("", f"  {label}", describe_cpu(window, server=server))
+
+
+#: how far the backlog row's per-task figures may be from the empty case's and still
+#: "match within noise": the spread at which the table calls the machine busy
+NOISE = 0.15
+
+
+def backlog_lines(plan: Plan, out: dict[str, Any]) -> list[Line]:
+    b = out["backlog"]
+    load, low = b["under_load"], b["low_load"]
+    n = b["database"]["tasks"]
+    ok = load["finished"] and load["complete"] == load["tasks"] and b["still_waiting"] == n
+    check = (
+        ""
+        if load["finished"] and load["complete"] == load["tasks"]
+        else f" (ONLY {load['complete']}/{load['tasks']} complete: {load['statuses']})"
+    )
+    days = b["database"]["delay_s"] / 86400
+    lines = [
+        Line(
+            "3b backlog",
+            f"as row 3, {n:,} tasks already waiting (delayed {days:g} day{'s' if days != 1 else ''})",
+            f"{fmt(load['tasks_per_s'])} tasks/s{check}",
+        ),
+        Line(
+            "",
+            "  every status stored; the backlog untouched",
+            f"{load['complete']:,}/{load['tasks']:,} tasks; {b['still_waiting']:,}/{n:,} still waiting",
+        ),
+        cpu_line("server CPU per task", load["server_cpu"]),
+        Line(
+            "",
+            "  dispatch p50, low load / under load",
+            f"{fmt(low['dispatch_ms']['p50'], 0)} ms / {fmt(load['dispatch_ms']['p50'], 0)} ms"
+            f" (empty: {fmt(out['e2e']['low_load']['dispatch_ms']['p50'], 0)} ms / "
+            f"{fmt(out['e2e']['under_load']['dispatch_ms']['p50'], 0)} ms)"
+            if "e2e" in out
+            else f"{fmt(low['dispatch_ms']['p50'], 0)} ms / {fmt(load['dispatch_ms']['p50'], 0)} ms",
+        ),
+    ]
+    if "e2e" in out:
+        empty = out["e2e"]["under_load"]
+        mine, theirs = load["server_cpu"]["per_unit"], empty["server_cpu"]["per_unit"]
+
+        def ratio(key: str) -> float:
+            return mine[key] / theirs[key] if theirs[key] else float("nan")
+
+        rate = load["tasks_per_s"] / empty["tasks_per_s"] if empty["tasks_per_s"] else 0.0
+        cost = ratio("total_us")
+        lines.append(
+            Line(
+                "",
+                "  backlog / empty database (row 3, same run)",
+                f"tasks/s {rate:.2f}x; CPU per task {cost:.2f}x (loop {ratio('loop_us'):.2f}x, "
+                f"writer {ratio('writer_us'):.2f}x)",
+                f"matches the empty case within noise (±{NOISE:.0%})",
+                verdict(ok and abs(rate - 1) <= NOISE and abs(cost - 1) <= NOISE, plan.quick),
+            )
+        )
+    return lines
+
+
 def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
     q = plan.quick
     lines: list[Line] = []
@@ -283,6 +404,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 f"{fmt(c['requests_per_s'])} req/s; {latency(c)}{errors(c)}",
             )
         )
+        lines.append(cpu_line("ceiling CPU per request", c["server_cpu"], server=False))
     if "submit" in out:
         s = out["submit"]
         lost = (
@@ -297,6 +419,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 f"{fmt(s['requests_per_s'])} req/s; {latency(s)}{errors(s)}{lost}",
             )
         )
+        lines.append(cpu_line("server CPU per request", s["server_cpu"]))
         ratio = s["ratio_to_ceiling"]
         again = out["ceiling"]["after_submit"]
         before = out["ceiling"]["requests_per_s"]
@@ -309,6 +432,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 + (f"; {spread:.0%} APART: A BUSY MACHINE" if spread > 0.15 else ""),
             )
         )
+        lines.append(cpu_line("ceiling CPU per request", again["server_cpu"], server=False))
         lines.append(
             Line(
                 "",
@@ -341,6 +465,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 f"{load['complete']:,}/{load['tasks']:,} tasks; submits answered at {fmt(load['submits_per_s'])}/s",
             )
         )
+        lines.append(cpu_line("server CPU per task", load["server_cpu"]))
         d = low["dispatch_ms"]
         lines.append(
             Line(
@@ -367,6 +492,8 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms",
             )
         )
+    if "backlog" in out:
+        lines.extend(backlog_lines(plan, out))
     if "peer" in out:
         p = out["peer"]["best"]
         lines.append(
@@ -423,6 +550,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                     f"c64: {fmt(r['c64']['requests_per_s'])} req/s, {latency(r['c64'])}{errors(r['c64'])}",
                 )
             )
+            lines.append(cpu_line("server CPU per request, c64", r["c64"]["server_cpu"]))
     if "sse" in out:
         for i, c in enumerate(out["sse"]["cases"]):
             target = (
@@ -454,6 +582,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                     f"{c['published']} events ({rate}); {delivered}; RSS {fmt(c['rss_peak_mb'], 0)} MB",
                 )
             )
+            lines.append(cpu_line("server CPU per event delivered", c["server_cpu"]))
     if "stored" in out:
         st = out["stored"]
         n = st["database"]["tasks"]
@@ -466,6 +595,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 verdict(st["ready_s"] <= 1.0, q),
             )
         )
+        lines.append(cpu_line("server CPU to ready", st["cpu_to_ready"]))
         lines.append(
             Line(
                 "",
@@ -501,6 +631,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 logins(f["quiet"]),
             )
         )
+        lines.append(cpu_line("server CPU per login", f["quiet"]["server_cpu"]))
         for key, label in (
             ("flood_one_address", "from one address"),
             ("flood_many_addresses", "from 60 addresses"),
@@ -514,6 +645,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 )
             )
             lines.append(Line("", "", f"flood answered: {answered(r)}"))
+            lines.append(cpu_line("server CPU per request (logins and flood)", r["server_cpu"]))
     return lines
 
 
@@ -573,6 +705,18 @@ def render(
         text.append(
             "dispatch: created -> running, from the create_ms of the task's events (start of the transaction that wrote each)"
         )
+    if "backlog" in out:
+        text.append(
+            "backlog: the file is made before the server starts: one task submitted with ?delay= through the service, its row "
+            "and its task.created event copied with new ids; ratios are backlog / empty, judged within "
+            f"±{NOISE:.0%} on tasks/s and on CPU per task"
+        )
+    text.append(
+        "server CPU: utime + stime from /proc over each measured window (under load: first request to last task finished), "
+        "per task or request; loop = the main thread (the event loop), writer = the thread named sidetask-writer, "
+        "other = the rest of the process (aiosqlite readers, job threads, ended threads), child NAME = a child process "
+        f"by its comm; cores = CPU s per s; 1 tick = {TICK_US / 1000:g} ms"
+    )
     if "peer" in out:
         p = out["peer"]["best"]
         text.append(
@@ -625,6 +769,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="tasks stored for reads/startup (default 1,000,000; quick 100,000)",
     )
     parser.add_argument(
+        "--backlog",
+        type=int,
+        help="tasks waiting in the backlog row's database (default 100,000; quick 20,000)",
+    )
+    parser.add_argument(
         "--huey-workers",
         help="comma-separated consumer worker counts to try (default 1,4; quick 4)",
     )
@@ -669,6 +818,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.e2e_tasks = plan.peer_tasks = args.tasks
     if args.db_tasks:
         plan.db_tasks = args.db_tasks
+    if args.backlog:
+        plan.backlog_waiting = args.backlog
     if args.huey_workers:
         plan.huey_workers = [int(w) for w in args.huey_workers.split(",")]
     if args.e2e_concurrency:
@@ -682,6 +833,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = set(args.rows.split(","))
     if "submit" in rows:
         rows.add("ceiling")  # its ratio is to the ceiling of the same run
+    if "backlog" in rows:
+        rows.add("e2e")  # it is compared with the empty database of the same run
 
     from .machine import describe, load_average
 
@@ -693,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("ceiling/submit", lambda: row_ceiling_submit(plan, rows, out)))
     if "e2e" in rows:
         steps.append(("e2e", lambda: row_e2e(plan, out)))
+    if "backlog" in rows:
+        steps.append(("backlog", lambda: row_backlog(plan, out)))
     if "peer" in rows:
         steps.append(("peer", lambda: row_peer(plan, out)))
     if "sse" in rows:

@@ -50,6 +50,7 @@ def run_reads(
     result: dict[str, Any] = {}
     with BenchServer(db=db) as server:
         result["ready_s"] = server.ready_seconds
+        result["cpu_to_ready"] = server.cpu_to_ready
         time.sleep(settle)
         result["rss_idle_mb"] = server.rss_mb()
         if reads:
@@ -67,9 +68,20 @@ def run_reads(
                 for name, (url, script) in targets.items():
                     if warmup:  # one second, not counted
                         wrk.run(url, script, seconds=1, connections=64, threads=2)
-                    saturated = wrk.run(url, script, seconds=seconds, connections=64, threads=2)
-                    moderate = wrk.run(url, script, seconds=seconds, connections=4, threads=1)
-                    result[name] = {"c64": saturated.as_dict(), "c4": moderate.as_dict()}
+                    result[name] = {}
+                    for key, connections, threads in (("c64", 64, 2), ("c4", 4, 1)):
+                        with server.cpu_window() as cpu:
+                            run = wrk.run(
+                                url,
+                                script,
+                                seconds=seconds,
+                                connections=connections,
+                                threads=threads,
+                            )
+                        result[name][key] = {
+                            **run.as_dict(),
+                            "server_cpu": cpu.result(run.requests),
+                        }
             result["rss_sampled_peak_mb"] = sampler.peak
         result["rss_peak_mb"] = server.peak_rss_mb()
     return result

@@ -18,6 +18,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import cpu
+
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +114,10 @@ class Process:
         try:
             #: seconds from the process's start to its first 200 on /ready
             self.ready_seconds = self.wait_ready()
+            #: its CPU from its start to that first 200 (benchlib.cpu)
+            self.cpu_to_ready = cpu.between(
+                cpu.Snapshot(self.pid, self.started), cpu.snapshot(self.pid)
+            )
         except BaseException:
             self.stop()
             raise
@@ -143,13 +149,10 @@ class Process:
         """The largest resident set the process has had so far (the kernel's VmHWM)."""
         return rss_mb(self.pid, "VmHWM")
 
-    def cpu_seconds(self) -> float:
-        """User plus system CPU time the process has used (utime + stime)."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_window(self) -> cpu.Window:
+        """`with server.cpu_window() as w: …`, then `w.result(units)`: the process's CPU
+        (its threads and children apart) while the block ran (benchlib.cpu)."""
+        return cpu.Window(self.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
