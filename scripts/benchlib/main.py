@@ -732,6 +732,11 @@ def render(
     if plan.quick:
         text.append(
             "* quick run: fewer tasks, shorter loads, fewer subscribers, 100,000 stored tasks instead of 1,000,000"
+            + (
+                f", {plan.backlog_waiting:,} waiting in the backlog row instead of 100,000"
+                if "backlog" in out
+                else ""
+            )
         )
     return "\n".join(text)
 
