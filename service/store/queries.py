@@ -124,9 +124,27 @@ def change_status(fields: tuple[str, ...], ids: int, sources: int) -> str:
     `sources` statuses; parameters: target, now, the fields' values, the ids, the sources."""
     assignments = "".join(f", {name} = ?" for name in fields)
     where = "id = ?" if ids == 1 else f"id IN ({marks(ids)})"
+    # `+status`: without it SQLite plans `id IN (…) AND status IN (…)` as a search of the
+    # status index, which walks every task waiting in that status (the backlog) per step.
     return (
         f"UPDATE tasks SET status = ?, update_ms = ?{assignments}"
-        f" WHERE {where} AND status IN ({marks(sources) or 'NULL'}) RETURNING {TASK_COLUMNS}"
+        f" WHERE {where} AND +status IN ({marks(sources) or 'NULL'}) RETURNING {TASK_COLUMNS}"
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def change_status_rows(fields: tuple[str, ...], rows: int, sources: int) -> str:
+    """`change_status` for `rows` tasks that each set `fields` to values of their own (a
+    batch of job ends, each with its result), as one statement: the values come as rows
+    of (id, the fields' values). Parameters: target, now, each row's id and values, the
+    sources."""
+    assignments = "".join(f", {name} = v.column{i}" for i, name in enumerate(fields, start=2))
+    row = f"({marks(len(fields) + 1)})"
+    return (
+        f"UPDATE tasks SET status = ?, update_ms = ?{assignments}"
+        f" FROM (VALUES {', '.join([row] * rows)}) AS v"
+        f" WHERE tasks.id = v.column1 AND +tasks.status IN ({marks(sources) or 'NULL'})"
+        f" RETURNING {TASK_COLUMNS}"
     )
 
 

@@ -26,7 +26,7 @@ from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .lock import ProcessLock
 from .rows import is_json, row_to_event, row_to_task, stored_status
-from .writer import Op, Tx, Writer
+from .writer import ChangeOp, Op, Tx, Writer
 
 T = TypeVar("T")
 
@@ -159,28 +159,14 @@ class SQLiteStore:
         return await self._write(op)
 
     async def transition(self, change: Change) -> Task:
-        return await self._write(lambda tx: tx.change(change))
+        return await self._write(ChangeOp(change))
 
     async def transition_many(self, changes: Sequence[Change]) -> list[Task | Exception]:
-        """Several changes in one write; each applies or is refused on its own."""
-
-        # Changes of one shape (target, fields, sources) share one UPDATE: the supervisor's
-        # steps move a whole claimed batch at a time.
-        groups: dict[Any, list[int]] = {}
-        for index, change in enumerate(changes):
-            shape = (change.target, tuple((change.fields or {}).items()), change.sources)
-            groups.setdefault(shape, []).append(index)
-
-        def op(tx: Tx) -> list[Task | Exception]:
-            results: list[Task | Exception] = [RuntimeError("unset")] * len(changes)
-            for indexes in groups.values():
-                for index, result in zip(
-                    indexes, tx.change_many([changes[i] for i in indexes]), strict=True
-                ):
-                    results[index] = result
-            return results
-
-        return await self._write(op)
+        """Several changes in one write; each applies or is refused on its own. Changes of
+        one shape (target, field names, sources) share one UPDATE: the supervisor's steps
+        move a whole batch at a time."""
+        changes = list(changes)
+        return await self._write(lambda tx: list[Task | Exception](tx.change_many(changes)))
 
     async def set_progress(
         self, progress: Mapping[int, int], totals: Mapping[int, int] | None = None

@@ -13,7 +13,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +37,8 @@ CHANGEABLE_FIELDS = frozenset(
 )
 #: the most writes one transaction carries; the rest wait for the next one
 MAX_BATCH = 4096
+#: the most changes one UPDATE carries (SQLite caps a statement's parameters)
+CHANGE_CHUNK = 500
 
 
 def sql_error(exc: sqlite3.Error) -> SidetaskError:
@@ -136,12 +138,47 @@ class Tx:
         return task
 
     def change_many(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
-        """Changes with the same target, fields and sources as one UPDATE; each change
-        applies or is refused on its own, as `change` would."""
+        """Several changes, each applied or refused on its own as `change` would, in as few
+        statements as their shapes allow: one per target, field names and sources (and
+        per chunk of CHANGE_CHUNK), whatever the fields' values. A task changed twice in
+        `changes` is changed in their order."""
+        results: list[Task | SidetaskError] = []
+        segment: list[Change] = []
+        ids: set[int] = set()
+        for change in changes:
+            if change.task_id in ids:
+                results.extend(self._change_segment(segment))  # the first change first
+                segment, ids = [], set()
+            segment.append(change)
+            ids.add(change.task_id)
+        results.extend(self._change_segment(segment))
+        return results
+
+    def _change_segment(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        """Changes of distinct tasks (so their order does not matter), grouped by shape."""
+        results: list[Task | SidetaskError | None] = [None] * len(changes)
+        groups: dict[Any, list[int]] = {}
+        for index, change in enumerate(changes):
+            shape = (change.target, tuple(change.fields or ()), change.sources)
+            groups.setdefault(shape, []).append(index)
+        for indexes in groups.values():
+            for at in range(0, len(indexes), CHANGE_CHUNK):
+                chunk = indexes[at : at + CHANGE_CHUNK]
+                applied = self._change_set([changes[i] for i in chunk])
+                for i, result in zip(chunk, applied, strict=True):
+                    results[i] = result
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _change_set(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        """Changes of one shape as one UPDATE."""
         if len(changes) == 1:
             return [self._try(changes[0])]
         first = changes[0]
-        sql, params = _update(first, self.now, [c.task_id for c in changes])
+        if first.fields and any(c.fields != first.fields for c in changes):
+            sql, params = _update_rows(changes, self.now)
+        else:
+            sql, params = _update(first, self.now, [c.task_id for c in changes])
         self.conn.execute("SAVEPOINT changes")
         try:
             rows = self.conn.execute(sql, params).fetchall()
@@ -186,21 +223,58 @@ class Tx:
 def _update(change: Change, now: int, task_ids: Sequence[int]) -> tuple[str, list[Any]]:
     """The compare-and-set UPDATE of `change`, applied to `task_ids`: the transition table
     is enforced in SQL (`status IN (…)`), whatever the caller checked before."""
+    fields = change.fields or {}
+    sources = _sources(change)
+    sql = q.change_status(_changeable(fields), len(task_ids), len(sources))
+    return sql, [change.target.value, now, *fields.values(), *task_ids, *sources]
+
+
+def _sources(change: Change) -> list[str]:
+    """The statuses `change` may come from, as stored values."""
     sources = allowed_sources(change.target)
     if change.sources is not None:
         sources = sources & change.sources
-    fields = change.fields or {}
-    bad = set(fields) - CHANGEABLE_FIELDS
+    return [s.value for s in sorted(sources)]
+
+
+def _changeable(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    names = tuple(fields)
+    bad = set(names) - CHANGEABLE_FIELDS
     if bad:
         raise ValueError(f"not changeable: {sorted(bad)}")
-    sql = q.change_status(tuple(fields), len(task_ids), len(sources))
-    params: list[Any] = [change.target.value, now, *fields.values(), *task_ids]
-    params.extend(s.value for s in sorted(sources))
-    return sql, params
+    return names
+
+
+def _update_rows(changes: Sequence[Change], now: int) -> tuple[str, list[Any]]:
+    """Changes of one shape whose fields' values differ (job ends, each with its result)
+    as one UPDATE … FROM (VALUES …)."""
+    first = changes[0]
+    names = _changeable(first.fields or {})
+    sources = _sources(first)
+    params: list[Any] = [first.target.value, now]
+    for change in changes:
+        fields = change.fields or {}
+        params.append(change.task_id)
+        params.extend(fields[name] for name in names)
+    params.extend(sources)
+    return q.change_status_rows(names, len(changes), len(sources)), params
 
 
 #: a write: run in the writer's thread, inside the transaction, on its Tx
 Op = Callable[[Tx], T]
+
+
+class ChangeOp:
+    """A write that is one status change: the writer puts a run of them into as few
+    UPDATEs as it can (a batch of job ends becomes one statement)."""
+
+    __slots__ = ("change",)
+
+    def __init__(self, change: Change) -> None:
+        self.change = change
+
+    def __call__(self, tx: Tx) -> Task:
+        return tx.change(self.change)
 
 
 class _Aborted(Exception):
@@ -428,8 +502,60 @@ class Writer:
                 return
 
     def _commit_batch(self, ops: list[Op[Any]]) -> tuple[list[tuple[bool, Any]], list[Event]]:
-        """Runs in the writer's thread: one transaction, one savepoint per write so a refused
-        write leaves nothing behind while the others commit."""
+        """Runs in the writer's thread: the batch as one transaction. First as it comes,
+        with no savepoints (a savepoint per write cost more than the writes it guarded);
+        if any write raises, that attempt is rolled back and the batch is run again with a
+        savepoint per write, so the failing one leaves nothing behind and the others
+        commit."""
+        conn = self._conn
+        assert conn is not None
+        if conn.in_transaction:  # a failure that left one open must not block every later write
+            conn.execute(q.ROLLBACK)
+        tx = Tx(conn, self._event_ids)
+        conn.execute(q.BEGIN)
+        try:
+            outcomes = self._run_plainly(tx, ops)
+            tx.write_events()
+            conn.execute(q.COMMIT)
+        except Exception:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(q.ROLLBACK)
+            return self._commit_carefully(ops)
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(q.ROLLBACK)
+            raise
+        return outcomes, tx.events
+
+    @staticmethod
+    def _run_plainly(tx: Tx, ops: list[Op[Any]]) -> list[tuple[bool, Any]]:
+        """The writes of a batch, in order; a run of single status changes in a row goes
+        into as few UPDATEs as their shapes allow (Tx.change_many), each still applied
+        or refused on its own. Any write that raises ends the attempt."""
+        outcomes: list[tuple[bool, Any]] = []
+        run: list[Change] = []
+
+        def flush() -> None:
+            for result in tx.change_many(run):
+                outcomes.append((not isinstance(result, SidetaskError), result))
+            run.clear()
+
+        for op in ops:
+            if isinstance(op, ChangeOp):
+                run.append(op.change)
+                continue
+            if run:
+                flush()
+            outcomes.append((True, op(tx)))
+        if run:
+            flush()
+        return outcomes
+
+    def _commit_carefully(self, ops: list[Op[Any]]) -> tuple[list[tuple[bool, Any]], list[Event]]:
+        """The batch again, one savepoint per write, so a refused write leaves nothing
+        behind while the others commit."""
         conn = self._conn
         assert conn is not None
         if conn.in_transaction:  # a failure that left one open must not block every later write

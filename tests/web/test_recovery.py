@@ -101,8 +101,6 @@ async def test_a_killed_run_is_restored_and_succeeds_when_retries_are_left(
     assert (task["task_retries"], task["task_result"]) == (1, '"run 2"')
     assert trail(db, task_id) == [
         "new",
-        "scheduling",
-        "scheduled",
         "queued",
         "running",  # the killed run
         "restoring",
@@ -319,7 +317,7 @@ async def test_a_second_process_on_another_name_of_the_file_refuses_and_nothing_
     task = await wait_task(http, first, task_id, "success")
     assert (task["task_result"], task["task_retries"]) == ('"once"', 0)
     # no recovery in the second process took the running task for an interrupted one
-    assert trail(db, task_id) == ["new", "scheduling", "scheduled", "queued", "running", "success"]
+    assert trail(db, task_id) == ["new", "queued", "running", "success"]
 
 
 async def test_the_guard_leaves_no_file_a_cleaner_could_remove(
