@@ -197,10 +197,11 @@ def _figure(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def describe(window: dict[str, Any], *, server: bool = True) -> str:
+def describe(window: dict[str, Any], *, server: bool = True, main: str = "loop") -> str:
     """`1,480 µs = loop 600 + writer 830 + other 50; 0.90 cores`: per unit when the window
     has units, else the whole window in ms. `server`: the process is sidetask's (its
-    writer is named, and said to be missing when no thread or child carries its name)."""
+    writer is named, and said to be missing when no thread or child carries its name);
+    `main`: what the main thread is called."""
     p = window.get("per_unit")
     scale, suffix = 1.0, "µs"
     if p is None:
@@ -209,7 +210,7 @@ def describe(window: dict[str, Any], *, server: bool = True) -> str:
     def f(key: str) -> str:
         return _figure(p[key] * scale)
 
-    parts = [f"loop {f('loop_us')}"]
+    parts = [f"{main} {f('loop_us')}"]
     if server:
         parts.append(f"writer {f('writer_us')}")
     parts.append(f"other {f('other_us')}")

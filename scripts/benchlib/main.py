@@ -16,7 +16,7 @@ Rows (scripts/benchlib/README.md says how each is measured):
   login-flood  a fresh correct login's latency, quiet and while 60 connections send wrong
            passwords (600,000 PBKDF2 iterations), from one address and from 60
 
-Every row also gives the server's CPU per task or request, read from /proc (benchlib.cpu):
+Every row that runs a server also gives its CPU per task or request, from /proc (benchlib.cpu):
 the event loop's (main thread), the writer thread's (sidetask-writer), the rest, and any
 child processes by name.
 
@@ -510,6 +510,15 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 f"{fmt(p['enqueue_plus_execute_per_s'])}/s sequential, {fmt(p['concurrent_per_s'])}/s concurrent",
             )
         )
+        if "consumer_cpu" in p:
+            lines.append(
+                Line(
+                    "",
+                    "  Huey CPU per task (concurrent)",
+                    f"consumer {describe_cpu(p['consumer_cpu'], server=False, main='main')}; "
+                    f"producer {fmt(p['producer_cpu_us_per_task'], 0)} µs",
+                )
+            )
         if "e2e" in out:
             huey_rate = max(p["enqueue_plus_execute_per_s"], p["concurrent_per_s"])
             ratio = out["e2e"]["under_load"]["tasks_per_s"] / huey_rate
@@ -711,18 +720,21 @@ def render(
             "and its task.created event copied with new ids; ratios are backlog / empty, judged within "
             f"±{NOISE:.0%} on tasks/s and on CPU per task"
         )
-    text.append(
-        "server CPU: utime + stime from /proc over each measured window (under load: first request to last task finished), "
-        "per task or request; loop = the main thread (the event loop), writer = the thread named sidetask-writer, "
-        "other = the rest of the process (aiosqlite readers, job threads, ended threads), child NAME = a child process "
-        f"by its comm; cores = CPU s per s; 1 tick = {TICK_US / 1000:g} ms"
-    )
+    if out.keys() & {"ceiling", "e2e", "stored", "sse", "login_flood"}:
+        text.append(
+            "server CPU: utime + stime from /proc over each measured window (under load: first request to last task finished), "
+            "per task or request; loop = the main thread (the event loop), writer = the thread named sidetask-writer, "
+            "other = the rest of the process (aiosqlite readers, job threads, ended threads), child NAME = a child process "
+            f"by its comm; cores = CPU s per s; 1 tick = {TICK_US / 1000:g} ms"
+        )
     if "peer" in out:
         p = out["peer"]["best"]
         text.append(
             "Huey: consumer `huey_consumer -k thread -n -d 0.01 -m 0.1`, SqliteHuey(fsync=True); sequential = N / (enqueue N with no "
             "consumer + execute N from the consumer's start); concurrent = N / (first enqueue to N-th completion); "
-            f"the ratio uses the better of the two (workers tried: {', '.join(str(r['workers']) for r in out['peer']['runs'])}; best {p['workers']})"
+            f"the ratio uses the better of the two (workers tried: {', '.join(str(r['workers']) for r in out['peer']['runs'])}; best {p['workers']}); "
+            "its CPU per task: the consumer's (/proc) from the first enqueue to the N-th completion, and the producer's "
+            "while it enqueued (Huey's enqueue is the insert that sidetask's server does)"
         )
     if "sse" in out:
         text.append(

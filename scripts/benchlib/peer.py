@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import cpu
 from .server import ROOT, child_env, work_dir
 
 #: the consumer's queue polling: Huey's default waits 0.1 s growing to 10 s on an empty
@@ -165,8 +166,10 @@ def run_peer(
     try:
         concurrent.start_consumer(workers)
         concurrent.wait_file("started", 60)
-        produced = concurrent.enqueue(producer_threads)
-        done = concurrent.wait_file("done", timeout)
+        assert concurrent.consumer is not None
+        with cpu.Window(concurrent.consumer.pid) as consumer_cpu:
+            produced = concurrent.enqueue(producer_threads)
+            done = concurrent.wait_file("done", timeout)
         concurrent_s = done - produced["start"]
     finally:
         concurrent.stop()
@@ -186,4 +189,8 @@ def run_peer(
         "concurrent_enqueue_seconds": produced["end"] - produced["start"],
         "sequential_check": seq_check,
         "concurrent_check": con_check,
+        # the concurrent part: the consumer's CPU (benchlib.cpu) and the producer's
+        # (Huey's enqueue is the SQLite insert sidetask's server does), per task
+        "consumer_cpu": consumer_cpu.result(count),
+        "producer_cpu_us_per_task": produced["cpu_s"] * 1e6 / count,
     }
