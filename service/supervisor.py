@@ -36,6 +36,7 @@ from .jobs.registry import Registry
 from .model import Action, GraphRef, NewTask, Status, Task
 from .policy import Outcome, after_failure, after_interruption, delete_sources, refusal
 from .policy import retry_delay as backoff_delay
+from .ready import ReadyQueue
 from .store import Change, Store
 
 log = logging.getLogger("sidetask.supervisor")
@@ -70,6 +71,8 @@ class _Running:
     #: the job has ended and its end is being written: a cancel landing now is recorded
     #: by that write (which finds the task `cancelling`), with the final progress
     ending: bool = False
+    #: its end is handed to the writer: the slot is free for the next job
+    slot_freed: bool = False
 
 
 class Supervisor:
@@ -94,8 +97,10 @@ class Supervisor:
         #: submissions between admission and their commit
         self._admitting = 0
         self._running: dict[int, _Running] = {}
+        #: entries of _running whose job has returned and whose end is being written
+        self._freed = 0
         #: tasks this process claimed (`queued`), waiting for a free slot
-        self._ready: dict[int, Task] = {}
+        self._ready = ReadyQueue()
         #: scheduling steps in flight (starts)
         self._steps: set[asyncio.Task[None]] = set()
         self._dirty_progress: dict[int, int] = {}
@@ -290,7 +295,7 @@ class Supervisor:
             Action.CANCEL,
             lambda t: Status.CANCELLING if t.status is Status.RUNNING else Status.CANCELLED,
         )
-        self._ready.pop(task_id, None)
+        self._ready.discard(task_id)
         if task.status is Status.CANCELLING:
             running = self._running.get(task_id)
             if task.type in self.settings.external_types:
@@ -315,7 +320,7 @@ class Supervisor:
 
     async def pause(self, graph: GraphRef, task_id: int) -> Task:
         task = await self._change(graph, task_id, Action.PAUSE, lambda t: Status.PENDING)
-        self._ready.pop(task_id, None)
+        self._ready.discard(task_id)
         return task
 
     async def resume(self, graph: GraphRef, task_id: int) -> Task:
@@ -349,7 +354,7 @@ class Supervisor:
                 continue  # it moved on between the read and the delete: look again
         else:
             raise SidetaskError(f"Task '{task_id}' kept changing; try again")
-        self._ready.pop(task_id, None)
+        self._ready.discard(task_id)
         return task
 
     async def _change(
@@ -398,11 +403,24 @@ class Supervisor:
                 return  # an earlier due time already bounds the scheduler's sleep
         self._wakeup.set()
 
+    def _free_slot(self, running: _Running) -> None:
+        """The job has returned and its end is about to be handed to the writer: its slot
+        is free (the task stays in _running, so a cancel landing meanwhile is recorded by
+        that write). Called with no await between it and that hand-off."""
+        if not running.slot_freed:
+            running.slot_freed = True
+            self._freed += 1
+            self._wakeup.set()
+
+    def _executing(self) -> int:
+        """Jobs holding a slot: starting or running, not those whose end is being written."""
+        return len(self._running) - self._freed
+
     def _slots_free(self) -> int:
-        return self.settings.concurrency - len(self._running)
+        return self.settings.concurrency - self._executing()
 
     def _type_load(self, type_name: str) -> int:
-        waiting = sum(1 for t in self._ready.values() if t.type == type_name)
+        waiting = sum(1 for t in self._ready.tasks() if t.type == type_name)
         return self._running_of_type(type_name) + waiting
 
     def _type_room(self) -> dict[str, int]:
@@ -445,7 +463,7 @@ class Supervisor:
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
         # Prefetch up to one slot's worth per slot, so a freed slot starts work at once.
-        room = 2 * self.settings.concurrency - len(self._running) - len(self._ready)
+        room = 2 * self.settings.concurrency - self._executing() - len(self._ready)
         if room > 0:
             claimed = await self.store.claim(
                 room, now, self._type_room(), self.settings.server_name
@@ -469,7 +487,7 @@ class Supervisor:
                     ),
                 )
             else:
-                self._ready[task.id] = task
+                self._ready.add(task)
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
         """Runs a scheduling step as its own task; a drain waits for the steps in flight."""
@@ -489,27 +507,26 @@ class Supervisor:
 
     def _next_ready(self) -> Task | None:
         limits = self.settings.type_concurrency
-        best: Task | None = None
-        for task in self._ready.values():
+
+        def fits(task: Task) -> bool:
             limit = limits.get(task.type)
-            if limit is not None and self._running_of_type(task.type) >= limit:
-                continue
-            if best is None or (-task.priority, task.id) < (-best.priority, best.id):
-                best = task
-        return best
+            return limit is None or self._running_of_type(task.type) < limit
+
+        return self._ready.take(fits)
 
     def _running_of_type(self, type_name: str) -> int:
-        return sum(1 for r in self._running.values() if r.task.type == type_name)
+        return sum(
+            1 for r in self._running.values() if r.task.type == type_name and not r.slot_freed
+        )
 
     async def _start_ready(self) -> None:
         if not self._accepting:  # draining: what is queued is handed back, not started
             return
         to_start: list[Task] = []
-        while self._slots_free() - len(to_start) > 0:
+        while self._slots_free() > 0:  # each task taken holds its slot from here
             task = self._next_ready()
             if task is None:
                 break
-            del self._ready[task.id]
             to_start.append(task)
             # reserve the slot now so per-type limits count it
             self._running[task.id] = _Running(task)
@@ -523,7 +540,7 @@ class Supervisor:
             # Nothing was written: they are still queued, and wait for the next step.
             for task in to_start:
                 del self._running[task.id]
-                self._ready[task.id] = task
+                self._ready.add(task)
             raise
         for task, result in zip(to_start, results, strict=True):
             if isinstance(result, Task):
@@ -652,11 +669,13 @@ class Supervisor:
 
     async def _settle(self, task: Task, outcome: Outcome) -> None:
         """Writes a job's end; a cancel that arrived meanwhile wins over the job's own outcome.
-        The job keeps its slot until its end is written, so no job starts in its place
-        while the store still has it running."""
+        The job has returned, so its slot is free at once: the end is handed to the writer
+        before anything can start in its place (the scheduler runs only once this yields),
+        so the end and that start share a transaction or the end comes first."""
         running = self._running.get(task.id)
         if running is not None:
             running.ending = True
+            self._free_slot(running)
         self._dirty_progress.pop(task.id, None)
         self._dirty_totals.pop(task.id, None)
         fields = dict(outcome.fields)
@@ -669,10 +688,9 @@ class Supervisor:
         finally:
             if running is not None and self._running.get(task.id) is running:
                 del self._running[task.id]
+                self._freed -= 1
         if outcome.target is Status.RESTORING:
             self._due_at(int(fields.get("run_after_ms", 0)))
-        else:
-            self._wakeup.set()
 
     async def _write_end(self, task: Task, target: Status, fields: dict[str, Any]) -> None:
         """Writes the end, again and again while the store cannot write (unless a drain
