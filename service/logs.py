@@ -163,15 +163,18 @@ class _LineBatch:
                 self.pending.append(_json_line(body) + "\n")
         else:
             prefix = f"{self._local_time(now)} INFO {logger.name}: "
+            append = self.pending.append
             for message, fields in entries:
-                tags = " ".join(
-                    f"{k}={fields[k]}"
-                    for k in ("request_id", "task_id")
-                    if fields.get(k) is not None
-                )
-                self.pending.append(
-                    f"{prefix}{message} [{tags}]\n" if tags else f"{prefix}{message}\n"
-                )
+                request_id = fields.get("request_id")
+                task_id = fields.get("task_id")
+                if request_id is None and task_id is None:
+                    append(f"{prefix}{message}\n")
+                elif task_id is None:
+                    append(f"{prefix}{message} [request_id={request_id}]\n")
+                elif request_id is None:
+                    append(f"{prefix}{message} [task_id={task_id}]\n")
+                else:
+                    append(f"{prefix}{message} [request_id={request_id} task_id={task_id}]\n")
         if not self.scheduled:
             try:
                 loop = asyncio.get_running_loop()
@@ -210,6 +213,13 @@ _lines = _LineBatch()
 atexit.register(_lines.flush)
 
 
+def wants_fields(logger: logging.Logger) -> bool:
+    """Whether an INFO line of `logger` writes every field it is given: with JSON, or with
+    logging set up some other way. When not, a text line shows only the request and task
+    ids, and a hot path may leave the other fields out."""
+    return _lines.handler is None or _lines.json or bool(logger.handlers) or not logger.propagate
+
+
 def info_lines(logger: logging.Logger, entries: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """INFO lines of (message, fields), the hot-path way (see _LineBatch)."""
     if entries and logger.isEnabledFor(logging.INFO):
@@ -221,26 +231,30 @@ def log_events(events: Sequence[Event]) -> None:
     Progress is not a transition and is logged at DEBUG only."""
     if not tasks_log.isEnabledFor(logging.INFO):
         return
+    every_field = wants_fields(tasks_log)
     entries: list[tuple[str, dict[str, Any]]] = []
     for event in events:
-        if event.kind is EventKind.PROGRESS:
+        kind = event.kind
+        if kind is EventKind.PROGRESS:
             continue
-        if event.kind is EventKind.CREATED:
+        status = None if event.status is None else event.status.value
+        if kind is EventKind.CREATED:
             what = "created"
-        elif event.kind is EventKind.DELETED:
+        elif kind is EventKind.DELETED:
             what = "deleted"
         else:
-            what = event.status.value if event.status is not None else "changed"
-        entries.append(
-            (
-                f"task {event.task_id} {what} ({event.task_type}, {event.graph})",
-                {
-                    "task_id": event.task_id,
-                    "graph": str(event.graph),
-                    "task_type": event.task_type,
-                    "status": None if event.status is None else event.status.value,
-                    "event_id": event.id,
-                },
-            )
-        )
+            what = "changed" if status is None else status
+        graph = str(event.graph)
+        message = f"task {event.task_id} {what} ({event.task_type}, {graph})"
+        if every_field:
+            fields = {
+                "task_id": event.task_id,
+                "graph": graph,
+                "task_type": event.task_type,
+                "status": status,
+                "event_id": event.id,
+            }
+        else:  # a text line shows the task id only
+            fields = {"task_id": event.task_id}
+        entries.append((message, fields))
     info_lines(tasks_log, entries)

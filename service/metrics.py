@@ -4,7 +4,7 @@ Each application has its own `Metrics` (tests run several apps in one process, a
 global default registry would make them collide). Most values come from the store's
 commit listener (`Metrics.observe`), which sees every committed event in id order:
 submissions, completions, retries, run time and the number of tasks in each status. The
-HTTP middleware (`service.web.access`) feeds the request metrics; `sse_subscribers` reads
+HTTP middleware (`service.web.access`) feeds the request metrics (`HttpStats`); `sse_subscribers` reads
 the event bus's count at each scrape; `progress_coalesced` is for the supervisor's progress
 coalescing to count.
 
@@ -20,6 +20,8 @@ allows, and only while such tasks keep changing — the retention purge of old t
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -31,9 +33,15 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .model import (
     COMPLETED_STATUSES,
@@ -253,6 +261,65 @@ class _TaskCollector(Collector):
         )
 
 
+class HttpStats:
+    """Requests by (method, route, status) and their durations by (method, route), kept as
+    plain numbers and turned into a counter and a histogram at each scrape. This runs for
+    every request: prometheus_client's labelled children would look the labels up, take a
+    lock per value and walk the buckets in Python on each one."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        #: per (method, route): the count in each bucket of HTTP_SECONDS_BUCKETS (not
+        #: cumulative), then the sum of the durations
+        self.durations: dict[tuple[str, str], list[float]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, str(status))
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        counts = self.durations.get(key[:2])
+        if counts is None:
+            counts = self.durations[key[:2]] = [0.0] * (len(HTTP_SECONDS_BUCKETS) + 1)
+        # the first bucket whose bound is at least `seconds` (the last bound is +Inf)
+        counts[bisect.bisect_left(HTTP_SECONDS_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
+
+
+_HTTP_REQUESTS = ("sidetask_http_requests", "HTTP requests, by method, route template and status")
+_HTTP_SECONDS = (
+    "sidetask_http_request_duration_seconds",
+    "HTTP request latency, by method and route template (for event streams: how long they stayed open)",
+)
+_BUCKET_NAMES = [floatToGoString(bound) for bound in HTTP_SECONDS_BUCKETS]  # type: ignore[no-untyped-call]
+
+
+class _HttpCollector(Collector):
+    """`sidetask_http_requests_total` and `sidetask_http_request_duration_seconds`, written
+    from HttpStats at each scrape as prometheus_client's Counter and Histogram write them."""
+
+    def __init__(self, stats: HttpStats) -> None:
+        self._stats = stats
+
+    def describe(self) -> Iterable[Metric]:
+        return [
+            CounterMetricFamily(*_HTTP_REQUESTS, labels=["method", "route", "status"]),
+            HistogramMetricFamily(*_HTTP_SECONDS, labels=["method", "route"]),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(*_HTTP_REQUESTS, labels=["method", "route", "status"])
+        for labels, count in list(self._stats.requests.items()):
+            requests.add_metric(labels, count)
+        yield requests
+        seconds = HistogramMetricFamily(*_HTTP_SECONDS, labels=["method", "route"])
+        for pair, counts in list(self._stats.durations.items()):
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            seconds.add_metric(
+                pair, list(zip(_BUCKET_NAMES, cumulative, strict=True)), sum_value=counts[-1]
+            )
+        yield seconds
+
+
 class Metrics:
     """Every metric of one application. `app[METRICS]` holds it (service.web.keys)."""
 
@@ -298,19 +365,9 @@ class Metrics:
             "Progress reports replaced by a later value before they were written",
             registry=r,
         )
-        self.http_requests = Counter(
-            "sidetask_http_requests",
-            "HTTP requests, by method, route template and status",
-            ["method", "route", "status"],
-            registry=r,
-        )
-        self.http_seconds = Histogram(
-            "sidetask_http_request_duration_seconds",
-            "HTTP request latency, by method and route template (for event streams: how long they stayed open)",
-            ["method", "route"],
-            buckets=HTTP_SECONDS_BUCKETS,
-            registry=r,
-        )
+        #: requests and their durations, fed by the middleware (service.web.access)
+        self.http = HttpStats()
+        r.register(_HttpCollector(self.http))
         self.tasks = TaskCounts()
         r.register(_TaskCollector(self.tasks))
         #: monotonic start of each run this process saw begin, by task id

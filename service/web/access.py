@@ -1,4 +1,4 @@
-"""Every request's id, log line and metrics: the outermost middleware.
+"""The application's one middleware: every request's id, checks, error body, log line and metrics.
 
 The request id is the caller's `X-Request-Id` when it is a sane token (so an id made by a
 proxy or the calling application follows the request through), else a new one; it goes
@@ -15,12 +15,17 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
-from ..logs import REQUEST_ID, info_lines
-from .keys import METRICS
+from ..logs import REQUEST_ID, info_lines, wants_fields
+from ..metrics import Metrics
+from .auth import Authenticator, auth_refusal, guards
+from .errors import error_answer
+from .limits import limits_refusal
+from .origin import PagePolicy, page_refusal
 
 access_log = logging.getLogger("sidetask.access")
 
@@ -51,49 +56,70 @@ def route_of(request: web.Request) -> str:
     return UNMATCHED if resource is None else resource.canonical
 
 
-@web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request_id_of(request)
-    request[REQUEST_ID_KEY] = request_id
-    token = REQUEST_ID.set(request_id)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:  # redirects and the like pass through the error middleware
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
-        route = route_of(request)
-        metrics = request.app.get(METRICS)
-        if metrics is not None:
-            metrics.http_requests.labels(request.method, route, str(status)).inc()
-            metrics.http_seconds.labels(request.method, route).observe(elapsed)
-        info_lines(
-            access_log,
-            [
-                (
-                    f'{request.remote} "{request.method} {request.path_qs}" {status} {elapsed * 1000:.1f} ms',
-                    {
+def edge_middleware(
+    policy: PagePolicy, authenticator: Authenticator, metrics: Metrics
+) -> Middleware:
+    """The one middleware of the application: in this order, the request's id, the Host
+    and Origin check (service.web.origin: a foreign page's request is refused before
+    anything else looks at it, its body unread and its credentials unchecked), the limits
+    (service.web.limits: a body that cannot be taken is refused unread, credentials or
+    not), authentication (service.web.auth), the route; whatever any of them raises is
+    rendered by service.web.errors; last the metrics and the access line, which see the
+    status that rendering chose and time everything. One middleware rather than a chain
+    of five: each link costs a coroutine and its frames on every request."""
+
+    http = metrics.http
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request_id_of(request)
+        request[REQUEST_ID_KEY] = request_id
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            try:
+                response: web.StreamResponse | None = page_refusal(policy, request)
+                if response is None:
+                    response = limits_refusal(request)
+                if response is None and guards(authenticator, request):
+                    response = await auth_refusal(authenticator, request)
+                if response is None:
+                    response = await handler(request)
+            except Exception as exc:  # redirects are raised again, and pass through
+                response = error_answer(request, exc)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_of(request)
+            http.observe(request.method, route, status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                method, path, remote = request.method, request.path_qs, request.remote
+                message = f'{remote} "{method} {path}" {status} {elapsed * 1000:.1f} ms'
+                if wants_fields(access_log):
+                    fields: dict[str, Any] = {
                         "request_id": request_id,
-                        "method": request.method,
-                        "path": request.path_qs,
+                        "method": method,
+                        "path": path,
                         "route": route,
                         "status_code": status,
                         "duration_ms": round(elapsed * 1000, 3),
-                        "remote": request.remote,
+                        "remote": remote,
                         "user_agent": request.headers.get("User-Agent"),
-                    },
-                )
-            ],
-        )
-        REQUEST_ID.reset(token)
+                    }
+                else:  # a text line shows the request id only
+                    fields = {"request_id": request_id}
+                info_lines(access_log, ((message, fields),))
+            REQUEST_ID.reset(token)
+
+    return edge
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

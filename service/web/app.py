@@ -16,13 +16,11 @@ from ..metrics import Metrics
 from ..model import WAITING_STATUSES
 from ..store import open_store
 from ..supervisor import Supervisor
-from .access import access_middleware, add_request_id
-from .auth import AUTH, Authenticator, auth_middleware
-from .errors import error_middleware
+from .access import add_request_id, edge_middleware
+from .auth import AUTH, Authenticator
 from .keys import EVENTS, LEASE_HUB, LEASES, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR
-from .limits import limits_middleware
 from .metrics import metrics_ctx
-from .origin import PagePolicy, origin_middleware
+from .origin import PagePolicy
 from .routes import add_routes
 from .sse import close_streams, events_ctx
 
@@ -71,18 +69,11 @@ async def _release_claims(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    # access first: it sees the status the error middleware chose, and times everything;
-    # the Host and Origin check next: a foreign page's request is refused before anything
-    # else looks at it, its body unread and its credentials unchecked;
-    # limits before authentication: a body that cannot be taken is refused unread either way
+    authenticator = Authenticator.from_settings(settings)
+    metrics = Metrics()
     app = web.Application(
-        middlewares=[
-            access_middleware,
-            error_middleware,
-            origin_middleware(PagePolicy.from_settings(settings)),
-            limits_middleware,
-            auth_middleware,
-        ],
+        # every check, the error bodies, the access line and the metrics (in that order)
+        middlewares=[edge_middleware(PagePolicy.from_settings(settings), authenticator, metrics)],
         client_max_size=settings.max_body_bytes,
         # what aiohttp's HTTP parser allows before a 431 (service.web.limits answers it)
         handler_args={
@@ -91,10 +82,10 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     app[SETTINGS] = settings
-    app[AUTH] = Authenticator.from_settings(settings)
+    app[AUTH] = authenticator
     app[REGISTRY] = build_registry(settings)
     app[EVENTS] = EventBus()
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(events_ctx)
     app.cleanup_ctx.append(metrics_ctx)  # before the supervisor: recovery is counted

@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from .. import auth
 from ..config import Settings, parse_graph
@@ -502,11 +501,15 @@ def _unauthorized(authenticator: Authenticator, message: str) -> web.Response:
     return response
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    authenticator = request.app[AUTH]
-    if not authenticator.enabled or request.path in authenticator.open_paths:
-        return await handler(request)
+def guards(authenticator: Authenticator, request: web.Request) -> bool:
+    """Whether `request` needs credentials: authentication is on and its path is not open."""
+    return authenticator.enabled and request.path not in authenticator.open_paths
+
+
+async def auth_refusal(authenticator: Authenticator, request: web.Request) -> web.Response | None:
+    """Checks the credentials of a request `guards` says needs them (run by
+    service.web.access's middleware): the answer when they are refused, None when it may
+    go on, its principal recorded. A graph or route its grants do not reach raises."""
     try:
         principal = await authenticator.authenticate(
             request.headers.get("Authorization"), request.remote
@@ -534,4 +537,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 f"'{principal.name}' may reach only some graphs; a claim takes tasks of "
                 'every graph, so it needs the grant "*"'
             )
-    return await handler(request)
+    return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from ..errors import ServiceUnavailable, SidetaskError, TooManyRequests
 from .responses import error_response
@@ -23,10 +22,11 @@ _HTTP_KINDS = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def error_answer(request: web.Request, error: Exception) -> web.Response:
+    """The JSON error answer to what serving `request` raised (service.web.access's
+    middleware calls it); an HTTPException below 400 (a redirect) is raised again."""
     try:
-        return await handler(request)
+        raise error
     except (TooManyRequests, ServiceUnavailable) as exc:
         headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.kind, exc.message, exc.cause, headers=headers)

@@ -35,8 +35,8 @@ anyway; refusing it spares the service the work, an event stream kept open for a
 that cannot read it above all. A GET without one, a link followed from another site
 included, is served: that is how a person opens the dashboard from a bookmark or a wiki.
 
-This runs before anything else looks at the request (after the access log and the error
-middleware, which only wrap it): before the limits and authentication, and before any
+This runs before anything else looks at the request (inside the access log and the error
+rendering, which only wrap it: service.web.access): before the limits and authentication, and before any
 body is read. With authentication on it matters as much, since a browser sends remembered
 Basic credentials with a foreign page's request too.
 """
@@ -50,7 +50,6 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from ..config import ORIGIN_PORTS, Settings, normal_host, parse_allowed_host, parse_origin
 from .responses import error_response
@@ -228,27 +227,21 @@ class PagePolicy:
         return None
 
 
-def origin_middleware(policy: PagePolicy) -> Middleware:
-    """The middleware applying `policy` to every request."""
-
-    @web.middleware
-    async def check_page(request: web.Request, handler: Handler) -> web.StreamResponse:
-        headers = request.headers
-        refused = policy.refusal(
-            request.method,
-            request.scheme,
-            headers.get("Host"),
-            headers.get("Origin"),
-            headers.get("Sec-Fetch-Site"),
-        )
-        if refused is None:
-            return await handler(request)
-        log.info(
-            "%s: refused %s %s: %s", request.remote, request.method, request.path, refused.message
-        )
-        response = error_response(refused.status, refused.kind, refused.message)
-        if request.body_exists or "Transfer-Encoding" in headers:
-            response.force_close()  # the body stays unread: the connection cannot be reused
-        return response
-
-    return check_page
+def page_refusal(policy: PagePolicy, request: web.Request) -> web.Response | None:
+    """The answer to a request `policy` refuses, or None when it may go on (the first
+    check of service.web.access's middleware)."""
+    headers = request.headers
+    refused = policy.refusal(
+        request.method,
+        request.scheme,
+        headers.get("Host"),
+        headers.get("Origin"),
+        headers.get("Sec-Fetch-Site"),
+    )
+    if refused is None:
+        return None
+    log.info("%s: refused %s %s: %s", request.remote, request.method, request.path, refused.message)
+    response = error_response(refused.status, refused.kind, refused.message)
+    if request.body_exists or "Transfer-Encoding" in headers:
+        response.force_close()  # the body stays unread: the connection cannot be reused
+    return response
