@@ -249,6 +249,11 @@ class JsonErrorHandler(RequestHandler):
     _refused = False
     #: counted in the server's open connections
     _counted = False
+    #: when the request's line and headers must be in (loop time); None: none awaited
+    _headers_deadline: float | None = None
+    #: the timer checking it, due at or before it: a request whose headers arrive leaves
+    #: it running and the next one moves the deadline, so a kept-alive connection sets a
+    #: timer once per header_timeout rather than once per request
     _headers_due: asyncio.TimerHandle | None = None
     _linger: asyncio.TimerHandle | None = None
     _refused_transport: asyncio.Transport
@@ -296,7 +301,7 @@ class JsonErrorHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the request is not read: its answer went out already
-        if self._headers_due is None and self._awaiting_request():
+        if self._headers_deadline is None and self._awaiting_request():
             self._arm_header_timer()  # the first byte of the next request on a kept-alive connection
         before = self._request_count
         super().data_received(data)
@@ -317,7 +322,10 @@ class JsonErrorHandler(RequestHandler):
         if self._counted:
             self._counted = False
             self._server.open -= 1
-        self._disarm_header_timer()
+        self._headers_deadline = None
+        if self._headers_due is not None:
+            self._headers_due.cancel()
+            self._headers_due = None
         super().connection_lost(exc)
 
     def _awaiting_request(self) -> bool:
@@ -328,15 +336,25 @@ class JsonErrorHandler(RequestHandler):
     def _arm_header_timer(self) -> None:
         timeout = self._server.header_timeout
         if timeout > 0:
-            self._headers_due = self._loop.call_later(timeout, self._headers_too_slow)
+            self._headers_deadline = deadline = self._loop.time() + timeout
+            if self._headers_due is None:
+                self._headers_due = self._loop.call_at(deadline, self._check_headers)
 
     def _disarm_header_timer(self) -> None:
-        if self._headers_due is not None:
-            self._headers_due.cancel()
-            self._headers_due = None
+        self._headers_deadline = None  # the timer finds no deadline, or a later one
+
+    def _check_headers(self) -> None:
+        self._headers_due = None
+        deadline = self._headers_deadline
+        if deadline is None:
+            return
+        if self._loop.time() < deadline:  # a later request's: wait for that
+            self._headers_due = self._loop.call_at(deadline, self._check_headers)
+            return
+        self._headers_deadline = None
+        self._headers_too_slow()
 
     def _headers_too_slow(self) -> None:
-        self._headers_due = None
         transport = self.transport
         if transport is None or transport.is_closing():
             return
