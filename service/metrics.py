@@ -25,6 +25,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -40,6 +41,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -128,6 +130,9 @@ class TaskCounts:
         self._deferred: list[tuple[int, Status | None, Status | None, str, bool]] | None = []
         #: a change whose old status is not known happened since the last count
         self.stale = False
+        #: total() per set of statuses, until the counts change (the supervisor asks for
+        #: the waiting ones at every submission; the counts change once per commit)
+        self._totals: dict[frozenset[Status], int] = {}
 
     # --- the last status of each task ---
 
@@ -180,6 +185,8 @@ class TaskCounts:
         return old
 
     def _shift(self, old: Status | None, new: Status | None, task_type: str) -> None:
+        if self._totals:
+            self._totals.clear()
         if old is not None:
             key = (old.value, task_type)
             self.counts[key] = max(0, self.counts.get(key, 0) - 1)
@@ -216,6 +223,7 @@ class TaskCounts:
         deferred, self._deferred = self._deferred, None
         # a series seen before stays, at 0, rather than vanishing from the scrape
         self.counts = {key: 0 for key in self.counts} | counts
+        self._totals.clear()
         self.stale = not settled
         for event_id, old, new, task_type, known in deferred:
             if event_id > after:
@@ -223,9 +231,13 @@ class TaskCounts:
                 self.stale = self.stale or not known
         self.ready = True
 
-    def total(self, statuses: Iterable[Status]) -> int:
-        names = {s.value for s in statuses}
-        return sum(n for (status, _), n in self.counts.items() if status in names)
+    def total(self, statuses: frozenset[Status]) -> int:
+        total = self._totals.get(statuses)
+        if total is None:
+            names = {s.value for s in statuses}
+            total = sum(n for (status, _), n in self.counts.items() if status in names)
+            self._totals[statuses] = total
+        return total
 
 
 class _TaskCollector(Collector):
@@ -370,6 +382,8 @@ class Metrics:
         r.register(_HttpCollector(self.http))
         self.tasks = TaskCounts()
         r.register(_TaskCollector(self.tasks))
+        #: labelled children of the task metrics, by (id of the metric, label values)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         #: monotonic start of each run this process saw begin, by task id
         self._run_started: dict[int, float] = {}
         self._recount: asyncio.Task[None] | None = None
@@ -387,33 +401,50 @@ class Metrics:
             self._coalesced_seen = total
 
     def observe(self, events: Sequence[Event]) -> None:
-        """The store's commit listener: the events of one commit, in id order."""
+        """The store's commit listener: the events of one commit, in id order. The
+        counters move once per commit and label set, by the number of its events."""
+        apply = self.tasks.apply
+        submitted: dict[str, int] = {}
+        completed: dict[tuple[str, str], int] = {}
+        retried: dict[str, int] = {}
+        now = time.monotonic()
         for event in events:
-            old = self.tasks.apply(event)
-            if event.kind is EventKind.CREATED:
-                self.submissions.labels(event.task_type).inc()
-            elif event.kind is EventKind.DELETED:
+            old = apply(event)
+            kind = event.kind
+            if kind is EventKind.CREATED:
+                submitted[event.task_type] = submitted.get(event.task_type, 0) + 1
+            elif kind is EventKind.DELETED:
                 self._run_started.pop(event.task_id, None)
-            elif event.kind is EventKind.STATUS and event.status is not None:
-                self._status(event, old)
+            elif kind is EventKind.STATUS and (status := event.status) is not None:
+                if status is Status.RUNNING:
+                    self._run_started[event.task_id] = now
+                elif status not in EXECUTING_STATUSES:
+                    started = self._run_started.pop(event.task_id, None)
+                    if started is not None:
+                        self._child(self.run_seconds, event.task_type).observe(now - started)
+                if status in COMPLETED_STATUSES:
+                    key = (event.task_type, status.value)
+                    completed[key] = completed.get(key, 0) + 1
+                elif status is Status.RESTORING and old is not Status.PENDING:
+                    # every way into `restoring` but a resume re-runs the task (task_retries
+                    # + 1); when the old status is unknown, a resume of an older task too
+                    retried[event.task_type] = retried.get(event.task_type, 0) + 1
+        for task_type, n in submitted.items():
+            self._child(self.submissions, task_type).inc(n)
+        for (task_type, outcome), n in completed.items():
+            self._child(self.completions, task_type, outcome).inc(n)
+        for task_type, n in retried.items():
+            self._child(self.retries, task_type).inc(n)
         if self.tasks.stale and self._count is not None:
             self._schedule_recount()
 
-    def _status(self, event: Event, old: Status | None) -> None:
-        status = event.status
-        assert status is not None
-        if status is Status.RUNNING:
-            self._run_started[event.task_id] = time.monotonic()
-        elif status not in EXECUTING_STATUSES:
-            started = self._run_started.pop(event.task_id, None)
-            if started is not None:
-                self.run_seconds.labels(event.task_type).observe(time.monotonic() - started)
-        if status in COMPLETED_STATUSES:
-            self.completions.labels(event.task_type, status.value).inc()
-        elif status is Status.RESTORING and old is not Status.PENDING:
-            # every way into `restoring` but a resume re-runs the task (task_retries + 1);
-            # when the old status is unknown, a resume of an older task counts here too
-            self.retries.labels(event.task_type).inc()
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # --- counts of the store ---
 
