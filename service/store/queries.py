@@ -148,16 +148,27 @@ def change_status_rows(fields: tuple[str, ...], rows: int, sources: int) -> str:
     )
 
 
+# Waiting tasks whose due time has come join the due ones (run_after_ms 0, the claim
+# index): a range of tasks_delayed, empty when none has come. Not an event: the task's
+# status and everything the API shows of it stay as they were (task_run_at is shown only
+# while a task waits for a later time). Parameters: now.
+RELEASE_DUE = (
+    "UPDATE tasks INDEXED BY tasks_delayed SET run_after_ms = 0"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= ?"
+)
+
+
 @functools.lru_cache(maxsize=512)
 def claim_waiting(excluded: int, damaged: int) -> str:
-    """Due waiting tasks in claim order, not of `excluded` types nor `damaged` ids.
+    """Due waiting tasks in claim order, not of `excluded` types nor `damaged` ids (after
+    RELEASE_DUE).
 
-    The partial index holds only waiting tasks, in claim order: the scan stops after
-    `limit` due ones instead of sorting every waiting task. Parameters: now, the excluded
-    types, the damaged ids, the limit."""
+    The partial index holds only due waiting tasks, in claim order: the scan stops after
+    `limit` of them instead of sorting every waiting task, and never walks the delayed
+    ones. Parameters: the excluded types, the damaged ids, the limit."""
     sql = (
         "SELECT id, status, type FROM tasks INDEXED BY tasks_waiting"
-        " WHERE status IN ('new', 'restoring') AND run_after_ms <= ?"
+        " WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
     )
     if excluded:
         sql += f" AND type NOT IN ({marks(excluded)})"
@@ -194,23 +205,25 @@ PURGE_EVENTS = (
 
 @functools.lru_cache(maxsize=256)
 def next_leasable(types: int, damaged: int) -> str:
-    """The first due waiting task of `types`, not of the `damaged` ids.
-    Parameters: now, the types, the damaged ids."""
+    """The first due waiting task of `types`, not of the `damaged` ids (after RELEASE_DUE).
+    Parameters: the types, the damaged ids."""
     skip = f" AND id NOT IN ({marks(damaged)})" if damaged else ""
     return (
         "SELECT id FROM tasks INDEXED BY tasks_waiting"
-        f" WHERE status IN ('new', 'restoring') AND run_after_ms <= ? AND type IN ({marks(types)})"
+        f" WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND type IN ({marks(types)})"
         f"{skip} ORDER BY priority DESC, id LIMIT 1"
     )
 
 
 @functools.lru_cache(maxsize=256)
 def next_due(types: int, damaged: int) -> str:
-    """When the next waiting task of `types` comes due. Parameters: the types, the ids."""
+    """When the next waiting task of `types` comes due (none is due now: the lease looked
+    first). Parameters: the types, the ids."""
     skip = f" AND id NOT IN ({marks(damaged)})" if damaged else ""
     return (
-        "SELECT MIN(run_after_ms) FROM tasks INDEXED BY tasks_waiting"
-        f" WHERE status IN ('new', 'restoring') AND type IN ({marks(types)}){skip}"
+        "SELECT MIN(run_after_ms) FROM tasks INDEXED BY tasks_delayed"
+        " WHERE status IN ('new', 'restoring') AND run_after_ms > 0"
+        f" AND type IN ({marks(types)}){skip}"
     )
 
 

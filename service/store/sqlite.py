@@ -147,7 +147,8 @@ class SQLiteStore:
                     new.max_retries,
                     new.priority,
                     new.timeout,
-                    tx.now + new.delay_ms,
+                    # 0: due at once (the claim index holds only those; see schema 8)
+                    tx.now + new.delay_ms if new.delay_ms > 0 else 0,
                     key,
                     fingerprint,
                 ),
@@ -222,6 +223,7 @@ class SQLiteStore:
         on_server = None if server is None else {"server": server}
 
         def op(tx: Tx) -> list[Task]:
+            tx.conn.execute(q.RELEASE_DUE, (now_ms,))
             # copied here: an op may run again after a rolled-back transaction
             room = dict(type_room)
             claimed: list[Task] = []
@@ -234,7 +236,7 @@ class SQLiteStore:
                 excluded = sorted(name for name, left in room.items() if left <= 0)
                 found = tx.conn.execute(
                     q.claim_waiting(len(excluded), len(damaged)),
-                    [now_ms, *excluded, *damaged, limit - len(claimed)],
+                    [*excluded, *damaged, limit - len(claimed)],
                 ).fetchall()
                 again = False
                 taken: list[tuple[int, str]] = []
@@ -333,9 +335,10 @@ class SQLiteStore:
 
         def op(tx: Tx) -> tuple[Lease | None, int | None]:
             damaged: list[int] = []  # waiting rows that read as `unknown`: never handed out
+            tx.conn.execute(q.RELEASE_DUE, (now_ms,))
             while True:
                 row = tx.conn.execute(
-                    q.next_leasable(len(wanted), len(damaged)), [now_ms, *wanted, *damaged]
+                    q.next_leasable(len(wanted), len(damaged)), [*wanted, *damaged]
                 ).fetchone()
                 if row is None:
                     (next_due,) = tx.conn.execute(

@@ -88,3 +88,18 @@ async def test_a_claim_is_a_status_event(store: Backend) -> None:
         ("task.status", Status.QUEUED),
     ]
     assert claimed.update_ms >= task.update_ms
+
+
+async def test_a_delayed_task_is_claimed_once_due_and_in_priority_order_with_the_rest(
+    store: Backend, raw: Raw
+) -> None:
+    now = clock.now_ms()
+    later, _ = await store.insert(new(delay_ms=60_000, priority=5))
+    soon, _ = await store.insert(new())
+    # a row written before schema 8, due since its creation: its due time is in the past
+    old, _ = await store.insert(new())
+    await raw.set(old.id, run_after_ms=now - 1_000)
+    assert [t.id for t in await store.claim(10, now, {})] == [soon.id, old.id]
+    assert await store.claim(10, now + 59_000, {}) == []
+    (due,) = await store.claim(10, now + 61_000, {})
+    assert (due.id, due.status) == (later.id, Status.QUEUED)
