@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from .model import Event, EventKind
+from .model import Event, EventKind, Status
 
 __all__ = ["FORMATS", "REQUEST_ID", "JsonFormatter", "TextFormatter", "configure", "log_events"]
 
@@ -38,6 +38,9 @@ FIELDS = (
 )  # fmt: skip
 
 tasks_log = logging.getLogger("sidetask.tasks")
+
+#: each status's value: Enum's `.value` is a property, several times slower than a lookup
+_VALUE = {status: status.value for status in Status}
 
 
 class _RequestIdFilter(logging.Filter):
@@ -175,6 +178,16 @@ class _LineBatch:
                     append(f"{prefix}{message} [task_id={task_id}]\n")
                 else:
                     append(f"{prefix}{message} [request_id={request_id} task_id={task_id}]\n")
+        self._schedule()
+
+    def add_text(self, logger: logging.Logger, texts: Sequence[str]) -> None:
+        """Text-format INFO lines of `logger` (see wants_fields), each given as its message
+        and tags: only the time, level and logger name are put in front."""
+        prefix = f"{self._local_time(time.time())} INFO {logger.name}: "
+        self.pending.extend([f"{prefix}{text}\n" for text in texts])
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self.scheduled:
             try:
                 loop = asyncio.get_running_loop()
@@ -231,30 +244,36 @@ def log_events(events: Sequence[Event]) -> None:
     Progress is not a transition and is logged at DEBUG only."""
     if not tasks_log.isEnabledFor(logging.INFO):
         return
-    every_field = wants_fields(tasks_log)
+    if not wants_fields(tasks_log):  # text: the message and the task id, written directly
+        texts = [
+            f"task {event.task_id} {_what(event)} ({event.task_type}, {event.graph}) [task_id={event.task_id}]"
+            for event in events
+            if event.kind is not EventKind.PROGRESS
+        ]
+        if texts:
+            _lines.add_text(tasks_log, texts)
+        return
     entries: list[tuple[str, dict[str, Any]]] = []
     for event in events:
-        kind = event.kind
-        if kind is EventKind.PROGRESS:
+        if event.kind is EventKind.PROGRESS:
             continue
-        status = None if event.status is None else event.status.value
-        if kind is EventKind.CREATED:
-            what = "created"
-        elif kind is EventKind.DELETED:
-            what = "deleted"
-        else:
-            what = "changed" if status is None else status
         graph = str(event.graph)
-        message = f"task {event.task_id} {what} ({event.task_type}, {graph})"
-        if every_field:
-            fields = {
-                "task_id": event.task_id,
-                "graph": graph,
-                "task_type": event.task_type,
-                "status": status,
-                "event_id": event.id,
-            }
-        else:  # a text line shows the task id only
-            fields = {"task_id": event.task_id}
+        fields = {
+            "task_id": event.task_id,
+            "graph": graph,
+            "task_type": event.task_type,
+            "status": None if event.status is None else _VALUE[event.status],
+            "event_id": event.id,
+        }
+        message = f"task {event.task_id} {_what(event)} ({event.task_type}, {graph})"
         entries.append((message, fields))
     info_lines(tasks_log, entries)
+
+
+def _what(event: Event) -> str:
+    """What a transition line says happened to the task."""
+    if event.kind is EventKind.CREATED:
+        return "created"
+    if event.kind is EventKind.DELETED:
+        return "deleted"
+    return "changed" if event.status is None else _VALUE[event.status]
