@@ -463,8 +463,8 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 "3 end to end",
                 f"{load['tasks']:,} echo tasks to success, {plan.connections} conns",
                 f"{fmt(load['tasks_per_s'])} tasks/s{check}",
-                ">= 4,000/s",
-                verdict(ok and load["tasks_per_s"] >= 4000, q),
+                "all complete",
+                verdict(ok, q),
             )
         )
         lines.append(
@@ -536,8 +536,8 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                     "",
                     "  sidetask e2e / Huey (its better figure)",
                     f"{ratio:.2f}x",
-                    ">= 2x",
-                    verdict(ratio >= 2, q),
+                    ">= 3x",
+                    verdict(ratio >= 3, q),
                 )
             )
     if "stored" in out:
