@@ -450,9 +450,10 @@ class Writer:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         self._wakeup.set()
-        # A caller that gives up (a dropped request) does not undo a write that may already be
-        # in a transaction: the shield keeps the future alive to the end of that transaction.
-        return await asyncio.shield(future)
+        # A caller that gives up (a dropped request) cancels only its wait: the op stays
+        # queued (or in the transaction it is in), is written all the same, and its answer
+        # is dropped (the commit loop skips a future already done).
+        return await future
 
     async def _run_writes(self) -> None:
         """Every write waiting when the previous transaction ended goes into the next one."""
