@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.config import Settings
+
 from .server import BenchServer, run_loop
 from .stats import percentile
 
@@ -160,7 +162,21 @@ def _published(server: BenchServer, task_id: int) -> int:
 SETTINGS: dict[str, Any] = {"jobs": {"ticker": "benchlib.jobs:ticker"}, "progress_interval": 0.001}
 
 
+#: connections a case needs beyond its subscribers (the ticker's POST, the reads after
+#: it): each subscriber holds one, so past the shipped max_connections (4096) a case's
+#: server gets max_connections = subscribers + this (else its POST is answered 503)
+SPARE_CONNECTIONS = 64
+
+
+def case_settings(subscribers: int) -> dict[str, Any]:
+    """What a case's server runs with on top of the shipped settings."""
+    needed = subscribers + SPARE_CONNECTIONS
+    if needed <= Settings.max_connections:
+        return dict(SETTINGS)
+    return {**SETTINGS, "max_connections": needed}
+
+
 def run_fanout(subscribers: int, rate: float, seconds: float, **settings: Any) -> dict[str, Any]:
     """Starts a fresh server, measures, stops it."""
-    with BenchServer(**{**SETTINGS, **settings}) as server:
+    with BenchServer(**{**case_settings(subscribers), **settings}) as server:
         return run_loop(_measure(server, subscribers, rate, seconds))

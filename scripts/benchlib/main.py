@@ -257,7 +257,7 @@ def row_peer(plan: Plan, out: dict[str, Any]) -> None:
 
 
 def row_sse(plan: Plan, out: dict[str, Any]) -> None:
-    from .fanout import SETTINGS, run_fanout
+    from .fanout import case_settings, run_fanout
 
     cases = []
     for subscribers, rate in plan.sse_cases:
@@ -265,7 +265,10 @@ def row_sse(plan: Plan, out: dict[str, Any]) -> None:
         result = run_fanout(subscribers, rate, plan.sse_seconds)
         result["published_per_s"] = result["published"] / plan.sse_seconds
         cases.append(result)
-    out["sse"] = {"cases": cases, "settings": SETTINGS}
+    out["sse"] = {
+        "cases": cases,
+        "settings": {f"{s}x{r:g}": case_settings(s) for s, r in plan.sse_cases},
+    }
 
 
 def row_login_flood(plan: Plan, out: dict[str, Any]) -> None:
@@ -667,6 +670,18 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
     return lines
 
 
+def sse_connections(plan: Plan) -> str:
+    """The SSE cases' max_connections where one is past the shipped value, for the header."""
+    from .fanout import case_settings
+
+    raised = [
+        f"{case_settings(s)['max_connections']:,} for {s:,} subscribers"
+        for s, _ in plan.sse_cases
+        if "max_connections" in case_settings(s)
+    ]
+    return f", max_connections = {', '.join(raised)} (each one a connection)" if raised else ""
+
+
 def render(
     plan: Plan,
     machine: dict[str, Any],
@@ -683,7 +698,9 @@ def render(
             *machine["load_average_start"], *out["load_average_end"]
         ),
         "servers: 127.0.0.1, each a fresh process; the shipped config/sidetask.toml (log_level INFO, to a file), except:",
-        "  SSE row: jobs = {ticker = benchlib.jobs:ticker}, progress_interval = 0.001 (each progress report an event); "
+        "  SSE row: jobs = {ticker = benchlib.jobs:ticker}, progress_interval = 0.001 (each progress report an event)"
+        + sse_connections(plan)
+        + "; "
         + (f"e2e row: {plan.e2e_settings}" if plan.e2e_settings else "nothing else")
         + (
             f"; backlog row: max_waiting = {out['backlog']['settings']['max_waiting']:,} "
