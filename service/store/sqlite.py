@@ -31,9 +31,10 @@ from .writer import ChangeOp, Op, Tx, Writer
 T = TypeVar("T")
 
 _LEASED_VALUES = tuple(sorted(s.value for s in LEASED_STATUSES))
-#: tasks a streamed list reads per query, and the characters of input and result past
-#: which a task is read on its own (so a batch holds at most about 3 MB of them)
-LIST_BATCH = 100
+#: tasks a streamed list reads per query (a page of the default limit, 100, and the one
+#: more that says whether a next page exists: one query), and the characters of input and
+#: result past which a task is read on its own (so a batch holds at most about 3 MB of them)
+LIST_BATCH = 101
 LIST_ROW_CHARS = 32 * 1024
 PURGE_CHUNK = 5000
 #: ids a list_ids query carries at most (SQLite caps the number of parameters)
