@@ -288,6 +288,14 @@ class _Aborted(Exception):
         self.error = error
 
 
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Ends a failed transaction, if SQLite has not already: the error that got here is the
+    one to report, not one of the rollback's."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(q.ROLLBACK)
+
+
 def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
         return
@@ -519,14 +527,10 @@ class Writer:
             tx.write_events()
             conn.execute(q.COMMIT)
         except Exception:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute(q.ROLLBACK)
+            _roll_back(conn)
             return self._commit_carefully(ops)
         except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute(q.ROLLBACK)
+            _roll_back(conn)
             raise
         return outcomes, tx.events
 
@@ -586,9 +590,6 @@ class Writer:
                     outcomes.append((True, value))
             conn.execute(q.COMMIT)
         except BaseException:
-            if conn.in_transaction:
-                # The error that got here is the one to report, not one of the rollback's.
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute(q.ROLLBACK)
+            _roll_back(conn)
             raise
         return outcomes, tx.events
