@@ -13,48 +13,57 @@ from ..model import Event, EventKind, GraphRef, Status, Task
 _STATUSES: dict[Any, Status] = {status.value: status for status in Status}
 
 
+_N = type(None)
+#: the task columns (queries.TASK_COLUMNS); a query may add its own after them
+_COLUMNS = 20
+#: the types of a sound row, column by column: one check of the whole row tells the usual
+#: case from a damaged one (a list reads a hundred rows per request)
+_SOUND_ROWS = frozenset(
+    (int, str, str, str, str, str, str, int, int, int, result, input, int, int, int,
+     timeout, int, server, description, total)
+    for result in (str, _N)
+    for input in (str, _N)
+    for timeout in (float, int, _N)
+    for server in (str, _N)
+    for description in (str, _N)
+    for total in (int, _N)
+)  # fmt: skip
+
+
 def row_to_task(row: Sequence[Any]) -> Task:
-    """A stored row (the columns of queries.TASK_COLUMNS, in order) as a Task; a row that
-    cannot be interpreted shows as `unknown`: a status this version does not know, or a
-    damaged field (a NULL where a value belongs, text where a number belongs, an input that
-    is not JSON). Such a task is never run nor changed."""
-    status = _STATUSES.get(row[6], Status.UNKNOWN)
-    try:
-        task = Task(
-            id=int(row[0]),
-            graph=_graph_ref(_text(row[1]), _text(row[2])),
-            name=_text(row[3]),
-            type=_text(row[4]),
-            callable=_text(row[5]),
-            status=status,
-            progress=_integer(row[7]),
-            create_ms=_integer(row[8]),
-            update_ms=_integer(row[9]),
-            result=_optional_text(row[10]),
-            input=_json_text(row[11]),
-            retries=_integer(row[12]),
-            max_retries=_integer(row[13]),
-            priority=_integer(row[14]),
-            timeout=None if row[15] is None else _number(row[15]),
-            run_after_ms=_integer(row[16]),
-            server=_optional_text(row[17]),
-            description=_optional_text(row[18]),
-            progress_total=None if row[19] is None else _integer(row[19]),
-        )
-    except (TypeError, ValueError):
-        # A damaged field: show what can be shown, as `unknown`, so nothing is hidden.
-        return Task(
-            id=int(row[0]),
-            graph=GraphRef(str(row[1]), str(row[2])),
-            name=_text_or_empty(row[3]),
-            type=_text_or_empty(row[4]),
-            callable=_text_or_empty(row[5]),
-            status=Status.UNKNOWN,
-            create_ms=_int_or_zero(row[8]),
-            update_ms=_int_or_zero(row[9]),
-            input=_text_or_none(row[11]),
-        )
-    return task
+    """A stored row (the columns of queries.TASK_COLUMNS, in order, maybe more after them)
+    as a Task; a row that cannot be interpreted shows as `unknown`: a status this version
+    does not know, or a damaged field (a NULL where a value belongs, text where a number
+    belongs, an input that is not JSON). Such a task is never run nor changed."""
+    if tuple(map(type, row[:_COLUMNS])) not in _SOUND_ROWS:
+        return _damaged(row)
+    if row[11] is not None:  # every column is of its type: the input's JSON is left to check
+        try:
+            orjson.loads(row[11])
+        except ValueError:
+            return _damaged(row)
+    timeout = row[15]
+    return Task(
+        row[0], _graph_ref(row[1], row[2]), row[3], row[4], row[5],
+        _STATUSES.get(row[6], Status.UNKNOWN), row[7], row[8], row[9], row[10], row[11],
+        row[12], row[13], row[14], None if timeout is None else float(timeout), row[16],
+        row[17], row[18], row[19],
+    )  # fmt: skip
+
+
+def _damaged(row: Sequence[Any]) -> Task:
+    """A row with a damaged field: what can be shown, as `unknown`, so nothing is hidden."""
+    return Task(
+        id=int(row[0]),
+        graph=GraphRef(str(row[1]), str(row[2])),
+        name=_text_or_empty(row[3]),
+        type=_text_or_empty(row[4]),
+        callable=_text_or_empty(row[5]),
+        status=Status.UNKNOWN,
+        create_ms=_int_or_zero(row[8]),
+        update_ms=_int_or_zero(row[9]),
+        input=_text_or_none(row[11]),
+    )
 
 
 def row_to_event(row: Sequence[Any]) -> Event:
@@ -96,38 +105,6 @@ def is_json(value: str) -> int:
 def _graph_ref(graphspace: str, graph: str) -> GraphRef:
     # rows name a handful of graphs: one GraphRef each, not one per row
     return GraphRef(graphspace, graph)
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected text, got {value!r}")
-    return value
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _integer(value: Any) -> int:
-    # SQLite stores an integral number in an INTEGER column as an integer: anything else
-    # (text, 1.5, NULL) was written by something that is not sidetask.
-    if type(value) is not int:
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
-
-
-def _number(value: Any) -> float:
-    if type(value) not in (int, float):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-def _json_text(value: Any) -> str | None:
-    """The stored input: JSON text, as the service wrote it, or NULL."""
-    if value is None:
-        return None
-    orjson.loads(_text(value))  # JSONDecodeError is a ValueError
-    return str(value)
 
 
 def _text_or_empty(value: Any) -> str:
