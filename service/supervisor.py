@@ -160,8 +160,9 @@ class Supervisor:
         self.started = False
         self._accepting = False
         # The scheduler is not cancelled mid-step: a claim it made would be left `queued`
-        # without its slot, or a start it recorded without its job, and counted as interrupted at the next
-        # start. It finishes the step, starting nothing more, and stops; the others are cancelled.
+        # without its slot, or a start it recorded without its job, and counted as
+        # interrupted at the next start. It finishes the step, starting nothing more, and
+        # stops; the others are cancelled.
         self._wakeup.set()
         scheduler, others = self._loops[0], self._loops[1:]
         for loop in others:
