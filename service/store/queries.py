@@ -1,8 +1,9 @@
 """Every SQL statement of the SQLite store, by name. A query whose shape does not depend on
 the call is a constant with `?` parameters; one whose shape does (an IN list of variable
 length, an optional filter) is built by a named function, cached per shape, so a call costs
-a dictionary lookup and never a string built anew. The writer's savepoints (one per write,
-one per status change) are set in writer.py, beside the code whose failure they undo."""
+a dictionary lookup and never a string built anew. The writer's savepoints (one per write
+when a batch is redone, one per status change) are set in writer.py, beside the code whose
+failure they undo."""
 
 from __future__ import annotations
 

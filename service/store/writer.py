@@ -1,6 +1,7 @@
 """The SQLite writer: one connection on its own thread, group commit (every write waiting
-when a transaction ends goes into the next one), a savepoint per write, and the events each
-write appends, stored in its transaction and announced after the commit."""
+when a transaction ends goes into the next one, run as it comes and redone with a
+savepoint per write only when one raises), and the events each write appends, stored in
+its transaction and announced after the commit."""
 
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ class Tx:
     each change appends, so an event exists exactly when its change is committed.
 
     Event ids come from a counter the writer keeps (one writer per file, so nobody else
-    takes ids): the rows of one write go in with one executemany at its end, inside its
-    savepoint. An id whose write or transaction rolled back is never used again, so ids
-    only grow."""
+    takes ids): a batch's rows go in with one executemany at its end (when the batch is
+    redone write by write, each write's rows at its end, inside its savepoint). An id whose
+    write or transaction rolled back is never used again, so ids only grow."""
 
     def __init__(self, conn: sqlite3.Connection, next_event_id: Iterator[int]) -> None:
         self.conn = conn
