@@ -1,9 +1,11 @@
 """Shared fixtures: settings on a real SQLite file in tmp_path, the app through a real server
-on loopback, and a real `sidetask serve` subprocess for the tests that kill one."""
+on loopback, a real `sidetask serve` subprocess for the tests that kill one, and a throwaway
+PostgreSQL server (tests/pgserver.py) with a fresh database per test."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -21,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from service import config
 from service.config import Settings
 from service.web import create_app
+from tests.pgserver import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CONFIG = ROOT / "config" / "test.toml"
@@ -228,3 +231,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for prefix, marker in GROUPS.items():
             if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
                 item.add_marker(marker)
+
+
+#: set by .ci/run: a run without PostgreSQL's binaries fails instead of skipping its tests
+REQUIRE_PG = "SIDETASK_REQUIRE_PG"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the whole run, started when a test first asks for
+    it (about a second), stopped and its directory removed at the end. Without PostgreSQL's
+    binaries the tests that need it skip, or fail when SIDETASK_REQUIRE_PG=1."""
+    bindir = PgServer.find()
+    if bindir is None:
+        missing = (
+            "PostgreSQL's binaries (initdb, pg_ctl, psql) were not found: install them with "
+            "`apt-get install postgresql` (scripts/test does when run as root)"
+        )
+        if os.environ.get(REQUIRE_PG) == "1":
+            pytest.fail(f"{REQUIRE_PG}=1 and {missing}", pytrace=False)
+        pytest.skip(missing)
+    server = PgServer(bindir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, empty database (test_N) on the session's server, dropped after the test (its
+    connections closed): its DSN."""
+    name = f"test_{next(_databases)}"
+    dsn = pg_server.create_database(name)
+    yield dsn
+    pg_server.drop_database(name)
