@@ -48,7 +48,9 @@ class PgServer:
     """One PostgreSQL server in a temporary directory: `start()`, then `dsn` (the database
     `postgres`), `create_database`, `drop_database`, and `stop()`. Also a context manager."""
 
-    def __init__(self, bindir: Path | None = None, *, fsync: bool = False) -> None:
+    def __init__(
+        self, bindir: Path | None = None, *, fsync: bool = False, port: int | None = None
+    ) -> None:
         found = bindir or self.find()
         if found is None:
             raise PgServerError(
@@ -57,6 +59,8 @@ class PgServer:
         self.bindir = found
         #: keep fsync on (for tests that kill the server and count what survived)
         self.fsync = fsync
+        #: a port of your choice (one attempt); None: a free one, another if it is taken
+        self.wanted_port = port
         #: the user the server runs as when we are root; None: as ourselves
         self.user = server_user()
         self.dir: Path | None = None
@@ -160,8 +164,9 @@ class PgServer:
 
     def _listen(self) -> None:
         assert self.dir is not None
-        for _ in range(PORT_ATTEMPTS):
-            port = free_port()
+        attempts = 1 if self.wanted_port else PORT_ATTEMPTS
+        for _ in range(attempts):
+            port = self.wanted_port or free_port()
             options = [
                 "-c listen_addresses=127.0.0.1",
                 f"-p {port}",
@@ -177,12 +182,15 @@ class PgServer:
             if result.returncode == 0:
                 self.port = port
                 return
-            with self.log.open("rb") as file:
-                file.seek(seen)
-                logged = file.read().decode(errors="replace")
-            if "could not bind" not in logged and "already in use" not in logged:
+            logged = ""
+            if self.log.exists():
+                with self.log.open("rb") as file:
+                    file.seek(seen)
+                    logged = file.read().decode(errors="replace")
+            taken = "could not bind" in logged or "already in use" in logged
+            if not taken or self.wanted_port:
                 raise PgServerError(f"pg_ctl start failed:\n{result.stdout}{logged}")
-        raise PgServerError(f"pg_ctl start: no free port in {PORT_ATTEMPTS} attempts")
+        raise PgServerError(f"pg_ctl start: no free port in {attempts} attempts")
 
     def stop(self) -> None:
         """Stops the server (fast: connections are closed) and removes its directory. Does

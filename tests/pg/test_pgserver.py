@@ -1,11 +1,13 @@
 """The throwaway PostgreSQL server of the tests (tests/pgserver.py, the fixtures `pg_server`
 and `pg_dsn`): a working database per test, databases apart from each other, a server that
-is not root's, and nothing left running after a stop or after its starter is killed."""
+is not root's, and nothing left running after a stop or after its starter is killed; scripts/pg, the same
+server by hand."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -204,3 +206,37 @@ def test_no_binaries_skips_unless_required(required: bool) -> None:
     else:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "1 skipped" in result.stdout
+
+
+async def test_scripts_pg_serves_until_interrupted() -> None:
+    """scripts/pg prints a DSN that works, and Ctrl-C stops the server and removes its
+    directory."""
+    script = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "scripts" / "pg"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(60):
+            assert script.stdout is not None
+            line = (await script.stdout.readline()).decode().strip()
+            assert line.startswith("export SIDETASK_DB=postgresql://"), line
+            dsn = line.removeprefix("export SIDETASK_DB=")
+            connection = await asyncpg.connect(dsn, timeout=10)
+            try:
+                data = Path(await connection.fetchval("SELECT current_setting('data_directory')"))
+                assert await connection.fetchval("SELECT 1") == 1
+            finally:
+                await connection.close(timeout=10)
+        script.send_signal(signal.SIGINT)
+        async with asyncio.timeout(60):
+            _, err = await script.communicate()
+        assert script.returncode == 0, err.decode()
+        assert not data.parent.exists()
+    finally:
+        if script.returncode is None:
+            script.kill()
+            async with asyncio.timeout(30):
+                await script.wait()

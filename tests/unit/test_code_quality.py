@@ -28,6 +28,7 @@ CHECKED = (
     "scripts/fuzz",
     "scripts/bench-sse",
     "scripts/bench-process-jobs",
+    "scripts/pg",
 )
 
 
