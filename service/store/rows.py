@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from ..model import Event, EventKind, GraphRef, Status, Task
 
 _STATUSES: dict[Any, Status] = {status.value: status for status in Status}
+
+
+class Row(Protocol):
+    """A stored row as a driver gives it: a tuple (sqlite3) or a Record (asyncpg), indexed
+    and sliced by position."""
+
+    def __getitem__(self, index: Any, /) -> Any: ...
+    def __len__(self) -> int: ...
 
 
 _N = type(None)
@@ -30,7 +37,7 @@ _SOUND_ROWS = frozenset(
 )  # fmt: skip
 
 
-def row_to_task(row: Sequence[Any]) -> Task:
+def row_to_task(row: Row) -> Task:
     """A stored row (the columns of queries.TASK_COLUMNS, in order, maybe more after them)
     as a Task; a row that cannot be interpreted shows as `unknown`: a status this version
     does not know, or a damaged field (a NULL where a value belongs, text where a number
@@ -51,7 +58,7 @@ def row_to_task(row: Sequence[Any]) -> Task:
     )  # fmt: skip
 
 
-def _damaged(row: Sequence[Any]) -> Task:
+def _damaged(row: Row) -> Task:
     """A row with a damaged field: what can be shown, as `unknown`, so nothing is hidden."""
     return Task(
         id=int(row[0]),
@@ -66,7 +73,7 @@ def _damaged(row: Sequence[Any]) -> Task:
     )
 
 
-def row_to_event(row: Sequence[Any]) -> Event:
+def row_to_event(row: Row) -> Event:
     """A stored event row (the columns of queries.EVENT_COLUMNS) as an Event."""
     status = None
     if row[6] is not None:

@@ -14,17 +14,18 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
 from .. import clock
-from ..errors import NotFound, ServiceUnavailable, SidetaskError, TransitionRefused
-from ..model import Event, EventKind, Status, Task, allowed_sources
+from ..errors import ServiceUnavailable, SidetaskError
+from ..model import Event, EventKind, Status, Task
 from . import queries as q
 from .base import Change, CommitListener
+from .changes import changeable, refusal, sources_of
 from .rows import row_to_task
 from .schema import MIGRATIONS
 
@@ -32,10 +33,6 @@ log = logging.getLogger("sidetask.store")
 
 T = TypeVar("T")
 
-#: fields a status change may set besides status and update_ms
-CHANGEABLE_FIELDS = frozenset(
-    {"progress", "progress_total", "result", "retries", "run_after_ms", "server", "description"}
-)
 #: the most writes one transaction carries; the rest wait for the next one
 MAX_BATCH = 4096
 #: the most changes one UPDATE carries (SQLite caps a statement's parameters)
@@ -212,46 +209,24 @@ class Tx:
             return exc
 
     def _refusal(self, change: Change) -> SidetaskError:
-        current = self.select_task(change.task_id)
-        if current is None:
-            return NotFound(f"Can't find task with id '{change.task_id}'")
-        return TransitionRefused(
-            f"Task '{change.task_id}' in status {current.status.name} can't become "
-            f"{change.target.name}"
-        )
+        return refusal(change, self.select_task(change.task_id))
 
 
 def _update(change: Change, now: int, task_ids: Sequence[int]) -> tuple[str, list[Any]]:
     """The compare-and-set UPDATE of `change`, applied to `task_ids`: the transition table
     is enforced in SQL (`status IN (…)`), whatever the caller checked before."""
     fields = change.fields or {}
-    sources = _sources(change)
-    sql = q.change_status(_changeable(fields), len(task_ids), len(sources))
+    sources = sources_of(change)
+    sql = q.change_status(changeable(fields), len(task_ids), len(sources))
     return sql, [change.target.value, now, *fields.values(), *task_ids, *sources]
-
-
-def _sources(change: Change) -> list[str]:
-    """The statuses `change` may come from, as stored values."""
-    sources = allowed_sources(change.target)
-    if change.sources is not None:
-        sources = sources & change.sources
-    return [s.value for s in sorted(sources)]
-
-
-def _changeable(fields: Mapping[str, Any]) -> tuple[str, ...]:
-    names = tuple(fields)
-    bad = set(names) - CHANGEABLE_FIELDS
-    if bad:
-        raise ValueError(f"not changeable: {sorted(bad)}")
-    return names
 
 
 def _update_rows(changes: Sequence[Change], now: int) -> tuple[str, list[Any]]:
     """Changes of one shape whose fields' values differ (job ends, each with its result)
     as one UPDATE … FROM (VALUES …)."""
     first = changes[0]
-    names = _changeable(first.fields or {})
-    sources = _sources(first)
+    names = changeable(first.fields or {})
+    sources = sources_of(first)
     params: list[Any] = [first.target.value, now]
     for change in changes:
         fields = change.fields or {}

@@ -2,8 +2,9 @@
 to put a row in a state no API call makes (what a crash, an older or newer version, or an
 operator leaves behind).
 
-A backend is one entry of BACKENDS: a Raw class that opens its store on a fresh database.
-Adding PostgreSQL is one more entry there."""
+A backend is one entry of BACKENDS: a Raw class that opens its store on a fresh database
+(SQLite: a file in tmp_path; PostgreSQL: a database of its own on the test run's server,
+tests/pgserver.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import asyncpg
 import pytest
 
 from service.model import GraphRef, NewTask
 from service.store import Backend, SQLiteStore
+from service.store.postgres import PostgresStore
 
 GRAPH = GraphRef("DEFAULT", "hugegraph")
 OTHER = GraphRef("gs1", "other")
@@ -61,7 +64,7 @@ class Raw(Protocol):
 
 
 class SQLiteRaw:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         self.db = tmp_path / "store.db"
         self.store: Backend = SQLiteStore(self.db)
 
@@ -95,15 +98,57 @@ class SQLiteRaw:
         await self.set(task_id, progress="lots")
 
 
+class PostgresRaw:
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        self.dsn: str = request.getfixturevalue("pg_dsn")
+        self.store: Backend = PostgresStore(self.dsn)
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def reopen(self) -> Backend:
+        await self.store.close()
+        self.store = PostgresStore(self.dsn)
+        await self.store.open()
+        return self.store
+
+    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+        conn = await asyncpg.connect(self.dsn, server_settings={"search_path": "sidetask"})
+        try:
+            return list(await conn.fetch(sql, *params))
+        finally:
+            await conn.close()
+
+    async def set(self, task_id: int, **columns: Any) -> None:
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=1))
+        await self._fetch(
+            f"UPDATE tasks SET {assignments} WHERE id = ${len(columns) + 1}",
+            *columns.values(),
+            task_id,
+        )
+
+    async def status(self, task_id: int) -> str:
+        return str((await self._fetch("SELECT status FROM tasks WHERE id = $1", task_id))[0][0])
+
+    async def damage(self, task_id: int) -> None:
+        # typed columns hold no text where a number belongs: an input that is not JSON,
+        # written by something that is not sidetask
+        await self.set(task_id, input="{not json")
+
+
 #: every backend the contract runs on; adding one is one entry here
-BACKENDS: dict[str, Callable[[Path], Raw]] = {
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Raw]] = {
     "sqlite": SQLiteRaw,
+    "postgres": PostgresRaw,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def raw(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Raw]:
-    backend = BACKENDS[request.param](tmp_path)
+    backend = BACKENDS[request.param](request, tmp_path)
     await backend.open()
     try:
         yield backend

@@ -1,0 +1,244 @@
+"""Every SQL statement of the PostgreSQL store, by name (the twin of service.store.queries).
+A list of values is one array parameter (`= ANY($n)`), so no statement's shape depends on
+how many ids or statuses a call carries, and asyncpg prepares each statement once."""
+
+from __future__ import annotations
+
+import functools
+
+from ..model import COMPLETED_STATUSES, Status
+from .queries import TASK_COLUMNS
+
+#: the columns a status change may set, and their SQL types (for a batch's unnest)
+FIELD_TYPES = {
+    "progress": "bigint",
+    "progress_total": "bigint",
+    "result": "text",
+    "retries": "bigint",
+    "run_after_ms": "bigint",
+    "server": "text",
+    "description": "text",
+}
+COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
+#: every known status value: a row in none of them reads as `unknown`
+KNOWN_VALUES = [s.value for s in Status if s is not Status.UNKNOWN]
+#: true in SQL for exactly the rows rows.row_to_task reads as `unknown` (with typed columns
+#: only a status this version does not know, or an input that is not JSON); its parameter
+#: is KNOWN_VALUES, numbered by the caller
+UNINTERPRETABLE = (
+    "(status <> ALL(${n}::text[]) OR (input IS NOT NULL AND NOT sidetask_is_json(input)))"
+)
+
+# --- schema ---
+
+SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM schema_version"
+SET_VERSION = "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({version})"
+#: taken by whoever migrates the schema, for the rest of its transaction
+MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1 || '.migrate'))"
+
+# --- tasks ---
+
+SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+SELECT_BY_IDEMPOTENCY_KEY = (
+    f"SELECT {TASK_COLUMNS}, idempotency_fingerprint FROM tasks"
+    " WHERE graphspace = $1 AND graph = $2 AND idempotency_key = $3"
+)
+# ON CONFLICT: another process may insert the same key meanwhile; then nothing is inserted
+# and the caller reads the row that won.
+INSERT_TASK = (
+    "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms,"
+    " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key,"
+    " idempotency_fingerprint)"
+    " VALUES ($1, $2, $3, $4, $5, 'new', $6, $6, $7, $8, $9, $10, $11, $12, $13)"
+    " ON CONFLICT (graphspace, graph, idempotency_key) WHERE idempotency_key IS NOT NULL"
+    f" DO NOTHING RETURNING {TASK_COLUMNS}"
+)
+SET_PROGRESS = (
+    "UPDATE tasks SET progress = $1, progress_total = coalesce($2, progress_total),"
+    " update_ms = $3 WHERE id = $4 AND status IN ('running', 'cancelling')"
+    " AND (progress <> $1 OR coalesce($2, progress_total) IS DISTINCT FROM progress_total)"
+    f" RETURNING {TASK_COLUMNS}"
+)
+DELETE_TASK = "DELETE FROM tasks WHERE id = $1"
+DELETE_TASK_FROM = "DELETE FROM tasks WHERE id = $1 AND status = ANY($2::text[])"
+SET_PROCESS_GROUP = "UPDATE tasks SET process_group = $1, process_token = $2 WHERE id = $3"
+PROCESS_GROUPS = (
+    "SELECT id, process_group, process_token FROM tasks WHERE process_group IS NOT NULL"
+)
+
+
+@functools.lru_cache(maxsize=128)
+def change_status(fields: tuple[str, ...]) -> str:
+    """The compare-and-set UPDATE of a status change setting `fields` (the same values on
+    every task). Parameters: target, now, the fields' values, the ids, the sources."""
+    assignments = "".join(f", {name} = ${i}" for i, name in enumerate(fields, start=3))
+    n = len(fields) + 3
+    return (
+        f"UPDATE tasks SET status = $1, update_ms = $2{assignments}"
+        f" WHERE id = ANY(${n}::bigint[]) AND status = ANY(${n + 1}::text[])"
+        f" RETURNING {TASK_COLUMNS}"
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def change_status_rows(fields: tuple[str, ...]) -> str:
+    """`change_status` for tasks that each set `fields` to values of their own (a batch of
+    job ends, each with its result): the values come as arrays, one per column. Parameters:
+    target, now, the ids, each field's values, the sources."""
+    columns = ", ".join(["id", *fields])
+    arrays = ", ".join(
+        ["$3::bigint[]", *(f"${i}::{FIELD_TYPES[f]}[]" for i, f in enumerate(fields, start=4))]
+    )
+    assignments = "".join(f", {name} = v.{name}" for name in fields)
+    n = len(fields) + 4
+    returning = ", ".join(f"tasks.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    return (
+        f"UPDATE tasks SET status = $1, update_ms = $2{assignments}"
+        f" FROM unnest({arrays}) AS v({columns})"
+        f" WHERE tasks.id = v.id AND tasks.status = ANY(${n}::text[])"
+        f" RETURNING {returning}"
+    )
+
+
+# Waiting tasks whose due time has come join the due ones (run_after_ms 0: the claim
+# index), as in SQLite. Parameters: now.
+RELEASE_DUE = (
+    "UPDATE tasks SET run_after_ms = 0"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
+)
+# Due waiting tasks in claim order, not of excluded types nor damaged ids; SKIP LOCKED:
+# a row another process is claiming is passed over, not waited for. Parameters: the
+# excluded types, the damaged ids, the limit.
+CLAIM_WAITING = (
+    "SELECT id, status, type FROM tasks"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
+    " AND type <> ALL($1::text[]) AND id <> ALL($2::bigint[])"
+    " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+)
+# Tasks a dead process left mid-way, but those of kept types held under a lease.
+# Parameters: the interruptible statuses, the kept types.
+INTERRUPTED = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = ANY($1::text[])"
+    " AND (type <> ALL($2::text[]) OR lease_expires_ms IS NULL) ORDER BY id"
+)
+PURGEABLE_TASKS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks"
+    " WHERE status = ANY($1::text[]) AND update_ms < $2 ORDER BY update_ms LIMIT $3"
+)
+# Event ids grow with time, so the oldest events are the first ids.
+PURGE_EVENTS = (
+    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT $1) AND create_ms < $2"
+)
+
+# --- external workers' leases ---
+
+NEXT_LEASABLE = (
+    "SELECT id FROM tasks WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
+    " AND type = ANY($1::text[]) AND id <> ALL($2::bigint[])"
+    " ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+NEXT_DUE = (
+    "SELECT min(run_after_ms) FROM tasks WHERE status IN ('new', 'restoring')"
+    " AND run_after_ms > 0 AND type = ANY($1::text[]) AND id <> ALL($2::bigint[])"
+)
+SET_LEASE = "UPDATE tasks SET lease = $1, lease_expires_ms = $2 WHERE id = $3"
+SELECT_LEASED = f"SELECT {TASK_COLUMNS}, lease, lease_expires_ms FROM tasks WHERE id = $1"
+REPORT_PROGRESS = (
+    f"UPDATE tasks SET progress = $1, update_ms = $2 WHERE id = $3 RETURNING {TASK_COLUMNS}"
+)
+EXTEND_LEASE = "UPDATE tasks SET lease_expires_ms = $1 WHERE id = $2"
+END_LEASE = "UPDATE tasks SET lease_expires_ms = NULL WHERE id = $1"
+DROP_LEASE = "UPDATE tasks SET lease = NULL, lease_expires_ms = NULL WHERE id = $1"
+# Parameters: now, the leased statuses, the types.
+EXPIRED_LEASES = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE lease_expires_ms <= $1"
+    " AND status = ANY($2::text[]) AND type = ANY($3::text[]) ORDER BY lease_expires_ms"
+)
+# Parameters: the leased statuses, the types.
+UNLEASED = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = ANY($1::text[])"
+    " AND type = ANY($2::text[]) AND lease_expires_ms IS NULL ORDER BY id"
+)
+# Parameters: the time, the leased statuses, the types.
+RENEW_LEASES = (
+    "UPDATE tasks SET lease_expires_ms = greatest(lease_expires_ms, $1)"
+    " WHERE lease_expires_ms IS NOT NULL AND status = ANY($2::text[])"
+    " AND type = ANY($3::text[])"
+)
+
+# --- events ---
+
+APPEND_EVENTS = "SELECT sidetask_append_events($1, $2, $3, $4, $5, $6, $7, $8)"
+LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
+EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
+
+
+@functools.lru_cache(maxsize=16)
+def events_after(by_task: bool, by_graph: bool, bounded: bool) -> str:
+    """Events after an id, in id order, of one task and/or graph. Parameters: the id, the
+    task id, graphspace and graph (those asked), the limit, and when `bounded` the bytes:
+    only the events that start within that many bytes of data (the first always: nothing
+    comes before it)."""
+    where = "id > $1"
+    n = 2
+    if by_task:
+        where += f" AND task_id = ${n}"
+        n += 1
+    if by_graph:
+        where += f" AND graphspace = ${n} AND graph = ${n + 1}"
+        n += 2
+    page = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY id LIMIT ${n}"
+    if not bounded:
+        return page
+    return (
+        f"SELECT {EVENT_COLUMNS} FROM (SELECT *, sum(octet_length(data)) OVER (ORDER BY id"
+        f" ROWS UNBOUNDED PRECEDING) - octet_length(data) AS before FROM ({page}) AS p) AS s"
+        f" WHERE before = 0 OR before < ${n + 1} ORDER BY id"
+    )
+
+
+# --- reads ---
+
+COUNT_BY_STATUS_TYPE = "SELECT status, type, count(*) FROM tasks GROUP BY status, type"
+COUNT_GRAPH_STATUSES = (
+    "SELECT status, count(*) FROM tasks WHERE graphspace = $1 AND graph = $2 GROUP BY status"
+)
+GRAPH_TASKS_BY_ID = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE graphspace = $1 AND graph = $2"
+    " AND id = ANY($3::bigint[]) ORDER BY id"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def list_tasks(descending: bool, by_type: bool, stored: bool, unknown: bool, bounded: bool) -> str:
+    """A graph's tasks in id order from an id on, of a type, of stored statuses and/or
+    those that read as `unknown`. Parameters: graphspace, graph, the id, then those asked
+    for: the type, the statuses (an array), KNOWN_VALUES (for `unknown`), then the limit,
+    and with `bounded` the characters of input and result past which a row comes as its
+    id alone (its input and result left out, and `large` true)."""
+    sql = f"graphspace = $1 AND graph = $2 AND id {'<' if descending else '>'} $3"
+    n = 4
+    if by_type:
+        sql += f" AND type = ${n}"
+        n += 1
+    terms = []
+    if stored:
+        terms.append(f"status = ANY(${n}::text[])")
+        n += 1
+    if unknown:
+        terms.append(UNINTERPRETABLE.format(n=n))
+        n += 1
+    if terms:
+        sql += " AND " + (terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})")
+    order = " ORDER BY id DESC" if descending else " ORDER BY id"
+    if not bounded:
+        return f"SELECT {TASK_COLUMNS} FROM tasks WHERE {sql}{order} LIMIT ${n}"
+    size = "coalesce(length(input), 0) + coalesce(length(result), 0)"
+    columns = TASK_COLUMNS.replace(
+        "result, input",
+        f"CASE WHEN {size} > ${n + 1} THEN NULL ELSE result END,"
+        f" CASE WHEN {size} > ${n + 1} THEN NULL ELSE input END",
+    )
+    return f"SELECT {columns}, {size} > ${n + 1} AS large FROM tasks WHERE {sql}{order} LIMIT ${n}"

@@ -1,0 +1,947 @@
+"""The PostgreSQL store: the Store and LeaseStore contracts on a PostgreSQL schema, written
+by one connection with group commit (every write waiting when a transaction ends goes into
+the next one) and read through a small pool. The SQL is in service.store.pg_queries, the
+schema in service.store.pg_schema; rows read as in SQLite (service.store.rows).
+
+A write is an async function of the transaction (PgTx). A batch runs first as it comes,
+without savepoints; if any write raises (or a change meets a damaged row), that attempt is
+rolled back and the batch is run again with a savepoint per write, so the failing one
+leaves nothing behind and the others commit. Events are appended by the schema's
+`sidetask_append_events`, last before the commit, which takes their ids in commit order.
+
+One process per schema for now: the writer holds a session advisory lock on it, so a
+second `sidetask serve` on the same schema refuses to start, as a second one on a SQLite
+file does (it would recover the first one's running tasks as a dead process's)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+
+from .. import clock
+from ..errors import (
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    SidetaskError,
+    TransitionRefused,
+    Unprocessable,
+)
+from ..model import (
+    COMPLETED_STATUSES,
+    INTERRUPTIBLE_STATUSES,
+    LEASED_STATUSES,
+    Event,
+    EventKind,
+    GraphRef,
+    NewTask,
+    Status,
+    Task,
+)
+from . import pg_queries as q
+from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
+from .changes import changeable, refusal, sources_of
+from .pg_schema import MIGRATIONS
+from .rows import row_to_event, row_to_task, stored_status
+
+log = logging.getLogger("sidetask.store")
+
+T = TypeVar("T")
+
+#: what a `db` setting for this store starts with
+URL_PREFIXES = ("postgresql://", "postgres://")
+#: a schema name as written unquoted in SQL
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+DEFAULT_SCHEMA = "sidetask"
+#: the most writes one transaction carries; the rest wait for the next one
+MAX_BATCH = 4096
+#: tasks a streamed list reads per query, and the characters of input and result past
+#: which a task is read on its own (as in SQLite)
+LIST_BATCH = 101
+LIST_ROW_CHARS = 32 * 1024
+PURGE_CHUNK = 5000
+#: above every task id: where a descending list starts
+MAX_ID = 2**63 - 1
+_LEASED_VALUES = sorted(s.value for s in LEASED_STATUSES)
+_INTERRUPTIBLE_VALUES = sorted(s.value for s in INTERRUPTIBLE_STATUSES)
+_COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
+#: errors that mean the connection, not the write, failed: no write of the batch is kept
+_CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(URL_PREFIXES)
+
+
+def _as_client_error(exc: BaseException) -> Exception:
+    if isinstance(exc, SidetaskError):
+        return exc
+    if isinstance(exc, asyncpg.DiskFullError):
+        return ServiceUnavailable("The store cannot write: the database's disk is full", str(exc))
+    if isinstance(exc, (asyncpg.PostgresError, *_CONNECTION_ERRORS)):
+        return ServiceUnavailable("The store cannot write now", str(exc))
+    return exc if isinstance(exc, Exception) else ServiceUnavailable(str(exc))
+
+
+class _Redo(Exception):
+    """A change met a damaged row in a batch run without savepoints: the batch is run
+    again with them, so that change can be refused alone."""
+
+
+class PgTx:
+    """The writer's view of one transaction: the connection, the transaction's time, and the
+    events its writes append (their ids are taken at the end, in commit order)."""
+
+    def __init__(self, conn: asyncpg.Connection, careful: bool) -> None:
+        self.conn = conn
+        self.now = clock.now_ms()
+        #: True when each write runs in a savepoint (a batch redone): a damaged row met by
+        #: a change is then undone and refused there, not by redoing the batch
+        self.careful = careful
+        self.pending: list[tuple[EventKind, Task, bytes]] = []
+
+    def event(self, kind: EventKind, task: Task) -> None:
+        if kind is EventKind.DELETED:
+            body: dict[str, Any] = {"id": task.id}
+        else:
+            body = task.to_api()
+            if kind is not EventKind.CREATED:
+                body.pop("task_input", None)  # SPEC 7: only task.created carries the input
+        self.pending.append((kind, task, orjson.dumps(body)))
+
+    async def append_events(self) -> list[Event]:
+        """The transaction's events, stored with ids taken under the events lock."""
+        if not self.pending:
+            return []
+        rows = self.pending
+        ids = await self.conn.fetchval(
+            q.APPEND_EVENTS,
+            [task.id for _, task, _ in rows],
+            [task.graph.graphspace for _, task, _ in rows],
+            [task.graph.graph for _, task, _ in rows],
+            [kind.value for kind, _, _ in rows],
+            [task.type for _, task, _ in rows],
+            [None if kind is EventKind.DELETED else task.status.value for kind, task, _ in rows],
+            [data for _, _, data in rows],
+            self.now,
+        )
+        return [
+            Event(
+                event_id,
+                kind,
+                task.id,
+                task.graph,
+                task.type,
+                None if kind is EventKind.DELETED else task.status,
+                data,
+            )
+            for event_id, (kind, task, data) in zip(ids, rows, strict=True)
+        ]
+
+    async def select_task(self, task_id: int) -> Task | None:
+        row = await self.conn.fetchrow(q.SELECT_TASK, task_id)
+        return None if row is None else row_to_task(row)
+
+    async def change(self, change: Change) -> Task:
+        """Compare-and-set: the update applies only from an allowed status, else it raises
+        and leaves the row as it was."""
+        (result,) = await self.change_many([change])
+        if isinstance(result, Task):
+            return result
+        raise result
+
+    async def change_many(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        """Several changes, each applied or refused on its own, in as few statements as
+        their shapes allow; a task changed twice is changed in their order."""
+        results: list[Task | SidetaskError] = []
+        segment: list[Change] = []
+        ids: set[int] = set()
+        for change in changes:
+            if change.task_id in ids:
+                results.extend(await self._change_segment(segment))
+                segment, ids = [], set()
+            segment.append(change)
+            ids.add(change.task_id)
+        results.extend(await self._change_segment(segment))
+        return results
+
+    async def _change_segment(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        results: list[Task | SidetaskError | None] = [None] * len(changes)
+        groups: dict[Any, list[int]] = {}
+        for index, change in enumerate(changes):
+            shape = (change.target, tuple(change.fields or ()), change.sources)
+            groups.setdefault(shape, []).append(index)
+        for indexes in groups.values():
+            applied = await self._change_set([changes[i] for i in indexes])
+            for i, result in zip(indexes, applied, strict=True):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    async def _change_set(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        """Changes of one shape as one UPDATE."""
+        first = changes[0]
+        names = changeable(first.fields or {})
+        sources = sources_of(first)
+        ids = [c.task_id for c in changes]
+        if names and any(c.fields != first.fields for c in changes):
+            columns = [[(c.fields or {})[name] for c in changes] for name in names]
+            sql = q.change_status_rows(names)
+            params: list[Any] = [first.target.value, self.now, ids, *columns, sources]
+        else:
+            sql = q.change_status(names)
+            params = [first.target.value, self.now, *(first.fields or {}).values(), ids, sources]
+        if not self.careful:
+            tasks = await self._apply(sql, params)
+            if tasks is None:  # a damaged row among them (rare): the batch again, carefully
+                raise _Redo
+        else:
+            savepoint = self.conn.transaction()
+            await savepoint.start()
+            tasks = await self._apply(sql, params)
+            if tasks is None:  # a damaged row among them: undo, and take them one at a time
+                await savepoint.rollback()
+                if len(changes) == 1:
+                    return [await self._refusal(first)]
+                return [r for c in changes for r in await self._change_set([c])]
+            await savepoint.commit()
+        results: list[Task | SidetaskError] = []
+        for change in changes:
+            task = tasks.get(change.task_id)
+            if task is None:
+                results.append(await self._refusal(change))
+            else:
+                self.event(EventKind.STATUS, task)
+                results.append(task)
+        return results
+
+    async def _apply(self, sql: str, params: Sequence[Any]) -> dict[int, Task] | None:
+        """The UPDATE's rows as tasks by id; None when one of them reads as `unknown` (a
+        damaged row, which no change may touch)."""
+        tasks = {task.id: task for task in map(row_to_task, await self.conn.fetch(sql, *params))}
+        if any(task.status is Status.UNKNOWN for task in tasks.values()):
+            return None
+        return tasks
+
+    async def _refusal(self, change: Change) -> SidetaskError:
+        return refusal(change, await self.select_task(change.task_id))
+
+
+#: a write: run by the writer, inside the transaction, on its PgTx
+PgOp = Callable[[PgTx], Awaitable[T]]
+
+
+class _ChangeOp:
+    """A write that is one status change: a run of them goes into as few UPDATEs as their
+    shapes allow (a batch of job ends becomes one statement)."""
+
+    __slots__ = ("change",)
+
+    def __init__(self, change: Change) -> None:
+        self.change = change
+
+    async def __call__(self, tx: PgTx) -> Task:
+        return await tx.change(self.change)
+
+
+class PostgresStore:
+    """Task state in one PostgreSQL schema. Only this package knows SQL."""
+
+    def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, readers: int = 4) -> None:
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(
+                f"PostgreSQL schema name {schema!r}: lower-case letters, digits and _, "
+                "not starting with a digit, at most 63"
+            )
+        self.dsn = dsn
+        self.schema = schema
+        self._readers = max(1, readers)
+        self._pool: asyncpg.Pool | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._pending: list[tuple[PgOp[Any], asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._listeners: list[CommitListener] = []
+        self._closed = False
+
+    # --- lifecycle ---
+
+    async def _connect(self) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(
+                self.dsn, server_settings={"search_path": self.schema}, timeout=10
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise ServiceUnavailable(
+                f"Cannot connect to PostgreSQL at {_safe_dsn(self.dsn)}", str(exc)
+            ) from exc
+
+    async def open(self) -> None:
+        """Connects, migrates the schema (under a lock: several processes may start at
+        once), takes the schema for this process, and starts the commit loop."""
+        conn = await self._connect()
+        try:
+            await migrate(conn, self.schema)
+            if not await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1 || '.owner'))", self.schema
+            ):
+                raise SidetaskError(
+                    f"Another sidetask process is using PostgreSQL schema '{self.schema}' "
+                    f"at {_safe_dsn(self.dsn)}; stop it, or give this one another schema"
+                )
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self._readers,
+                server_settings={"search_path": self.schema},
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        self._loop_task = asyncio.create_task(self._run_writes(), name="sidetask-store-writer")
+
+    async def close(self) -> None:
+        """Refuses new writes, commits those queued, and closes the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop_task is not None:
+            self._wakeup.set()
+            await self._loop_task
+        if self._pool is not None:
+            await self._pool.close()
+        if self._conn is not None:
+            await self._conn.close()  # the schema's lock goes with the session
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    # --- group commit ---
+
+    async def _write(self, op: PgOp[T]) -> T:
+        if self._closed or self._conn is None:
+            raise ServiceUnavailable("The store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        self._wakeup.set()
+        return await future
+
+    async def _run_writes(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
+                ops = [op for op, _ in batch]
+                try:
+                    outcomes, events = await self._commit_batch(ops)
+                except Exception as exc:  # the transaction failed: nothing of it was written
+                    error = _as_client_error(exc)
+                    log.error("write transaction failed: %s", exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                if events:
+                    for listener in self._listeners:
+                        try:
+                            listener(events)
+                        except Exception:
+                            log.exception("commit listener failed")
+            if self._closed:
+                return
+
+    async def _commit_batch(
+        self, ops: list[PgOp[Any]]
+    ) -> tuple[list[tuple[bool, Any]], list[Event]]:
+        conn = self._conn
+        assert conn is not None
+        tx = PgTx(conn, careful=False)
+        try:
+            async with conn.transaction():
+                outcomes = await self._run_plainly(tx, ops)
+                events = await tx.append_events()
+            return outcomes, events
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception:
+            return await self._commit_carefully(conn, ops)
+
+    @staticmethod
+    async def _run_plainly(tx: PgTx, ops: list[PgOp[Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        run: list[Change] = []
+
+        async def flush() -> None:
+            for result in await tx.change_many(run):
+                outcomes.append((not isinstance(result, SidetaskError), result))
+            run.clear()
+
+        for op in ops:
+            if isinstance(op, _ChangeOp):
+                run.append(op.change)
+                continue
+            if run:
+                await flush()
+            outcomes.append((True, await op(tx)))
+        if run:
+            await flush()
+        return outcomes
+
+    @staticmethod
+    async def _commit_carefully(
+        conn: asyncpg.Connection, ops: list[PgOp[Any]]
+    ) -> tuple[list[tuple[bool, Any]], list[Event]]:
+        """The batch again, one savepoint per write."""
+        tx = PgTx(conn, careful=True)
+        outcomes: list[tuple[bool, Any]] = []
+        async with conn.transaction():
+            for op in ops:
+                mark = len(tx.pending)
+                try:
+                    async with conn.transaction():
+                        value = await op(tx)
+                except _CONNECTION_ERRORS:
+                    raise
+                except Exception as exc:
+                    del tx.pending[mark:]
+                    outcomes.append((False, _as_client_error(exc)))
+                else:
+                    outcomes.append((True, value))
+            events = await tx.append_events()
+        return outcomes, events
+
+    # --- writes ---
+
+    async def insert(self, new: NewTask) -> tuple[Task, bool]:
+        """A new task; with an Idempotency-Key already used in the graph, the task it made
+        (a replay) when the request was the same, else Unprocessable."""
+        key = new.idempotency_key
+        fingerprint = None if key is None else new.fingerprint()
+
+        async def op(tx: PgTx) -> tuple[Task, bool]:
+            row = await tx.conn.fetchrow(
+                q.INSERT_TASK,
+                new.graph.graphspace,
+                new.graph.graph,
+                new.name,
+                new.type,
+                new.callable,
+                tx.now,
+                new.input,
+                new.max_retries,
+                new.priority,
+                new.timeout,
+                tx.now + new.delay_ms if new.delay_ms > 0 else 0,
+                key,
+                fingerprint,
+            )
+            if row is None:  # the key was taken (maybe by another process just now)
+                found = await tx.conn.fetchrow(
+                    q.SELECT_BY_IDEMPOTENCY_KEY, new.graph.graphspace, new.graph.graph, key
+                )
+                assert found is not None
+                task = row_to_task(found)
+                if found[-1] is not None and found[-1] != fingerprint:
+                    raise Unprocessable(
+                        f"Idempotency-Key '{key}' was used with a different request for "
+                        f"task {task.id}"
+                    )
+                return task, False
+            task = row_to_task(row)
+            tx.event(EventKind.CREATED, task)
+            return task, True
+
+        return await self._write(op)
+
+    async def transition(self, change: Change) -> Task:
+        return await self._write(_ChangeOp(change))
+
+    async def transition_many(self, changes: Sequence[Change]) -> list[Task | Exception]:
+        changes = list(changes)
+
+        async def op(tx: PgTx) -> list[Task | Exception]:
+            return list(await tx.change_many(changes))
+
+        return await self._write(op)
+
+    async def set_progress(
+        self, progress: Mapping[int, int], totals: Mapping[int, int] | None = None
+    ) -> None:
+        items = [
+            (task_id, value, (totals or {}).get(task_id)) for task_id, value in progress.items()
+        ]
+
+        async def op(tx: PgTx) -> None:
+            for task_id, value, total in items:
+                row = await tx.conn.fetchrow(q.SET_PROGRESS, value, total, tx.now, task_id)
+                if row is not None:
+                    tx.event(EventKind.PROGRESS, row_to_task(row))
+
+        await self._write(op)
+
+    async def delete(
+        self, graph: GraphRef, task_id: int, sources: frozenset[Status] | None
+    ) -> Task:
+        wanted = None if sources is None else sorted(s.value for s in sources)
+
+        async def op(tx: PgTx) -> Task:
+            task = await tx.select_task(task_id)
+            if task is None or task.graph != graph:
+                raise NotFound(f"Can't find task with id '{task_id}'")
+            if sources is None or wanted is None:
+                await tx.conn.execute(q.DELETE_TASK, task_id)
+            else:
+                if task.status not in sources:
+                    raise TransitionRefused(
+                        f"Task '{task_id}' in status {task.status.name} can't be deleted"
+                    )
+                await tx.conn.execute(q.DELETE_TASK_FROM, task_id, wanted)
+            tx.event(EventKind.DELETED, task)
+            return task
+
+        return await self._write(op)
+
+    async def claim(
+        self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
+    ) -> list[Task]:
+        """Up to `limit` due waiting tasks, highest priority first, at most `type_room[t]`
+        of a limited type `t`: each goes `queued` on `server`."""
+        on_server = None if server is None else {"server": server}
+
+        async def op(tx: PgTx) -> list[Task]:
+            await tx.conn.execute(q.RELEASE_DUE, now_ms)
+            room = dict(type_room)
+            claimed: list[Task] = []
+            damaged: list[int] = []
+            while len(claimed) < limit:
+                excluded = sorted(name for name, left in room.items() if left <= 0)
+                found = await tx.conn.fetch(
+                    q.CLAIM_WAITING, excluded, damaged, limit - len(claimed)
+                )
+                again = False
+                taken: list[tuple[int, str]] = []
+                for task_id, _, type_name in found:
+                    if type_name in room and room[type_name] <= 0:
+                        again = True
+                        break
+                    if type_name in room:
+                        room[type_name] -= 1
+                    taken.append((task_id, type_name))
+                changes = [Change(i, Status.QUEUED, on_server) for i, _ in taken]
+                results = await tx.change_many(changes) if changes else []
+                for (task_id, type_name), result in zip(taken, results, strict=True):
+                    if isinstance(result, Task):
+                        claimed.append(result)
+                    else:  # the row reads as `unknown`: left alone
+                        damaged.append(task_id)
+                        again = True
+                        if type_name in room:
+                            room[type_name] += 1
+                if not again:
+                    break
+            return claimed
+
+        return await self._write(op)
+
+    async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
+        kept = sorted(set(keep_types))
+
+        async def op(tx: PgTx) -> Recovery:
+            rows = await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept)
+            counts = dict.fromkeys(Status, 0)
+            for row in rows:
+                task = row_to_task(row)
+                if task.status is Status.UNKNOWN:
+                    counts[Status.UNKNOWN] += 1
+                else:
+                    counts[(await tx.change(decide(task))).status] += 1
+            return Recovery(
+                counts[Status.RESTORING],
+                counts[Status.FAILED],
+                counts[Status.CANCELLED],
+                counts[Status.UNKNOWN],
+            )
+
+        return await self._write(op)
+
+    async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None:
+        async def op(tx: PgTx) -> None:
+            await tx.conn.execute(
+                q.SET_PROCESS_GROUP, group, None if group is None else token, task_id
+            )
+
+        await self._write(op)
+
+    async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]:
+        async def op(tx: PgTx) -> tuple[int, int]:
+            rows = await tx.conn.fetch(
+                q.PURGEABLE_TASKS, _COMPLETED_VALUES, tasks_before_ms, PURGE_CHUNK
+            )
+            purged = 0
+            for row in rows:
+                task = row_to_task(row)
+                if task.status is Status.UNKNOWN:
+                    continue
+                await tx.conn.execute(q.DELETE_TASK, task.id)
+                tx.event(EventKind.DELETED, task)
+                purged += 1
+            status = await tx.conn.execute(q.PURGE_EVENTS, PURGE_CHUNK, events_before_ms)
+            return purged, int(status.split()[-1])
+
+        return await self._write(op)
+
+    # --- external workers' leases (LeaseStore) ---
+
+    async def lease(
+        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
+    ) -> tuple[Lease | None, int | None]:
+        wanted = sorted(set(types))
+
+        async def op(tx: PgTx) -> tuple[Lease | None, int | None]:
+            damaged: list[int] = []
+            await tx.conn.execute(q.RELEASE_DUE, now_ms)
+            while True:
+                task_id = await tx.conn.fetchval(q.NEXT_LEASABLE, wanted, damaged)
+                if task_id is None:
+                    next_due = await tx.conn.fetchval(q.NEXT_DUE, wanted, damaged)
+                    return None, None if next_due is None else int(next_due)
+                try:
+                    task = await tx.change(Change(task_id, Status.SCHEDULED, {"server": worker}))
+                except TransitionRefused:
+                    damaged.append(task_id)
+                    continue
+                break
+            await tx.conn.execute(q.SET_LEASE, token, expires_ms, task_id)
+            return Lease(task, token, expires_ms), None
+
+        return await self._write(op)
+
+    @staticmethod
+    async def _leased(
+        tx: PgTx, graph: GraphRef, task_id: int, token: str
+    ) -> tuple[Task, int | None]:
+        row = await tx.conn.fetchrow(q.SELECT_LEASED, task_id)
+        if row is None or row_to_task(row).graph != graph:
+            raise NotFound(f"Can't find task with id '{task_id}'")
+        task = row_to_task(row)
+        if row[-2] is None or row[-2] != token:
+            raise Conflict(
+                f"Task '{task_id}' is not held by this lease: it was never claimed with it, "
+                "or its lease expired and the task was given back"
+            )
+        return task, row[-1]
+
+    @staticmethod
+    def _check_live(task: Task, expires_ms: int | None, now_ms: int) -> None:
+        if task.status not in LEASED_STATUSES:
+            raise Conflict(
+                f"Task '{task.id}' is {task.status.name}, it is no longer held by a worker"
+            )
+        if expires_ms is None or expires_ms <= now_ms:
+            raise Conflict(
+                f"The lease on task '{task.id}' has expired; the task will be given back"
+            )
+
+    @staticmethod
+    async def _start_leased(tx: PgTx, task: Task, fields: Mapping[str, Any]) -> Task:
+        return await tx.change(
+            Change(task.id, Status.RUNNING, fields, frozenset({Status.SCHEDULED}))
+        )
+
+    async def report(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
+    ) -> Lease:
+        async def op(tx: PgTx) -> Lease:
+            task, current_expiry = await self._leased(tx, graph, task_id, token)
+            if task.status is Status.CANCELLED:
+                return Lease(task, token, current_expiry or 0)
+            self._check_live(task, current_expiry, tx.now)
+            fields = {} if progress is None else {"progress": progress}
+            if task.status is Status.SCHEDULED:
+                task = await self._start_leased(tx, task, fields)
+            elif progress is not None and progress != task.progress:
+                row = await tx.conn.fetchrow(q.REPORT_PROGRESS, progress, tx.now, task_id)
+                assert row is not None  # the row was read in this transaction
+                task = row_to_task(row)
+                tx.event(EventKind.PROGRESS, task)
+            await tx.conn.execute(q.EXTEND_LEASE, expires_ms, task_id)
+            return Lease(task, token, expires_ms)
+
+        return await self._write(op)
+
+    async def settle_lease(
+        self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
+    ) -> Task:
+        async def op(tx: PgTx) -> Task:
+            task, current_expiry = await self._leased(tx, graph, task_id, token)
+            self._check_live(task, current_expiry, tx.now)
+            fields: dict[str, Any] = {} if progress is None else {"progress": progress}
+            if task.status is Status.SCHEDULED:
+                task = await self._start_leased(tx, task, fields)
+            if task.status is Status.CANCELLING:
+                task = await tx.change(Change(task_id, Status.CANCELLED, fields))
+            else:
+                change = decide(task)
+                task = await tx.change(
+                    Change(
+                        task_id, change.target, {**fields, **(change.fields or {})}, change.sources
+                    )
+                )
+            await tx.conn.execute(q.END_LEASE, task_id)
+            return task
+
+        return await self._write(op)
+
+    async def expire_leases(
+        self,
+        now_ms: int,
+        types: Sequence[str],
+        decide: Decision,
+        unleased: Decision | None = None,
+    ) -> list[Task]:
+        wanted = sorted(set(types))
+
+        async def op(tx: PgTx) -> list[Task]:
+            expired = await tx.conn.fetch(q.EXPIRED_LEASES, now_ms, _LEASED_VALUES, wanted)
+            orphans = await tx.conn.fetch(q.UNLEASED, _LEASED_VALUES, wanted)
+            changed = []
+            for rows, decision in ((expired, decide), (orphans, unleased or decide)):
+                for row in rows:
+                    task = row_to_task(row)
+                    if task.status is Status.UNKNOWN:
+                        continue
+                    changed.append(await tx.change(decision(task)))
+                    await tx.conn.execute(q.DROP_LEASE, task.id)
+            return changed
+
+        return await self._write(op)
+
+    async def renew_leases(self, types: Sequence[str], until_ms: int) -> int:
+        wanted = sorted(set(types))
+
+        async def op(tx: PgTx) -> int:
+            status = await tx.conn.execute(q.RENEW_LEASES, until_ms, _LEASED_VALUES, wanted)
+            return int(status.split()[-1])
+
+        return await self._write(op)
+
+    # --- reads ---
+
+    async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        if self._pool is None:
+            raise ServiceUnavailable("The store is not open")
+        try:
+            return list(await self._pool.fetch(sql, *params))
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+            raise ServiceUnavailable("The store cannot read now", str(exc)) from exc
+
+    async def process_groups(self) -> list[ProcessGroup]:
+        rows = await self._fetch(q.PROCESS_GROUPS)
+        return [ProcessGroup(int(r[0]), int(r[1]), r[2]) for r in rows]
+
+    async def get(self, graph: GraphRef | None, task_id: int) -> Task | None:
+        if not 0 < task_id <= MAX_ID:
+            return None
+        rows = await self._fetch(q.SELECT_TASK, task_id)
+        if not rows:
+            return None
+        task = row_to_task(rows[0])
+        if graph is not None and task.graph != graph:
+            return None
+        return task
+
+    def _list_query(
+        self,
+        graph: GraphRef,
+        status: Status | frozenset[Status] | None,
+        after_id: int,
+        task_type: str | None,
+        descending: bool,
+        bounded: bool,
+    ) -> tuple[str, list[Any], frozenset[Status] | None]:
+        """A list's query and its parameters but the limit (and the bound): the third is
+        the id it goes on from."""
+        wanted = frozenset({status}) if isinstance(status, Status) else status
+        bound = MAX_ID if descending and after_id == 0 else min(after_id, MAX_ID)
+        params: list[Any] = [graph.graphspace, graph.graph, bound]
+        if task_type is not None:
+            params.append(task_type)
+        stored: list[str] = []
+        unknown = False
+        if wanted is not None:
+            stored = sorted(s.value for s in wanted if s is not Status.UNKNOWN)
+            if stored:
+                params.append(stored)
+            unknown = Status.UNKNOWN in wanted
+            if unknown:
+                params.append(q.KNOWN_VALUES)
+        sql = q.list_tasks(descending, task_type is not None, bool(stored), unknown, bounded)
+        return sql, params, wanted
+
+    async def list_tasks(
+        self,
+        graph: GraphRef,
+        status: Status | frozenset[Status] | None,
+        limit: int | None,
+        after_id: int = 0,
+        *,
+        task_type: str | None = None,
+        descending: bool = False,
+    ) -> list[Task]:
+        tasks: list[Task] = []
+        async for batch in self.iter_tasks(
+            graph, status, limit, after_id, task_type=task_type, descending=descending
+        ):
+            tasks.extend(batch)
+        return tasks
+
+    async def iter_tasks(
+        self,
+        graph: GraphRef,
+        status: Status | frozenset[Status] | None,
+        limit: int | None,
+        after_id: int = 0,
+        *,
+        task_type: str | None = None,
+        descending: bool = False,
+    ) -> AsyncGenerator[list[Task], None]:
+        """The tasks `list_tasks` gives, in lists of at most LIST_BATCH read by one query;
+        a task larger than LIST_ROW_CHARS (input and result) is read on its own when its
+        turn comes and comes alone. A row that reads as another status than the one it is
+        stored with (damaged) is left out of a status's list."""
+        sql, params, wanted = self._list_query(
+            graph, status, after_id, task_type, descending, bounded=True
+        )
+        left = limit
+        while left is None or left > 0:
+            asked = LIST_BATCH if left is None else min(LIST_BATCH, left)
+            rows = await self._fetch(sql, *params, asked, LIST_ROW_CHARS)
+            if rows:
+                params[2] = rows[-1][0]  # the next query goes on after this one's last row
+            run: list[Task] = []
+            for row in rows:
+                task: Task | None = row_to_task(row)
+                if row[-1]:  # large: its input and result were left out; read it alone
+                    if run:
+                        yield self._take(run, left)
+                        left = None if left is None else left - len(run)
+                        run = []
+                        if left == 0:
+                            return
+                    task = await self.get(graph, row[0])
+                    if task is not None and (wanted is None or task.status in wanted):
+                        yield [task]
+                        left = None if left is None else left - 1
+                        if left == 0:
+                            return
+                    continue
+                assert task is not None
+                if wanted is None or task.status in wanted:
+                    run.append(task)
+            if run:
+                kept = self._take(run, left)
+                yield kept
+                left = None if left is None else left - len(kept)
+                if left == 0:
+                    return
+            if len(rows) < asked:
+                return
+
+    @staticmethod
+    def _take(run: list[Task], left: int | None) -> list[Task]:
+        return run if left is None else run[:left]
+
+    async def iter_ids(
+        self, graph: GraphRef, ids: Sequence[int]
+    ) -> AsyncGenerator[list[Task], None]:
+        unique = sorted({i for i in ids if 0 < i <= MAX_ID})
+        for start in range(0, len(unique), LIST_BATCH):
+            chunk = unique[start : start + LIST_BATCH]
+            rows = await self._fetch(q.GRAPH_TASKS_BY_ID, graph.graphspace, graph.graph, chunk)
+            if rows:
+                yield [row_to_task(row) for row in rows]
+
+    async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]:
+        tasks: list[Task] = []
+        async for batch in self.iter_ids(graph, ids):
+            tasks.extend(batch)
+        return tasks
+
+    async def events_after(
+        self,
+        after_id: int,
+        graph: GraphRef | None,
+        task_id: int | None,
+        limit: int,
+        max_bytes: int | None = None,
+    ) -> list[Event]:
+        params: list[Any] = [min(after_id, MAX_ID)]
+        if task_id is not None:
+            params.append(task_id)
+        if graph is not None:
+            params.extend((graph.graphspace, graph.graph))
+        params.append(limit)
+        if max_bytes is not None:
+            params.append(max_bytes)
+        sql = q.events_after(task_id is not None, graph is not None, max_bytes is not None)
+        return [row_to_event(row) for row in await self._fetch(sql, *params)]
+
+    async def last_event_id(self) -> int:
+        rows = await self._fetch(q.LAST_EVENT_ID)
+        return int(rows[0][0])
+
+    async def count_by_status(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for status, task_type, count in await self._fetch(q.COUNT_BY_STATUS_TYPE):
+            name = stored_status(status).value
+            counts[(name, task_type)] = counts.get((name, task_type), 0) + int(count)
+        return counts
+
+    async def count_statuses(self, graph: GraphRef) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        for status, count in await self._fetch(
+            q.COUNT_GRAPH_STATUSES, graph.graphspace, graph.graph
+        ):
+            counts[stored_status(status)] += int(count)
+        return counts
+
+
+async def migrate(conn: asyncpg.Connection, schema: str) -> int:
+    """Brings `schema` to the newest version this code knows, in one transaction under a
+    lock (several processes may start at once; the first migrates, the others find it
+    done). A schema newer than the code is refused. Returns the version now in force."""
+    async with conn.transaction():
+        await conn.execute(q.MIGRATE_LOCK, schema)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(q.VERSION_TABLE)
+        version = int(await conn.fetchval(q.SELECT_VERSION))
+        if version > len(MIGRATIONS):
+            raise SidetaskError(
+                f"PostgreSQL schema '{schema}' has schema version {version}, newer than this "
+                f"sidetask knows ({len(MIGRATIONS)}); upgrade sidetask"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            log.info("applying PostgreSQL schema migration %d to '%s'", number, schema)
+            await conn.execute(script)
+            await conn.execute(q.SET_VERSION.format(version=int(number)))
+        return max(version, len(MIGRATIONS))
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
