@@ -77,8 +77,12 @@ class Settings:
     #: address and port the HTTP server binds
     host: str = "127.0.0.1"
     port: int = 8080
-    #: the SQLite database file (created with its directory when missing)
+    #: the SQLite database file (created with its directory when missing), or a
+    #: PostgreSQL URL (postgresql://user:password@host:port/database)
     db: str = "var/sidetask.db"
+    #: the PostgreSQL schema sidetask's tables live in (created when missing); not used
+    #: with SQLite
+    db_schema: str = "sidetask"
     #: declared graphs, each "graphspace/graph"
     graphs: tuple[str, ...] = ("DEFAULT/hugegraph",)
     #: how many jobs run at once in this process
@@ -469,6 +473,12 @@ def _check(name: str, value: Any) -> None:
         if value and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise ConfigError(
                 f"{name}: expected an http:// or https:// URL (or empty), got {value!r}"
+            )
+    elif name == "db_schema":
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ConfigError(
+                f"{name}: a PostgreSQL schema name of lower-case letters, digits and _, not "
+                f"starting with a digit, at most 63 characters; got {value!r}"
             )
     elif name in ("host", "db", "server_name") and not value.strip():
         raise ConfigError(f"{name}: must not be empty")

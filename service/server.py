@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import ConfigError, Settings
+from .store import describe_db
 from .web import create_app
 from .web.limits import JsonErrorRunner, Occasional
 
@@ -146,7 +147,7 @@ async def _run(settings: Settings) -> None:
             "sidetask serving on http://%s:%d with %s (authentication %s)",
             settings.host,
             settings.port,
-            settings.db,
+            describe_db(settings.db),
             "on" if settings.auth_enabled else "off",
         )
         await stop.wait()

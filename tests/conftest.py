@@ -115,15 +115,21 @@ class ServerProcess:
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         config_file: Path = TEST_CONFIG,
         env: dict[str, str] | None = None,
         args: tuple[str, ...] = (),
+        log_dir: Path | None = None,
     ) -> None:
+        """`db`: a SQLite file, or a PostgreSQL URL (then `log_dir` holds the log)."""
         self.db = db
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = db.with_suffix(f".{self.port}.log")
+        if isinstance(db, Path):
+            self.log = db.with_suffix(f".{self.port}.log")
+        else:
+            assert log_dir is not None, "a PostgreSQL server's log needs a directory"
+            self.log = log_dir / f"server.{self.port}.log"
         cmd = [
             sys.executable,
             "-m",
@@ -185,8 +191,8 @@ class ServerProcess:
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
-    def start(db: Path | None = None, **kwargs: Any) -> ServerProcess:
-        server = ServerProcess(db or tmp_path / "sidetask.db", **kwargs)
+    def start(db: Path | str | None = None, **kwargs: Any) -> ServerProcess:
+        server = ServerProcess(db or tmp_path / "sidetask.db", log_dir=tmp_path, **kwargs)
         started.append(server)
         return server
 
@@ -259,6 +265,15 @@ def pg_server() -> Iterator[PgServer]:
 
 
 _databases = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A fresh database on each backend: a SQLite file in tmp_path, or a PostgreSQL URL (a
+    database of its own on the run's server). tests/sup_util reads and writes either."""
+    if request.param == "sqlite":
+        return tmp_path / "sidetask.db"
+    return str(request.getfixturevalue("pg_dsn"))
 
 
 @pytest.fixture

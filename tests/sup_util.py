@@ -1,30 +1,63 @@
-"""Helpers of the supervisor, store and recovery tests: reading the SQLite file as it is
-stored, and waiting on conditions (never on fixed sleeps)."""
+"""Helpers of the supervisor, store and recovery tests: reading the database as it is
+stored (a SQLite file, or a PostgreSQL URL: the same SQL with `?` parameters, in the
+schema `sidetask`), and waiting on conditions (never on fixed sleeps)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import wait_for
 
 
+def _is_postgres(db: Path | str) -> bool:
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def _on_postgres(db: str, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """The query on a connection of its own, run to its end in a thread with its own event
+    loop (so a synchronous helper works inside a test's loop too); `?` become `$n`."""
+    numbered = iter(range(1, len(params) + 1))
+    text = re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
+
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(db, server_settings={"search_path": "sidetask"})
+        try:
+            return [tuple(row) for row in await conn.fetch(text, *params)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result(timeout=30)
+
+
 def rows(db: Path | str, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-    """A query on the database file through a connection of its own, as an operator would."""
+    """A query on the database through a connection of its own, as an operator would."""
+    if _is_postgres(db):
+        assert isinstance(db, str)
+        return _on_postgres(db, sql, tuple(params))
     with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
         return list(conn.execute(sql, tuple(params)).fetchall())
 
 
 def execute(db: Path | str, sql: str, params: Iterable[Any] = ()) -> None:
-    """A write straight into the database file (damage, or a row of a newer version)."""
+    """A write straight into the database (damage, or a row of a newer version)."""
+    if _is_postgres(db):
+        assert isinstance(db, str)
+        _on_postgres(db, sql, tuple(params))
+        return
     with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
         conn.execute(sql, tuple(params))
         conn.commit()

@@ -41,6 +41,19 @@ def serve(args: argparse.Namespace) -> int:
     return run_service(settings, insecure=args.insecure)
 
 
+def migrate(args: argparse.Namespace) -> int:
+    from .. import errors, store
+
+    settings = config.load(args.config, db=args.db)
+    try:
+        version = asyncio.run(store.migrate(settings.db, settings.db_schema))
+    except errors.SidetaskError as exc:
+        print(f"sidetask: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{store.describe_db(settings.db)}: schema version {version}")
+    return EXIT_OK
+
+
 # --- credentials ---
 
 

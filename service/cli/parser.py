@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = subcommands.add_parser("serve", help="run the service")
     serve.add_argument("--host", help="address to bind (default from the configuration: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8080)")
-    serve.add_argument("--db", help="the SQLite database file (default var/sidetask.db)")
+    serve.add_argument(
+        "--db",
+        help="the SQLite database file (default var/sidetask.db), or a PostgreSQL URL "
+        "postgresql://user:password@host/database",
+    )
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
     serve.add_argument(
         "--import-path",
@@ -77,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="bind an address other than loopback without users or tokens configured",
     )
     serve.set_defaults(run=commands.serve)
+
+    migrate = subcommands.add_parser(
+        "migrate",
+        help="bring the database to this version's schema (serve also does, at its start)",
+        description="Applies the schema migrations this version has and the database lacks, "
+        "and prints the version in force. PostgreSQL: safe while replicas run (under a lock); "
+        "a database newer than this version is refused.",
+    )
+    migrate.add_argument("--db", help="as for serve (default from the configuration)")
+    migrate.add_argument("--config", metavar="FILE", help="a TOML file of settings")
+    migrate.set_defaults(run=commands.migrate)
 
     hash_password = subcommands.add_parser(
         "hash-password",

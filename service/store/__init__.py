@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .base import (
     Backend,
     Change,
@@ -26,10 +28,38 @@ __all__ = [
     "Recovery",
     "SQLiteStore",
     "Store",
+    "describe_db",
+    "migrate",
     "open_store",
 ]
 
 
-def open_store(db: str) -> Backend:
-    """The store for a `db` setting: a SQLite file path (PostgreSQL URLs come later)."""
+def open_store(db: str, schema: str = "sidetask") -> Backend:
+    """The store for a `db` setting: a PostgreSQL URL (tables in `schema`), else a SQLite
+    file path. PostgreSQL's driver is imported only then: it is an extra."""
+    if db.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(db, schema=schema)
     return SQLiteStore(db)
+
+
+async def migrate(db: str, schema: str = "sidetask") -> int:
+    """Brings the database of a `db` setting to this version's schema (a service also does
+    at its start) and returns the version in force. PostgreSQL: under the schema's lock,
+    while replicas run; SQLite: only while no service has the file open."""
+    if db.startswith(("postgresql://", "postgres://")):
+        from .postgres import migrate_url
+
+        return await migrate_url(db, schema)
+    from .schema import SCHEMA_VERSION
+
+    store = SQLiteStore(db)
+    await store.open()
+    await store.close()
+    return SCHEMA_VERSION
+
+
+def describe_db(db: str) -> str:
+    """A `db` setting for logs and messages: a URL without its password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", db)

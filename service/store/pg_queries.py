@@ -38,6 +38,16 @@ SET_VERSION = "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({v
 #: taken by whoever migrates the schema, for the rest of its transaction
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1 || '.migrate'))"
 
+# --- this process ---
+
+#: held by the one process serving the schema, for the life of its writer's session
+TAKE_SCHEMA = "SELECT pg_try_advisory_lock(hashtext($1 || '.owner'))"
+#: the lock holder's row, after the rows left by processes that died (FORGET_REPLICAS)
+FORGET_REPLICAS = "DELETE FROM replicas"
+REGISTER = "INSERT INTO replicas (id, host, pid, started_ms) VALUES ($1, $2, $3, $4)"
+HOLDER = "SELECT host, pid FROM replicas ORDER BY started_ms DESC LIMIT 1"
+UNREGISTER = "DELETE FROM replicas WHERE id = $1"
+
 # --- tasks ---
 
 SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"

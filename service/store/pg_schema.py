@@ -101,6 +101,15 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN ids;
     END $$;
 
+    -- The processes serving this schema: one at a time for now (PostgresStore.open holds a
+    -- lock for it), whose row tells a second one who it is.
+    CREATE TABLE replicas (
+        id          uuid    PRIMARY KEY,  -- fresh at every start: a process incarnation
+        host        text    NOT NULL,
+        pid         integer NOT NULL,
+        started_ms  bigint  NOT NULL
+    );
+
     -- Whether a text is JSON (a task's input must be): a row whose input is not reads as
     -- `unknown` (service.store.rows), and a list of `unknown` tasks finds it by this.
     CREATE FUNCTION sidetask_is_json(value text) RETURNS boolean

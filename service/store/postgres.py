@@ -11,13 +11,18 @@ leaves nothing behind and the others commit. Events are appended by the schema's
 
 One process per schema for now: the writer holds a session advisory lock on it, so a
 second `sidetask serve` on the same schema refuses to start, as a second one on a SQLite
-file does (it would recover the first one's running tasks as a dead process's)."""
+file does (it would recover the first one's running tasks as a dead process's). The lock
+goes with the writer's session, so a process that dies frees the schema at once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
+import socket
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -30,6 +35,7 @@ from ..errors import (
     NotFound,
     ServiceUnavailable,
     SidetaskError,
+    StoreLocked,
     TransitionRefused,
     Unprocessable,
 )
@@ -268,6 +274,8 @@ class PostgresStore:
         self._loop_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
         self._closed = False
+        #: this process's identity in `replicas`, new at every start
+        self._incarnation = uuid.uuid4()
 
     # --- lifecycle ---
 
@@ -287,13 +295,7 @@ class PostgresStore:
         conn = await self._connect()
         try:
             await migrate(conn, self.schema)
-            if not await conn.fetchval(
-                "SELECT pg_try_advisory_lock(hashtext($1 || '.owner'))", self.schema
-            ):
-                raise SidetaskError(
-                    f"Another sidetask process is using PostgreSQL schema '{self.schema}' "
-                    f"at {_safe_dsn(self.dsn)}; stop it, or give this one another schema"
-                )
+            await self._take_schema(conn)
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
@@ -306,6 +308,21 @@ class PostgresStore:
         self._conn = conn
         self._loop_task = asyncio.create_task(self._run_writes(), name="sidetask-store-writer")
 
+    async def _take_schema(self, conn: asyncpg.Connection) -> None:
+        """The schema for this process alone, or StoreLocked naming the one that has it."""
+        if not await conn.fetchval(q.TAKE_SCHEMA, self.schema):
+            row = await conn.fetchrow(q.HOLDER)
+            holder = "pid unknown" if row is None else f"pid {row['pid']} on {row['host']}"
+            raise StoreLocked(
+                f"PostgreSQL schema '{self.schema}' at {_safe_dsn(self.dsn)} is in use by "
+                f"another sidetask process ({holder}); two supervisors on one schema would "
+                "run the same task twice. Stop that process, or use another db_schema."
+            )
+        await conn.execute(q.FORGET_REPLICAS)
+        await conn.execute(
+            q.REGISTER, self._incarnation, socket.gethostname(), os.getpid(), clock.now_ms()
+        )
+
     async def close(self) -> None:
         """Refuses new writes, commits those queued, and closes the connections."""
         if self._closed:
@@ -317,6 +334,8 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
         if self._conn is not None:
+            with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
+                await self._conn.execute(q.UNREGISTER, self._incarnation)
             await self._conn.close()  # the schema's lock goes with the session
 
     def add_listener(self, listener: CommitListener) -> None:
@@ -921,6 +940,16 @@ class PostgresStore:
         return counts
 
 
+async def migrate_url(dsn: str, schema: str = DEFAULT_SCHEMA) -> int:
+    """`migrate` on a connection of its own (the `sidetask migrate` command)."""
+    store = PostgresStore(dsn, schema=schema)  # checks the schema's name
+    conn = await store._connect()
+    try:
+        return await migrate(conn, schema)
+    finally:
+        await conn.close()
+
+
 async def migrate(conn: asyncpg.Connection, schema: str) -> int:
     """Brings `schema` to the newest version this code knows, in one transaction under a
     lock (several processes may start at once; the first migrates, the others find it
@@ -944,4 +973,6 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> int:
 
 def _safe_dsn(dsn: str) -> str:
     """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
+    from . import describe_db
+
+    return describe_db(dsn)

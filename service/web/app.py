@@ -28,7 +28,7 @@ log = logging.getLogger("sidetask.web")
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = open_store(app[SETTINGS].db)
+    store = open_store(app[SETTINGS].db, app[SETTINGS].db_schema)
     await store.open()
     app[STORE] = store
     app[LEASES] = store

@@ -1,6 +1,7 @@
-"""Restart recovery (SPEC 9) with real `python -m service serve` processes on one SQLite
-file: SIGKILL mid-run and start again, SIGTERM/SIGINT drains, and the refusal of a second
-process on the same database."""
+"""Restart recovery (SPEC 9) with real `python -m service serve` processes on one database,
+on both stores (`any_db`: a SQLite file, a PostgreSQL database): SIGKILL mid-run and start
+again, SIGTERM/SIGINT drains, and the refusal of a second process on the same database
+(SQLite's other names of one file apart)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ ENV = {"SIDETASK_JOBS": orjson.dumps(JOBS).decode()}
 Factory = Callable[..., ServerProcess]
 
 
-async def started(factory: Factory, **env: str) -> ServerProcess:
-    server = factory(env={**ENV, **env})
+async def started(factory: Factory, db: Path | str, **env: str) -> ServerProcess:
+    server = factory(db=db, env={**ENV, **env})
     await server.wait_ready()
     return server
 
@@ -76,10 +77,10 @@ async def wait_log(server: ServerProcess, text: str, timeout: float = 15.0) -> N
 
 
 async def test_a_killed_run_is_restored_and_succeeds_when_retries_are_left(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
-    db = tmp_path / "sidetask.db"
-    first = await started(server_factory)
+    db = any_db
+    first = await started(server_factory, db)
     began = tmp_path / "began"
     task_id = await post_job(
         http,
@@ -96,7 +97,7 @@ async def test_a_killed_run_is_restored_and_succeeds_when_retries_are_left(
         ("running", 0)
     ]
 
-    second = await started(server_factory)
+    second = await started(server_factory, db)
     task = await wait_task(http, second, task_id, "success")
     assert (task["task_retries"], task["task_result"]) == (1, '"run 2"')
     assert trail(db, task_id) == [
@@ -113,15 +114,15 @@ async def test_a_killed_run_is_restored_and_succeeds_when_retries_are_left(
 
 
 async def test_a_killed_run_with_no_retries_left_fails_saying_it_was_interrupted(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
-    db = tmp_path / "sidetask.db"
-    first = await started(server_factory)
+    db = any_db
+    first = await started(server_factory, db)
     task_id = await post_job(http, first, "gate", {"path": str(tmp_path / "never")})
     await wait_task(http, first, task_id, "running")
     first.kill()
 
-    second = await started(server_factory)
+    second = await started(server_factory, db)
     task = await wait_task(http, second, task_id, "failed")
     assert "interrupted" in task["task_result"]
     assert task["task_retries"] == 0
@@ -129,10 +130,10 @@ async def test_a_killed_run_with_no_retries_left_fails_saying_it_was_interrupted
 
 
 async def test_a_killed_cancelling_task_ends_cancelled(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
-    db = tmp_path / "sidetask.db"
-    first = await started(server_factory)
+    db = any_db
+    first = await started(server_factory, db)
     seen = tmp_path / "cancel-seen"
     task_id = await post_job(
         http,
@@ -150,18 +151,18 @@ async def test_a_killed_cancelling_task_ends_cancelled(
     assert (await get(http, first, task_id))["task_status"] == "cancelling"
     first.kill()
 
-    second = await started(server_factory)
+    second = await started(server_factory, db)
     task = await wait_task(http, second, task_id, "cancelled")
     assert task["task_retries"] == 0  # it was not run again
     assert trail(db, task_id)[-2:] == ["cancelling", "cancelled"]
 
 
 async def test_tasks_waiting_in_the_killed_process_are_restored_and_others_left_alone(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
     """A queued task and a pending one, and a row of a newer version, across a SIGKILL."""
-    db = tmp_path / "sidetask.db"
-    first = await started(server_factory, SIDETASK_CONCURRENCY="1")
+    db = any_db
+    first = await started(server_factory, db, SIDETASK_CONCURRENCY="1")
     busy = await post_job(http, first, "gate", {"path": str(tmp_path / "never")}, max_retries=1)
     await wait_task(http, first, busy, "running")
     queued = await post_job(http, first, "echo", {"q": 1}, max_retries=1)
@@ -178,7 +179,7 @@ async def test_tasks_waiting_in_the_killed_process_are_restored_and_others_left_
     )
     first.kill()
 
-    second = await started(server_factory)  # room for the restored gate and the echo
+    second = await started(server_factory, db)  # room for the restored gate and the echo
     task = await wait_task(http, second, queued, "success")
     assert (task["task_retries"], task["task_result"]) == (1, '{"q":1}')
     assert "restoring" in trail(db, queued)
@@ -192,12 +193,12 @@ async def test_tasks_waiting_in_the_killed_process_are_restored_and_others_left_
 
 
 async def test_sigterm_drains_within_the_grace_and_leaves_the_rest_for_the_next_start(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
     """drain_grace is 2 s (config/test.toml): the job released during the drain ends
     `success`; the one that never ends is left `running`, and restored at the next start."""
-    db = tmp_path / "sidetask.db"
-    first = await started(server_factory)
+    db = any_db
+    first = await started(server_factory, db)
     gate = tmp_path / "gate"
     quick = await post_job(http, first, "gate", {"path": str(gate)})
     slow = await post_job(
@@ -216,17 +217,17 @@ async def test_sigterm_drains_within_the_grace_and_leaves_the_rest_for_the_next_
         (slow, "running"),
     ]
 
-    second = await started(server_factory)
+    second = await started(server_factory, db)
     task = await wait_task(http, second, slow, "success")
     assert (task["task_retries"], task["task_result"]) == (1, '"run 2"')
     assert (await get(http, second, quick))["task_retries"] == 0
 
 
 async def test_sigint_drains_too(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
-    db = tmp_path / "sidetask.db"
-    server = await started(server_factory)
+    db = any_db
+    server = await started(server_factory, db)
     gate = tmp_path / "gate"
     task_id = await post_job(http, server, "gate", {"path": str(gate)})
     await wait_task(http, server, task_id, "running")
@@ -238,10 +239,10 @@ async def test_sigint_drains_too(
 
 
 async def test_a_drain_hands_back_queued_tasks_without_spending_a_retry(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
-    db = tmp_path / "sidetask.db"
-    first = await started(server_factory, SIDETASK_CONCURRENCY="1")
+    db = any_db
+    first = await started(server_factory, db, SIDETASK_CONCURRENCY="1")
     gate = tmp_path / "gate"
     busy = await post_job(http, first, "gate", {"path": str(gate)})
     await wait_task(http, first, busy, "running")
@@ -255,7 +256,7 @@ async def test_a_drain_hands_back_queued_tasks_without_spending_a_retry(
         ("restoring", 0)
     ]
 
-    second = await started(server_factory)
+    second = await started(server_factory, db)
     task = await wait_task(http, second, waiting, "success")
     assert task["task_retries"] == 0
 
@@ -264,10 +265,11 @@ async def test_a_drain_hands_back_queued_tasks_without_spending_a_retry(
 
 
 async def test_a_second_process_on_the_same_database_refuses_to_start(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
-    first = await started(server_factory)
-    second = server_factory(env=ENV)
+    db = any_db
+    first = await started(server_factory, db)
+    second = server_factory(db=db, env=ENV)
     code = await wait_exit(second)
     assert code != 0
     output = second.output()
@@ -299,7 +301,7 @@ async def test_a_second_process_on_another_name_of_the_file_refuses_and_nothing_
     server_factory: Factory, http: ClientSession, tmp_path: Path, how: str
 ) -> None:
     db = tmp_path / "sidetask.db"
-    first = await started(server_factory)
+    first = await started(server_factory, db)
     gate = tmp_path / "gate"
     task_id = await post_job(
         http, first, "gate", {"path": str(gate), "result": "once"}, max_retries=1
@@ -326,13 +328,13 @@ async def test_the_guard_leaves_no_file_a_cleaner_could_remove(
     """The lock is on the database file itself: with every other file of the service next to
     it removed (as a temp cleaner would), a second process still refuses."""
     db = tmp_path / "sidetask.db"
-    first = await started(server_factory)
+    first = await started(server_factory, db)
     database = {db.name, f"{db.name}-wal", f"{db.name}-shm"}
     for path in tmp_path.iterdir():
         if path.name not in database and not path.name.endswith(".log"):
             path.unlink()
     assert {p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")} == database
-    second = server_factory(env=ENV)
+    second = server_factory(db=db, env=ENV)
     assert await wait_exit(second) != 0
     assert f"pid {first.proc.pid}" in second.output()
     task_id = await post_job(http, first, "echo", {"still": "here"})
@@ -340,10 +342,12 @@ async def test_the_guard_leaves_no_file_a_cleaner_could_remove(
 
 
 async def test_two_processes_creating_the_file_at_once_one_serves(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
-    db = tmp_path / "new" / "sidetask.db"
-    db.parent.mkdir()  # for the servers' logs; the database file does not exist yet
+    # SQLite: a file that does not exist yet; PostgreSQL: a database without the schema
+    db = any_db if isinstance(any_db, str) else tmp_path / "new" / "sidetask.db"
+    if isinstance(db, Path):
+        db.parent.mkdir()  # for the servers' logs; the database file does not exist yet
     both = [server_factory(db=db, env=ENV), server_factory(db=db, env=ENV)]
 
     async def settled() -> bool:
@@ -370,12 +374,12 @@ async def test_two_processes_creating_the_file_at_once_one_serves(
 
 
 async def test_sigterm_does_not_wait_forever_for_a_plain_job(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
     """A plain (thread) job cannot be interrupted: past the grace it is left running, the
     process exits anyway, and the task is restored at the next start."""
-    db = tmp_path / "sidetask.db"
-    first = await started(server_factory)
+    db = any_db
+    first = await started(server_factory, db)
     gate = tmp_path / "gate"
     task_id = await post_job(http, first, "sync_gate", {"path": str(gate)}, max_retries=1)
     await wait_task(http, first, task_id, "running")
@@ -387,17 +391,17 @@ async def test_sigterm_does_not_wait_forever_for_a_plain_job(
     finally:
         gate.touch()  # lets the thread end, should the process still be there
 
-    second = await started(server_factory)
+    second = await started(server_factory, db)
     task = await wait_task(http, second, task_id, "success")
     assert task["task_retries"] == 1
 
 
 async def test_every_submission_answered_201_is_on_disk(
-    server_factory: Factory, http: ClientSession, tmp_path: Path
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
 ) -> None:
     """SIGKILL right after the last 201: every task answered is in the file."""
-    db = tmp_path / "sidetask.db"
-    server = await started(server_factory)
+    db = any_db
+    server = await started(server_factory, db)
     ids = [await post_job(http, server, "echo", {"n": n}, delay=3600) for n in range(25)]
     server.kill()
     assert [i for (i,) in rows(db, "SELECT id FROM tasks ORDER BY id")] == ids
