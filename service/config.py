@@ -83,6 +83,11 @@ class Settings:
     #: the PostgreSQL schema sidetask's tables live in (created when missing); not used
     #: with SQLite
     db_schema: str = "sidetask"
+    #: PostgreSQL: seconds between this process's heartbeats (and sweeps for dead ones)
+    heartbeat_interval: float = 5.0
+    #: PostgreSQL: seconds without a heartbeat after which a process is declared dead and
+    #: the tasks it held are recovered by the others
+    replica_timeout: float = 30.0
     #: declared graphs, each "graphspace/graph"
     graphs: tuple[str, ...] = ("DEFAULT/hugegraph",)
     #: how many jobs run at once in this process
@@ -373,6 +378,13 @@ def _build(values: dict[str, Any], sources: Mapping[str, str]) -> Settings:
             raise ConfigError(f"{exc} (from {sources.get(name, 'the defaults')})") from None
     settings = Settings(**typed)
     _check_grants(settings, sources.get("grants", "the defaults"))
+    if settings.replica_timeout <= settings.heartbeat_interval:
+        raise ConfigError(
+            f"replica_timeout ({settings.replica_timeout:g} s) must be longer than "
+            f"heartbeat_interval ({settings.heartbeat_interval:g} s), or a live process is "
+            "declared dead between two of its heartbeats (from "
+            f"{sources.get('replica_timeout', sources.get('heartbeat_interval', 'the defaults'))})"
+        )
     return settings
 
 
@@ -425,6 +437,8 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "max_input_bytes": (1, True),
     "max_result_bytes": (1, True),
     "max_waiting": (0, True),
+    "heartbeat_interval": (0, False),
+    "replica_timeout": (0, False),
 }
 _MAXIMUM: dict[str, float] = {"port": 65535}
 

@@ -13,7 +13,7 @@ import heapq
 import logging
 import random
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from .errors import (
 from .jobs import JobContext, JobType, PermanentFailure, command
 from .jobs.base import MAX_ERROR_CHARS, ReportedFailure, describe_error
 from .jobs.registry import Registry
-from .model import Action, GraphRef, NewTask, Status, Task
+from .model import Action, Event, EventKind, GraphRef, NewTask, Status, Task
 from .policy import Outcome, after_failure, after_interruption, delete_sources, refusal
 from .policy import retry_delay as backoff_delay
 from .ready import ReadyQueue
@@ -73,6 +73,9 @@ class _Running:
     ending: bool = False
     #: its end is handed to the writer: the slot is free for the next job
     slot_freed: bool = False
+    #: this process was declared dead while the job ran: the task is another's now, and
+    #: the job is stopped without a word written about it
+    abandoned: bool = False
 
 
 class Supervisor:
@@ -125,10 +128,8 @@ class Supervisor:
         # Command processes a crashed run left are stopped before their tasks run again.
         await self._stop_orphans()
         # External workers' tasks were not running here: their leases decide (service.leases).
-        now = clock.now_ms()
         recovery = await self.store.recover(
-            lambda task: self._change_of(task, after_interruption(task, now)),
-            keep_types=self.settings.external_types,
+            self._interrupted_change, keep_types=self.settings.external_types
         )
         if recovery.restored or recovery.failed or recovery.cancelled:
             log.info(
@@ -149,6 +150,7 @@ class Supervisor:
             asyncio.create_task(self._schedule_loop(), name="sidetask-scheduler"),
             asyncio.create_task(self._progress_loop(), name="sidetask-progress"),
             asyncio.create_task(self._purge_loop(), name="sidetask-purge"),
+            asyncio.create_task(self._liveness_loop(), name="sidetask-liveness"),
         ]
         self.started = True
 
@@ -216,7 +218,7 @@ class Supervisor:
         self._ready.clear()
         try:
             results = await self.store.transition_many(
-                [Change(task_id, Status.RESTORING) for task_id in waiting]
+                [Change(task_id, Status.RESTORING, fenced=True) for task_id in waiting]
             )
         except SidetaskError as exc:  # left as they are: restored at the next start
             log.warning("%d waiting task(s) not handed back: %s", len(waiting), exc.message)
@@ -301,6 +303,8 @@ class Supervisor:
             running = self._running.get(task_id)
             if task.type in self.settings.external_types:
                 pass  # its worker learns it from its next report and ends it (service.leases)
+            elif running is None and await self.store.held_elsewhere(task_id):
+                pass  # another live process runs it: it sees the event and interrupts its job
             elif running is None:  # nothing here is running it: there is nothing to interrupt
                 try:
                     task = await self.store.transition(Change(task_id, Status.CANCELLED))
@@ -310,14 +314,35 @@ class Supervisor:
                     if current is None or current.status is not Status.CANCELLED:
                         raise
                     task = current
-            elif running.job is None:  # its start is being recorded: it is cancelled there
-                running.cancel_requested = True
-            elif not running.ending:
-                # The flag first: a plain function's thread, which cannot be interrupted,
-                # and a job's handler of the CancelledError both see it.
-                running.cancel.set()
-                running.job.cancel()
+            else:
+                self._interrupt(running)
         return task
+
+    @staticmethod
+    def _interrupt(running: _Running) -> None:
+        """Stops a job this process runs whose task went `cancelling`."""
+        if running.job is None:  # its start is being recorded: it is cancelled there
+            running.cancel_requested = True
+        elif not running.ending and not running.cancel.is_set():
+            # The flag first: a plain function's thread, which cannot be interrupted,
+            # and a job's handler of the CancelledError both see it.
+            running.cancel.set()
+            running.job.cancel()
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        """The store's listener: what other processes sharing the store did, seen here. A
+        cancel sent to another one for a job running here stops the job; a task submitted,
+        resumed or retried there may be claimed here at once (not at the next poll)."""
+        wake = False
+        for event in events:
+            if event.kind is EventKind.CREATED or event.status is Status.RESTORING:
+                wake = True
+            elif event.status is Status.CANCELLING:
+                running = self._running.get(event.task_id)
+                if running is not None:
+                    self._interrupt(running)
+        if wake and self._accepting:
+            self._wakeup.set()
 
     async def pause(self, graph: GraphRef, task_id: int) -> Task:
         task = await self._change(graph, task_id, Action.PAUSE, lambda t: Status.PENDING)
@@ -535,7 +560,7 @@ class Supervisor:
             return
         try:
             results = await self.store.transition_many(
-                [Change(t.id, Status.RUNNING) for t in to_start]
+                [Change(t.id, Status.RUNNING, fenced=True) for t in to_start]
             )
         except BaseException:
             # Nothing was written: they are still queued, and wait for the next step.
@@ -584,8 +609,8 @@ class Supervisor:
         try:
             outcome = await self._execute(task, job_type, ctx)
         except asyncio.CancelledError as exc:
-            if self._abandoning:
-                raise  # drained: the row stays `running` and is restored at the next start
+            if self._abandoning or running.abandoned:
+                raise  # drained, or no longer ours: the row is recovered as interrupted
             if running.cancel.is_set():
                 outcome = Outcome(Status.CANCELLED)
             else:  # no cancel was asked for: the job raised CancelledError itself
@@ -733,7 +758,7 @@ class Supervisor:
 
     async def _record_end(self, task_id: int, target: Status, fields: dict[str, Any]) -> None:
         try:
-            await self.store.transition(Change(task_id, target, fields))
+            await self.store.transition(Change(task_id, target, fields, fenced=True))
             return
         except TransitionRefused as exc:
             refused = exc
@@ -742,7 +767,9 @@ class Supervisor:
         current = await self.store.get(None, task_id)
         if current is not None and current.status is Status.CANCELLING:
             try:
-                await self.store.transition(Change(task_id, Status.CANCELLED, cancelled))
+                await self.store.transition(
+                    Change(task_id, Status.CANCELLED, cancelled, fenced=True)
+                )
                 return
             except TransitionRefused:
                 current = await self.store.get(None, task_id)
@@ -825,6 +852,53 @@ class Supervisor:
                         if task_id in totals:
                             self._dirty_totals.setdefault(task_id, totals[task_id])
                 raise
+
+    # --- liveness (a store shared by several processes) ---
+
+    async def _liveness_loop(self) -> None:
+        """Every heartbeat_interval: this process's heartbeat, then the sweep (the tasks of
+        processes declared dead, recovered as a restart recovers them)."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                if not await self.store.beat():
+                    self._abandon_all()
+                recovery = await self.store.sweep(
+                    self._interrupted_change, keep_types=self.settings.external_types
+                )
+            except SidetaskError as exc:
+                log.warning("heartbeat or sweep not written: %s", exc.message)
+                continue
+            if recovery.restored or recovery.failed or recovery.cancelled:
+                log.info(
+                    "recovered the tasks of a process declared dead: %d restoring, "
+                    "%d failed, %d cancelled",
+                    recovery.restored,
+                    recovery.failed,
+                    recovery.cancelled,
+                )
+
+    def _interrupted_change(self, task: Task) -> Change:
+        return self._change_of(task, after_interruption(task, clock.now_ms()))
+
+    def _abandon_all(self) -> None:
+        """This process was declared dead (it missed heartbeats for longer than the
+        timeout): the others have recovered what it held. Its claimed tasks are dropped
+        and its jobs stopped, without a word written about them (every such write would be
+        refused by the fence anyway)."""
+        log.error(
+            "this process was declared dead (no heartbeat for %.0f s): its %d running and "
+            "%d claimed task(s) are left to the others; it goes on with a new identity",
+            self.settings.replica_timeout,
+            len(self._running),
+            len(self._ready),
+        )
+        self._ready.clear()
+        for running in self._running.values():
+            running.abandoned = True
+            if running.job is not None:
+                running.cancel.set()
+                running.job.cancel()
 
     # --- retention ---
 

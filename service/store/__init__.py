@@ -34,13 +34,14 @@ __all__ = [
 ]
 
 
-def open_store(db: str, schema: str = "sidetask") -> Backend:
-    """The store for a `db` setting: a PostgreSQL URL (tables in `schema`), else a SQLite
-    file path. PostgreSQL's driver is imported only then: it is an extra."""
+def open_store(db: str, schema: str = "sidetask", replica_timeout: float = 30.0) -> Backend:
+    """The store for a `db` setting: a PostgreSQL URL (tables in `schema`; a process
+    silent for `replica_timeout` seconds is dead), else a SQLite file path. PostgreSQL's
+    driver is imported only then: it is an extra."""
     if db.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(db, schema=schema)
+        return PostgresStore(db, schema=schema, replica_timeout=replica_timeout)
     return SQLiteStore(db)
 
 

@@ -15,12 +15,20 @@ CommitListener = Callable[[Sequence[Event]], None]
 @dataclass(frozen=True, slots=True)
 class Change:
     """One compare-and-set status change: `task_id` moves to `target` only from a status
-    the transition table allows (narrowed further by `sources` when given)."""
+    the transition table allows (narrowed further by `sources` when given).
+
+    On a store several processes share, a task is held by the process that claimed it:
+    `claims` makes this process the holder; `fenced` (a start, a job's end, a hand-back)
+    applies only while this process holds the task, so a process declared dead, whose
+    tasks went to the others, changes none of them. One process alone holds every task:
+    SQLite ignores both."""
 
     task_id: int
     target: Status
     fields: Mapping[str, Any] | None = None
     sources: frozenset[Status] | None = None
+    claims: bool = False
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +100,25 @@ class Store(Protocol):
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
         """Changes each task a dead process left in an interruptible status as `decide` says;
         tasks of `keep_types` that a lease holds are left to their leases, damaged rows as
-        they are."""
+        they are. On a shared store, also what the sweep does: with several processes, a
+        task held by a live one is not a dead process's."""
+        ...
+
+    async def beat(self) -> bool:
+        """This process is alive (a shared store's heartbeat); False when it had been
+        declared dead meanwhile: its tasks went to the others, and it has been given a new
+        identity. A store of one process: always True."""
+        ...
+
+    async def sweep(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
+        """Declares dead the processes whose heartbeat is too old, and recovers the tasks
+        they held as `recover` does (one process at a time across them). A store of one
+        process: nothing to do."""
+        ...
+
+    async def held_elsewhere(self, task_id: int) -> bool:
+        """Whether another live process holds the task (a cancel must reach its job
+        there). A store of one process: never."""
         ...
 
     async def set_process_group(

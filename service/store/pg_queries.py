@@ -38,15 +38,32 @@ SET_VERSION = "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({v
 #: taken by whoever migrates the schema, for the rest of its transaction
 MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1 || '.migrate'))"
 
-# --- this process ---
+# --- replicas ---
 
-#: held by the one process serving the schema, for the life of its writer's session
-TAKE_SCHEMA = "SELECT pg_try_advisory_lock(hashtext($1 || '.owner'))"
-#: the lock holder's row, after the rows left by processes that died (FORGET_REPLICAS)
-FORGET_REPLICAS = "DELETE FROM replicas"
-REGISTER = "INSERT INTO replicas (id, host, pid, started_ms) VALUES ($1, $2, $3, $4)"
-HOLDER = "SELECT host, pid FROM replicas ORDER BY started_ms DESC LIMIT 1"
+REGISTER = (
+    "INSERT INTO replicas (id, host, pid, lock_key, started_ms, heartbeat_ms)"
+    " VALUES ($1, $2, $3, $4, sidetask_now_ms(), sidetask_now_ms())"
+)
+#: held by the writer's session while the process lives (a former identity's let go)
+HOLD_LIFE = "SELECT pg_advisory_unlock_all(), pg_advisory_lock($1)"
+#: this process is alive; no row: it was declared dead (its tasks went to the others)
+HEARTBEAT = "UPDATE replicas SET heartbeat_ms = sidetask_now_ms() WHERE id = $1"
 UNREGISTER = "DELETE FROM replicas WHERE id = $1"
+#: one sweep at a time across the replicas; the others skip theirs
+TRY_SWEEP = "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.sweep'))"
+#: processes whose heartbeat is older than the timeout (ms), or whose session no longer
+#: holds their life lock (it can be taken: taken and given back at once), are dead: their
+#: rows go. $2: this process (whose own lock its session could take again).
+FORGET_DEAD = (
+    "DELETE FROM replicas WHERE id <> $2 AND (heartbeat_ms < sidetask_now_ms() - $1"
+    " OR CASE WHEN pg_try_advisory_lock(lock_key) THEN pg_advisory_unlock(lock_key)"
+    " ELSE false END)"
+)
+#: a task held by a live process other than this one (a cancel must reach it there)
+HELD_ELSEWHERE = (
+    "SELECT EXISTS (SELECT 1 FROM tasks t JOIN replicas r ON r.id = t.owner"
+    " WHERE t.id = $1 AND t.owner <> $2 AND t.status = ANY($3::text[]))"
+)
 
 # --- tasks ---
 
@@ -65,9 +82,11 @@ INSERT_TASK = (
     " ON CONFLICT (graphspace, graph, idempotency_key) WHERE idempotency_key IS NOT NULL"
     f" DO NOTHING RETURNING {TASK_COLUMNS}"
 )
+# only the process running the task reports its progress: fenced by its id ($5)
 SET_PROGRESS = (
     "UPDATE tasks SET progress = $1, progress_total = coalesce($2, progress_total),"
     " update_ms = $3 WHERE id = $4 AND status IN ('running', 'cancelling')"
+    " AND (owner = $5 OR owner IS NULL)"
     " AND (progress <> $1 OR coalesce($2, progress_total) IS DISTINCT FROM progress_total)"
     f" RETURNING {TASK_COLUMNS}"
 )
@@ -79,35 +98,48 @@ PROCESS_GROUPS = (
 )
 
 
-@functools.lru_cache(maxsize=128)
-def change_status(fields: tuple[str, ...]) -> str:
+def _fence(claims: bool, fenced: bool, n: int, table: str = "") -> tuple[str, str]:
+    """The owner's part of a status change: a claim makes this process the owner (`SET`);
+    a fenced change applies only while no other process is it (`WHERE`: a row nobody
+    claimed, written by hand or by an older version, has none). Parameter n: this
+    process's id."""
+    assignment = f", owner = ${n}" if claims else ""
+    condition = f" AND ({table}owner = ${n} OR {table}owner IS NULL)" if fenced else ""
+    return assignment, condition
+
+
+@functools.lru_cache(maxsize=256)
+def change_status(fields: tuple[str, ...], claims: bool = False, fenced: bool = False) -> str:
     """The compare-and-set UPDATE of a status change setting `fields` (the same values on
-    every task). Parameters: target, now, the fields' values, the ids, the sources."""
+    every task). Parameters: target, now, the fields' values, the ids, the sources, and
+    this process's id when it `claims` the tasks or the change is `fenced` by it."""
     assignments = "".join(f", {name} = ${i}" for i, name in enumerate(fields, start=3))
     n = len(fields) + 3
+    owner_set, owner_where = _fence(claims, fenced, n + 2)
     return (
-        f"UPDATE tasks SET status = $1, update_ms = $2{assignments}"
-        f" WHERE id = ANY(${n}::bigint[]) AND status = ANY(${n + 1}::text[])"
+        f"UPDATE tasks SET status = $1, update_ms = $2{assignments}{owner_set}"
+        f" WHERE id = ANY(${n}::bigint[]) AND status = ANY(${n + 1}::text[]){owner_where}"
         f" RETURNING {TASK_COLUMNS}"
     )
 
 
-@functools.lru_cache(maxsize=128)
-def change_status_rows(fields: tuple[str, ...]) -> str:
+@functools.lru_cache(maxsize=256)
+def change_status_rows(fields: tuple[str, ...], claims: bool = False, fenced: bool = False) -> str:
     """`change_status` for tasks that each set `fields` to values of their own (a batch of
     job ends, each with its result): the values come as arrays, one per column. Parameters:
-    target, now, the ids, each field's values, the sources."""
+    target, now, the ids, each field's values, the sources, this process's id."""
     columns = ", ".join(["id", *fields])
     arrays = ", ".join(
         ["$3::bigint[]", *(f"${i}::{FIELD_TYPES[f]}[]" for i, f in enumerate(fields, start=4))]
     )
     assignments = "".join(f", {name} = v.{name}" for name in fields)
     n = len(fields) + 4
+    owner_set, owner_where = _fence(claims, fenced, n + 1, "tasks.")
     returning = ", ".join(f"tasks.{c.strip()}" for c in TASK_COLUMNS.split(","))
     return (
-        f"UPDATE tasks SET status = $1, update_ms = $2{assignments}"
+        f"UPDATE tasks SET status = $1, update_ms = $2{assignments}{owner_set}"
         f" FROM unnest({arrays}) AS v({columns})"
-        f" WHERE tasks.id = v.id AND tasks.status = ANY(${n}::text[])"
+        f" WHERE tasks.id = v.id AND tasks.status = ANY(${n}::text[]){owner_where}"
         f" RETURNING {returning}"
     )
 
@@ -127,11 +159,14 @@ CLAIM_WAITING = (
     " AND type <> ALL($1::text[]) AND id <> ALL($2::bigint[])"
     " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
 )
-# Tasks a dead process left mid-way, but those of kept types held under a lease.
-# Parameters: the interruptible statuses, the kept types.
+# Tasks in hand of no live process (it died, or stopped without handing them back), but
+# those of kept types held under a lease; locked, so nobody claims or ends one while it
+# is recovered. Parameters: the interruptible statuses, the kept types.
 INTERRUPTED = (
     f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = ANY($1::text[])"
+    " AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = tasks.owner))"
     " AND (type <> ALL($2::text[]) OR lease_expires_ms IS NULL) ORDER BY id"
+    " FOR UPDATE SKIP LOCKED"
 )
 PURGEABLE_TASKS = (
     f"SELECT {TASK_COLUMNS} FROM tasks"
@@ -181,8 +216,10 @@ RENEW_LEASES = (
 # --- events ---
 
 APPEND_EVENTS = "SELECT sidetask_append_events($1, $2, $3, $4, $5, $6, $7, $8)"
-LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
 EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
+LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
+#: what the event pump reads: every event after the last one it gave out, in id order
+PUMP = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
 
 
 @functools.lru_cache(maxsize=16)

@@ -39,7 +39,9 @@ MIGRATIONS: tuple[str, ...] = (
         lease           text,
         lease_expires_ms bigint,
         process_group   bigint,
-        process_token   text
+        process_token   text,
+        -- the process (replicas.id) that claimed it: its writes to the task are fenced by it
+        owner           uuid
     ) WITH (fillfactor = 80);  -- room on the page: a status step is a HOT update when it can
     -- GET …/tasks: a graph's tasks in id order (also serves ids= and page=)
     CREATE INDEX tasks_by_graph ON tasks (graphspace, graph, id);
@@ -63,6 +65,9 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE idempotency_key IS NOT NULL;
     CREATE INDEX tasks_leases ON tasks (lease_expires_ms) WHERE lease_expires_ms IS NOT NULL;
     CREATE INDEX tasks_process_groups ON tasks (id) WHERE process_group IS NOT NULL;
+    -- the sweep: tasks in hand, by the process that holds them
+    CREATE INDEX tasks_in_hand ON tasks (owner)
+        WHERE status IN ('scheduling', 'scheduled', 'queued', 'running', 'cancelling');
 
     CREATE SEQUENCE events_id_seq;
     CREATE TABLE events (
@@ -98,17 +103,29 @@ MIGRATIONS: tuple[str, ...] = (
                             create_ms)
             SELECT e.*, now_ms
             FROM unnest(ids, task_ids, graphspaces, graphs, kinds, types, statuses, datas) AS e;
+        -- a hint for the other processes' event pumps (one per transaction; never the data)
+        PERFORM pg_notify(current_schema() || '_events', ids[cardinality(ids)]::text);
         RETURN ids;
     END $$;
 
-    -- The processes serving this schema: one at a time for now (PostgresStore.open holds a
-    -- lock for it), whose row tells a second one who it is.
+    -- The processes serving this schema. Each is alive while its writer's session holds
+    -- the advisory lock `lock_key` (a process that exits or is killed loses it at once)
+    -- and its heartbeat (on the database's clock) is recent (a process that hangs, or a
+    -- machine cut off, stops it); otherwise its row goes, and the others recover the
+    -- tasks it held.
     CREATE TABLE replicas (
         id          uuid    PRIMARY KEY,  -- fresh at every start: a process incarnation
         host        text    NOT NULL,
         pid         integer NOT NULL,
-        started_ms  bigint  NOT NULL
+        lock_key    bigint  NOT NULL,
+        started_ms  bigint  NOT NULL,
+        heartbeat_ms bigint NOT NULL
     );
+
+    -- the database's clock in epoch ms: every replica's heartbeat is judged by one clock
+    CREATE FUNCTION sidetask_now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS $$
+        SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+    $$;
 
     -- Whether a text is JSON (a task's input must be): a row whose input is not reads as
     -- `unknown` (service.store.rows), and a list of `unknown` tasks finds it by this.

@@ -9,10 +9,13 @@ rolled back and the batch is run again with a savepoint per write, so the failin
 leaves nothing behind and the others commit. Events are appended by the schema's
 `sidetask_append_events`, last before the commit, which takes their ids in commit order.
 
-One process per schema for now: the writer holds a session advisory lock on it, so a
-second `sidetask serve` on the same schema refuses to start, as a second one on a SQLite
-file does (it would recover the first one's running tasks as a dead process's). The lock
-goes with the writer's session, so a process that dies frees the schema at once."""
+Several processes may share a schema (replicas). Each registers in `replicas` with an id
+of its own at every start and keeps a heartbeat there, on the database's clock; a task
+holds the id of the process that claimed it (`owner`), and that process's writes to it
+are fenced by the id (Change.fenced), so one declared dead changes nothing it no longer
+holds. Any process sweeps (one at a time): it declares dead those whose heartbeat is too
+old and recovers the tasks no live process holds, as a restart recovers them. Events
+reach every process through its event pump (_EventPump), in id order."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import socket
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -35,7 +39,6 @@ from ..errors import (
     NotFound,
     ServiceUnavailable,
     SidetaskError,
-    StoreLocked,
     TransitionRefused,
     Unprocessable,
 )
@@ -74,6 +77,13 @@ LIST_ROW_CHARS = 32 * 1024
 PURGE_CHUNK = 5000
 #: above every task id: where a descending list starts
 MAX_ID = 2**63 - 1
+#: the event pump reads at least this often (seconds), notifications or not
+PUMP_POLL_SECONDS = 1.0
+#: events the pump reads per query
+PUMP_BATCH = 1000
+#: default seconds after its last heartbeat a process is declared dead (setting
+#: replica_timeout)
+REPLICA_TIMEOUT = 30.0
 _LEASED_VALUES = sorted(s.value for s in LEASED_STATUSES)
 _INTERRUPTIBLE_VALUES = sorted(s.value for s in INTERRUPTIBLE_STATUSES)
 _COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
@@ -104,8 +114,10 @@ class PgTx:
     """The writer's view of one transaction: the connection, the transaction's time, and the
     events its writes append (their ids are taken at the end, in commit order)."""
 
-    def __init__(self, conn: asyncpg.Connection, careful: bool) -> None:
+    def __init__(self, conn: asyncpg.Connection, careful: bool, me: uuid.UUID) -> None:
         self.conn = conn
+        #: this process's id (replicas.id): the holder its claims make, its fence
+        self.me = me
         self.now = clock.now_ms()
         #: True when each write runs in a savepoint (a batch redone): a damaged row met by
         #: a change is then undone and refused there, not by redoing the batch
@@ -181,7 +193,13 @@ class PgTx:
         results: list[Task | SidetaskError | None] = [None] * len(changes)
         groups: dict[Any, list[int]] = {}
         for index, change in enumerate(changes):
-            shape = (change.target, tuple(change.fields or ()), change.sources)
+            shape = (
+                change.target,
+                tuple(change.fields or ()),
+                change.sources,
+                change.claims,
+                change.fenced,
+            )
             groups.setdefault(shape, []).append(index)
         for indexes in groups.values():
             applied = await self._change_set([changes[i] for i in indexes])
@@ -195,13 +213,15 @@ class PgTx:
         names = changeable(first.fields or {})
         sources = sources_of(first)
         ids = [c.task_id for c in changes]
+        owner = [self.me] if first.claims or first.fenced else []
         if names and any(c.fields != first.fields for c in changes):
             columns = [[(c.fields or {})[name] for c in changes] for name in names]
-            sql = q.change_status_rows(names)
-            params: list[Any] = [first.target.value, self.now, ids, *columns, sources]
+            sql = q.change_status_rows(names, first.claims, first.fenced)
+            params: list[Any] = [first.target.value, self.now, ids, *columns, sources, *owner]
         else:
-            sql = q.change_status(names)
-            params = [first.target.value, self.now, *(first.fields or {}).values(), ids, sources]
+            sql = q.change_status(names, first.claims, first.fenced)
+            values = (first.fields or {}).values()
+            params = [first.target.value, self.now, *values, ids, sources, *owner]
         if not self.careful:
             tasks = await self._apply(sql, params)
             if tasks is None:  # a damaged row among them (rare): the batch again, carefully
@@ -255,10 +275,106 @@ class _ChangeOp:
         return await tx.change(self.change)
 
 
-class PostgresStore:
-    """Task state in one PostgreSQL schema. Only this package knows SQL."""
+class _EventPump:
+    """Hands every committed event of every process sharing the schema to the store's
+    listeners, in id order, with no gap and no repeat: it reads the events table after the
+    last id it gave out (ids become visible in increasing order: sidetask_append_events).
+    Woken by this process's commits, by NOTIFY from the others (a hint on a connection of
+    its own), and every PUMP_POLL_SECONDS whatever happens, so a lost notification or a
+    dropped listening connection delays an event but never loses it."""
 
-    def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, readers: int = 4) -> None:
+    def __init__(
+        self,
+        channel: str,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        fetch: Callable[..., Awaitable[list[asyncpg.Record]]],
+        announce: Callable[[Sequence[Event]], None],
+    ) -> None:
+        self._channel = channel
+        self._connect = connect
+        self._fetch = fetch
+        self._announce = announce
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listening: asyncpg.Connection | None = None
+        self._last = 0
+        self._stopping = False
+
+    async def start(self, after_id: int) -> None:
+        self._last = after_id
+        await self._listen()
+        self._task = asyncio.create_task(self._run(), name="sidetask-event-pump")
+
+    def wake(self, *_: object) -> None:
+        self._wakeup.set()
+
+    async def _listen(self) -> None:
+        """NOTIFY on a dedicated connection (a pooled one would lose its LISTEN)."""
+        try:
+            conn = await self._connect()
+            await conn.add_listener(self._channel, self.wake)
+            conn.add_termination_listener(self._lost)
+        except (SidetaskError, *_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            log.warning("event notifications unavailable, polling only: %s", exc)
+            return
+        self._listening = conn
+
+    def _lost(self, conn: Any) -> None:
+        if self._listening is conn:
+            self._listening = None
+            self.wake()  # the next round reads what was missed, and listens again
+
+    async def stop(self) -> None:
+        """Gives out what is committed, then stops."""
+        self._stopping = True
+        if self._task is not None:
+            self._wakeup.set()
+            await self._task
+            self._task = None
+        if self._listening is not None:
+            conn, self._listening = self._listening, None
+            with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
+                await conn.close()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PUMP_POLL_SECONDS):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._drain()
+                if self._listening is None and not self._stopping:
+                    await self._listen()
+            except (SidetaskError, *_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("event pump: %s", exc)
+            if self._stopping:
+                return
+
+    async def _drain(self) -> None:
+        while True:
+            rows = await self._fetch(q.PUMP, self._last, PUMP_BATCH)
+            if not rows:
+                return
+            events = [row_to_event(row) for row in rows]
+            self._last = events[-1].id
+            self._announce(events)
+            if len(rows) < PUMP_BATCH:
+                return
+
+
+class PostgresStore:
+    """Task state in one PostgreSQL schema, shared by every sidetask process that names
+    it. Only this package knows SQL."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        readers: int = 4,
+        replica_timeout: float = REPLICA_TIMEOUT,
+    ) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
                 f"PostgreSQL schema name {schema!r}: lower-case letters, digits and _, "
@@ -267,6 +383,8 @@ class PostgresStore:
         self.dsn = dsn
         self.schema = schema
         self._readers = max(1, readers)
+        #: a process whose heartbeat is older than this (seconds, the database's clock) is dead
+        self.replica_timeout = replica_timeout
         self._pool: asyncpg.Pool | None = None
         self._conn: asyncpg.Connection | None = None
         self._pending: list[tuple[PgOp[Any], asyncio.Future[Any]]] = []
@@ -274,72 +392,100 @@ class PostgresStore:
         self._loop_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
         self._closed = False
-        #: this process's identity in `replicas`, new at every start
-        self._incarnation = uuid.uuid4()
+        #: this process's id in `replicas`: new at every start, and when it was declared dead
+        self._me = uuid.uuid4()
+        self._pump = _EventPump(f"{schema}_events", self._connect, self._fetch, self._announce)
+
+    @property
+    def replica_id(self) -> str:
+        return str(self._me)
 
     # --- lifecycle ---
 
     async def _connect(self) -> asyncpg.Connection:
-        try:
-            return await asyncpg.connect(
-                self.dsn, server_settings={"search_path": self.schema}, timeout=10
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise ServiceUnavailable(
-                f"Cannot connect to PostgreSQL at {_safe_dsn(self.dsn)}", str(exc)
-            ) from exc
+        return await connect(self.dsn, self.schema)
 
     async def open(self) -> None:
         """Connects, migrates the schema (under a lock: several processes may start at
-        once), takes the schema for this process, and starts the commit loop."""
+        once), joins the replicas, and starts the commit loop and the event pump."""
         conn = await self._connect()
         try:
             await migrate(conn, self.schema)
-            await self._take_schema(conn)
+            await self._register(conn)
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
                 max_size=self._readers,
                 server_settings={"search_path": self.schema},
             )
+            await self._pump.start(await self.last_event_id())
         except BaseException:
+            await self._pump.stop()
+            if self._pool is not None:
+                await self._pool.close()
             await conn.close()
             raise
         self._conn = conn
         self._loop_task = asyncio.create_task(self._run_writes(), name="sidetask-store-writer")
 
-    async def _take_schema(self, conn: asyncpg.Connection) -> None:
-        """The schema for this process alone, or StoreLocked naming the one that has it."""
-        if not await conn.fetchval(q.TAKE_SCHEMA, self.schema):
-            row = await conn.fetchrow(q.HOLDER)
-            holder = "pid unknown" if row is None else f"pid {row['pid']} on {row['host']}"
-            raise StoreLocked(
-                f"PostgreSQL schema '{self.schema}' at {_safe_dsn(self.dsn)} is in use by "
-                f"another sidetask process ({holder}); two supervisors on one schema would "
-                "run the same task twice. Stop that process, or use another db_schema."
-            )
-        await conn.execute(q.FORGET_REPLICAS)
-        await conn.execute(
-            q.REGISTER, self._incarnation, socket.gethostname(), os.getpid(), clock.now_ms()
-        )
+    async def _register(self, conn: asyncpg.Connection) -> None:
+        """Joins the replicas under this process's id, and holds its life lock."""
+        key = secrets.randbits(63)
+        await conn.execute(q.REGISTER, self._me, socket.gethostname(), os.getpid(), key)
+        await conn.execute(q.HOLD_LIFE, key)
 
     async def close(self) -> None:
-        """Refuses new writes, commits those queued, and closes the connections."""
+        """Refuses new writes, commits those queued, hands the last events out, leaves the
+        replicas (what this process still held is then the others' to recover), and closes
+        the connections."""
         if self._closed:
             return
         self._closed = True
         if self._loop_task is not None:
             self._wakeup.set()
             await self._loop_task
-        if self._pool is not None:
-            await self._pool.close()
+        await self._pump.stop()
         if self._conn is not None:
             with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
-                await self._conn.execute(q.UNREGISTER, self._incarnation)
-            await self._conn.close()  # the schema's lock goes with the session
+                await self._conn.execute(q.UNREGISTER, self._me)
+            await self._conn.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     def add_listener(self, listener: CommitListener) -> None:
+        """`listener` gets every committed event of every process sharing the schema, in
+        id order, from the event pump (a process's own commits included)."""
         self._listeners.append(listener)
+
+    def _announce(self, events: Sequence[Event]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.exception("commit listener failed")
+
+    # --- replicas ---
+
+    async def beat(self) -> bool:
+        async def op(tx: PgTx) -> bool:
+            status = await tx.conn.execute(q.HEARTBEAT, self._me)
+            if status.split()[-1] != "0":
+                return True
+            # Declared dead (a pause longer than the timeout): what it held went to the
+            # others, and every fenced write of the old identity is refused from here.
+            self._me = uuid.uuid4()
+            tx.me = self._me
+            await self._register(tx.conn)
+            return False
+
+        return await self._write(op)
+
+    async def sweep(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
+        return await self._recover(decide, keep_types, forget_dead=True)
+
+    async def held_elsewhere(self, task_id: int) -> bool:
+        rows = await self._fetch(q.HELD_ELSEWHERE, task_id, self._me, _INTERRUPTIBLE_VALUES)
+        return bool(rows[0][0])
 
     # --- group commit ---
 
@@ -376,11 +522,7 @@ class PostgresStore:
                     else:
                         future.set_exception(value)
                 if events:
-                    for listener in self._listeners:
-                        try:
-                            listener(events)
-                        except Exception:
-                            log.exception("commit listener failed")
+                    self._pump.wake()  # it reads them back, in order with the others'
             if self._closed:
                 return
 
@@ -389,7 +531,7 @@ class PostgresStore:
     ) -> tuple[list[tuple[bool, Any]], list[Event]]:
         conn = self._conn
         assert conn is not None
-        tx = PgTx(conn, careful=False)
+        tx = PgTx(conn, careful=False, me=self._me)
         try:
             async with conn.transaction():
                 outcomes = await self._run_plainly(tx, ops)
@@ -421,12 +563,11 @@ class PostgresStore:
             await flush()
         return outcomes
 
-    @staticmethod
     async def _commit_carefully(
-        conn: asyncpg.Connection, ops: list[PgOp[Any]]
+        self, conn: asyncpg.Connection, ops: list[PgOp[Any]]
     ) -> tuple[list[tuple[bool, Any]], list[Event]]:
         """The batch again, one savepoint per write."""
-        tx = PgTx(conn, careful=True)
+        tx = PgTx(conn, careful=True, me=self._me)
         outcomes: list[tuple[bool, Any]] = []
         async with conn.transaction():
             for op in ops:
@@ -507,7 +648,7 @@ class PostgresStore:
 
         async def op(tx: PgTx) -> None:
             for task_id, value, total in items:
-                row = await tx.conn.fetchrow(q.SET_PROGRESS, value, total, tx.now, task_id)
+                row = await tx.conn.fetchrow(q.SET_PROGRESS, value, total, tx.now, task_id, tx.me)
                 if row is not None:
                     tx.event(EventKind.PROGRESS, row_to_task(row))
 
@@ -561,7 +702,7 @@ class PostgresStore:
                     if type_name in room:
                         room[type_name] -= 1
                     taken.append((task_id, type_name))
-                changes = [Change(i, Status.QUEUED, on_server) for i, _ in taken]
+                changes = [Change(i, Status.QUEUED, on_server, claims=True) for i, _ in taken]
                 results = await tx.change_many(changes) if changes else []
                 for (task_id, type_name), result in zip(taken, results, strict=True):
                     if isinstance(result, Task):
@@ -578,12 +719,23 @@ class PostgresStore:
         return await self._write(op)
 
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
+        return await self._recover(decide, keep_types, forget_dead=True)
+
+    async def _recover(
+        self, decide: Decision, keep_types: Iterable[str], *, forget_dead: bool
+    ) -> Recovery:
+        """SPEC 9 for the tasks no live process holds: each gets the change `decide` gives
+        it. One process at a time does it (the others find the lock taken and skip)."""
         kept = sorted(set(keep_types))
+        timeout_ms = int(self.replica_timeout * 1000)
 
         async def op(tx: PgTx) -> Recovery:
-            rows = await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept)
             counts = dict.fromkeys(Status, 0)
-            for row in rows:
+            if not await tx.conn.fetchval(q.TRY_SWEEP):
+                return Recovery(0, 0, 0)
+            if forget_dead:
+                await tx.conn.execute(q.FORGET_DEAD, timeout_ms, self._me)
+            for row in await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept):
                 task = row_to_task(row)
                 if task.status is Status.UNKNOWN:
                     counts[Status.UNKNOWN] += 1
@@ -640,7 +792,9 @@ class PostgresStore:
                     next_due = await tx.conn.fetchval(q.NEXT_DUE, wanted, damaged)
                     return None, None if next_due is None else int(next_due)
                 try:
-                    task = await tx.change(Change(task_id, Status.SCHEDULED, {"server": worker}))
+                    task = await tx.change(
+                        Change(task_id, Status.SCHEDULED, {"server": worker}, claims=True)
+                    )
                 except TransitionRefused:
                     damaged.append(task_id)
                     continue
@@ -940,10 +1094,20 @@ class PostgresStore:
         return counts
 
 
+async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+    """A connection whose unqualified names are the schema's."""
+    try:
+        return await asyncpg.connect(dsn, server_settings={"search_path": schema}, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise ServiceUnavailable(
+            f"Cannot connect to PostgreSQL at {_safe_dsn(dsn)}", str(exc)
+        ) from exc
+
+
 async def migrate_url(dsn: str, schema: str = DEFAULT_SCHEMA) -> int:
     """`migrate` on a connection of its own (the `sidetask migrate` command)."""
-    store = PostgresStore(dsn, schema=schema)  # checks the schema's name
-    conn = await store._connect()
+    PostgresStore(dsn, schema=schema)  # checks the schema's name
+    conn = await connect(dsn, schema)
     try:
         return await migrate(conn, schema)
     finally:

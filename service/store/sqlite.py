@@ -297,6 +297,18 @@ class SQLiteStore:
 
         return await self._write(op)
 
+    # One process holds the file (service.store.lock), so it holds every task: no other
+    # process to hear from, none to recover from while it runs.
+
+    async def beat(self) -> bool:
+        return True
+
+    async def sweep(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
+        return Recovery(0, 0, 0)
+
+    async def held_elsewhere(self, task_id: int) -> bool:
+        return False
+
     async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None:
         """Stores (or clears) the process group a command job runs in; not an event."""
 

@@ -28,7 +28,8 @@ log = logging.getLogger("sidetask.web")
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = open_store(app[SETTINGS].db, app[SETTINGS].db_schema)
+    settings = app[SETTINGS]
+    store = open_store(settings.db, settings.db_schema, settings.replica_timeout)
     await store.open()
     app[STORE] = store
     app[LEASES] = store
@@ -46,6 +47,7 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
         waiting=lambda: tasks.total(WAITING_STATUSES) if tasks.ready else None,
     )
     app[SUPERVISOR] = supervisor
+    app[STORE].add_listener(supervisor.on_events)  # other processes' cancels and submissions
     await supervisor.start()
     yield
     # The listening socket is closed by now: no new work arrives while running jobs drain.

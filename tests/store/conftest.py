@@ -20,6 +20,7 @@ import pytest
 from service.model import GraphRef, NewTask
 from service.store import Backend, SQLiteStore
 from service.store.postgres import PostgresStore
+from tests.conftest import wait_for
 
 GRAPH = GraphRef("DEFAULT", "hugegraph")
 OTHER = GraphRef("gs1", "other")
@@ -36,6 +37,16 @@ def new(graph: GraphRef = GRAPH, **fields: object) -> NewTask:
     }
     values.update(fields)
     return NewTask(**values)  # type: ignore[arg-type]
+
+
+async def heard_of(count: Callable[[], int], at_least: int, timeout: float = 10.0) -> None:
+    """Waits until a listener has heard `at_least` events: a store shared by several
+    processes hands them out from its event pump, after the write has returned."""
+
+    async def heard() -> bool:
+        return count() >= at_least
+
+    await wait_for(heard, timeout, f"{at_least} events to be heard")
 
 
 class Raw(Protocol):

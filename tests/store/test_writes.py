@@ -19,7 +19,7 @@ from service.model import (
     can_transition,
 )
 from service.store import Backend, Change
-from tests.store.conftest import GRAPH, OTHER, Raw, new
+from tests.store.conftest import GRAPH, OTHER, Raw, heard_of, new
 
 
 async def all_events(store: Backend, task_id: int | None = None) -> list[Event]:
@@ -356,6 +356,7 @@ async def test_listeners_hear_of_committed_events_in_id_order(store: Backend) ->
     await store.transition(Change(task.id, Status.SCHEDULING))
     with pytest.raises(TransitionRefused):
         await store.transition(Change(task.id, Status.SUCCESS))
+    await heard_of(lambda: sum(map(len, heard)), 2)
     flat = [e for events in heard for e in events]
     assert [(e.kind, e.status) for e in flat] == [
         (EventKind.CREATED, Status.NEW),
@@ -370,6 +371,7 @@ async def test_event_ids_increase_in_commit_order_under_concurrent_writes(store:
     store.add_listener(heard.extend)
     inserted = await asyncio.gather(*(store.insert(new(name=f"t{i}")) for i in range(50)))
     await store.transition_many([Change(t.id, Status.SCHEDULING) for t, _ in inserted])
+    await heard_of(lambda: len(heard), 100)
     ids = [e.id for e in heard]
     assert ids == sorted(ids) and len(set(ids)) == len(ids) == 100
     stored = await all_events(store)
@@ -392,6 +394,7 @@ async def test_a_listener_that_fails_does_not_fail_the_write(store: Backend) -> 
     store.add_listener(broken)
     store.add_listener(heard.extend)
     task, created = await store.insert(new())
+    await heard_of(lambda: len(heard), 1)
     assert created and [e.task_id for e in heard] == [task.id]
 
 

@@ -32,6 +32,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "type_concurrency": ('{"gremlin": 2, "sleep": 5}', {"gremlin": 2, "sleep": 5}),
     "jobs": ('{"mine": "tests.sup_jobs:gate"}', {"mine": "tests.sup_jobs:gate"}),
     "gremlin_url": ("http://127.0.0.1:8182/gremlin", "http://127.0.0.1:8182/gremlin"),
+    "db_schema": ("tenant_a", "tenant_a"),
     "log_level": ("debug", "debug"),
     "server_name": ("replica-2", "replica-2"),
     "external_types": ("render, index", ("render", "index")),
@@ -195,6 +196,12 @@ def test_the_process_environment_is_read_when_none_is_given(
         ("allowed_origins", "https://tools.example.org/sidetask"),
         ("allowed_origins", "https://tools.example.org:99999"),
         ("allowed_origins", "https://user@tools.example.org"),
+        ("db_schema", "Sidetask"),
+        ("db_schema", "2fast"),
+        ("db_schema", "a; DROP TABLE tasks"),
+        ("db_schema", "x" * 64),
+        ("heartbeat_interval", "0"),
+        ("replica_timeout", "-1"),
     ],
 )
 def test_a_bad_environment_value_names_the_setting_and_the_variable(name: str, text: str) -> None:
@@ -226,6 +233,19 @@ def test_a_bad_file_value_names_the_setting_and_the_file(
         config.load(file, env={})
     assert name in str(raised.value)
     assert str(file) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SIDETASK_REPLICA_TIMEOUT": "5"},  # the heartbeat's default interval is 5 s
+        {"SIDETASK_HEARTBEAT_INTERVAL": "40"},
+    ],
+)
+def test_a_replica_timeout_not_longer_than_the_heartbeat_is_refused(env: dict[str, str]) -> None:
+    """A live process would be declared dead between two of its heartbeats."""
+    with pytest.raises(ConfigError, match=r"replica_timeout.*longer than.*heartbeat_interval"):
+        load_env(**env)
 
 
 def test_an_unknown_setting_in_a_file_is_an_error(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Restart recovery (SPEC 9) with real `python -m service serve` processes on one database,
 on both stores (`any_db`: a SQLite file, a PostgreSQL database): SIGKILL mid-run and start
-again, SIGTERM/SIGINT drains, and the refusal of a second process on the same database
-(SQLite's other names of one file apart)."""
+again, SIGTERM/SIGINT drains; and on SQLite, the refusal of a second process on the same
+file, by any of its names."""
 
 from __future__ import annotations
 
@@ -265,9 +265,11 @@ async def test_a_drain_hands_back_queued_tasks_without_spending_a_retry(
 
 
 async def test_a_second_process_on_the_same_database_refuses_to_start(
-    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
+    server_factory: Factory, http: ClientSession, tmp_path: Path
 ) -> None:
-    db = any_db
+    """SQLite: one process per file. (Several on one PostgreSQL database share its work:
+    tests/pg/test_replicas.py.)"""
+    db = tmp_path / "sidetask.db"
     first = await started(server_factory, db)
     second = server_factory(db=db, env=ENV)
     code = await wait_exit(second)
@@ -342,12 +344,10 @@ async def test_the_guard_leaves_no_file_a_cleaner_could_remove(
 
 
 async def test_two_processes_creating_the_file_at_once_one_serves(
-    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
+    server_factory: Factory, http: ClientSession, tmp_path: Path
 ) -> None:
-    # SQLite: a file that does not exist yet; PostgreSQL: a database without the schema
-    db = any_db if isinstance(any_db, str) else tmp_path / "new" / "sidetask.db"
-    if isinstance(db, Path):
-        db.parent.mkdir()  # for the servers' logs; the database file does not exist yet
+    db = tmp_path / "new" / "sidetask.db"
+    db.parent.mkdir()  # for the servers' logs; the database file does not exist yet
     both = [server_factory(db=db, env=ENV), server_factory(db=db, env=ENV)]
 
     async def settled() -> bool:

@@ -1,0 +1,34 @@
+"""The store contract, liveness: what a process alone sees of heartbeats, sweeps and tasks
+held elsewhere (nothing to do), and what a change fenced by the holder does on its own
+tasks (applies). Several processes sharing one PostgreSQL database: tests/pg/."""
+
+from __future__ import annotations
+
+from service import clock
+from service.model import Status
+from service.store import Backend, Change, Recovery
+from tests.store.conftest import GRAPH, new
+
+
+def restore(task: object) -> Change:
+    assert hasattr(task, "id")
+    return Change(task.id, Status.RESTORING)
+
+
+async def test_a_process_alone_is_alive_and_holds_what_it_claims(store: Backend) -> None:
+    task, _ = await store.insert(new())
+    (claimed,) = await store.claim(1, clock.now_ms(), {})
+    assert await store.beat() is True
+    assert await store.held_elsewhere(task.id) is False
+    # nothing of a live process is swept: its queued task stays queued, and is its to start
+    assert await store.sweep(restore) == Recovery(0, 0, 0)
+    assert (await store.get(GRAPH, task.id)).status is Status.QUEUED  # type: ignore[union-attr]
+    started = await store.transition(Change(claimed.id, Status.RUNNING, fenced=True))
+    assert started.status is Status.RUNNING
+    assert await store.beat() is True
+
+
+async def test_a_task_nobody_claimed_is_held_by_nobody(store: Backend) -> None:
+    task, _ = await store.insert(new())
+    assert await store.held_elsewhere(task.id) is False
+    assert await store.held_elsewhere(task.id + 1000) is False  # no such task
