@@ -123,6 +123,8 @@ class ServerProcess:
     ) -> None:
         """`db`: a SQLite file, or a PostgreSQL URL (then `log_dir` holds the log)."""
         self.db = db
+        #: the environment it was given on top of this one's
+        self.env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if isinstance(db, Path):
