@@ -13,6 +13,7 @@ import heapq
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,9 @@ IDLE_POLL_SECONDS = 1.0
 SCHEDULER_STOP_SECONDS = 5.0
 #: what a refused submission is told to wait before it tries again (Retry-After)
 RETRY_AFTER_SECONDS = 1
+#: the share of replica_timeout after which a process that cannot write its heartbeat
+#: stops its jobs (it is about to be declared dead, and they to run elsewhere)
+CUT_OFF_SHARE = 0.8
 #: the first and the longest wait before a job's end is written again when the store
 #: cannot write (a full disk, a locked database)
 SETTLE_RETRY_FIRST = 0.05
@@ -121,6 +125,8 @@ class Supervisor:
         #: set when a drain has ended: a job's end that could not be written stays unwritten
         self._stopped = False
         self.started = False
+        #: when this process's heartbeat was last written (time.monotonic())
+        self.beat_at = time.monotonic()
 
     # --- lifecycle ---
 
@@ -196,7 +202,9 @@ class Supervisor:
             await self._flush_progress()
 
     async def _stop_orphans(self) -> None:
-        groups = await self.store.process_groups()
+        """Stops the command process groups that processes no longer alive left on this
+        machine (the store says which; a job of this process's own is never one)."""
+        groups = [g for g in await self.store.process_groups() if g.task_id not in self._running]
         if not groups:
             return
         stopped = await asyncio.gather(
@@ -856,18 +864,30 @@ class Supervisor:
     # --- liveness (a store shared by several processes) ---
 
     async def _liveness_loop(self) -> None:
-        """Every heartbeat_interval: this process's heartbeat, then the sweep (the tasks of
-        processes declared dead, recovered as a restart recovers them)."""
+        """Every heartbeat_interval: this process's heartbeat; the process groups that dead
+        processes of this machine left (stopped, so their tasks can run again); then the
+        sweep (the tasks of processes declared dead, recovered as a restart recovers
+        them). Cut off from the store for most of replica_timeout, this process is about
+        to be declared dead: it stops its jobs first, so none runs here while the others
+        run it again, and takes a new identity once it can write."""
+        rejoin = False
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
-                if not await self.store.beat():
-                    self._abandon_all()
+                if not await self.store.beat(rejoin):
+                    self._abandon_all("it was declared dead")
+                self.beat_at = time.monotonic()
+                rejoin = False
+                await self._stop_orphans()
                 recovery = await self.store.sweep(
                     self._interrupted_change, keep_types=self.settings.external_types
                 )
             except SidetaskError as exc:
                 log.warning("heartbeat or sweep not written: %s", exc.message)
+                silent = time.monotonic() - self.beat_at
+                if not rejoin and silent > CUT_OFF_SHARE * self.settings.replica_timeout:
+                    self._abandon_all(f"no heartbeat could be written for {silent:.0f} s")
+                    rejoin = True
                 continue
             if recovery.restored or recovery.failed or recovery.cancelled:
                 log.info(
@@ -878,18 +898,23 @@ class Supervisor:
                     recovery.cancelled,
                 )
 
+    @property
+    def alive(self) -> bool:
+        """Whether this process's heartbeat was written recently enough that the others
+        count it alive (/ready)."""
+        return time.monotonic() - self.beat_at < self.settings.replica_timeout
+
     def _interrupted_change(self, task: Task) -> Change:
         return self._change_of(task, after_interruption(task, clock.now_ms()))
 
-    def _abandon_all(self) -> None:
-        """This process was declared dead (it missed heartbeats for longer than the
-        timeout): the others have recovered what it held. Its claimed tasks are dropped
-        and its jobs stopped, without a word written about them (every such write would be
-        refused by the fence anyway)."""
+    def _abandon_all(self, why: str) -> None:
+        """What this process holds is the others' now (it was declared dead, or is about
+        to be): its claimed tasks are dropped and its jobs stopped, without a word written
+        about them (every such write would be refused by the fence anyway)."""
         log.error(
-            "this process was declared dead (no heartbeat for %.0f s): its %d running and "
-            "%d claimed task(s) are left to the others; it goes on with a new identity",
-            self.settings.replica_timeout,
+            "%s: its %d running and %d claimed task(s) are left to the other processes; "
+            "it goes on with a new identity",
+            why,
             len(self._running),
             len(self._ready),
         )

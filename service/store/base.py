@@ -104,10 +104,12 @@ class Store(Protocol):
         task held by a live one is not a dead process's."""
         ...
 
-    async def beat(self) -> bool:
+    async def beat(self, rejoin: bool = False) -> bool:
         """This process is alive (a shared store's heartbeat); False when it had been
         declared dead meanwhile: its tasks went to the others, and it has been given a new
-        identity. A store of one process: always True."""
+        identity. `rejoin`: it gave up what it held (it was cut off for too long), so it
+        takes a new identity now, leaving the old one's tasks to the sweep. A store of one
+        process: always True."""
         ...
 
     async def sweep(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
@@ -128,7 +130,12 @@ class Store(Protocol):
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]: ...
 
     # --- reads ---
-    async def process_groups(self) -> list[ProcessGroup]: ...
+    async def process_groups(self) -> list[ProcessGroup]:
+        """The process groups stored for command jobs that may have been left behind: on a
+        store of one process, every one (the caller leaves out its own jobs'); on a shared
+        store, those of this machine whose task no live process holds."""
+        ...
+
     async def get(self, graph: GraphRef | None, task_id: int) -> Task | None: ...
     async def list_tasks(
         self,

@@ -92,9 +92,14 @@ SET_PROGRESS = (
 )
 DELETE_TASK = "DELETE FROM tasks WHERE id = $1"
 DELETE_TASK_FROM = "DELETE FROM tasks WHERE id = $1 AND status = ANY($2::text[])"
-SET_PROCESS_GROUP = "UPDATE tasks SET process_group = $1, process_token = $2 WHERE id = $3"
+SET_PROCESS_GROUP = (
+    "UPDATE tasks SET process_group = $1, process_token = $2, process_host = $3 WHERE id = $4"
+)
+#: process groups on this machine ($1) of tasks no live process holds: a dead one's
 PROCESS_GROUPS = (
     "SELECT id, process_group, process_token FROM tasks WHERE process_group IS NOT NULL"
+    " AND process_host = $1"
+    " AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = tasks.owner))"
 )
 
 
@@ -160,14 +165,22 @@ CLAIM_WAITING = (
     " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
 )
 # Tasks in hand of no live process (it died, or stopped without handing them back), but
-# those of kept types held under a lease; locked, so nobody claims or ends one while it
-# is recovered. Parameters: the interruptible statuses, the kept types.
+# those of kept types held under a lease, and those whose command's process group is
+# recorded on another machine than this one ($3): only a process there can stop it, and
+# the task must not run again while it may still run (each replica clears the groups of
+# its machine first: PROCESS_GROUPS). Locked, so nobody claims or ends one while it is
+# recovered. Parameters: the interruptible statuses, the kept types, this machine.
 INTERRUPTED = (
     f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = ANY($1::text[])"
     " AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = tasks.owner))"
-    " AND (type <> ALL($2::text[]) OR lease_expires_ms IS NULL) ORDER BY id"
-    " FOR UPDATE SKIP LOCKED"
+    " AND (type <> ALL($2::text[]) OR lease_expires_ms IS NULL)"
+    " AND (process_group IS NULL OR process_host IS NOT DISTINCT FROM $3)"
+    " ORDER BY id FOR UPDATE SKIP LOCKED"
 )
+#: one purge at a time across the replicas
+TRY_PURGE = "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.purge'))"
+#: another live process shares the schema ($1: this one)
+OTHERS_ALIVE = "SELECT EXISTS (SELECT 1 FROM replicas WHERE id <> $1)"
 PURGEABLE_TASKS = (
     f"SELECT {TASK_COLUMNS} FROM tasks"
     " WHERE status = ANY($1::text[]) AND update_ms < $2 ORDER BY update_ms LIMIT $3"

@@ -40,6 +40,8 @@ MIGRATIONS: tuple[str, ...] = (
         lease_expires_ms bigint,
         process_group   bigint,
         process_token   text,
+        -- the machine a command job's process group runs on: only a process there can stop it
+        process_host    text,
         -- the process (replicas.id) that claimed it: its writes to the task are fenced by it
         owner           uuid
     ) WITH (fillfactor = 80);  -- room on the page: a status step is a HOT update when it can

@@ -394,6 +394,7 @@ class PostgresStore:
         self._closed = False
         #: this process's id in `replicas`: new at every start, and when it was declared dead
         self._me = uuid.uuid4()
+        self._host = socket.gethostname()
         self._pump = _EventPump(f"{schema}_events", self._connect, self._fetch, self._announce)
 
     @property
@@ -431,7 +432,7 @@ class PostgresStore:
     async def _register(self, conn: asyncpg.Connection) -> None:
         """Joins the replicas under this process's id, and holds its life lock."""
         key = secrets.randbits(63)
-        await conn.execute(q.REGISTER, self._me, socket.gethostname(), os.getpid(), key)
+        await conn.execute(q.REGISTER, self._me, self._host, os.getpid(), key)
         await conn.execute(q.HOLD_LIFE, key)
 
     async def close(self) -> None:
@@ -466,8 +467,10 @@ class PostgresStore:
 
     # --- replicas ---
 
-    async def beat(self) -> bool:
+    async def beat(self, rejoin: bool = False) -> bool:
         async def op(tx: PgTx) -> bool:
+            if rejoin:  # what the old identity held is left to the sweep
+                await tx.conn.execute(q.UNREGISTER, self._me)
             status = await tx.conn.execute(q.HEARTBEAT, self._me)
             if status.split()[-1] != "0":
                 return True
@@ -735,7 +738,7 @@ class PostgresStore:
                 return Recovery(0, 0, 0)
             if forget_dead:
                 await tx.conn.execute(q.FORGET_DEAD, timeout_ms, self._me)
-            for row in await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept):
+            for row in await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept, self._host):
                 task = row_to_task(row)
                 if task.status is Status.UNKNOWN:
                     counts[Status.UNKNOWN] += 1
@@ -753,13 +756,19 @@ class PostgresStore:
     async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None:
         async def op(tx: PgTx) -> None:
             await tx.conn.execute(
-                q.SET_PROCESS_GROUP, group, None if group is None else token, task_id
+                q.SET_PROCESS_GROUP,
+                group,
+                None if group is None else token,
+                None if group is None else self._host,
+                task_id,
             )
 
         await self._write(op)
 
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]:
         async def op(tx: PgTx) -> tuple[int, int]:
+            if not await tx.conn.fetchval(q.TRY_PURGE):
+                return 0, 0  # another process is purging
             rows = await tx.conn.fetch(
                 q.PURGEABLE_TASKS, _COMPLETED_VALUES, tasks_before_ms, PURGE_CHUNK
             )
@@ -908,6 +917,10 @@ class PostgresStore:
         wanted = sorted(set(types))
 
         async def op(tx: PgTx) -> int:
+            if await tx.conn.fetchval(q.OTHERS_ALIVE, self._me):
+                # the others watched the leases while this process was away: a rolling
+                # restart must not extend the leases of workers that died meanwhile
+                return 0
             status = await tx.conn.execute(q.RENEW_LEASES, until_ms, _LEASED_VALUES, wanted)
             return int(status.split()[-1])
 
@@ -924,7 +937,7 @@ class PostgresStore:
             raise ServiceUnavailable("The store cannot read now", str(exc)) from exc
 
     async def process_groups(self) -> list[ProcessGroup]:
-        rows = await self._fetch(q.PROCESS_GROUPS)
+        rows = await self._fetch(q.PROCESS_GROUPS, self._host)
         return [ProcessGroup(int(r[0]), int(r[1]), r[2]) for r in rows]
 
     async def get(self, graph: GraphRef | None, task_id: int) -> Task | None:

@@ -300,7 +300,7 @@ class SQLiteStore:
     # One process holds the file (service.store.lock), so it holds every task: no other
     # process to hear from, none to recover from while it runs.
 
-    async def beat(self) -> bool:
+    async def beat(self, rejoin: bool = False) -> bool:
         return True
 
     async def sweep(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:

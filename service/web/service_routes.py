@@ -33,6 +33,12 @@ async def ready(request: web.Request) -> web.Response:
         raise ServiceUnavailable(
             "Not ready: the store is not open or the supervisor is not running"
         )
+    if not supervisor.alive:
+        raise ServiceUnavailable(
+            "Not ready: no heartbeat could be written to the database for "
+            f"{request.app[SETTINGS].replica_timeout:g} s; the other processes take this "
+            "one's tasks"
+        )
     return json_response({"status": "ready"})
 
 
