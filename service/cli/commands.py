@@ -54,6 +54,27 @@ def migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def copy_db(args: argparse.Namespace) -> int:
+    from .. import errors, store
+
+    if not args.target.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--to must be a PostgreSQL URL (postgresql://…), not {args.target!r}")
+    try:
+        from ..store.copy import copy_db as run_copy
+
+        tasks, events = asyncio.run(run_copy(args.source, args.target, args.schema))
+    except errors.SidetaskError as exc:
+        print(f"sidetask: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as exc:  # the schema's name
+        raise UsageError(str(exc)) from None
+    print(
+        f"copied {tasks} task(s) and {events} event(s) from {args.source} to "
+        f"{store.describe_db(args.target)} (schema {args.schema})"
+    )
+    return EXIT_OK
+
+
 # --- credentials ---
 
 

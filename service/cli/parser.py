@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="An async task service with a HugeGraph-compatible Task API.",
         parents=[common],
         epilog="Exit codes: 0 done; watch: 1 failed, 2 cancelled; 2 usage error; "
-        "3 the server answered with an error; 4 the server could not be reached.",
+        "3 the server (or, for migrate and copy-db, the database) answered with an error; "
+        "4 the server could not be reached.",
     )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -92,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--db", help="as for serve (default from the configuration)")
     migrate.add_argument("--config", metavar="FILE", help="a TOML file of settings")
     migrate.set_defaults(run=commands.migrate)
+
+    copy_db = subcommands.add_parser(
+        "copy-db",
+        help="copy a SQLite database's tasks and events into PostgreSQL (ids kept)",
+        description="Moves a single node's history to a PostgreSQL schema for several "
+        "replicas: every task and event, with their ids, so task ids and Last-Event-IDs keep "
+        "their meaning. Stop the service first (the file is locked while one runs); the "
+        "schema must be empty. One transaction: a copy that fails copies nothing.",
+    )
+    copy_db.add_argument("--from", dest="source", required=True, metavar="FILE")
+    copy_db.add_argument("--to", dest="target", required=True, metavar="URL")
+    copy_db.add_argument("--schema", default="sidetask", help="the PostgreSQL schema (db_schema)")
+    copy_db.set_defaults(run=commands.copy_db)
 
     hash_password = subcommands.add_parser(
         "hash-password",

@@ -1,0 +1,136 @@
+"""`sidetask copy-db`: a single node's history (a SQLite file) moved into a PostgreSQL schema
+for several replicas, task ids and event ids kept, so clients' task ids and streams'
+Last-Event-IDs go on meaning the same.
+
+The file is opened through the SQLite store (so it is migrated first, and refused while a
+service has it open); the schema is migrated and must hold no task and no event yet. Rows
+go in with COPY, in one transaction: a copy that fails leaves the schema empty. Then both
+id sequences are moved past the copied ids."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from ..errors import SidetaskError
+from .postgres import PostgresStore, connect, migrate
+
+#: the columns both stores have, in this order
+TASK_COLUMNS = (
+    "id", "graphspace", "graph", "name", "type", "callable", "status", "progress",
+    "create_ms", "update_ms", "result", "input", "retries", "max_retries", "priority",
+    "timeout", "run_after_ms", "server", "description", "progress_total",
+    "idempotency_key", "idempotency_fingerprint", "lease", "lease_expires_ms",
+    "process_group", "process_token",
+)  # fmt: skip
+EVENT_COLUMNS = (
+    "id", "task_id", "graphspace", "graph", "kind", "task_type", "status", "data", "create_ms",
+)  # fmt: skip
+#: rows read from the file per COPY batch
+BATCH = 10_000
+
+
+class CopyRefused(SidetaskError):
+    status = 400
+
+
+def _batches(conn: sqlite3.Connection, sql: str) -> Iterator[list[tuple[Any, ...]]]:
+    cursor = conn.execute(sql)
+    while rows := cursor.fetchmany(BATCH):
+        yield rows
+
+
+def _typed(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A SQLite row as PostgreSQL's typed columns take it: event data as bytes, timeouts
+    as floats; a value of the wrong type (a damaged row) is refused, with its id."""
+    values = list(row)
+    if table == "events":
+        data = values[7]
+        values[7] = data.encode() if isinstance(data, str) else bytes(data)
+    else:
+        if values[15] is not None:
+            values[15] = float(values[15])
+        for index in (0, 7, 8, 9, 12, 13, 14, 16, 19, 23, 24):
+            if values[index] is not None and type(values[index]) is not int:
+                raise CopyRefused(
+                    f"Task {values[0]} in the file has {TASK_COLUMNS[index]} = "
+                    f"{values[index]!r}, not a number: mend or delete it, then copy again"
+                )
+    return tuple(values)
+
+
+async def copy_db(source: str | Path, target: str, schema: str = "sidetask") -> tuple[int, int]:
+    """Copies every task and event of the SQLite file `source` into `schema` of the
+    PostgreSQL database `target`; returns how many tasks and events it copied."""
+    from .sqlite import SQLiteStore
+
+    PostgresStore(target, schema=schema)  # checks the schema's name
+    path = Path(source)
+    if not await asyncio.to_thread(path.is_file):  # opening it would make an empty one
+        raise CopyRefused(f"No SQLite database at {path}")
+    store = SQLiteStore(path)
+    await store.open()  # migrated, and locked: no service may write it meanwhile
+    try:
+        pg = await connect(target, schema)
+        try:
+            await migrate(pg, schema)
+            return await _copy(path, pg, schema)
+        finally:
+            await pg.close()
+    finally:
+        await store.close()
+
+
+async def _copy(path: Path, pg: Any, schema: str) -> tuple[int, int]:
+    if await pg.fetchval("SELECT EXISTS (SELECT 1 FROM tasks) OR EXISTS (SELECT 1 FROM events)"):
+        raise CopyRefused(
+            "The PostgreSQL schema already holds tasks or events: copy into an empty one "
+            "(another db_schema, or a new database)"
+        )
+    host = socket.gethostname()  # the file's command process groups ran on this machine
+    counts = {"tasks": 0, "events": 0}
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        async with pg.transaction():
+            for table, columns in (("tasks", TASK_COLUMNS), ("events", EVENT_COLUMNS)):
+                sql = f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"
+                for rows in _batches(conn, sql):
+                    records = [_typed(table, row) for row in rows]
+                    if table == "tasks":
+                        records = [(*r, None if r[24] is None else host) for r in records]
+                    try:
+                        await pg.copy_records_to_table(
+                            table,
+                            records=records,
+                            columns=[*columns, "process_host"] if table == "tasks" else columns,
+                            schema_name=schema,
+                        )
+                    except (asyncpg.PostgresError, asyncpg.DataError) as exc:
+                        raise CopyRefused(
+                            f"A row of {table} (ids {records[0][0]} to {records[-1][0]}) "
+                            f"cannot be copied: {exc}; nothing was copied"
+                        ) from exc
+                    counts[table] += len(records)
+            # the next ids come after the copied ones (and after ids SQLite gave out and
+            # deleted: a purged task's id is never used again)
+            (last_task,) = conn.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM tasks), 0),"
+                " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0))"
+            ).fetchone()
+            (last_event,) = conn.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM events), 0),"
+                " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))"
+            ).fetchone()
+            if last_task:
+                await pg.execute(
+                    "SELECT setval(pg_get_serial_sequence('tasks', 'id'), $1)", last_task
+                )
+            if last_event:
+                await pg.execute("SELECT setval('events_id_seq', $1)", last_event)
+    return counts["tasks"], counts["events"]
