@@ -190,6 +190,57 @@ def test_container_image_definition() -> None:
     assert (
         f"{settings.port}" in by_word["HEALTHCHECK"][0] and "/health" in by_word["HEALTHCHECK"][0]
     )
+    # the image runs the replicas' manifest too: PostgreSQL's driver is in it
+    (install,) = [rest for rest in by_word["RUN"] if "pip install" in rest]
+    assert re.search(r"\[[^]]*\bpostgres\b[^]]*\]", install), install
+
+
+# --- several replicas on PostgreSQL ---
+
+
+def replicas_manifest() -> list[dict[str, Any]]:
+    text = (DEPLOY / "sidetask-replicas.yaml").read_text()
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def test_the_replicas_manifest_is_a_deployment_behind_a_service() -> None:
+    docs = {doc["kind"]: doc for doc in replicas_manifest()}
+    assert sorted(docs) == ["Deployment", "Service"]
+    deployment, service = docs["Deployment"], docs["Service"]
+    assert deployment["spec"]["replicas"] >= 2
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (port,) = container["ports"]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    # no volume for a database: the state is in PostgreSQL, whose URL is a secret
+    assert "persistentVolumeClaim" not in str(deployment)
+    by_name = {e["name"]: e for e in container["env"]}
+    assert by_name["SIDETASK_DB"]["valueFrom"]["secretKeyRef"]["key"] == "url"
+    assert "postgresql://" not in str(deployment)  # no URL (nor password) in the file
+
+
+def test_the_replicas_settings_are_real_and_load() -> None:
+    (deployment,) = [d for d in replicas_manifest() if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = plain_env(container)
+    names = {e["name"] for e in container["env"]}
+    secrets = {  # what the secrets and the field reference stand for
+        "SIDETASK_DB": "postgresql://sidetask:pw@postgres.db.svc:5432/sidetask",
+        "SIDETASK_TOKENS": '{"app": "sha256$' + "0" * 64 + '"}',
+        "SIDETASK_SERVER_NAME": "sidetask-abc12",
+    }
+    settings = config.load(env={**env, **secrets})
+    fields = {f"SIDETASK_{name.upper()}" for name in vars(settings)}
+    assert names <= fields, f"not settings: {names - fields}"
+    # reached through the Service: bound to every address, with credentials and names
+    assert settings.host == "0.0.0.0" and settings.auth_enabled
+    assert "sidetask.jobs.svc" in settings.allowed_hosts
+    assert settings.replica_timeout > settings.heartbeat_interval
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] >= 2 * drain_grace(env) + 5
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}
 
 
 # --- the systemd unit ---
