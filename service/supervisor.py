@@ -500,7 +500,11 @@ class Supervisor:
         room = 2 * self.settings.concurrency - self._executing() - len(self._ready)
         if room > 0:
             claimed = await self.store.claim(
-                room, now, self._type_room(), self.settings.server_name
+                room,
+                now,
+                self._type_room(),
+                self.settings.server_name,
+                type_caps=self.settings.type_concurrency,
             )
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting

@@ -34,14 +34,18 @@ __all__ = [
 ]
 
 
-def open_store(db: str, schema: str = "sidetask", replica_timeout: float = 30.0) -> Backend:
+def open_store(
+    db: str, schema: str = "sidetask", replica_timeout: float = 30.0, max_waiting: int = 0
+) -> Backend:
     """The store for a `db` setting: a PostgreSQL URL (tables in `schema`; a process
-    silent for `replica_timeout` seconds is dead), else a SQLite file path. PostgreSQL's
-    driver is imported only then: it is an extra."""
+    silent for `replica_timeout` seconds is dead; `max_waiting` held across every process),
+    else a SQLite file path. PostgreSQL's driver is imported only then: it is an extra."""
     if db.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(db, schema=schema, replica_timeout=replica_timeout)
+        return PostgresStore(
+            db, schema=schema, replica_timeout=replica_timeout, max_waiting=max_waiting
+        )
     return SQLiteStore(db)
 
 

@@ -91,10 +91,17 @@ class Store(Protocol):
         ...
 
     async def claim(
-        self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
+        self,
+        limit: int,
+        now_ms: int,
+        type_room: Mapping[str, int],
+        server: str | None = None,
+        type_caps: Mapping[str, int] | None = None,
     ) -> list[Task]:
         """Up to `limit` due tasks, at most `type_room[t]` of each limited type `t`; the
-        restoring ones are queued on `server` (their task_server)."""
+        restoring ones are queued on `server` (their task_server). `type_caps`: the
+        limits of type_concurrency, which a store shared by several processes holds
+        across all of them (the tasks of a type in hand anywhere count)."""
         ...
 
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:

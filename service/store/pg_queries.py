@@ -164,6 +164,18 @@ CLAIM_WAITING = (
     " AND type <> ALL($1::text[]) AND id <> ALL($2::bigint[])"
     " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
 )
+#: every submission takes it when max_waiting is set, till its commit: the count stays true
+ADMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.admit'))"
+#: tasks waiting to run, across the cluster ($1: the waiting statuses)
+COUNT_WAITING = "SELECT count(*) FROM tasks WHERE status = ANY($1::text[])"
+#: every claim of a capped type takes it, till its commit: the counts below stay true
+CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.claim'))"
+#: tasks of these types ($1) in hand of any process ($2: the statuses of a task in hand)
+IN_HAND_BY_TYPE = (
+    "SELECT type, count(*) FROM tasks WHERE type = ANY($1::text[]) AND status = ANY($2::text[])"
+    " GROUP BY type"
+)
+
 # Tasks in hand of no live process (it died, or stopped without handing them back), but
 # those of kept types held under a lease, and those whose command's process group is
 # recorded on another machine than this one ($3): only a process there can stop it, and

@@ -39,6 +39,7 @@ from ..errors import (
     NotFound,
     ServiceUnavailable,
     SidetaskError,
+    TooManyRequests,
     TransitionRefused,
     Unprocessable,
 )
@@ -46,6 +47,7 @@ from ..model import (
     COMPLETED_STATUSES,
     INTERRUPTIBLE_STATUSES,
     LEASED_STATUSES,
+    WAITING_STATUSES,
     Event,
     EventKind,
     GraphRef,
@@ -87,6 +89,7 @@ REPLICA_TIMEOUT = 30.0
 _LEASED_VALUES = sorted(s.value for s in LEASED_STATUSES)
 _INTERRUPTIBLE_VALUES = sorted(s.value for s in INTERRUPTIBLE_STATUSES)
 _COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
+_WAITING_VALUES = sorted(s.value for s in WAITING_STATUSES)
 #: errors that mean the connection, not the write, failed: no write of the batch is kept
 _CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 
@@ -123,6 +126,9 @@ class PgTx:
         #: a change is then undone and refused there, not by redoing the batch
         self.careful = careful
         self.pending: list[tuple[EventKind, Task, bytes]] = []
+        #: tasks waiting to run across the cluster, counted once per transaction (under
+        #: the admission lock) when max_waiting is set, then kept up by its inserts
+        self.waiting: int | None = None
 
     def event(self, kind: EventKind, task: Task) -> None:
         if kind is EventKind.DELETED:
@@ -374,6 +380,7 @@ class PostgresStore:
         schema: str = DEFAULT_SCHEMA,
         readers: int = 4,
         replica_timeout: float = REPLICA_TIMEOUT,
+        max_waiting: int = 0,
     ) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
@@ -385,6 +392,9 @@ class PostgresStore:
         self._readers = max(1, readers)
         #: a process whose heartbeat is older than this (seconds, the database's clock) is dead
         self.replica_timeout = replica_timeout
+        #: tasks waiting to run across every process past which a submission is refused (429);
+        #: 0: no limit
+        self.max_waiting = max_waiting
         self._pool: asyncpg.Pool | None = None
         self._conn: asyncpg.Connection | None = None
         self._pending: list[tuple[PgOp[Any], asyncio.Future[Any]]] = []
@@ -597,6 +607,7 @@ class PostgresStore:
         fingerprint = None if key is None else new.fingerprint()
 
         async def op(tx: PgTx) -> tuple[Task, bool]:
+            await self._admit(tx)
             row = await tx.conn.fetchrow(
                 q.INSERT_TASK,
                 new.graph.graphspace,
@@ -627,9 +638,29 @@ class PostgresStore:
                 return task, False
             task = row_to_task(row)
             tx.event(EventKind.CREATED, task)
+            if tx.waiting is not None:
+                tx.waiting += 1
             return task, True
 
         return await self._write(op)
+
+    async def _admit(self, tx: PgTx) -> None:
+        """max_waiting across the cluster: the waiting tasks counted under a lock every
+        submitting transaction takes, so submissions to several processes at once cannot
+        slip past it together."""
+        if not self.max_waiting:
+            return
+        if tx.waiting is None or tx.careful:
+            # redone with savepoints, the lock is taken again: a savepoint rolled back
+            # lets go of what was taken in it
+            await tx.conn.execute(q.ADMIT_LOCK)
+        if tx.waiting is None:
+            tx.waiting = int(await tx.conn.fetchval(q.COUNT_WAITING, _WAITING_VALUES))
+        if tx.waiting >= self.max_waiting:
+            raise TooManyRequests(
+                f"{tx.waiting} tasks are waiting to run, the limit is {self.max_waiting} "
+                "(max_waiting); retry later"
+            )
 
     async def transition(self, change: Change) -> Task:
         return await self._write(_ChangeOp(change))
@@ -680,15 +711,32 @@ class PostgresStore:
         return await self._write(op)
 
     async def claim(
-        self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
+        self,
+        limit: int,
+        now_ms: int,
+        type_room: Mapping[str, int],
+        server: str | None = None,
+        type_caps: Mapping[str, int] | None = None,
     ) -> list[Task]:
         """Up to `limit` due waiting tasks, highest priority first, at most `type_room[t]`
-        of a limited type `t`: each goes `queued` on `server`."""
+        of a limited type `t`: each goes `queued` on `server`, held by this process. With
+        `type_caps`, the claims of every process take one lock, under which the tasks of
+        each capped type in hand anywhere are counted: a cap holds across the cluster
+        (counting without the lock, claimers running at once overshoot it)."""
         on_server = None if server is None else {"server": server}
+        caps = dict(type_caps or {})
 
         async def op(tx: PgTx) -> list[Task]:
             await tx.conn.execute(q.RELEASE_DUE, now_ms)
             room = dict(type_room)
+            if caps:
+                await tx.conn.execute(q.CLAIM_LOCK)
+                names = sorted(caps)
+                rows = await tx.conn.fetch(q.IN_HAND_BY_TYPE, names, _INTERRUPTIBLE_VALUES)
+                in_hand: dict[str, int] = {row[0]: int(row[1]) for row in rows}
+                for name in names:
+                    left = caps[name] - in_hand.get(name, 0)
+                    room[name] = min(room.get(name, left), left)
             claimed: list[Task] = []
             damaged: list[int] = []
             while len(claimed) < limit:

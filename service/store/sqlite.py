@@ -215,12 +215,18 @@ class SQLiteStore:
         return await self._write(op)
 
     async def claim(
-        self, limit: int, now_ms: int, type_room: Mapping[str, int], server: str | None = None
+        self,
+        limit: int,
+        now_ms: int,
+        type_room: Mapping[str, int],
+        server: str | None = None,
+        type_caps: Mapping[str, int] | None = None,
     ) -> list[Task]:
         """Takes up to `limit` waiting tasks that are due, highest priority first, and at most
         `type_room[t]` of a type `t` that has a limit: each, new or restoring (resumed,
         retried, recovered), goes `queued` on `server` (its task_server), the one step that
-        happens when this process's own scheduler takes a task (SPEC 3)."""
+        happens when this process's own scheduler takes a task (SPEC 3). One process holds
+        every task, so `type_room` already holds `type_caps`."""
         on_server = None if server is None else {"server": server}
 
         def op(tx: Tx) -> list[Task]:

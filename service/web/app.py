@@ -29,7 +29,9 @@ log = logging.getLogger("sidetask.web")
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = open_store(settings.db, settings.db_schema, settings.replica_timeout)
+    store = open_store(
+        settings.db, settings.db_schema, settings.replica_timeout, settings.max_waiting
+    )
     await store.open()
     app[STORE] = store
     app[LEASES] = store
