@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service import clock
-from service.errors import TooManyRequests
+from service.errors import TooManyRequests, Unprocessable
 from service.model import Status
 from service.store import Change
 from service.store.postgres import PostgresStore
@@ -96,3 +96,16 @@ async def test_max_waiting_holds_across_processes_submitting_at_once(
     await cluster[0].transition(Change(claimed.id, Status.RUNNING, fenced=True))
     assert await submit(cluster[2]) is True
     assert await submit(cluster[1]) is False
+
+
+async def test_an_idempotency_key_holds_across_processes_submitting_at_once(
+    cluster: list[PostgresStore], pg_dsn: str
+) -> None:
+    answers = await asyncio.gather(
+        *(store.insert(new(idempotency_key="order-9", input='{"n": 9}')) for store in cluster)
+    )
+    assert sorted(created for _, created in answers) == [False, False, True]
+    assert len({task.id for task, _ in answers}) == 1
+    with pytest.raises(Unprocessable, match="was used with a different request"):
+        await cluster[1].insert(new(idempotency_key="order-9", input='{"n": 10}'))
+    assert rows(pg_dsn, "SELECT count(*) FROM tasks") == [(1,)]
