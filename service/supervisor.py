@@ -127,6 +127,8 @@ class Supervisor:
         self.started = False
         #: when this process's heartbeat was last written (time.monotonic())
         self.beat_at = time.monotonic()
+        #: the job types this process runs itself (not the external workers')
+        self._runs = sorted(set(registry.names()) - set(settings.external_types))
 
     # --- lifecycle ---
 
@@ -505,6 +507,7 @@ class Supervisor:
                 self._type_room(),
                 self.settings.server_name,
                 type_caps=self.settings.type_concurrency,
+                runs=self._runs,
             )
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting
@@ -515,6 +518,7 @@ class Supervisor:
     async def _accept(self, claimed: list[Task]) -> None:
         # A task stored by a service that had a job type this one lacks: new, or restoring
         # (recovered, resumed or retried), it cannot run here.
+        runnable: list[Task] = []
         for task in claimed:
             if task.type not in self.registry:
                 await self._settle(
@@ -525,7 +529,21 @@ class Supervisor:
                     ),
                 )
             else:
-                self._ready.add(task)
+                runnable.append(task)
+        # Claimed from a store several processes share, they are `scheduling` (SPEC 3):
+        # handed to this process's slots (`scheduled`), which confirm them (`queued`), each
+        # step its own commit. One that moved meanwhile (cancelled, paused) is left out.
+        handed = [t for t in runnable if t.status is Status.SCHEDULING]
+        if handed:
+            runnable = [t for t in runnable if t.status is not Status.SCHEDULING]
+            for target in (Status.SCHEDULED, Status.QUEUED):
+                results = await self.store.transition_many(
+                    [Change(t.id, target, fenced=True) for t in handed]
+                )
+                handed = [r for r in results if isinstance(r, Task)]
+            runnable.extend(handed)
+        for task in runnable:
+            self._ready.add(task)
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
         """Runs a scheduling step as its own task; a drain waits for the steps in flight."""

@@ -97,10 +97,13 @@ class Store(Protocol):
         type_room: Mapping[str, int],
         server: str | None = None,
         type_caps: Mapping[str, int] | None = None,
+        runs: Sequence[str] | None = None,
     ) -> list[Task]:
-        """Up to `limit` due tasks, at most `type_room[t]` of each limited type `t`; the
-        restoring ones are queued on `server` (their task_server). `type_caps`: the
-        limits of type_concurrency, which a store shared by several processes holds
+        """Up to `limit` due tasks, at most `type_room[t]` of each limited type `t`, on
+        `server` (their task_server): `queued` on a store of one process; on a store
+        several processes share, `scheduling` (claimed by this process: SPEC 3, the caller
+        hands them on), only of the types in `runs` (those this process has: another may
+        have the others), and with `type_caps`, the limits of type_concurrency, held
         across all of them (the tasks of a type in hand anywhere count)."""
         ...
 

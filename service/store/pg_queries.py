@@ -155,13 +155,15 @@ RELEASE_DUE = (
     "UPDATE tasks SET run_after_ms = 0"
     " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
 )
-# Due waiting tasks in claim order, not of excluded types nor damaged ids; SKIP LOCKED:
-# a row another process is claiming is passed over, not waited for. Parameters: the
-# excluded types, the damaged ids, the limit.
+# Due waiting tasks in claim order, of the types this process runs, not of excluded types
+# nor damaged ids; SKIP LOCKED: a row another process is claiming is passed over, not
+# waited for. Parameters: the excluded types, the damaged ids, the limit, the types run
+# here (NULL: any).
 CLAIM_WAITING = (
     "SELECT id, status, type FROM tasks"
     " WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
     " AND type <> ALL($1::text[]) AND id <> ALL($2::bigint[])"
+    " AND ($4::text[] IS NULL OR type = ANY($4::text[]))"
     " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
 )
 #: every submission takes it when max_waiting is set, till its commit: the count stays true

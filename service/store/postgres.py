@@ -717,14 +717,17 @@ class PostgresStore:
         type_room: Mapping[str, int],
         server: str | None = None,
         type_caps: Mapping[str, int] | None = None,
+        runs: Sequence[str] | None = None,
     ) -> list[Task]:
-        """Up to `limit` due waiting tasks, highest priority first, at most `type_room[t]`
-        of a limited type `t`: each goes `queued` on `server`, held by this process. With
+        """Up to `limit` due waiting tasks of the types in `runs`, highest priority first,
+        at most `type_room[t]` of a limited type `t`: each goes `scheduling` on `server`,
+        held by this process, which hands it on (SPEC 3: `scheduled`, then `queued`). With
         `type_caps`, the claims of every process take one lock, under which the tasks of
         each capped type in hand anywhere are counted: a cap holds across the cluster
         (counting without the lock, claimers running at once overshoot it)."""
         on_server = None if server is None else {"server": server}
         caps = dict(type_caps or {})
+        only = None if runs is None else sorted(set(runs))
 
         async def op(tx: PgTx) -> list[Task]:
             await tx.conn.execute(q.RELEASE_DUE, now_ms)
@@ -742,7 +745,7 @@ class PostgresStore:
             while len(claimed) < limit:
                 excluded = sorted(name for name, left in room.items() if left <= 0)
                 found = await tx.conn.fetch(
-                    q.CLAIM_WAITING, excluded, damaged, limit - len(claimed)
+                    q.CLAIM_WAITING, excluded, damaged, limit - len(claimed), only
                 )
                 again = False
                 taken: list[tuple[int, str]] = []
@@ -753,7 +756,7 @@ class PostgresStore:
                     if type_name in room:
                         room[type_name] -= 1
                     taken.append((task_id, type_name))
-                changes = [Change(i, Status.QUEUED, on_server, claims=True) for i, _ in taken]
+                changes = [Change(i, Status.SCHEDULING, on_server, claims=True) for i, _ in taken]
                 results = await tx.change_many(changes) if changes else []
                 for (task_id, type_name), result in zip(taken, results, strict=True):
                     if isinstance(result, Task):

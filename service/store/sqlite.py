@@ -221,12 +221,14 @@ class SQLiteStore:
         type_room: Mapping[str, int],
         server: str | None = None,
         type_caps: Mapping[str, int] | None = None,
+        runs: Sequence[str] | None = None,
     ) -> list[Task]:
         """Takes up to `limit` waiting tasks that are due, highest priority first, and at most
         `type_room[t]` of a type `t` that has a limit: each, new or restoring (resumed,
         retried, recovered), goes `queued` on `server` (its task_server), the one step that
         happens when this process's own scheduler takes a task (SPEC 3). One process holds
-        every task, so `type_room` already holds `type_caps`."""
+        every task, so `type_room` already holds `type_caps`; and no other can run a type
+        this one lacks, so `runs` narrows nothing (the supervisor fails such a task)."""
         on_server = None if server is None else {"server": server}
 
         def op(tx: Tx) -> list[Task]:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import asyncpg
 import pytest
 
-from service.model import GraphRef, NewTask
+from service.model import GraphRef, NewTask, Status
 from service.store import Backend, SQLiteStore
 from service.store.postgres import PostgresStore
 from tests.conftest import wait_for
@@ -54,6 +54,9 @@ class Raw(Protocol):
     database, bypassing the store (and its transition table)."""
 
     store: Backend
+    #: the status a claim leaves a task in (SPEC 3): `queued` in one process; `scheduling`
+    #: on a store several share (claimed by one, which hands it on)
+    claimed: Status
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -75,6 +78,8 @@ class Raw(Protocol):
 
 
 class SQLiteRaw:
+    claimed = Status.QUEUED
+
     def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         self.db = tmp_path / "store.db"
         self.store: Backend = SQLiteStore(self.db)
@@ -110,6 +115,8 @@ class SQLiteRaw:
 
 
 class PostgresRaw:
+    claimed = Status.SCHEDULING
+
     def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         self.dsn: str = request.getfixturevalue("pg_dsn")
         self.store: Backend = PostgresStore(self.dsn)

@@ -1,5 +1,5 @@
 """The store contract, claims: due tasks by priority then age, restoring ones straight to
-`queued` on the claiming server, the room left per type, and rows that are never claimed."""
+`queued` (or, on a store several processes share, `scheduling`) on the claiming server, the room left per type, and rows that are never claimed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from service.store import Backend
 from tests.store.conftest import GRAPH, Raw, new
 
 
-async def test_claim_takes_the_highest_priority_first_then_the_oldest(store: Backend) -> None:
+async def test_claim_takes_the_highest_priority_first_then_the_oldest(
+    store: Backend, raw: Raw
+) -> None:
     priorities = [0, 5, 0, 10, 5, -1]
     ids = [(await store.insert(new(priority=p)))[0].id for p in priorities]
     expected = [
@@ -18,7 +20,7 @@ async def test_claim_takes_the_highest_priority_first_then_the_oldest(store: Bac
     first = await store.claim(4, clock.now_ms(), {})
     rest = await store.claim(10, clock.now_ms(), {})
     assert [t.id for t in first + rest] == expected
-    assert {t.status for t in first + rest} == {Status.QUEUED}
+    assert {t.status for t in first + rest} == {raw.claimed}
     assert await store.claim(10, clock.now_ms(), {}) == []
 
 
@@ -28,8 +30,8 @@ async def test_claim_queues_new_and_restoring_tasks_on_the_server(store: Backend
     fresh, _ = await store.insert(new())
     claimed = await store.claim(10, clock.now_ms(), {}, server="server-1")
     assert [(t.id, t.status, t.server) for t in claimed] == [
-        (task.id, Status.QUEUED, "server-1"),
-        (fresh.id, Status.QUEUED, "server-1"),  # one step, as HugeGraph's local scheduler
+        (task.id, raw.claimed, "server-1"),
+        (fresh.id, raw.claimed, "server-1"),  # one step, as HugeGraph's local scheduler
     ]
     assert await store.get(GRAPH, task.id) == claimed[0]
 
@@ -79,13 +81,13 @@ async def test_claim_passes_over_a_damaged_row_and_takes_those_behind_it(
     assert await store.claim(10, clock.now_ms(), {}) == []
 
 
-async def test_a_claim_is_a_status_event(store: Backend) -> None:
+async def test_a_claim_is_a_status_event(store: Backend, raw: Raw) -> None:
     task, _ = await store.insert(new())
     (claimed,) = await store.claim(1, clock.now_ms(), {})
     events = await store.events_after(0, GRAPH, task.id, 10)
     assert [(e.kind.value, e.status) for e in events] == [
         ("task.created", Status.NEW),
-        ("task.status", Status.QUEUED),
+        ("task.status", raw.claimed),
     ]
     assert claimed.update_ms >= task.update_ms
 
@@ -102,4 +104,4 @@ async def test_a_delayed_task_is_claimed_once_due_and_in_priority_order_with_the
     assert [t.id for t in await store.claim(10, now, {})] == [soon.id, old.id]
     assert await store.claim(10, now + 59_000, {}) == []
     (due,) = await store.claim(10, now + 61_000, {})
-    assert (due.id, due.status) == (later.id, Status.QUEUED)
+    assert (due.id, due.status) == (later.id, raw.claimed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from service import clock
 from service.model import Status
 from service.store import Backend, Change, Recovery
-from tests.store.conftest import GRAPH, new
+from tests.store.conftest import GRAPH, Raw, new
 
 
 def restore(task: object) -> Change:
@@ -15,14 +15,17 @@ def restore(task: object) -> Change:
     return Change(task.id, Status.RESTORING)
 
 
-async def test_a_process_alone_is_alive_and_holds_what_it_claims(store: Backend) -> None:
+async def test_a_process_alone_is_alive_and_holds_what_it_claims(store: Backend, raw: Raw) -> None:
     task, _ = await store.insert(new())
     (claimed,) = await store.claim(1, clock.now_ms(), {})
     assert await store.beat() is True
     assert await store.held_elsewhere(task.id) is False
-    # nothing of a live process is swept: its queued task stays queued, and is its to start
+    # nothing of a live process is swept: what it claimed stays as it is, and is its to start
     assert await store.sweep(restore) == Recovery(0, 0, 0)
-    assert (await store.get(GRAPH, task.id)).status is Status.QUEUED  # type: ignore[union-attr]
+    assert (await store.get(GRAPH, task.id)).status is raw.claimed  # type: ignore[union-attr]
+    if claimed.status is Status.SCHEDULING:  # handed on, confirmed (SPEC 3)
+        for target in (Status.SCHEDULED, Status.QUEUED):
+            await store.transition(Change(claimed.id, target, fenced=True))
     started = await store.transition(Change(claimed.id, Status.RUNNING, fenced=True))
     assert started.status is Status.RUNNING
     assert await store.beat() is True
