@@ -198,10 +198,38 @@ class Supervisor:
                 self._abandoning = True
                 for job in still_running:
                     job.cancel()
-                await asyncio.wait(still_running, timeout=5)
+                ended, _ = await asyncio.wait(still_running, timeout=5)
+                # A plain function's thread cannot be stopped: it runs until the process
+                # exits, so its task is not handed back before (the others' sweep takes it
+                # then). Nor is any other: the old identity goes as a whole.
+                threads = any(
+                    not job_type.is_async
+                    for r in self._running.values()
+                    if (job_type := self.registry.get(r.task.type)) is not None
+                )
+                if len(ended) == len(still_running) and not threads:
+                    await self._hand_back()
         self._stopped = True
         with contextlib.suppress(SidetaskError):  # the store cannot write: it is only progress
             await self._flush_progress()
+
+    async def _hand_back(self) -> None:
+        """The jobs a drain gave up on: on a store several processes share, their tasks go
+        to the others now (this process leaves under its old identity, and recovers what
+        that held as a dead process's), not at their next sweep. A store of one process:
+        they are restored at the next start."""
+        with contextlib.suppress(SidetaskError):  # not now: the others' sweep does it later
+            await self.store.beat(rejoin=True)
+            recovery = await self.store.sweep(
+                self._interrupted_change, keep_types=self.settings.external_types
+            )
+            if recovery.restored or recovery.failed or recovery.cancelled:
+                log.info(
+                    "handed back the tasks left running: %d restoring, %d failed, %d cancelled",
+                    recovery.restored,
+                    recovery.failed,
+                    recovery.cancelled,
+                )
 
     async def _stop_orphans(self) -> None:
         """Stops the command process groups that processes no longer alive left on this

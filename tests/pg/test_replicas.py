@@ -27,12 +27,14 @@ CLAIMED = ["new", "scheduling", "scheduled", "queued"]
 LIVENESS = {"SIDETASK_HEARTBEAT_INTERVAL": "0.2", "SIDETASK_REPLICA_TIMEOUT": "1.5"}
 
 
-async def replicas(factory: Factory, db: str, count: int = 3) -> list[ServerProcess]:
+async def replicas(
+    factory: Factory, db: str, count: int = 3, liveness: dict[str, str] = LIVENESS
+) -> list[ServerProcess]:
     started = [
         factory(
             db=db,
             env={"SIDETASK_JOBS": orjson.dumps(JOBS).decode(), "SIDETASK_SERVER_NAME": f"r{n}"}
-            | LIVENESS,
+            | liveness,
         )
         for n in range(1, count + 1)
     ]
@@ -226,3 +228,33 @@ async def test_a_killed_replicas_task_is_finished_by_the_others(
             "success",
         ]
     )
+
+
+async def test_a_replica_that_stops_hands_back_the_job_it_gave_up_on_at_once(
+    server_factory: Factory, http: ClientSession, db: str, tmp_path: Path
+) -> None:
+    """drain_grace is 2 s (config/test.toml): past it, the job that never ends is given up,
+    and its task is recovered by the stopping replica itself before it exits. (Sweeps a
+    minute apart: no other replica's sweep could have done it in the meantime.)"""
+    slow = {"SIDETASK_HEARTBEAT_INTERVAL": "60", "SIDETASK_REPLICA_TIMEOUT": "120"}
+    servers = await replicas(server_factory, db, count=2, liveness=slow)
+    began = tmp_path / "began"
+    task_id = await post_job(
+        http,
+        servers[0],
+        "gate_first_run",
+        {"path": str(tmp_path / "never"), "started": str(began)},
+        max_retries=1,
+    )
+    task = await wait_task(http, servers[0], task_id, "running")
+    await wait_file(began)
+    runner = next(s for s in servers if s.env["SIDETASK_SERVER_NAME"] == task["task_server"])
+    runner.proc.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(30) == 0
+    # at its exit the task is no longer held by it: restored (and maybe claimed already)
+    ((status, retries),) = rows(db, "SELECT status, retries FROM tasks WHERE id = ?", (task_id,))
+    assert (status, retries) != ("running", 0)
+    assert "handed back the tasks left running: 1 restoring" in runner.output()
+    survivor = next(s for s in servers if s is not runner)
+    done = await wait_task(http, survivor, task_id, "success")
+    assert (done["task_retries"], done["task_result"]) == (1, '"run 2"')
