@@ -258,3 +258,33 @@ async def test_a_replica_that_stops_hands_back_the_job_it_gave_up_on_at_once(
     survivor = next(s for s in servers if s is not runner)
     done = await wait_task(http, survivor, task_id, "success")
     assert (done["task_retries"], done["task_result"]) == (1, '"run 2"')
+
+
+async def test_an_external_worker_claims_from_one_replica_and_reports_to_another(
+    server_factory: Factory, http: ClientSession, db: str
+) -> None:
+    servers = await replicas(
+        server_factory, db, count=2, liveness={**LIVENESS, "SIDETASK_EXTERNAL_TYPES": "resize"}
+    )
+    first, second = servers
+    # a claim waiting on the first replica is woken by a submission to the second
+    claiming = asyncio.ensure_future(
+        http.post(f"{first.url}/workers/w1/claim", params={"wait": "15", "types": "resize"})
+    )
+    task_id = await post_job(http, second, "resize", {"image": "cat.png"})
+    response = await asyncio.wait_for(claiming, 20)
+    assert response.status == 200, await response.text()
+    work = await response.json()
+    assert work["id"] == task_id
+    lease = {"X-Lease": work["lease"]}
+    async with http.put(
+        f"{second.url}{work['task_url']}/progress", json={"progress": 40}, headers=lease
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+        assert (await answer.json())["task_status"] == "running"
+    async with http.post(
+        f"{first.url}{work['task_url']}/complete", json={"result": "done"}, headers=lease
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    assert (await get(http, second, task_id))["task_status"] == "success"
+    assert trail(db, task_id) == ["new", "scheduled", "running", "success"]
