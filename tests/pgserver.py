@@ -192,6 +192,19 @@ class PgServer:
                 raise PgServerError(f"pg_ctl start failed:\n{result.stdout}{logged}")
         raise PgServerError(f"pg_ctl start: no free port in {attempts} attempts")
 
+    def interrupt(self) -> None:
+        """Stops the server but keeps its data, as a database that goes away for a while:
+        every connection is closed, and new ones are refused until `resume`."""
+        self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+
+    def resume(self) -> None:
+        """Starts the interrupted server again, on the same port."""
+        wanted, self.wanted_port = self.wanted_port, self.port
+        try:
+            self._listen()
+        finally:
+            self.wanted_port = wanted
+
     def stop(self) -> None:
         """Stops the server (fast: connections are closed) and removes its directory. Does
         nothing when it is not started; safe to call twice."""

@@ -397,6 +397,8 @@ class PostgresStore:
         self.max_waiting = max_waiting
         self._pool: asyncpg.Pool | None = None
         self._conn: asyncpg.Connection | None = None
+        #: the advisory lock the writer's session holds while this process lives
+        self._life_key = 0
         self._pending: list[tuple[PgOp[Any], asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -425,7 +427,9 @@ class PostgresStore:
             await self._register(conn)
             self._pool = await asyncpg.create_pool(
                 self.dsn,
-                min_size=1,
+                # none kept open by force: a pool that keeps a minimum tries again and
+                # again, with a traceback each time, while the database is away
+                min_size=0,
                 max_size=self._readers,
                 server_settings={"search_path": self.schema},
             )
@@ -441,9 +445,26 @@ class PostgresStore:
 
     async def _register(self, conn: asyncpg.Connection) -> None:
         """Joins the replicas under this process's id, and holds its life lock."""
-        key = secrets.randbits(63)
-        await conn.execute(q.REGISTER, self._me, self._host, os.getpid(), key)
-        await conn.execute(q.HOLD_LIFE, key)
+        self._life_key = secrets.randbits(63)
+        await conn.execute(q.REGISTER, self._me, self._host, os.getpid(), self._life_key)
+        await conn.execute(q.HOLD_LIFE, self._life_key)
+
+    async def _writer(self) -> asyncpg.Connection:
+        """The writer's connection; after it was lost (the database restarted, the network
+        broke), a new one that takes the life lock again. Meanwhile the others may have
+        found the lock free and declared this process dead: its next heartbeat tells."""
+        conn = self._conn
+        if conn is not None and not conn.is_closed():
+            return conn
+        conn = await self._connect()
+        try:
+            await conn.execute(q.HOLD_LIFE, self._life_key)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        log.info("the writer's connection to PostgreSQL is back")
+        return conn
 
     async def close(self) -> None:
         """Refuses new writes, commits those queued, hands the last events out, leaves the
@@ -459,7 +480,8 @@ class PostgresStore:
         if self._conn is not None:
             with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
                 await self._conn.execute(q.UNREGISTER, self._me)
-            await self._conn.close()
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await self._conn.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -523,6 +545,8 @@ class PostgresStore:
                 except Exception as exc:  # the transaction failed: nothing of it was written
                     error = _as_client_error(exc)
                     log.error("write transaction failed: %s", exc)
+                    if isinstance(exc, _CONNECTION_ERRORS) and self._conn is not None:
+                        self._conn.terminate()  # the next batch connects again
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
@@ -542,8 +566,7 @@ class PostgresStore:
     async def _commit_batch(
         self, ops: list[PgOp[Any]]
     ) -> tuple[list[tuple[bool, Any]], list[Event]]:
-        conn = self._conn
-        assert conn is not None
+        conn = await self._writer()
         tx = PgTx(conn, careful=False, me=self._me)
         try:
             async with conn.transaction():
