@@ -46,8 +46,11 @@ HUGEGRAPH_KEYS = [
 T = TypeVar("T")
 
 
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    return config.load(TEST_CONFIG, env={}, db=str(tmp_path / "sidetask.db"), **overrides)
+def make_settings(tmp_path: Path, db: Path | str | None = None, **overrides: Any) -> Settings:
+    """The test configuration on a SQLite file in tmp_path, or on `db` (a file, or a
+    PostgreSQL URL: the `any_db` fixture)."""
+    where = str(tmp_path / "sidetask.db") if db is None else str(db)
+    return config.load(TEST_CONFIG, env={}, db=where, **overrides)
 
 
 @pytest.fixture
@@ -278,11 +281,19 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     return str(request.getfixturevalue("pg_dsn"))
 
 
+#: databases of tests that have ended, dropped when the next one is made
+_finished_databases: list[str] = []
+
+
 @pytest.fixture
 def pg_dsn(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, empty database (test_N) on the session's server, dropped after the test (its
-    connections closed): its DSN."""
+    """A fresh, empty database (test_N) on the session's server: its DSN. It is dropped
+    when the next test makes one, not at this test's teardown: an app the test started may
+    still be closing then (pytest-asyncio finalizes async fixtures after sync ones), and a
+    forced drop would cut its connections under it. The server goes at the session's end."""
+    while _finished_databases:
+        pg_server.drop_database(_finished_databases.pop())
     name = f"test_{next(_databases)}"
     dsn = pg_server.create_database(name)
     yield dsn
-    pg_server.drop_database(name)
+    _finished_databases.append(name)

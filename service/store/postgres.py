@@ -1003,11 +1003,14 @@ class PostgresStore:
     # --- reads ---
 
     async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        """A read on a pooled connection. Shielded: a caller that gives up (a request whose
+        client went away) does not cancel the query half-way, which can hand the connection
+        back to the pool while it is still busy, and fail the next read on it."""
         if self._pool is None:
             raise ServiceUnavailable("The store is not open")
         try:
-            return list(await self._pool.fetch(sql, *params))
-        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+            return list(await asyncio.shield(self._pool.fetch(sql, *params)))
+        except (asyncpg.PostgresError, asyncpg.InternalClientError, *_CONNECTION_ERRORS) as exc:
             raise ServiceUnavailable("The store cannot read now", str(exc)) from exc
 
     async def process_groups(self) -> list[ProcessGroup]:

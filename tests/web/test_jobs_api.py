@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import get_task, submit, wait_for, wait_status
+from service.config import Settings
+from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
 from tests.sup_util import Start
 from tests.web.test_tasks_api import LATER, assert_error, ids_of, list_tasks, ok_json
 
 GREMLIN = "hugegraph.traversal().V()"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, any_db: Path | str) -> Settings:
+    """On both stores: every test of the job routes runs on SQLite and on PostgreSQL."""
+    return make_settings(tmp_path, any_db)
 
 
 async def post_gremlin(

@@ -90,8 +90,9 @@ async def gated(ctx: JobContext) -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path, jobs={"gated": f"{__name__}:gated"})
+def settings(tmp_path: Path, any_db: Path | str) -> Settings:
+    """On both stores: every test of the task routes runs on SQLite and on PostgreSQL."""
+    return make_settings(tmp_path, any_db, jobs={"gated": f"{__name__}:gated"})
 
 
 @pytest.fixture
