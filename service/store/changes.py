@@ -1,14 +1,20 @@
-"""What every store does alike with a status change: which fields it may set, which
-statuses it may come from, and how a refusal is put to the caller."""
+"""What every store does alike with a status change (which fields it may set, which
+statuses it may come from, how a refusal is put to the caller), with a worker's lease,
+and with the answers of a group commit's batch."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import NotFound, SidetaskError, TransitionRefused
-from ..model import Task, allowed_sources
+from ..errors import Conflict, NotFound, SidetaskError, TransitionRefused
+from ..model import LEASED_STATUSES, GraphRef, Status, Task, allowed_sources
 from .base import Change
+from .rows import Row, row_to_task
+
+#: a write's outcome in its batch: (True, its value) or (False, the error it was refused with)
+Outcome = tuple[bool, Any]
 
 #: fields a status change may set besides status and update_ms
 CHANGEABLE_FIELDS = frozenset(
@@ -41,3 +47,56 @@ def refusal(change: Change, current: Task | None) -> SidetaskError:
     return TransitionRefused(
         f"Task '{change.task_id}' in status {current.status.name} can't become {change.target.name}"
     )
+
+
+# --- external workers' leases: what both stores check alike ---
+
+
+#: the change a worker's first report makes: it confirmed, and it runs the task
+def lease_start(task: Task, fields: Mapping[str, Any]) -> Change:
+    return Change(task.id, Status.RUNNING, fields, frozenset({Status.SCHEDULED}))
+
+
+def leased_task(
+    row: Row | None, graph: GraphRef, task_id: int, token: str
+) -> tuple[Task, int | None]:
+    """The task a lease's `token` holds and when the lease runs out, from its row (the task
+    columns, then lease and lease_expires_ms), or the error that says why not."""
+    if row is None or row_to_task(row).graph != graph:
+        raise NotFound(f"Can't find task with id '{task_id}'")
+    if row[-2] is None or row[-2] != token:
+        raise Conflict(
+            f"Task '{task_id}' is not held by this lease: it was never claimed with it, "
+            "or its lease expired and the task was given back"
+        )
+    return row_to_task(row), row[-1]
+
+
+def check_live(task: Task, expires_ms: int | None, now_ms: int) -> None:
+    """A lease may report only while its task is a worker's and it has not run out."""
+    if task.status not in LEASED_STATUSES:
+        raise Conflict(f"Task '{task.id}' is {task.status.name}, it is no longer held by a worker")
+    if expires_ms is None or expires_ms <= now_ms:
+        raise Conflict(f"The lease on task '{task.id}' has expired; the task will be given back")
+
+
+# --- group commit: what both writers do alike with a batch's answers ---
+
+
+def answer(batch: Sequence[tuple[Any, asyncio.Future[Any]]], outcomes: Sequence[Outcome]) -> None:
+    """Each write's answer to its caller, once its transaction has committed: its value, or
+    the error it was refused with. A caller that gave up (its future is done) is skipped."""
+    for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def fail(batch: Sequence[tuple[Any, asyncio.Future[Any]]], error: BaseException) -> None:
+    """Every write of a transaction that failed as a whole: nothing of it was written."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

@@ -35,7 +35,6 @@ import orjson
 
 from .. import clock
 from ..errors import (
-    Conflict,
     NotFound,
     ServiceUnavailable,
     SidetaskError,
@@ -57,7 +56,16 @@ from ..model import (
 )
 from . import pg_queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
-from .changes import changeable, refusal, sources_of
+from .changes import (
+    answer,
+    changeable,
+    check_live,
+    fail,
+    lease_start,
+    leased_task,
+    refusal,
+    sources_of,
+)
 from .pg_schema import MIGRATIONS
 from .rows import row_to_event, row_to_task, stored_status
 
@@ -547,17 +555,9 @@ class PostgresStore:
                     log.error("write transaction failed: %s", exc)
                     if isinstance(exc, _CONNECTION_ERRORS) and self._conn is not None:
                         self._conn.terminate()  # the next batch connects again
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    fail(batch, error)
                     continue
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                answer(batch, outcomes)
                 if events:
                     self._pump.wake()  # it reads them back, in order with the others'
             if self._closed:
@@ -887,49 +887,18 @@ class PostgresStore:
 
         return await self._write(op)
 
-    @staticmethod
-    async def _leased(
-        tx: PgTx, graph: GraphRef, task_id: int, token: str
-    ) -> tuple[Task, int | None]:
-        row = await tx.conn.fetchrow(q.SELECT_LEASED, task_id)
-        if row is None or row_to_task(row).graph != graph:
-            raise NotFound(f"Can't find task with id '{task_id}'")
-        task = row_to_task(row)
-        if row[-2] is None or row[-2] != token:
-            raise Conflict(
-                f"Task '{task_id}' is not held by this lease: it was never claimed with it, "
-                "or its lease expired and the task was given back"
-            )
-        return task, row[-1]
-
-    @staticmethod
-    def _check_live(task: Task, expires_ms: int | None, now_ms: int) -> None:
-        if task.status not in LEASED_STATUSES:
-            raise Conflict(
-                f"Task '{task.id}' is {task.status.name}, it is no longer held by a worker"
-            )
-        if expires_ms is None or expires_ms <= now_ms:
-            raise Conflict(
-                f"The lease on task '{task.id}' has expired; the task will be given back"
-            )
-
-    @staticmethod
-    async def _start_leased(tx: PgTx, task: Task, fields: Mapping[str, Any]) -> Task:
-        return await tx.change(
-            Change(task.id, Status.RUNNING, fields, frozenset({Status.SCHEDULED}))
-        )
-
     async def report(
         self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
     ) -> Lease:
         async def op(tx: PgTx) -> Lease:
-            task, current_expiry = await self._leased(tx, graph, task_id, token)
+            row = await tx.conn.fetchrow(q.SELECT_LEASED, task_id)
+            task, current_expiry = leased_task(row, graph, task_id, token)
             if task.status is Status.CANCELLED:
                 return Lease(task, token, current_expiry or 0)
-            self._check_live(task, current_expiry, tx.now)
+            check_live(task, current_expiry, tx.now)
             fields = {} if progress is None else {"progress": progress}
             if task.status is Status.SCHEDULED:
-                task = await self._start_leased(tx, task, fields)
+                task = await tx.change(lease_start(task, fields))
             elif progress is not None and progress != task.progress:
                 row = await tx.conn.fetchrow(q.REPORT_PROGRESS, progress, tx.now, task_id)
                 assert row is not None  # the row was read in this transaction
@@ -944,11 +913,12 @@ class PostgresStore:
         self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
     ) -> Task:
         async def op(tx: PgTx) -> Task:
-            task, current_expiry = await self._leased(tx, graph, task_id, token)
-            self._check_live(task, current_expiry, tx.now)
+            row = await tx.conn.fetchrow(q.SELECT_LEASED, task_id)
+            task, current_expiry = leased_task(row, graph, task_id, token)
+            check_live(task, current_expiry, tx.now)
             fields: dict[str, Any] = {} if progress is None else {"progress": progress}
             if task.status is Status.SCHEDULED:
-                task = await self._start_leased(tx, task, fields)
+                task = await tx.change(lease_start(task, fields))
             if task.status is Status.CANCELLING:
                 task = await tx.change(Change(task_id, Status.CANCELLED, fields))
             else:

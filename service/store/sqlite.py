@@ -14,7 +14,6 @@ import aiosqlite
 import orjson
 
 from ..errors import (
-    Conflict,
     NotFound,
     ServiceUnavailable,
     SidetaskError,
@@ -24,6 +23,7 @@ from ..errors import (
 from ..model import LEASED_STATUSES, Event, EventKind, GraphRef, NewTask, Status, Task
 from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
+from .changes import check_live, lease_start, leased_task
 from .lock import ProcessLock
 from .rows import is_json, row_to_event, row_to_task, stored_status
 from .writer import ChangeOp, Op, Tx, Writer
@@ -378,36 +378,6 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    @staticmethod
-    def _leased(tx: Tx, graph: GraphRef, task_id: int, token: str) -> tuple[Task, int | None]:
-        """The task `token` holds (and its lease's expiry), or the error that says why not."""
-        row = tx.conn.execute(q.SELECT_LEASED, (task_id,)).fetchone()
-        if row is None or row_to_task(row).graph != graph:
-            raise NotFound(f"Can't find task with id '{task_id}'")
-        task = row_to_task(row)
-        if row[-2] is None or row[-2] != token:
-            raise Conflict(
-                f"Task '{task_id}' is not held by this lease: it was never claimed with it, "
-                "or its lease expired and the task was given back"
-            )
-        return task, row[-1]
-
-    @staticmethod
-    def _check_live(task: Task, expires_ms: int | None, now_ms: int) -> None:
-        if task.status not in LEASED_STATUSES:
-            raise Conflict(
-                f"Task '{task.id}' is {task.status.name}, it is no longer held by a worker"
-            )
-        if expires_ms is None or expires_ms <= now_ms:
-            raise Conflict(
-                f"The lease on task '{task.id}' has expired; the task will be given back"
-            )
-
-    @staticmethod
-    def _start_leased(tx: Tx, task: Task, fields: Mapping[str, Any]) -> Task:
-        """A worker's first report: it confirmed, and it runs the task (`running`)."""
-        return tx.change(Change(task.id, Status.RUNNING, fields, frozenset({Status.SCHEDULED})))
-
     async def report(
         self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
     ) -> Lease:
@@ -415,13 +385,14 @@ class SQLiteStore:
         lease to `expires_ms`. A task cancelled meanwhile is returned as it is, unchanged."""
 
         def op(tx: Tx) -> Lease:
-            task, current_expiry = self._leased(tx, graph, task_id, token)
+            row = tx.conn.execute(q.SELECT_LEASED, (task_id,)).fetchone()
+            task, current_expiry = leased_task(row, graph, task_id, token)
             if task.status is Status.CANCELLED:
                 return Lease(task, token, current_expiry or 0)
-            self._check_live(task, current_expiry, tx.now)
+            check_live(task, current_expiry, tx.now)
             fields = {} if progress is None else {"progress": progress}
             if task.status is Status.SCHEDULED:
-                task = self._start_leased(tx, task, fields)
+                task = tx.change(lease_start(task, fields))
             elif progress is not None and progress != task.progress:
                 row = tx.conn.execute(q.REPORT_PROGRESS, (progress, tx.now, task_id)).fetchone()
                 task = row_to_task(row)
@@ -438,11 +409,12 @@ class SQLiteStore:
         a cancel requested meanwhile wins and the task ends `cancelled`. The lease ends."""
 
         def op(tx: Tx) -> Task:
-            task, current_expiry = self._leased(tx, graph, task_id, token)
-            self._check_live(task, current_expiry, tx.now)
+            row = tx.conn.execute(q.SELECT_LEASED, (task_id,)).fetchone()
+            task, current_expiry = leased_task(row, graph, task_id, token)
+            check_live(task, current_expiry, tx.now)
             fields: dict[str, Any] = {} if progress is None else {"progress": progress}
             if task.status is Status.SCHEDULED:
-                task = self._start_leased(tx, task, fields)
+                task = tx.change(lease_start(task, fields))
             if task.status is Status.CANCELLING:
                 task = tx.change(Change(task_id, Status.CANCELLED, fields))
             else:

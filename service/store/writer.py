@@ -25,7 +25,7 @@ from ..errors import ServiceUnavailable, SidetaskError
 from ..model import Event, EventKind, Status, Task
 from . import queries as q
 from .base import Change, CommitListener
-from .changes import changeable, refusal, sources_of
+from .changes import answer, changeable, fail, refusal, sources_of
 from .rows import row_to_task
 from .schema import MIGRATIONS
 
@@ -466,17 +466,9 @@ class Writer:
                 except Exception as exc:  # the commit itself failed: nothing of it was written
                     error = _as_client_error(exc)
                     log.error("write transaction failed: %s", exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    fail(batch, error)
                     continue
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                answer(batch, outcomes)
                 if events:
                     for listener in self._listeners:
                         try:

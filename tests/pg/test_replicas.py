@@ -15,9 +15,10 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import ServerProcess, wait_for
+from tests.conftest import ServerProcess
 from tests.sup_jobs import JOBS
 from tests.sup_util import rows, trail, wait_file
+from tests.web.test_recovery import get, post_job, wait_task
 
 BASE = "/graphs/hugegraph"
 Factory = Callable[..., ServerProcess]
@@ -40,34 +41,6 @@ async def replicas(
     ]
     await asyncio.gather(*(server.wait_ready() for server in started))
     return started
-
-
-async def post_job(
-    http: ClientSession, server: ServerProcess, job_type: str, body: Any, **query: Any
-) -> int:
-    async with http.post(
-        f"{server.url}{BASE}/jobs/{job_type}",
-        json=body,
-        params={k: str(v) for k, v in query.items()},
-    ) as response:
-        assert response.status == 201, await response.text()
-        return int((await response.json())["task_id"])
-
-
-async def get(http: ClientSession, server: ServerProcess, task_id: int) -> dict[str, Any]:
-    async with http.get(f"{server.url}{BASE}/tasks/{task_id}") as response:
-        assert response.status == 200, await response.text()
-        return dict(await response.json())
-
-
-async def wait_task(
-    http: ClientSession, server: ServerProcess, task_id: int, *statuses: str, timeout: float = 20
-) -> dict[str, Any]:
-    async def probe() -> dict[str, Any] | None:
-        task = await get(http, server, task_id)
-        return task if task["task_status"] in statuses else None
-
-    return await wait_for(probe, timeout, f"task {task_id} to reach {statuses}")
 
 
 async def stream(
