@@ -31,12 +31,13 @@ async def test_a_reader_following_four_writers_misses_no_event(pg_dsn: str) -> N
         async def follow() -> None:
             last = 0
             while True:
+                done = not writing  # seen before the read: then the read sees every commit
                 events = await reader.events_after(last, None, None, 1000)
                 if events:
                     followed.extend(e.id for e in events)
                     last = events[-1].id
-                elif not writing:
-                    return  # read once more after the writers were done: all of it
+                elif done:
+                    return  # a read begun after the writers were done found nothing more
 
         async def write(store: PostgresStore) -> None:
             for _ in range(ROUNDS):
