@@ -21,7 +21,6 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import orjson
 
 from tests.chaos_helpers.checks import all_illegal_steps
 from tests.chaos_helpers.jobs import append
+from tests.sup_util import rows
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CONFIG = ROOT / "config" / "test.toml"
@@ -112,7 +112,7 @@ async def poll(probe: Callable[[], Awaitable[T | None]], seconds: float, what: s
 class Server:
     """One `python -m service serve` on the chaos database, the chaos job registered."""
 
-    def __init__(self, workdir: Path, db: Path, port: int, number: int) -> None:
+    def __init__(self, workdir: Path, db: Path | str, port: int, number: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.log = workdir / f"server-{number}.log"
         env = {
@@ -212,17 +212,17 @@ def analyse_record(path: Path) -> tuple[list[str], int, dict[int, int]]:
     return overlaps, interrupted, dict(ended)
 
 
-def stored_statuses(db: Path, ids: list[int]) -> dict[int, str]:
+def stored_statuses(db: Path | str, ids: list[int]) -> dict[int, str]:
     found: dict[int, str] = {}
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            found.update(
-                conn.execute(
-                    f"SELECT id, status FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        found.update(
+            rows(
+                db,
+                f"SELECT id, status FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk,
             )
+        )
     return found
 
 
@@ -287,10 +287,11 @@ class Submitters:
                 self.unanswered += 1
 
 
-def _prepare(workdir: Path) -> tuple[Path, Path]:
-    """The database and the record file, in `workdir`."""
+def _prepare(workdir: Path, db: str | None) -> tuple[Path | str, Path]:
+    """The database (a SQLite file in `workdir`, or the PostgreSQL URL `db`) and the record
+    file, in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    return workdir / "chaos.db", workdir / "runs.log"
+    return db or workdir / "chaos.db", workdir / "runs.log"
 
 
 async def run_chaos(
@@ -302,11 +303,13 @@ async def run_chaos(
     seed: int | None = None,
     finish_timeout: float = 120.0,
     progress: Callable[[str], None] | None = None,
+    db_url: str | None = None,
 ) -> Report:
     """`kills` SIGKILLs, each after `per_server` (a random number in that range) submissions
     of the server being killed were acknowledged and a run had started in it; then one more
-    server that must complete every acknowledged task within `finish_timeout` seconds."""
-    db, record = _prepare(workdir)
+    server that must complete every acknowledged task within `finish_timeout` seconds.
+    `db_url`: on that PostgreSQL database instead of a SQLite file."""
+    db, record = _prepare(workdir, db_url)
     rng = random.Random(seed)
     port = free_port()
     tail = RecordTail(record)
@@ -366,8 +369,7 @@ async def run_chaos(
         1 for i in acked if statuses.get(i) == "success" and ended.get(i, 0) == 0
     )
     report.illegal = all_illegal_steps(db)
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        report.stored = int(conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+    report.stored = int(rows(db, "SELECT COUNT(*) FROM tasks")[0][0])
     return report
 
 
@@ -394,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep the database, record and logs here"
     )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="on a throwaway PostgreSQL server (tests/pgserver.py, fsync on) instead of SQLite",
+    )
     args = parser.parse_args(argv)
     if args.kills < 1 or args.submitters < 1 or not 1 <= args.per_server[0] <= args.per_server[1]:
         parser.error("--kills and --submitters must be at least 1, and 1 <= MIN <= MAX")
@@ -402,7 +409,16 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="sidetask-chaos-"))
         )
-        print(f"chaos: {args.kills} kills, seed {seed}, in {workdir}", file=sys.stderr)
+        db_url = None
+        if args.postgres:
+            from tests.pgserver import PgServer
+
+            bindir = PgServer.find()
+            if bindir is None:
+                parser.error("--postgres: PostgreSQL's binaries are not installed")
+            db_url = stack.enter_context(PgServer(bindir, fsync=True)).dsn
+        where = db_url or workdir
+        print(f"chaos: {args.kills} kills, seed {seed}, in {where}", file=sys.stderr)
         report = asyncio.run(
             run_chaos(
                 workdir,
@@ -412,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=seed,
                 finish_timeout=args.finish_timeout,
                 progress=lambda text: print(text, file=sys.stderr),
+                db_url=db_url,
             )
         )
         print(report.line())

@@ -1,5 +1,5 @@
-"""Checks on a database file as it is stored: every status change allowed by the table,
-every created task's record whole."""
+"""Checks on a database as it is stored (a SQLite file or a PostgreSQL URL): every status
+change allowed by the table, every created task's record whole."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ from collections import defaultdict
 from pathlib import Path
 
 from service.model import TRANSITIONS, Status
+from tests.sup_util import rows
 
 
 def trails(db: Path | str) -> dict[int, list[str]]:
     """Every task's statuses in commit order, from its stored created and status events."""
     found: dict[int, list[str]] = defaultdict(list)
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        for task_id, status in conn.execute(
-            "SELECT task_id, status FROM events WHERE kind IN ('task.created', 'task.status')"
-            " ORDER BY id"
-        ):
-            found[int(task_id)].append(str(status))
+    for task_id, status in rows(
+        db,
+        "SELECT task_id, status FROM events WHERE kind IN ('task.created', 'task.status')"
+        " ORDER BY id",
+    ):
+        found[int(task_id)].append(str(status))
     return dict(found)
 
 

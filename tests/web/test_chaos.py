@@ -1,5 +1,5 @@
-"""The short chaos run: real `python -m service serve` processes SIGKILLed under submission
-load on loopback (scripts/chaos runs the long one). Nothing acknowledged is lost, everything
+"""The short chaos run, on both stores: real `python -m service serve` processes SIGKILLed
+under submission load on loopback (scripts/chaos runs the long one). Nothing acknowledged is lost, everything
 acknowledged completes, no task runs in two live processes at once, and every stored status
 change is one the transition table allows."""
 
@@ -11,10 +11,17 @@ from tests.chaos_helpers.chaos import analyse_record, run_chaos
 
 
 async def test_sigkills_under_load_lose_nothing_and_never_run_a_task_twice_at_once(
-    tmp_path: Path,
+    tmp_path: Path, any_db: Path | str
 ) -> None:
+    """On both stores (`scripts/chaos --postgres` runs the long one on PostgreSQL)."""
     report = await run_chaos(
-        tmp_path / "chaos", kills=3, submitters=6, per_server=(15, 30), seed=7, finish_timeout=30
+        tmp_path / "chaos",
+        kills=3,
+        submitters=6,
+        per_server=(15, 30),
+        seed=7,
+        finish_timeout=30,
+        db_url=any_db if isinstance(any_db, str) else None,
     )
     assert report.kills == 3
     assert report.acked >= 45
