@@ -82,6 +82,22 @@ INSERT_TASK = (
     " ON CONFLICT (graphspace, graph, idempotency_key) WHERE idempotency_key IS NOT NULL"
     f" DO NOTHING RETURNING {TASK_COLUMNS}"
 )
+#: ids for a run of new tasks, taken in order before they are inserted ($1: how many)
+NEXT_TASK_IDS = (
+    "SELECT array_agg(nextval(pg_get_serial_sequence('tasks', 'id'))) FROM generate_series(1, $1)"
+)
+#: a run of new tasks without an Idempotency-Key, one per element of the arrays
+INSERT_TASKS = (
+    "INSERT INTO tasks (id, graphspace, graph, name, type, callable, status, create_ms,"
+    " update_ms, input, max_retries, priority, timeout, run_after_ms)"
+    " SELECT u.id, u.graphspace, u.graph, u.name, u.type, u.callable, 'new', $7, $7, u.input,"
+    " u.max_retries, u.priority, u.timeout, u.run_after_ms"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+    " $8::text[], $9::bigint[], $10::bigint[], $11::float8[], $12::bigint[])"
+    " AS u(id, graphspace, graph, name, type, callable, input, max_retries, priority, timeout,"
+    " run_after_ms)"
+    f" RETURNING {TASK_COLUMNS}"
+)
 # only the process running the task reports its progress: fenced by its id ($5)
 SET_PROGRESS = (
     "UPDATE tasks SET progress = $1, progress_total = coalesce($2, progress_total),"

@@ -289,6 +289,19 @@ class _ChangeOp:
         return await tx.change(self.change)
 
 
+class _NewOp:
+    """A submission without an Idempotency-Key: a run of them goes in as one INSERT."""
+
+    __slots__ = ("new", "store")
+
+    def __init__(self, store: PostgresStore, new: NewTask) -> None:
+        self.store = store
+        self.new = new
+
+    async def __call__(self, tx: PgTx) -> tuple[Task, bool]:
+        return await self.store.insert_one(tx, self.new, None)
+
+
 class _EventPump:
     """Hands every committed event of every process sharing the schema to the store's
     listeners, in id order, with no gap and no repeat: it reads the events table after the
@@ -578,25 +591,35 @@ class PostgresStore:
         except Exception:
             return await self._commit_carefully(conn, ops)
 
-    @staticmethod
-    async def _run_plainly(tx: PgTx, ops: list[PgOp[Any]]) -> list[tuple[bool, Any]]:
+    async def _run_plainly(self, tx: PgTx, ops: list[PgOp[Any]]) -> list[tuple[bool, Any]]:
+        """The writes of a batch, in order; a run of single status changes goes into as few
+        UPDATEs as their shapes allow, a run of keyless submissions into one INSERT."""
         outcomes: list[tuple[bool, Any]] = []
-        run: list[Change] = []
+        changes: list[Change] = []
+        news: list[NewTask] = []
 
         async def flush() -> None:
-            for result in await tx.change_many(run):
-                outcomes.append((not isinstance(result, SidetaskError), result))
-            run.clear()
+            if changes:
+                for result in await tx.change_many(changes):
+                    outcomes.append((not isinstance(result, SidetaskError), result))
+                changes.clear()
+            if news:
+                outcomes.extend((True, created) for created in await self.insert_many(tx, news))
+                news.clear()
 
         for op in ops:
             if isinstance(op, _ChangeOp):
-                run.append(op.change)
-                continue
-            if run:
+                if news:
+                    await flush()
+                changes.append(op.change)
+            elif isinstance(op, _NewOp):
+                if changes:
+                    await flush()
+                news.append(op.new)
+            else:
                 await flush()
-            outcomes.append((True, await op(tx)))
-        if run:
-            await flush()
+                outcomes.append((True, await op(tx)))
+        await flush()
         return outcomes
 
     async def _commit_carefully(
@@ -625,47 +648,85 @@ class PostgresStore:
 
     async def insert(self, new: NewTask) -> tuple[Task, bool]:
         """A new task; with an Idempotency-Key already used in the graph, the task it made
-        (a replay) when the request was the same, else Unprocessable."""
-        key = new.idempotency_key
-        fingerprint = None if key is None else new.fingerprint()
+        (a replay) when the request was the same, else Unprocessable. Submissions without
+        a key that share a transaction go in as one statement (_NewOp)."""
+        if new.idempotency_key is None:
+            return await self._write(_NewOp(self, new))
+        fingerprint = new.fingerprint()  # outside the transaction
 
         async def op(tx: PgTx) -> tuple[Task, bool]:
-            await self._admit(tx)
-            row = await tx.conn.fetchrow(
-                q.INSERT_TASK,
-                new.graph.graphspace,
-                new.graph.graph,
-                new.name,
-                new.type,
-                new.callable,
-                tx.now,
-                new.input,
-                new.max_retries,
-                new.priority,
-                new.timeout,
-                tx.now + new.delay_ms if new.delay_ms > 0 else 0,
-                key,
-                fingerprint,
-            )
-            if row is None:  # the key was taken (maybe by another process just now)
-                found = await tx.conn.fetchrow(
-                    q.SELECT_BY_IDEMPOTENCY_KEY, new.graph.graphspace, new.graph.graph, key
-                )
-                assert found is not None
-                task = row_to_task(found)
-                if found[-1] is not None and found[-1] != fingerprint:
-                    raise Unprocessable(
-                        f"Idempotency-Key '{key}' was used with a different request for "
-                        f"task {task.id}"
-                    )
-                return task, False
-            task = row_to_task(row)
-            tx.event(EventKind.CREATED, task)
-            if tx.waiting is not None:
-                tx.waiting += 1
-            return task, True
+            return await self.insert_one(tx, new, fingerprint)
 
         return await self._write(op)
+
+    async def insert_one(
+        self, tx: PgTx, new: NewTask, fingerprint: str | None
+    ) -> tuple[Task, bool]:
+        await self._admit(tx)
+        key = new.idempotency_key
+        row = await tx.conn.fetchrow(
+            q.INSERT_TASK,
+            new.graph.graphspace,
+            new.graph.graph,
+            new.name,
+            new.type,
+            new.callable,
+            tx.now,
+            new.input,
+            new.max_retries,
+            new.priority,
+            new.timeout,
+            tx.now + new.delay_ms if new.delay_ms > 0 else 0,
+            key,
+            fingerprint,
+        )
+        if row is None:  # the key was taken (maybe by another process just now)
+            found = await tx.conn.fetchrow(
+                q.SELECT_BY_IDEMPOTENCY_KEY, new.graph.graphspace, new.graph.graph, key
+            )
+            assert found is not None
+            task = row_to_task(found)
+            if found[-1] is not None and found[-1] != fingerprint:
+                raise Unprocessable(
+                    f"Idempotency-Key '{key}' was used with a different request for task {task.id}"
+                )
+            return task, False
+        task = row_to_task(row)
+        tx.event(EventKind.CREATED, task)
+        if tx.waiting is not None:
+            tx.waiting += 1
+        return task, True
+
+    async def insert_many(self, tx: PgTx, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+        """Submissions without a key as one INSERT (ids taken first, in order): one round
+        trip for the lot, not one each. Past max_waiting, the batch is run again write by
+        write, so each is admitted or refused on its own."""
+        await self._admit(tx)
+        if tx.waiting is not None and tx.waiting + len(news) > self.max_waiting:
+            raise _Redo
+        ids = await tx.conn.fetchval(q.NEXT_TASK_IDS, len(news))
+        rows = await tx.conn.fetch(
+            q.INSERT_TASKS,
+            ids,
+            [n.graph.graphspace for n in news],
+            [n.graph.graph for n in news],
+            [n.name for n in news],
+            [n.type for n in news],
+            [n.callable for n in news],
+            tx.now,
+            [n.input for n in news],
+            [n.max_retries for n in news],
+            [n.priority for n in news],
+            [n.timeout for n in news],
+            [tx.now + n.delay_ms if n.delay_ms > 0 else 0 for n in news],
+        )
+        by_id = {task.id: task for task in map(row_to_task, rows)}
+        tasks = [by_id[task_id] for task_id in ids]
+        for task in tasks:
+            tx.event(EventKind.CREATED, task)
+        if tx.waiting is not None:
+            tx.waiting += len(tasks)
+        return [(task, True) for task in tasks]
 
     async def _admit(self, tx: PgTx) -> None:
         """max_waiting across the cluster: the waiting tasks counted under a lock every
