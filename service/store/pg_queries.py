@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from ..model import COMPLETED_STATUSES, Status
+from ..model import Status
 from .queries import TASK_COLUMNS
 
 #: the columns a status change may set, and their SQL types (for a batch's unnest)
@@ -19,7 +19,6 @@ FIELD_TYPES = {
     "server": "text",
     "description": "text",
 }
-COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
 #: every known status value: a row in none of them reads as `unknown`
 KNOWN_VALUES = [s.value for s in Status if s is not Status.UNKNOWN]
 #: true in SQL for exactly the rows rows.row_to_task reads as `unknown` (with typed columns
@@ -31,7 +30,6 @@ UNINTERPRETABLE = (
 
 # --- schema ---
 
-SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
 SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM schema_version"
 SET_VERSION = "DELETE FROM schema_version; INSERT INTO schema_version VALUES ({version})"
