@@ -17,17 +17,18 @@ from tests.sup_util import Start
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def db(tmp_path: Path) -> Path | str:
     """The test's database file (the one `start` serves)."""
     return tmp_path / "sidetask.db"
 
 
 @pytest.fixture
-def start(aiohttp_client: Any, tmp_path: Path) -> Start:
-    """A server on the test database with the helper jobs registered; settings overridable."""
+def start(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> Start:
+    """A server on the test database (`db`: a module may make it `any_db`, for both
+    stores) with the helper jobs registered; settings overridable."""
 
     async def start(**overrides: Any) -> TestClient:
-        settings = make_settings(tmp_path, jobs=JOBS, **overrides)
+        settings = make_settings(tmp_path, db, jobs=JOBS, **overrides)
         return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
     return start

@@ -41,7 +41,13 @@ class Stored:
     status: str | None
 
 
-def stored(db: Path) -> list[Stored]:
+@pytest.fixture
+def db(any_db: Path | str) -> Path | str:
+    """On both stores: every stream and every kind of id on SQLite and on PostgreSQL."""
+    return any_db
+
+
+def stored(db: Path | str) -> list[Stored]:
     return [
         Stored(int(i), int(t), f"{space}/{graph}", str(k), str(ty), s)
         for i, t, space, graph, k, ty, s in rows(
@@ -56,7 +62,7 @@ class World:
     """Tasks of two graphs whose events interleave, one deleted, one still running."""
 
     client: TestClient
-    db: Path
+    db: Path | str
     dir: Path
     #: a sleep-like task of A that reported progress while B's and A's others ran
     long: int = 0
@@ -71,7 +77,7 @@ class World:
         return self.dir / "live-gate"
 
 
-async def build(client: TestClient, db: Path, tmp_path: Path) -> World:
+async def build(client: TestClient, db: Path | str, tmp_path: Path) -> World:
     w = World(client, db, tmp_path)
     # created first, run last: its events come before and after everybody else's
     w.live = await submit(client, A, "gate", {"path": str(w.gate)}, delay=3600)
@@ -217,7 +223,7 @@ CASES = [(s, k, c) for s in STREAMS for k in KINDS for c in CARRIERS]
 @pytest.mark.parametrize(("name", "kind", "carrier"), CASES, ids=["-".join(c) for c in CASES])
 async def test_resume(
     start: Start,
-    db: Path,
+    db: Path | str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     name: str,
@@ -269,7 +275,9 @@ def check(w: World, stream: Stream, got: list[SSEEvent], after: int) -> None:
             assert own[-1].kind == "task.deleted" or own[-1].status in COMPLETED
 
 
-async def test_header_wins_over_the_query_parameter(start: Start, db: Path, tmp_path: Path) -> None:
+async def test_header_wins_over_the_query_parameter(
+    start: Start, db: Path | str, tmp_path: Path
+) -> None:
     """A browser's EventSource keeps its URL (with the first `last_event_id`) and sends the
     newer id in the header when it reconnects: the header is the one to follow."""
     w = await build(await start(), db, tmp_path)
