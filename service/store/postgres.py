@@ -465,10 +465,12 @@ class PostgresStore:
         self._loop_task = asyncio.create_task(self._run_writes(), name="sidetask-store-writer")
 
     async def _register(self, conn: asyncpg.Connection) -> None:
-        """Joins the replicas under this process's id, and holds its life lock."""
+        """Holds a new life lock, then joins the replicas under this process's id: in that
+        order, a row is never seen without its lock held (a sweep would take it for a dead
+        process's, and recover what it claims)."""
         self._life_key = secrets.randbits(63)
-        await conn.execute(q.REGISTER, self._me, self._host, os.getpid(), self._life_key)
         await conn.execute(q.HOLD_LIFE, self._life_key)
+        await conn.execute(q.REGISTER, self._me, self._host, os.getpid(), self._life_key)
 
     async def _writer(self) -> asyncpg.Connection:
         """The writer's connection; after it was lost (the database restarted, the network

@@ -5,6 +5,7 @@ heartbeat; one that exits loses its session's lock and is declared dead at once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,3 +97,31 @@ async def test_a_process_that_exits_is_declared_dead_at_once(pg_dsn: str) -> Non
         assert rows(pg_dsn, "SELECT count(*) FROM replicas") == [(1,)]
     finally:
         await b.close()
+
+
+async def test_a_replica_starting_while_another_sweeps_is_never_taken_for_dead(
+    pg_dsn: str,
+) -> None:
+    """A new replica's row is seen only once its life lock is held: a sweep running while
+    replicas start never declares one of them dead (and never recovers what it claims)."""
+    sweeper = PostgresStore(pg_dsn, replica_timeout=60.0)
+    await sweeper.open()
+    sweeping = True
+
+    async def sweep() -> None:
+        while sweeping:
+            await sweeper.sweep(restore)
+
+    task = asyncio.create_task(sweep())
+    try:
+        for _ in range(30):
+            newcomer = PostgresStore(pg_dsn, replica_timeout=60.0)
+            await newcomer.open()
+            try:
+                assert await newcomer.beat() is True  # still its first identity
+            finally:
+                await newcomer.close()
+    finally:
+        sweeping = False
+        await task
+        await sweeper.close()
