@@ -43,6 +43,7 @@ const state = {
   rows: new Map(), //          id -> task, as shown
   loading: null, //            events that came while the page was being read
   selected: null, //           the id of the task in the detail
+  deleting: null, //           the id of a task this page is deleting: its own answer says so
   stream: null, //             the graph's EventSource
   detailStream: null, //       the selected task's EventSource
   detailUpdate: 0, //          task_update of the state the detail shows
@@ -387,7 +388,8 @@ function forgetTask(id) {
   if (id === state.selected) {
     $("#detail").classList.add("deleted");
     if (state.detailTask?.id === id) renderActions(state.detailTask);
-    showMessage($("#action-message"), `Task ${id} was deleted.`, "info");
+    // deleted from this page: the delete's own answer says so, whichever comes first
+    if (state.deleting !== id) showMessage($("#action-message"), `Task ${id} was deleted.`, "info");
   }
 }
 
@@ -561,7 +563,13 @@ async function act(action) {
         `Task ${id} is ${status}: delete its record anyway?` +
         (status === "running" || status === "cancelling" ? " Its job runs on, and its end is not recorded." : "");
       if (force && !window.confirm(warning)) return;
-      await api.remove(state.base, id, force);
+      state.deleting = id;
+      try {
+        await api.remove(state.base, id, force);
+      } catch (error) {
+        state.deleting = null;
+        throw error;
+      }
       showMessage(message, `Task ${id} deleted.`, "ok");
     } else {
       const task = await api.act(state.base, id, action);
