@@ -82,6 +82,25 @@ def successes(seen: list[tuple[int, str, dict[str, Any]]]) -> set[int]:
     return {data["id"] for _, _, data in seen if data.get("task_status") == "success"}
 
 
+async def a_run_that_never_ends(
+    http: ClientSession, servers: list[ServerProcess], tmp_path: Path
+) -> tuple[int, ServerProcess]:
+    """A task whose first run waits forever (a retry returns at once), running on one of
+    the replicas: its id, and that replica."""
+    began = tmp_path / "began"
+    task_id = await post_job(
+        http,
+        servers[0],
+        "gate_first_run",
+        {"path": str(tmp_path / "never"), "started": str(began)},
+        max_retries=1,
+    )
+    task = await wait_task(http, servers[0], task_id, "running")
+    await wait_file(began)
+    runner = next(s for s in servers if s.env["SIDETASK_SERVER_NAME"] == task["task_server"])
+    return task_id, runner
+
+
 @pytest.fixture
 def db(pg_dsn: str) -> str:
     return pg_dsn
@@ -173,17 +192,7 @@ async def test_a_killed_replicas_task_is_finished_by_the_others(
     server_factory: Factory, http: ClientSession, db: str, tmp_path: Path
 ) -> None:
     servers = await replicas(server_factory, db)
-    began = tmp_path / "began"
-    task_id = await post_job(
-        http,
-        servers[0],
-        "gate_first_run",
-        {"path": str(tmp_path / "never"), "started": str(began)},
-        max_retries=1,
-    )
-    task = await wait_task(http, servers[0], task_id, "running")
-    await wait_file(began)
-    runner = next(s for s in servers if s.env["SIDETASK_SERVER_NAME"] == task["task_server"])
+    task_id, runner = await a_run_that_never_ends(http, servers, tmp_path)
     runner.kill()
     assert runner.proc.returncode == -signal.SIGKILL
     survivor = next(s for s in servers if s is not runner)
@@ -213,17 +222,7 @@ async def test_a_replica_that_stops_hands_back_the_job_it_gave_up_on_at_once(
     minute apart: no other replica's sweep could have done it in the meantime.)"""
     slow = {"SIDETASK_HEARTBEAT_INTERVAL": "60", "SIDETASK_REPLICA_TIMEOUT": "120"}
     servers = await replicas(server_factory, db, count=2, liveness=slow)
-    began = tmp_path / "began"
-    task_id = await post_job(
-        http,
-        servers[0],
-        "gate_first_run",
-        {"path": str(tmp_path / "never"), "started": str(began)},
-        max_retries=1,
-    )
-    task = await wait_task(http, servers[0], task_id, "running")
-    await wait_file(began)
-    runner = next(s for s in servers if s.env["SIDETASK_SERVER_NAME"] == task["task_server"])
+    task_id, runner = await a_run_that_never_ends(http, servers, tmp_path)
     runner.proc.send_signal(signal.SIGTERM)
     assert runner.proc.wait(30) == 0
     # at its exit the task is no longer held by it: restored (and maybe claimed already)
