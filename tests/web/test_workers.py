@@ -1,4 +1,5 @@
-"""External workers over HTTP: claims and leases, progress, cancel through a report, retries,
+"""External workers over HTTP (the protocol and the restarts on both stores): claims and
+leases, progress, cancel through a report, retries,
 lease expiry, a restart of the service; then real worker processes (the Python library and
 the shell script with curl) against a real server."""
 
@@ -35,14 +36,20 @@ NARROW = "narrow-token-of-one-graph"
 # --- the protocol, through the app on loopback ---
 
 
-def app_for(tmp_path: Path, **overrides: Any) -> Any:
+@pytest.fixture
+def db(any_db: Path | str) -> Path | str:
+    """The protocol's tests and the restarts run on both stores."""
+    return any_db
+
+
+def app_for(tmp_path: Path, db: Path | str, **overrides: Any) -> Any:
     options = {"external_types": TYPES, "lease_duration": 10.0, **overrides}
-    return create_app(make_settings(tmp_path, **options))
+    return create_app(make_settings(tmp_path, db, **options))
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
-    return await aiohttp_client(app_for(tmp_path))
+async def client(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> Any:
+    return await aiohttp_client(app_for(tmp_path, db))
 
 
 async def claim(client: Any, worker: str = "w1", wait: float = 5, **query: str) -> dict[str, Any]:
@@ -81,7 +88,7 @@ async def test_no_work_is_a_204(client: Any) -> None:
 
 
 async def test_a_task_runs_through_a_worker_from_claim_to_success(
-    client: Any, base: str, tmp_path: Path
+    client: Any, base: str, tmp_path: Path, db: Path | str
 ) -> None:
     # the claim waits for work; the task submitted meanwhile wakes it
     waiting = asyncio.ensure_future(claim(client, "resizer-1", wait=10, types="resize"))
@@ -109,7 +116,7 @@ async def test_a_task_runs_through_a_worker_from_claim_to_success(
         '{"size":[64,64]}',
         100,
     )
-    assert trail(tmp_path / "sidetask.db", task_id) == [
+    assert trail(db, task_id) == [
         "new", "scheduled", "running", "success",
     ]  # fmt: skip
 
@@ -177,8 +184,10 @@ async def test_a_bad_worker_name_is_a_400(client: Any) -> None:
     assert "Invalid worker name" in (await answer_of(response, 400))["message"]
 
 
-async def test_without_external_types_a_claim_is_a_400(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(app_for(tmp_path, external_types=()))
+async def test_without_external_types_a_claim_is_a_400(
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
+) -> None:
+    client = await aiohttp_client(app_for(tmp_path, db, external_types=()))
     response = await client.post("/workers/w1/claim")
     assert (
         "declare some in the setting external_types" in (await answer_of(response, 400))["message"]
@@ -272,7 +281,7 @@ async def test_a_claimed_task_not_yet_reported_is_cancelled_at_once(client: Any)
 
 
 async def test_a_cancel_reaches_the_worker_through_its_next_report(
-    client: Any, tmp_path: Path
+    client: Any, tmp_path: Path, db: Path | str
 ) -> None:
     task_id = await submit(client, BASE, "resize", {})
     work = await claim(client)
@@ -291,7 +300,7 @@ async def test_a_cancel_reaches_the_worker_through_its_next_report(
     # the worker stops and reports its end: the requested cancel wins
     ended = await answer_of(await report(client, work, "/fail", {"error": "stopped on request"}))
     assert (ended["task_status"], ended["task_progress"]) == ("cancelled", 6)
-    assert trail(tmp_path / "sidetask.db", task_id)[-3:] == ["running", "cancelling", "cancelled"]
+    assert trail(db, task_id)[-3:] == ["running", "cancelling", "cancelled"]
 
 
 async def test_a_paused_claim_is_no_longer_the_workers(client: Any) -> None:
@@ -309,8 +318,10 @@ async def test_a_paused_claim_is_no_longer_the_workers(client: Any) -> None:
 # --- failures and retries ---
 
 
-async def test_a_failure_is_retried_then_failed(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(app_for(tmp_path))
+async def test_a_failure_is_retried_then_failed(
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
+) -> None:
+    client = await aiohttp_client(app_for(tmp_path, db))
     task_id = await submit(client, BASE, "resize", {}, max_retries=1)
     first = await claim(client)
     retried = await answer_of(await report(client, first, "/fail", {"error": "disk full"}))
@@ -343,9 +354,9 @@ async def test_a_failure_without_retry_fails_at_once(client: Any) -> None:
 
 
 async def test_an_expired_lease_gives_the_task_back_with_a_retry(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
-    client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
+    client = await aiohttp_client(app_for(tmp_path, db, lease_duration=1.0))
     task_id = await submit(client, BASE, "resize", {}, max_retries=1)
     work = await claim(client, "dies-1")
     await answer_of(await report(client, work, body={"progress": 2}))
@@ -358,15 +369,15 @@ async def test_an_expired_lease_gives_the_task_back_with_a_retry(
     again = await claim(client, "w2")
     assert (again["id"], again["retries"]) == (task_id, 1)
     await answer_of(await report(client, again, "/complete", {"result": "ok"}))
-    assert trail(tmp_path / "sidetask.db", task_id) == [
+    assert trail(db, task_id) == [
         "new", "scheduled", "running", "restoring", "scheduled", "running", "success",
     ]  # fmt: skip
 
 
 async def test_an_expired_lease_without_retries_fails_and_a_cancelling_one_is_cancelled(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
-    client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
+    client = await aiohttp_client(app_for(tmp_path, db, lease_duration=1.0))
     last = await submit(client, BASE, "resize", {})
     (await claim(client, "dies-1"))
     cancelled = await submit(client, BASE, "resize", {})
@@ -378,8 +389,10 @@ async def test_an_expired_lease_without_retries_fails_and_a_cancelling_one_is_ca
     await wait_status(client, BASE, cancelled, "cancelled")
 
 
-async def test_reports_keep_the_lease_alive(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
+async def test_reports_keep_the_lease_alive(
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
+) -> None:
+    client = await aiohttp_client(app_for(tmp_path, db, lease_duration=1.0))
     task_id = await submit(client, BASE, "resize", {})
     work = await claim(client)
     answer = await answer_of(await report(client, work))
@@ -393,13 +406,12 @@ async def test_reports_keep_the_lease_alive(aiohttp_client: Any, tmp_path: Path)
 
 
 async def test_a_task_left_in_a_workers_status_without_a_lease_is_given_back(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
     """Rows as a run that served these types in-process leaves them: `running` and
     `cancelling` with no lease. No worker will report on them; the sweep treats them as
     expired."""
-    db = tmp_path / "sidetask.db"
-    client = await aiohttp_client(app_for(tmp_path, lease_duration=1.0))
+    client = await aiohttp_client(app_for(tmp_path, db, lease_duration=1.0))
     running = await submit(client, BASE, "resize", {}, max_retries=1)
     cancelling = await submit(client, BASE, "resize", {}, max_retries=1)
     spent = await submit(client, BASE, "resize", {})
@@ -420,16 +432,15 @@ async def test_a_task_left_in_a_workers_status_without_a_lease_is_given_back(
 
 
 async def test_tasks_run_in_process_before_their_type_became_external_are_recovered(
-    server_factory: Any, tmp_path: Path, http: ClientSession
+    server_factory: Any, tmp_path: Path, http: ClientSession, db: Path | str
 ) -> None:
     """A real restart: the first run serves `gate` in-process and is killed while its tasks
     run; the second lists `gate` in external_types. The tasks come back through `restoring`
     and a worker claims them; a cancel ends one `cancelled`, and one that was `cancelling`
     ends `cancelled`."""
-    db = tmp_path / "sidetask.db"
     jobs = {"gate": "tests.sup_jobs:gate", "stubborn": "tests.sup_jobs:stubborn"}
     first = server_factory(
-        config_file=write_config(tmp_path), env={"SIDETASK_JOBS": orjson.dumps(jobs).decode()}
+        db, config_file=write_config(tmp_path), env={"SIDETASK_JOBS": orjson.dumps(jobs).decode()}
     )
     await first.wait_ready()
     api = Api(http, first.url)
@@ -443,7 +454,7 @@ async def test_tasks_run_in_process_before_their_type_became_external_are_recove
     first.kill()
 
     types = ["gate", "stubborn", "count"]
-    second = server_factory(config_file=write_config(tmp_path, external_types=types))
+    second = server_factory(db, config_file=write_config(tmp_path, external_types=types))
     await second.wait_ready()
     api = Api(http, second.url)
     await api.wait(stubborn, "cancelled")
@@ -466,10 +477,10 @@ async def test_tasks_run_in_process_before_their_type_became_external_are_recove
 
 
 async def test_a_restart_of_the_service_keeps_the_workers_leases(
-    server_factory: Any, tmp_path: Path, http: ClientSession
+    server_factory: Any, tmp_path: Path, http: ClientSession, db: Path | str
 ) -> None:
     conf = write_config(tmp_path, lease_duration=10.0, default_max_retries=2)
-    first = server_factory(config_file=conf)
+    first = server_factory(db, config_file=conf)
     await first.wait_ready()
     async with http.post(f"{first.url}{BASE}/jobs/hold", json={"release": "x"}) as response:
         assert response.status == 201, await response.text()
@@ -483,7 +494,7 @@ async def test_a_restart_of_the_service_keeps_the_workers_leases(
         assert response.status == 200
     first.kill()
 
-    second = server_factory(config_file=conf)
+    second = server_factory(db, config_file=conf)
     await second.wait_ready()
     async with http.put(
         f"{second.url}{work['task_url']}/progress", json={"progress": 2}, headers=headers
@@ -496,7 +507,7 @@ async def test_a_restart_of_the_service_keeps_the_workers_leases(
     ) as response:
         done = await response.json()
     assert (done["task_status"], done["task_retries"]) == ("success", 0)
-    assert "restoring" not in trail(tmp_path / "sidetask.db", task_id)
+    assert "restoring" not in trail(db, task_id)
 
 
 # --- real worker processes against a real server ---
