@@ -1,7 +1,6 @@
-"""External workers over HTTP (the protocol and the restarts on both stores): claims and
-leases, progress, cancel through a report, retries,
-lease expiry, a restart of the service; then real worker processes (the Python library and
-the shell script with curl) against a real server."""
+"""External workers over HTTP: claims and leases, progress, cancel through a report, retries,
+lease expiry, a restart of the service (all on both stores); then real worker processes (the
+Python library and the shell script with curl) against a real server."""
 
 from __future__ import annotations
 
