@@ -3,7 +3,13 @@
 Each application has its own `Metrics` (tests run several apps in one process, and the
 global default registry would make them collide). Most values come from the store's
 commit listener (`Metrics.observe`), which sees every committed event in id order:
-submissions, completions, retries, run time and the number of tasks in each status. The
+submissions, completions, retries, run time and the number of tasks in each status.
+
+Several replicas on one store: every replica sees every replica's events. The counters
+(submissions, completions, retries, run time) count what this replica committed (the
+store tells which: `made_here`), so a sum over the replicas is the cluster's; the tasks by
+status and the queue are the cluster's, the same on every replica (a dashboard takes
+max(), not sum()); `sidetask_replica_info` names the replica. The
 HTTP middleware (`service.web.access`) feeds the request metrics (`HttpStats`); `sse_subscribers` reads
 the event bus's count at each scrape; `progress_coalesced` is for the supervisor's progress
 coalescing to count.
@@ -38,6 +44,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import generate_latest
@@ -275,6 +282,25 @@ class _TaskCollector(Collector):
         )
 
 
+class _ReplicaCollector(Collector):
+    """`sidetask_replica_info`: this replica's identity in the store (it changes when the
+    replica is declared dead and rejoins) and its server_name, read at each scrape."""
+
+    _NAME = ("sidetask_replica", "This replica: its identity in the shared store and server_name")
+
+    def __init__(self, replica_id: Callable[[], str | None], server: str) -> None:
+        self._replica_id = replica_id
+        self._server = server
+
+    def describe(self) -> Iterable[Metric]:
+        return [InfoMetricFamily(*self._NAME)]
+
+    def collect(self) -> Iterator[Metric]:
+        replica = self._replica_id()
+        if replica is not None:
+            yield InfoMetricFamily(*self._NAME, value={"replica": replica, "server": self._server})
+
+
 class HttpStats:
     """Requests by (method, route, status) and their durations by (method, route), kept as
     plain numbers and turned into a counter and a histogram at each scrape. This runs for
@@ -341,23 +367,23 @@ class Metrics:
         self.registry = CollectorRegistry() if registry is None else registry
         r = self.registry
         self.submissions = Counter(
-            "sidetask_submissions", "Tasks submitted (created), by type", ["type"], registry=r
+            "sidetask_submissions", "Tasks this process created, by type", ["type"], registry=r
         )
         self.completions = Counter(
             "sidetask_completions",
-            "Tasks that reached a completed status, by type and outcome (success, failed, cancelled)",
+            "Tasks this process brought to a completed status, by type and outcome (success, failed, cancelled)",
             ["type", "outcome"],
             registry=r,
         )
         self.retries = Counter(
             "sidetask_retries",
-            "Tasks sent back to run again: after a failure, by a user's retry, after a restart",
+            "Tasks this process sent back to run again: after a failure, a user's retry, a restart",
             ["type"],
             registry=r,
         )
         self.run_seconds = Histogram(
             "sidetask_task_run_seconds",
-            "Time from running to the end of the run, by type (runs this process saw start)",
+            "Time from running to the end of the run, by type (runs this process started)",
             ["type"],
             buckets=RUN_SECONDS_BUCKETS,
             registry=r,
@@ -393,6 +419,17 @@ class Metrics:
         self._next_recount = 0.0
         self._count: CountSource | None = None
         self._last_event_id: LastEventId | None = None
+        #: on a store several replicas share: whether this replica committed an event (its
+        #: counters count only those); None: every event is this process's
+        self._made_here: Callable[[int], bool] | None = None
+
+    def per_replica(
+        self, made_here: Callable[[int], bool], replica_id: Callable[[], str | None], server: str
+    ) -> None:
+        """On a store several replicas share: the counters count this replica's commits
+        only, and `sidetask_replica_info` names it."""
+        self._made_here = made_here
+        self.registry.register(_ReplicaCollector(replica_id, server))
 
     # --- the commit listener ---
 
@@ -404,8 +441,12 @@ class Metrics:
 
     def observe(self, events: Sequence[Event]) -> None:
         """The store's commit listener: the events of one commit, in id order. The
-        counters move once per commit and label set, by the number of its events."""
+        counters move once per commit and label set, by the number of its events; on a
+        shared store, only for the events this replica committed (the tasks by status
+        follow every event). A run is timed from this replica's `running` to its end,
+        whoever wrote that (a replica declared dead sees its run taken over)."""
         apply = self.tasks.apply
+        made_here = self._made_here
         submitted: dict[str, int] = {}
         completed: dict[tuple[str, str], int] = {}
         retried: dict[str, int] = {}
@@ -413,17 +454,22 @@ class Metrics:
         for event in events:
             old = apply(event)
             kind = event.kind
+            mine = made_here is None or made_here(event.id)
             if kind is EventKind.CREATED:
-                submitted[event.task_type] = submitted.get(event.task_type, 0) + 1
+                if mine:
+                    submitted[event.task_type] = submitted.get(event.task_type, 0) + 1
             elif kind is EventKind.DELETED:
                 self._run_started.pop(event.task_id, None)
             elif kind is EventKind.STATUS and (status := event.status) is not None:
                 if status is Status.RUNNING:
-                    self._run_started[event.task_id] = now
+                    if mine:
+                        self._run_started[event.task_id] = now
                 elif status not in EXECUTING_STATUSES:
                     started = self._run_started.pop(event.task_id, None)
                     if started is not None:
                         self._child(self.run_seconds, event.task_type).observe(now - started)
+                if not mine:
+                    continue
                 if status in COMPLETED_STATUSES:
                     key = (event.task_type, _VALUE[status])
                     completed[key] = completed.get(key, 0) + 1

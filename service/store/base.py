@@ -133,6 +133,18 @@ class Store(Protocol):
         there). A store of one process: never."""
         ...
 
+    @property
+    def replica_id(self) -> str | None:
+        """This process's identity among those sharing the store (new at every start and
+        when it was declared dead); None on a store of one process."""
+        ...
+
+    def made_here(self, event_id: int) -> bool:
+        """Whether this process committed the event: asked by a commit listener about the
+        events it is handed (per-replica metrics count only these). A store of one
+        process: always."""
+        ...
+
     async def set_process_group(
         self, task_id: int, group: int | None, token: str | None
     ) -> None: ...

@@ -20,6 +20,7 @@ reach every process through its event pump (_EventPump), in id order."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -424,6 +425,12 @@ class PostgresStore:
         self._wakeup = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._listeners: list[CommitListener] = []
+        #: ids of the events this process's transactions appended (taken before their
+        #: commit, so the pump never hands one out unmarked), in increasing order, until
+        #: the pump has handed out everything up to them (made_here); a rolled-back
+        #: transaction's ids never come, and go once the pump is past them
+        self._own: set[int] = set()
+        self._own_order: collections.deque[int] = collections.deque()
         self._closed = False
         #: this process's id in `replicas`: new at every start, and when it was declared dead
         self._me = uuid.uuid4()
@@ -519,6 +526,18 @@ class PostgresStore:
                 listener(events)
             except Exception:
                 log.exception("commit listener failed")
+        last, order = events[-1].id, self._own_order
+        while order and order[0] <= last:
+            self._own.discard(order.popleft())
+
+    def made_here(self, event_id: int) -> bool:
+        """Whether this process's writer committed the event (asked while it is handed out)."""
+        return event_id in self._own
+
+    def _mark_own(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._own.add(event.id)
+            self._own_order.append(event.id)
 
     # --- replicas ---
 
@@ -587,6 +606,7 @@ class PostgresStore:
             async with conn.transaction():
                 outcomes = await self._run_plainly(tx, ops)
                 events = await tx.append_events()
+                self._mark_own(events)
             return outcomes, events
         except _CONNECTION_ERRORS:
             raise
@@ -644,6 +664,7 @@ class PostgresStore:
                 else:
                     outcomes.append((True, value))
             events = await tx.append_events()
+            self._mark_own(events)
         return outcomes, events
 
     # --- writes ---

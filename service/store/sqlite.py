@@ -317,6 +317,13 @@ class SQLiteStore:
     async def held_elsewhere(self, task_id: int) -> bool:
         return False
 
+    @property
+    def replica_id(self) -> str | None:
+        return None
+
+    def made_here(self, event_id: int) -> bool:
+        return True
+
     async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None:
         """Stores (or clears) the process group a command job runs in; not an event."""
 

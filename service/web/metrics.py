@@ -20,6 +20,8 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     and counts the stored tasks in the background."""
     metrics = app[METRICS]
     store = app[STORE]
+    if store.replica_id is not None:  # several replicas: their counters count their own commits
+        metrics.per_replica(store.made_here, lambda: store.replica_id, app[SETTINGS].server_name)
     store.add_listener(metrics.observe)
     bus = app.get(EVENTS)
     if bus is not None:
