@@ -10,8 +10,13 @@ A refused action: the exact message (SPEC 4, service/supervisor.py), the task's 
 status named, and nothing changed (the same GET before and after, no event stored).
 
 `scheduled` is held by an external worker's claim it has not confirmed; `scheduling`
-cannot be held in one process (it lasts one commit), so it is written into the file, as a
-replica that claimed the task and stopped would leave it.
+cannot be held in one process (it lasts one commit), so it is written into the database:
+on SQLite as a replica that claimed the task and stopped would leave it, on PostgreSQL
+held by the serving replica (a row no live replica holds is recovered by the next sweep).
+
+Every cell runs on both stores (`db` is `any_db`): a difference between them is a bug.
+A damaged field is text in an integer column on SQLite; PostgreSQL's typed columns refuse
+that, so there it is an input that is not JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.web.keys import STORE
 from tests.conftest import get_task, submit, wait_status
 from tests.sup_util import Start, execute, rows, stored_status, wait_file
 
@@ -59,7 +65,7 @@ class World:
     """A server with the helper jobs, and the gate files that hold its jobs."""
 
     client: TestClient
-    db: Path
+    db: Path | str
     dir: Path
     gates: list[Path] = field(default_factory=list)
 
@@ -114,7 +120,15 @@ async def delayed_new(w: World) -> int:
 
 async def scheduling(w: World) -> int:
     task_id = await delayed_new(w)
-    execute(w.db, "UPDATE tasks SET status = 'scheduling' WHERE id = ?", (task_id,))
+    if isinstance(w.db, Path):
+        execute(w.db, "UPDATE tasks SET status = 'scheduling' WHERE id = ?", (task_id,))
+    else:  # claimed by this replica, which holds it
+        owner = w.client.app[STORE].replica_id
+        execute(
+            w.db,
+            "UPDATE tasks SET status = 'scheduling', owner = ?::uuid WHERE id = ?",
+            (owner, task_id),
+        )
     await w.observe(task_id, "scheduling")
     return task_id
 
@@ -211,10 +225,14 @@ async def unknown(w: World) -> int:
 
 
 async def damaged(w: World, status: str) -> int:
-    """A row whose status is known but a field is damaged (text where a number belongs):
-    nothing of it can be trusted, so it shows as `unknown` too."""
+    """A row whose status is known but a field is damaged (text where a number belongs;
+    on PostgreSQL, whose columns are typed, an input that is not JSON): nothing of it can
+    be trusted, so it shows as `unknown` too."""
     task_id = await (success(w) if status == "success" else delayed_new(w))
-    execute(w.db, "UPDATE tasks SET priority = 'high' WHERE id = ?", (task_id,))
+    if isinstance(w.db, Path):
+        execute(w.db, "UPDATE tasks SET priority = 'high' WHERE id = ?", (task_id,))
+    else:
+        execute(w.db, "UPDATE tasks SET input = '{not json' WHERE id = ?", (task_id,))
     assert stored_status(w.db, task_id) == status
     assert (await get_task(w.client, BASE, task_id))["task_status"] == "unknown"
     return task_id
@@ -325,6 +343,12 @@ SHOWN = {
 CELLS = [(status, action) for status in TABLE for action in ACTIONS]
 
 
+@pytest.fixture
+def db(any_db: Path | str) -> Path | str:
+    """Every cell on both stores."""
+    return any_db
+
+
 async def put(w: World, task_id: int, action: str, code: int) -> dict[str, Any]:
     response = await w.client.put(f"{BASE}/tasks/{task_id}", params={"action": action})
     assert response.status == code, await response.text()
@@ -344,7 +368,7 @@ async def act(w: World, task_id: int, action: str, base: str = BASE) -> tuple[in
     return response.status, (await response.json() if body else None)
 
 
-def task_events(db: Path, task_id: int, after: int = 0) -> list[tuple[int, str, str | None]]:
+def task_events(db: Path | str, task_id: int, after: int = 0) -> list[tuple[int, str, str | None]]:
     return [
         (int(i), str(k), s)
         for i, k, s in rows(
@@ -355,7 +379,7 @@ def task_events(db: Path, task_id: int, after: int = 0) -> list[tuple[int, str, 
     ]
 
 
-def last_event(db: Path) -> int:
+def last_event(db: Path | str) -> int:
     return int(rows(db, "SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
 
 
@@ -365,7 +389,7 @@ def kept(task: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("status", "action"), CELLS, ids=[f"{s}-{a}" for s, a in CELLS])
 async def test_action_on_status(
-    start: Start, tmp_path: Path, db: Path, status: str, action: str
+    start: Start, tmp_path: Path, db: Path | str, status: str, action: str
 ) -> None:
     expect = TABLE[status][ACTIONS.index(action)]
     w = World(await start(**SETTINGS), db, tmp_path)
@@ -468,7 +492,7 @@ async def test_get_actions_serves_what_the_walk_found(start: Start) -> None:
 
 @pytest.mark.parametrize("action", ACTIONS)
 async def test_an_action_on_another_graphs_task_or_no_task_is_a_404(
-    start: Start, tmp_path: Path, db: Path, action: str
+    start: Start, tmp_path: Path, db: Path | str, action: str
 ) -> None:
     """Task 1 of one graph is no task of another (SPEC 1), and an id nobody has is no task:
     every action answers as GET does, and changes nothing. An unknown action is refused
