@@ -217,6 +217,7 @@ async def http() -> AsyncIterator[ClientSession]:
 GROUPS = {
     "tests/browser/": "browser",
     "tests/web/test_chaos.py": "chaos",
+    "tests/pg/test_chaos_replicas.py": "chaos",
     "tests/web/test_fuzz.py": "fuzz",
     # real `python -m service serve` processes, killed, flooded or measured
     "tests/web/test_recovery.py": "slow",

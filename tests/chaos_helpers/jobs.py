@@ -8,10 +8,15 @@ PYTHONPATH). Input: `{"record": "/path/to/file", "steps": 3, "interval": 0.01}`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import os
 from typing import Any
 
 from service.jobs import JobContext
+
+#: the threads that write the record (an fsync per line keeps the event loop free)
+_WRITERS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="chaos-record")
 
 
 def append(path: str, line: str) -> None:
@@ -25,15 +30,35 @@ def append(path: str, line: str) -> None:
         os.close(fd)
 
 
+async def _append(path: str, line: str) -> None:
+    """`append` in a thread. Cancelled meanwhile, it returns only once the line is written,
+    or certain never to be (its write had not begun): nothing of it comes after what the
+    caller writes next."""
+    written = _WRITERS.submit(append, path, line)
+    try:
+        await asyncio.wrap_future(written)
+    except BaseException:
+        with contextlib.suppress(concurrent.futures.CancelledError):
+            written.result()
+        raise
+
+
 async def record(ctx: JobContext) -> Any:
     """`start <task> <pid> <retries>`, `steps` steps of `interval` seconds, `end <task> <pid>
-    <retries>`; returns the pid that ran it to its end."""
+    <retries>`; returns the pid that ran it to its end. A run stopped in its process (a
+    cancel, or a replica giving up its jobs) writes `stop <task> <pid> <retries>` as it
+    stops: nothing of that run comes after the line."""
     options = ctx.input if isinstance(ctx.input, dict) else {}
     path = str(options["record"])
     pid = os.getpid()
-    await asyncio.to_thread(append, path, f"start {ctx.task_id} {pid} {ctx.retries}")
-    for step in range(int(options.get("steps", 1))):
-        await asyncio.sleep(float(options.get("interval", 0.01)))
-        ctx.progress(step + 1)
-    await asyncio.to_thread(append, path, f"end {ctx.task_id} {pid} {ctx.retries}")
+    try:
+        await _append(path, f"start {ctx.task_id} {pid} {ctx.retries}")
+        for step in range(int(options.get("steps", 1))):
+            await asyncio.sleep(float(options.get("interval", 0.01)))
+            ctx.progress(step + 1)
+        await _append(path, f"end {ctx.task_id} {pid} {ctx.retries}")
+    except BaseException:
+        # here, in the loop's thread: an await could be cancelled again
+        append(path, f"stop {ctx.task_id} {pid} {ctx.retries}")
+        raise
     return {"pid": pid}

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.chaos_helpers.chaos import analyse_record, run_chaos
+from tests.chaos_helpers.chaos import (
+    Report,
+    StreamComparison,
+    analyse,
+    analyse_record,
+    compare_stream,
+    run_chaos,
+)
 
 
 async def test_sigkills_under_load_lose_nothing_and_never_run_a_task_twice_at_once(
@@ -52,3 +59,38 @@ def test_the_record_check_finds_a_run_started_while_another_is_alive(tmp_path: P
     assert len(overlaps) == 1 and "task 2 started in pid 300" in overlaps[0]
     assert interrupted == 1
     assert ended == {1: 1, 2: 2}
+
+
+def test_a_run_its_process_stopped_is_over_at_its_stop_line(tmp_path: Path) -> None:
+    """A run stopped in its process (a replica that gave its jobs up) writes `stop`: a start
+    after that line is no overlap; one before it is."""
+    record = tmp_path / "runs.log"
+    record.write_text(
+        "start 1 100 0\n"
+        "stop 1 100 0\n"
+        "start 1 200 1\n"  # after the stop: no overlap
+        "start 2 100 0\n"
+        "start 2 200 0\n"  # before 100's stop: an overlap
+        "stop 2 100 0\n"
+        "end 1 200 1\n"
+        "end 2 200 0\n"
+    )
+    found = analyse(record)
+    assert len(found.overlaps) == 1 and "task 2 started in pid 200" in found.overlaps[0]
+    assert (found.stopped, found.interrupted, found.ended) == (2, 0, {1: 1, 2: 1})
+
+
+def test_the_stream_check_finds_a_gap_a_repeat_a_step_back_and_a_stranger() -> None:
+    assert compare_stream([1, 2, 3, 5], [1, 2, 3, 5]) == StreamComparison(0, 0, 0, 0)
+    # 5 never came, 4 came twice, 3 after 4, 9 is not stored
+    assert compare_stream([1, 2, 4, 4, 3, 9], [1, 2, 3, 4, 5]) == StreamComparison(1, 1, 1, 1)
+
+
+def test_a_replicas_run_is_not_ok_when_the_stream_missed_anything() -> None:
+    assert Report(replicas=3, sse_events=10).ok
+    assert not Report(replicas=3).ok  # a stream that received nothing shows nothing
+    for wrong in ("sse_gaps", "sse_duplicates", "sse_out_of_order", "sse_unstored", "bad_exits"):
+        report = Report(replicas=3, sse_events=10)
+        setattr(report, wrong, 1)
+        assert not report.ok, wrong
+        assert f"{wrong}=1" in report.line()
