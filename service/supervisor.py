@@ -139,6 +139,12 @@ class Supervisor:
         recovery = await self.store.recover(
             self._interrupted_change, keep_types=self.settings.external_types
         )
+        # Groups of the processes the recovery found dead (replicas, on PostgreSQL): their
+        # tasks wait for them to be stopped, then are recovered too.
+        if await self._stop_orphans():
+            recovery += await self.store.sweep(
+                self._interrupted_change, keep_types=self.settings.external_types
+            )
         if recovery.restored or recovery.failed or recovery.cancelled:
             log.info(
                 "recovered interrupted tasks: %d restoring, %d failed, %d cancelled",
@@ -231,12 +237,13 @@ class Supervisor:
                     recovery.cancelled,
                 )
 
-    async def _stop_orphans(self) -> None:
+    async def _stop_orphans(self) -> int:
         """Stops the command process groups that processes no longer alive left on this
-        machine (the store says which; a job of this process's own is never one)."""
+        machine (the store says which; a job of this process's own is never one); how many
+        there were."""
         groups = [g for g in await self.store.process_groups() if g.task_id not in self._running]
         if not groups:
-            return
+            return 0
         stopped = await asyncio.gather(
             *(command.stop_orphan(g.group, g.token, self.settings.kill_grace) for g in groups)
         )
@@ -247,6 +254,7 @@ class Supervisor:
         )
         for group in groups:
             await self.store.set_process_group(group.task_id, None, None)
+        return len(groups)
 
     async def _return_ready_tasks(self) -> None:
         """Queued tasks that never started go back as `restoring`."""

@@ -81,6 +81,13 @@ def trail(db: Path | str, task_id: int) -> list[str]:
     ]
 
 
+def to_queued(db: Path | str) -> list[str]:
+    """The steps a task takes on its way from `new` or `restoring` to `queued`, besides those
+    two: none on SQLite (the one process claims and confirms in one commit); `scheduling`
+    (a replica claimed it) then `scheduled` (handed to its executor) on PostgreSQL, SPEC 3."""
+    return ["scheduling", "scheduled"] if _is_postgres(db) else []
+
+
 def status_events(db: Path | str, task_id: int) -> list[dict[str, Any]]:
     """The task as each of its status events carried it."""
     return [

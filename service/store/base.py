@@ -41,6 +41,14 @@ class Recovery:
     #: interrupted rows that read as `unknown` (damaged): left as they are
     unknown: int = 0
 
+    def __add__(self, other: Recovery) -> Recovery:
+        return Recovery(
+            self.restored + other.restored,
+            self.failed + other.failed,
+            self.cancelled + other.cancelled,
+            self.unknown + other.unknown,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:

@@ -193,16 +193,17 @@ IN_HAND_BY_TYPE = (
 )
 
 # Tasks in hand of no live process (it died, or stopped without handing them back), but
-# those of kept types held under a lease, and those whose command's process group is
-# recorded on another machine than this one ($3): only a process there can stop it, and
-# the task must not run again while it may still run (each replica clears the groups of
-# its machine first: PROCESS_GROUPS). Locked, so nobody claims or ends one while it is
-# recovered. Parameters: the interruptible statuses, the kept types, this machine.
+# those of kept types held under a lease, and those whose command's process group is still
+# recorded: the task must not run again while its command may still run, and only a
+# process on the group's machine can stop it (each replica stops and clears the groups of
+# its machine whose owner is gone, PROCESS_GROUPS, before it sweeps; a group of an owner
+# this very sweep forgets waits for the next one). Locked, so nobody claims or ends one
+# while it is recovered. Parameters: the interruptible statuses, the kept types.
 INTERRUPTED = (
     f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = ANY($1::text[])"
     " AND (owner IS NULL OR NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = tasks.owner))"
     " AND (type <> ALL($2::text[]) OR lease_expires_ms IS NULL)"
-    " AND (process_group IS NULL OR process_host IS NOT DISTINCT FROM $3)"
+    " AND process_group IS NULL"
     " ORDER BY id FOR UPDATE SKIP LOCKED"
 )
 #: one purge at a time across the replicas

@@ -896,7 +896,7 @@ class PostgresStore:
                 return Recovery(0, 0, 0)
             if forget_dead:
                 await tx.conn.execute(q.FORGET_DEAD, timeout_ms, self._me)
-            for row in await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept, self._host):
+            for row in await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept):
                 task = row_to_task(row)
                 if task.status is Status.UNKNOWN:
                     counts[Status.UNKNOWN] += 1

@@ -24,6 +24,13 @@ from service.web import create_app
 from service.web.limits import JsonErrorRunner
 from tests.conftest import make_settings
 
+
+@pytest.fixture
+def db(any_db: Path | str) -> Path | str:
+    """Every test here runs on both stores."""
+    return any_db
+
+
 JSON_TYPE = b"application/json;charset=UTF-8"
 BASE = "/graphs/hugegraph"
 LATER = "3600"

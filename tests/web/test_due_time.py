@@ -3,11 +3,21 @@ HugeGraph's eleven keys, on the task while it waits and on no other."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import BASES, get_task, submit, wait_status
 from tests.sup_util import Start
 from tests.web.test_tasks_api import assert_task_keys
+
+
+@pytest.fixture
+def db(any_db: Path | str) -> Path | str:
+    """Every test here runs on both stores."""
+    return any_db
+
 
 BASE = BASES[0]
 

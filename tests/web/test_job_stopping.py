@@ -1,4 +1,4 @@
-"""Stopping jobs, end to end through a real server and a real SQLite file: a plain function's
+"""Stopping jobs, end to end through a real server on each store: a plain function's
 thread (which Python cannot stop) keeps its slot and its task `cancelling` until it returns,
 `ctx.cancelled` lets it stop early, a timeout waits for it too; a job type declared
 `run_in = "process"` runs in a real child process that a cancel or a timeout terminates,
@@ -31,17 +31,24 @@ from tests.stop_jobs import PROCESS_JOBS, THREAD_JOBS, lines, release
 from tests.sup_jobs import JOBS
 from tests.sup_util import alive, kill_all, max_overlap, rows, trail, wait_file, wait_gone
 
+
+@pytest.fixture
+def db(any_db: Path | str) -> Path | str:
+    """Every test here runs on both stores."""
+    return any_db
+
+
 BASE = "/graphs/hugegraph"
 Start = Callable[..., Any]
 
 
 @pytest.fixture
-def start(aiohttp_client: Any, tmp_path: Path) -> Start:
+def start(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> Start:
     """A server on the test database with the helper jobs of both modules registered."""
 
     async def start(**overrides: Any) -> TestClient:
         jobs = {**JOBS, **THREAD_JOBS, **PROCESS_JOBS}
-        settings = make_settings(tmp_path, jobs=jobs, **overrides)
+        settings = make_settings(tmp_path, db, jobs=jobs, **overrides)
         return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
     return start
@@ -486,15 +493,17 @@ async def test_a_timeout_terminates_a_process_job(start: Start, tmp_path: Path) 
 
 
 async def test_a_process_job_a_crashed_service_left_is_stopped_at_the_next_start(
-    server_factory: Any, tmp_path: Path, http: ClientSession
+    server_factory: Any, tmp_path: Path, http: ClientSession, db: Path | str
 ) -> None:
+    """On PostgreSQL the restarted service is a new replica on the same machine: it stops
+    the dead one's process group (same `process_host`) before the task runs again."""
     pid_file, log = tmp_path / "pid", tmp_path / "runs.log"
     conf = tmp_path / "jobs.toml"
     conf.write_text(
         "default_max_retries = 1\nretry_backoff = 0.05\nkill_grace = 0.3\n"
         '[jobs.proc_hold]\ncall = "tests.stop_jobs:proc_hold"\nrun_in = "process"\n'
     )
-    server = server_factory(config_file=conf)
+    server = server_factory(db, config_file=conf)
     await server.wait_ready()
     body = {"pid_file": str(pid_file), "path": str(tmp_path / "never"), "log": str(log)}
     response = await http.post(f"{server.url}{BASE}/jobs/proc_hold", json=body)
@@ -506,7 +515,7 @@ async def test_a_process_job_a_crashed_service_left_is_stopped_at_the_next_start
         server.kill()  # SIGKILL: no drain; the child, in a session of its own, lives on
         assert alive(first)
 
-        restarted = server_factory(config_file=conf)
+        restarted = server_factory(db, config_file=conf)
         await restarted.wait_ready()
         await wait_gone([first])  # stopped by the new service before the task ran again
 
