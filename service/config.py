@@ -180,6 +180,12 @@ class Settings:
     max_input_bytes: int = 16 * 1024 * 1024
     #: bytes of a job's result as stored JSON (HugeGraph: 16 MiB); more fails the task
     max_result_bytes: int = 16 * 1024 * 1024
+    #: bytes of a job's checkpoint as JSON (ctx.checkpoint): a larger one is refused to the
+    #: job with a ValueError
+    max_checkpoint_bytes: int = 64 * 1024
+    #: characters of a failed attempt's traceback kept (its last ones: the innermost frames
+    #: and the error); 0: no tracebacks are kept
+    max_traceback_chars: int = 16 * 1024
     #: tasks waiting to run (new, scheduling, scheduled, queued, restoring) past which a
     #: submission is refused with 429; 0: no limit
     max_waiting: int = 100_000
@@ -436,11 +442,18 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "max_header_bytes": (1024, True),
     "max_input_bytes": (1, True),
     "max_result_bytes": (1, True),
+    "max_checkpoint_bytes": (1, True),
+    "max_traceback_chars": (0, True),
     "max_waiting": (0, True),
     "heartbeat_interval": (0, False),
     "replica_timeout": (0, False),
 }
-_MAXIMUM: dict[str, float] = {"port": 65535}
+_MAXIMUM: dict[str, float] = {
+    "port": 65535,
+    # a checkpoint is read back at each attempt's start, a traceback with every attempt list
+    "max_checkpoint_bytes": 16 * 1024 * 1024,
+    "max_traceback_chars": 1024 * 1024,
+}
 
 
 def _check(name: str, value: Any) -> None:

@@ -30,7 +30,16 @@ from . import clock
 from .config import Settings
 from .errors import BadRequest
 from .jobs import JobContext, PermanentFailure
-from .model import CLAIMABLE_STATUSES, Event, EventKind, GraphRef, Status, Task
+from .model import (
+    CLAIMABLE_STATUSES,
+    AttemptEnd,
+    AttemptOutcome,
+    Event,
+    EventKind,
+    GraphRef,
+    Status,
+    Task,
+)
 from .policy import Outcome, after_failure, after_lease_expired, after_unleased
 from .store import Change, Lease, LeaseStore
 
@@ -185,7 +194,12 @@ class LeaseHub:
             task_id,
             token,
             progress,
-            lambda task: Change(task.id, Status.SUCCESS, {"result": result_json}),
+            lambda task: Change(
+                task.id,
+                Status.SUCCESS,
+                {"result": result_json},
+                ends_attempt=AttemptEnd(AttemptOutcome.SUCCESS),
+            ),
         )
 
     async def fail(
@@ -237,4 +251,4 @@ class LeaseHub:
 
 
 def _change_of(task: Task, outcome: Outcome) -> Change:
-    return Change(task.id, outcome.target, outcome.fields)
+    return Change(task.id, outcome.target, outcome.fields, ends_attempt=outcome.attempt)

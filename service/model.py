@@ -244,6 +244,79 @@ class Task:
         return None
 
 
+class AttemptOutcome(enum.StrEnum):
+    """How one run of a task (an attempt) ended; the value is what the API writes."""
+
+    #: the job returned a value: the task succeeded
+    SUCCESS = "success"
+    #: the job raised: the task is retried while retries are left, else it failed
+    FAILED = "failed"
+    #: the task's timeout passed before the job returned
+    TIMED_OUT = "timed_out"
+    #: a cancel stopped it
+    CANCELLED = "cancelled"
+    #: the process running it stopped (a crash, a kill, a replica declared dead): found by
+    #: the next start's restore or another replica's sweep
+    INTERRUPTED = "interrupted"
+    #: a drain gave up waiting for it and handed the task back to be run again
+    HANDED_BACK = "handed_back"
+    #: the external worker running it stopped reporting (its lease expired)
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """What a status change that ends a run writes into its attempt: the outcome, for a
+    failure the error (its type, message and traceback, each bounded by the caller), and
+    the job's last checkpoint when it gave one since the last write."""
+
+    outcome: AttemptOutcome
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a task, as stored: numbered from 1 in the order they started."""
+
+    task_id: int
+    number: int
+    #: the task_server the run was started under (this service's server_name, or the
+    #: external worker's name)
+    server: str | None
+    #: the sidetask process that recorded the start, as host:pid
+    replica: str | None
+    start_ms: int
+    #: None while it runs
+    end_ms: int | None = None
+    outcome: AttemptOutcome | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    #: whether a checkpoint was stored during this attempt (the value itself is the job's)
+    checkpointed: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "attempt": self.number,
+            "server": self.server,
+            "replica": self.replica,
+            "start": self.start_ms,
+            "end": self.end_ms,
+            "outcome": "running" if self.outcome is None else self.outcome.value,
+        }
+        if self.error_type is not None or self.error_message is not None:
+            body["error"] = {
+                "type": self.error_type,
+                "message": self.error_message,
+                "traceback": self.traceback,
+            }
+        body["checkpointed"] = self.checkpointed
+        return body
+
+
 @dataclass(frozen=True, slots=True)
 class NewTask:
     """What a submission asks for, before the store gives it an id."""

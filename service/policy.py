@@ -12,7 +12,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import ACTION_STATUSES, Action, Status, Task
+from .model import (
+    ACTION_STATUSES,
+    EXECUTING_STATUSES,
+    Action,
+    AttemptEnd,
+    AttemptOutcome,
+    Status,
+    Task,
+)
 
 __all__ = [
     "Outcome",
@@ -34,6 +42,8 @@ class Outcome:
 
     target: Status
     fields: Mapping[str, Any] = field(default_factory=dict)
+    #: how the task's run ends with this change (None: no run ends)
+    attempt: AttemptEnd | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,17 +72,21 @@ def after_failure(
     delay: Callable[[int], float],
     *,
     retry: bool = True,
+    error: AttemptEnd | None = None,
 ) -> Outcome:
     """A job that failed (in-process, or reported by an external worker): `restoring` with
     one more retry spent, due after `delay(retries)` seconds, while retries are left (and
-    `retry` is true), else `failed`. The message is the task's result either way."""
+    `retry` is true), else `failed`. The message is the task's result either way; the
+    run ends as `error` says (default: failed, with the message)."""
+    end = error or AttemptEnd(AttemptOutcome.FAILED, error_message=message)
     if retry and task.retries < task.max_retries:
         delay_ms = int(delay(task.retries) * 1000)
         return Outcome(
             Status.RESTORING,
             {"result": message, "retries": task.retries + 1, "run_after_ms": now_ms + delay_ms},
+            end,
         )
-    return Outcome(Status.FAILED, {"result": message})
+    return Outcome(Status.FAILED, {"result": message}, end)
 
 
 # --- interruptions: a restart, a lost lease ---
@@ -88,17 +102,26 @@ def after_interruption(task: Task, now_ms: int) -> Outcome:
     dead process: it is not interrupted, and its lease decides (`after_lease_expired`). One
     with no lease ran in-process before its type became external: it was interrupted like
     any other. The caller tells the store which types to leave to their leases."""
+    end = _ended(task, AttemptOutcome.INTERRUPTED)
     if task.status is Status.CANCELLING:
-        return Outcome(Status.CANCELLED)
+        return Outcome(Status.CANCELLED, attempt=end)
     if task.retries < task.max_retries:
-        return Outcome(Status.RESTORING, {"retries": task.retries + 1, "run_after_ms": now_ms})
+        return Outcome(
+            Status.RESTORING, {"retries": task.retries + 1, "run_after_ms": now_ms}, end
+        )
     return Outcome(
         Status.FAILED,
         {
             "result": f"Task '{task.id}' was interrupted in status {task.status.name} by a "
             f"restart, with no retries left ({task.retries} of {task.max_retries} used)"
         },
+        end,
     )
+
+
+def _ended(task: Task, outcome: AttemptOutcome) -> AttemptEnd | None:
+    """The end of the task's run, when it was running (an earlier status had none)."""
+    return AttemptEnd(outcome) if task.status in EXECUTING_STATUSES else None
 
 
 def after_lease_expired(task: Task, now_ms: int) -> Outcome:
@@ -124,16 +147,21 @@ def after_unleased(task: Task, now_ms: int) -> Outcome:
 
 def _given_back(task: Task, message: str, now_ms: int) -> Outcome:
     """`cancelled` when a cancel was asked for; else `restoring` with one more retry spent,
-    due at once, while retries are left, else `failed`; the message says what happened."""
+    due at once, while retries are left, else `failed`; the message says what happened.
+    The worker's run, if it had started, ends `lost`."""
+    end = _ended(task, AttemptOutcome.LOST)
+    if end is not None:
+        end = AttemptEnd(AttemptOutcome.LOST, error_message=message)
     if task.status is Status.CANCELLING:
-        return Outcome(Status.CANCELLED)
+        return Outcome(Status.CANCELLED, attempt=end)
     if task.retries < task.max_retries:
         return Outcome(
             Status.RESTORING,
             {"result": message, "retries": task.retries + 1, "run_after_ms": now_ms},
+            end,
         )
     used = f"({task.retries} of {task.max_retries} used)"
-    return Outcome(Status.FAILED, {"result": f"{message}, with no retries left {used}"})
+    return Outcome(Status.FAILED, {"result": f"{message}, with no retries left {used}"}, end)
 
 
 def wants_cancel(task: Task) -> bool:

@@ -7,10 +7,14 @@ import contextvars
 import importlib
 import inspect
 import threading
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from .. import jsontext
 from ..config import Settings
 from ..model import GraphRef
 
@@ -33,6 +37,28 @@ def describe_error(exc: BaseException, with_type: bool = True, limit: int = MAX_
         text = f"{type(exc).__name__}: {text}"
     text = text.encode("utf-8", "replace").decode()
     return text if len(text) <= limit else text[:limit] + " …(cut)"
+
+
+def error_name(exc: BaseException) -> str:
+    """An exception's type as an attempt shows it: `ValueError`, `myjobs.OutOfDisk`."""
+    kind = type(exc)
+    if kind.__module__ in ("builtins", "__main__"):
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def format_traceback(exc: BaseException, limit: int) -> str:
+    """The exception's traceback as Python prints it, bounded to its last `limit`
+    characters (the innermost frames and the error, what a reader looks at first)."""
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # an exception whose formatting raises: its type is still known
+        text = f"(the traceback could not be formatted)\n{type(exc).__name__}\n"
+    text = text.encode("utf-8", "replace").decode()
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    return f"…({cut} characters cut)…\n" + text[cut:]
 
 
 class PermanentFailure(Exception):
@@ -65,9 +91,20 @@ class JobContext:
     settings: Settings
     #: how many times this task has been re-run before this run
     retries: int = 0
+    #: the last checkpoint stored for the task (by an earlier attempt, or this one's last
+    #: `checkpoint`), decoded; None when there is none: a job resumes from it
+    checkpoint_value: Any = None
+    #: the task's progress (and its declared total) when this attempt started: where the
+    #: attempts before it got to (0 and None at the first)
+    last_progress: int = 0
+    last_progress_total: int | None = None
+    #: the most bytes of JSON a checkpoint may have (setting max_checkpoint_bytes)
+    max_checkpoint_bytes: int = 64 * 1024
     _report: Callable[[int], None] = field(default=lambda value: None, repr=False)
     #: where a declared total goes (task_progress_total)
     _report_total: Callable[[int], None] = field(default=lambda total: None, repr=False)
+    #: where a checkpoint goes (its JSON text)
+    _report_checkpoint: Callable[[str], None] = field(default=lambda text: None, repr=False)
     _record_process: Callable[[int | None, str | None], Awaitable[None]] | None = field(
         default=None, repr=False
     )
@@ -99,6 +136,26 @@ class JobContext:
                 raise ValueError(f"a progress total must be at least 1, got {total!r}")
             self._report_total(int(total))
         self._report(int(value))
+
+    def checkpoint(self, value: Any) -> None:
+        """Stores `value` (JSON: a small dict, a list, a number) as where the job has got
+        to: an attempt that runs the task again (a retry, a restore after a crash) finds
+        it as `checkpoint_value` and can go on from there instead of starting over.
+        Written with the progress (coalesced, every progress_interval) and with the
+        attempt's end, in the same transactions; safe from a worker thread. A value that
+        is not JSON, or more than max_checkpoint_bytes of it, raises ValueError here."""
+        try:
+            encoded = jsontext.dumps(value, "The checkpoint")
+        except TypeError as exc:
+            raise ValueError(f"a checkpoint must be a JSON value: {exc}") from None
+        if len(encoded) > self.max_checkpoint_bytes:
+            raise ValueError(
+                f"the checkpoint is {len(encoded)} bytes of JSON, over the limit of "
+                f"{self.max_checkpoint_bytes} bytes (max_checkpoint_bytes): keep where the "
+                "job got to, not its data"
+            )
+        self.checkpoint_value = orjson.loads(encoded)  # a copy: later changes are not stored
+        self._report_checkpoint(encoded.decode())
 
     async def record_process_group(self, group: int | None, token: str | None) -> None:
         """Stores the id of a process group the job started (None: it is gone), so that a

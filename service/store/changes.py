@@ -5,16 +5,40 @@ and with the answers of a group commit's batch."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import Conflict, NotFound, SidetaskError, TransitionRefused
-from ..model import LEASED_STATUSES, GraphRef, Status, Task, allowed_sources
+from ..model import LEASED_STATUSES, AttemptEnd, GraphRef, Status, Task, allowed_sources
 from .base import Change
 from .rows import Row, row_to_task
 
 #: a write's outcome in its batch: (True, its value) or (False, the error it was refused with)
 Outcome = tuple[bool, Any]
+
+
+def replica_name() -> str:
+    """This process as an attempt names the process that started it: host:pid (both
+    stores alike; on PostgreSQL the replicas table holds the same two)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def attempt_rows(
+    applied: Sequence[tuple[Change, Task]],
+) -> tuple[list[Task], list[tuple[Task, AttemptEnd]]]:
+    """Of the changes applied, the tasks whose run starts and those whose run ends (with
+    what ends it)."""
+    starts: list[Task] = []
+    ends: list[tuple[Task, AttemptEnd]] = []
+    for change, task in applied:
+        if change.starts_attempt:
+            starts.append(task)
+        elif change.ends_attempt is not None:
+            ends.append((task, change.ends_attempt))
+    return starts, ends
+
 
 #: fields a status change may set besides status and update_ms
 CHANGEABLE_FIELDS = frozenset(
@@ -54,7 +78,9 @@ def refusal(change: Change, current: Task | None) -> SidetaskError:
 
 #: the change a worker's first report makes: it confirmed, and it runs the task
 def lease_start(task: Task, fields: Mapping[str, Any]) -> Change:
-    return Change(task.id, Status.RUNNING, fields, frozenset({Status.SCHEDULED}))
+    return Change(
+        task.id, Status.RUNNING, fields, frozenset({Status.SCHEDULED}), starts_attempt=True
+    )
 
 
 def leased_task(

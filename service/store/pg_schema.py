@@ -140,6 +140,25 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN false;
     END $$;
     """,
+    # 2: each run of a task (an attempt), as SQLite's schema 9; `owner` is the process
+    # (replicas.id) that started it: only it stores the run's checkpoints
+    """
+    CREATE TABLE attempts (
+        task_id       bigint  NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        number        integer NOT NULL,
+        server        text,
+        replica       text,
+        owner         uuid,
+        start_ms      bigint  NOT NULL,
+        end_ms        bigint,
+        outcome       text,
+        error_type    text,
+        error_message text,
+        traceback     text,
+        checkpoint    text,
+        PRIMARY KEY (task_id, number)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

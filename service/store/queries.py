@@ -376,3 +376,34 @@ def as_bounded_json_array(sql: str) -> str:
 def ids_of(sql: str) -> str:
     """The ids of a task query's rows."""
     return f"SELECT id FROM ({sql})"
+
+
+# --- attempts (schema 9): written in the transaction of the status change that starts or
+# ends a run (writer.Tx), read by GET …/tasks/{id}/attempts ---
+
+#: the columns rows.row_to_attempt reads, in its order
+ATTEMPT_COLUMNS = (
+    "task_id, number, server, replica, start_ms, end_ms, outcome, error_type, error_message,"
+    " traceback, checkpoint IS NOT NULL"
+)
+#: a run starts: the next number of the task's attempts. Parameters: the task's id, its
+#: server, the replica, the time, the task's id again.
+START_ATTEMPT = (
+    "INSERT INTO attempts (task_id, number, server, replica, start_ms)"
+    " SELECT ?, coalesce(max(number), 0) + 1, ?, ?, ? FROM attempts WHERE task_id = ?"
+)
+#: a run ends: its open attempt closed (none open: nothing). Parameters: the time, the
+#: outcome, the error's type, message and traceback, the checkpoint (NULL: keep), the id.
+END_ATTEMPT = (
+    "UPDATE attempts SET end_ms = ?, outcome = ?, error_type = ?, error_message = ?,"
+    " traceback = ?, checkpoint = coalesce(?, checkpoint)"
+    " WHERE task_id = ? AND end_ms IS NULL"
+)
+#: a running job's checkpoint, into its open attempt. Parameters: the JSON text, the id.
+SET_CHECKPOINT = "UPDATE attempts SET checkpoint = ? WHERE task_id = ? AND end_ms IS NULL"
+SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ? ORDER BY number"
+#: the task's last checkpoint, whichever attempt stored it
+LAST_CHECKPOINT = (
+    "SELECT checkpoint FROM attempts WHERE task_id = ? AND checkpoint IS NOT NULL"
+    " ORDER BY number DESC LIMIT 1"
+)

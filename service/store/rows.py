@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..model import Event, EventKind, GraphRef, Status, Task
+from ..model import Attempt, AttemptOutcome, Event, EventKind, GraphRef, Status, Task
 
 _STATUSES: dict[Any, Status] = {status.value: status for status in Status}
 
@@ -124,3 +124,26 @@ def _text_or_none(value: Any) -> str | None:
 
 def _int_or_zero(value: Any) -> int:
     return value if type(value) is int else 0
+
+
+_OUTCOMES: dict[Any, AttemptOutcome] = {outcome.value: outcome for outcome in AttemptOutcome}
+
+
+def row_to_attempt(row: Row) -> Attempt:
+    """A stored attempt row (the columns of queries.ATTEMPT_COLUMNS) as an Attempt; an
+    outcome this version does not know reads as `interrupted` once the attempt has ended."""
+    end_ms = row[5]
+    outcome = None if row[6] is None else _OUTCOMES.get(row[6], AttemptOutcome.INTERRUPTED)
+    return Attempt(
+        task_id=int(row[0]),
+        number=int(row[1]),
+        server=row[2],
+        replica=row[3],
+        start_ms=int(row[4]),
+        end_ms=None if end_ms is None else int(end_ms),
+        outcome=outcome,
+        error_type=row[7],
+        error_message=row[8],
+        traceback=row[9],
+        checkpointed=bool(row[10]),
+    )

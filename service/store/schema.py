@@ -106,6 +106,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_delayed ON tasks (run_after_ms)
         WHERE status IN ('new', 'restoring') AND run_after_ms > 0;
     """,
+    # 9: each run of a task (an attempt): written in the transaction of the status step
+    # that starts it and of the one that ends it; the job's last checkpoint is kept in the
+    # attempt that stored it. Deleted with the task (delete, purge) by the trigger.
+    """
+    CREATE TABLE attempts (
+        task_id       INTEGER NOT NULL,
+        number        INTEGER NOT NULL,  -- 1, 2, …: in the order the runs started
+        server        TEXT,              -- the task_server of the run
+        replica       TEXT,              -- the process that started it: host:pid
+        start_ms      INTEGER NOT NULL,
+        end_ms        INTEGER,           -- NULL while it runs
+        outcome       TEXT,              -- model.AttemptOutcome; NULL while it runs
+        error_type    TEXT,
+        error_message TEXT,
+        traceback     TEXT,
+        checkpoint    TEXT,              -- JSON text: the job's last checkpoint in this run
+        PRIMARY KEY (task_id, number)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER tasks_attempts_deleted AFTER DELETE ON tasks
+    BEGIN
+        DELETE FROM attempts WHERE task_id = OLD.id;
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,12 +20,23 @@ from ..errors import (
     TransitionRefused,
     Unprocessable,
 )
-from ..model import LEASED_STATUSES, Event, EventKind, GraphRef, NewTask, Status, Task
+from ..model import (
+    LEASED_STATUSES,
+    Attempt,
+    AttemptEnd,
+    AttemptOutcome,
+    Event,
+    EventKind,
+    GraphRef,
+    NewTask,
+    Status,
+    Task,
+)
 from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import check_live, lease_start, leased_task
 from .lock import ProcessLock
-from .rows import is_json, row_to_event, row_to_task, stored_status
+from .rows import is_json, row_to_attempt, row_to_event, row_to_task, stored_status
 from .writer import ChangeOp, Op, Tx, Writer
 
 T = TypeVar("T")
@@ -41,6 +52,8 @@ PURGE_CHUNK = 5000
 IDS_CHUNK = 500
 #: above every task id: where a descending list starts (SQLite's largest integer)
 MAX_ID = 2**63 - 1
+#: a cancel that wins over a worker's last report ends its run
+CANCELLED = AttemptEnd(AttemptOutcome.CANCELLED)
 
 
 class SQLiteStore:
@@ -332,6 +345,16 @@ class SQLiteStore:
 
         await self._write(op)
 
+    async def set_checkpoints(self, checkpoints: Mapping[int, str]) -> None:
+        """Running jobs' checkpoints, each into its task's open attempt (one that has
+        ended keeps what it had: its end wrote the last one); not an event."""
+        items = [(value, task_id) for task_id, value in checkpoints.items()]
+
+        def op(tx: Tx) -> None:
+            tx.conn.executemany(q.SET_CHECKPOINT, items)
+
+        await self._write(op)
+
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]:
         """Completed tasks and events older than the retention, a bounded chunk per call."""
 
@@ -423,12 +446,16 @@ class SQLiteStore:
             if task.status is Status.SCHEDULED:
                 task = tx.change(lease_start(task, fields))
             if task.status is Status.CANCELLING:
-                task = tx.change(Change(task_id, Status.CANCELLED, fields))
+                task = tx.change(Change(task_id, Status.CANCELLED, fields, ends_attempt=CANCELLED))
             else:
                 change = decide(task)
                 task = tx.change(
                     Change(
-                        task_id, change.target, {**fields, **(change.fields or {})}, change.sources
+                        task_id,
+                        change.target,
+                        {**fields, **(change.fields or {})},
+                        change.sources,
+                        ends_attempt=change.ends_attempt,
                     )
                 )
             tx.conn.execute(q.END_LEASE, (task_id,))
@@ -712,6 +739,17 @@ class SQLiteStore:
         else:
             rows = await self._fetch(sql, [*params, *params, limit, max_bytes])
         return [row_to_event(row) for row in rows]
+
+    async def attempts(self, task_id: int) -> list[Attempt]:
+        if not 0 < task_id <= MAX_ID:
+            return []
+        return [row_to_attempt(row) for row in await self._fetch(q.SELECT_ATTEMPTS, (task_id,))]
+
+    async def checkpoint(self, task_id: int) -> str | None:
+        if not 0 < task_id <= MAX_ID:
+            return None
+        rows = await self._fetch(q.LAST_CHECKPOINT, (task_id,))
+        return None if not rows else str(rows[0][0])
 
     async def last_event_id(self) -> int:
         rows = await self._fetch(q.LAST_EVENT_ID, ())

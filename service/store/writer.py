@@ -25,7 +25,7 @@ from ..errors import ServiceUnavailable, SidetaskError
 from ..model import Event, EventKind, Status, Task
 from . import queries as q
 from .base import Change, CommitListener
-from .changes import answer, changeable, fail, refusal, sources_of
+from .changes import answer, attempt_rows, changeable, fail, refusal, replica_name, sources_of
 from .rows import row_to_task
 from .schema import MIGRATIONS
 
@@ -62,11 +62,15 @@ class Tx:
     redone write by write, each write's rows at its end, inside its savepoint). An id whose
     write or transaction rolled back is never used again, so ids only grow."""
 
-    def __init__(self, conn: sqlite3.Connection, next_event_id: Iterator[int]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, next_event_id: Iterator[int], replica: str | None = None
+    ) -> None:
         self.conn = conn
         self.now = clock.now_ms()
         self.events: list[Event] = []
         self._next_event_id = next_event_id
+        #: this process as its attempts name it (changes.replica_name)
+        self.replica = replica
 
     def event(self, kind: EventKind, task: Task) -> None:
         deleted = kind is EventKind.DELETED
@@ -132,8 +136,36 @@ class Tx:
                 raise self._refusal(change)
         finally:
             self.conn.execute("RELEASE change")
+        if change.starts_attempt or change.ends_attempt is not None:
+            self.write_attempts([(change, task)])
         self.event(EventKind.STATUS, task)
         return task
+
+    def write_attempts(self, applied: Sequence[tuple[Change, Task]]) -> None:
+        """The attempts the applied changes start or end, in their transaction: a start
+        numbers the task's next attempt, an end closes its open one."""
+        starts, ends = attempt_rows(applied)
+        if starts:
+            self.conn.executemany(
+                q.START_ATTEMPT,
+                [(task.id, task.server, self.replica, self.now, task.id) for task in starts],
+            )
+        if ends:
+            self.conn.executemany(
+                q.END_ATTEMPT,
+                [
+                    (
+                        self.now,
+                        end.outcome.value,
+                        end.error_type,
+                        end.error_message,
+                        end.traceback,
+                        end.checkpoint,
+                        task.id,
+                    )
+                    for task, end in ends
+                ],
+            )
 
     def change_many(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
         """Several changes, each applied or refused on its own as `change` would, in as few
@@ -193,6 +225,7 @@ class Tx:
         if damaged:
             return [self._try(c) for c in changes]
         results: list[Task | SidetaskError] = []
+        attempts: list[tuple[Change, Task]] = []
         for change in changes:
             task = tasks.get(change.task_id)
             if task is None:
@@ -200,6 +233,10 @@ class Tx:
             else:
                 self.event(EventKind.STATUS, task)
                 results.append(task)
+                if change.starts_attempt or change.ends_attempt is not None:
+                    attempts.append((change, task))
+        if attempts:
+            self.write_attempts(attempts)
         return results
 
     def _try(self, change: Change) -> Task | SidetaskError:
@@ -341,6 +378,7 @@ class Writer:
         self._closed = False
         self._max_pages = 0
         self._event_ids: Iterator[int] = itertools.count(1)
+        self._replica = replica_name()
 
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -488,7 +526,7 @@ class Writer:
         assert conn is not None
         if conn.in_transaction:  # a failure that left one open must not block every later write
             conn.execute(q.ROLLBACK)
-        tx = Tx(conn, self._event_ids)
+        tx = Tx(conn, self._event_ids, self._replica)
         conn.execute(q.BEGIN)
         try:
             outcomes = self._run_plainly(tx, ops)
@@ -533,7 +571,7 @@ class Writer:
         assert conn is not None
         if conn.in_transaction:  # a failure that left one open must not block every later write
             conn.execute(q.ROLLBACK)
-        tx = Tx(conn, self._event_ids)
+        tx = Tx(conn, self._event_ids, self._replica)
         outcomes: list[tuple[bool, Any]] = []
         conn.execute(q.BEGIN)
         try:

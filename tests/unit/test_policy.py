@@ -13,7 +13,10 @@ from service.model import (
     ACTION_STATUSES,
     COMPLETED_STATUSES,
     INTERRUPTIBLE_STATUSES,
+    EXECUTING_STATUSES,
     Action,
+    AttemptEnd,
+    AttemptOutcome,
     GraphRef,
     Status,
     Task,
@@ -23,6 +26,12 @@ from service.policy import Outcome, Refusal
 
 S = Status
 NOW = 1_700_000_000_000
+
+
+def ended(status: Status) -> AttemptEnd | None:
+    """How an interruption ends the run of a task found in `status`: only an executing one
+    had a run to end."""
+    return AttemptEnd(AttemptOutcome.INTERRUPTED) if status in EXECUTING_STATUSES else None
 
 
 def task(
@@ -77,20 +86,28 @@ def test_a_failure_with_retries_left_is_retried_after_its_delay() -> None:
 
     outcome = policy.after_failure(task(retries=1, max_retries=3), "boom", NOW, delay)
     assert outcome == Outcome(
-        S.RESTORING, {"result": "boom", "retries": 2, "run_after_ms": NOW + 2500}
+        S.RESTORING,
+        {"result": "boom", "retries": 2, "run_after_ms": NOW + 2500},
+        AttemptEnd(AttemptOutcome.FAILED, error_message="boom"),
     )
     assert asked == [1]  # the delay of the retries spent so far
     assert can_transition(S.RUNNING, outcome.target)
 
 
 def test_a_failure_with_no_retries_left_fails() -> None:
-    outcome = policy.after_failure(task(retries=3, max_retries=3), "boom", NOW, never)
-    assert outcome == Outcome(S.FAILED, {"result": "boom"})
+    error = AttemptEnd(AttemptOutcome.FAILED, "OSError", "out of disk", "Traceback …")
+    outcome = policy.after_failure(task(retries=3, max_retries=3), "boom", NOW, never, error=error)
+    # the run ends as the caller described it; the task's result stays the text
+    assert outcome == Outcome(S.FAILED, {"result": "boom"}, error)
 
 
 def test_a_failure_not_to_be_retried_fails_even_with_retries_left() -> None:
     outcome = policy.after_failure(task(max_retries=3), "bad input", NOW, never, retry=False)
-    assert outcome == Outcome(S.FAILED, {"result": "bad input"})
+    assert outcome == Outcome(
+        S.FAILED,
+        {"result": "bad input"},
+        AttemptEnd(AttemptOutcome.FAILED, error_message="bad input"),
+    )
 
 
 # --- a restart's interruptions ---
@@ -99,8 +116,8 @@ def test_a_failure_not_to_be_retried_fails_even_with_retries_left() -> None:
 @pytest.mark.parametrize("status", sorted(INTERRUPTIBLE_STATUSES - {S.CANCELLING}))
 def test_an_interrupted_task_with_retries_left_is_restored_at_once(status: Status) -> None:
     outcome = policy.after_interruption(task(status, retries=0, max_retries=1), NOW)
-    # no result: what a previous run said stays
-    assert outcome == Outcome(S.RESTORING, {"retries": 1, "run_after_ms": NOW})
+    # no result: what a previous run said stays; a run it was in ends `interrupted`
+    assert outcome == Outcome(S.RESTORING, {"retries": 1, "run_after_ms": NOW}, ended(status))
     assert can_transition(status, outcome.target)
 
 
@@ -113,6 +130,7 @@ def test_an_interrupted_task_with_no_retries_left_fails_saying_so(status: Status
             "result": f"Task '7' was interrupted in status {status.name} by a restart, "
             "with no retries left (2 of 2 used)"
         },
+        ended(status),
     )
     assert can_transition(status, outcome.target)
 
@@ -120,7 +138,7 @@ def test_an_interrupted_task_with_no_retries_left_fails_saying_so(status: Status
 @pytest.mark.parametrize("retries", [0, 2])
 def test_an_interrupted_cancel_ends_cancelled_and_spends_no_retry(retries: int) -> None:
     outcome = policy.after_interruption(task(S.CANCELLING, retries, max_retries=2), NOW)
-    assert outcome == Outcome(S.CANCELLED)
+    assert outcome == Outcome(S.CANCELLED, attempt=AttemptEnd(AttemptOutcome.INTERRUPTED))
     assert can_transition(S.CANCELLING, outcome.target)
 
 
@@ -140,9 +158,11 @@ def test_a_lost_lease_with_retries_left_gives_the_task_back_at_once(
     decide: Callable[[Task, int], Outcome], message: str, status: Status
 ) -> None:
     outcome = decide(task(status, retries=1, max_retries=2), NOW)
+    text = message.format(status.name)
+    # a worker that had started (running) lost its run; one that had only claimed had none
+    lost = AttemptEnd(AttemptOutcome.LOST, error_message=text) if status is S.RUNNING else None
     assert outcome == Outcome(
-        S.RESTORING,
-        {"result": message.format(status.name), "retries": 2, "run_after_ms": NOW},
+        S.RESTORING, {"result": text, "retries": 2, "run_after_ms": NOW}, lost
     )
     assert can_transition(status, outcome.target)
 
@@ -153,14 +173,16 @@ def test_a_lost_lease_with_no_retries_left_fails_saying_so(
 ) -> None:
     outcome = decide(task(S.RUNNING, retries=1, max_retries=1), NOW)
     expected = message.format("RUNNING") + ", with no retries left (1 of 1 used)"
-    assert outcome == Outcome(S.FAILED, {"result": expected})
+    lost = AttemptEnd(AttemptOutcome.LOST, error_message=message.format("RUNNING"))
+    assert outcome == Outcome(S.FAILED, {"result": expected}, lost)
 
 
 @pytest.mark.parametrize(("decide", "message"), GIVE_BACK)
 def test_a_lost_lease_on_a_cancelled_task_ends_it_cancelled(
     decide: Callable[[Task, int], Outcome], message: str
 ) -> None:
-    assert decide(task(S.CANCELLING, max_retries=3), NOW) == Outcome(S.CANCELLED)
+    lost = AttemptEnd(AttemptOutcome.LOST, error_message=message.format("CANCELLING"))
+    assert decide(task(S.CANCELLING, max_retries=3), NOW) == Outcome(S.CANCELLED, attempt=lost)
 
 
 @pytest.mark.parametrize("status", list(Status))
