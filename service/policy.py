@@ -106,9 +106,7 @@ def after_interruption(task: Task, now_ms: int) -> Outcome:
     if task.status is Status.CANCELLING:
         return Outcome(Status.CANCELLED, attempt=end)
     if task.retries < task.max_retries:
-        return Outcome(
-            Status.RESTORING, {"retries": task.retries + 1, "run_after_ms": now_ms}, end
-        )
+        return Outcome(Status.RESTORING, {"retries": task.retries + 1, "run_after_ms": now_ms}, end)
     return Outcome(
         Status.FAILED,
         {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import heapq
 import logging
@@ -32,13 +33,29 @@ from .errors import (
     TransitionRefused,
 )
 from .jobs import JobContext, JobType, PermanentFailure, command
-from .jobs.base import MAX_ERROR_CHARS, ReportedFailure, describe_error
+from .jobs.base import (
+    MAX_ERROR_CHARS,
+    ReportedFailure,
+    describe_error,
+    error_name,
+    format_traceback,
+)
 from .jobs.registry import Registry
-from .model import Action, Event, EventKind, GraphRef, NewTask, Status, Task
+from .model import (
+    Action,
+    AttemptEnd,
+    AttemptOutcome,
+    Event,
+    EventKind,
+    GraphRef,
+    NewTask,
+    Status,
+    Task,
+)
 from .policy import Outcome, after_failure, after_interruption, delete_sources, refusal
 from .policy import retry_delay as backoff_delay
 from .ready import ReadyQueue
-from .store import Change, Store
+from .store import Change, Recovery, Store
 
 log = logging.getLogger("sidetask.supervisor")
 
@@ -57,6 +74,22 @@ CUT_OFF_SHARE = 0.8
 #: cannot write (a full disk, a locked database)
 SETTLE_RETRY_FIRST = 0.05
 SETTLE_RETRY_MAX = 1.0
+#: a run a cancel ended
+_CANCELLED = AttemptEnd(AttemptOutcome.CANCELLED)
+#: how a run ends when its outcome says nothing of it, by the status it goes to
+_ENDS = {
+    Status.SUCCESS: AttemptEnd(AttemptOutcome.SUCCESS),
+    Status.CANCELLED: _CANCELLED,
+}
+
+
+def _default_end(outcome: Outcome) -> AttemptEnd:
+    """A job's end whose outcome names no attempt end: a success, a cancel, or a failure
+    told only by its result (a result too large, an input not JSON)."""
+    end = _ENDS.get(outcome.target)
+    if end is not None:
+        return end
+    return AttemptEnd(AttemptOutcome.FAILED, error_message=outcome.fields.get("result"))
 
 
 @dataclass
@@ -68,6 +101,8 @@ class _Running:
     progress: int | None = None
     #: the total the job declared (ctx.progress(n, total=…)), if it declared one
     progress_total: int | None = None
+    #: the job's last checkpoint (JSON text), if it stored one in this run
+    checkpoint: str | None = None
     #: a cancel that arrived before the job was created
     cancel_requested: bool = False
     #: the job's `ctx.cancelled`: set by a cancel or the timeout, read from any thread
@@ -113,6 +148,8 @@ class Supervisor:
         self._dirty_progress: dict[int, int] = {}
         #: totals declared since the last flush, written with their task's progress
         self._dirty_totals: dict[int, int] = {}
+        #: checkpoints stored since the last flush (JSON text), written with the progress
+        self._dirty_checkpoints: dict[int, str] = {}
         #: progress reports replaced by a later value before they were written (for /metrics)
         self.progress_coalesced = 0
         self._wakeup = asyncio.Event()
@@ -127,6 +164,9 @@ class Supervisor:
         self.started = False
         #: when this process's heartbeat was last written (time.monotonic())
         self.beat_at = time.monotonic()
+        #: it gave up what it held (cut off for too long): its next heartbeat leaves the
+        #: old identity for a new one
+        self._rejoin = False
         #: the job types this process runs itself (not the external workers')
         self._runs = sorted(set(registry.names()) - set(settings.external_types))
 
@@ -227,7 +267,7 @@ class Supervisor:
         with contextlib.suppress(SidetaskError):  # not now: the others' sweep does it later
             await self.store.beat(rejoin=True)
             recovery = await self.store.sweep(
-                self._interrupted_change, keep_types=self.settings.external_types
+                self._handed_back_change, keep_types=self.settings.external_types
             )
             if recovery.restored or recovery.failed or recovery.cancelled:
                 log.info(
@@ -353,7 +393,9 @@ class Supervisor:
                 pass  # another live process runs it: it sees the event and interrupts its job
             elif running is None:  # nothing here is running it: there is nothing to interrupt
                 try:
-                    task = await self.store.transition(Change(task_id, Status.CANCELLED))
+                    task = await self.store.transition(
+                        Change(task_id, Status.CANCELLED, ends_attempt=_CANCELLED)
+                    )
                 except TransitionRefused:
                     # Its job had just ended, and that end recorded the cancel itself.
                     current = await self.store.get(graph, task_id)
@@ -464,7 +506,7 @@ class Supervisor:
 
     @staticmethod
     def _change_of(task: Task, outcome: Outcome) -> Change:
-        return Change(task.id, outcome.target, outcome.fields)
+        return Change(task.id, outcome.target, outcome.fields, ends_attempt=outcome.attempt)
 
     # --- scheduling ---
 
@@ -625,8 +667,9 @@ class Supervisor:
         if not to_start:
             return
         try:
+            # each start opens the task's next attempt, in the same transaction
             results = await self.store.transition_many(
-                [Change(t.id, Status.RUNNING, fenced=True) for t in to_start]
+                [Change(t.id, Status.RUNNING, fenced=True, starts_attempt=True) for t in to_start]
             )
         except BaseException:
             # Nothing was written: they are still queued, and wait for the next step.
@@ -660,14 +703,25 @@ class Supervisor:
             await asyncio.shield(self._settle(task, Outcome(Status.FAILED, {"result": result})))
             return
         running = self._running[task.id]
+        try:
+            checkpoint = await self._last_checkpoint(task)
+        except SidetaskError as exc:  # the store cannot read now: this run fails, and retries
+            failure = f"The task's checkpoint could not be read: {exc.message}"
+            await asyncio.shield(self._settle(task, self._failure(task, failure)))
+            return
         ctx = JobContext(
             task_id=task.id,
             graph=task.graph,
             input=job_input,
             settings=self.settings,
             retries=task.retries,
+            checkpoint_value=checkpoint,
+            last_progress=task.progress,
+            last_progress_total=task.progress_total,
+            max_checkpoint_bytes=self.settings.max_checkpoint_bytes,
             _report=self._reporter(task.id),
             _report_total=self._reporter(task.id, total=True),
+            _report_checkpoint=self._checkpointer(task.id),
             _record_process=functools.partial(self.store.set_process_group, task.id),
             _cancel=running.cancel,
             _abandoned=lambda: self._abandoning,
@@ -678,9 +732,9 @@ class Supervisor:
             if self._abandoning or running.abandoned:
                 raise  # drained, or no longer ours: the row is recovered as interrupted
             if running.cancel.is_set():
-                outcome = Outcome(Status.CANCELLED)
+                outcome = Outcome(Status.CANCELLED, attempt=_CANCELLED)
             else:  # no cancel was asked for: the job raised CancelledError itself
-                outcome = self._failure(task, self._describe(exc))
+                outcome = self._failure(task, self._describe(exc), self._error(exc))
         # From here a cancel interrupts nothing: the end written next records it.
         running.ending = True
         # The final write must happen even if this task is cancelled again meanwhile.
@@ -710,11 +764,13 @@ class Supervisor:
             if timed_out:
                 return self._timed_out(task)
             # the job's own operation timed out (no task timeout, or not yet): a plain failure
-            return self._failure(task, f"{type(exc).__name__}: {exc}")
+            return self._failure(task, f"{type(exc).__name__}: {exc}", self._error(exc))
         except PermanentFailure as exc:
-            return Outcome(Status.FAILED, {"result": self._describe(exc, with_type=False)})
+            message = self._describe(exc, with_type=False)
+            return Outcome(Status.FAILED, {"result": message}, self._error(exc))
         except ReportedFailure as exc:  # a child process's job: already `Type: message`
-            return self._failure(task, self._describe(exc, with_type=False))
+            text = self._describe(exc, with_type=False)
+            return self._failure(task, text, self._reported_error(text))
         except asyncio.CancelledError:
             if timed_out:  # the job stopped at its deadline (JobCancelled) before the cancel came
                 return self._timed_out(task)
@@ -722,7 +778,7 @@ class Supervisor:
         except BaseException as exc:  # anything a job raises fails the task, never the service
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 log.warning("task %d raised %s", task.id, type(exc).__name__)
-            return self._failure(task, self._describe(exc))
+            return self._failure(task, self._describe(exc), self._error(exc))
         try:
             encoded = jsontext.dumps(value, "The job's result")
         except jsontext.TooDeep as exc:
@@ -743,14 +799,54 @@ class Supervisor:
         return Outcome(Status.SUCCESS, {"result": encoded.decode()})
 
     def _timed_out(self, task: Task) -> Outcome:
-        return self._failure(task, f"Task '{task.id}' timed out after {task.timeout:g} s")
+        message = f"Task '{task.id}' timed out after {task.timeout:g} s"
+        return self._failure(
+            task, message, AttemptEnd(AttemptOutcome.TIMED_OUT, "TimeoutError", message)
+        )
 
     def _describe(self, exc: BaseException, with_type: bool = True) -> str:
-        return describe_error(exc, with_type, min(self.settings.max_result_bytes, MAX_ERROR_CHARS))
+        return describe_error(exc, with_type, self._message_limit())
 
-    def _failure(self, task: Task, message: str) -> Outcome:
+    def _message_limit(self) -> int:
+        return min(self.settings.max_result_bytes, MAX_ERROR_CHARS)
+
+    def _error(self, exc: BaseException) -> AttemptEnd:
+        """A failed run's end: the exception's type, message and traceback (its last
+        max_traceback_chars characters)."""
+        limit = self.settings.max_traceback_chars
+        return AttemptEnd(
+            AttemptOutcome.FAILED,
+            error_name(exc),
+            describe_error(exc, False, self._message_limit()),
+            format_traceback(exc, limit) if limit else None,
+        )
+
+    @staticmethod
+    def _reported_error(text: str) -> AttemptEnd:
+        """A failure a child process put as `Type: message`: its type and message apart."""
+        name, sep, message = text.partition(": ")
+        if sep and name.replace(".", "").replace("_", "").isalnum():
+            return AttemptEnd(AttemptOutcome.FAILED, name, message)
+        return AttemptEnd(AttemptOutcome.FAILED, None, text)
+
+    def _failure(self, task: Task, message: str, error: AttemptEnd | None = None) -> Outcome:
         """Retry while retries are left (exponential backoff with jitter), else fail."""
-        return after_failure(task, message, clock.now_ms(), self.retry_delay)
+        return after_failure(task, message, clock.now_ms(), self.retry_delay, error=error)
+
+    async def _last_checkpoint(self, task: Task) -> Any:
+        """The checkpoint an earlier attempt stored, decoded (None: none). Only a task run
+        before can have one, and every run after the first comes with a retry spent (a
+        failure's, a restore's, a user's), so a first run reads nothing."""
+        if task.retries == 0:
+            return None
+        text = await self.store.checkpoint(task.id)
+        if text is None:
+            return None
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:  # damaged in the file: the job starts over
+            log.warning("task %d: its stored checkpoint is not JSON; not given", task.id)
+            return None
 
     def retry_delay(self, retries: int) -> float:
         """Seconds before retry number `retries` + 1: exponential backoff with jitter."""
@@ -770,13 +866,18 @@ class Supervisor:
             self._free_slot(running)
         self._dirty_progress.pop(task.id, None)
         self._dirty_totals.pop(task.id, None)
+        self._dirty_checkpoints.pop(task.id, None)
         fields = dict(outcome.fields)
         if running is not None and running.progress is not None:
             fields["progress"] = running.progress  # the latest value is never lost
         if running is not None and running.progress_total is not None:
             fields["progress_total"] = running.progress_total
+        # the run ends with the status step, in its transaction (no attempt open: nothing)
+        end = outcome.attempt or _default_end(outcome)
+        if running is not None and running.checkpoint is not None:
+            end = dataclasses.replace(end, checkpoint=running.checkpoint)
         try:
-            await self._write_end(task, outcome.target, fields)
+            await self._write_end(task, outcome.target, fields, end)
         finally:
             if running is not None and self._running.get(task.id) is running:
                 del self._running[task.id]
@@ -784,7 +885,9 @@ class Supervisor:
         if outcome.target is Status.RESTORING:
             self._due_at(int(fields.get("run_after_ms", 0)))
 
-    async def _write_end(self, task: Task, target: Status, fields: dict[str, Any]) -> None:
+    async def _write_end(
+        self, task: Task, target: Status, fields: dict[str, Any], end: AttemptEnd
+    ) -> None:
         """Writes the end, again and again while the store cannot write (unless a drain
         has given up on the job)."""
         # One writer: nothing to spread out, so no jitter; no budget, it tries until it can.
@@ -792,7 +895,7 @@ class Supervisor:
         retried = False
         while True:
             try:
-                await self._record_end(task.id, target, fields)
+                await self._record_end(task.id, target, fields, end)
             except NotFound:
                 log.info(
                     "task %d was deleted while it ran; its end (%s) is not recorded",
@@ -822,9 +925,13 @@ class Supervisor:
                     log.info("task %d: %s recorded", task.id, target)
             break
 
-    async def _record_end(self, task_id: int, target: Status, fields: dict[str, Any]) -> None:
+    async def _record_end(
+        self, task_id: int, target: Status, fields: dict[str, Any], end: AttemptEnd
+    ) -> None:
         try:
-            await self.store.transition(Change(task_id, target, fields, fenced=True))
+            await self.store.transition(
+                Change(task_id, target, fields, fenced=True, ends_attempt=end)
+            )
             return
         except TransitionRefused as exc:
             refused = exc
@@ -834,7 +941,15 @@ class Supervisor:
         if current is not None and current.status is Status.CANCELLING:
             try:
                 await self.store.transition(
-                    Change(task_id, Status.CANCELLED, cancelled, fenced=True)
+                    Change(
+                        task_id,
+                        Status.CANCELLED,
+                        cancelled,
+                        fenced=True,
+                        ends_attempt=AttemptEnd(
+                            AttemptOutcome.CANCELLED, checkpoint=end.checkpoint
+                        ),
+                    )
                 )
                 return
             except TransitionRefused:
@@ -882,6 +997,35 @@ class Supervisor:
 
         return report
 
+    def _checkpointer(self, task_id: int) -> Callable[[str], None]:
+        """Where a job's checkpoints (JSON text, checked by the context) go: kept with its
+        run, and written with the next progress flush (so its progress is flushed too)."""
+        loop = asyncio.get_running_loop()
+
+        def record(text: str) -> None:
+            running = self._running.get(task_id)
+            if running is None or running.ending:
+                return  # its end is being written, with the checkpoint it had
+            running.checkpoint = text
+            self._dirty_checkpoints[task_id] = text
+            if task_id not in self._dirty_progress:
+                current = running.progress
+                self._dirty_progress[task_id] = (
+                    running.task.progress if current is None else current
+                )
+
+        def report(text: str) -> None:
+            try:
+                in_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                in_loop = False
+            if in_loop:
+                record(text)
+            else:  # a plain function's worker thread
+                loop.call_soon_threadsafe(record, text)
+
+        return report
+
     async def _progress_loop(self) -> None:
         # A flush is not awaited before the next tick: the cadence stays `progress_interval`
         # however long a commit takes (the store keeps writes in order). A few in flight at
@@ -908,8 +1052,16 @@ class Supervisor:
         if self._dirty_progress:
             batch, self._dirty_progress = self._dirty_progress, {}
             totals, self._dirty_totals = self._dirty_totals, {}
+            checkpoints, self._dirty_checkpoints = self._dirty_checkpoints, {}
             try:
-                await self.store.set_progress(batch, totals)
+                if checkpoints:
+                    # both queued before either is awaited: they share a transaction
+                    await asyncio.gather(
+                        self.store.set_progress(batch, totals),
+                        self.store.set_checkpoints(checkpoints),
+                    )
+                else:
+                    await self.store.set_progress(batch, totals)
             except SidetaskError:
                 # Written at the next flush, unless a newer value or the job's end came first.
                 for task_id, value in batch.items():
@@ -917,6 +1069,8 @@ class Supervisor:
                         self._dirty_progress.setdefault(task_id, value)
                         if task_id in totals:
                             self._dirty_totals.setdefault(task_id, totals[task_id])
+                        if task_id in checkpoints:
+                            self._dirty_checkpoints.setdefault(task_id, checkpoints[task_id])
                 raise
 
     # --- liveness (a store shared by several processes) ---
@@ -927,34 +1081,60 @@ class Supervisor:
         sweep (the tasks of processes declared dead, recovered as a restart recovers
         them). Cut off from the store for most of replica_timeout, this process is about
         to be declared dead: it stops its jobs first, so none runs here while the others
-        run it again, and takes a new identity once it can write."""
-        rejoin = False
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            try:
-                if not await self.store.beat(rejoin):
-                    self._abandon_all("it was declared dead")
-                self.beat_at = time.monotonic()
-                rejoin = False
-                await self._stop_orphans()
-                recovery = await self.store.sweep(
-                    self._interrupted_change, keep_types=self.settings.external_types
-                )
-            except SidetaskError as exc:
-                log.warning("heartbeat or sweep not written: %s", exc.message)
+        run it again, and takes a new identity once it can write. A heartbeat that gets no
+        answer (a network gone silent: no error comes) is waited for only until then; it
+        goes on meanwhile, and the next is written after it."""
+        beating: asyncio.Task[Recovery] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.settings.heartbeat_interval)
+                if beating is None:
+                    beating = asyncio.create_task(self._beat_and_sweep(self._rejoin))
+                cut_off = self.beat_at + CUT_OFF_SHARE * self.settings.replica_timeout
+                await asyncio.wait({beating}, timeout=max(0.0, cut_off - time.monotonic()))
+                if beating.done():
+                    finished, beating = beating, None
+                    try:
+                        recovery = finished.result()
+                    except SidetaskError as exc:
+                        failure = exc.message
+                    else:
+                        self._log_recovery(recovery)
+                        continue
+                else:
+                    failure = "the database has not answered"
+                log.warning("heartbeat or sweep not written: %s", failure)
                 silent = time.monotonic() - self.beat_at
-                if not rejoin and silent > CUT_OFF_SHARE * self.settings.replica_timeout:
+                if not self._rejoin and silent >= CUT_OFF_SHARE * self.settings.replica_timeout:
                     self._abandon_all(f"no heartbeat could be written for {silent:.0f} s")
-                    rejoin = True
-                continue
-            if recovery.restored or recovery.failed or recovery.cancelled:
-                log.info(
-                    "recovered the tasks of a process declared dead: %d restoring, "
-                    "%d failed, %d cancelled",
-                    recovery.restored,
-                    recovery.failed,
-                    recovery.cancelled,
-                )
+                    self._rejoin = True
+        finally:
+            if beating is not None:
+                beating.cancel()
+                await asyncio.gather(beating, return_exceptions=True)
+
+    async def _beat_and_sweep(self, rejoin: bool) -> Recovery:
+        """One round of the liveness loop; `rejoin`: leave the identity given up."""
+        if not await self.store.beat(rejoin):
+            self._abandon_all("it was declared dead")
+        self.beat_at = time.monotonic()
+        if rejoin:
+            self._rejoin = False
+        await self._stop_orphans()
+        return await self.store.sweep(
+            self._interrupted_change, keep_types=self.settings.external_types
+        )
+
+    @staticmethod
+    def _log_recovery(recovery: Recovery) -> None:
+        if recovery.restored or recovery.failed or recovery.cancelled:
+            log.info(
+                "recovered the tasks of a process declared dead: %d restoring, "
+                "%d failed, %d cancelled",
+                recovery.restored,
+                recovery.failed,
+                recovery.cancelled,
+            )
 
     @property
     def alive(self) -> bool:
@@ -964,6 +1144,14 @@ class Supervisor:
 
     def _interrupted_change(self, task: Task) -> Change:
         return self._change_of(task, after_interruption(task, clock.now_ms()))
+
+    def _handed_back_change(self, task: Task) -> Change:
+        """As `_interrupted_change`, for the tasks a drain gives back: their runs end
+        `handed_back`."""
+        change = self._interrupted_change(task)
+        if change.ends_attempt is None:
+            return change
+        return dataclasses.replace(change, ends_attempt=AttemptEnd(AttemptOutcome.HANDED_BACK))
 
     def _abandon_all(self, why: str) -> None:
         """What this process holds is the others' now (it was declared dead, or is about

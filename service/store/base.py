@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..model import Event, GraphRef, NewTask, Status, Task
+from ..model import Attempt, AttemptEnd, Event, GraphRef, NewTask, Status, Task
 
 #: called with the events of every committed write, in id order, after the commit
 CommitListener = Callable[[Sequence[Event]], None]
@@ -29,6 +29,10 @@ class Change:
     sources: frozenset[Status] | None = None
     claims: bool = False
     fenced: bool = False
+    #: the change starts a run of the task: a new attempt is written with it
+    starts_attempt: bool = False
+    #: the change ends the task's run: its open attempt is closed with this, with it
+    ends_attempt: AttemptEnd | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,10 @@ class Store(Protocol):
     ) -> None: ...
 
     async def purge(self, tasks_before_ms: int, events_before_ms: int) -> tuple[int, int]: ...
+    async def set_checkpoints(self, checkpoints: Mapping[int, str]) -> None:
+        """The checkpoints (JSON text) of jobs running here, each into its task's open
+        attempt; a task whose run has ended (or another process holds) is left alone."""
+        ...
 
     # --- reads ---
     async def process_groups(self) -> list[ProcessGroup]:
@@ -210,6 +218,14 @@ class Store(Protocol):
     ) -> list[Event]:
         """Up to `limit` events after `after_id`; with `max_bytes`, only those that start
         within that many bytes of data (at least one)."""
+        ...
+
+    async def attempts(self, task_id: int) -> list[Attempt]:
+        """The task's attempts, in the order they started (none: never run, or no task)."""
+        ...
+
+    async def checkpoint(self, task_id: int) -> str | None:
+        """The last checkpoint any attempt of the task stored (JSON text), or None."""
         ...
 
     async def last_event_id(self) -> int: ...

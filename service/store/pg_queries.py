@@ -331,3 +331,43 @@ def list_tasks(descending: bool, by_type: bool, stored: bool, unknown: bool, bou
         f" CASE WHEN {size} > ${n + 1} THEN NULL ELSE input END",
     )
     return f"SELECT {columns}, {size} > ${n + 1} AS large FROM tasks WHERE {sql}{order} LIMIT ${n}"
+
+
+# --- attempts (schema 2): written in the transaction of the status change that starts or
+# ends a run (PgTx), read by GET …/tasks/{id}/attempts ---
+
+#: the columns rows.row_to_attempt reads, in its order
+ATTEMPT_COLUMNS = (
+    "task_id, number, server, replica, start_ms, end_ms, outcome, error_type, error_message,"
+    " traceback, checkpoint IS NOT NULL"
+)
+#: runs start: each task's next attempt number. Parameters: the ids, their servers, the
+#: replica (host:pid), this process's id, the time.
+START_ATTEMPTS = (
+    "INSERT INTO attempts (task_id, number, server, replica, owner, start_ms)"
+    " SELECT s.task_id, coalesce((SELECT max(a.number) FROM attempts a"
+    " WHERE a.task_id = s.task_id), 0) + 1, s.server, $3, $4, $5"
+    " FROM unnest($1::bigint[], $2::text[]) AS s(task_id, server)"
+)
+#: runs end: each task's open attempt closed (none open: nothing). Parameters: the time,
+#: the ids, outcomes, error types, messages, tracebacks, checkpoints (NULL: keep).
+END_ATTEMPTS = (
+    "UPDATE attempts a SET end_ms = $1, outcome = e.outcome, error_type = e.error_type,"
+    " error_message = e.error_message, traceback = e.traceback,"
+    " checkpoint = coalesce(e.checkpoint, a.checkpoint)"
+    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+    " AS e(task_id, outcome, error_type, error_message, traceback, checkpoint)"
+    " WHERE a.task_id = e.task_id AND a.end_ms IS NULL"
+)
+#: running jobs' checkpoints, into their open attempts, only those this process ($3)
+#: started. Parameters: the ids, the JSON texts, this process's id.
+SET_CHECKPOINTS = (
+    "UPDATE attempts a SET checkpoint = c.checkpoint"
+    " FROM unnest($1::bigint[], $2::text[]) AS c(task_id, checkpoint)"
+    " WHERE a.task_id = c.task_id AND a.end_ms IS NULL AND a.owner = $3"
+)
+SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = $1 ORDER BY number"
+LAST_CHECKPOINT = (
+    "SELECT checkpoint FROM attempts WHERE task_id = $1 AND checkpoint IS NOT NULL"
+    " ORDER BY number DESC LIMIT 1"
+)

@@ -48,6 +48,9 @@ from ..model import (
     INTERRUPTIBLE_STATUSES,
     LEASED_STATUSES,
     WAITING_STATUSES,
+    Attempt,
+    AttemptEnd,
+    AttemptOutcome,
     Event,
     EventKind,
     GraphRef,
@@ -59,16 +62,18 @@ from . import pg_queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import (
     answer,
+    attempt_rows,
     changeable,
     check_live,
     fail,
     lease_start,
     leased_task,
     refusal,
+    replica_name,
     sources_of,
 )
 from .pg_schema import MIGRATIONS
-from .rows import row_to_event, row_to_task, stored_status
+from .rows import row_to_attempt, row_to_event, row_to_task, stored_status
 
 log = logging.getLogger("sidetask.store")
 
@@ -99,6 +104,8 @@ _LEASED_VALUES = sorted(s.value for s in LEASED_STATUSES)
 _INTERRUPTIBLE_VALUES = sorted(s.value for s in INTERRUPTIBLE_STATUSES)
 _COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
 _WAITING_VALUES = sorted(s.value for s in WAITING_STATUSES)
+#: a cancel that wins over a worker's last report ends its run
+_CANCELLED = AttemptEnd(AttemptOutcome.CANCELLED)
 #: errors that mean the connection, not the write, failed: no write of the batch is kept
 _CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 
@@ -252,6 +259,7 @@ class PgTx:
                 return [r for c in changes for r in await self._change_set([c])]
             await savepoint.commit()
         results: list[Task | SidetaskError] = []
+        attempts: list[tuple[Change, Task]] = []
         for change in changes:
             task = tasks.get(change.task_id)
             if task is None:
@@ -259,7 +267,36 @@ class PgTx:
             else:
                 self.event(EventKind.STATUS, task)
                 results.append(task)
+                if change.starts_attempt or change.ends_attempt is not None:
+                    attempts.append((change, task))
+        if attempts:
+            await self.write_attempts(attempts)
         return results
+
+    async def write_attempts(self, applied: Sequence[tuple[Change, Task]]) -> None:
+        """The attempts the applied changes start or end, in their transaction: one
+        statement for the starts, one for the ends."""
+        starts, ends = attempt_rows(applied)
+        if starts:
+            await self.conn.execute(
+                q.START_ATTEMPTS,
+                [task.id for task in starts],
+                [task.server for task in starts],
+                replica_name(),
+                self.me,
+                self.now,
+            )
+        if ends:
+            await self.conn.execute(
+                q.END_ATTEMPTS,
+                self.now,
+                [task.id for task, _ in ends],
+                [end.outcome.value for _, end in ends],
+                [end.error_type for _, end in ends],
+                [end.error_message for _, end in ends],
+                [end.traceback for _, end in ends],
+                [end.checkpoint for _, end in ends],
+            )
 
     async def _apply(self, sql: str, params: Sequence[Any]) -> dict[int, Task] | None:
         """The UPDATE's rows as tasks by id; None when one of them reads as `unknown` (a
@@ -911,6 +948,16 @@ class PostgresStore:
 
         return await self._write(op)
 
+    async def set_checkpoints(self, checkpoints: Mapping[int, str]) -> None:
+        """Running jobs' checkpoints, each into its task's open attempt, if this process
+        started it; not an event."""
+        ids, values = list(checkpoints), list(checkpoints.values())
+
+        async def op(tx: PgTx) -> None:
+            await tx.conn.execute(q.SET_CHECKPOINTS, ids, values, tx.me)
+
+        await self._write(op)
+
     async def set_process_group(self, task_id: int, group: int | None, token: str | None) -> None:
         async def op(tx: PgTx) -> None:
             await tx.conn.execute(
@@ -1004,12 +1051,18 @@ class PostgresStore:
             if task.status is Status.SCHEDULED:
                 task = await tx.change(lease_start(task, fields))
             if task.status is Status.CANCELLING:
-                task = await tx.change(Change(task_id, Status.CANCELLED, fields))
+                task = await tx.change(
+                    Change(task_id, Status.CANCELLED, fields, ends_attempt=_CANCELLED)
+                )
             else:
                 change = decide(task)
                 task = await tx.change(
                     Change(
-                        task_id, change.target, {**fields, **(change.fields or {})}, change.sources
+                        task_id,
+                        change.target,
+                        {**fields, **(change.fields or {})},
+                        change.sources,
+                        ends_attempt=change.ends_attempt,
                     )
                 )
             await tx.conn.execute(q.END_LEASE, task_id)
@@ -1217,6 +1270,17 @@ class PostgresStore:
             params.append(max_bytes)
         sql = q.events_after(task_id is not None, graph is not None, max_bytes is not None)
         return [row_to_event(row) for row in await self._fetch(sql, *params)]
+
+    async def attempts(self, task_id: int) -> list[Attempt]:
+        if not 0 < task_id <= MAX_ID:
+            return []
+        return [row_to_attempt(row) for row in await self._fetch(q.SELECT_ATTEMPTS, task_id)]
+
+    async def checkpoint(self, task_id: int) -> str | None:
+        if not 0 < task_id <= MAX_ID:
+            return None
+        rows = await self._fetch(q.LAST_CHECKPOINT, task_id)
+        return None if not rows else str(rows[0][0])
 
     async def last_event_id(self) -> int:
         rows = await self._fetch(q.LAST_EVENT_ID)

@@ -12,8 +12,8 @@ from service import policy
 from service.model import (
     ACTION_STATUSES,
     COMPLETED_STATUSES,
-    INTERRUPTIBLE_STATUSES,
     EXECUTING_STATUSES,
+    INTERRUPTIBLE_STATUSES,
     Action,
     AttemptEnd,
     AttemptOutcome,
