@@ -1,8 +1,9 @@
-"""All twelve statuses of SPEC 3, each reached for real, seen over GET and stored in the file.
+"""All twelve statuses of SPEC 3, each reached for real, seen over GET and stored in the
+database, on both stores.
 
-In one process a task goes `new` -> `queued` -> `running` (SPEC 3); `scheduled` is an
-external worker's lease it has not confirmed; `scheduling` is a replica's claim, reached
-in tests/web/test_action_matrix.py as such a replica would leave it."""
+In one process on SQLite a task goes `new` -> `queued` -> `running` (SPEC 3); on PostgreSQL
+through `scheduling` (a replica's claim) and `scheduled` (handed to its slots) first;
+`scheduled` is also an external worker's lease it has not confirmed."""
 
 from __future__ import annotations
 
@@ -15,22 +16,32 @@ from aiohttp.test_utils import TestClient
 from service.web import create_app
 from tests.conftest import get_task, make_settings, submit, wait_status
 from tests.sup_jobs import JOBS
-from tests.sup_util import execute, rows, status_events, stored_status, trail, wait_file
+from tests.sup_util import (
+    execute,
+    rows,
+    status_events,
+    stored_status,
+    to_queued,
+    trail,
+    wait_file,
+)
 
 BASE = "/graphs/hugegraph"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "sidetask.db"
+def db(any_db: Path | str) -> Path | str:
+    return any_db
 
 
-async def start(aiohttp_client: Any, tmp_path: Path, **overrides: Any) -> TestClient:
-    settings = make_settings(tmp_path, jobs=JOBS, **overrides)
+async def start(
+    aiohttp_client: Any, tmp_path: Path, db: Path | str, **overrides: Any
+) -> TestClient:
+    settings = make_settings(tmp_path, db, jobs=JOBS, **overrides)
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 
-async def observe(client: TestClient, db: Path, task_id: int, status: str) -> dict[str, Any]:
+async def observe(client: TestClient, db: Path | str, task_id: int, status: str) -> dict[str, Any]:
     """Waits until GET shows `status`, and checks the file holds the same."""
     task = await wait_status(client, BASE, task_id, status)
     assert stored_status(db, task_id) == status
@@ -43,8 +54,8 @@ async def put(client: TestClient, task_id: int, action: str) -> dict[str, Any]:
     return dict(await response.json())
 
 
-async def test_new(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
-    client = await start(aiohttp_client, tmp_path)
+async def test_new(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> None:
+    client = await start(aiohttp_client, tmp_path, db)
     task_id = await submit(client, BASE, "echo", {"x": 1}, delay=60)
     task = await observe(client, db, task_id, "new")
     assert task["task_create"] == task["task_update"]
@@ -53,13 +64,13 @@ async def test_new(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
 
 
 async def test_new_queued_running_success_in_order(
-    aiohttp_client: Any, tmp_path: Path, db: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
-    client = await start(aiohttp_client, tmp_path)
+    client = await start(aiohttp_client, tmp_path, db)
     task_id = await submit(client, BASE, "echo", {"x": 1})
     task = await observe(client, db, task_id, "success")
     assert task["task_result"] == '{"x":1}'
-    assert trail(db, task_id) == ["new", "queued", "running", "success"]
+    assert trail(db, task_id) == ["new", *to_queued(db), "queued", "running", "success"]
     events = status_events(db, task_id)
     # taken by this process's scheduler, for its own executor
     assert "task_server" not in events[0] and events[1]["task_server"] == "sidetask"
@@ -68,9 +79,9 @@ async def test_new_queued_running_success_in_order(
 
 
 async def test_queued_while_waiting_for_a_free_slot(
-    aiohttp_client: Any, tmp_path: Path, db: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
-    client = await start(aiohttp_client, tmp_path, concurrency=1)
+    client = await start(aiohttp_client, tmp_path, db, concurrency=1)
     gate = tmp_path / "gate"
     busy = await submit(client, BASE, "gate", {"path": str(gate)})
     await observe(client, db, busy, "running")
@@ -80,34 +91,36 @@ async def test_queued_while_waiting_for_a_free_slot(
     await observe(client, db, waiting, "success")
 
 
-async def test_pending(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
-    client = await start(aiohttp_client, tmp_path)
+async def test_pending(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> None:
+    client = await start(aiohttp_client, tmp_path, db)
     task_id = await submit(client, BASE, "echo", {}, delay=60)
     assert (await put(client, task_id, "pause"))["task_status"] == "pending"
     await observe(client, db, task_id, "pending")
 
 
 async def test_restoring_while_waiting_for_a_retry(
-    aiohttp_client: Any, tmp_path: Path, db: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
-    client = await start(aiohttp_client, tmp_path, retry_backoff=60.0, retry_backoff_max=60.0)
+    client = await start(aiohttp_client, tmp_path, db, retry_backoff=60.0, retry_backoff_max=60.0)
     task_id = await submit(client, BASE, "fail", {"message": "first try"}, max_retries=1)
     task = await observe(client, db, task_id, "restoring")
     assert task["task_retries"] == 1
     assert "first try" in task["task_result"]  # why it is being retried
 
 
-async def test_restoring_after_resume(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
-    client = await start(aiohttp_client, tmp_path)
+async def test_restoring_after_resume(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> None:
+    client = await start(aiohttp_client, tmp_path, db)
     task_id = await submit(client, BASE, "echo", {}, delay=60)
     await put(client, task_id, "pause")
     await put(client, task_id, "resume")
     await observe(client, db, task_id, "success")
-    assert trail(db, task_id) == ["new", "pending", "restoring", "queued", "running", "success"]
+    assert trail(db, task_id) == [
+        "new", "pending", "restoring", *to_queued(db), "queued", "running", "success",
+    ]  # fmt: skip
 
 
-async def test_running(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
-    client = await start(aiohttp_client, tmp_path)
+async def test_running(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> None:
+    client = await start(aiohttp_client, tmp_path, db)
     gate = tmp_path / "gate"
     task_id = await submit(client, BASE, "gate", {"path": str(gate)})
     await observe(client, db, task_id, "running")
@@ -115,9 +128,11 @@ async def test_running(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
     await observe(client, db, task_id, "success")
 
 
-async def test_cancelling_then_cancelled(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+async def test_cancelling_then_cancelled(
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
+) -> None:
     """A job that ignores cancellation for a while stays `cancelling` until it ends."""
-    client = await start(aiohttp_client, tmp_path)
+    client = await start(aiohttp_client, tmp_path, db)
     release, seen = tmp_path / "release", tmp_path / "cancel-seen"
     task_id = await submit(
         client, BASE, "stubborn", {"path": str(release), "cancel_seen": str(seen)}
@@ -135,18 +150,18 @@ async def test_cancelling_then_cancelled(aiohttp_client: Any, tmp_path: Path, db
     assert trail(db, task_id)[-3:] == ["running", "cancelling", "cancelled"]
 
 
-async def test_failed(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
-    client = await start(aiohttp_client, tmp_path)
+async def test_failed(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> None:
+    client = await start(aiohttp_client, tmp_path, db)
     task_id = await submit(client, BASE, "fail", {"message": "it broke"})
     task = await observe(client, db, task_id, "failed")
     assert "it broke" in task["task_result"]
     assert task["task_retries"] == 0
 
 
-async def test_unknown(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
+async def test_unknown(aiohttp_client: Any, tmp_path: Path, db: Path | str) -> None:
     """A row whose status this version cannot interpret (written by a newer one): shown as
     `unknown`, found by ?status=unknown, never run, never changed by the service."""
-    client = await start(aiohttp_client, tmp_path)
+    client = await start(aiohttp_client, tmp_path, db)
     task_id = await submit(client, BASE, "echo", {"x": 1}, delay=60)
     execute(
         db, "UPDATE tasks SET status = 'hibernating', run_after_ms = 0 WHERE id = ?", (task_id,)
@@ -182,11 +197,11 @@ async def test_unknown(aiohttp_client: Any, tmp_path: Path, db: Path) -> None:
 
 
 async def test_every_way_into_running_names_the_server_it_ran_on(
-    aiohttp_client: Any, tmp_path: Path, db: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
     """task_server names where a task ran, however it came to run: new, resumed from
     `pending`, retried, restored after a crash (a row as a crash leaves it)."""
-    first = await start(aiohttp_client, tmp_path, server_name="first")
+    first = await start(aiohttp_client, tmp_path, db, server_name="first")
     resumed = await submit(first, BASE, "echo", {}, delay=60)
     await put(first, resumed, "pause")  # never scheduled: no server yet
     failed = await submit(first, BASE, "fail", {"message": "once"})
@@ -200,7 +215,7 @@ async def test_every_way_into_running_names_the_server_it_ran_on(
         (crashed,),
     )
 
-    second = await start(aiohttp_client, tmp_path, server_name="second")
+    second = await start(aiohttp_client, tmp_path, db, server_name="second")
     await put(second, resumed, "resume")
     await put(second, failed, "retry")
     for task_id in (resumed, failed, crashed):
