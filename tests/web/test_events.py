@@ -1,9 +1,9 @@
-"""Server-Sent Events (SPEC 7): wire format, replay, fan-out, slow subscribers, stream ends."""
+"""Server-Sent Events (SPEC 7): wire format, replay, fan-out, slow subscribers, stream ends;
+on both stores (on PostgreSQL a replica's event pump feeds the streams)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +11,35 @@ import aiohttp
 import orjson
 import pytest
 
+from service.config import Settings
 from service.web import create_app
 from service.web.keys import EVENTS
 from tests.conftest import make_settings, submit, wait_for, wait_status
 from tests.sse import SSEReader
+from tests.sup_util import rows, to_queued
 
 SLEEP = {"steps": 5, "interval": 0.05}
 
 
-def stored_events(db: Path, task_id: int | None = None) -> list[tuple[int, str, str | None]]:
-    with sqlite3.connect(db) as conn:
-        sql = "SELECT id, kind, status FROM events"
-        rows = conn.execute(
-            sql + (" WHERE task_id = ?" if task_id else "") + " ORDER BY id",
-            (task_id,) if task_id else (),
-        ).fetchall()
-    return [(int(r[0]), str(r[1]), r[2]) for r in rows]
+@pytest.fixture
+def db(any_db: Path | str) -> Path | str:
+    return any_db
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db: Path | str) -> Settings:
+    """The `client` fixture's settings, on both stores."""
+    return make_settings(tmp_path, db)
+
+
+def stored_events(db: Path | str, task_id: int | None = None) -> list[tuple[int, str, str | None]]:
+    sql = "SELECT id, kind, status FROM events"
+    found = rows(
+        db,
+        sql + (" WHERE task_id = ?" if task_id else "") + " ORDER BY id",
+        (task_id,) if task_id else (),
+    )
+    return [(int(r[0]), str(r[1]), r[2]) for r in found]
 
 
 async def test_wire_format(client: Any, base: str) -> None:
@@ -66,14 +79,14 @@ async def test_task_stream_follows_a_task_to_its_end(client: Any, base: str, set
     kinds = [(e.event, e.json["task_status"]) for e in events]
     assert kinds[0] == ("task.status", "new")  # the current state first
     statuses = [s for k, s in kinds if k == "task.status"]
-    assert statuses == ["new", "queued", "running", "success"]
+    assert statuses == ["new", *to_queued(settings.db), "queued", "running", "success"]
     progress = [e.json["task_progress"] for e in events if e.event == "task.progress"]
     assert progress == sorted(progress) and progress and progress[-1] <= 5
     assert events[-1].json["task_progress"] == 5
     ids = [e.id for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     # every live event is the stored one, in order
-    stored = stored_events(Path(settings.db), task_id)
+    stored = stored_events(settings.db, task_id)
     assert [(e.id, e.event) for e in events[1:]] == [
         (i, k) for i, k, _ in stored if i > events[0].id
     ]
@@ -112,7 +125,7 @@ async def test_replay_after_a_disconnect_gives_every_event_once_in_order(
             lambda e: e.json.get("id") == second and e.json.get("task_status") == "success"
         )
     got = [e.id for e in seen + rest]
-    stored = [i for i, _, _ in stored_events(Path(settings.db)) if seen[0].id <= i <= rest[-1].id]
+    stored = [i for i, _, _ in stored_events(settings.db) if seen[0].id <= i <= rest[-1].id]
     assert got == stored
 
 
@@ -181,9 +194,9 @@ async def test_stream_of_a_deleted_task_ends(client: Any, base: str) -> None:
 
 
 async def test_keepalive_comments_flow_while_nothing_happens(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(tmp_path, sse_keepalive=0.05)))
+    client = await aiohttp_client(create_app(make_settings(tmp_path, db, sse_keepalive=0.05)))
     comments = []
     async with client.get("/events") as response, asyncio.timeout(10):
         while len(comments) < 2:
@@ -194,9 +207,10 @@ async def test_keepalive_comments_flow_while_nothing_happens(
 
 
 async def test_a_subscriber_that_never_reads_does_not_delay_another(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, db: Path | str
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(tmp_path, sse_buffer_bytes=1024 * 1024)))
+    settings = make_settings(tmp_path, db, sse_buffer_bytes=1024 * 1024)
+    client = await aiohttp_client(create_app(settings))
     bus = client.app[EVENTS]
     # A raw connection that asks for the stream and then never reads a byte.
     _, writer_sock = await asyncio.open_connection("127.0.0.1", client.port)
@@ -251,9 +265,9 @@ async def test_a_thousand_subscribers_of_one_task_all_see_it_complete(
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM"])
 async def test_open_streams_end_cleanly_on_shutdown_before_the_drain(
-    server_factory: Any, http: aiohttp.ClientSession, signal_name: str
+    server_factory: Any, http: aiohttp.ClientSession, signal_name: str, db: Path | str
 ) -> None:
-    server = server_factory()
+    server = server_factory(db)
     await server.wait_ready()
     async with http.post(
         f"{server.url}/graphs/hugegraph/jobs/sleep", json={"steps": 40, "interval": 0.05}
@@ -270,9 +284,9 @@ async def test_open_streams_end_cleanly_on_shutdown_before_the_drain(
 
 
 async def test_replay_after_a_server_restart(
-    server_factory: Any, http: aiohttp.ClientSession, tmp_path: Path
+    server_factory: Any, http: aiohttp.ClientSession, db: Path | str
 ) -> None:
-    server = server_factory()
+    server = server_factory(db)
     await server.wait_ready()
     async with http.post(
         f"{server.url}/graphs/hugegraph/jobs/sleep", json={"steps": 3, "interval": 0.05}
@@ -283,7 +297,7 @@ async def test_replay_after_a_server_restart(
     ) as response:
         before = await SSEReader(response).collect()
     assert server.terminate() == 0
-    restarted = server_factory()
+    restarted = server_factory(db)
     await restarted.wait_ready()
     async with http.post(f"{restarted.url}/graphs/hugegraph/jobs/echo", json={}) as response:
         later = (await response.json())["task_id"]
@@ -293,6 +307,6 @@ async def test_replay_after_a_server_restart(
             lambda e: e.json.get("id") == later and e.json.get("task_status") == "success"
         )
     ids = [e.id for e in before[:3]] + [e.id for e in after]
-    stored = [i for i, _, _ in stored_events(tmp_path / "sidetask.db")]
+    stored = [i for i, _, _ in stored_events(db)]
     assert ids == stored[: len(ids)]
     assert [e.id for e in after][: len(before) - 3] == [e.id for e in before[3:]]
