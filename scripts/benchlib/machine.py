@@ -61,6 +61,7 @@ def _git() -> str:
 
 def describe() -> dict[str, Any]:
     from .peer import version as huey_version
+    from .pgpeer import version as procrastinate_version
 
     return {
         "nproc": os.cpu_count(),
@@ -70,6 +71,7 @@ def describe() -> dict[str, Any]:
         "uvloop": _uvloop(),
         "wrk": wrk.version(),
         "huey": huey_version(),
+        "procrastinate": procrastinate_version(),
         "sqlite": sqlite3.sqlite_version,
         "kernel": platform.release(),
         "git": _git(),

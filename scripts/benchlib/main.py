@@ -1,6 +1,6 @@
 """sidetask's benchmark: every row against freshly started servers on loopback, one table.
 
-    scripts/bench [--quick] [--rows ceiling,submit,e2e,backlog,peer,reads,sse,startup] [--json]
+    scripts/bench [--quick] [--rows ceiling,submit,e2e,backlog,peer,reads,sse,startup,pg,pg2,procrastinate] [--json]
 
 Rows (scripts/benchlib/README.md says how each is measured):
   ceiling  a minimal aiohttp endpoint (own process) under the submit row's wrk load
@@ -10,6 +10,11 @@ Rows (scripts/benchlib/README.md says how each is measured):
   backlog  the e2e row on a server whose database holds 100,000 tasks waiting (delayed a
            day; 20,000 quick), beside the e2e row's empty-database figures and the ratio
   peer     Huey with SqliteHuey, the same no-op job: enqueues/s, executions/s
+  pg       the e2e row on PostgreSQL (a throwaway server, fsync on), one replica: submits/s,
+           tasks/s, CPU per task of sidetask and of the PostgreSQL server
+  pg2      the same with two replicas on one database, the submissions split over both
+  procrastinate  the PostgreSQL peer: procrastinate's own worker on the same server, the
+           same no-op job: defers/s, executions/s, CPU per job; the ratio to the pg row
   reads    GET one task, list, a deep page, with 1,000,000 tasks stored (100,000 quick)
   sse      SSE fan-out: 1,000 subscribers x 100 ev/s, 5,000 x 20 ev/s
   startup  process start to /ready, RSS idle and peak, on the same stored tasks
@@ -50,10 +55,26 @@ from .server import (
     work_dir,
 )
 
-ROWS = ("ceiling", "submit", "e2e", "backlog", "peer", "reads", "sse", "startup", "login-flood")
+ROWS = (
+    "ceiling",
+    "submit",
+    "e2e",
+    "backlog",
+    "peer",
+    "reads",
+    "sse",
+    "startup",
+    "login-flood",
+    "pg",
+    "pg2",
+    "procrastinate",
+)
+PG_ROWS = frozenset({"pg", "pg2", "procrastinate"})
 SUBMIT_PATH = "/graphs/hugegraph/jobs/echo"
 SUBMIT_BODY = '{"bench":1}'
 HUEY_REQUIREMENT = "huey>=2.5,<4"
+#: procrastinate and the psycopg it runs on (with its C build: procrastinate at its best)
+PROCRASTINATE_REQUIREMENTS = ("procrastinate>=3.5,<4", "psycopg[binary,pool]>=3.2,<4")
 
 
 @dataclass
@@ -82,6 +103,9 @@ class Plan:
     flood_logins: int = 20
     flood_connections: int = 60
     flood_warmup: float = 3.0
+    #: tasks of the PostgreSQL rows (pg, pg2, and procrastinate's jobs)
+    pg_tasks: int = 10_000
+    procrastinate_concurrency: list[int] = field(default_factory=lambda: [4, 16])
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
@@ -102,6 +126,8 @@ class Plan:
             sse_seconds=2.0,
             flood_logins=5,
             flood_warmup=1.0,
+            pg_tasks=2000,
+            procrastinate_concurrency=[16],
         )
 
 
@@ -130,28 +156,41 @@ def ensure_wrk() -> None:
         raise RuntimeError("wrk could not be installed with apt-get")
 
 
+def pip_install(*requirements: str) -> None:
+    log(f"installing {' '.join(requirements)} (pip)")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *requirements,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    import importlib
+
+    importlib.invalidate_caches()
+
+
 def ensure_huey() -> None:
     """Huey in this virtualenv, with pip, when missing."""
     try:
         import huey  # noqa: F401
     except ImportError:
-        log(f"installing {HUEY_REQUIREMENT} (pip)")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                HUEY_REQUIREMENT,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        import importlib
+        pip_install(HUEY_REQUIREMENT)
 
-        importlib.invalidate_caches()
+
+def ensure_procrastinate() -> None:
+    """procrastinate (and psycopg) in this virtualenv, with pip, when missing."""
+    try:
+        import procrastinate  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        pip_install(*PROCRASTINATE_REQUIREMENTS)
 
 
 # --- the rows ---
@@ -254,6 +293,38 @@ def row_peer(plan: Plan, out: dict[str, Any]) -> None:
         runs.append(run_peer(plan.peer_tasks, workers=workers))
     best = max(runs, key=lambda r: max(r["enqueue_plus_execute_per_s"], r["concurrent_per_s"]))
     out["peer"] = {"best": best, "runs": runs}
+
+
+def rows_pg(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
+    """The PostgreSQL rows, on one server started for them (each row a fresh database)."""
+    from .pg import PgBench, run_pg_e2e
+
+    with PgBench() as pg:
+        out["postgres"] = {"version": pg.version(), "fsync": True}
+        log(f"PostgreSQL {out['postgres']['version']} (fsync on) on port {pg.server.port}")
+        for name, replicas in (("pg", 1), ("pg2", 2)):
+            if name not in rows:
+                continue
+            log(
+                f"{name}: {plan.pg_tasks} echo tasks over {plan.connections} connections, "
+                f"{replicas} replica{'s' if replicas > 1 else ''} on one database"
+            )
+            out[name] = run_pg_e2e(
+                pg, plan.pg_tasks, replicas, plan.connections, **plan.e2e_settings
+            )
+        if "procrastinate" in rows:
+            from .pgpeer import run_procrastinate
+
+            runs = []
+            for concurrency in plan.procrastinate_concurrency:
+                log(
+                    f"procrastinate: {plan.pg_tasks} echo jobs, its worker with concurrency {concurrency}"
+                )
+                runs.append(run_procrastinate(pg, plan.pg_tasks, concurrency))
+            best = max(
+                runs, key=lambda r: max(r["defer_plus_execute_per_s"], r["concurrent_per_s"])
+            )
+            out["procrastinate"] = {"best": best, "runs": runs}
 
 
 def row_sse(plan: Plan, out: dict[str, Any]) -> None:
@@ -393,6 +464,131 @@ def backlog_lines(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 ),
             )
         )
+    return lines
+
+
+def pg_lines(plan: Plan, out: dict[str, Any]) -> list[Line]:
+    """Rows 9 (pg), 9b (pg2) and 10 (procrastinate)."""
+    q = plan.quick
+    lines: list[Line] = []
+    for name, label in (("pg", "9 PostgreSQL"), ("pg2", "9b 2 replicas")):
+        if name not in out:
+            continue
+        r = out[name]
+        ok = r["finished"] and r["complete"] == r["tasks"]
+        check = "" if ok else f" (ONLY {r['complete']}/{r['tasks']} complete: {r['statuses']})"
+        n = r["replicas"]
+        lines.append(
+            Line(
+                label,
+                f"{r['tasks']:,} echo tasks to success, {r['connections']} conns, "
+                f"{n} replica{'s' if n > 1 else ''}",
+                f"{fmt(r['tasks_per_s'])} tasks/s{check}",
+                "all complete",
+                verdict(ok, q),
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  every status stored as an event, each once",
+                f"{r['complete']:,}/{r['tasks']:,} tasks; submits answered at {fmt(r['submits_per_s'])}/s",
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                f"  sidetask CPU per task{' (replicas summed)' if n > 1 else ''}",
+                describe_cpu(r["server_cpu"], server=False),
+            )
+        )
+        if n > 1:
+            for i, w in enumerate(r["replica_cpu"], start=1):
+                lines.append(Line("", f"    replica {i}", describe_cpu(w, server=False)))
+        lines.append(
+            Line(
+                "",
+                "  PostgreSQL server CPU per task",
+                describe_cpu(r["postgres_cpu"], server=False, main="postmaster"),
+            )
+        )
+        d = r["dispatch_ms"]
+        lines.append(
+            Line(
+                "",
+                f"  dispatch, under load ({r['tasks']:,})",
+                f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms",
+            )
+        )
+    if "pg" in out and "pg2" in out:
+        one, two = out["pg"], out["pg2"]
+        rate = two["tasks_per_s"] / one["tasks_per_s"] if one["tasks_per_s"] else 0.0
+
+        def per_task(r: dict[str, Any]) -> float:
+            return float(r["server_cpu"]["per_unit"]["total_us"])
+
+        def pg_per_task(r: dict[str, Any]) -> float:
+            return float(r["postgres_cpu"]["per_unit"]["total_us"])
+
+        cost = per_task(two) / per_task(one) if per_task(one) else float("nan")
+        pg_cost = pg_per_task(two) / pg_per_task(one) if pg_per_task(one) else float("nan")
+        lines.append(
+            Line(
+                "",
+                "  2 replicas / 1 (rows 9b / 9, same run)",
+                f"tasks/s {rate:.2f}x; sidetask CPU per task {cost:.2f}x; PostgreSQL's {pg_cost:.2f}x",
+                f"tasks/s >= 1x; CPU per task flat (±{NOISE:.0%})",
+                verdict(rate >= 1.0 and abs(cost - 1) <= NOISE and abs(pg_cost - 1) <= NOISE, q),
+            )
+        )
+    if "procrastinate" in out:
+        p = out["procrastinate"]["best"]
+        ok = (
+            p["sequential_check"]["succeeded"] == p["tasks"]
+            and p["concurrent_check"]["succeeded"] == p["tasks"]
+        )
+        lines.append(
+            Line(
+                "10 peer: procrastinate",
+                f"{p['tasks']:,} jobs, its worker, concurrency {p['concurrency']}",
+                f"{fmt(p['defers_per_s'])} defers/s, {fmt(p['executions_per_s'])} executions/s"
+                + ("" if ok else f" (NOT ALL SUCCEEDED: {p['concurrent_check']['statuses']})"),
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  defer-plus-execute",
+                f"{fmt(p['defer_plus_execute_per_s'])}/s sequential, {fmt(p['concurrent_per_s'])}/s concurrent",
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  procrastinate CPU per job (concurrent)",
+                f"worker {describe_cpu(p['worker_cpu'], server=False, main='main')}; "
+                f"producer {fmt(p['producer_cpu_us_per_task'], 0)} µs",
+            )
+        )
+        lines.append(
+            Line(
+                "",
+                "  PostgreSQL server CPU per job",
+                describe_cpu(p["postgres_cpu"], server=False, main="postmaster"),
+            )
+        )
+        if "pg" in out:
+            theirs = max(p["defer_plus_execute_per_s"], p["concurrent_per_s"])
+            ratio = out["pg"]["tasks_per_s"] / theirs
+            lines.append(
+                Line(
+                    "",
+                    "  sidetask pg (row 9) / procrastinate (its better figure)",
+                    f"{ratio:.2f}x",
+                    ">= 3x",
+                    verdict(ratio >= 3, q),
+                )
+            )
     return lines
 
 
@@ -543,6 +739,7 @@ def build_table(plan: Plan, out: dict[str, Any]) -> list[Line]:
                     verdict(ratio >= 3, q),
                 )
             )
+    lines.extend(pg_lines(plan, out))
     if "stored" in out:
         st = out["stored"]
         n = st["database"]["tasks"]
@@ -693,7 +890,12 @@ def render(
     text = [
         f"sidetask benchmark — {'QUICK run (shorter, smaller: figures are indicative, verdicts marked *)' if plan.quick else 'full run'}, {started}, git {machine['git']}",
         f"machine: {machine['nproc']} cores, {machine['cpu']}, {machine['memory_gib']} GiB, Python {machine['python']}, uvloop {machine['uvloop']}, "
-        f"SQLite {machine['sqlite']}, wrk {machine['wrk']}, huey {machine['huey']}",
+        f"SQLite {machine['sqlite']}, wrk {machine['wrk']}, huey {machine['huey']}"
+        + (
+            f", PostgreSQL {out['postgres']['version']} (fsync on), procrastinate {machine['procrastinate']}"
+            if "postgres" in out
+            else ""
+        ),
         "load average at start {:.2f} {:.2f} {:.2f}, at end {:.2f} {:.2f} {:.2f}".format(
             *machine["load_average_start"], *out["load_average_end"]
         ),
@@ -773,6 +975,26 @@ def render(
             "SSE: events = the task's progress reports that became events (counted in the database; the service coalesces "
             "progress when it falls behind); a case passes with >= 95% of the rate asked, every event to every subscriber, p99 lag in target"
         )
+    if out.keys() & {"pg", "pg2", "procrastinate"}:
+        from .pg import EXPECTED as PG_EXPECTED
+
+        text.append(
+            "PostgreSQL rows: one throwaway server (tests.pgserver, fsync on), each row on a fresh database of it; "
+            "9/9b as row 3 under load (submissions split evenly over the replicas' connections), complete = events "
+            + PG_EXPECTED
+            + "; sidetask CPU = every replica's process (the writer is a task on the loop); PostgreSQL CPU = "
+            "the postmaster and every backend, same window"
+        )
+    if "procrastinate" in out:
+        p = out["procrastinate"]["best"]
+        text.append(
+            "procrastinate: its worker (`procrastinate worker --concurrency C`, a pool of C + 2 connections), "
+            f"the producer deferring one job per defer_async from {p['producers']} coroutines; sequential = "
+            "N / (defer N with no worker + its first job's start to the last success, --one-shot); concurrent = "
+            "N / (first defer to the last `succeeded` event); the ratio uses the better of the two (concurrency tried: "
+            f"{', '.join(str(r['concurrency']) for r in out['procrastinate']['runs'])}; best {p['concurrency']}); "
+            "CPU per job from the concurrent run"
+        )
     if plan.quick:
         text.append(
             "* quick run: fewer tasks, shorter loads, fewer subscribers, 100,000 stored tasks instead of 1,000,000"
@@ -827,6 +1049,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated consumer worker counts to try (default 1,4; quick 4)",
     )
     parser.add_argument(
+        "--pg-tasks",
+        type=int,
+        help="N of the pg, pg2 and procrastinate rows (default 10,000; quick 2,000)",
+    )
+    parser.add_argument(
+        "--procrastinate-concurrency",
+        help="comma-separated worker concurrencies to try (default 4,16; quick 16)",
+    )
+    parser.add_argument(
         "--e2e-concurrency", type=int, help="the e2e row's `concurrency` setting (default: shipped)"
     )
     parser.add_argument(
@@ -871,6 +1102,10 @@ def main(argv: list[str] | None = None) -> int:
         plan.backlog_waiting = args.backlog
     if args.huey_workers:
         plan.huey_workers = [int(w) for w in args.huey_workers.split(",")]
+    if args.pg_tasks:
+        plan.pg_tasks = args.pg_tasks
+    if args.procrastinate_concurrency:
+        plan.procrastinate_concurrency = [int(c) for c in args.procrastinate_concurrency.split(",")]
     if args.e2e_concurrency:
         plan.e2e_settings = {"concurrency": args.e2e_concurrency}
     if args.sse_cases:
@@ -905,6 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(("login-flood", lambda: row_login_flood(plan, out)))
     if rows & {"reads", "startup"}:
         steps.append(("reads/startup", lambda: row_stored(plan, rows, out)))
+    if rows & PG_ROWS:
+        steps.append(("pg/pg2/procrastinate", lambda: rows_pg(plan, rows, out)))
     if args.keep:
         keep_work_dir()
     try:
@@ -912,6 +1149,8 @@ def main(argv: list[str] | None = None) -> int:
             ensure_wrk()
         if "peer" in rows:
             ensure_huey()
+        if "procrastinate" in rows:
+            ensure_procrastinate()
         machine = describe()
         log(
             f"{'quick' if plan.quick else 'full'} run of {', '.join(r for r in ROWS if r in rows)}; files in {work_dir()}"

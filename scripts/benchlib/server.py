@@ -177,8 +177,9 @@ class BenchServer(Process):
 
     name = "server"
 
-    def __init__(self, db: Path | None = None, **settings: Any) -> None:
+    def __init__(self, db: Path | str | None = None, **settings: Any) -> None:
         dir = Path(tempfile.mkdtemp(prefix="server-", dir=work_dir()))
+        #: a SQLite file, or a PostgreSQL URL (the PostgreSQL rows)
         self.db = db or dir / "bench.db"
         self.settings = settings
         self.config = dir / "bench.toml"
