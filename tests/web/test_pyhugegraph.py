@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,8 +20,11 @@ USER = PWD = ""
 
 
 @pytest.fixture
-async def server(server_factory: Callable[..., ServerProcess]) -> AsyncIterator[ServerProcess]:
-    process = server_factory()
+async def server(
+    server_factory: Callable[..., ServerProcess], any_db: Path | str
+) -> AsyncIterator[ServerProcess]:
+    """A real server on each store: HugeGraph's client works against both unchanged."""
+    process = server_factory(any_db)
     await process.wait_ready()
     yield process
 
@@ -66,7 +70,7 @@ async def wait_until(
         task: dict[str, Any] = await call(client.task().get_task, task_id)
         return task if predicate(task) else None
 
-    return await wait_for(probe, what=f"task {task_id} as pyhugegraph reads it")
+    return await wait_for(probe, 30, f"task {task_id} as pyhugegraph reads it")
 
 
 def not_found_message(error: pytest.ExceptionInfo[NotFoundError]) -> str:
