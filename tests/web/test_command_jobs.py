@@ -76,8 +76,9 @@ def commands(tmp_path: Path, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
-    settings = make_settings(tmp_path, commands=commands(tmp_path), kill_grace=0.3)
+async def client(aiohttp_client: Any, tmp_path: Path, any_db: Path | str) -> Any:
+    """A server on each store running the test commands."""
+    settings = make_settings(tmp_path, any_db, commands=commands(tmp_path), kill_grace=0.3)
     return await aiohttp_client(create_app(settings))
 
 
@@ -261,7 +262,7 @@ async def test_a_task_timeout_stops_the_command_too(client: Any, tmp_path: Path)
 
 
 async def test_processes_a_crashed_service_left_are_stopped_and_the_task_restored(
-    server_factory: Any, tmp_path: Path, http: ClientSession
+    server_factory: Any, tmp_path: Path, http: ClientSession, any_db: Path | str
 ) -> None:
     pid_file = tmp_path / "pids"
     conf = tmp_path / "commands.toml"
@@ -270,7 +271,7 @@ async def test_processes_a_crashed_service_left_are_stopped_and_the_task_restore
         + f'[commands.forever]\nargv = [{_toml(sys.executable)}, {_toml(CMD)}, "forever", "{{pids}}"]\n'
         + 'params = { pids = "string" }\n'
     )
-    server = server_factory(config_file=conf)
+    server = server_factory(any_db, config_file=conf)
     await server.wait_ready()
     response = await http.post(f"{server.url}{BASE}/jobs/forever", json={"pids": str(pid_file)})
     assert response.status == 201, await response.text()
@@ -281,7 +282,7 @@ async def test_processes_a_crashed_service_left_are_stopped_and_the_task_restore
         server.kill()  # SIGKILL: no drain, the command's process group lives on
         assert alive(first[0])
 
-        restarted = server_factory(config_file=conf)
+        restarted = server_factory(any_db, config_file=conf)
         await restarted.wait_ready()
         await wait_gone(first)  # stopped by the new service before the task ran again
 
