@@ -95,9 +95,16 @@ JOBS = {
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+async def client(aiohttp_client: Any, tmp_path: Path, any_db: Path | str) -> TestClient:
+    """On both stores: what a job returns or a caller sends over a limit is refused the same
+    way on each."""
     settings = make_settings(
-        tmp_path, jobs=JOBS, max_result_bytes=1000, max_input_bytes=2000, max_body_bytes=4096
+        tmp_path,
+        any_db,
+        jobs=JOBS,
+        max_result_bytes=1000,
+        max_input_bytes=2000,
+        max_body_bytes=4096,
     )
     return await aiohttp_client(create_app(settings))
 
@@ -229,9 +236,9 @@ async def test_absurd_progress_is_kept_within_64_bits(client: TestClient) -> Non
 
 
 async def test_past_max_waiting_a_submission_is_a_429_with_retry_after(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, any_db: Path | str
 ) -> None:
-    client = await aiohttp_client(create_app(make_settings(tmp_path, max_waiting=3)))
+    client = await aiohttp_client(create_app(make_settings(tmp_path, any_db, max_waiting=3)))
     accepted = []
     for _ in range(3):
         accepted.append(await submit(client, "echo", delay=LATER))
@@ -259,13 +266,13 @@ async def test_past_max_waiting_a_submission_is_a_429_with_retry_after(
 
 
 async def test_a_burst_of_submissions_does_not_slip_past_max_waiting(
-    server_factory: Any, tmp_path: Path, http: ClientSession
+    server_factory: Any, tmp_path: Path, http: ClientSession, any_db: Path | str
 ) -> None:
     config_file = tmp_path / "limited.toml"
     config_file.write_text(
         (Path(__file__).parents[2] / "config" / "test.toml").read_text() + "\nmax_waiting = 20\n"
     )
-    server = server_factory(config_file=config_file)
+    server = server_factory(any_db, config_file=config_file)
     await server.wait_ready()
 
     async def one() -> int:
@@ -281,8 +288,10 @@ async def test_a_burst_of_submissions_does_not_slip_past_max_waiting(
         assert len((await response.json())["tasks"]) == statuses.count(201)
 
 
-async def test_max_waiting_0_admits_everything(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await aiohttp_client(create_app(make_settings(tmp_path, max_waiting=0)))
+async def test_max_waiting_0_admits_everything(
+    aiohttp_client: Any, tmp_path: Path, any_db: Path | str
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(tmp_path, any_db, max_waiting=0)))
     for _ in range(5):
         await submit(client, "echo", delay=LATER)
     assert len(await task_ids(client)) == 5
@@ -342,9 +351,9 @@ async def test_a_live_stream_ends_after_sse_max_seconds_and_resumes_without_a_ga
 
 
 async def test_an_external_workers_result_over_the_limit_is_a_413_and_the_task_stays_its(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, any_db: Path | str
 ) -> None:
-    settings = make_settings(tmp_path, external_types=("remote",), max_result_bytes=100)
+    settings = make_settings(tmp_path, any_db, external_types=("remote",), max_result_bytes=100)
     client = await aiohttp_client(create_app(settings))
     task_id = await submit(client, "remote")
     claimed = await client.post("/workers/w1/claim", params={"wait": "5"})
