@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,33 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
+from service.config import Settings
 from service.events import EventBus, Scope
 from service.model import Event, EventKind, GraphRef, Status
 from service.web import create_app
 from service.web.keys import EVENTS
 from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
 from tests.sse import SSEReader, stalled
+from tests.sup_util import rows
 from tests.web.test_cli import sidetask
 
 BASE = "/graphs/hugegraph"
 KIB = 1024
 
 
-def stored(db: Path) -> list[tuple[int, str, bytes]]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT id, kind, data FROM events ORDER BY id").fetchall()
-    return [(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+@pytest.fixture
+def settings(tmp_path: Path, any_db: Path | str) -> Settings:
+    """The `client` fixture's settings: the tests of what is stored and replayed run on both
+    stores."""
+    return make_settings(tmp_path, any_db)
+
+
+def stored(db: Path | str) -> list[tuple[int, str, bytes]]:
+    """The event log as stored: id, kind and the data's bytes."""
+    return [
+        (int(i), str(kind), data.encode() if isinstance(data, str) else bytes(data))
+        for i, kind, data in rows(db, "SELECT id, kind, data FROM events ORDER BY id")
+    ]
 
 
 async def test_only_task_created_and_a_task_streams_first_state_carry_the_input(
@@ -55,22 +65,22 @@ async def test_only_task_created_and_a_task_streams_first_state_carry_the_input(
     task = await get_task(client, BASE, task_id)
     assert replayed[-1].json == {k: v for k, v in task.items() if k != "task_input"}
     # and so it is stored: the log does not repeat the input either
-    for _, kind, data in stored(Path(settings.db)):
+    for _, kind, data in stored(settings.db):
         assert ("task_input" in orjson.loads(data)) == (kind == "task.created")
 
 
 async def test_a_replay_of_large_events_arrives_whole_in_order(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: Any, tmp_path: Path, any_db: Path | str
 ) -> None:
     # events of 300 KiB against a 64 KiB bound: each page is one event, written in pieces
-    settings = make_settings(tmp_path, sse_buffer_bytes=64 * KIB)
+    settings = make_settings(tmp_path, any_db, sse_buffer_bytes=64 * KIB)
     client = await aiohttp_client(create_app(settings))
     ids = [
         await submit(client, BASE, "echo", {"n": n, "blob": "y" * (300 * KIB)}) for n in range(4)
     ]
     for task_id in ids:
         await wait_status(client, BASE, task_id, "success")
-    log = stored(Path(settings.db))
+    log = stored(settings.db)
     async with client.get("/events", headers={"Last-Event-ID": "0"}) as response:
         reader = SSEReader(response)
         events = await reader.until(lambda e: e.id == log[-1][0], timeout=30)
@@ -79,9 +89,9 @@ async def test_a_replay_of_large_events_arrives_whole_in_order(
 
 
 async def test_a_stalled_replay_is_cut_off_and_logged_as_fallen_behind(
-    aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, any_db: Path | str
 ) -> None:
-    settings = make_settings(tmp_path, sse_buffer_bytes=64 * KIB, sse_stall_seconds=0.2)
+    settings = make_settings(tmp_path, any_db, sse_buffer_bytes=64 * KIB, sse_stall_seconds=0.2)
     client = await aiohttp_client(create_app(settings))
     bus = client.app[EVENTS]
     # 16 MB of events: more than the kernel's socket buffers take
