@@ -4,20 +4,27 @@ the routes that serve the dashboard itself."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from service.config import Settings
-from tests.conftest import submit, wait_status
+from tests.conftest import make_settings, submit, wait_status
+from tests.sup_util import execute
 
 LIFECYCLE = [
     "new", "scheduling", "scheduled", "queued", "pending", "restoring", "running",
     "success", "cancelling", "cancelled", "failed", "unknown",
 ]  # fmt: skip
 LATER = 3600
+
+
+@pytest.fixture
+def settings(tmp_path: Path, any_db: Path | str) -> Settings:
+    """The `client` fixture's settings: on both stores (the counts are the store's)."""
+    return make_settings(tmp_path, any_db)
 
 
 async def ok_json(client: TestClient, path: str) -> Any:
@@ -124,8 +131,7 @@ async def test_a_status_this_version_cannot_read_is_counted_as_unknown(
     client: TestClient, base: str, settings: Settings
 ) -> None:
     task_id = await submit(client, base, "echo", {}, delay=LATER)
-    with sqlite3.connect(settings.db) as conn:
-        conn.execute("UPDATE tasks SET status = 'hibernating' WHERE id = ?", (task_id,))
+    execute(settings.db, "UPDATE tasks SET status = 'hibernating' WHERE id = ?", (task_id,))
     body = await ok_json(client, f"{base}/tasks/counts")
     assert body["counts"]["unknown"] == 1 and body["counts"]["new"] == 0
     assert body["total"] == 1
