@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_URL",
     "MAX_RECONNECT_PAUSE",
     "APIError",
+    "Attempt",
     "Client",
     "ClientError",
     "ConnectionFailed",
@@ -208,6 +209,44 @@ class Task:
 
     def input_value(self) -> Any:
         return None if self.input is None else orjson.loads(self.input)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a task, as GET …/tasks/{id}/attempts shows it."""
+
+    number: int
+    #: the task_server it ran under, and the sidetask process (host:pid) that started it
+    server: str | None
+    replica: str | None
+    #: epoch milliseconds; `end_ms` None while it runs
+    start_ms: int
+    end_ms: int | None
+    #: running, success, failed, timed_out, cancelled, interrupted, handed_back or lost
+    outcome: str
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    checkpointed: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Attempt:
+        error = body.get("error") or {}
+        end = body.get("end")
+        return cls(
+            number=int(body["attempt"]),
+            server=body.get("server"),
+            replica=body.get("replica"),
+            start_ms=int(body.get("start", 0)),
+            end_ms=None if end is None else int(end),
+            outcome=str(body.get("outcome", "running")),
+            error_type=error.get("type"),
+            error_message=error.get("message"),
+            traceback=error.get("traceback"),
+            checkpointed=bool(body.get("checkpointed", False)),
+            raw=dict(body),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +440,11 @@ class Client:
 
     async def get(self, task_id: int) -> Task:
         return Task.from_api(await self._request("GET", f"{self.base}/tasks/{int(task_id)}"))
+
+    async def attempts(self, task_id: int) -> builtins.list[Attempt]:
+        """Each run of the task, in the order they started."""
+        body = await self._request("GET", f"{self.base}/tasks/{int(task_id)}/attempts")
+        return [Attempt.from_api(item) for item in body.get("attempts", [])]
 
     async def list(
         self,

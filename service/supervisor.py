@@ -35,6 +35,7 @@ from .errors import (
 from .jobs import JobContext, JobType, PermanentFailure, command
 from .jobs.base import (
     MAX_ERROR_CHARS,
+    ChildError,
     ReportedFailure,
     describe_error,
     error_name,
@@ -770,7 +771,7 @@ class Supervisor:
             return Outcome(Status.FAILED, {"result": message}, self._error(exc))
         except ReportedFailure as exc:  # a child process's job: already `Type: message`
             text = self._describe(exc, with_type=False)
-            return self._failure(task, text, self._reported_error(text))
+            return self._failure(task, text, self._error(exc))
         except asyncio.CancelledError:
             if timed_out:  # the job stopped at its deadline (JobCancelled) before the cancel came
                 return self._timed_out(task)
@@ -812,8 +813,19 @@ class Supervisor:
 
     def _error(self, exc: BaseException) -> AttemptEnd:
         """A failed run's end: the exception's type, message and traceback (its last
-        max_traceback_chars characters)."""
+        max_traceback_chars characters); for a job in a child process, the child's own."""
         limit = self.settings.max_traceback_chars
+        child = getattr(exc, "child_error", None)
+        if isinstance(child, ChildError):
+            bounded = self._message_limit()
+            return AttemptEnd(
+                AttemptOutcome.FAILED,
+                child.type,
+                None if child.message is None else child.message[:bounded],
+                None if child.traceback is None or not limit else child.traceback[-limit:],
+            )
+        if isinstance(exc, ReportedFailure):  # `Type: message`, without a traceback
+            return self._reported_error(self._describe(exc, with_type=False))
         return AttemptEnd(
             AttemptOutcome.FAILED,
             error_name(exc),

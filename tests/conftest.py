@@ -221,6 +221,7 @@ GROUPS = {
     "tests/web/test_fuzz.py": "fuzz",
     # real `python -m service serve` processes, killed, flooded or measured
     "tests/web/test_recovery.py": "slow",
+    "tests/web/test_attempts_processes.py": "slow",
     "tests/web/test_memory.py": "slow",
     "tests/web/test_floods.py": "slow",
     "tests/web/test_import_paths.py": "slow",

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from .. import config, jsontext
 from .exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, UsageError
-from .render import Output, styled_status, task_detail, task_table
+from .render import Output, attempt_table, styled_status, task_detail, task_table
 from .watch import watch_graph, watch_task
 
 if TYPE_CHECKING:
@@ -266,6 +266,26 @@ def get(args: argparse.Namespace) -> int:
             out.print_json(task.raw)
         else:
             out.print(task_detail(task))
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def attempts(args: argparse.Namespace) -> int:
+    async def command(client: Client, out: Output) -> int:
+        runs = await client.attempts(args.id)
+        if out.json:
+            out.print_json([a.raw for a in runs])
+            return EXIT_OK
+        if not runs:
+            out.note(f"task {args.id} has not run yet")
+            return EXIT_OK
+        out.print(attempt_table(runs))
+        if args.traceback:
+            for run in runs:
+                if run.traceback:
+                    out.print(f"[bold]attempt {run.number}[/bold]")
+                    out.print(escape(run.traceback.rstrip("\n")))
         return EXIT_OK
 
     return _run_client(args, command)

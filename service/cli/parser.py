@@ -174,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("id", type=_task_id, metavar="ID")
     get.set_defaults(run=commands.get)
 
+    attempts = subcommands.add_parser(
+        "attempts", parents=[common], help="show each run of a task: how it ended, where, its error"
+    )
+    attempts.add_argument("id", type=_task_id, metavar="ID")
+    attempts.add_argument(
+        "--traceback", action="store_true", help="also each failed run's traceback"
+    )
+    attempts.set_defaults(run=commands.attempts)
+
     for action, text in (
         ("cancel", "cancel a task (a running one goes cancelling, then cancelled)"),
         ("pause", "pause a task that has not started running"),

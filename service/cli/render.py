@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.table import Table
 
-    from ..client import Task
+    from ..client import Attempt, Task
 
 #: the width of tables written to a pipe or a file
 PIPE_WIDTH = 200
@@ -30,6 +30,11 @@ STATUS_STYLES = {
     "running": "cyan",
     "pending": "magenta",
     "unknown": "red",
+    # an attempt's outcomes besides those
+    "timed_out": "bold red",
+    "interrupted": "magenta",
+    "handed_back": "magenta",
+    "lost": "magenta",
 }
 
 
@@ -146,6 +151,31 @@ def task_detail(task: Task) -> Table:
         else:
             text = escape(value if isinstance(value, str) else orjson.dumps(value).decode())
         table.add_row(key, text)
+    return table
+
+
+def attempt_table(attempts: Sequence[Attempt]) -> Table:
+    """A task's attempts, one row each: how it ended, where and when it ran, its error."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    for name in ("OUTCOME", "SERVER", "REPLICA", "STARTED", "SECONDS"):
+        table.add_column(name, no_wrap=True, justify="right" if name == "SECONDS" else "left")
+    table.add_column("ERROR", overflow="fold")
+    for a in attempts:
+        seconds = "" if a.end_ms is None else f"{(a.end_ms - a.start_ms) / 1000:.1f}"
+        error = ": ".join(part for part in (a.error_type, a.error_message) if part)
+        table.add_row(
+            str(a.number),
+            styled_status(a.outcome),
+            escape(a.server or ""),
+            escape(a.replica or ""),
+            when(a.start_ms),
+            seconds,
+            escape(error),
+        )
     return table
 
 

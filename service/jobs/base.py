@@ -61,9 +61,22 @@ def format_traceback(exc: BaseException, limit: int) -> str:
     return f"…({cut} characters cut)…\n" + text[cut:]
 
 
+@dataclass(frozen=True)
+class ChildError:
+    """How a job failed in a child process, as the child put it: its exception's type,
+    message and traceback (an attempt shows these, not the service's re-raise)."""
+
+    type: str | None
+    message: str | None
+    traceback: str | None
+
+
 class PermanentFailure(Exception):
     """Raised by a job whose failure a retry cannot mend (bad input, missing configuration):
     the task ends `failed` at once, whatever retries it has left."""
+
+    #: set when the failure happened in a child process (run_in = "process")
+    child_error: ChildError | None = None
 
 
 class JobCancelled(asyncio.CancelledError):
@@ -75,6 +88,9 @@ class JobCancelled(asyncio.CancelledError):
 class ReportedFailure(Exception):
     """A failure already put into words elsewhere (a job in a child process): its text is
     the task's result as it is, without a type name in front."""
+
+    #: the child's own account of it, when it gave one
+    child_error: ChildError | None = None
 
 
 @dataclass

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import logging
 import os
 import signal
 import sys
@@ -40,6 +41,7 @@ from .. import jsontext
 from ..config import Settings
 from ..model import GraphRef
 from .base import (
+    ChildError,
     JobCancelled,
     JobContext,
     JobFunction,
@@ -47,9 +49,13 @@ from .base import (
     PermanentFailure,
     ReportedFailure,
     describe_error,
+    error_name,
+    format_traceback,
     load_function,
 )
 from .command import _exit_text, drained, held_group
+
+log = logging.getLogger("sidetask.jobs")
 
 #: what the child runs: read the request, take the service's import path, run the job
 BOOTSTRAP = (
@@ -77,8 +83,14 @@ class _Messages(asyncio.Protocol):
     """Reads the child's JSON lines: progress (and its total) is reported as it comes, the
     last other message is the job's end."""
 
-    def __init__(self, report: Callable[[int, int | None], None], limit: int) -> None:
+    def __init__(
+        self,
+        report: Callable[[int, int | None], None],
+        limit: int,
+        checkpoint: Callable[[str], None] = lambda text: None,
+    ) -> None:
         self._report = report
+        self._checkpoint = checkpoint
         self._limit = limit
         self._partial = bytearray()
         self.end: dict[str, Any] | None = None
@@ -102,6 +114,9 @@ class _Messages(asyncio.Protocol):
         except orjson.JSONDecodeError:
             return  # not the child's (a line cut by an oversized one): ignored
         if not isinstance(message, dict):
+            return
+        if isinstance(message.get("checkpoint"), str):  # sent before the progress it goes with
+            self._checkpoint(message["checkpoint"])
             return
         progress, total = message.get("progress"), message.get("total")
         if isinstance(progress, int) and not isinstance(progress, bool):
@@ -127,6 +142,9 @@ async def run(call: str, ctx: JobContext) -> Any:
             "task_id": ctx.task_id,
             "graph": [ctx.graph.graphspace, ctx.graph.graph],
             "retries": ctx.retries,
+            "checkpoint": ctx.checkpoint_value,
+            "last_progress": ctx.last_progress,
+            "last_progress_total": ctx.last_progress_total,
             "settings": settings_values(settings),
         }
     )
@@ -157,7 +175,12 @@ async def run(call: str, ctx: JobContext) -> Any:
     try:
         async with held_group(ctx, group, grace):
             transport, messages = await loop.connect_read_pipe(
-                lambda: _Messages(lambda value, total: ctx.progress(value, total), limit), pipe
+                lambda: _Messages(
+                    lambda value, total: ctx.progress(value, total),
+                    limit,
+                    functools.partial(_checkpointed, ctx),
+                ),
+                pipe,
             )
             assert process.stdin is not None
             with contextlib.suppress(ConnectionError):  # it died at once: its exit says how
@@ -186,9 +209,12 @@ def _outcome(messages: _Messages, code: int | None, settings: Settings) -> Any:
     if "result" in end:
         return end["result"]
     text = str(end.get("error"))
-    if end.get("permanent") is True:
-        raise PermanentFailure(text)
-    raise ReportedFailure(text)
+    failure = PermanentFailure(text) if end.get("permanent") is True else ReportedFailure(text)
+    failure.child_error = ChildError(
+        *(value if isinstance(value, str) else None for value in
+          (end.get("type"), end.get("message"), end.get("traceback")))
+    )  # fmt: skip
+    raise failure
 
 
 def settings_values(settings: Settings) -> dict[str, Any]:
@@ -206,6 +232,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _checkpointed(ctx: JobContext, text: str) -> None:
+    """A checkpoint the child sent: stored as the job's, checked again here (a child's
+    message is only as sound as the job that wrote it)."""
+    try:
+        ctx.checkpoint(orjson.loads(text))
+    except ValueError as exc:
+        log.warning("task %d: a checkpoint from its process was refused: %s", ctx.task_id, exc)
+
+
 # --- the child's side ---
 
 
@@ -220,6 +255,8 @@ class _Pipe:
         self._lock = threading.Lock()
         self._latest: int | None = None
         self._total: int | None = None
+        #: the job's latest checkpoint (JSON text), until it is sent
+        self._checkpoint: str | None = None
         #: the (progress, total) last written
         self._sent: tuple[int | None, int | None] = (None, None)
         self._changed = threading.Event()
@@ -227,6 +264,10 @@ class _Pipe:
 
     def progress(self, value: int) -> None:
         self._latest = value
+        self._changed.set()
+
+    def checkpoint(self, text: str) -> None:
+        self._checkpoint = text  # checked by the context already
         self._changed.set()
 
     def total(self, value: int) -> None:
@@ -241,6 +282,9 @@ class _Pipe:
 
     def _flush(self) -> None:
         with self._lock:
+            checkpoint, self._checkpoint = self._checkpoint, None
+            if checkpoint is not None:
+                self._write({"checkpoint": checkpoint})
             latest = (self._latest, self._total)
             if latest[0] is not None and latest != self._sent:
                 message = {"progress": latest[0]}
@@ -275,6 +319,7 @@ def child(request: dict[str, Any], fd: int) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     interval = float(request["settings"].get("progress_interval") or 0.1)
+    traceback_chars = int(request["settings"].get("max_traceback_chars") or 0)
     pipe = _Pipe(fd, interval)
     try:
         from .. import config  # here: the request's sys.path is in place
@@ -286,8 +331,13 @@ def child(request: dict[str, Any], fd: int) -> int:
             input=orjson.loads(sys.stdin.buffer.readline()),
             settings=settings,
             retries=int(request["retries"]),
+            checkpoint_value=request.get("checkpoint"),
+            last_progress=int(request.get("last_progress") or 0),
+            last_progress_total=request.get("last_progress_total"),
+            max_checkpoint_bytes=settings.max_checkpoint_bytes,
             _report=pipe.progress,
             _report_total=pipe.total,
+            _report_checkpoint=pipe.checkpoint,
             _cancel=cancel,
         )
         _, function = load_function(request["call"])
@@ -295,9 +345,9 @@ def child(request: dict[str, Any], fd: int) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: a stop now needs no cleanup
         pipe.end(_result(value, settings.max_result_bytes))
     except PermanentFailure as exc:
-        pipe.end(_error(describe_error(exc, with_type=False), permanent=True))
+        pipe.end(_error(describe_error(exc, with_type=False), True, exc, traceback_chars))
     except BaseException as exc:  # everything the job raises is its failure, as in the service
-        pipe.end(_error(describe_error(exc), permanent=False))
+        pipe.end(_error(describe_error(exc), False, exc, traceback_chars))
     return 0
 
 
@@ -336,5 +386,15 @@ def _result(value: Any, limit: int) -> bytes:
     return b'{"result":' + encoded + b"}"
 
 
-def _error(text: str, permanent: bool) -> bytes:
-    return orjson.dumps({"error": text, "permanent": permanent})
+def _error(
+    text: str, permanent: bool, exc: BaseException | None = None, traceback_chars: int = 0
+) -> bytes:
+    """The job's failure: the task's text, and the exception's type, message and traceback
+    (its last `traceback_chars` characters) apart, for its attempt."""
+    message: dict[str, Any] = {"error": text, "permanent": permanent}
+    if exc is not None:
+        message["type"] = error_name(exc)
+        message["message"] = describe_error(exc, with_type=False)
+        if traceback_chars:
+            message["traceback"] = format_traceback(exc, traceback_chars)
+    return orjson.dumps(message)

@@ -18,7 +18,7 @@ from ..errors import (
     Unauthorized,
     Unprocessable,
 )
-from ..model import Action, EventKind, Status
+from ..model import Action, AttemptOutcome, EventKind, Status
 from . import declared
 from .auth import OPEN_PATHS
 from .declared import Param
@@ -238,6 +238,20 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             "responses": {"200": EVENT_STREAM, **BAD_REQUEST, **NOT_FOUND, **UNAVAILABLE},
         }
     }
+    attempts = {
+        "get": {
+            "operationId": "taskAttempts",
+            "summary": "Each run of a task (an attempt), in the order they started: where it "
+            "ran, when, how it ended, and a failure's error with its traceback",
+            "parameters": [TASK_ID],
+            "responses": {
+                "200": _json("the task's attempts", _ref("Attempts")),
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **UNAVAILABLE,
+            },
+        }
+    }
     counts = {
         "get": {
             "operationId": "countTasks",
@@ -256,6 +270,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
         "/jobs/gremlin": gremlin,
         "/jobs/{type}": job,
         "/tasks/{id}/events": task_events,
+        "/tasks/{id}/attempts": attempts,
         "/events": graph_events,
         **_worker_task_operations(),
     }
@@ -585,6 +600,52 @@ def _schemas() -> dict[str, Any]:
                 "page": {"type": ["string", "null"]},
             },
             "required": ["tasks"],
+        },
+        "Attempts": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer", "description": "the task's id"},
+                "attempts": {"type": "array", "items": _ref("Attempt")},
+            },
+            "required": ["id", "attempts"],
+        },
+        "Attempt": {
+            "type": "object",
+            "properties": {
+                "attempt": {"type": "integer", "minimum": 1, "description": "1, 2, … in order"},
+                "server": {
+                    "type": ["string", "null"],
+                    "description": "the task_server it ran under (server_name, or the "
+                    "external worker's name)",
+                },
+                "replica": {
+                    "type": ["string", "null"],
+                    "description": "the sidetask process that started it, as host:pid",
+                },
+                "start": {"type": "integer", "description": "epoch milliseconds"},
+                "end": {"type": ["integer", "null"], "description": "null while it runs"},
+                "outcome": {
+                    "type": "string",
+                    "enum": ["running", *(o.value for o in AttemptOutcome)],
+                },
+                "error": {
+                    "type": "object",
+                    "description": "how a failed run failed (absent otherwise)",
+                    "properties": {
+                        "type": {"type": ["string", "null"]},
+                        "message": {"type": ["string", "null"]},
+                        "traceback": {
+                            "type": ["string", "null"],
+                            "description": "its last max_traceback_chars characters",
+                        },
+                    },
+                },
+                "checkpointed": {
+                    "type": "boolean",
+                    "description": "whether the job stored a checkpoint in this run",
+                },
+            },
+            "required": ["attempt", "server", "replica", "start", "end", "outcome", "checkpointed"],
         },
         "TaskCounts": {
             "type": "object",

@@ -22,6 +22,7 @@ GRAPH_ROUTES = (
     ("POST", "/jobs/gremlin", jobs.create_gremlin_job),
     ("POST", "/jobs/{type}", jobs.create_job),
     ("GET", "/tasks/{id}/events", sse.task_events),
+    ("GET", "/tasks/{id}/attempts", tasks.task_attempts),
     ("GET", "/events", sse.graph_events),
     ("PUT", "/tasks/{id}/progress", worker_routes.report_progress),
     ("POST", "/tasks/{id}/complete", worker_routes.complete),

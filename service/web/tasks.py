@@ -189,6 +189,18 @@ async def get_task(request: web.Request) -> web.Response:
     return json_response(task.to_api())
 
 
+async def task_attempts(request: web.Request) -> web.Response:
+    """`{"id": N, "attempts": [...]}`: each run of the task, in the order they started."""
+    graph = params.graph_of(request)
+    task_id = declared.TASK_ID.get(request)
+    store = request.app[STORE]
+    task = await store.get(graph, task_id)
+    if task is None:
+        raise NotFound(f"Can't find task with id '{task_id}'")
+    attempts = await store.attempts(task_id)
+    return json_response({"id": task_id, "attempts": [a.to_api() for a in attempts]})
+
+
 async def delete_task(request: web.Request) -> web.Response:
     graph = params.graph_of(request)
     task_id = declared.TASK_ID.get(request)

@@ -215,6 +215,8 @@ ERROR_CASES: list[tuple[str, str, bytes | None, str, int]] = [
     ("POST", "/jobs/echo", b"[]", "/jobs/{type}", 400),
     ("GET", "/tasks/abc/events", None, "/tasks/{id}/events", 400),
     ("GET", "/tasks/999/events", None, "/tasks/{id}/events", 404),
+    ("GET", "/tasks/abc/attempts", None, "/tasks/{id}/attempts", 400),
+    ("GET", "/tasks/999/attempts", None, "/tasks/{id}/attempts", 404),
     ("GET", "/events?status=bogus", None, "/events", 400),
     # no error under a declared graph; the undeclared graph's 404 is checked below
     ("GET", "/tasks/counts", None, "/tasks/counts", 200),
