@@ -164,10 +164,15 @@ def change_status_rows(fields: tuple[str, ...], claims: bool = False, fenced: bo
 
 
 # Waiting tasks whose due time has come join the due ones (run_after_ms 0: the claim
-# index), as in SQLite. Parameters: now.
+# index), as in SQLite. A row another transaction holds is passed over, not waited for:
+# every process's claims run this, in transactions whose other writes take rows and the
+# admission lock in their own order, and waiting here closed deadlocks between processes
+# (a stall of deadlock_timeout, then a batch redone); a later claim makes it due.
+# Parameters: now.
 RELEASE_DUE = (
-    "UPDATE tasks SET run_after_ms = 0"
+    "UPDATE tasks SET run_after_ms = 0 WHERE id IN (SELECT id FROM tasks"
     " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
+    " FOR UPDATE SKIP LOCKED)"
 )
 # Due waiting tasks in claim order, of the types this process runs, not of excluded types
 # nor damaged ids; SKIP LOCKED: a row another process is claiming is passed over, not
