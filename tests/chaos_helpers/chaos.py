@@ -215,6 +215,8 @@ class Server:
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=environment,
             )  # fmt: skip
         self.pid = self.proc.pid
+        #: seconds from the SIGSTOP to the SIGKILL, once killed
+        self.frozen_for = 0.0
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -237,6 +239,7 @@ class Server:
     async def kill(self, record: Path) -> None:
         """Frozen (SIGSTOP, and waited for until the kernel says it is stopped), `dead <pid>`
         appended to the record, then SIGKILLed and reaped: the module's docstring says why."""
+        began = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGSTOP)
             _, status = await asyncio.to_thread(os.waitpid, self.pid, os.WUNTRACED)
@@ -245,6 +248,7 @@ class Server:
         await asyncio.to_thread(append, str(record), f"dead {self.pid}")
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
+        self.frozen_for = time.monotonic() - began
         await asyncio.to_thread(self.proc.wait, 30)
 
     async def stop(self) -> int:
@@ -668,8 +672,9 @@ async def _replicas(run: _Run, count: int) -> None:
             report.kills += 1
             assert follower.server is not None
             run.progress(
-                f"kill {report.kills}/{run.kills}: replica {victim.number} (pid {victim.pid}),"
-                f" acked {len(load.acked)}; the subscriber on replica {follower.server.number},"
+                f"kill {report.kills}/{run.kills}: replica {victim.number} (pid {victim.pid},"
+                f" frozen {victim.frozen_for * 1000:.0f} ms), acked {len(load.acked)};"
+                f" the subscriber on replica {follower.server.number},"
                 f" {len(follower.ids)} events"
             )
             slots[slot] = replica()
