@@ -125,6 +125,8 @@ class Report:
     sse_reconnects: int = 0
     #: with replicas: those stopped at the end that did not exit 0
     bad_exits: int = 0
+    #: with replicas: deadlocks PostgreSQL counted in the database during the run
+    deadlocks: int = 0
     #: runs stopped by their process (a `stop` line)
     stopped_runs: int = 0
 
@@ -146,6 +148,7 @@ class Report:
                 or self.sse_out_of_order
                 or self.sse_unstored
                 or self.bad_exits
+                or self.deadlocks
             )
         return not wrong
 
@@ -165,6 +168,7 @@ class Report:
                 f" sse_out_of_order={self.sse_out_of_order} sse_unstored={self.sse_unstored}"
                 f" sse_moves={self.sse_moves} sse_reconnects={self.sse_reconnects}"
                 f" stopped_runs={self.stopped_runs} bad_exits={self.bad_exits}"
+                f" deadlocks={self.deadlocks}"
             )
         return text
 
@@ -649,6 +653,7 @@ async def _replicas(run: _Run, count: int) -> None:
             free_port(), number, {**REPLICA_ENV, "SIDETASK_SERVER_NAME": f"chaos-{number}"}
         )
 
+    deadlocks = await asyncio.to_thread(_deadlocks, run.db)
     slots = [replica() for _ in range(count)]
     # the stream's own session: no total timeout (a keep-alive comes every sse_keepalive)
     stream_session = aiohttp.ClientSession(
@@ -687,6 +692,8 @@ async def _replicas(run: _Run, count: int) -> None:
         await _compare(run, follower)
         exits = await asyncio.gather(*(server.stop() for server in slots))
         report.bad_exits = sum(1 for code in exits if code != 0)
+        await _sessions_ended(run.db)
+        report.deadlocks = await asyncio.to_thread(_deadlocks, run.db) - deadlocks
     finally:
         load.stop()
         if loader is not None:
@@ -748,6 +755,28 @@ async def _compare(run: _Run, follower: Follower) -> None:
     report.sse_gaps, report.sse_duplicates = found.gaps, found.duplicates
     report.sse_out_of_order, report.sse_unstored = found.out_of_order, found.unstored
     report.sse_moves, report.sse_reconnects = follower.moves, follower.reconnects
+
+
+def _deadlocks(db: Path | str) -> int:
+    """The deadlocks PostgreSQL has counted in the database (a session reports its own when
+    it goes idle now and then, and when it ends)."""
+    sql = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    return int(query(db, sql)[0][0])
+
+
+async def _sessions_ended(db: Path | str, seconds: float = 10.0) -> None:
+    """Until the database's other sessions have ended (the stopped replicas' have reported
+    their counts then); at most `seconds`: on a database others use too, some stay."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+
+    async def ended() -> bool:
+        return int((await asyncio.to_thread(query, db, sql))[0][0]) == 0
+
+    with contextlib.suppress(TimeoutError):
+        await poll(ended, seconds, "the replicas' sessions to end")
 
 
 def _drop_schema(url: str, schema: str) -> None:

@@ -89,7 +89,15 @@ def test_the_stream_check_finds_a_gap_a_repeat_a_step_back_and_a_stranger() -> N
 def test_a_replicas_run_is_not_ok_when_the_stream_missed_anything() -> None:
     assert Report(replicas=3, sse_events=10).ok
     assert not Report(replicas=3).ok  # a stream that received nothing shows nothing
-    for wrong in ("sse_gaps", "sse_duplicates", "sse_out_of_order", "sse_unstored", "bad_exits"):
+    wrongs = (
+        "sse_gaps",
+        "sse_duplicates",
+        "sse_out_of_order",
+        "sse_unstored",
+        "bad_exits",
+        "deadlocks",
+    )
+    for wrong in wrongs:
         report = Report(replicas=3, sse_events=10)
         setattr(report, wrong, 1)
         assert not report.ok, wrong
