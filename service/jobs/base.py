@@ -10,6 +10,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -47,11 +48,25 @@ def error_name(exc: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+#: the files of the code that runs a job (the supervisor, a thread, a child process): their
+#: frames above the job's own are left out of its traceback
+_HERE = Path(__file__).parent
+_RUNNERS = frozenset(
+    str(path) for path in (_HERE / "base.py", _HERE / "process.py", _HERE.parent / "supervisor.py")
+)
+
+
 def format_traceback(exc: BaseException, limit: int) -> str:
-    """The exception's traceback as Python prints it, bounded to its last `limit`
-    characters (the innermost frames and the error, what a reader looks at first)."""
+    """The exception's traceback as Python prints it, from the job's own frames (those of
+    the code that ran it left out), bounded to its last `limit` characters (the innermost
+    frames and the error, what a reader looks at first)."""
     try:
-        text = "".join(traceback.format_exception(exc))
+        tb = exc.__traceback__
+        while (
+            tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in _RUNNERS
+        ):
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
     except Exception:  # an exception whose formatting raises: its type is still known
         text = f"(the traceback could not be formatted)\n{type(exc).__name__}\n"
     text = text.encode("utf-8", "replace").decode()

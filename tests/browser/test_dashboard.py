@@ -432,3 +432,48 @@ async def test_a_declared_progress_total_is_the_bars_end(dashboard: Dashboard) -
     await expect(bar).to_have_attribute("aria-valuemax", "40")
     await expect(bar).to_have_attribute("aria-valuenow", "10")
     await expect(bar.locator(".label")).to_have_text("10/40")
+
+
+async def test_the_detail_lists_each_attempt_with_its_error(dashboard: Dashboard) -> None:
+    """Each run of the selected task, its outcome and error, with the traceback a click away;
+    kept up to date as runs start and end."""
+    page = dashboard.page
+    broken = await dashboard.submit("fail", {"message": "the disk is on fire"}, max_retries=1)
+    await expect(dashboard.row(broken).locator(".status")).to_have_text("failed")
+    await dashboard.row(broken).click()
+    detail = page.get_by_role("region", name="Task detail")
+    attempts = detail.get_by_role("list", name="Attempts").locator("li")
+    await expect(attempts).to_have_count(2)
+    await expect(attempts.locator(".number")).to_have_text(["#1", "#2"])
+    await expect(attempts.locator(".status")).to_have_text(["failed", "failed"])
+    await expect(attempts.locator(".attempt-error")).to_have_text(
+        ["service.jobs.fail.JobFailed: the disk is on fire"] * 2
+    )
+    # the result is the task's, as before: HugeGraph's text
+    await expect(detail.locator("#detail-result")).to_have_text("JobFailed: the disk is on fire")
+    traceback = attempts.first.locator("pre.traceback")
+    await expect(traceback).to_be_hidden()
+    await attempts.first.get_by_text("Traceback", exact=True).click()
+    await expect(traceback).to_be_visible()
+    await expect(traceback).to_contain_text("Traceback (most recent call last):")
+    await expect(traceback).to_contain_text('raise JobFailed(str(options.get("message"')
+    # from the job's own frames: those of the service that ran it are left out
+    await expect(traceback).not_to_contain_text("supervisor.py")
+    await dashboard.screenshot("dashboard-attempts.png")
+
+    # a running task's attempt is shown running, then as it ended, without a reload
+    slow = await dashboard.submit("sleep", SLOW)
+    await expect(dashboard.row(slow).locator(".status")).to_have_text("running")
+    await dashboard.row(slow).click()
+    await expect(detail.get_by_role("heading", name=f"Task {slow}")).to_be_visible()
+    await expect(attempts).to_have_count(1)
+    await expect(attempts.locator(".status")).to_have_text(["running"])
+    await expect(attempts.locator(".attempt-error")).to_have_count(0)
+    await detail.get_by_role("button", name="Cancel", exact=True).click()
+    await expect(attempts.locator(".status")).to_have_text(["cancelled"])
+
+    # a task that has not run has none
+    waiting = await dashboard.submit("echo", {}, delay=3600)
+    await dashboard.row(waiting).click()
+    await expect(detail.get_by_role("heading", name=f"Task {waiting}")).to_be_visible()
+    await expect(attempts).to_have_text(["not run yet"])

@@ -61,6 +61,7 @@ export const api = {
   counts: (base) => request("GET", `${base}/tasks/counts`),
   list: (base, query) => request("GET", `${base}/tasks`, { query }),
   get: (base, id) => request("GET", `${base}/tasks/${id}`),
+  attempts: (base, id) => request("GET", `${base}/tasks/${id}/attempts`),
   act: (base, id, action) => request("PUT", `${base}/tasks/${id}`, { query: { action } }),
   remove: (base, id, force = false) =>
     request("DELETE", `${base}/tasks/${id}`, { query: { force: force ? "true" : undefined } }),

@@ -2,7 +2,7 @@
 // detail and timeline, its actions, and a form to submit jobs.
 
 import { api, ApiError, graphBase, url } from "./api.js";
-import { dueText, formatTime, fullTime, prettyJson, progressOf } from "./format.js";
+import { dueText, formatTime, fullTime, prettyJson, progressOf, span } from "./format.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -48,6 +48,7 @@ const state = {
   detailStream: null, //       the selected task's EventSource
   detailUpdate: 0, //          task_update of the state the detail shows
   detailTask: null, //         the state the detail shows
+  attemptsTimer: 0, //         the pending read of the selected task's attempts
   actions: null, //            status -> the actions it allows, as GET /actions says
   counts: null, //             the last counts read
   countDetail: false, //       whether each status's counter is shown
@@ -496,6 +497,67 @@ function showInDetail(task) {
   renderDetail(task);
 }
 
+// --- a task's attempts: each run, how it ended, and a failure's error ---------------------
+
+/** Reads the selected task's attempts again, once for a burst of status events (a stream
+ *  replaying a task's history brings them all at once). */
+function attemptsSoon(id) {
+  clearTimeout(state.attemptsTimer);
+  state.attemptsTimer = setTimeout(() => loadAttempts(id), 150);
+}
+
+async function loadAttempts(id) {
+  let body;
+  try {
+    body = await api.attempts(state.base, id);
+  } catch (error) {
+    if (state.selected === id && error.status !== 404) {
+      $("#attempts").replaceChildren(el("li", { className: "none", text: errorText(error) }));
+    }
+    return;
+  }
+  if (state.selected === id) renderAttempts(body.attempts);
+}
+
+function renderAttempts(attempts) {
+  const list = $("#attempts");
+  const shown = JSON.stringify(attempts);
+  if (list.dataset.shown === shown) return; // unchanged: an open traceback stays open
+  list.dataset.shown = shown;
+  if (!attempts.length) {
+    list.replaceChildren(el("li", { className: "none", text: "not run yet" }));
+    return;
+  }
+  const open = new Set([...list.querySelectorAll("li[data-attempt] details[open]")].map((d) => d.closest("li").dataset.attempt));
+  list.replaceChildren(...attempts.map(attemptItem));
+  for (const number of open) list.querySelector(`li[data-attempt="${number}"] details`)?.setAttribute("open", "");
+}
+
+function attemptItem(attempt) {
+  const where = [attempt.server, attempt.replica].filter(Boolean).join(" · ");
+  const ran = attempt.end === null ? null : attempt.end - attempt.start;
+  const took = ran === null ? "running" : ran < 1000 ? `${ran} ms` : span(ran);
+  const head = el("div", { className: "attempt-head" }, [
+    el("span", { className: "number", text: `#${attempt.attempt}` }),
+    el("span", { className: `status s-${attempt.outcome}`, text: attempt.outcome.replace("_", " ") }),
+    el("time", { text: formatTime(attempt.start), attrs: { title: fullTime(attempt.start) } }),
+    el("span", { className: "note", text: took }),
+  ]);
+  const parts = [head, el("div", { className: "where note", text: where })];
+  const error = attempt.error;
+  if (error) {
+    const text = [error.type, error.message].filter(Boolean).join(": ");
+    parts.push(el("div", { className: "attempt-error", text }));
+    if (error.traceback) {
+      parts.push(
+        el("details", {}, [el("summary", { text: "Traceback" }), el("pre", { className: "traceback", text: error.traceback })]),
+      );
+    }
+  }
+  if (attempt.checkpointed) parts.push(el("div", { className: "note", text: "stored a checkpoint" }));
+  return el("li", { className: `s-${attempt.outcome}`, attrs: { "data-attempt": String(attempt.attempt), "data-outcome": attempt.outcome } }, parts);
+}
+
 function addTimeline(kind, task, eventId) {
   const label = kind === "task.created" ? "created" : "";
   $("#timeline").append(
@@ -519,12 +581,15 @@ async function select(id) {
   detail.scrollIntoView({ block: "nearest" }); // below the table on a narrow screen
   showMessage($("#action-message"), "", "info");
   $("#timeline").replaceChildren();
+  $("#attempts").replaceChildren();
+  delete $("#attempts").dataset.shown;
   state.detailStream?.close();
   state.detailStream = null;
   try {
     const task = state.rows.get(id) ?? (await api.get(state.base, id));
     if (state.selected !== id) return;
     showInDetail(task);
+    loadAttempts(id);
   } catch (error) {
     showMessage($("#action-message"), errorText(error), "error");
     return;
@@ -536,6 +601,7 @@ async function select(id) {
   const follow = (kind) => (event) => {
     const task = JSON.parse(event.data);
     if (kind !== "task.progress") addTimeline(kind, task, event.lastEventId);
+    if (kind === "task.status") attemptsSoon(id); // a run starts or ends with a status step
     showInDetail(task);
   };
   for (const kind of ["task.created", "task.status", "task.progress"]) stream.addEventListener(kind, follow(kind));
