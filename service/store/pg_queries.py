@@ -44,6 +44,8 @@ REGISTER = (
 )
 #: held by the writer's session while the process lives (a former identity's let go)
 HOLD_LIFE = "SELECT pg_advisory_unlock_all(), pg_advisory_lock($1)"
+#: the writer's session is ended when left in a transaction this long ($1: ms, as text)
+IDLE_IN_TRANSACTION_LIMIT = "SELECT set_config('idle_in_transaction_session_timeout', $1, false)"
 #: this process is alive; no row: it was declared dead (its tasks went to the others)
 HEARTBEAT = "UPDATE replicas SET heartbeat_ms = sidetask_now_ms() WHERE id = $1"
 UNREGISTER = "DELETE FROM replicas WHERE id = $1"

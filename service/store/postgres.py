@@ -483,10 +483,26 @@ class PostgresStore:
     async def _connect(self) -> asyncpg.Connection:
         return await connect(self.dsn, self.schema)
 
+    async def _connect_writer(self) -> asyncpg.Connection:
+        """The writer's connection. A session left in a transaction for replica_timeout
+        is ended by PostgreSQL: its process went silent in the middle of one (a network
+        partition, a hung process), and the locks the transaction holds (a task's row, its
+        replicas row, the events lock) would otherwise stop every other replica's writes
+        until the network came back. Its life lock goes with it: the others declare it
+        dead at once."""
+        conn = await self._connect()
+        try:
+            limit_ms = max(1, int(self.replica_timeout * 1000))
+            await conn.execute(q.IDLE_IN_TRANSACTION_LIMIT, str(limit_ms))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
     async def open(self) -> None:
         """Connects, migrates the schema (under a lock: several processes may start at
         once), joins the replicas, and starts the commit loop and the event pump."""
-        conn = await self._connect()
+        conn = await self._connect_writer()
         try:
             await migrate(conn, self.schema)
             await self._register(conn)
@@ -523,7 +539,7 @@ class PostgresStore:
         conn = self._conn
         if conn is not None and not conn.is_closed():
             return conn
-        conn = await self._connect()
+        conn = await self._connect_writer()
         try:
             await conn.execute(q.HOLD_LIFE, self._life_key)
         except BaseException:
