@@ -13,8 +13,10 @@ import pytest
 from aiohttp import ClientSession
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.store.postgres import PostgresStore
 from tests.conftest import ServerProcess, wait_for
 from tests.pg.test_replicas import replicas
+from tests.store.conftest import heard_of, new
 from tests.sup_util import rows
 from tests.web.test_recovery import post_job, wait_task
 
@@ -116,3 +118,22 @@ async def test_counters_sum_to_the_cluster_and_gauges_agree(
     identities = {info["replica"] for i in infos for info in i}
     assert identities == {str(replica) for (replica,) in rows(db, "SELECT id FROM replicas")}
     assert len(identities) == 3
+
+
+async def test_a_store_tells_its_own_events_from_the_others(pg_dsn: str) -> None:
+    """Every process hears every process's events; made_here says which it committed."""
+    a, b = PostgresStore(pg_dsn), PostgresStore(pg_dsn)
+    await a.open()
+    await b.open()
+    try:
+        heard: list[tuple[int, bool]] = []
+        a.add_listener(lambda events: heard.extend((e.task_id, a.made_here(e.id)) for e in events))
+        first, _ = await a.insert(new())
+        second, _ = await b.insert(new())
+        third, _ = await a.insert(new())
+        await heard_of(lambda: len(heard), 3)
+        assert heard == [(first.id, True), (second.id, False), (third.id, True)]
+        assert a.replica_id != b.replica_id
+    finally:
+        await a.close()
+        await b.close()

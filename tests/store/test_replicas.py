@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from service import clock
 from service.model import Status
-from service.store import Backend, Change, Recovery
-from tests.store.conftest import GRAPH, Raw, new
+from service.store import Backend, Change, Recovery, SQLiteStore
+from tests.store.conftest import GRAPH, Raw, heard_of, new
 
 
 def restore(task: object) -> Change:
@@ -35,3 +35,15 @@ async def test_a_task_nobody_claimed_is_held_by_nobody(store: Backend) -> None:
     task, _ = await store.insert(new())
     assert await store.held_elsewhere(task.id) is False
     assert await store.held_elsewhere(task.id + 1000) is False  # no such task
+
+
+async def test_a_process_alone_made_every_event_it_hears(store: Backend) -> None:
+    """What the per-replica metrics count (made_here): alone, every event is this
+    process's own; its identity among replicas is none on a store of one process."""
+    heard: list[tuple[int, bool]] = []
+    store.add_listener(lambda events: heard.extend((e.id, store.made_here(e.id)) for e in events))
+    task, _ = await store.insert(new())
+    await store.transition(Change(task.id, Status.SCHEDULING))
+    await heard_of(lambda: len(heard), 2)
+    assert [mine for _, mine in heard] == [True, True]
+    assert (store.replica_id is None) is (isinstance(store, SQLiteStore))
