@@ -125,6 +125,7 @@ async def test_a_replica_partitioned_from_the_database_is_replaced_and_fenced(
     # task recovered (a retry: one is left) and run to its end here
     done = await wait_task(http, direct, task_id, "success", timeout=60)
     assert (done["task_server"], done["task_retries"]) == ("direct", 1)
+    assert "recovered the tasks of a process declared dead: 1 restoring" in direct.output()
 
     # the cut-off replica stopped its job, says it is not ready, and lives on
     async def gave_up() -> bool:
