@@ -890,10 +890,16 @@ class PostgresStore:
         only = None if runs is None else sorted(set(runs))
 
         async def op(tx: PgTx) -> list[Task]:
+            if caps:
+                if self.max_waiting:
+                    # the submissions' lock first, as every transaction takes the two: a
+                    # claim and a submission share a transaction in either order, and two
+                    # processes taking the locks as their writes came deadlocked
+                    await tx.conn.execute(q.ADMIT_LOCK)
+                await tx.conn.execute(q.CLAIM_LOCK)
             await tx.conn.execute(q.RELEASE_DUE, now_ms)
             room = dict(type_room)
             if caps:
-                await tx.conn.execute(q.CLAIM_LOCK)
                 names = sorted(caps)
                 rows = await tx.conn.fetch(q.IN_HAND_BY_TYPE, names, _INTERRUPTIBLE_VALUES)
                 in_hand: dict[str, int] = {row[0]: int(row[1]) for row in rows}
