@@ -6,6 +6,7 @@ as a command."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from tests.conftest import ServerProcess, make_settings, wait_for
 from tests.sup_util import rows
 from tests.web.test_attempts import JOBS
 from tests.web.test_cli import sidetask, submitted_id
-from tests.web.test_recovery import Factory, get, post_job, started, wait_task
+from tests.web.test_recovery import Factory, get, post_job, started, wait_exit, wait_task
 
 BASE = "/graphs/hugegraph"
 
@@ -85,6 +86,41 @@ async def test_a_killed_run_is_interrupted_and_the_restored_one_resumes(
     # the interrupted run ended when the restart found it, before the next began
     assert killed["start"] <= killed["end"] <= restored["start"] <= restored["end"]
     assert (await get(http, second, task_id))["task_status"] == "success"
+
+
+async def test_a_drain_that_gives_up_on_a_run_hands_it_back_to_resume(
+    server_factory: Factory, http: ClientSession, tmp_path: Path, any_db: Path | str
+) -> None:
+    """A drain whose grace runs out: on PostgreSQL the run is handed back to the other
+    replicas at once (`handed_back`); on SQLite it is restored at the next start
+    (`interrupted`). Either way the next run resumes from the checkpoint."""
+    first = server_factory(db=any_db, env={**ENV, "SIDETASK_DRAIN_GRACE": "0.2"})
+    await first.wait_ready()
+    waiting = tmp_path / "waiting"
+    task_id = await post_job(
+        http, first, "resumable", {"n": 4, "stop_at": 2, "waiting": str(waiting)}, max_retries=1
+    )
+
+    async def durable() -> bool:
+        found = rows(any_db, "SELECT checkpoint FROM attempts WHERE task_id = ?", (task_id,))
+        return found == [('{"next":2}',)] and waiting.exists()
+
+    await wait_for(durable, 15, "the first run's checkpoint to be stored")
+    first.proc.send_signal(signal.SIGTERM)
+    assert await wait_exit(first) == 0
+    shared = isinstance(any_db, str)  # PostgreSQL: a store several processes share
+    stored = rows(any_db, "SELECT status FROM tasks WHERE id = ?", (task_id,))
+    # handed back at once, or left running for the next start's restore
+    assert stored == ([("restoring",)] if shared else [("running",)])
+
+    second = await started(server_factory, any_db, **ENV)
+    task = await wait_task(http, second, task_id, "success", timeout=30)
+    assert orjson.loads(task["task_result"]) == {"resumed_at": 2, "last_progress": 2}
+    async with http.get(f"{second.url}{BASE}/tasks/{task_id}/attempts") as response:
+        given_up, resumed = (await response.json())["attempts"]
+    assert given_up["outcome"] == ("handed_back" if shared else "interrupted")
+    assert given_up["replica"].endswith(f":{first.proc.pid}")
+    assert resumed["outcome"] == "success"
 
 
 async def test_the_command_shows_each_attempt_and_its_traceback(
