@@ -247,3 +247,39 @@ async def test_a_progress_event_carries_the_declared_total(client: TestClient) -
     assert (task["task_progress"], task["task_progress_total"]) == (1, 3)
     await client.put(f"{BASE}/tasks/{task_id}", params={"action": "cancel"})
     await wait_status(client, BASE, task_id, "cancelled")
+
+
+async def test_an_external_workers_runs_are_attempts_too(
+    aiohttp_client: Any, tmp_path: Path, any_db: Path | str
+) -> None:
+    """A worker's run starts with its first report (or its end, if it sends no progress)
+    and ends with its complete or fail; a lease that runs out ends it `lost`."""
+    from tests.web.test_workers import answer_of, claim, report
+
+    settings = make_settings(tmp_path, any_db, external_types=("resize",), lease_duration=0.5)
+    client = await aiohttp_client(create_app(settings))
+    task_id = await submit(client, BASE, "resize", {"image": "cat.png"}, max_retries=2)
+
+    work = await claim(client, "resizer-1")
+    assert await attempts_of(client, task_id) == []  # claimed, not started
+    await answer_of(await report(client, work, body={"progress": 10}))
+    (running,) = await attempts_of(client, task_id)
+    assert (running["server"], running["outcome"]) == ("resizer-1", "running")
+    await answer_of(await report(client, work, "/fail", {"error": "OSError: out of disk"}))
+
+    work = await claim(client, "resizer-2")
+    await answer_of(await report(client, work, body={"progress": 5}))
+    # this one stops reporting: its lease runs out and the task is given back
+    await wait_status(client, BASE, task_id, "restoring", "new", timeout=30)
+
+    work = await claim(client, "resizer-3")
+    await answer_of(await report(client, work, "/complete", {"result": "ok"}))
+    await wait_status(client, BASE, task_id, "success")
+    first, second, third = await attempts_of(client, task_id)
+    assert [(a["server"], a["outcome"]) for a in (first, second, third)] == [
+        ("resizer-1", "failed"),
+        ("resizer-2", "lost"),
+        ("resizer-3", "success"),
+    ]
+    assert first["error"] == {"type": None, "message": "OSError: out of disk", "traceback": None}
+    assert "stopped reporting" in second["error"]["message"]
