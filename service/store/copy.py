@@ -37,6 +37,13 @@ EVENT_COLUMNS = (
 BATCH = 10_000
 
 
+#: the columns of an attempt both schemas have
+ATTEMPT_COLUMNS = (
+    "task_id", "number", "server", "replica", "start_ms", "end_ms", "outcome", "error_type",
+    "error_message", "traceback", "checkpoint",
+)  # fmt: skip
+
+
 class CopyRefused(SidetaskError):
     status = 400
 
@@ -117,6 +124,22 @@ async def _copy(path: Path, pg: Any, schema: str) -> tuple[int, int]:
                             f"cannot be copied: {exc}; nothing was copied"
                         ) from exc
                     counts[table] += len(records)
+            # each task's attempts with it (schema 9); `owner` stays NULL: no process
+            # of the new database started them
+            sql = (
+                f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM attempts"
+                " WHERE task_id IN (SELECT id FROM tasks) ORDER BY task_id, number"
+            )
+            for rows in _batches(conn, sql):
+                try:
+                    await pg.copy_records_to_table(
+                        "attempts", records=rows, columns=ATTEMPT_COLUMNS, schema_name=schema
+                    )
+                except (asyncpg.PostgresError, asyncpg.DataError) as exc:
+                    raise CopyRefused(
+                        f"An attempt of task {rows[0][0]} cannot be copied: {exc}; nothing "
+                        "was copied"
+                    ) from exc
             # the next ids come after the copied ones (and after ids SQLite gave out and
             # deleted: a purged task's id is never used again)
             (last_task,) = conn.execute(

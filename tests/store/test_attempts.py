@@ -6,13 +6,16 @@ later run is given. Deleted with the task."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from service import clock
 from service.errors import TransitionRefused
 from service.model import Attempt, AttemptEnd, AttemptOutcome, Status, Task
 from service.policy import after_interruption
-from service.store import Backend, Change
+from service.store import Backend, Change, SQLiteStore
 from service.store.changes import replica_name
+from service.store.copy import copy_db
+from service.store.postgres import PostgresStore
 from tests.store.conftest import GRAPH, Raw, new
 
 OUT = AttemptOutcome
@@ -200,3 +203,29 @@ async def test_no_attempts_for_a_task_that_is_not_there(store: Backend) -> None:
     assert await store.attempts(12345) == []
     assert await store.attempts(2**70) == []
     assert await store.checkpoint(-1) is None
+
+
+async def test_copy_db_takes_each_tasks_attempts_and_checkpoint_along(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """`sidetask copy-db`: a SQLite history moved to PostgreSQL keeps its runs."""
+    source = SQLiteStore(tmp_path / "old.db")
+    await source.open()
+    try:
+        task, _ = await source.insert(new(max_retries=1))
+        await claim_and_start(source, task.id)
+        await source.set_checkpoints({task.id: '{"next":3}'})
+        error = AttemptEnd(OUT.FAILED, "OSError", "out of disk", "Traceback …")
+        await source.transition(end(task.id, Status.RESTORING, error, retries=1))
+        expected = await source.attempts(task.id)
+    finally:
+        await source.close()
+    # the task, and its events: created, queued, running, restoring
+    assert await copy_db(tmp_path / "old.db", pg_dsn) == (1, 4)
+    target = PostgresStore(pg_dsn)
+    await target.open()
+    try:
+        assert await target.attempts(task.id) == expected
+        assert await target.checkpoint(task.id) == '{"next":3}'
+    finally:
+        await target.close()
