@@ -106,6 +106,9 @@ _COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
 _WAITING_VALUES = sorted(s.value for s in WAITING_STATUSES)
 #: a cancel that wins over a worker's last report ends its run
 _CANCELLED = AttemptEnd(AttemptOutcome.CANCELLED)
+#: the cluster's locks a write may take (submissions: max_waiting; capped claims:
+#: type_concurrency), in the order every transaction takes them
+LOCK_ORDER = (q.ADMIT_LOCK, q.CLAIM_LOCK)
 #: errors that mean the connection, not the write, failed: no write of the batch is kept
 _CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError)
 
@@ -330,14 +333,41 @@ class _ChangeOp:
 class _NewOp:
     """A submission without an Idempotency-Key: a run of them goes in as one INSERT."""
 
-    __slots__ = ("new", "store")
+    __slots__ = ("locks", "new", "store")
 
     def __init__(self, store: PostgresStore, new: NewTask) -> None:
         self.store = store
         self.new = new
+        self.locks = store._admit_locks
 
     async def __call__(self, tx: PgTx) -> tuple[Task, bool]:
         return await self.store.insert_one(tx, self.new, None)
+
+
+class _Locked:
+    """A write that takes some of the cluster's locks (LOCK_ORDER): its transaction takes
+    them before anything else (_lock_first)."""
+
+    __slots__ = ("locks", "op")
+
+    def __init__(self, op: PgOp[Any], locks: tuple[str, ...]) -> None:
+        self.op = op
+        self.locks = locks
+
+    async def __call__(self, tx: PgTx) -> Any:
+        return await self.op(tx)
+
+
+async def _lock_first(tx: PgTx, ops: Sequence[PgOp[Any]]) -> None:
+    """The cluster's locks the batch's writes take (_NewOp, _Locked), taken first, in one
+    order, before any row: a transaction that took them as its writes came, after rows,
+    deadlocked with another that held one and waited for such a row (a cancel sent to one
+    process for a task another runs, amid submissions to both; a capped claim and a
+    submission in either order)."""
+    wanted = {lock for op in ops for lock in getattr(op, "locks", ())}
+    for lock in LOCK_ORDER:
+        if lock in wanted:
+            await tx.conn.execute(lock)
 
 
 class _EventPump:
@@ -454,6 +484,9 @@ class PostgresStore:
         #: tasks waiting to run across every process past which a submission is refused (429);
         #: 0: no limit
         self.max_waiting = max_waiting
+        #: the cluster's locks a submission takes, and a capped claim (LOCK_ORDER)
+        self._admit_locks: tuple[str, ...] = (q.ADMIT_LOCK,) if max_waiting else ()
+        self._claim_locks = (q.CLAIM_LOCK,)
         self._pool: asyncpg.Pool | None = None
         self._conn: asyncpg.Connection | None = None
         #: the advisory lock the writer's session holds while this process lives
@@ -657,6 +690,7 @@ class PostgresStore:
         tx = PgTx(conn, careful=False, me=self._me)
         try:
             async with conn.transaction():
+                await _lock_first(tx, ops)
                 outcomes = await self._run_plainly(tx, ops)
                 events = await tx.append_events()
                 self._mark_own(events)
@@ -704,6 +738,7 @@ class PostgresStore:
         tx = PgTx(conn, careful=True, me=self._me)
         outcomes: list[tuple[bool, Any]] = []
         async with conn.transaction():
+            await _lock_first(tx, ops)
             for op in ops:
                 mark = len(tx.pending)
                 try:
@@ -733,7 +768,7 @@ class PostgresStore:
         async def op(tx: PgTx) -> tuple[Task, bool]:
             return await self.insert_one(tx, new, fingerprint)
 
-        return await self._write(op)
+        return await self._write(_Locked(op, self._admit_locks))
 
     async def insert_one(
         self, tx: PgTx, new: NewTask, fingerprint: str | None
@@ -890,16 +925,10 @@ class PostgresStore:
         only = None if runs is None else sorted(set(runs))
 
         async def op(tx: PgTx) -> list[Task]:
-            if caps:
-                if self.max_waiting:
-                    # the submissions' lock first, as every transaction takes the two: a
-                    # claim and a submission share a transaction in either order, and two
-                    # processes taking the locks as their writes came deadlocked
-                    await tx.conn.execute(q.ADMIT_LOCK)
-                await tx.conn.execute(q.CLAIM_LOCK)
             await tx.conn.execute(q.RELEASE_DUE, now_ms)
             room = dict(type_room)
             if caps:
+                await tx.conn.execute(q.CLAIM_LOCK)  # taken first already (_Locked)
                 names = sorted(caps)
                 rows = await tx.conn.fetch(q.IN_HAND_BY_TYPE, names, _INTERRUPTIBLE_VALUES)
                 in_hand: dict[str, int] = {row[0]: int(row[1]) for row in rows}
@@ -936,7 +965,7 @@ class PostgresStore:
                     break
             return claimed
 
-        return await self._write(op)
+        return await self._write(_Locked(op, self._claim_locks) if caps else op)
 
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
         return await self._recover(decide, keep_types, forget_dead=True)

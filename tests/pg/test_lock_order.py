@@ -1,17 +1,23 @@
-"""The cluster's two locks, the submissions' (max_waiting) and the capped claims'
-(type_concurrency), are taken in one order by every transaction: the submissions' first.
-A transaction of the group commit may hold a claim and a submission in either order; with
-each process taking the two as its writes came, two processes deadlocked
-(`scripts/chaos --replicas 3` with a type_concurrency met 9 deadlocks in 8 kills, each a
-stall of deadlock_timeout, a second, then a batch redone)."""
+"""The cluster's locks, the submissions' (max_waiting) and the capped claims'
+(type_concurrency), are taken first in a transaction, in one order, before any row. A
+group-commit transaction holds whatever writes came together, in the order they came; one
+that took a row and then the submissions' lock, while another held that lock and waited
+for the row, deadlocked: a cancel sent to one replica for a task another runs, amid
+submissions to both, met 25 in 30 seconds, and a capped claim and a submission in either
+order 9 in 8 kills of `scripts/chaos --replicas 3` (each a stall of deadlock_timeout, a
+second, then a batch redone)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 
 from service import clock
+from service.model import Status
+from service.store import Change
 from service.store import pg_queries as q
 from service.store.postgres import PostgresStore
 from tests.conftest import wait_for
@@ -21,31 +27,66 @@ TRY_CLAIM_LOCK = q.CLAIM_LOCK.replace("pg_advisory_xact_lock", "pg_try_advisory_
 WAITING_FOR_A_LOCK = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
 
 
-async def test_a_capped_claim_waits_for_the_submissions_lock_before_it_takes_its_own(
-    pg_dsn: str,
-) -> None:
+@pytest.fixture
+async def store(pg_dsn: str) -> AsyncIterator[PostgresStore]:
     store = PostgresStore(pg_dsn, max_waiting=100)
     await store.open()
-    other = await asyncpg.connect(pg_dsn, server_settings={"search_path": "sidetask"})
-    try:
-        async with other.transaction():
-            # another process's transaction has submitted: it holds the submissions' lock
-            await other.execute(q.ADMIT_LOCK)
-            # a capped claim and a submission, queued together: one transaction of the store
-            work = asyncio.gather(
-                store.claim(10, clock.now_ms(), {}, type_caps={"echo": 5}),
-                store.insert(new()),
-            )
+    yield store
+    await store.close()
 
-            async def blocked() -> bool:
-                return bool(await other.fetchval(WAITING_FOR_A_LOCK))
 
-            await wait_for(blocked, 10, "the store's transaction to wait for a lock")
-            # it waits for the submissions' lock without the claims' one: the other
-            # transaction, taking the claims' lock next, would not close a cycle
-            assert await other.fetchval(TRY_CLAIM_LOCK) is True
-        claimed, (_, created) = await asyncio.wait_for(work, 10)
-        assert claimed == [] and created
-    finally:
-        await other.close()
-        await store.close()
+@pytest.fixture
+async def other(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another process's writer, in the middle of a transaction (submit() it)."""
+    conn = await asyncpg.connect(pg_dsn, server_settings={"search_path": "sidetask"})
+    await conn.execute("BEGIN")
+    yield conn
+    await conn.close()  # what it has not rolled back yet goes with it
+
+
+async def submitted(conn: asyncpg.Connection) -> None:
+    """The other transaction has submitted: it holds the submissions' lock."""
+    await conn.execute(q.ADMIT_LOCK)
+
+
+async def blocked(conn: asyncpg.Connection) -> None:
+    """Until the store's transaction waits for a lock the other holds."""
+
+    async def waiting() -> bool:
+        return bool(await conn.fetchval(WAITING_FOR_A_LOCK))
+
+    await wait_for(waiting, 10, "the store's transaction to wait for a lock")
+
+
+async def test_a_change_and_a_submission_together_take_the_lock_before_the_row(
+    store: PostgresStore, other: asyncpg.Connection
+) -> None:
+    task, _ = await store.insert(new())
+    await submitted(other)
+    # a cancel and a submission, queued together: one transaction of the store
+    work = asyncio.gather(store.transition(Change(task.id, Status.CANCELLED)), store.insert(new()))
+    await blocked(other)
+    # it waits for the submissions' lock holding no row yet: the other transaction, which
+    # writes this task next (its progress, its end), does not close a cycle
+    locked = await other.fetch("SELECT id FROM tasks WHERE id = $1 FOR UPDATE NOWAIT", task.id)
+    assert [row[0] for row in locked] == [task.id]
+    await other.execute("ROLLBACK")
+    cancelled, (_, created) = await asyncio.wait_for(work, 10)
+    assert cancelled.status is Status.CANCELLED and created
+
+
+async def test_a_capped_claim_and_a_submission_take_the_locks_in_one_order(
+    store: PostgresStore, other: asyncpg.Connection
+) -> None:
+    await submitted(other)
+    # a capped claim, then a submission, queued together: one transaction of the store
+    work = asyncio.gather(
+        store.claim(10, clock.now_ms(), {}, type_caps={"echo": 5}), store.insert(new())
+    )
+    await blocked(other)
+    # it waits for the submissions' lock without the claims' one: the other transaction,
+    # taking the claims' lock next, does not close a cycle
+    assert await other.fetchval(TRY_CLAIM_LOCK) is True
+    await other.execute("ROLLBACK")
+    claimed, (_, created) = await asyncio.wait_for(work, 10)
+    assert claimed == [] and created
