@@ -269,6 +269,8 @@ EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
 LAST_EVENT_ID = "SELECT coalesce(max(id), 0) FROM events"
 #: what the event pump reads: every event after the last one it gave out, in id order
 PUMP = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"
+#: the same, below an id ($3): the others' events before one of this process's commits
+PUMP_BEFORE = f"SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 AND id < $3 ORDER BY id LIMIT $2"
 
 
 @functools.lru_cache(maxsize=16)

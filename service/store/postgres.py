@@ -374,9 +374,16 @@ class _EventPump:
     """Hands every committed event of every process sharing the schema to the store's
     listeners, in id order, with no gap and no repeat: it reads the events table after the
     last id it gave out (ids become visible in increasing order: sidetask_append_events).
-    Woken by this process's commits, by NOTIFY from the others (a hint on a connection of
-    its own), and every PUMP_POLL_SECONDS whatever happens, so a lost notification or a
-    dropped listening connection delays an event but never loses it."""
+    Woken by NOTIFY from the others (a hint on a connection of its own), and every
+    PUMP_POLL_SECONDS whatever happens, so a lost notification or a dropped listening
+    connection delays an event but never loses it.
+
+    This process's own commits are handed to it by the writer (`own`), not read back: the
+    events before them that it has not given out yet (the others', committed before this
+    transaction took the events lock, so visible now) are read first, then the own ones
+    go out as the writer made them. Its own NOTIFY (from the writer's backend, `own_pid`)
+    is ignored; an own commit the writer could not hand over (its answer lost) is read by
+    the next round that reads."""
 
     def __init__(
         self,
@@ -384,16 +391,22 @@ class _EventPump:
         connect: Callable[[], Awaitable[asyncpg.Connection]],
         fetch: Callable[..., Awaitable[list[asyncpg.Record]]],
         announce: Callable[[Sequence[Event]], None],
+        own_pid: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._channel = channel
         self._connect = connect
         self._fetch = fetch
         self._announce = announce
+        self._own_pid = own_pid
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listening: asyncpg.Connection | None = None
         self._last = 0
         self._stopping = False
+        #: the writer's committed transactions' events, in commit order, not given out yet
+        self._own: collections.deque[list[Event]] = collections.deque()
+        #: the next round reads the table (a notification from another process, the poll)
+        self._read = True
 
     async def start(self, after_id: int) -> None:
         self._last = after_id
@@ -401,13 +414,23 @@ class _EventPump:
         self._task = asyncio.create_task(self._run(), name="sidetask-event-pump")
 
     def wake(self, *_: object) -> None:
+        self._read = True
+        self._wakeup.set()
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        if pid != self._own_pid():  # this process's writer hands its own over (own)
+            self.wake()
+
+    def own(self, events: list[Event]) -> None:
+        """A committed transaction of this process's writer: its events, in id order."""
+        self._own.append(events)
         self._wakeup.set()
 
     async def _listen(self) -> None:
         """NOTIFY on a dedicated connection (a pooled one would lose its LISTEN)."""
         try:
             conn = await self._connect()
-            await conn.add_listener(self._channel, self.wake)
+            await conn.add_listener(self._channel, self._notified)
             conn.add_termination_listener(self._lost)
         except (SidetaskError, *_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             log.warning("event notifications unavailable, polling only: %s", exc)
@@ -433,27 +456,49 @@ class _EventPump:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(PUMP_POLL_SECONDS):
                     await self._wakeup.wait()
+            except TimeoutError:
+                self._read = True
             self._wakeup.clear()
+            if self._stopping:
+                self._read = True  # what is committed goes out before it stops
             try:
                 await self._drain()
                 if self._listening is None and not self._stopping:
                     await self._listen()
             except (SidetaskError, *_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                self._read = True  # the next round reads what this one could not
                 log.warning("event pump: %s", exc)
             if self._stopping:
                 return
 
     async def _drain(self) -> None:
+        while self._own:
+            events = self._own[0]
+            if events[-1].id > self._last:
+                if events[0].id > self._last + 1:
+                    await self._give_out(events[0].id)
+                fresh = [e for e in events if e.id > self._last]
+                self._last = fresh[-1].id
+                self._announce(fresh)
+            self._own.popleft()
+        if self._read:
+            self._read = False
+            await self._give_out(None)
+
+    async def _give_out(self, before: int | None) -> None:
+        """The events after the last given out (below `before`), read and handed out."""
         while True:
-            rows = await self._fetch(q.PUMP, self._last, PUMP_BATCH)
-            if not rows:
-                return
-            events = [row_to_event(row) for row in rows]
-            self._last = events[-1].id
-            self._announce(events)
+            if before is None:
+                rows = await self._fetch(q.PUMP, self._last, PUMP_BATCH)
+            else:
+                rows = await self._fetch(q.PUMP_BEFORE, self._last, PUMP_BATCH, before)
+            if rows:
+                events = [row_to_event(row) for row in rows]
+                self._last = events[-1].id
+                self._announce(events)
             if len(rows) < PUMP_BATCH:
                 return
 
@@ -505,7 +550,9 @@ class PostgresStore:
         #: this process's id in `replicas`: new at every start, and when it was declared dead
         self._me = uuid.uuid4()
         self._host = socket.gethostname()
-        self._pump = _EventPump(f"{schema}_events", self._connect, self._fetch, self._announce)
+        self._pump = _EventPump(
+            f"{schema}_events", self._connect, self._fetch, self._announce, self._writer_pid
+        )
 
     @property
     def replica_id(self) -> str:
@@ -564,6 +611,11 @@ class PostgresStore:
         self._life_key = secrets.randbits(63)
         await conn.execute(q.HOLD_LIFE, self._life_key)
         await conn.execute(q.REGISTER, self._me, self._host, os.getpid(), self._life_key)
+
+    def _writer_pid(self) -> int | None:
+        """The writer's backend (whose notifications are this process's own)."""
+        conn = self._conn
+        return None if conn is None or conn.is_closed() else conn.get_server_pid()
 
     async def _writer(self) -> asyncpg.Connection:
         """The writer's connection; after it was lost (the database restarted, the network
@@ -679,7 +731,7 @@ class PostgresStore:
                     continue
                 answer(batch, outcomes)
                 if events:
-                    self._pump.wake()  # it reads them back, in order with the others'
+                    self._pump.own(events)  # handed out in order with the others'
             if self._closed:
                 return
 
