@@ -125,7 +125,7 @@ def _fence(claims: bool, fenced: bool, n: int, table: str = "") -> tuple[str, st
     claimed, written by hand or by an older version, has none). Parameter n: this
     process's id."""
     assignment = f", owner = ${n}" if claims else ""
-    condition = f" AND ({table}owner = ${n} OR {table}owner IS NULL)" if fenced else ""
+    condition = f" AND coalesce({table}owner, ${n}) = ${n}" if fenced else ""
     return assignment, condition
 
 
