@@ -123,7 +123,9 @@ def _fence(claims: bool, fenced: bool, n: int, table: str = "") -> tuple[str, st
     """The owner's part of a status change: a claim makes this process the owner (`SET`);
     a fenced change applies only while no other process is it (`WHERE`: a row nobody
     claimed, written by hand or by an older version, has none). Parameter n: this
-    process's id."""
+    process's id. The condition is written so that no index on `owner` serves it: the
+    rows come by their ids (the primary key), not by a scan of the in-hand index, whose
+    entries for rows that left it stay until a vacuum (one per step of every task run)."""
     assignment = f", owner = ${n}" if claims else ""
     condition = f" AND coalesce({table}owner, ${n}) = ${n}" if fenced else ""
     return assignment, condition
