@@ -35,7 +35,10 @@ harness has written `dead` — a run that reads as overlapping one that was alre
 Writing `dead` before the SIGKILL would err the other way: the victim could still write a
 start after it. So the victim is stopped first: SIGSTOP, then waitpid(WUNTRACED), which
 returns once every thread of it is stopped (a write under way in the kernel completes
-before); from then on it writes no line and sends nothing to the database. Its session
+before); from then on it writes no line and sends nothing to the database. The wait is
+needed: kill() returns before the target has stopped, and a process writing all the time
+wrote a line after a `dead` appended right after the SIGSTOP in 5 tries of 20 (none with
+the wait; tests/web/test_chaos.py keeps that check). Its session
 stays open, and with it its life lock: no survivor takes its tasks yet (only a heartbeat
 older than `replica_timeout` could make them, and the freeze lasts milliseconds — a survivor
 that did start one then would be running a task while the replica holding it was still
@@ -241,19 +244,7 @@ class Server:
         await poll(probe, seconds, f"server {self.number} to be ready")
 
     async def kill(self, record: Path) -> None:
-        """Frozen (SIGSTOP, and waited for until the kernel says it is stopped), `dead <pid>`
-        appended to the record, then SIGKILLed and reaped: the module's docstring says why."""
-        began = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGSTOP)
-            _, status = await asyncio.to_thread(os.waitpid, self.pid, os.WUNTRACED)
-            if not os.WIFSTOPPED(status):  # it had exited by itself: reaped here
-                self.proc.returncode = os.waitstatus_to_exitcode(status)
-        await asyncio.to_thread(append, str(record), f"dead {self.pid}")
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.frozen_for = time.monotonic() - began
-        await asyncio.to_thread(self.proc.wait, 30)
+        self.frozen_for = await freeze_and_kill(self.proc, record)
 
     async def stop(self) -> int:
         if self.proc.poll() is None:
@@ -264,6 +255,24 @@ class Server:
             self.proc.send_signal(signal.SIGKILL)
             await asyncio.to_thread(self.proc.wait, 30)
             return -signal.SIGKILL
+
+
+async def freeze_and_kill(proc: subprocess.Popen[bytes], record: Path) -> float:
+    """Frozen (SIGSTOP, and waited for until the kernel says it is stopped), `dead <pid>`
+    appended to the record, then SIGKILLed and reaped: the module's docstring says why.
+    Returns the seconds from the SIGSTOP to the SIGKILL."""
+    began = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGSTOP)
+        _, status = await asyncio.to_thread(os.waitpid, proc.pid, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):  # it had exited by itself: reaped here
+            proc.returncode = os.waitstatus_to_exitcode(status)
+    await asyncio.to_thread(append, str(record), f"dead {proc.pid}")
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    frozen = time.monotonic() - began
+    await asyncio.to_thread(proc.wait, 30)
+    return frozen
 
 
 class RecordTail:

@@ -5,6 +5,8 @@ change is one the transition table allows."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.chaos_helpers.chaos import (
@@ -13,8 +15,21 @@ from tests.chaos_helpers.chaos import (
     analyse,
     analyse_record,
     compare_stream,
+    freeze_and_kill,
     run_chaos,
 )
+from tests.conftest import wait_for
+
+#: a process that appends lines to a file as fast as it can, from two threads
+WRITER = """
+import os, sys, threading
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+def write():
+    while True:
+        os.write(fd, b"tick %d\\n" % os.getpid())
+threading.Thread(target=write, daemon=True).start()
+write()
+"""
 
 
 async def test_sigkills_under_load_lose_nothing_and_never_run_a_task_twice_at_once(
@@ -102,3 +117,27 @@ def test_a_replicas_run_is_not_ok_when_the_stream_missed_anything() -> None:
         setattr(report, wrong, 1)
         assert not report.ok, wrong
         assert f"{wrong}=1" in report.line()
+
+
+def start_writer(record: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(record)])
+
+
+async def test_a_killed_process_writes_nothing_after_its_dead_line(tmp_path: Path) -> None:
+    """The kill freezes the process, and waits until it is stopped, before the `dead` line:
+    a process writing all the time has no line after it."""
+    record = tmp_path / "runs.log"
+    writer = start_writer(record)
+    try:
+
+        async def writing() -> bool:
+            return record.exists() and record.stat().st_size > 100_000
+
+        await wait_for(writing, 10, "the writer to write")
+        await freeze_and_kill(writer, record)
+    finally:
+        writer.kill()
+        writer.wait(10)
+    lines = record.read_bytes().splitlines()
+    assert lines[-1] == f"dead {writer.pid}".encode()
+    assert lines.count(lines[-1]) == 1
