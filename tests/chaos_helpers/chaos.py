@@ -38,9 +38,10 @@ returns once every thread of it is stopped (a write under way in the kernel comp
 before); from then on it writes no line and sends nothing to the database. The wait is
 needed: kill() returns before the target has stopped, and a process writing all the time
 wrote a line after a `dead` appended right after the SIGSTOP in 5 tries of 20 (none with
-the wait; tests/web/test_chaos.py keeps that check). Its session
-stays open, and with it its life lock: no survivor takes its tasks yet (only a heartbeat
-older than `replica_timeout` could make them, and the freeze lasts milliseconds — a survivor
+the wait; tests/web/test_chaos.py keeps that check). Its session stays open, and with it
+its life lock: no survivor takes its tasks yet (only a heartbeat older than
+`replica_timeout` could make them, and the freeze lasts milliseconds, 132 at most in a run
+of 20 kills on a loaded machine; each kill's progress line says how long — a survivor
 that did start one then would be running a task while the replica holding it was still
 alive until the freeze, an overlap that must be counted). Then `dead <pid>` is appended,
 which is true at that point, and only then SIGKILL and the reap. A start of a victim's task
