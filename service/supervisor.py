@@ -66,6 +66,10 @@ MAX_PROGRESS_FLUSHES = 4
 IDLE_POLL_SECONDS = 1.0
 #: how long a drain waits for the scheduler to finish the step it is in
 SCHEDULER_STOP_SECONDS = 5.0
+#: tasks claimed ahead per slot (queued here, waiting for a slot), and more on a shared
+#: store, where a claimed task takes three commits before it can start
+PREFETCH_PER_SLOT = 2
+HAND_ON_PREFETCH = 2
 #: what a refused submission is told to wait before it tries again (Retry-After)
 RETRY_AFTER_SECONDS = 1
 #: the share of replica_timeout after which a process that cannot write its heartbeat
@@ -144,8 +148,12 @@ class Supervisor:
         self._freed = 0
         #: tasks this process claimed (`queued`), waiting for a free slot
         self._ready = ReadyQueue()
-        #: scheduling steps in flight (starts)
+        #: scheduling steps in flight (hand-ons, starts)
         self._steps: set[asyncio.Task[None]] = set()
+        #: tasks claimed and being handed on (`scheduling` -> `scheduled` -> `queued`)
+        self._handing = 0
+        #: a store several processes share: claims come `scheduling`, and are handed on
+        self._hands_on = store.replica_id is not None
         self._dirty_progress: dict[int, int] = {}
         #: totals declared since the last flush, written with their task's progress
         self._dirty_totals: dict[int, int] = {}
@@ -571,14 +579,28 @@ class Supervisor:
             self._wakeup.clear()
 
     async def _schedule_once(self) -> None:
-        """Claim what fits and start what has a slot; starts run as their own tasks, so the
-        next claim does not wait for their commits: with group commit, the steps of
-        several batches share transactions instead of queueing behind each other."""
+        """Claim what fits and start what has a slot; hand-ons and starts run as their own
+        tasks, so the next claim does not wait for their commits: with group commit, the
+        steps of several batches share transactions instead of queueing behind each other
+        (each task's steps still one commit each)."""
         now = clock.now_ms()
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
-        # Prefetch up to one slot's worth per slot, so a freed slot starts work at once.
-        room = 2 * self.settings.concurrency - self._executing() - len(self._ready)
+        # What is ready starts at once: a start does not wait for the claim's commit (on a
+        # shared store it then shares a transaction with the claim and the hand-ons).
+        if self._ready and self._slots_free() > 0:
+            self._spawn(self._start_ready())
+        # Prefetch up to one slot's worth per slot, so a freed slot starts work at once; on
+        # a shared store, claimed tasks take three commits (claim, scheduled, queued)
+        # before they can start: two slots' worth more cover them, and each transaction
+        # then carries every step of a batch (PREFETCH_PER_SLOT)
+        per_slot = PREFETCH_PER_SLOT + (HAND_ON_PREFETCH if self._hands_on else 0)
+        room = (
+            per_slot * self.settings.concurrency
+            - self._executing()
+            - len(self._ready)
+            - self._handing
+        )
         if room > 0:
             claimed = await self.store.claim(
                 room,
@@ -609,20 +631,33 @@ class Supervisor:
                 )
             else:
                 runnable.append(task)
-        # Claimed from a store several processes share, they are `scheduling` (SPEC 3):
-        # handed to this process's slots (`scheduled`), which confirm them (`queued`), each
-        # step its own commit. One that moved meanwhile (cancelled, paused) is left out.
         handed = [t for t in runnable if t.status is Status.SCHEDULING]
         if handed:
             runnable = [t for t in runnable if t.status is not Status.SCHEDULING]
+            self._handing += len(handed)
+            self._spawn(self._hand_on(handed))
+        for task in runnable:
+            self._ready.add(task)
+
+    async def _hand_on(self, handed: list[Task]) -> None:
+        """Claimed from a store several processes share, they are `scheduling` (SPEC 3):
+        handed to this process's slots (`scheduled`), which confirm them (`queued`), each
+        step its own commit, then ready to start. One that moved meanwhile (cancelled,
+        paused) is left out. A step of its own: the next claim does not wait for these
+        commits, and shares their transactions."""
+        count = len(handed)
+        try:
             for target in (Status.SCHEDULED, Status.QUEUED):
                 results = await self.store.transition_many(
                     [Change(t.id, target, fenced=True) for t in handed]
                 )
                 handed = [r for r in results if isinstance(r, Task)]
-            runnable.extend(handed)
-        for task in runnable:
+        finally:
+            self._handing -= count
+        for task in handed:
             self._ready.add(task)
+        if handed and self._slots_free() > 0:
+            await self._start_ready()
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
         """Runs a scheduling step as its own task; a drain waits for the steps in flight."""
@@ -1107,7 +1142,7 @@ class Supervisor:
                 if beating.done():
                     finished, beating = beating, None
                     try:
-                        recovery = finished.result()
+                        finished.result()
                     except SidetaskError as exc:
                         failure = exc.message
                     else:

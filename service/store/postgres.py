@@ -86,6 +86,9 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 DEFAULT_SCHEMA = "sidetask"
 #: the most writes one transaction carries; the rest wait for the next one
 MAX_BATCH = 4096
+#: turns of the event loop the writer gives the steps just answered to queue their next
+#: writes before it starts a transaction (PostgresStore._gather)
+GATHER_TURNS = 8
 #: tasks a streamed list reads per query, and the characters of input and result past
 #: which a task is read on its own (as in SQLite)
 LIST_BATCH = 101
@@ -717,6 +720,7 @@ class PostgresStore:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
+                await self._gather()
                 batch = self._pending[:MAX_BATCH]
                 del self._pending[:MAX_BATCH]
                 ops = [op for op, _ in batch]
@@ -733,6 +737,21 @@ class PostgresStore:
                 if events:
                     self._pump.own(events)  # handed out in order with the others'
             if self._closed:
+                return
+
+    async def _gather(self) -> None:
+        """Lets the steps the last commit answered put in their next writes before the
+        next transaction starts, so they share it: a task's next step is a write queued a
+        few turns of the loop after the answer to its last (a claim's hand-on, a start's
+        job ending, the start in a freed slot). Without this, steps of different batches
+        settle into turns of their own, one transaction each. At most GATHER_TURNS turns;
+        it stops after two in a row that added nothing."""
+        idle = 0
+        for _ in range(GATHER_TURNS):
+            before = len(self._pending)
+            await asyncio.sleep(0)
+            idle = idle + 1 if len(self._pending) == before else 0
+            if idle == 2:
                 return
 
     async def _commit_batch(
