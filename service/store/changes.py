@@ -68,6 +68,12 @@ def refusal(change: Change, current: Task | None) -> SidetaskError:
     """Why `change` did not apply to the task as it is now (None: there is none)."""
     if current is None:
         return NotFound(f"Can't find task with id '{change.task_id}'")
+    if change.fenced and current.status.value in sources_of(change):
+        # the status would allow it: the fence refused it (another process holds the task)
+        return TransitionRefused(
+            f"Task '{change.task_id}' is no longer this process's: another took it over "
+            f"(this one was taken for dead); it stays {current.status.name}"
+        )
     return TransitionRefused(
         f"Task '{change.task_id}' in status {current.status.name} can't become {change.target.name}"
     )

@@ -59,8 +59,12 @@ async def test_a_silent_process_is_declared_dead_and_fenced_out(
     (again,) = await b.claim(1, clock.now_ms(), {})
     await hand_on(b, again.id)
     # A comes back: its end of the old run is refused (B holds the task now) ...
-    with pytest.raises(TransitionRefused):
+    with pytest.raises(TransitionRefused) as refused:
         await a.transition(Change(task.id, Status.SUCCESS, {"result": '"stale"'}, fenced=True))
+    assert refused.value.message == (
+        f"Task '{task.id}' is no longer this process's: another took it over "
+        "(this one was taken for dead); it stays RUNNING"
+    )
     await a.set_progress({task.id: 99})  # ... and so is its progress
     current = await b.get(GRAPH, task.id)
     assert current is not None and (current.status, current.progress) == (Status.RUNNING, 0)
