@@ -1123,20 +1123,25 @@ class Supervisor:
     # --- liveness (a store shared by several processes) ---
 
     async def _liveness_loop(self) -> None:
-        """Every heartbeat_interval: this process's heartbeat; the process groups that dead
-        processes of this machine left (stopped, so their tasks can run again); then the
-        sweep (the tasks of processes declared dead, recovered as a restart recovers
-        them). Cut off from the store for most of replica_timeout, this process is about
-        to be declared dead: it stops its jobs first, so none runs here while the others
-        run it again, and takes a new identity once it can write. A heartbeat that gets no
-        answer (a network gone silent: no error comes) is waited for only until then; it
-        goes on meanwhile, and the next is written after it."""
-        beating: asyncio.Task[Recovery] | None = None
+        """Every heartbeat_interval: this process's heartbeat; then, one round at a time,
+        the process groups that dead processes of this machine left (stopped, so their
+        tasks can run again) and the sweep (the tasks of processes declared dead, recovered
+        as a restart recovers them). Cut off from the store for most of replica_timeout,
+        this process is about to be declared dead: it stops its jobs first, so none runs
+        here while the others run it again, and takes a new identity once it can write.
+
+        A heartbeat that gets no answer (a network gone silent: no error comes) is waited
+        for only until then; it goes on meanwhile, and the next is written after it. The
+        sweep is no part of the heartbeat: it may wait for a lock (one a replica cut off
+        in the middle of a transaction holds, until PostgreSQL ends its session) while the
+        heartbeats, which do not wait behind other writes, say this process is alive."""
+        beating: asyncio.Task[None] | None = None
+        sweeping: asyncio.Task[None] | None = None
         try:
             while True:
                 await asyncio.sleep(self.settings.heartbeat_interval)
                 if beating is None:
-                    beating = asyncio.create_task(self._beat_and_sweep(self._rejoin))
+                    beating = asyncio.create_task(self._beat(self._rejoin))
                 cut_off = self.beat_at + CUT_OFF_SHARE * self.settings.replica_timeout
                 await asyncio.wait({beating}, timeout=max(0.0, cut_off - time.monotonic()))
                 if beating.done():
@@ -1146,31 +1151,42 @@ class Supervisor:
                     except SidetaskError as exc:
                         failure = exc.message
                     else:
-                        self._log_recovery(recovery)
+                        if sweeping is None or sweeping.done():
+                            sweeping = asyncio.create_task(self._sweep())
                         continue
                 else:
                     failure = "the database has not answered"
-                log.warning("heartbeat or sweep not written: %s", failure)
+                log.warning("heartbeat not written: %s", failure)
                 silent = time.monotonic() - self.beat_at
                 if not self._rejoin and silent >= CUT_OFF_SHARE * self.settings.replica_timeout:
                     self._abandon_all(f"no heartbeat could be written for {silent:.0f} s")
                     self._rejoin = True
         finally:
-            if beating is not None:
-                beating.cancel()
-                await asyncio.gather(beating, return_exceptions=True)
+            for task in (beating, sweeping):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
-    async def _beat_and_sweep(self, rejoin: bool) -> Recovery:
-        """One round of the liveness loop; `rejoin`: leave the identity given up."""
-        if not await self.store.beat(rejoin):
+    async def _beat(self, rejoin: bool) -> None:
+        """This process's heartbeat; `rejoin`: leave the identity given up for a new one
+        (declared dead, it has a new one already)."""
+        alive = await self.store.beat(rejoin)
+        if not alive:
             self._abandon_all("it was declared dead")
         self.beat_at = time.monotonic()
-        if rejoin:
+        if rejoin or not alive:
             self._rejoin = False
-        await self._stop_orphans()
-        return await self.store.sweep(
-            self._interrupted_change, keep_types=self.settings.external_types
-        )
+
+    async def _sweep(self) -> None:
+        try:
+            await self._stop_orphans()
+            recovery = await self.store.sweep(
+                self._interrupted_change, keep_types=self.settings.external_types
+            )
+        except SidetaskError as exc:
+            log.warning("sweep not written: %s", exc.message)
+            return
+        self._log_recovery(recovery)
 
     @staticmethod
     def _log_recovery(recovery: Recovery) -> None:

@@ -552,6 +552,8 @@ class PostgresStore:
         self._closed = False
         #: this process's id in `replicas`: new at every start, and when it was declared dead
         self._me = uuid.uuid4()
+        #: the heartbeat's connection (beat), apart from the writer's
+        self._beat_conn: asyncpg.Connection | None = None
         self._host = socket.gethostname()
         self._pump = _EventPump(
             f"{schema}_events", self._connect, self._fetch, self._announce, self._writer_pid
@@ -648,6 +650,9 @@ class PostgresStore:
             self._wakeup.set()
             await self._loop_task
         await self._pump.stop()
+        if self._beat_conn is not None:
+            self._beat_conn.terminate()
+            self._beat_conn = None
         if self._conn is not None:
             with contextlib.suppress(*_CONNECTION_ERRORS, asyncpg.PostgresError):
                 await self._conn.execute(q.UNREGISTER, self._me)
@@ -683,6 +688,14 @@ class PostgresStore:
     # --- replicas ---
 
     async def beat(self, rejoin: bool = False) -> bool:
+        """A heartbeat goes on a connection of its own, not through the writer, whose
+        transactions may wait for a lock (one a replica cut off in the middle of a
+        transaction holds, until PostgreSQL ends its session) while this process is alive.
+        A rejoin, and a heartbeat that finds this process declared dead, go through the
+        writer: a new identity is registered on the session that holds the life lock."""
+        if not rejoin and await self._beat_apart():
+            return True
+
         async def op(tx: PgTx) -> bool:
             if rejoin:  # what the old identity held is left to the sweep
                 await tx.conn.execute(q.UNREGISTER, self._me)
@@ -697,6 +710,23 @@ class PostgresStore:
             return False
 
         return await self._write(op)
+
+    async def _beat_apart(self) -> bool:
+        """The heartbeat on its own connection: False when this identity has no row (it
+        was declared dead)."""
+        if self._closed:
+            raise ServiceUnavailable("The store is closed")
+        try:
+            conn = self._beat_conn
+            if conn is None or conn.is_closed():
+                conn = self._beat_conn = await self._connect()
+            status = await conn.execute(q.HEARTBEAT, self._me)
+        except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            if self._beat_conn is not None:
+                self._beat_conn.terminate()  # the next heartbeat connects again
+                self._beat_conn = None
+            raise ServiceUnavailable("The store cannot write now", str(exc)) from exc
+        return bool(status.split()[-1] != "0")
 
     async def sweep(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
         return await self._recover(decide, keep_types, forget_dead=True)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from aiohttp import ClientSession
@@ -53,7 +54,10 @@ def through(dsn: str, port: int) -> str:
 
 
 def replica(factory: Factory, db: str, name: str) -> ServerProcess:
-    jobs = JOBS | {"record": "tests.pg.partition_jobs:first_run_held"}
+    jobs = JOBS | {
+        "record": "tests.pg.partition_jobs:first_run_held",
+        "reports": "tests.pg.partition_jobs:reports_until_gate",
+    }
     env = {"SIDETASK_JOBS": orjson.dumps(jobs).decode(), "SIDETASK_SERVER_NAME": name}
     return factory(db=db, env=env | LIVENESS)
 
@@ -181,3 +185,63 @@ async def test_a_replica_partitioned_from_the_database_is_replaced_and_fenced(
     )
     assert len(runs(record)) == 4  # nothing ran again
     assert "Traceback" not in cut.output() + direct.output()
+
+
+async def test_a_replica_cut_off_mid_commit_holds_the_others_up_without_stopping_them(
+    server_factory: Factory, http: ClientSession, pg_dsn: str, tmp_path: Path
+) -> None:
+    """A replica cut off after its transaction's events were appended and before its commit
+    leaves a silent session holding the events lock (a test's session here, set as a
+    replica's writer is): every other replica's event-writing transaction waits for it.
+    Their heartbeats do not: a replica held up so keeps its jobs and stays ready, and
+    PostgreSQL ends the silent session after replica_timeout, letting its writes go on."""
+    record, gate = tmp_path / "record", tmp_path / "gate"
+    server = replica(server_factory, pg_dsn, "held-up")
+    await server.wait_ready()
+    task_id = await post_job(http, server, "reports", {"record": str(record), "gate": str(gate)})
+    await wait_task(http, server, task_id, "running")
+
+    silent = await asyncpg.connect(pg_dsn, server_settings={"search_path": "sidetask"})
+    try:
+        await silent.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
+            str(int(float(LIVENESS["SIDETASK_REPLICA_TIMEOUT"]) * 1000)),
+        )
+        pid = silent.get_server_pid()
+        await silent.execute("BEGIN")
+        await silent.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.events'))"
+        )
+
+        async def waiting() -> bool:  # the replica's progress writes wait for the lock
+            found = rows(
+                pg_dsn,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> ?",
+                (pid,),
+            )
+            return bool(found[0][0])
+
+        await wait_for(waiting, 10, "the replica's writes to wait for the events lock")
+
+        async def ended() -> bool:  # PostgreSQL ends the silent session
+            found = rows(pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = ?", (pid,))
+            return not found[0][0]
+
+        await wait_for(ended, 20, "the silent session to be ended")
+    finally:
+        silent.terminate()
+
+    before = rows(pg_dsn, "SELECT progress FROM tasks WHERE id = ?", (task_id,))[0][0]
+
+    async def reported() -> bool:  # its writes go on
+        progress = rows(pg_dsn, "SELECT progress FROM tasks WHERE id = ?", (task_id,))[0][0]
+        return bool(progress > before)
+
+    await wait_for(reported, 10, "the progress to be written again")
+    gate.touch()
+    done = await wait_task(http, server, task_id, "success")
+    # held up, never cut off: its job went on to its end, its first run
+    assert done["task_retries"] == 0
+    assert [what for what, _, _ in runs(record)] == ["start", "end"]
+    assert await ready_status(http, server) == 200
+    assert "no heartbeat could be written" not in server.output()
