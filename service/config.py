@@ -183,6 +183,11 @@ class Settings:
     #: bytes of a job's checkpoint as JSON (ctx.checkpoint): a larger one is refused to the
     #: job with a ValueError
     max_checkpoint_bytes: int = 64 * 1024
+    #: lines of a task's log kept (ctx.log, its logging and print, a command's output):
+    #: past it the oldest are dropped, and one marker line says how many
+    max_log_lines: int = 10_000
+    #: characters of one log line kept; a longer one is cut, with a mark
+    max_log_line_chars: int = 4096
     #: characters of a failed attempt's traceback kept (its last ones: the innermost frames
     #: and the error); 0: no tracebacks are kept
     max_traceback_chars: int = 16 * 1024
@@ -443,6 +448,8 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "max_input_bytes": (1, True),
     "max_result_bytes": (1, True),
     "max_checkpoint_bytes": (1, True),
+    "max_log_lines": (1, True),
+    "max_log_line_chars": (16, True),
     "max_traceback_chars": (0, True),
     "max_waiting": (0, True),
     "heartbeat_interval": (0, False),
@@ -452,6 +459,9 @@ _MAXIMUM: dict[str, float] = {
     "port": 65535,
     # a checkpoint is read back at each attempt's start, a traceback with every attempt list
     "max_checkpoint_bytes": 16 * 1024 * 1024,
+    # every task's log is bounded by it: the disk it may take is tasks * lines * chars
+    "max_log_lines": 10_000_000,
+    "max_log_line_chars": 1024 * 1024,
     "max_traceback_chars": 1024 * 1024,
 }
 

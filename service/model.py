@@ -317,6 +317,43 @@ class Attempt:
         return body
 
 
+#: a log line's levels, lowest first; stored as their index
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
+LOG_LEVEL_INDEX: dict[str, int] = {name: index for index, name in enumerate(LOG_LEVELS)}
+
+
+def log_level(name: str) -> int:
+    """A level's index from its name (Python's names too: WARN, CRITICAL, FATAL);
+    ValueError naming the known ones."""
+    key = name.strip().lower()
+    key = {"warn": "warning", "critical": "error", "fatal": "error"}.get(key, key)
+    index = LOG_LEVEL_INDEX.get(key)
+    if index is None:
+        raise ValueError(f"unknown log level {name!r}: one of {', '.join(LOG_LEVELS)}")
+    return index
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a job's log. `id` is the store's (increasing in the order lines were
+    written; 0 until stored); `attempt` the run that wrote it."""
+
+    time_ms: int
+    level: int
+    text: str
+    attempt: int | None = None
+    id: int = 0
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time_ms,
+            "level": LOG_LEVELS[self.level] if 0 <= self.level < len(LOG_LEVELS) else "info",
+            "attempt": self.attempt,
+            "text": self.text,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class NewTask:
     """What a submission asks for, before the store gives it an id."""
@@ -350,6 +387,8 @@ class EventKind(enum.StrEnum):
     STATUS = "task.status"
     PROGRESS = "task.progress"
     DELETED = "task.deleted"
+    #: a job's new log lines, one event per task per flush (data: {"id", "lines"})
+    LOG = "task.log"
 
 
 # Not frozen, for the same reason as Task: one is built for every change.

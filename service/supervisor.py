@@ -32,7 +32,7 @@ from .errors import (
     TooManyRequests,
     TransitionRefused,
 )
-from .jobs import JobContext, JobType, PermanentFailure, command
+from .jobs import JobContext, JobType, PermanentFailure, capture, command
 from .jobs.base import (
     MAX_ERROR_CHARS,
     ChildError,
@@ -43,12 +43,14 @@ from .jobs.base import (
 )
 from .jobs.registry import Registry
 from .model import (
+    LOG_LEVEL_INDEX,
     Action,
     AttemptEnd,
     AttemptOutcome,
     Event,
     EventKind,
     GraphRef,
+    LogLine,
     NewTask,
     Status,
     Task,
@@ -159,6 +161,10 @@ class Supervisor:
         self._dirty_totals: dict[int, int] = {}
         #: checkpoints stored since the last flush (JSON text), written with the progress
         self._dirty_checkpoints: dict[int, str] = {}
+        #: jobs' log lines since the last flush, by task (bounded: max_log_lines each)
+        self._dirty_logs: dict[int, list[LogLine]] = {}
+        #: whether this supervisor installed the capture of jobs' logging and print
+        self._capturing = False
         #: progress reports replaced by a later value before they were written (for /metrics)
         self.progress_coalesced = 0
         self._wakeup = asyncio.Event()
@@ -208,6 +214,8 @@ class Supervisor:
                 recovery.unknown,
             )
         self._accepting = True
+        capture.install()
+        self._capturing = True
         self._loops = [
             # first: a drain lets the scheduler finish its step instead of cancelling it
             asyncio.create_task(self._schedule_loop(), name="sidetask-scheduler"),
@@ -267,6 +275,9 @@ class Supervisor:
         self._stopped = True
         with contextlib.suppress(SidetaskError):  # the store cannot write: it is only progress
             await self._flush_progress()
+        if self._capturing:
+            self._capturing = False
+            capture.uninstall()
 
     async def _hand_back(self) -> None:
         """The jobs a drain gave up on: on a store several processes share, their tasks go
@@ -758,10 +769,13 @@ class Supervisor:
             _report=self._reporter(task.id),
             _report_total=self._reporter(task.id, total=True),
             _report_checkpoint=self._checkpointer(task.id),
+            _report_log=self._logger(task.id),
             _record_process=functools.partial(self.store.set_process_group, task.id),
             _cancel=running.cancel,
             _abandoned=lambda: self._abandoning,
         )
+        capture.running.set(ctx)  # this task's (and its thread's) logging and print are its
+        capture.wrap_streams()
         try:
             outcome = await self._execute(task, job_type, ctx)
         except asyncio.CancelledError as exc:
@@ -771,6 +785,7 @@ class Supervisor:
                 outcome = Outcome(Status.CANCELLED, attempt=_CANCELLED)
             else:  # no cancel was asked for: the job raised CancelledError itself
                 outcome = self._failure(task, self._describe(exc), self._error(exc))
+        capture.job_ended(ctx)
         # From here a cancel interrupts nothing: the end written next records it.
         running.ending = True
         # The final write must happen even if this task is cancelled again meanwhile.
@@ -914,6 +929,7 @@ class Supervisor:
         self._dirty_progress.pop(task.id, None)
         self._dirty_totals.pop(task.id, None)
         self._dirty_checkpoints.pop(task.id, None)
+        last_lines = self._dirty_logs.pop(task.id, None)
         fields = dict(outcome.fields)
         if running is not None and running.progress is not None:
             fields["progress"] = running.progress  # the latest value is never lost
@@ -924,7 +940,14 @@ class Supervisor:
         if running is not None and running.checkpoint is not None:
             end = dataclasses.replace(end, checkpoint=running.checkpoint)
         try:
-            await self._write_end(task, outcome.target, fields, end)
+            if last_lines:
+                # queued before the end: written first, in its transaction or before it
+                await asyncio.gather(
+                    self._write_logs({task.id: last_lines}),
+                    self._write_end(task, outcome.target, fields, end),
+                )
+            else:
+                await self._write_end(task, outcome.target, fields, end)
         finally:
             if running is not None and self._running.get(task.id) is running:
                 del self._running[task.id]
@@ -1073,6 +1096,45 @@ class Supervisor:
 
         return report
 
+    def _logger(self, task_id: int) -> Callable[[int, int, str], None]:
+        """Where a job's log lines go: buffered, and written with the next progress flush
+        (or its end). Past max_log_lines unwritten, the oldest half is dropped here, and a
+        line says how many."""
+        loop = asyncio.get_running_loop()
+        keep = self.settings.max_log_lines
+
+        def record(time_ms: int, level: int, text: str) -> None:
+            running = self._running.get(task_id)
+            if running is None:
+                return  # its end has been written
+            lines = self._dirty_logs.setdefault(task_id, [])
+            lines.append(LogLine(time_ms, level, text))
+            if len(lines) > 2 * keep:
+                cut = len(lines) - keep
+                del lines[:cut]
+                note = f"… {cut} lines dropped before they were written (max_log_lines)"
+                lines.insert(0, LogLine(time_ms, LOG_LEVEL_INDEX["warning"], note))
+
+        def report(time_ms: int, level: int, text: str) -> None:
+            try:
+                in_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                in_loop = False
+            if in_loop:
+                record(time_ms, level, text)
+            else:  # a plain function's worker thread
+                loop.call_soon_threadsafe(record, time_ms, level, text)
+
+        return report
+
+    async def _write_logs(self, lines: dict[int, list[LogLine]]) -> None:
+        """Log lines into the store; lines it cannot write now are lost (logged), the
+        job goes on."""
+        try:
+            await self.store.append_logs(lines, self.settings.max_log_lines)
+        except SidetaskError as exc:
+            log.warning("%d log lines not written: %s", sum(map(len, lines.values())), exc.message)
+
     async def _progress_loop(self) -> None:
         # A flush is not awaited before the next tick: the cadence stays `progress_interval`
         # however long a commit takes (the store keeps writes in order). A few in flight at
@@ -1081,7 +1143,8 @@ class Supervisor:
         try:
             while True:
                 await asyncio.sleep(self.settings.progress_interval)
-                if self._dirty_progress and len(flushes) < MAX_PROGRESS_FLUSHES:
+                dirty = self._dirty_progress or self._dirty_logs
+                if dirty and len(flushes) < MAX_PROGRESS_FLUSHES:
                     flush = asyncio.create_task(self._flush_progress_logged())
                     flushes.add(flush)
                     flush.add_done_callback(flushes.discard)
@@ -1096,6 +1159,18 @@ class Supervisor:
             log.warning("progress not written: %s", exc.message)
 
     async def _flush_progress(self) -> None:
+        if self._dirty_logs:
+            lines, self._dirty_logs = self._dirty_logs, {}
+            # queued before the progress: the same transaction, or the one before it
+            writing = asyncio.ensure_future(self._write_logs(lines))
+            try:
+                await self._flush_dirty_progress()
+            finally:
+                await writing
+        else:
+            await self._flush_dirty_progress()
+
+    async def _flush_dirty_progress(self) -> None:
         if self._dirty_progress:
             batch, self._dirty_progress = self._dirty_progress, {}
             totals, self._dirty_totals = self._dirty_totals, {}

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from .. import jsontext
+from .. import clock, jsontext
 from ..config import Settings
-from ..model import GraphRef
+from ..model import GraphRef, log_level
 
 #: a job: `async def run(ctx) -> value`, or a plain `def run(ctx)` run in a worker thread
 JobFunction = Callable[["JobContext"], Any]
@@ -86,6 +86,14 @@ class ChildError:
     traceback: str | None
 
 
+def bound_line(text: str, settings: Settings) -> str:
+    """A log line within max_log_line_chars: a longer one cut, with a mark."""
+    limit = settings.max_log_line_chars
+    if len(text) <= limit:
+        return text
+    return text[: limit - 12] + " …(cut)"
+
+
 class PermanentFailure(Exception):
     """Raised by a job whose failure a retry cannot mend (bad input, missing configuration):
     the task ends `failed` at once, whatever retries it has left."""
@@ -136,6 +144,10 @@ class JobContext:
     _report_total: Callable[[int], None] = field(default=lambda total: None, repr=False)
     #: where a checkpoint goes (its JSON text)
     _report_checkpoint: Callable[[str], None] = field(default=lambda text: None, repr=False)
+    #: where a log line goes: (epoch ms, level index, text bounded by max_log_line_chars)
+    _report_log: Callable[[int, int, str], None] = field(
+        default=lambda time_ms, level, text: None, repr=False
+    )
     _record_process: Callable[[int | None, str | None], Awaitable[None]] | None = field(
         default=None, repr=False
     )
@@ -187,6 +199,13 @@ class JobContext:
             )
         self.checkpoint_value = orjson.loads(encoded)  # a copy: later changes are not stored
         self._report_checkpoint(encoded.decode())
+
+    def log(self, message: object, level: str = "info") -> None:
+        """Writes a line to the task's log (GET …/tasks/{id}/logs, task.log events,
+        `sidetask logs`): `level` one of debug, info, warning, error. Cheap in a tight loop
+        (lines are buffered and written with the progress); safe from a worker thread.
+        A line longer than max_log_line_chars is cut, with a mark."""
+        self._report_log(clock.now_ms(), log_level(level), bound_line(str(message), self.settings))
 
     async def record_process_group(self, group: int | None, token: str | None) -> None:
         """Stores the id of a process group the job started (None: it is gone), so that a

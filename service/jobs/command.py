@@ -236,8 +236,18 @@ class _Output(asyncio.SubprocessProtocol):
     are reported, everything else is kept as a bounded tail. Knows when the process exited
     and when its pipes closed, separately (a child may hold the pipes after the leader exits)."""
 
-    def __init__(self, report: Callable[[int, int | None], None]) -> None:
+    def __init__(
+        self,
+        report: Callable[[int, int | None], None],
+        log: Callable[[str, str], None] = lambda text, level: None,
+        line_limit: int = TAIL_BYTES,
+    ) -> None:
         self._report = report
+        #: each line of output (not progress) as it comes: stdout's as info, stderr's as
+        #: warning (a line longer than `line_limit` bytes is logged in pieces)
+        self._log = log
+        self._line_limit = line_limit
+        self._err_partial = bytearray()
         self.tail = bytearray()
         self.truncated = False
         self._partial = bytearray()
@@ -249,14 +259,24 @@ class _Output(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd != 1:
             self._keep(data)
+            self._err_partial += data
+            *lines, rest = self._err_partial.split(b"\n")
+            self._err_partial = bytearray(rest)
+            for line in lines:
+                self._log_line(bytes(line), "warning")
+            if len(self._err_partial) > self._line_limit:
+                self._log_line(bytes(self._err_partial), "warning")
+                self._err_partial.clear()
             return
         self._partial += data
         *lines, rest = self._partial.split(b"\n")
         self._partial = bytearray(rest)
         for line in lines:
             self._line(bytes(line), newline=True)
-        if len(self._partial) > TAIL_BYTES:  # a line too long to be progress: keep it as output
+        if len(self._partial) > min(TAIL_BYTES, self._line_limit):
+            # a line too long to be progress: keep it as output
             self._keep(bytes(self._partial))
+            self._log_line(bytes(self._partial), "info")
             self._partial.clear()
 
     def _line(self, line: bytes, newline: bool) -> None:
@@ -266,6 +286,10 @@ class _Output(asyncio.SubprocessProtocol):
             self._report(int(match.group(1)), total)
         else:
             self._keep(line + b"\n" if newline else line)
+            self._log_line(line, "info")
+
+    def _log_line(self, line: bytes, level: str) -> None:
+        self._log(line.rstrip(b"\r").decode(errors="replace"), level)
 
     def _keep(self, data: bytes) -> None:
         self.tail += data
@@ -277,6 +301,9 @@ class _Output(asyncio.SubprocessProtocol):
         if fd == 1 and self._partial:
             self._line(bytes(self._partial), newline=False)
             self._partial.clear()
+        if fd == 2 and self._err_partial:
+            self._log_line(bytes(self._err_partial), "warning")
+            self._err_partial.clear()
         self._open_pipes.discard(fd)
         if not self._open_pipes and not self.pipes_closed.done():
             self.pipes_closed.set_result(None)
@@ -306,7 +333,7 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     try:
         transport, output = await loop.subprocess_exec(
-            lambda: _Output(ctx.progress),
+            lambda: _Output(ctx.progress, ctx.log, ctx.settings.max_log_line_chars),
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

@@ -39,7 +39,8 @@ import orjson
 
 from .. import jsontext
 from ..config import Settings
-from ..model import GraphRef
+from ..model import LOG_LEVEL_INDEX, LOG_LEVELS, GraphRef
+from . import capture
 from .base import (
     ChildError,
     JobCancelled,
@@ -48,12 +49,17 @@ from .base import (
     JobType,
     PermanentFailure,
     ReportedFailure,
+    bound_line,
     describe_error,
     error_name,
     format_traceback,
     load_function,
 )
 from .command import _exit_text, drained, held_group
+
+#: log lines in one message of the child's (each at most max_log_line_chars): a message
+#: stays well within the pipe's bound
+LINES_PER_MESSAGE = 200
 
 log = logging.getLogger("sidetask.jobs")
 
@@ -88,9 +94,11 @@ class _Messages(asyncio.Protocol):
         report: Callable[[int, int | None], None],
         limit: int,
         checkpoint: Callable[[str], None] = lambda text: None,
+        log: Callable[[int, int, str], None] = lambda time_ms, level, text: None,
     ) -> None:
         self._report = report
         self._checkpoint = checkpoint
+        self._log = log
         self._limit = limit
         self._partial = bytearray()
         self.end: dict[str, Any] | None = None
@@ -117,6 +125,17 @@ class _Messages(asyncio.Protocol):
             return
         if isinstance(message.get("checkpoint"), str):  # sent before the progress it goes with
             self._checkpoint(message["checkpoint"])
+            return
+        if isinstance(message.get("log"), list):  # [[epoch ms, level, text], …]
+            for entry in message["log"]:
+                if (
+                    isinstance(entry, list)
+                    and len(entry) == 3
+                    and type(entry[0]) is int
+                    and type(entry[1]) is int
+                    and isinstance(entry[2], str)
+                ):
+                    self._log(entry[0], min(max(entry[1], 0), len(LOG_LEVELS) - 1), entry[2])
             return
         progress, total = message.get("progress"), message.get("total")
         if isinstance(progress, int) and not isinstance(progress, bool):
@@ -179,6 +198,7 @@ async def run(call: str, ctx: JobContext) -> Any:
                     lambda value, total: ctx.progress(value, total),
                     limit,
                     functools.partial(_checkpointed, ctx),
+                    functools.partial(_logged, ctx),
                 ),
                 pipe,
             )
@@ -241,6 +261,11 @@ def _checkpointed(ctx: JobContext, text: str) -> None:
         log.warning("task %d: a checkpoint from its process was refused: %s", ctx.task_id, exc)
 
 
+def _logged(ctx: JobContext, time_ms: int, level: int, text: str) -> None:
+    """A line the child sent: bounded again here, as the job's."""
+    ctx._report_log(time_ms, level, bound_line(text, ctx.settings))
+
+
 # --- the child's side ---
 
 
@@ -257,6 +282,9 @@ class _Pipe:
         self._total: int | None = None
         #: the job's latest checkpoint (JSON text), until it is sent
         self._checkpoint: str | None = None
+        #: the job's log lines since the last write: [epoch ms, level, text]
+        self._lines: list[list[Any]] = []
+        self._max_lines = 10_000
         #: the (progress, total) last written
         self._sent: tuple[int | None, int | None] = (None, None)
         self._changed = threading.Event()
@@ -273,6 +301,16 @@ class _Pipe:
     def total(self, value: int) -> None:
         self._total = value  # sent with the progress value the context reports next
 
+    def log(self, time_ms: int, level: int, text: str) -> None:
+        with self._lock:
+            self._lines.append([time_ms, level, text])
+            if len(self._lines) > 2 * self._max_lines:  # the service would drop them anyway
+                cut = len(self._lines) - self._max_lines
+                del self._lines[:cut]
+                note = f"… {cut} lines dropped before they were written (max_log_lines)"
+                self._lines.insert(0, [time_ms, LOG_LEVEL_INDEX["warning"], note])
+        self._changed.set()
+
     def _flush_loop(self) -> None:
         while True:
             self._changed.wait()
@@ -285,6 +323,9 @@ class _Pipe:
             checkpoint, self._checkpoint = self._checkpoint, None
             if checkpoint is not None:
                 self._write({"checkpoint": checkpoint})
+            lines, self._lines = self._lines, []
+            for start in range(0, len(lines), LINES_PER_MESSAGE):
+                self._write({"log": lines[start : start + LINES_PER_MESSAGE]})
             latest = (self._latest, self._total)
             if latest[0] is not None and latest != self._sent:
                 message = {"progress": latest[0]}
@@ -294,6 +335,8 @@ class _Pipe:
                 self._sent = latest
 
     def end(self, message: bytes) -> None:
+        if capture.whole_process is not None:  # its last printed line, unfinished
+            capture.job_ended(capture.whole_process)
         self._flush()
         with self._lock:
             self._write(message)
@@ -338,8 +381,12 @@ def child(request: dict[str, Any], fd: int) -> int:
             _report=pipe.progress,
             _report_total=pipe.total,
             _report_checkpoint=pipe.checkpoint,
+            _report_log=pipe.log,
             _cancel=cancel,
         )
+        pipe._max_lines = settings.max_log_lines
+        capture.whole_process = ctx  # its logging and print are the job's lines
+        capture.install()
         _, function = load_function(request["call"])
         value = _call(function, ctx, cancel)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: a stop now needs no cleanup

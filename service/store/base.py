@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..model import Attempt, AttemptEnd, Event, GraphRef, NewTask, Status, Task
+from ..model import Attempt, AttemptEnd, Event, GraphRef, LogLine, NewTask, Status, Task
 
 #: called with the events of every committed write, in id order, after the commit
 CommitListener = Callable[[Sequence[Event]], None]
@@ -218,6 +218,18 @@ class Store(Protocol):
     ) -> list[Event]:
         """Up to `limit` events after `after_id`; with `max_bytes`, only those that start
         within that many bytes of data (at least one)."""
+        ...
+
+    async def append_logs(self, lines: Mapping[int, Sequence[LogLine]], keep: int) -> None:
+        """Jobs' new log lines by task, in their order, numbered with the task's current
+        attempt; each task keeps its last `keep` (the others dropped, counted for the
+        marker line) and gets one task.log event carrying them. A task gone: left alone."""
+        ...
+
+    async def logs(self, task_id: int, after: int, limit: int, level: int = 0) -> list[LogLine]:
+        """Up to `limit` of the task's lines with an id above `after` and a level of at
+        least `level`, in order; a marker line (id: the first kept line's - 1) says how
+        many of the oldest were dropped, when the page starts before them."""
         ...
 
     async def attempts(self, task_id: int) -> list[Attempt]:

@@ -382,3 +382,47 @@ LAST_CHECKPOINT = (
     "SELECT checkpoint FROM attempts WHERE task_id = $1 AND checkpoint IS NOT NULL"
     " ORDER BY number DESC LIMIT 1"
 )
+
+
+# --- log lines (schema 3): appended in batches (PostgresStore.append_logs), read by
+# GET …/tasks/{id}/logs ---
+
+LOG_COLUMNS = "id, time_ms, level, attempt, text"
+#: ids for a batch's lines, in order. Parameter: how many
+LOG_IDS = "SELECT nextval(pg_get_serial_sequence('log_lines', 'id')) FROM generate_series(1, $1)"
+#: the tasks of a batch that still exist, with their current attempts. Parameter: the ids
+LOG_TASKS = (
+    f"SELECT {TASK_COLUMNS}, (SELECT max(a.number) FROM attempts a WHERE a.task_id = tasks.id)"
+    " FROM tasks WHERE id = ANY($1::bigint[])"
+)
+#: a batch's lines. Parameters: ids, task ids, times, levels, attempts, texts
+INSERT_LOGS = (
+    "INSERT INTO log_lines (id, task_id, time_ms, level, attempt, text)"
+    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[], $5::int[],"
+    " $6::text[])"
+)
+#: each task's count grows by its batch's. Parameters: the ids, the counts, the lines cut
+#: from the batches before they were written
+COUNT_LOGS = (
+    "INSERT INTO log_counts (task_id, lines, dropped)"
+    " SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[])"
+    " ON CONFLICT (task_id) DO UPDATE SET lines = log_counts.lines + excluded.lines,"
+    " dropped = log_counts.dropped + excluded.dropped"
+    " RETURNING task_id, lines"
+)
+#: a task's oldest lines past the bound. Parameters: the id, how many
+DROP_OLDEST_LOGS = (
+    "DELETE FROM log_lines WHERE id IN"
+    " (SELECT id FROM log_lines WHERE task_id = $1 ORDER BY id LIMIT $2)"
+)
+SET_LOG_COUNT = (
+    "UPDATE log_counts SET lines = lines - $2, dropped = dropped + $2 WHERE task_id = $1"
+)
+SELECT_LOGS = (
+    f"SELECT {LOG_COLUMNS} FROM log_lines WHERE task_id = $1 AND id > $2 AND level >= $3"
+    " ORDER BY id LIMIT $4"
+)
+LOG_STATE = (
+    "SELECT dropped, (SELECT min(id) FROM log_lines WHERE task_id = $1)"
+    " FROM log_counts WHERE task_id = $1"
+)

@@ -408,3 +408,39 @@ LAST_CHECKPOINT = (
     "SELECT checkpoint FROM attempts WHERE task_id = ? AND checkpoint IS NOT NULL"
     " ORDER BY number DESC LIMIT 1"
 )
+
+
+# --- log lines (schema 10): appended in batches (SQLiteStore.append_logs), read by
+# GET …/tasks/{id}/logs ---
+
+LOG_COLUMNS = "id, time_ms, level, attempt, text"
+#: the task's open (or last) attempt's number
+CURRENT_ATTEMPT = "SELECT max(number) FROM attempts WHERE task_id = ?"
+LAST_LOG_ID = "SELECT coalesce(max(id), 0) FROM log_lines"
+INSERT_LOG = (
+    "INSERT INTO log_lines (id, task_id, time_ms, level, attempt, text) VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: the task's count grows by the batch. Parameters: the id, the count; returns the total
+#: and the dropped so far
+COUNT_LOGS = (
+    "INSERT INTO log_counts (task_id, lines, dropped) VALUES (?, ?, 0)"
+    " ON CONFLICT (task_id) DO UPDATE SET lines = lines + excluded.lines"
+    " RETURNING lines, dropped"
+)
+#: the task's oldest lines. Parameters: the id, how many
+DROP_OLDEST_LOGS = (
+    "DELETE FROM log_lines WHERE id IN"
+    " (SELECT id FROM log_lines WHERE task_id = ? ORDER BY id LIMIT ?)"
+)
+SET_LOG_COUNT = "UPDATE log_counts SET lines = ?, dropped = ? WHERE task_id = ?"
+#: a page of the task's lines. Parameters: the id, after this line id, the lowest level,
+#: how many
+SELECT_LOGS = (
+    f"SELECT {LOG_COLUMNS} FROM log_lines WHERE task_id = ? AND id > ? AND level >= ?"
+    " ORDER BY id LIMIT ?"
+)
+#: how many lines were dropped, and the first line kept (the marker goes before it)
+LOG_STATE = (
+    "SELECT dropped, (SELECT min(id) FROM log_lines WHERE task_id = ?)"
+    " FROM log_counts WHERE task_id = ?"
+)

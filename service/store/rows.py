@@ -7,7 +7,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..model import Attempt, AttemptOutcome, Event, EventKind, GraphRef, Status, Task
+from ..model import (
+    LOG_LEVEL_INDEX,
+    Attempt,
+    AttemptOutcome,
+    Event,
+    EventKind,
+    GraphRef,
+    LogLine,
+    Status,
+    Task,
+)
 
 _STATUSES: dict[Any, Status] = {status.value: status for status in Status}
 
@@ -147,3 +157,47 @@ def row_to_attempt(row: Row) -> Attempt:
         traceback=row[9],
         checkpointed=bool(row[10]),
     )
+
+
+#: the lines a task.log event carries at most (the last of its batch); the others are read
+#: from GET …/logs with after=
+EVENT_LOG_LINES = 1000
+_WARNING = LOG_LEVEL_INDEX["warning"]
+
+
+def row_to_log_line(row: Row) -> LogLine:
+    """A stored line (the columns of queries.LOG_COLUMNS) as a LogLine."""
+    return LogLine(
+        time_ms=int(row[1]),
+        level=int(row[2]),
+        text=str(row[4]),
+        attempt=None if row[3] is None else int(row[3]),
+        id=int(row[0]),
+    )
+
+
+def log_page(
+    lines: list[LogLine], dropped: int, first_id: int | None, after: int, level: int, limit: int
+) -> list[LogLine]:
+    """A page of a task's lines with the marker of the dropped ones before its first kept
+    line (id: that line's id - 1), when the page starts before it."""
+    if dropped <= 0 or first_id is None or after >= first_id - 1 or level > _WARNING:
+        return lines
+    first_time = lines[0].time_ms if lines else 0
+    marker = LogLine(
+        time_ms=first_time,
+        level=_WARNING,
+        text=f"… {dropped} earlier lines dropped (max_log_lines)",
+        id=first_id - 1,
+    )
+    return [marker, *lines[: max(limit - 1, 0)]]
+
+
+def log_event_data(task_id: int, lines: list[LogLine]) -> dict[str, Any]:
+    """A task.log event's data: the task's id and its new lines (the last EVENT_LOG_LINES;
+    `omitted` says how many before them it does not carry)."""
+    carried = lines[-EVENT_LOG_LINES:]
+    data: dict[str, Any] = {"id": task_id, "lines": [line.to_api() for line in carried]}
+    if len(lines) > len(carried):
+        data["omitted"] = len(lines) - len(carried)
+    return data

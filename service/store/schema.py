@@ -129,6 +129,30 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM attempts WHERE task_id = OLD.id;
     END;
     """,
+    # 10: a job's log lines (ctx.log, its logging and print, a command's output), written
+    # in batches with the progress; `log_counts` keeps each task's count and how many of
+    # its oldest lines were dropped past max_log_lines. Deleted with the task.
+    """
+    CREATE TABLE log_lines (
+        id       INTEGER PRIMARY KEY,  -- increasing in the order a task's lines were written
+        task_id  INTEGER NOT NULL,
+        time_ms  INTEGER NOT NULL,
+        level    INTEGER NOT NULL,     -- model.LOG_LEVELS' index
+        attempt  INTEGER,              -- the attempt that wrote it
+        text     TEXT    NOT NULL
+    );
+    CREATE INDEX log_lines_by_task ON log_lines (task_id, id);
+    CREATE TABLE log_counts (
+        task_id  INTEGER PRIMARY KEY,
+        lines    INTEGER NOT NULL,     -- lines stored
+        dropped  INTEGER NOT NULL      -- the oldest lines dropped past max_log_lines
+    );
+    CREATE TRIGGER tasks_logs_deleted AFTER DELETE ON tasks
+    BEGIN
+        DELETE FROM log_lines WHERE task_id = OLD.id;
+        DELETE FROM log_counts WHERE task_id = OLD.id;
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -28,6 +28,7 @@ from ..model import (
     Event,
     EventKind,
     GraphRef,
+    LogLine,
     NewTask,
     Status,
     Task,
@@ -36,7 +37,16 @@ from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import check_live, lease_start, leased_task
 from .lock import ProcessLock
-from .rows import is_json, row_to_attempt, row_to_event, row_to_task, stored_status
+from .rows import (
+    is_json,
+    log_event_data,
+    log_page,
+    row_to_attempt,
+    row_to_event,
+    row_to_log_line,
+    row_to_task,
+    stored_status,
+)
 from .writer import ChangeOp, Op, Tx, Writer
 
 T = TypeVar("T")
@@ -352,6 +362,42 @@ class SQLiteStore:
 
         def op(tx: Tx) -> None:
             tx.conn.executemany(q.SET_CHECKPOINT, items)
+
+        await self._write(op)
+
+    async def append_logs(self, lines: Mapping[int, Sequence[LogLine]], keep: int) -> None:
+        """Jobs' new log lines, by task, each numbered with the task's current attempt; a
+        task's oldest past `keep` are dropped (counted for the marker). One task.log event
+        per task; a task that is gone is left alone."""
+        batches = [(task_id, list(batch)[-keep:], len(batch)) for task_id, batch in lines.items()]
+
+        def op(tx: Tx) -> None:
+            next_id = int(tx.conn.execute(q.LAST_LOG_ID).fetchone()[0]) + 1
+            for task_id, batch, total in batches:
+                task = tx.select_task(task_id)
+                if task is None or not batch:
+                    continue
+                attempt = tx.conn.execute(q.CURRENT_ATTEMPT, (task_id,)).fetchone()[0]
+                if total > len(batch):
+                    next_id += 1  # the marker's place (before the first line kept)
+                stored = [
+                    LogLine(line.time_ms, line.level, line.text, attempt, next_id + n)
+                    for n, line in enumerate(batch)
+                ]
+                next_id += len(stored)
+                tx.conn.executemany(
+                    q.INSERT_LOG,
+                    [(ln.id, task_id, ln.time_ms, ln.level, ln.attempt, ln.text) for ln in stored],
+                )
+                count, dropped = tx.conn.execute(q.COUNT_LOGS, (task_id, len(stored))).fetchone()
+                dropped += total - len(stored)  # cut from the batch before it was written
+                if count > keep:
+                    tx.conn.execute(q.DROP_OLDEST_LOGS, (task_id, count - keep))
+                    dropped += count - keep
+                    count = keep
+                if dropped:
+                    tx.conn.execute(q.SET_LOG_COUNT, (count, dropped, task_id))
+                tx.event(EventKind.LOG, task, log_event_data(task_id, stored))
 
         await self._write(op)
 
@@ -750,6 +796,17 @@ class SQLiteStore:
             return None
         rows = await self._fetch(q.LAST_CHECKPOINT, (task_id,))
         return None if not rows else str(rows[0][0])
+
+    async def logs(self, task_id: int, after: int, limit: int, level: int = 0) -> list[LogLine]:
+        if not 0 < task_id <= MAX_ID:
+            return []
+        after = max(0, min(after, MAX_ID))
+        rows = await self._fetch(q.SELECT_LOGS, (task_id, after, level, limit))
+        lines = [row_to_log_line(row) for row in rows]
+        state = await self._fetch(q.LOG_STATE, (task_id, task_id))
+        if not state:
+            return lines
+        return log_page(lines, int(state[0][0]), state[0][1], after, level, limit)
 
     async def last_event_id(self) -> int:
         rows = await self._fetch(q.LAST_EVENT_ID, ())

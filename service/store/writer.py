@@ -72,17 +72,20 @@ class Tx:
         #: this process as its attempts name it (changes.replica_name)
         self.replica = replica
 
-    def event(self, kind: EventKind, task: Task) -> None:
+    def event(self, kind: EventKind, task: Task, data: dict[str, Any] | None = None) -> None:
+        """An event of the task; `data` (a task.log event's) instead of the task's."""
         deleted = kind is EventKind.DELETED
-        if deleted:
-            body: dict[str, Any] = {"id": task.id}
+        if data is not None:
+            body: dict[str, Any] = data
+        elif deleted:
+            body = {"id": task.id}
         else:
             body = task.to_api()
             if kind is not EventKind.CREATED:
                 # SPEC 7: only task.created carries the input (it never changes), so a
                 # large input is not stored, replayed and sent again with every step.
                 body.pop("task_input", None)
-        data = orjson.dumps(body)
+        encoded = orjson.dumps(body)
         self.events.append(
             Event(
                 next(self._next_event_id),
@@ -91,7 +94,7 @@ class Tx:
                 task.graph,
                 task.type,
                 None if deleted else task.status,
-                data,
+                encoded,
             )
         )
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..errors import BadRequest
 from ..leases import MAX_CLAIM_WAIT
-from ..model import Action, Status
+from ..model import LOG_LEVELS, Action, Status
 from . import params
 from .params import MAX_INT
 
@@ -340,6 +340,25 @@ PAGE = Text(
     description="page token (as a previous answer gave it); empty for the first page",
 )
 LIST_TASKS = (LIST_STATUS, LIST_TYPE, ORDER, LIMIT, IDS, PAGE)
+
+#: GET …/tasks/{id}/logs
+LOGS_AFTER = Integer(
+    name="after",
+    minimum=0,
+    default=0,
+    description="lines after this line id (the last id of the previous page); 0: from the first",
+)
+LOGS_LIMIT = Integer(
+    name="limit", minimum=1, maximum=10_000, default=1000, description="lines at most"
+)
+LOGS_LEVEL = Choice(
+    name="level",
+    values=LOG_LEVELS,
+    default="debug",
+    message="Invalid level '{text}', valid levels are: {values}",
+    description="lines of this level or above",
+)
+LOGS = (LOGS_AFTER, LOGS_LIMIT, LOGS_LEVEL)
 
 FORCE = Boolean(name="force", description="delete an incomplete task too")
 ACTION = Choice(

@@ -18,7 +18,7 @@ from ..errors import (
     Unauthorized,
     Unprocessable,
 )
-from ..model import Action, AttemptOutcome, EventKind, Status
+from ..model import LOG_LEVELS, Action, AttemptOutcome, EventKind, Status
 from . import declared
 from .auth import OPEN_PATHS
 from .declared import Param
@@ -252,6 +252,21 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             },
         }
     }
+    logs = {
+        "get": {
+            "operationId": "taskLogs",
+            "summary": "A page of the task's log lines (ctx.log, the job's logging and print, "
+            "a command's output), oldest first; a marker line says how many of the oldest "
+            "were dropped past max_log_lines",
+            "parameters": [TASK_ID, *_params(*declared.LOGS)],
+            "responses": {
+                "200": _json("the task's log lines", _ref("LogLines")),
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **UNAVAILABLE,
+            },
+        }
+    }
     counts = {
         "get": {
             "operationId": "countTasks",
@@ -271,6 +286,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
         "/jobs/{type}": job,
         "/tasks/{id}/events": task_events,
         "/tasks/{id}/attempts": attempts,
+        "/tasks/{id}/logs": logs,
         "/events": graph_events,
         **_worker_task_operations(),
     }
@@ -646,6 +662,26 @@ def _schemas() -> dict[str, Any]:
                 },
             },
             "required": ["attempt", "server", "replica", "start", "end", "outcome", "checkpointed"],
+        },
+        "LogLines": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer", "description": "the task's id"},
+                "lines": {"type": "array", "items": _ref("LogLine")},
+                "last": {"type": "integer", "description": "the after= of the next page"},
+            },
+            "required": ["id", "lines", "last"],
+        },
+        "LogLine": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer", "description": "increasing within the task"},
+                "time": {"type": "integer", "description": "epoch milliseconds"},
+                "level": {"type": "string", "enum": list(LOG_LEVELS)},
+                "attempt": {"type": ["integer", "null"], "description": "the run that wrote it"},
+                "text": {"type": "string", "description": "at most max_log_line_chars"},
+            },
+            "required": ["id", "time", "level", "attempt", "text"],
         },
         "TaskCounts": {
             "type": "object",

@@ -23,6 +23,7 @@ GRAPH_ROUTES = (
     ("POST", "/jobs/{type}", jobs.create_job),
     ("GET", "/tasks/{id}/events", sse.task_events),
     ("GET", "/tasks/{id}/attempts", tasks.task_attempts),
+    ("GET", "/tasks/{id}/logs", tasks.task_logs),
     ("GET", "/events", sse.graph_events),
     ("PUT", "/tasks/{id}/progress", worker_routes.report_progress),
     ("POST", "/tasks/{id}/complete", worker_routes.complete),

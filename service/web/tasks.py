@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound
-from ..model import Status, Task
+from ..model import LOG_LEVEL_INDEX, Status, Task
 from . import declared, params
 from .keys import REGISTRY, STORE, SUPERVISOR
 from .responses import JSON_CONTENT_TYPE, json_response
@@ -187,6 +187,24 @@ async def get_task(request: web.Request) -> web.Response:
     if task is None:
         raise NotFound(f"Can't find task with id '{task_id}'")
     return json_response(task.to_api())
+
+
+async def task_logs(request: web.Request) -> web.Response:
+    """`{"id": N, "lines": [...], "last": id}`: a page of the task's log lines, after the
+    line id `after=`, of `level=` or above; `last` is the id to page on from (the
+    request's `after` when no line came)."""
+    graph = params.graph_of(request)
+    task_id = declared.TASK_ID.get(request)
+    after = declared.LOGS_AFTER.get(request) or 0
+    limit = declared.LOGS_LIMIT.get(request) or 1
+    level = LOG_LEVEL_INDEX[declared.LOGS_LEVEL.get(request)]
+    store = request.app[STORE]
+    task = await store.get(graph, task_id)
+    if task is None:
+        raise NotFound(f"Can't find task with id '{task_id}'")
+    lines = await store.logs(task_id, after, limit, level)
+    last = lines[-1].id if lines else after
+    return json_response({"id": task_id, "lines": [ln.to_api() for ln in lines], "last": last})
 
 
 async def task_attempts(request: web.Request) -> web.Response:

@@ -217,6 +217,10 @@ ERROR_CASES: list[tuple[str, str, bytes | None, str, int]] = [
     ("GET", "/tasks/999/events", None, "/tasks/{id}/events", 404),
     ("GET", "/tasks/abc/attempts", None, "/tasks/{id}/attempts", 400),
     ("GET", "/tasks/999/attempts", None, "/tasks/{id}/attempts", 404),
+    ("GET", "/tasks/abc/logs", None, "/tasks/{id}/logs", 400),
+    ("GET", "/tasks/999/logs", None, "/tasks/{id}/logs", 404),
+    ("GET", "/tasks/{waiting}/logs?level=loud", None, "/tasks/{id}/logs", 400),
+    ("GET", "/tasks/{waiting}/logs?after=-1", None, "/tasks/{id}/logs", 400),
     ("GET", "/events?status=bogus", None, "/events", 400),
     # no error under a declared graph; the undeclared graph's 404 is checked below
     ("GET", "/tasks/counts", None, "/tasks/counts", 200),
