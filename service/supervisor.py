@@ -1244,11 +1244,14 @@ class Supervisor:
 
     async def _beat(self, rejoin: bool) -> None:
         """This process's heartbeat; `rejoin`: leave the identity given up for a new one
-        (declared dead, it has a new one already)."""
+        (declared dead, it has a new one already). It counts from when it was sent: the
+        answer to one sent before a partition may come only when the network heals, after
+        the others have declared this process dead."""
+        sent = time.monotonic()
         alive = await self.store.beat(rejoin)
         if not alive:
             self._abandon_all("it was declared dead")
-        self.beat_at = time.monotonic()
+        self.beat_at = sent
         if rejoin or not alive:
             self._rejoin = False
 
