@@ -250,8 +250,34 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of a task's log, as GET …/tasks/{id}/logs and task.log events show it."""
+
+    id: int
+    #: epoch milliseconds
+    time_ms: int
+    #: debug, info, warning or error
+    level: str
+    #: the attempt that wrote it (None: the marker of the dropped lines)
+    attempt: int | None
+    text: str
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> LogLine:
+        attempt = body.get("attempt")
+        return cls(
+            id=int(body["id"]),
+            time_ms=int(body.get("time", 0)),
+            level=str(body.get("level", "info")),
+            attempt=None if attempt is None else int(attempt),
+            text=str(body.get("text", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    """One Server-Sent Event: `kind` is task.created, task.status, task.progress or task.deleted."""
+    """One Server-Sent Event: `kind` is task.created, task.status, task.progress or
+    task.deleted (and task.log, on a stream asked for with logs=True)."""
 
     id: int | None
     kind: str
@@ -266,9 +292,17 @@ class Event:
         """The task after the change; None for task.deleted (its data is only the id).
         Only task.created and a task stream's first event carry the input: in the others
         `input` is None (it never changes; `get` reads it)."""
-        if self.kind == "task.deleted":
+        if self.kind in ("task.deleted", "task.log"):
             return None
         return Task.from_api(self.data)
+
+    @property
+    def lines(self) -> builtins.list[LogLine]:
+        """A task.log event's new lines (none for the other kinds). `omitted` in its data
+        says how many came before them that it does not carry (read them with logs())."""
+        if self.kind != "task.log":
+            return []
+        return [LogLine.from_api(item) for item in self.data.get("lines", [])]
 
     @property
     def ends_task_stream(self) -> bool:
@@ -446,6 +480,17 @@ class Client:
         body = await self._request("GET", f"{self.base}/tasks/{int(task_id)}/attempts")
         return [Attempt.from_api(item) for item in body.get("attempts", [])]
 
+    async def logs(
+        self, task_id: int, *, after: int = 0, limit: int = 1000, level: str | None = None
+    ) -> builtins.list[LogLine]:
+        """A page of the task's log lines after the line id `after` (the last one's id goes
+        on to the next page), of `level` or above."""
+        params = {"after": str(after), "limit": str(limit)}
+        if level is not None:
+            params["level"] = level
+        body = await self._request("GET", f"{self.base}/tasks/{int(task_id)}/logs", params=params)
+        return [LogLine.from_api(item) for item in body.get("lines", [])]
+
     async def list(
         self,
         status: str | None = None,
@@ -591,10 +636,12 @@ class Client:
         type: str | None = None,
         service: bool = False,
         last_event_id: int | None = None,
+        logs: bool = False,
     ) -> EventStream:
         """A task's events (first its current state), or, without `task_id`, the graph's
         (optionally one status or type), or with `service=True` every graph's. With
-        `last_event_id`, the stream starts after that event: nothing is missed."""
+        `last_event_id`, the stream starts after that event: nothing is missed. With
+        `logs`, task.log events too (their `lines`); without, they are skipped."""
         if task_id is not None:
             path = f"{self.base}/tasks/{int(task_id)}/events"
         elif service:
@@ -603,7 +650,7 @@ class Client:
             path = f"{self.base}/events"
         params = {k: v for k, v in (("status", status), ("type", type)) if v}
         return EventStream(
-            self, path, params, ends=task_id is not None, last_event_id=last_event_id
+            self, path, params, ends=task_id is not None, last_event_id=last_event_id, logs=logs
         )
 
 
@@ -637,8 +684,11 @@ class EventStream:
         *,
         ends: bool,
         last_event_id: int | None = None,
+        logs: bool = False,
     ) -> None:
         self._client = client
+        #: task.log events are given too (else skipped: their data is no task)
+        self._logs = logs
         self._path = path
         self._params = dict(params)
         self._ends = ends
@@ -722,6 +772,8 @@ class EventStream:
             await self.connect()
         while not self._finished:
             event = await self._read_event()
+            if event is not None and event.kind == "task.log" and not self._logs:
+                continue
             if event is not None:
                 if self._ends and event.ends_task_stream:
                     await self.close()

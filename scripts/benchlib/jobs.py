@@ -19,3 +19,24 @@ async def ticker(ctx: JobContext) -> int:
         await asyncio.sleep(max(0.0, start + step / rate - loop.time()))
         ctx.progress(step)
     return count
+
+
+async def log_flood(ctx: JobContext) -> int:
+    """Writes `lines` log lines as fast as it can (yielding every `every` lines, so the
+    service's flushes run meanwhile): the cost of a job that logs a lot."""
+    options: dict[str, Any] = ctx.input or {}
+    lines, every = int(options.get("lines", 100_000)), int(options.get("every", 1000))
+    for n in range(lines):
+        ctx.log(f"line {n} of {lines}: some words a job might write about its work")
+        if n % every == every - 1:
+            await asyncio.sleep(0)
+    return lines
+
+
+def log_flood_thread(ctx: JobContext) -> int:
+    """The same from a plain function's thread."""
+    options: dict[str, Any] = ctx.input or {}
+    lines = int(options.get("lines", 100_000))
+    for n in range(lines):
+        ctx.log(f"line {n} of {lines}: some words a job might write about its work")
+    return lines

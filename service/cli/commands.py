@@ -19,7 +19,9 @@ from .render import Output, attempt_table, styled_status, task_detail, task_tabl
 from .watch import watch_graph, watch_task
 
 if TYPE_CHECKING:
-    from ..client import Client, Task
+    from rich.text import Text
+
+    from ..client import Client, LogLine, Task
 
 # --- serve ---
 
@@ -289,6 +291,72 @@ def attempts(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run_client(args, command)
+
+
+#: the levels `sidetask logs --level` takes, lowest first
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
+
+
+def logs(args: argparse.Namespace) -> int:
+    """The task's log lines; with --follow, then the new ones as they come (task.log
+    events on its stream) until the task ends."""
+
+    async def command(client: Client, out: Output) -> int:
+        floor = LOG_LEVELS.index(args.level)
+        last = 0
+
+        def show(lines: list[LogLine]) -> None:
+            nonlocal last
+            for line in lines:
+                if line.id <= last or line.level not in LOG_LEVELS[floor:]:
+                    continue
+                last = line.id
+                if out.json:
+                    out.print_json(
+                        {"id": line.id, "time": line.time_ms, "level": line.level,
+                         "attempt": line.attempt, "text": line.text}
+                    )  # fmt: skip
+                else:
+                    out.print(_log_line(line))
+
+        async def catch_up() -> None:
+            while True:
+                page = await client.logs(args.id, after=last, limit=1000, level=args.level)
+                show(page)
+                if len(page) < 1000:
+                    return
+
+        if not args.follow:
+            await client.get(args.id)  # an unknown task: its 404, not an empty log
+            await catch_up()
+            return EXIT_OK
+        # subscribed first, then what is stored: no line falls between the two
+        async with client.events(args.id, logs=True) as stream:
+            await catch_up()
+            async for event in stream:
+                if event.kind != "task.log":
+                    continue
+                if event.data.get("omitted"):
+                    await catch_up()  # more than the event carries: read from the store
+                else:
+                    show(event.lines)
+        await catch_up()
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def _log_line(line: LogLine) -> Text:
+    from datetime import datetime
+
+    from rich.text import Text
+
+    when = datetime.fromtimestamp(line.time_ms / 1000).strftime("%H:%M:%S.%f")[:-3]
+    attempt = "-" if line.attempt is None else str(line.attempt)
+    text = Text(f"{when} {line.level:<7} #{attempt} ", style="dim")
+    text.append(line.text, style=_LEVEL_STYLES.get(line.level, ""))
+    return text
 
 
 def act(args: argparse.Namespace) -> int:

@@ -183,6 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attempts.set_defaults(run=commands.attempts)
 
+    logs = subcommands.add_parser(
+        "logs", parents=[common], help="show a task's log lines; -f: follow them as they come"
+    )
+    logs.add_argument("id", type=_task_id, metavar="ID")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="print new lines as they come, until the task ends",
+    )
+    logs.add_argument(
+        "--level",
+        choices=["debug", "info", "warning", "error"],
+        default="debug",
+        help="lines of this level or above (default: all)",
+    )
+    logs.set_defaults(run=commands.logs)
+
     for action, text in (
         ("cancel", "cancel a task (a running one goes cancelling, then cancelled)"),
         ("pause", "pause a task that has not started running"),

@@ -161,7 +161,7 @@ def row_to_attempt(row: Row) -> Attempt:
 
 #: the lines a task.log event carries at most (the last of its batch); the others are read
 #: from GET …/logs with after=
-EVENT_LOG_LINES = 1000
+EVENT_LOG_LINES = 200
 _WARNING = LOG_LEVEL_INDEX["warning"]
 
 
