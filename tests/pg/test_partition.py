@@ -7,9 +7,11 @@ replica_timeout, recovers its task and runs it to its end; the cut-off replica s
 job first (after 80% of the timeout without a heartbeat) and answers /ready with 503; when
 the network heals it comes back under a new identity, and nothing it writes reaches the
 task it lost (the fence). The partition comes at any moment, or in the middle of one of the
-replica's transactions: PostgreSQL then holds that transaction open, with what it locked
-(the replica's row, a task's), until it ends the silent session (after replica_timeout),
-so the survivor is held up until then, not for good."""
+replica's transactions (the writer's next: a sweep, which holds the sweep lock): PostgreSQL
+then holds that transaction open, with what it locked, until it ends the silent session
+(after replica_timeout), so the survivor is held up until then, not for good. A session
+holding the events lock so (cut off between a transaction's events and its commit) holds
+up every other replica's writes, not their heartbeats: the last test."""
 
 from __future__ import annotations
 
