@@ -62,6 +62,7 @@ export const api = {
   list: (base, query) => request("GET", `${base}/tasks`, { query }),
   get: (base, id) => request("GET", `${base}/tasks/${id}`),
   attempts: (base, id) => request("GET", `${base}/tasks/${id}/attempts`),
+  logs: (base, id, after = 0) => request("GET", `${base}/tasks/${id}/logs`, { query: { after, limit: 1000 } }),
   act: (base, id, action) => request("PUT", `${base}/tasks/${id}`, { query: { action } }),
   remove: (base, id, force = false) =>
     request("DELETE", `${base}/tasks/${id}`, { query: { force: force ? "true" : undefined } }),

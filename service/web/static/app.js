@@ -48,6 +48,7 @@ const state = {
   detailStream: null, //       the selected task's EventSource
   detailUpdate: 0, //          task_update of the state the detail shows
   detailTask: null, //         the state the detail shows
+  logLast: 0, //               the id of the selected task's last log line shown
   attemptsTimer: 0, //         the pending read of the selected task's attempts
   actions: null, //            status -> the actions it allows, as GET /actions says
   counts: null, //             the last counts read
@@ -497,6 +498,53 @@ function showInDetail(task) {
   renderDetail(task);
 }
 
+// --- a task's log: its lines as they come -------------------------------------------------
+
+/** The lines shown at most: the oldest go first past it (the route has them all). */
+const LOG_SHOWN = 2000;
+
+/** Reads the selected task's lines after the last one shown, page by page. */
+async function loadLog(id) {
+  for (;;) {
+    let body;
+    try {
+      body = await api.logs(state.base, id, state.logLast);
+    } catch (error) {
+      if (state.selected === id && error.status !== 404) {
+        $("#log").replaceChildren(el("li", { className: "none", text: errorText(error) }));
+      }
+      return;
+    }
+    if (state.selected !== id) return;
+    appendLog(body.lines);
+    if (body.lines.length < 1000) return;
+  }
+}
+
+function appendLog(lines) {
+  const list = $("#log");
+  list.querySelector("li.none")?.remove();
+  const fresh = lines.filter((line) => line.id > state.logLast);
+  if (!fresh.length) {
+    if (!list.children.length) list.append(el("li", { className: "none", text: "no lines yet" }));
+    return;
+  }
+  const follow = list.scrollTop + list.clientHeight >= list.scrollHeight - 4; // at the bottom: stay there
+  list.append(...fresh.map(logItem));
+  state.logLast = fresh[fresh.length - 1].id;
+  while (list.children.length > LOG_SHOWN) list.firstElementChild.remove();
+  if (follow) list.scrollTop = list.scrollHeight;
+}
+
+function logItem(line) {
+  return el("li", { className: `l-${line.level}`, attrs: { "data-line": String(line.id) } }, [
+    el("time", { text: formatTime(line.time, { millis: true }), attrs: { title: fullTime(line.time) } }),
+    el("span", { className: "level", text: line.level }),
+    el("span", { className: "attempt", text: line.attempt === null ? "" : `#${line.attempt}` }),
+    el("span", { className: "text", text: line.text }),
+  ]);
+}
+
 // --- a task's attempts: each run, how it ended, and a failure's error ---------------------
 
 /** Reads the selected task's attempts again, once for a burst of status events (a stream
@@ -583,6 +631,8 @@ async function select(id) {
   $("#timeline").replaceChildren();
   $("#attempts").replaceChildren();
   delete $("#attempts").dataset.shown;
+  $("#log").replaceChildren();
+  state.logLast = 0;
   state.detailStream?.close();
   state.detailStream = null;
   try {
@@ -590,6 +640,8 @@ async function select(id) {
     if (state.selected !== id) return;
     showInDetail(task);
     loadAttempts(id);
+    await loadLog(id); // before the stream: its task.log events go on from the last line read
+    if (state.selected !== id) return;
   } catch (error) {
     showMessage($("#action-message"), errorText(error), "error");
     return;
@@ -605,6 +657,12 @@ async function select(id) {
     showInDetail(task);
   };
   for (const kind of ["task.created", "task.status", "task.progress"]) stream.addEventListener(kind, follow(kind));
+  stream.addEventListener("task.log", (event) => {
+    const body = JSON.parse(event.data);
+    // a batch larger than an event carries: the lines it left out are read from the route
+    if (body.omitted) loadLog(id);
+    else appendLog(body.lines);
+  });
   stream.addEventListener("task.deleted", () => stream.close());
 }
 
