@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,22 @@ async def talk_slowly(ctx: JobContext) -> str:
     return name
 
 
+def talk_slowly_thread(ctx: JobContext) -> str:
+    """The same from a plain function's thread."""
+    name = ctx.input["name"]
+    for n in range(20):
+        joblog.info("%s %d", name, n)
+        print(f"{name} printed {n}")
+        time.sleep(0.005)
+    return name
+
+
 JOBS: dict[str, Any] = {
     "talk": f"{__name__}:talk",
     "talk_async": f"{__name__}:talk_async",
     "talk_child": {"call": f"{__name__}:talk", "run_in": "process"},
     "talk_slowly": f"{__name__}:talk_slowly",
+    "talk_slowly_thread": f"{__name__}:talk_slowly_thread",
 }
 
 
@@ -125,10 +137,15 @@ async def test_a_job_writes_lines_every_way(client: TestClient, job: str) -> Non
 
 
 async def test_two_jobs_at_once_each_get_their_own_lines(client: TestClient) -> None:
-    ids = [await submit(client, BASE, "talk_slowly", {"name": name}) for name in ("a", "b")]
+    names = ("a", "b", "c", "d")
+    kinds = ("talk_slowly", "talk_slowly", "talk_slowly_thread", "talk_slowly_thread")
+    ids = [
+        await submit(client, BASE, kind, {"name": name})
+        for kind, name in zip(kinds, names, strict=True)
+    ]
     for task_id in ids:
         await wait_status(client, BASE, task_id, "success", timeout=30)
-    for task_id, name in zip(ids, ("a", "b"), strict=True):
+    for task_id, name in zip(ids, names, strict=True):
         lines = texts(await logs(client, task_id))
         assert sorted(lines) == sorted(
             [f"tests.joblog: {name} {n}" for n in range(20)]
@@ -209,3 +226,13 @@ async def test_lines_come_as_task_log_events_and_resume(client: TestClient) -> N
         )
         replayed = await SSEReader(again).collect(timeout=30)
     assert [e.id for e in replayed] == [e.id for e in events if e.id and e.id > (first.id or 0)]
+    # the graph's stream has them too
+    async with asyncio.timeout(30):
+        graph = await client.get(f"{BASE}/events", headers={"Last-Event-ID": "0"})
+        seen = await SSEReader(graph).until(
+            lambda e: e.event == "task.status" and e.json.get("id") == task_id
+            and e.json.get("task_status") == "success"
+        )  # fmt: skip
+        graph.close()
+    on_graph = [e.id for e in seen if e.event == "task.log" and e.json["id"] == task_id]
+    assert on_graph == [e.id for e in log_events]
