@@ -1115,6 +1115,18 @@ class Supervisor:
                 note = f"… {cut} lines dropped before they were written (max_log_lines)"
                 lines.insert(0, LogLine(time_ms, LOG_LEVEL_INDEX["warning"], note))
 
+        # A thread's lines are handed to the loop in bunches: one wake-up of the loop for
+        # whatever the thread wrote meanwhile (before the job's end, which is handed after)
+        lock = threading.Lock()
+        handed: list[tuple[int, int, str]] = []
+
+        def take() -> None:
+            with lock:
+                bunch = handed[:]
+                handed.clear()
+            for line in bunch:
+                record(*line)
+
         def report(time_ms: int, level: int, text: str) -> None:
             try:
                 in_loop = asyncio.get_running_loop() is loop
@@ -1122,8 +1134,13 @@ class Supervisor:
                 in_loop = False
             if in_loop:
                 record(time_ms, level, text)
-            else:  # a plain function's worker thread
-                loop.call_soon_threadsafe(record, time_ms, level, text)
+                return
+            with lock:  # a plain function's worker thread
+                handed.append((time_ms, level, text))
+                first = len(handed) == 1
+            if first:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: a drain left it
+                    loop.call_soon_threadsafe(take)
 
         return report
 
