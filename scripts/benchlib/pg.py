@@ -103,6 +103,48 @@ async def _figures(conn: asyncpg.Connection, first: int, last: int) -> dict[str,
     }
 
 
+#: tasks each replica runs before the measured window (its connections, prepared
+#: statements and the database's caches warm, as row 3's low-load part warms its server)
+WARMUP = 200
+
+
+async def _wait_done(
+    conn: asyncpg.Connection, seen: int, first: int, last: int, within: float
+) -> tuple[bool, int]:
+    """Until every task of ids first..last has ended (or `within` s): whether they all
+    did, and the last event id read. Reads the events after the last one read (by the
+    primary key), so the poll's own cost in the PostgreSQL server stays small and does
+    not grow with the tasks done."""
+    deadline = time.monotonic() + within
+    finished = 0
+    while time.monotonic() < deadline:
+        top, ended = await conn.fetchrow(
+            f"SELECT max(id), count(*) FILTER (WHERE kind = 'task.status'"
+            " AND status IN ('success', 'failed', 'cancelled') AND task_id BETWEEN $2 AND $3)"
+            f" FROM {SCHEMA}.events WHERE id > $1",
+            seen,
+            first,
+            last,
+        )
+        if top is not None:
+            seen, finished = int(top), finished + int(ended)
+        if finished >= last - first + 1:
+            return True, seen
+        await asyncio.sleep(0.05)
+    return False, seen
+
+
+async def _warm_up(servers: list[BenchServer], conn: asyncpg.Connection) -> int:
+    """WARMUP tasks through each replica, waited for; the last event id then."""
+    seen = int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {SCHEMA}.events"))
+    runs = await asyncio.gather(*(submit_many(s.port, PATH, BODY, WARMUP, 8) for s in servers))
+    ids = [i for run in runs for i in run.task_ids]
+    done, seen = await _wait_done(conn, seen, min(ids), max(ids), 60)
+    if not done:
+        raise RuntimeError(f"the {len(ids)} warm-up tasks did not all end within 60 s")
+    return seen
+
+
 async def _run(
     servers: list[BenchServer],
     pg: PgBench,
@@ -119,7 +161,7 @@ async def _run(
     pg_window = pg.cpu_window()
     conn = await asyncpg.connect(dsn)
     try:
-        seen = int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {SCHEMA}.events"))
+        seen = await _warm_up(servers, conn)
         pg_window.start()
         for w in windows:
             w.start()
@@ -135,26 +177,7 @@ async def _run(
         first, last = min(ids), max(ids)
         if last - first + 1 != count or len(set(ids)) != count:
             raise RuntimeError(f"expected {count} consecutive task ids, got {first}..{last}")
-        deadline = time.monotonic() + within
-        done = False
-        finished = 0
-        while time.monotonic() < deadline:
-            # the events since the last look (by the primary key): the poll's own cost in
-            # the PostgreSQL server's CPU stays small and does not grow with the tasks done
-            top, ended = await conn.fetchrow(
-                f"SELECT max(id), count(*) FILTER (WHERE kind = 'task.status'"
-                " AND status IN ('success', 'failed', 'cancelled') AND task_id BETWEEN $2 AND $3)"
-                f" FROM {SCHEMA}.events WHERE id > $1",
-                seen,
-                first,
-                last,
-            )
-            if top is not None:
-                seen, finished = int(top), finished + int(ended)
-            if finished >= count:
-                done = True
-                break
-            await asyncio.sleep(0.05)
+        done, _ = await _wait_done(conn, seen, first, last, within)
         for w in windows:
             w.stop()
         pg_window.stop()
