@@ -44,6 +44,13 @@ ATTEMPT_COLUMNS = (
 )  # fmt: skip
 
 
+#: a task's log (schema 10): its lines, and its count with the dropped ones
+LOG_TABLES = (
+    ("log_lines", ("id", "task_id", "time_ms", "level", "attempt", "text"), "id"),
+    ("log_counts", ("task_id", "lines", "dropped"), "task_id"),
+)
+
+
 class CopyRefused(SidetaskError):
     status = 400
 
@@ -140,6 +147,27 @@ async def _copy(path: Path, pg: Any, schema: str) -> tuple[int, int]:
                         f"An attempt of task {rows[0][0]} cannot be copied: {exc}; nothing "
                         "was copied"
                     ) from exc
+            # each task's log with it (schema 10), its line ids kept (after= goes on)
+            for log_table, log_columns, order in LOG_TABLES:
+                sql = (
+                    f"SELECT {', '.join(log_columns)} FROM {log_table}"
+                    f" WHERE task_id IN (SELECT id FROM tasks) ORDER BY {order}"
+                )
+                for rows in _batches(conn, sql):
+                    try:
+                        await pg.copy_records_to_table(
+                            log_table, records=rows, columns=log_columns, schema_name=schema
+                        )
+                    except (asyncpg.PostgresError, asyncpg.DataError) as exc:
+                        raise CopyRefused(
+                            f"A log line of task {rows[0][1 if log_table == 'log_lines' else 0]} "
+                            f"cannot be copied: {exc}; nothing was copied"
+                        ) from exc
+            (last_line,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM log_lines").fetchone()
+            if last_line:
+                await pg.execute(
+                    "SELECT setval(pg_get_serial_sequence('log_lines', 'id'), $1)", last_line
+                )
             # the next ids come after the copied ones (and after ids SQLite gave out and
             # deleted: a purged task's id is never used again)
             (last_task,) = conn.execute(

@@ -4,9 +4,13 @@ marker line for the oldest dropped, deleted with the task. On both stores."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from service import clock
 from service.model import LOG_LEVEL_INDEX, EventKind, LogLine, Status
-from service.store import Backend, Change
+from service.store import Backend, Change, SQLiteStore
+from service.store.copy import copy_db
+from service.store.postgres import PostgresStore
 from tests.store.conftest import GRAPH, new
 from tests.store.test_attempts import claim_and_start
 
@@ -71,3 +75,29 @@ async def test_lines_go_with_their_task(store: Backend) -> None:
     await store.transition(Change(task.id, Status.SUCCESS, {"result": "1"}, fenced=True))
     await store.delete(GRAPH, task.id, None)
     assert await store.logs(task.id, 0, 100) == []
+
+
+async def test_copy_db_takes_each_tasks_log_along(tmp_path: Path, pg_dsn: str) -> None:
+    """`sidetask copy-db`: a SQLite history moved to PostgreSQL keeps its logs, line ids,
+    marker and all; the next lines come after them."""
+    source = SQLiteStore(tmp_path / "old.db")
+    await source.open()
+    try:
+        task, _ = await source.insert(new())
+        await claim_and_start(source, task.id)
+        await source.append_logs({task.id: lines(*(f"l{n}" for n in range(8)))}, keep=5)
+        expected = await source.logs(task.id, 0, 100)
+    finally:
+        await source.close()
+    await copy_db(tmp_path / "old.db", pg_dsn)
+    target = PostgresStore(pg_dsn)
+    await target.open()
+    try:
+        assert await target.logs(task.id, 0, 100) == expected
+        await target.append_logs({task.id: lines("after the copy")}, keep=5)
+        marker, *kept = await target.logs(task.id, 0, 100)
+        assert [ln.text for ln in kept] == ["l4", "l5", "l6", "l7", "after the copy"]
+        assert kept[-1].id > expected[-1].id
+        assert marker.text == "… 4 earlier lines dropped (max_log_lines)"
+    finally:
+        await target.close()
