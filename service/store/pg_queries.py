@@ -390,10 +390,12 @@ LAST_CHECKPOINT = (
 LOG_COLUMNS = "id, time_ms, level, attempt, text"
 #: ids for a batch's lines, in order. Parameter: how many
 LOG_IDS = "SELECT nextval(pg_get_serial_sequence('log_lines', 'id')) FROM generate_series(1, $1)"
-#: the tasks of a batch that still exist, with their current attempts. Parameter: the ids
+#: the tasks of a batch that still exist and no other process holds (a replica that lost a
+#: task writes no more lines into its next run), with their current attempts. Parameters:
+#: the ids, this process's id
 LOG_TASKS = (
     f"SELECT {TASK_COLUMNS}, (SELECT max(a.number) FROM attempts a WHERE a.task_id = tasks.id)"
-    " FROM tasks WHERE id = ANY($1::bigint[])"
+    " FROM tasks WHERE id = ANY($1::bigint[]) AND (owner = $2 OR owner IS NULL)"
 )
 #: a batch's lines. Parameters: ids, task ids, times, levels, attempts, texts
 INSERT_LOGS = (

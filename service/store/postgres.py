@@ -1011,7 +1011,7 @@ class PostgresStore:
             return
 
         async def op(tx: PgTx) -> None:
-            rows = await tx.conn.fetch(q.LOG_TASKS, list(batches))
+            rows = await tx.conn.fetch(q.LOG_TASKS, list(batches), tx.me)
             present = [(row_to_task(row), row[-1]) for row in rows]
             if not present:
                 return

@@ -75,6 +75,17 @@ async def test_lines_go_with_their_task(store: Backend) -> None:
     await store.transition(Change(task.id, Status.SUCCESS, {"result": "1"}, fenced=True))
     await store.delete(GRAPH, task.id, None)
     assert await store.logs(task.id, 0, 100) == []
+    # and with the retention purge of completed tasks
+    old, _ = await store.insert(new())
+    await claim_and_start(store, old.id)
+    await store.append_logs({old.id: lines("c")}, keep=100)
+    await store.transition(Change(old.id, Status.SUCCESS, {"result": "1"}, fenced=True))
+    assert len(await store.logs(old.id, 0, 100)) == 1
+    later = clock.now_ms() + 1000
+    while (await store.purge(later, 0))[0]:
+        pass
+    assert await store.get(None, old.id) is None
+    assert await store.logs(old.id, 0, 100) == []
 
 
 async def test_copy_db_takes_each_tasks_log_along(tmp_path: Path, pg_dsn: str) -> None:
