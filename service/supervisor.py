@@ -655,13 +655,14 @@ class Supervisor:
         handed to this process's slots (`scheduled`), which confirm them (`queued`), each
         step its own commit, then ready to start. One that moved meanwhile (cancelled,
         paused) is left out. A step of its own: the next claim does not wait for these
-        commits, and shares their transactions."""
+        commits, and shares their transactions. A step the store cannot write now is
+        tried again while this process takes work (else the tasks would stay claimed by a
+        live process, which nobody recovers); a drain leaves them to the recovery of what a
+        stopped process held."""
         count = len(handed)
         try:
             for target in (Status.SCHEDULED, Status.QUEUED):
-                results = await self.store.transition_many(
-                    [Change(t.id, target, fenced=True) for t in handed]
-                )
+                results = await self._hand_step(handed, target)
                 handed = [r for r in results if isinstance(r, Task)]
         finally:
             self._handing -= count
@@ -669,6 +670,27 @@ class Supervisor:
             self._ready.add(task)
         if handed and self._slots_free() > 0:
             await self._start_ready()
+
+    async def _hand_step(self, handed: list[Task], target: Status) -> list[Task | Exception]:
+        backoff = Backoff(SETTLE_RETRY_FIRST, SETTLE_RETRY_MAX, jitter=0)
+        retried = False
+        while True:
+            try:
+                return await self.store.transition_many(
+                    [Change(t.id, target, fenced=True) for t in handed]
+                )
+            except ServiceUnavailable as exc:
+                if not self._accepting:
+                    raise
+                if not retried:
+                    log.warning(
+                        "%d task(s) not handed on to %s yet, trying again: %s",
+                        len(handed),
+                        target,
+                        exc.message,
+                    )
+                retried = True
+                await asyncio.sleep(backoff.next() or SETTLE_RETRY_MAX)
 
     def _spawn(self, step: Coroutine[Any, Any, None]) -> None:
         """Runs a scheduling step as its own task; a drain waits for the steps in flight."""
