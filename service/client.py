@@ -56,6 +56,7 @@ __all__ = [
     "ConnectionFailed",
     "Event",
     "EventStream",
+    "LogLine",
     "Task",
     "parse_graph",
 ]

@@ -124,9 +124,10 @@ def wrap_streams() -> None:
     since (called at each job's start)."""
     if _installed <= 0:
         return
-    if not isinstance(sys.stdout, JobOutput):
+    # a stream that is not there (None: a process started without one) stays so
+    if sys.stdout is not None and not isinstance(sys.stdout, JobOutput):
         sys.stdout = JobOutput(sys.stdout, "info")
-    if not isinstance(sys.stderr, JobOutput):
+    if sys.stderr is not None and not isinstance(sys.stderr, JobOutput):
         sys.stderr = JobOutput(sys.stderr, "warning")
 
 
