@@ -360,7 +360,7 @@ class _NewOp:
     def __init__(self, store: PostgresStore, new: NewTask) -> None:
         self.store = store
         self.new = new
-        self.locks = store._admit_locks
+        self.locks = store.admit_locks
 
     async def __call__(self, tx: PgTx) -> tuple[Task, bool]:
         return await self.store.insert_one(tx, self.new, None)
@@ -552,7 +552,7 @@ class PostgresStore:
         #: 0: no limit
         self.max_waiting = max_waiting
         #: the cluster's locks a submission takes, and a capped claim (LOCK_ORDER)
-        self._admit_locks: tuple[str, ...] = (q.ADMIT_LOCK,) if max_waiting else ()
+        self.admit_locks: tuple[str, ...] = (q.ADMIT_LOCK,) if max_waiting else ()
         self._claim_locks = (q.CLAIM_LOCK,)
         self._pool: asyncpg.Pool | None = None
         self._conn: asyncpg.Connection | None = None
@@ -888,7 +888,7 @@ class PostgresStore:
         async def op(tx: PgTx) -> tuple[Task, bool]:
             return await self.insert_one(tx, new, fingerprint)
 
-        return await self._write(_Locked(op, self._admit_locks))
+        return await self._write(_Locked(op, self.admit_locks))
 
     async def insert_one(
         self, tx: PgTx, new: NewTask, fingerprint: str | None
