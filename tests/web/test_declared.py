@@ -90,6 +90,8 @@ GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
     ("GET", "/tasks?ids={waiting}", None, {}, "/tasks"),
     ("GET", "/tasks/counts", None, {}, "/tasks/counts"),
     ("GET", "/tasks/{waiting}", None, {}, "/tasks/{id}"),
+    ("GET", "/tasks/{waiting}/logs?after=0&limit=5&level=info", None, {}, "/tasks/{id}/logs"),
+    ("GET", "/tasks/{waiting}/attempts", None, {}, "/tasks/{id}/attempts"),
     ("PUT", "/tasks/{waiting}?action=pause", None, {}, "/tasks/{id}"),
     ("DELETE", "/tasks/{waiting}?force=true", None, {}, "/tasks/{id}"),
     (
@@ -168,6 +170,7 @@ async def test_every_query_parameter_a_handler_reads_is_declared(
     assert {"limit", "ids", "order", "status", "type", "page"} <= reads[
         ("GET", "/graphs/{graph}/tasks")
     ]
+    assert {"after", "limit", "level"} <= reads[("GET", "/graphs/{graph}/tasks/{id}/logs")]
     assert {"types", "wait"} <= reads[("POST", "/workers/{worker}/claim")]
     assert "name" in reads[("POST", "/graphs/{graph}/jobs/gremlin")]
     assert undeclared(reads, document) == {}
