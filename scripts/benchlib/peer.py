@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cpu
-from .server import ROOT, child_env, work_dir
+from .server import ROOT, child_env, run_python, work_dir
 
 #: the consumer's queue polling: Huey's default waits 0.1 s growing to 10 s on an empty
 #: queue, which would leave the concurrent run's workers asleep; these keep them close.
@@ -56,22 +56,12 @@ class _Run:
         self.consumer: subprocess.Popen[bytes] | None = None
 
     def enqueue(self, threads: int) -> dict[str, float]:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"from benchlib.huey_peer import main; main(['enqueue', '{self.count}', '{threads}'])",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+        out = run_python(
+            f"from benchlib.huey_peer import main; main(['enqueue', '{self.count}', '{threads}'])",
+            self.env,
+            "huey producer",
         )
-        if out.returncode != 0:
-            raise RuntimeError(f"huey producer failed: {out.stderr[-2000:]}")
-        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+        return dict(json.loads(out.strip().splitlines()[-1]))
 
     def start_consumer(self, workers: int) -> None:
         log = (self.dir / "consumer.log").open("wb")

@@ -33,7 +33,7 @@ import asyncpg
 
 from . import cpu
 from .pg import PgBench
-from .server import ROOT, child_env, run_loop, work_dir
+from .server import ROOT, child_env, run_loop, run_python, work_dir
 
 APP = "benchlib.procrastinate_peer.app"
 #: the producer's coroutines (sidetask's submissions come over as many connections)
@@ -67,38 +67,17 @@ class _Run:
         self._python("from benchlib.procrastinate_peer import main; main(['schema'])")
 
     def _python(self, code: str) -> str:
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"procrastinate: {code!r} failed: {out.stderr[-2000:]}")
-        return out.stdout
+        return run_python(code, self.env, f"procrastinate: {code!r}")
 
     def defer(self) -> dict[str, float]:
         env = {**self.env, "BENCH_PROCRASTINATE_POOL": "16"}
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from benchlib.procrastinate_peer import main; "
-                f"main(['defer', '{self.count}', '{PRODUCERS}'])",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+        out = run_python(
+            "from benchlib.procrastinate_peer import main; "
+            f"main(['defer', '{self.count}', '{PRODUCERS}'])",
+            env,
+            "procrastinate producer",
         )
-        if out.returncode != 0:
-            raise RuntimeError(f"procrastinate producer failed: {out.stderr[-2000:]}")
-        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+        return dict(json.loads(out.strip().splitlines()[-1]))
 
     def start_worker(self, one_shot: bool) -> None:
         log = (self.dir / "worker.log").open("ab")

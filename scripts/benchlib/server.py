@@ -85,6 +85,23 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def run_python(code: str, env: dict[str, str], what: str) -> str:
+    """Runs `code` in a fresh interpreter from the checkout (a peer's producer, its schema):
+    its standard output; an error naming `what`, with the end of its stderr, if it fails."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed: {out.stderr[-2000:]}")
+    return out.stdout
+
+
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     """A process's resident set (VmRSS), or its peak so far (VmHWM), in MiB."""
     try:
