@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -88,6 +88,28 @@ _ENDS = {
     Status.SUCCESS: AttemptEnd(AttemptOutcome.SUCCESS),
     Status.CANCELLED: _CANCELLED,
 }
+
+
+T = TypeVar("T")
+
+
+def _from_any_thread(
+    loop: asyncio.AbstractEventLoop, record: Callable[[T], None]
+) -> Callable[[T], None]:
+    """`record` called on `loop`: at once from the loop's own thread, else handed to it (a
+    plain function's worker thread reports this way)."""
+
+    def report(value: T) -> None:
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            record(value)
+        else:
+            loop.call_soon_threadsafe(record, value)
+
+    return report
 
 
 def _default_end(outcome: Outcome) -> AttemptEnd:
@@ -1077,17 +1099,7 @@ class Supervisor:
                     self.progress_coalesced += 1  # replaced before it was written
                 self._dirty_progress[task_id] = value
 
-        def report(value: int) -> None:
-            try:
-                in_loop = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                in_loop = False
-            if in_loop:
-                record(value)
-            else:  # a plain function's worker thread
-                loop.call_soon_threadsafe(record, value)
-
-        return report
+        return _from_any_thread(loop, record)
 
     def _checkpointer(self, task_id: int) -> Callable[[str], None]:
         """Where a job's checkpoints (JSON text, checked by the context) go: kept with its
@@ -1106,17 +1118,7 @@ class Supervisor:
                     running.task.progress if current is None else current
                 )
 
-        def report(text: str) -> None:
-            try:
-                in_loop = asyncio.get_running_loop() is loop
-            except RuntimeError:
-                in_loop = False
-            if in_loop:
-                record(text)
-            else:  # a plain function's worker thread
-                loop.call_soon_threadsafe(record, text)
-
-        return report
+        return _from_any_thread(loop, record)
 
     def _logger(self, task_id: int) -> Callable[[int, int, str], None]:
         """Where a job's log lines go: buffered, and written with the next progress flush
