@@ -74,6 +74,10 @@ async def test_the_detail_shows_the_tasks_log_live(dashboard: Dashboard, tmp_pat
     go.write_text("")
     await expect(lines.locator(".text")).to_have_text(["waiting for the go", "went"])
     await expect(lines.locator(".level")).to_have_text(["info", "warning"])
+    # an input of long paths scrolls inside its box: the detail stays in its column, whole
+    overflow = await detail.evaluate("el => el.scrollWidth - el.clientWidth")
+    right = await detail.evaluate("el => el.getBoundingClientRect().right")
+    assert overflow <= 0 and right <= await page.evaluate("window.innerWidth")
     await dashboard.screenshot("dashboard-log.png")
     end.write_text("")
     await expect(dashboard.row(gated).locator(".status")).to_have_text("success")
