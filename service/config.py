@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from . import auth
+from . import auth, tracing
 from .model import GraphRef
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sidetask.toml"
@@ -191,6 +191,10 @@ class Settings:
     #: characters of a failed attempt's traceback kept (its last ones: the innermost frames
     #: and the error); 0: no tracebacks are kept
     max_traceback_chars: int = 16 * 1024
+    #: OpenTelemetry spans of submissions, queue waits and attempts, under each task's
+    #: trace context (needs the `otel` extra; README, "Traces"); false: nothing of
+    #: OpenTelemetry is imported (a submitted traceparent is kept and passed on all the same)
+    tracing: bool = False
     #: tasks waiting to run (new, scheduling, scheduled, queued, restoring) past which a
     #: submission is refused with 429; 0: no limit
     max_waiting: int = 100_000
@@ -488,6 +492,12 @@ def _check(name: str, value: Any) -> None:
             module, sep, attribute = call.partition(":")
             if not sep or not module.strip() or not attribute.strip():
                 raise ConfigError(f"{where}: {call!r} is not of the form 'module:callable'")
+    elif name == "tracing":
+        if value and not tracing.available():
+            raise ConfigError(
+                f"{name}: needs OpenTelemetry's API and SDK, which are not installed "
+                "(pip install 'sidetask[otel]')"
+            )
     elif name == "import_paths":
         for directory in value:
             if not Path(directory).is_dir():

@@ -189,6 +189,10 @@ class Task:
     #: the progress value that means done, when the job declared one (ctx.progress(n,
     #: total=…), a command's `progress: N/M` or `total`); None: not known
     progress_total: int | None = None
+    #: the W3C trace context the task was submitted under (its `traceparent` and
+    #: `tracestate` headers, checked by service.tracing); None: none was given
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -232,6 +236,10 @@ class Task:
         body["task_graph"] = self.graph.graph
         if self.waits_until is not None:
             body["task_run_at"] = self.waits_until
+        if self.traceparent is not None:
+            body["task_traceparent"] = self.traceparent
+            if self.tracestate is not None:
+                body["task_tracestate"] = self.tracestate
         return body
 
     @property
@@ -368,6 +376,10 @@ class NewTask:
     timeout: float | None = None
     delay_ms: int = 0
     idempotency_key: str | None = None
+    #: the submission's W3C trace context (not part of its fingerprint: a replay of the
+    #: same request comes under a trace of its own)
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def fingerprint(self) -> str:
         """What an Idempotency-Key stands for: the job type, the input and every option

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from . import clock, jsontext
+from . import clock, jsontext, tracing
 from .backoff import Backoff
 from .config import Settings
 from .errors import (
@@ -206,6 +206,8 @@ class Supervisor:
         self._rejoin = False
         #: the job types this process runs itself (not the external workers')
         self._runs = sorted(set(registry.names()) - set(settings.external_types))
+        #: the spans of submissions and attempts (setting tracing); None: none are made
+        self.tracer = tracing.tracer(settings.tracing)
 
     # --- lifecycle ---
 
@@ -369,6 +371,8 @@ class Supervisor:
         timeout: float | None = None,  # noqa: ASYNC109 -- the task's timeout, not this call's
         delay: float = 0.0,
         idempotency_key: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> tuple[Task, bool]:
         job_type = self.registry.get(type_name)
         if job_type is None:
@@ -381,6 +385,12 @@ class Supervisor:
                 job_type.validate(None if input_json is None else orjson.loads(input_json))
             except ValueError as exc:
                 raise BadRequest(str(exc)) from None
+        if traceparent is None:  # a tracestate means nothing without its traceparent
+            tracestate = None
+        tracer = self.tracer
+        span = None if tracer is None else tracer.submit(traceparent, tracestate, type_name)
+        if span is not None and traceparent is None:  # the task joins the submission's trace
+            traceparent, tracestate = span.traceparent, span.tracestate
         new = NewTask(
             graph=graph,
             type=type_name,
@@ -392,13 +402,22 @@ class Supervisor:
             timeout=timeout,
             delay_ms=int(delay * 1000),
             idempotency_key=idempotency_key,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
-        self._admit()
-        self._admitting += 1
         try:
-            task, created = await self.store.insert(new)
-        finally:
-            self._admitting -= 1
+            self._admit()
+            self._admitting += 1
+            try:
+                task, created = await self.store.insert(new)
+            finally:
+                self._admitting -= 1
+        except BaseException as exc:
+            if span is not None:
+                span.end(None, False, describe_error(exc))
+            raise
+        if span is not None:
+            span.end(task, created)
         if created:
             self._due_at(task.run_after_ms)
         return task, created
@@ -800,6 +819,7 @@ class Supervisor:
             failure = f"The task's checkpoint could not be read: {exc.message}"
             await asyncio.shield(self._settle(task, self._failure(task, failure)))
             return
+        span = None if self.tracer is None else await self._attempt_span(self.tracer, task)
         ctx = JobContext(
             task_id=task.id,
             graph=task.graph,
@@ -810,6 +830,8 @@ class Supervisor:
             last_progress=task.progress,
             last_progress_total=task.progress_total,
             max_checkpoint_bytes=self.settings.max_checkpoint_bytes,
+            traceparent=task.traceparent if span is None else span.traceparent,
+            tracestate=task.tracestate if span is None else span.tracestate,
             _report=self._reporter(task.id),
             _report_total=self._reporter(task.id, total=True),
             _report_checkpoint=self._checkpointer(task.id),
@@ -820,20 +842,45 @@ class Supervisor:
         )
         capture.running.set(ctx)  # this task's (and its thread's) logging and print are its
         capture.wrap_streams()
+        if span is not None:
+            span.enter()  # the job's own code (and a thread it runs in) runs under the span
         try:
             outcome = await self._execute(task, job_type, ctx)
         except asyncio.CancelledError as exc:
             if self._abandoning or running.abandoned:
-                raise  # drained, or no longer ours: the row is recovered as interrupted
+                # drained, or no longer ours: the row is recovered as interrupted
+                if span is not None:
+                    span.end(AttemptOutcome.HANDED_BACK.value)
+                raise
             if running.cancel.is_set():
                 outcome = Outcome(Status.CANCELLED, attempt=_CANCELLED)
             else:  # no cancel was asked for: the job raised CancelledError itself
                 outcome = self._failure(task, self._describe(exc), self._error(exc))
         capture.job_ended(ctx)
+        if span is not None:
+            end = outcome.attempt or _default_end(outcome)
+            span.end(end.outcome.value, end.error_message)
         # From here a cancel interrupts nothing: the end written next records it.
         running.ending = True
         # The final write must happen even if this task is cancelled again meanwhile.
         await asyncio.shield(self._settle(task, outcome))
+
+    async def _attempt_span(self, tracer: tracing.Tracer, task: Task) -> tracing.AttemptSpan:
+        """The span of the attempt just started, after that of its wait in the queue (from
+        the task's creation, or the end of its previous attempt, to this start)."""
+        now = clock.now_ms()
+        number, start_ms, waited_from = task.retries + 1, now, task.create_ms
+        try:
+            attempts = await self.store.attempts(task.id)
+        except SidetaskError as exc:  # the spans go on without the attempts' times
+            log.info("task %d: its attempts could not be read for its spans: %s", task.id, exc)
+            attempts = []
+        if attempts:
+            number, start_ms = attempts[-1].number, attempts[-1].start_ms
+            if len(attempts) > 1 and attempts[-2].end_ms is not None:
+                waited_from = attempts[-2].end_ms
+        tracer.queued(task, number, waited_from, start_ms)
+        return tracer.attempt(task, number, start_ms)
 
     async def _execute(self, task: Task, job_type: JobType, ctx: JobContext) -> Outcome:
         loop = asyncio.get_running_loop()

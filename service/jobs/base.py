@@ -142,6 +142,11 @@ class JobContext:
     _report: Callable[[int], None] = field(default=lambda value: None, repr=False)
     #: where a declared total goes (task_progress_total)
     _report_total: Callable[[int], None] = field(default=lambda total: None, repr=False)
+    #: the W3C trace context the job runs under, for a job that passes it on (an HTTP
+    #: call's `traceparent` header): its attempt's span when tracing is on, else the one
+    #: the task was submitted with; None: none
+    traceparent: str | None = None
+    tracestate: str | None = None
     #: where a checkpoint goes (its JSON text)
     _report_checkpoint: Callable[[str], None] = field(default=lambda text: None, repr=False)
     #: where a log line goes: (epoch ms, level index, text bounded by max_log_line_chars)

@@ -326,6 +326,10 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
     except ValueError as exc:  # checked at submit; only an input stored under an older config
         raise PermanentFailure(str(exc)) from None
     env = {**os.environ, **extra_env, "SIDETASK_TASK_ID": str(ctx.task_id)}
+    if ctx.traceparent is not None:  # the environment carrier of OpenTelemetry's tools
+        env["TRACEPARENT"] = ctx.traceparent
+        if ctx.tracestate is not None:
+            env["TRACESTATE"] = ctx.tracestate
     total = command.declared_total(ctx.input)
     if total is not None:
         ctx.progress(0, total)

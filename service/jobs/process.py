@@ -164,6 +164,8 @@ async def run(call: str, ctx: JobContext) -> Any:
             "checkpoint": ctx.checkpoint_value,
             "last_progress": ctx.last_progress,
             "last_progress_total": ctx.last_progress_total,
+            "traceparent": ctx.traceparent,
+            "tracestate": ctx.tracestate,
             "settings": settings_values(settings),
         }
     )
@@ -378,6 +380,8 @@ def child(request: dict[str, Any], fd: int) -> int:
             last_progress=int(request.get("last_progress") or 0),
             last_progress_total=request.get("last_progress_total"),
             max_checkpoint_bytes=settings.max_checkpoint_bytes,
+            traceparent=request.get("traceparent"),
+            tracestate=request.get("tracestate"),
             _report=pipe.progress,
             _report_total=pipe.total,
             _report_checkpoint=pipe.checkpoint,
@@ -387,6 +391,8 @@ def child(request: dict[str, Any], fd: int) -> int:
         pipe._max_lines = settings.max_log_lines
         capture.whole_process = ctx  # its logging and print are the job's lines
         capture.install()
+        if settings.tracing and ctx.traceparent is not None:
+            _enter_trace(ctx.traceparent, ctx.tracestate)
         _, function = load_function(request["call"])
         value = _call(function, ctx, cancel)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # done: a stop now needs no cleanup
@@ -445,3 +451,15 @@ def _error(
         if traceback_chars:
             message["traceback"] = format_traceback(exc, traceback_chars)
     return orjson.dumps(message)
+
+
+def _enter_trace(traceparent: str, tracestate: str | None) -> None:
+    """The child's job runs under its attempt's span (the service's, as a remote parent):
+    spans the job makes through a tracer provider it sets up are that attempt's children."""
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {"traceparent": traceparent}
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate
+    otel_context.attach(TraceContextTextMapPropagator().extract(carrier))

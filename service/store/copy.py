@@ -28,7 +28,7 @@ TASK_COLUMNS = (
     "create_ms", "update_ms", "result", "input", "retries", "max_retries", "priority",
     "timeout", "run_after_ms", "server", "description", "progress_total",
     "idempotency_key", "idempotency_fingerprint", "lease", "lease_expires_ms",
-    "process_group", "process_token",
+    "process_group", "process_token", "traceparent", "tracestate",
 )  # fmt: skip
 EVENT_COLUMNS = (
     "id", "task_id", "graphspace", "graph", "kind", "task_type", "status", "data", "create_ms",

@@ -77,8 +77,8 @@ SELECT_BY_IDEMPOTENCY_KEY = (
 INSERT_TASK = (
     "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms,"
     " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key,"
-    " idempotency_fingerprint)"
-    " VALUES ($1, $2, $3, $4, $5, 'new', $6, $6, $7, $8, $9, $10, $11, $12, $13)"
+    " idempotency_fingerprint, traceparent, tracestate)"
+    " VALUES ($1, $2, $3, $4, $5, 'new', $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     " ON CONFLICT (graphspace, graph, idempotency_key) WHERE idempotency_key IS NOT NULL"
     f" DO NOTHING RETURNING {TASK_COLUMNS}"
 )
@@ -89,13 +89,14 @@ NEXT_TASK_IDS = (
 #: a run of new tasks without an Idempotency-Key, one per element of the arrays
 INSERT_TASKS = (
     "INSERT INTO tasks (id, graphspace, graph, name, type, callable, status, create_ms,"
-    " update_ms, input, max_retries, priority, timeout, run_after_ms)"
+    " update_ms, input, max_retries, priority, timeout, run_after_ms, traceparent, tracestate)"
     " SELECT u.id, u.graphspace, u.graph, u.name, u.type, u.callable, 'new', $7, $7, u.input,"
-    " u.max_retries, u.priority, u.timeout, u.run_after_ms"
+    " u.max_retries, u.priority, u.timeout, u.run_after_ms, u.traceparent, u.tracestate"
     " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-    " $8::text[], $9::bigint[], $10::bigint[], $11::float8[], $12::bigint[])"
+    " $8::text[], $9::bigint[], $10::bigint[], $11::float8[], $12::bigint[], $13::text[],"
+    " $14::text[])"
     " AS u(id, graphspace, graph, name, type, callable, input, max_retries, priority, timeout,"
-    " run_after_ms)"
+    " run_after_ms, traceparent, tracestate)"
     f" RETURNING {TASK_COLUMNS}"
 )
 # only the process running the task reports its progress: fenced by its id ($5)

@@ -176,6 +176,10 @@ MIGRATIONS: tuple[str, ...] = (
         dropped  bigint  NOT NULL
     );
     """,
+    # 4: the W3C trace context a task was submitted under, as SQLite's schema 11
+    """
+    ALTER TABLE tasks ADD COLUMN traceparent text, ADD COLUMN tracestate text;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

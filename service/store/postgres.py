@@ -910,6 +910,8 @@ class PostgresStore:
             tx.now + new.delay_ms if new.delay_ms > 0 else 0,
             key,
             fingerprint,
+            new.traceparent,
+            new.tracestate,
         )
         if row is None:  # the key was taken (maybe by another process just now)
             found = await tx.conn.fetchrow(
@@ -950,6 +952,8 @@ class PostgresStore:
             [n.priority for n in news],
             [n.timeout for n in news],
             [tx.now + n.delay_ms if n.delay_ms > 0 else 0 for n in news],
+            [n.traceparent for n in news],
+            [n.tracestate for n in news],
         )
         by_id = {task.id: task for task in map(row_to_task, rows)}
         tasks = [by_id[task_id] for task_id in ids]

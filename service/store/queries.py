@@ -15,7 +15,7 @@ from ..model import COMPLETED_STATUSES, INTERRUPTIBLE_STATUSES, Status
 TASK_COLUMNS = (
     "id, graphspace, graph, name, type, callable, status, progress, create_ms, update_ms, "
     "result, input, retries, max_retries, priority, timeout, run_after_ms, server, description, "
-    "progress_total"
+    "progress_total, traceparent, tracestate"
 )
 #: the event columns, in the order rows.row_to_event reads them
 EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
@@ -46,6 +46,7 @@ UNINTERPRETABLE = (
     " OR typeof(result) NOT IN ('text', 'null') OR typeof(server) NOT IN ('text', 'null')"
     " OR typeof(description) NOT IN ('text', 'null')"
     " OR typeof(progress_total) NOT IN ('integer', 'null')"
+    " OR typeof(traceparent) NOT IN ('text', 'null') OR typeof(tracestate) NOT IN ('text', 'null')"
     " OR (input IS NOT NULL AND (typeof(input) != 'text' OR NOT sidetask_json(input))))"
 )
 
@@ -94,8 +95,8 @@ SELECT_BY_IDEMPOTENCY_KEY = (
 INSERT_TASK = (
     "INSERT INTO tasks (graphspace, graph, name, type, callable, status, create_ms,"
     " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key,"
-    " idempotency_fingerprint)"
-    f" VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
+    " idempotency_fingerprint, traceparent, tracestate)"
+    f" VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
 )
 SET_PROGRESS = (
     "UPDATE tasks SET progress = ?, progress_total = coalesce(?, progress_total),"

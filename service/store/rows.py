@@ -32,18 +32,20 @@ class Row(Protocol):
 
 _N = type(None)
 #: the task columns (queries.TASK_COLUMNS); a query may add its own after them
-_COLUMNS = 20
+_COLUMNS = 22
 #: the types of a sound row, column by column: one check of the whole row tells the usual
 #: case from a damaged one (a list reads a hundred rows per request)
 _SOUND_ROWS = frozenset(
     (int, str, str, str, str, str, str, int, int, int, result, input, int, int, int,
-     timeout, int, server, description, total)
+     timeout, int, server, description, total, traceparent, tracestate)
     for result in (str, _N)
     for input in (str, _N)
     for timeout in (float, int, _N)
     for server in (str, _N)
     for description in (str, _N)
     for total in (int, _N)
+    for traceparent in (str, _N)
+    for tracestate in (str, _N)
 )  # fmt: skip
 
 
@@ -64,7 +66,7 @@ def row_to_task(row: Row) -> Task:
         row[0], _graph_ref(row[1], row[2]), row[3], row[4], row[5],
         _STATUSES.get(row[6], Status.UNKNOWN), row[7], row[8], row[9], row[10], row[11],
         row[12], row[13], row[14], None if timeout is None else float(timeout), row[16],
-        row[17], row[18], row[19],
+        row[17], row[18], row[19], row[20], row[21],
     )  # fmt: skip
 
 

@@ -153,6 +153,12 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM log_counts WHERE task_id = OLD.id;
     END;
     """,
+    # 11: the W3C trace context a task was submitted under (task_traceparent,
+    # task_tracestate); NULL: none
+    """
+    ALTER TABLE tasks ADD COLUMN traceparent TEXT;
+    ALTER TABLE tasks ADD COLUMN tracestate TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

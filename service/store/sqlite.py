@@ -175,6 +175,8 @@ class SQLiteStore:
                     tx.now + new.delay_ms if new.delay_ms > 0 else 0,
                     key,
                     fingerprint,
+                    new.traceparent,
+                    new.tracestate,
                 ),
             ).fetchone()
             task = row_to_task(row)

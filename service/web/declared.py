@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from .. import tracing
 from ..errors import BadRequest
 from ..leases import MAX_CLAIM_WAIT
 from ..model import LOG_LEVELS, Action, Status
@@ -419,6 +420,23 @@ IDEMPOTENCY_KEY = Text(
     "job type with the key is a 422",
     check=_idempotency_key,
 )
+TRACEPARENT = Text(
+    name="traceparent",
+    where="header",
+    schema_={"type": "string"},
+    description="the W3C trace context the task is submitted under (task_traceparent): its "
+    "spans and its job continue that trace; a malformed one is ignored, as the W3C "
+    "specification says, and the task is submitted without it",
+    check=tracing.parse_traceparent,
+)
+TRACESTATE = Text(
+    name="tracestate",
+    where="header",
+    schema_={"type": "string"},
+    description="vendor data of the trace (task_tracestate); kept only with a valid "
+    f"traceparent, and dropped when malformed or over {tracing.MAX_TRACESTATE_CHARS} characters",
+    check=lambda text: tracing.parse_tracestate([text]),
+)
 #: each option and the keyword of Supervisor.submit it is
 SUBMIT_OPTIONS: tuple[tuple[Integer | Number | Text, str], ...] = (
     (NAME, "name"),
@@ -427,6 +445,8 @@ SUBMIT_OPTIONS: tuple[tuple[Integer | Number | Text, str], ...] = (
     (TIMEOUT, "timeout"),
     (DELAY, "delay"),
     (IDEMPOTENCY_KEY, "idempotency_key"),
+    (TRACEPARENT, "traceparent"),
+    (TRACESTATE, "tracestate"),
 )
 JOB_TYPE = Text(
     name="type", where="path", schema_={"type": "string"}, description="a registered job type"

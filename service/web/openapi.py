@@ -626,6 +626,15 @@ def _schemas() -> dict[str, Any]:
             "required": ["id", "attempts"],
         },
         "Attempt": {
+        "task_traceparent": {
+            "type": "string",
+            "description": "the W3C trace context the task was submitted under (its "
+            "traceparent header, as version 00); absent when none was given",
+        },
+        "task_tracestate": {
+            "type": "string",
+            "description": "the tracestate header submitted with the traceparent",
+        },
             "type": "object",
             "properties": {
                 "attempt": {"type": "integer", "minimum": 1, "description": "1, 2, … in order"},

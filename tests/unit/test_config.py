@@ -43,6 +43,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "tokens": (f'{{"ci": "{TOKEN_HASH}"}}', {"ci": TOKEN_HASH}),
     "grants": ('{"ci": ["DEFAULT/hugegraph"]}', {"ci": ("DEFAULT/hugegraph",)}),
     "metrics_public": ("true", True),
+    "tracing": ("true", True),
     "allowed_hosts": (
         "my-app, sidetask.jobs.svc, *.svc.cluster.local",
         ("my-app", "sidetask.jobs.svc", "*.svc.cluster.local"),
