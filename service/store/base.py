@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..model import Attempt, AttemptEnd, Event, GraphRef, LogLine, NewTask, Status, Task
+from ..selection import EVERY, Selection
 
 #: called with the events of every committed write, in id order, after the commit
 CommitListener = Callable[[Sequence[Event]], None]
@@ -184,9 +185,11 @@ class Store(Protocol):
         *,
         task_type: str | None = None,
         descending: bool = False,
+        selection: Selection = EVERY,
     ) -> list[Task]:
         """A graph's tasks in id order after `after_id`; descending: newest first, below
-        `after_id` (0: from the newest). `status`: one, or any of a set."""
+        `after_id` (0: from the newest). `status`: one, or any of a set; `selection`: a
+        name prefix and created / updated ranges besides."""
         ...
 
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]: ...
@@ -199,6 +202,7 @@ class Store(Protocol):
         *,
         task_type: str | None = None,
         descending: bool = False,
+        selection: Selection = EVERY,
     ) -> AsyncGenerator[list[Task], None]:
         """What `list_tasks` gives, in lists read in bounded batches: a large task is read
         on its own and comes alone, so a list of large tasks holds one at a time."""

@@ -312,18 +312,42 @@ GRAPH_TASKS_BY_ID = (
 )
 
 
+#: a Selection's terms, in the order Selection.terms gives their parameters ({n}:
+#: the parameter's number); the name in byte order, as its index (schema 6) holds it
+SELECTION_TERMS = (
+    'name COLLATE "C" >= ${n}',
+    'name COLLATE "C" < ${n}',
+    "create_ms >= ${n}",
+    "create_ms < ${n}",
+    "update_ms >= ${n}",
+    "update_ms < ${n}",
+)
+
+
 @functools.lru_cache(maxsize=256)
-def list_tasks(descending: bool, by_type: bool, stored: bool, unknown: bool, bounded: bool) -> str:
-    """A graph's tasks in id order from an id on, of a type, of stored statuses and/or
-    those that read as `unknown`. Parameters: graphspace, graph, the id, then those asked
-    for: the type, the statuses (an array), KNOWN_VALUES (for `unknown`), then the limit,
-    and with `bounded` the characters of input and result past which a row comes as its
-    id alone (its input and result left out, and `large` true)."""
+def list_tasks(
+    descending: bool,
+    by_type: bool,
+    stored: bool,
+    unknown: bool,
+    bounded: bool,
+    selected: tuple[bool, ...] = (),
+) -> str:
+    """A graph's tasks in id order from an id on, of a type, of a selection's `selected` terms
+    (SELECTION_TERMS), of stored statuses and/or those that read as `unknown`.
+    Parameters: graphspace, graph, the id, then those asked for: the type, the terms',
+    the statuses (an array), KNOWN_VALUES (for `unknown`), then the limit, and with
+    `bounded` the characters of input and result past which a row comes as its id alone
+    (its input and result left out, and `large` true)."""
     sql = f"graphspace = $1 AND graph = $2 AND id {'<' if descending else '>'} $3"
     n = 4
     if by_type:
         sql += f" AND type = ${n}"
         n += 1
+    for term, on in zip(SELECTION_TERMS, selected, strict=False):
+        if on:
+            sql += " AND " + term.format(n=n)
+            n += 1
     terms = []
     if stored:
         terms.append(f"status = ANY(${n}::text[])")

@@ -180,6 +180,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tasks ADD COLUMN traceparent text, ADD COLUMN tracestate text;
     """,
+    # 6: the list's name prefix and created / updated ranges, as SQLite's schema 12; the
+    # name in byte order (COLLATE "C"), as a prefix's range is written whatever the
+    # database's collation
+    """
+    CREATE INDEX tasks_by_graph_name ON tasks (graphspace, graph, (name COLLATE "C"), id);
+    CREATE INDEX tasks_by_graph_create ON tasks (graphspace, graph, create_ms, id);
+    CREATE INDEX tasks_by_graph_update ON tasks (graphspace, graph, update_ms, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

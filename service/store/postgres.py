@@ -59,6 +59,7 @@ from ..model import (
     Status,
     Task,
 )
+from ..selection import EVERY, Selection
 from . import pg_queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import (
@@ -1369,14 +1370,19 @@ class PostgresStore:
         task_type: str | None,
         descending: bool,
         bounded: bool,
+        selection: Selection = EVERY,
     ) -> tuple[str, list[Any], frozenset[Status] | None]:
         """A list's query and its parameters but the limit (and the bound): the third is
-        the id it goes on from."""
+        the id it goes on from. A selection's ranges are left to PostgreSQL's planner,
+        which knows from its statistics how many tasks each holds (SQLite's store counts
+        them first: SQLiteStore._selection_index)."""
         wanted = frozenset({status}) if isinstance(status, Status) else status
         bound = MAX_ID if descending and after_id == 0 else min(after_id, MAX_ID)
         params: list[Any] = [graph.graphspace, graph.graph, bound]
         if task_type is not None:
             params.append(task_type)
+        terms, values = selection.terms()
+        params.extend(values)
         stored: list[str] = []
         unknown = False
         if wanted is not None:
@@ -1386,7 +1392,14 @@ class PostgresStore:
             unknown = Status.UNKNOWN in wanted
             if unknown:
                 params.append(q.KNOWN_VALUES)
-        sql = q.list_tasks(descending, task_type is not None, bool(stored), unknown, bounded)
+        sql = q.list_tasks(
+            descending,
+            task_type is not None,
+            bool(stored),
+            unknown,
+            bounded,
+            terms if any(terms) else (),
+        )
         return sql, params, wanted
 
     async def list_tasks(
@@ -1398,10 +1411,17 @@ class PostgresStore:
         *,
         task_type: str | None = None,
         descending: bool = False,
+        selection: Selection = EVERY,
     ) -> list[Task]:
         tasks: list[Task] = []
         async for batch in self.iter_tasks(
-            graph, status, limit, after_id, task_type=task_type, descending=descending
+            graph,
+            status,
+            limit,
+            after_id,
+            task_type=task_type,
+            descending=descending,
+            selection=selection,
         ):
             tasks.extend(batch)
         return tasks
@@ -1415,13 +1435,14 @@ class PostgresStore:
         *,
         task_type: str | None = None,
         descending: bool = False,
+        selection: Selection = EVERY,
     ) -> AsyncGenerator[list[Task], None]:
         """The tasks `list_tasks` gives, in lists of at most LIST_BATCH read by one query;
         a task larger than LIST_ROW_CHARS (input and result) is read on its own when its
         turn comes and comes alone. A row that reads as another status than the one it is
         stored with (damaged) is left out of a status's list."""
         sql, params, wanted = self._list_query(
-            graph, status, after_id, task_type, descending, bounded=True
+            graph, status, after_id, task_type, descending, bounded=True, selection=selection
         )
         left = limit
         while left is None or left > 0:

@@ -322,26 +322,65 @@ def graph_tasks_by_id(ids: int) -> str:
     )
 
 
+#: a Selection's terms, in the order Selection.terms gives their parameters
+SELECTION_TERMS = (
+    "name >= ?",
+    "name < ?",
+    "create_ms >= ?",
+    "create_ms < ?",
+    "update_ms >= ?",
+    "update_ms < ?",
+)
+#: the index each pair of SELECTION_TERMS reads (schema 12)
+SELECTION_INDEXES = ("tasks_by_graph_name", "tasks_by_graph_create", "tasks_by_graph_update")
+
+
+def _selection_sql(selected: tuple[bool, ...]) -> str:
+    return "".join(f" AND {t}" for t, on in zip(SELECTION_TERMS, selected, strict=False) if on)
+
+
+@functools.lru_cache(maxsize=64)
+def count_selected(index: str, terms: tuple[bool, ...]) -> str:
+    """How many of a graph's tasks one pair of a selection's terms takes, counted up to a
+    limit in `index` alone. Parameters: graphspace, graph, the terms', the limit."""
+    return (
+        f"SELECT count(*) FROM (SELECT 1 FROM tasks INDEXED BY {index}"
+        f" WHERE graphspace = ? AND graph = ?{_selection_sql(terms)} LIMIT ?)"
+    )
+
+
 @functools.lru_cache(maxsize=512)
 def list_tasks(
-    several: bool, descending: bool, by_type: bool, stored: int, unknown: bool, limited: bool
+    several: bool,
+    descending: bool,
+    by_type: bool,
+    stored: int,
+    unknown: bool,
+    limited: bool,
+    selected: tuple[bool, ...] = (),
+    via: str | None = None,
 ) -> str:
     """A graph's tasks in id order, from an id on (the third parameter), of a type, of
-    `stored` statuses and/or those that read as `unknown`. Parameters: graphspace, graph,
-    the id, the type, the statuses, KNOWN_VALUES (for `unknown`), the limit.
+    the `selected` terms of a selection (SELECTION_TERMS), of `stored` statuses and/or those that read
+    as `unknown`. Parameters: graphspace, graph, the id, the type, the terms', the
+    statuses, KNOWN_VALUES (for `unknown`), the limit. `via`: the index to read (the
+    store chooses it for a selection: SQLiteStore._selection_index).
 
     Several stored statuses (a dashboard's group): left to itself, SQLite walks the graph's
     tasks in id order looking for them, every one of 200,000 when none is in them (130 ms);
     by the status index it reads each status's range, up to the limit each (0.1 ms). One
     status finds that index by itself; unknown cannot use it. Descending, the id is the one
     the page goes on below; the same indexes serve both orders, read backwards."""
-    source = "tasks INDEXED BY tasks_by_graph_status" if several else "tasks"
+    if via is None and several:
+        via = "tasks_by_graph_status"
+    source = "tasks" if via is None else f"tasks INDEXED BY {via}"
     sql = (
         f"SELECT {TASK_COLUMNS} FROM {source} WHERE graphspace = ? AND graph = ?"
         f" AND id {'<' if descending else '>'} ?"
     )
     if by_type:
         sql += " AND type = ?"
+    sql += _selection_sql(selected)
     terms = []
     if stored == 1:
         terms.append("status = ?")

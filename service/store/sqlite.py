@@ -33,6 +33,7 @@ from ..model import (
     Status,
     Task,
 )
+from ..selection import EVERY, Selection
 from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import check_live, lease_start, leased_task
@@ -60,6 +61,9 @@ LIST_ROW_CHARS = 32 * 1024
 PURGE_CHUNK = 5000
 #: ids a list_ids query carries at most (SQLite caps the number of parameters)
 IDS_CHUNK = 500
+#: a selection's range holding fewer tasks than this is read by its index and sorted; one
+#: holding more, in id order and filtered (SQLiteStore._selection_index)
+SELECTION_PROBE = 4096
 #: above every task id: where a descending list starts (SQLite's largest integer)
 MAX_ID = 2**63 - 1
 #: a cancel that wins over a worker's last report ends its run
@@ -613,9 +617,18 @@ class SQLiteStore:
         *,
         task_type: str | None = None,
         descending: bool = False,
+        selection: Selection = EVERY,
     ) -> list[Task]:
+        via = await self._selection_index(graph, status, task_type, selection)
         sql, params, wanted = self._list_query(
-            graph, status, after_id, task_type, descending, limited=limit is not None
+            graph,
+            status,
+            after_id,
+            task_type,
+            descending,
+            limited=limit is not None,
+            selection=selection,
+            via=via,
         )
         if limit is not None:
             params.append(limit)
@@ -644,12 +657,21 @@ class SQLiteStore:
         *,
         task_type: str | None = None,
         descending: bool = False,
+        selection: Selection = EVERY,
     ) -> AsyncGenerator[list[Task], None]:
         """The tasks `list_tasks` gives, in lists of at most LIST_BATCH small tasks read
         by one query; a task larger than LIST_ROW_CHARS (input and result) is read on its
         own when its turn comes and comes alone, so a list of large tasks holds one."""
+        via = await self._selection_index(graph, status, task_type, selection)
         sql, params, wanted = self._list_query(
-            graph, status, after_id, task_type, descending, limited=True
+            graph,
+            status,
+            after_id,
+            task_type,
+            descending,
+            limited=True,
+            selection=selection,
+            via=via,
         )
         params.append(0)
         left = limit
@@ -728,10 +750,12 @@ class SQLiteStore:
         descending: bool,
         *,
         limited: bool,
+        selection: Selection = EVERY,
+        via: str | None = None,
     ) -> tuple[str, list[Any], frozenset[Status] | None]:
         """A list's query (with a LIMIT parameter last when `limited`, for the caller to
         append): the SQL, its parameters (the third is the id it goes on from) and the
-        statuses it keeps."""
+        statuses it keeps; `via`: the index it reads (`_selection_index`)."""
         wanted = frozenset({status}) if isinstance(status, Status) else status
         several = wanted is not None and len(wanted) > 1 and Status.UNKNOWN not in wanted
         # Descending, `after_id` is the id the page goes on below (0: from the newest).
@@ -739,6 +763,8 @@ class SQLiteStore:
         params: list[Any] = [graph.graphspace, graph.graph, bound]
         if task_type is not None:
             params.append(task_type)
+        terms, values = selection.terms()
+        params.extend(values)
         stored: list[str] = []
         unknown = False
         if wanted is not None:
@@ -750,9 +776,55 @@ class SQLiteStore:
             if unknown:
                 params.extend(q.KNOWN_VALUES)
         sql = q.list_tasks(
-            several, descending, task_type is not None, len(stored), unknown, limited
+            several,
+            descending,
+            task_type is not None,
+            len(stored),
+            unknown,
+            limited,
+            terms if any(terms) else (),
+            via,
         )
         return sql, params, wanted
+
+    async def _selection_index(
+        self,
+        graph: GraphRef,
+        status: Status | frozenset[Status] | None,
+        task_type: str | None,
+        selection: Selection,
+    ) -> str | None:
+        """The index a list with `selection` reads (None: as without one).
+
+        A range of names, creation or update times is in its index in that order, not the
+        id order a list is read in: read by it, a list sorts what the range holds, which
+        is quick for a few thousand tasks and not for half a million; read in id order,
+        it filters as it goes, which is quick while the range holds many of the tasks it
+        passes and not for 100 among a million. So each term's range is counted in its
+        index, up to SELECTION_PROBE: the smallest one under it is read by its index and
+        sorted; when every one holds more, the list is read in id order (by the status's
+        or the type's index when there is one) and filtered."""
+        terms, values = selection.terms()
+        if not any(terms):
+            return None
+        best, fewest = None, SELECTION_PROBE
+        at = 0
+        for pair, index in enumerate(q.SELECTION_INDEXES):
+            mine = tuple(on and t // 2 == pair for t, on in enumerate(terms))
+            used = sum(mine)
+            if not used:
+                continue
+            args = [graph.graphspace, graph.graph, *values[at : at + used], SELECTION_PROBE]
+            at += used
+            rows = await self._fetch(q.count_selected(index, mine), args)
+            if int(rows[0][0]) < fewest:
+                best, fewest = index, int(rows[0][0])
+        if best is not None:
+            return best
+        wanted = frozenset({status}) if isinstance(status, Status) else status
+        if wanted is not None and Status.UNKNOWN not in wanted:
+            return "tasks_by_graph_status"
+        return "tasks_by_graph_type" if task_type is not None else "tasks_by_graph"
 
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]:
         unique = sorted(set(ids))

@@ -18,6 +18,7 @@ from .. import tracing
 from ..errors import BadRequest
 from ..leases import MAX_CLAIM_WAIT
 from ..model import LOG_LEVELS, Action, Status
+from ..selection import Selection
 from . import params
 from .params import MAX_INT
 
@@ -333,14 +334,83 @@ LIMIT = Integer(
 IDS = Integers(
     name="ids",
     items=Integer(name="ids", minimum=1),
-    description="these tasks only (repeat the parameter); not with status, type, order or page",
+    description="these tasks only (repeat the parameter); not with status, type, name, "
+    "the time ranges, order or page",
 )
 PAGE = Text(
     name="page",
     schema_={"type": "string", "pattern": "^[A-Za-z0-9_-]*$"},
     description="page token (as a previous answer gave it); empty for the first page",
 )
-LIST_TASKS = (LIST_STATUS, LIST_TYPE, ORDER, LIMIT, IDS, PAGE)
+
+MAX_NAME_PREFIX = 256
+
+
+def _name_prefix(text: str) -> str:
+    if not text:
+        raise BadRequest("The parameter 'name' must not be empty (leave it out for every name)")
+    if len(text.encode()) > MAX_NAME_PREFIX:
+        raise BadRequest(f"The parameter 'name' must be at most {MAX_NAME_PREFIX} UTF-8 bytes")
+    return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class Time(Param):
+    """A time: epoch milliseconds or ISO-8601 (service.web.params.time_ms)."""
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "oneOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_INT},
+                {"type": "string", "format": "date-time"},
+            ]
+        }
+
+    def get(self, request: web.Request) -> int | None:
+        text = self.text(request)
+        return None if text is None else params.time_ms(self.name, text)
+
+
+LIST_NAME = Text(
+    name="name",
+    schema_={"type": "string", "minLength": 1, "maxLength": MAX_NAME_PREFIX},
+    description="tasks whose name starts with this (case-sensitive); not with ids",
+    check=_name_prefix,
+)
+_TIME = "epoch milliseconds or ISO-8601 (UTC when it has no offset)"
+CREATED_FROM = Time(name="created_from", description=f"created at or after this time: {_TIME}")
+CREATED_TO = Time(name="created_to", description=f"created before this time: {_TIME}")
+UPDATED_FROM = Time(
+    name="updated_from", description=f"last changed (task_update) at or after this time: {_TIME}"
+)
+UPDATED_TO = Time(name="updated_to", description=f"last changed before this time: {_TIME}")
+#: a list's terms beside status and type (service.selection.Selection)
+SELECTION = (LIST_NAME, CREATED_FROM, CREATED_TO, UPDATED_FROM, UPDATED_TO)
+
+
+def selection(request: web.Request) -> Selection:
+    """The request's name prefix and created / updated ranges; an empty range (its start
+    not before its end) is a 400 naming both."""
+    name_text = LIST_NAME.text(request)
+    found = Selection(
+        name=None if name_text is None else LIST_NAME.parse(name_text),
+        created_from=CREATED_FROM.get(request),
+        created_to=CREATED_TO.get(request),
+        updated_from=UPDATED_FROM.get(request),
+        updated_to=UPDATED_TO.get(request),
+    )
+    for low, high, start, end in (
+        (CREATED_FROM, CREATED_TO, found.created_from, found.created_to),
+        (UPDATED_FROM, UPDATED_TO, found.updated_from, found.updated_to),
+    ):
+        if start is not None and end is not None and start >= end:
+            raise BadRequest(
+                f"The parameter '{low.name}' ({start}) must be before '{high.name}' ({end})"
+            )
+    return found
+
+
+LIST_TASKS = (LIST_STATUS, LIST_TYPE, *SELECTION, ORDER, LIMIT, IDS, PAGE)
 
 #: GET …/tasks/{id}/logs
 LOGS_AFTER = Integer(

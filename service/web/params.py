@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import json
 import math
 import re
@@ -96,6 +97,32 @@ def statuses(text: str) -> Status | frozenset[Status]:
     if "," not in text:
         return status(text)
     return frozenset(status(part.strip()) for part in text.split(","))
+
+
+def time_ms(name: str, text: str) -> int:
+    """A time of a list's range: epoch milliseconds (as task_create and task_update are
+    written), or an ISO-8601 time (`2026-12-01T10:00:00Z`, `2026-12-01T11:00+01:00`,
+    `2026-12-01`); one without an offset is UTC."""
+    text = text.strip()
+    if _INTEGER.fullmatch(text) and not text.startswith("-"):
+        if len(text) <= _MAX_DIGITS and int(text) <= MAX_INT:
+            return int(text)
+    else:
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.UTC)
+            ms = math.floor(moment.timestamp() * 1000)
+            if 0 <= ms <= MAX_INT:
+                return ms
+    shown = text if len(text) <= 80 else text[:80] + "…"
+    raise BadRequest(
+        f"The parameter '{name}' must be a time: epoch milliseconds or ISO-8601 "
+        f"(e.g. 2026-12-01T10:00:00Z) from 1970 on, but got '{shown}'"
+    )
 
 
 #: `order` of a list: ascending ids (oldest first, HugeGraph's) or descending (newest first)

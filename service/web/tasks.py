@@ -150,6 +150,12 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
             raise BadRequest(
                 f"Not support type when query task by ids, but got type='{type_texts[0]}'"
             )
+        for term in declared.SELECTION:
+            text = term.text(request)
+            if text is not None:
+                raise BadRequest(
+                    f"Not support {term.name} when query task by ids, but got {term.name}='{text}'"
+                )
         task_ids = declared.IDS.parse(ids)
         return await _answer(
             request, request.app[STORE].iter_ids(graph, task_ids), None, False, False
@@ -157,10 +163,17 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
 
     status = None if status_text is None else declared.LIST_STATUS.parse(status_text)
     task_type = declared.LIST_TYPE.get(request, request.app[REGISTRY].names())
+    selection = declared.selection(request)
     store = request.app[STORE]
     if page is None:
         tasks = store.iter_tasks(
-            graph, status, limit, 0, task_type=task_type, descending=descending
+            graph,
+            status,
+            limit,
+            0,
+            task_type=task_type,
+            descending=descending,
+            selection=selection,
         )
         return await _answer(request, tasks, limit, False, descending)
 
@@ -176,6 +189,7 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
         after,
         task_type=task_type,
         descending=descending,
+        selection=selection,
     )
     return await _answer(request, tasks, limit, True, descending)
 

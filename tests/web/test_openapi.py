@@ -96,10 +96,13 @@ async def test_every_operation_declares_its_path_parameters(client: TestClient) 
 SUBMIT_OPTIONS = {("query", n) for n in ("name", "priority", "max_retries", "timeout", "delay")} | {
     ("header", "Idempotency-Key")
 }
+#: the list's name prefix and time ranges
+LIST_SELECTION = ("name", "created_from", "created_to", "updated_from", "updated_to")
 #: what each handler reads besides its path, by the path after the graph prefix
 EXPECTED_PARAMETERS = {
     ("GET", "/tasks"): {
-        ("query", name) for name in ("status", "limit", "ids", "page", "order", "type")
+        ("query", name)
+        for name in ("status", "limit", "ids", "page", "order", "type", *LIST_SELECTION)
     },
     ("GET", "/tasks/{id}"): set(),
     ("DELETE", "/tasks/{id}"): {("query", "force")},
