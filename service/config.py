@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from . import auth, tracing
-from .model import GraphRef
+from .model import CALLBACK_HOOK, GraphRef, Status
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sidetask.toml"
 ENV_PREFIX = "SIDETASK_"
@@ -34,6 +34,8 @@ class ConfigError(ValueError):
 
 #: the types a command's declared parameter may have, as TOML writes them
 COMMAND_PARAM_TYPES = ("string", "integer", "number", "boolean")
+#: the status names a hook may fire on (every status a task is written in)
+STATUS_NAMES = tuple(s.value for s in Status if s is not Status.UNKNOWN)
 #: where a job of your own may run: "service" (in the service's process: an async function
 #: in its event loop, a plain one in a thread of its own) or "process" (a child process of
 #: its own, which a cancel or a timeout stops; README, "Jobs")
@@ -67,6 +69,28 @@ class CommandSpec:
     #: the progress value that means done (task_progress_total): an integer, or "{name}"
     #: of a declared integer parameter; None: the command's `progress: N/M` lines, if any
     total: int | str | None = None
+
+
+#: the statuses a hook or a task's callback fires on when the configuration does not say
+TERMINAL_STATUS_NAMES = ("success", "failed", "cancelled")
+#: the schemes a webhook's URL may have
+WEBHOOK_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """A webhook declared as `[[hooks]]`: sidetask POSTs a task to `url` on each change to
+    one of `statuses` of a task of one of `types` (README, "Webhooks")."""
+
+    #: names the hook in a delivery (GET …/tasks/{id}/deliveries); its secret is found by it
+    name: str
+    url: str
+    #: the HMAC-SHA256 key of the Sidetask-Signature header
+    secret: str
+    #: status names; default: the completed ones
+    statuses: tuple[str, ...] = TERMINAL_STATUS_NAMES
+    #: job types; empty: every type
+    types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,6 +229,32 @@ class Settings:
     #: origins ("scheme://host[:port]") besides the service's own whose pages may send it
     #: requests, e.g. that of a proxy serving the dashboard under another name
     allowed_origins: tuple[str, ...] = ()
+    #: webhooks: a list of tables {name, url, secret, statuses, types} (HookSpec; README,
+    #: "Webhooks")
+    hooks: tuple[HookSpec, ...] = ()
+    #: the secret that signs the calls to a task's own `callback` URL; empty: the option
+    #: `callback` is refused (400)
+    callback_secret: str = ""
+    #: the statuses a task's callback fires on
+    callback_statuses: tuple[str, ...] = TERMINAL_STATUS_NAMES
+    #: webhook targets allowed besides public addresses: host names ("hooks.internal",
+    #: "*.internal": any name under it) and networks ("10.1.0.0/16", "127.0.0.1/32"); a
+    #: target resolving to a loopback, private, link-local (cloud metadata) or other
+    #: non-public address is refused unless an entry allows it
+    webhook_allow: tuple[str, ...] = ()
+    #: the URL schemes a webhook target may have (of http, https)
+    webhook_schemes: tuple[str, ...] = WEBHOOK_SCHEMES
+    #: seconds one delivery attempt may take (connect, send, the answer's status), then it
+    #: is retried
+    webhook_timeout: float = 10.0
+    #: delivery attempts in flight at once in this process
+    webhook_concurrency: int = 16
+    #: seconds after the change during which a delivery is retried; then it is failed
+    webhook_retry_for: float = 24 * 3600.0
+    #: seconds before a delivery's first retry, doubling each retry, with jitter
+    webhook_backoff: float = 1.0
+    #: the longest wait between two attempts of a delivery, in seconds
+    webhook_backoff_max: float = 600.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -270,6 +320,19 @@ def parse_allowed_host(text: str) -> str:
             return "*." + suffix
         raise ValueError(f"{text!r}: '*.' goes before a name, not an address")
     return normal_host(entry)
+
+
+def parse_webhook_allow(text: str) -> str | ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An entry of webhook_allow: a network ("10.0.0.0/8", an address alone is its /32 or
+    /128), or a host name as allowed_hosts writes one ("hooks.internal", "*.internal")."""
+    entry = text.strip()
+    try:
+        return ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        pass
+    if entry == "*":
+        raise ValueError(f"{text!r}: '*' would allow every target; name hosts or networks")
+    return parse_allowed_host(entry)
 
 
 def parse_origin(text: str) -> tuple[str, str, int]:
@@ -370,6 +433,16 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 def _parse_env(name: str, key: str, hint: Any, text: str) -> Any:
     """Environment values are text: lists are comma-separated, mappings are JSON objects."""
     origin = typing.get_origin(hint)
+    if hint == tuple[HookSpec, ...]:
+        try:
+            value = orjson.loads(text) if text.strip() else []
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"{name}: expected a JSON array of objects, got {text!r} (from {key})"
+            )
+        return value
     if origin is tuple:
         return tuple(part.strip() for part in text.split(",") if part.strip())
     if origin is Mapping:
@@ -458,6 +531,11 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "max_waiting": (0, True),
     "heartbeat_interval": (0, False),
     "replica_timeout": (0, False),
+    "webhook_timeout": (0, False),
+    "webhook_concurrency": (1, True),
+    "webhook_retry_for": (0, True),
+    "webhook_backoff": (0, False),
+    "webhook_backoff_max": (0, False),
 }
 _MAXIMUM: dict[str, float] = {
     "port": 65535,
@@ -467,6 +545,8 @@ _MAXIMUM: dict[str, float] = {
     "max_log_lines": 10_000_000,
     "max_log_line_chars": 1024 * 1024,
     "max_traceback_chars": 1024 * 1024,
+    "webhook_timeout": 3600,
+    "webhook_concurrency": 10_000,
 }
 
 
@@ -550,6 +630,22 @@ def _check(name: str, value: Any) -> None:
                 parse(text)
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
+    elif name == "hooks":
+        names = [hook.name for hook in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"{name}: two hooks named {twice[0]!r}: each needs a name of its own")
+    elif name in ("callback_statuses", "webhook_schemes"):
+        valid = STATUS_NAMES if name == "callback_statuses" else WEBHOOK_SCHEMES
+        for text in value:
+            if text not in valid:
+                raise ConfigError(f"{name}: {text!r} is not one of {', '.join(valid)}")
+    elif name == "webhook_allow":
+        for text in value:
+            try:
+                parse_webhook_allow(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
     elif name == "grants":
         for graphs in value.values():
             for text in graphs:
@@ -559,6 +655,10 @@ def _check(name: str, value: Any) -> None:
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
+    if hint == tuple[HookSpec, ...]:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}: expected a list of tables ([[hooks]]), got {value!r}")
+        return tuple(_hook(f"{name}[{i}]", item) for i, item in enumerate(value))
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
@@ -609,6 +709,55 @@ def _scalar(name: str, hint: Any, value: Any) -> Any:
     else:
         raise ConfigError(f"{name}: unsupported setting type {hint!r}")
     raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+_HOOK_KEYS = ("name", "url", "secret", "statuses", "types")
+
+
+def _hook(name: str, value: Any) -> HookSpec:
+    """One declared webhook, checked for shape: a URL of http(s), a secret, known statuses."""
+    if isinstance(value, HookSpec):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a table with {', '.join(_HOOK_KEYS)}, got {value!r}")
+    unknown = sorted(set(value) - set(_HOOK_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{name}: unknown key(s) {', '.join(unknown)}; expected {', '.join(_HOOK_KEYS)}"
+        )
+    url = value.get("url")
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if (
+        not isinstance(url, str)
+        or parts is None
+        or parts.scheme not in WEBHOOK_SCHEMES
+        or not parts.hostname
+    ):
+        raise ConfigError(f"{name}.url: expected an http:// or https:// URL, got {url!r}")
+    secret = value.get("secret")
+    if not isinstance(secret, str) or not secret:
+        raise ConfigError(f"{name}.secret: expected a non-empty string (the signing key)")
+    hook_name = value.get("name", url)
+    if not isinstance(hook_name, str) or not hook_name.strip() or hook_name == CALLBACK_HOOK:
+        raise ConfigError(
+            f"{name}.name: expected a non-empty string other than {CALLBACK_HOOK!r}, got {hook_name!r}"
+        )
+    lists: dict[str, tuple[str, ...]] = {}
+    for key, default in (("statuses", TERMINAL_STATUS_NAMES), ("types", ())):
+        items = value.get(key, list(default))
+        if isinstance(items, str):
+            items = [items]
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{name}.{key}: expected a list of strings, got {items!r}")
+        lists[key] = tuple(items)
+    for status in lists["statuses"]:
+        if status not in STATUS_NAMES:
+            raise ConfigError(
+                f"{name}.statuses: {status!r} is not one of {', '.join(STATUS_NAMES)}"
+            )
+    if not lists["statuses"]:
+        raise ConfigError(f"{name}.statuses: at least one status")
+    return HookSpec(hook_name, url, secret, lists["statuses"], lists["types"])
 
 
 def _job(name: str, value: Any) -> str | JobSpec:

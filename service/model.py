@@ -380,6 +380,8 @@ class NewTask:
     #: same request comes under a trace of its own)
     traceparent: str | None = None
     tracestate: str | None = None
+    #: the URL sidetask POSTs the task to on its callback statuses (README, "Webhooks")
+    callback: str | None = None
 
     def fingerprint(self) -> str:
         """What an Idempotency-Key stands for: the job type, the input and every option
@@ -391,6 +393,8 @@ class NewTask:
             # written on its own, not inside the list: an input as deep as can be stored fits
             value = orjson.loads(self.input)
             digest.update(b"\n" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+        if self.callback is not None:  # only when given: older fingerprints stay the same
+            digest.update(b"\ncallback " + self.callback.encode())
         return digest.hexdigest()
 
 
@@ -416,3 +420,124 @@ class Event:
     status: Status | None
     #: compact JSON of the event's data (the task as GET returns it, or {"id": N})
     data: bytes
+
+
+# --- webhooks (README, "Webhooks"): the outbox rows a status change writes ---
+
+
+#: the hook name of the deliveries to a task's own callback URL
+CALLBACK_HOOK = "callback"
+
+
+class DeliveryState(enum.StrEnum):
+    #: not yet answered with a 2xx; tried again at its next time
+    PENDING = "pending"
+    #: the target answered 2xx
+    DELIVERED = "delivered"
+    #: a permanent failure (410, another 4xx but 408/429, a refused target) or retried
+    #: past webhook_retry_for
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class HookRule:
+    """A configured hook as the outbox matches it: a task of one of `types` (empty: any)
+    entering one of `statuses` gets a delivery to `url`."""
+
+    name: str
+    url: str
+    statuses: frozenset[Status]
+    types: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """Which status changes write deliveries, in the change's transaction: the configured
+    hooks, and a task's own callback on `callback_statuses` (empty: callbacks are off)."""
+
+    rules: tuple[HookRule, ...] = ()
+    callback_statuses: frozenset[Status] = frozenset()
+
+    @property
+    def statuses(self) -> frozenset[Status]:
+        """Every status some delivery may be written for."""
+        found = set(self.callback_statuses)
+        for rule in self.rules:
+            found |= rule.statuses
+        return frozenset(found)
+
+    def hooks_for(self, task: Task) -> list[HookRule]:
+        return [
+            rule
+            for rule in self.rules
+            if task.status in rule.statuses and (not rule.types or task.type in rule.types)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAnswer:
+    """One attempt of a delivery: the target's HTTP status, or the error that stood for
+    one (a timeout, a refused connection, a refused target)."""
+
+    time_ms: int
+    code: int | None
+    error: str | None
+    duration_ms: int
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "time": self.time_ms,
+            "code": self.code,
+            "error": self.error,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A delivery a deliverer claimed: its request, and the lease its answer is recorded
+    under (another process takes it over once `lease_until_ms` has passed)."""
+
+    id: int
+    uid: str
+    task_id: int
+    hook: str
+    url: str
+    status: str
+    body: bytes
+    attempts: int
+    create_ms: int
+    lease: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery as GET …/tasks/{id}/deliveries shows it."""
+
+    id: int
+    uid: str
+    task_id: int
+    hook: str
+    url: str
+    status: str
+    state: DeliveryState
+    attempts: int
+    create_ms: int
+    #: when it is tried next (pending only)
+    next_ms: int | None
+    answers: tuple[DeliveryAnswer, ...] = ()
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "delivery": self.uid,
+            "hook": self.hook,
+            "url": self.url,
+            "event": "task.status",
+            "status": self.status,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "created": self.create_ms,
+            "next_try": self.next_ms if self.state is DeliveryState.PENDING else None,
+            "last_answer": self.answers[-1].to_api() if self.answers else None,
+            "answers": [a.to_api() for a in self.answers],
+        }

@@ -373,6 +373,7 @@ class Supervisor:
         idempotency_key: str | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
+        callback: str | None = None,
     ) -> tuple[Task, bool]:
         job_type = self.registry.get(type_name)
         if job_type is None:
@@ -404,6 +405,7 @@ class Supervisor:
             idempotency_key=idempotency_key,
             traceparent=traceparent,
             tracestate=tracestate,
+            callback=callback,
         )
         try:
             self._admit()

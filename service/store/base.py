@@ -6,7 +6,21 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..model import Attempt, AttemptEnd, Event, GraphRef, LogLine, NewTask, Status, Task
+from ..model import (
+    Attempt,
+    AttemptEnd,
+    Delivery,
+    DeliveryAnswer,
+    DeliveryState,
+    DueDelivery,
+    Event,
+    GraphRef,
+    LogLine,
+    NewTask,
+    Outbox,
+    Status,
+    Task,
+)
 from ..selection import EVERY, Selection
 
 #: called with the events of every committed write, in id order, after the commit
@@ -238,6 +252,37 @@ class Store(Protocol):
 
     async def attempts(self, task_id: int) -> list[Attempt]:
         """The task's attempts, in the order they started (none: never run, or no task)."""
+        ...
+
+    # --- webhooks: the outbox (README, "Webhooks") ---
+    def set_outbox(self, outbox: Outbox | None) -> None:
+        """Which status changes write deliveries in their transaction from now on (each
+        to a matching hook, and to the task's own callback URL); None: none."""
+        ...
+
+    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[DueDelivery]:
+        """Up to `limit` due pending deliveries, oldest due first, claimed for `lease_ms`
+        ms; several processes claiming at once get different ones, and a claim that runs
+        out (its process died) comes due again."""
+        ...
+
+    async def record_delivery(
+        self,
+        delivery: DueDelivery,
+        answer: DeliveryAnswer,
+        state: DeliveryState,
+        next_ms: int | None,
+    ) -> bool:
+        """A try's answer and the state it leaves (pending again at `next_ms`); False, and
+        nothing written, when the claim is no longer this one's."""
+        ...
+
+    async def deliveries(self, task_id: int) -> list[Delivery]:
+        """The task's deliveries in the order they were written, each with its answers."""
+        ...
+
+    async def next_delivery_ms(self) -> int | None:
+        """When the next pending delivery comes due (None: none is pending)."""
         ...
 
     async def checkpoint(self, task_id: int) -> str | None:

@@ -7,11 +7,23 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from ..errors import Conflict, NotFound, SidetaskError, TransitionRefused
-from ..model import LEASED_STATUSES, AttemptEnd, GraphRef, Status, Task, allowed_sources
+from ..model import (
+    CALLBACK_HOOK,
+    LEASED_STATUSES,
+    AttemptEnd,
+    GraphRef,
+    Outbox,
+    Status,
+    Task,
+    allowed_sources,
+)
 from .base import Change
 from .rows import Row, row_to_task
 
@@ -38,6 +50,28 @@ def attempt_rows(
         elif change.ends_attempt is not None:
             ends.append((task, change.ends_attempt))
     return starts, ends
+
+
+def delivery_rows(
+    outbox: Outbox, tasks: Sequence[Task], callbacks: Mapping[int, str]
+) -> list[tuple[str, int, str, str, str, bytes]]:
+    """The outbox rows of tasks just changed (each as the change left it): one per hook
+    that matches its new status and type, and one to its own callback URL (`callbacks`:
+    the tasks that have one) on a callback status. Each: a new delivery id, the task's id,
+    the hook, the URL, the status, the body (the task as GET shows it)."""
+    rows: list[tuple[str, int, str, str, str, bytes]] = []
+    for task in tasks:
+        rules = outbox.hooks_for(task)
+        url = callbacks.get(task.id) if task.status in outbox.callback_statuses else None
+        if not rules and url is None:
+            continue
+        body = orjson.dumps(task.to_api())
+        status = task.status.value
+        for rule in rules:
+            rows.append((uuid.uuid4().hex, task.id, rule.name, rule.url, status, body))
+        if url is not None:
+            rows.append((uuid.uuid4().hex, task.id, CALLBACK_HOOK, url, status, body))
+    return rows
 
 
 #: fields a status change may set besides status and update_ms

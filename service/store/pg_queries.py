@@ -429,6 +429,49 @@ INSERT_LOGS = (
     " $6::text[])"
 )
 #: each task's count grows by its batch's. Parameters: the ids, the counts, the lines cut
+
+
+# --- webhooks (schema 5): the outbox, as SQLite's; a claim skips the rows another
+# replica's claim has locked ---
+
+INSERT_CALLBACKS = (
+    "INSERT INTO callbacks (task_id, url) SELECT * FROM unnest($1::bigint[], $2::text[])"
+)
+CALLBACKS_OF = "SELECT task_id, url FROM callbacks WHERE task_id = ANY($1::bigint[])"
+#: new pending deliveries, due at once. Parameters: uids, task ids, hooks, urls, statuses,
+#: bodies, the time
+INSERT_DELIVERIES = (
+    "INSERT INTO deliveries (uid, task_id, hook, url, status, body, state, create_ms, next_ms)"
+    " SELECT r.u, r.t, r.h, r.l, r.s, r.b, 'pending', $7, $7 FROM unnest($1::text[],"
+    " $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bytea[]) AS r(u, t, h, l, s, b)"
+)
+DELIVERY_COLUMNS = "id, uid, task_id, hook, url, status, body, attempts, create_ms"
+#: as SQLite's; FOR UPDATE SKIP LOCKED: two replicas claiming at once take different rows.
+#: Parameters: the lease's end, its token, now, how many
+CLAIM_DELIVERIES = (
+    "UPDATE deliveries SET next_ms = $1, lease = $2 WHERE id IN"
+    " (SELECT id FROM deliveries WHERE state = 'pending' AND next_ms <= $3"
+    "  ORDER BY next_ms LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {DELIVERY_COLUMNS}"
+)
+RECORD_DELIVERY = (
+    "UPDATE deliveries SET state = $1, next_ms = $2, attempts = attempts + 1, lease = NULL"
+    " WHERE id = $3 AND lease = $4 AND state = 'pending' RETURNING attempts"
+)
+INSERT_DELIVERY_ANSWER = (
+    "INSERT INTO delivery_answers (delivery_id, number, time_ms, code, error, duration_ms)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+SELECT_DELIVERIES = (
+    "SELECT id, uid, task_id, hook, url, status, state, attempts, create_ms, next_ms"
+    " FROM deliveries WHERE task_id = $1 ORDER BY id"
+)
+SELECT_DELIVERY_ANSWERS = (
+    "SELECT a.delivery_id, a.time_ms, a.code, a.error, a.duration_ms FROM delivery_answers a"
+    " JOIN deliveries d ON d.id = a.delivery_id WHERE d.task_id = $1"
+    " ORDER BY a.delivery_id, a.number"
+)
+NEXT_DELIVERY = "SELECT min(next_ms) FROM deliveries WHERE state = 'pending'"
 #: from the batches before they were written
 COUNT_LOGS = (
     "INSERT INTO log_counts (task_id, lines, dropped)"

@@ -51,11 +51,16 @@ from ..model import (
     Attempt,
     AttemptEnd,
     AttemptOutcome,
+    Delivery,
+    DeliveryAnswer,
+    DeliveryState,
+    DueDelivery,
     Event,
     EventKind,
     GraphRef,
     LogLine,
     NewTask,
+    Outbox,
     Status,
     Task,
 )
@@ -66,6 +71,7 @@ from .changes import (
     answer,
     attempt_rows,
     changeable,
+    delivery_rows,
     check_live,
     fail,
     lease_start,
@@ -75,9 +81,11 @@ from .changes import (
     sources_of,
 )
 from .pg_schema import MIGRATIONS
+    deliveries_of,
 from .rows import (
     log_event_data,
     log_page,
+    row_to_due_delivery,
     row_to_attempt,
     row_to_event,
     row_to_log_line,
@@ -156,7 +164,15 @@ class PgTx:
     """The writer's view of one transaction: the connection, the transaction's time, and the
     events its writes append (their ids are taken at the end, in commit order)."""
 
-    def __init__(self, conn: asyncpg.Connection, careful: bool, me: uuid.UUID) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        careful: bool,
+        me: uuid.UUID,
+        outbox: Outbox | None = None,
+    ) -> None:
+        #: which status changes write webhook deliveries (None: none do)
+        self.outbox = outbox
         self.conn = conn
         #: this process's id (replicas.id): the holder its claims make, its fence
         self.me = me
@@ -180,8 +196,31 @@ class PgTx:
             if kind is not EventKind.CREATED:
                 body.pop("task_input", None)  # SPEC 7: only task.created carries the input
         self.pending.append((kind, task, orjson.dumps(body)))
+    async def write_deliveries(self) -> None:
+        """The outbox rows of the transaction's status events, in it: a change and its
+        deliveries are committed together or not at all (a write undone to its savepoint
+        took its events out of `pending`, and so its deliveries)."""
+        outbox = self.outbox
+        if outbox is None:
+            return
+        wanted = outbox.statuses
+        tasks = [
+            t for kind, t, _ in self.pending if kind is EventKind.STATUS and t.status in wanted
+        ]
+        if not tasks:
+            return
+        called = [t.id for t in tasks if t.status in outbox.callback_statuses]
+        callbacks: dict[int, str] = {}
+        if called:
+            callbacks = dict(await self.conn.fetch(q.CALLBACKS_OF, called))  # type: ignore[arg-type]
+        rows = delivery_rows(outbox, tasks, callbacks)
+        if rows:
+            columns = list(zip(*rows, strict=True))
+            await self.conn.execute(q.INSERT_DELIVERIES, *map(list, columns), self.now)
+
 
     async def append_events(self) -> list[Event]:
+        await self.write_deliveries()
         """The transaction's events, stored with ids taken under the events lock."""
         if not self.pending:
             return []
@@ -569,6 +608,8 @@ class PostgresStore:
         #: transaction's ids never come, and go once the pump is past them
         self._own: set[int] = set()
         self._own_order: collections.deque[int] = collections.deque()
+        #: which status changes write webhook deliveries (set_outbox)
+        self._outbox: Outbox | None = None
         self._closed = False
         #: this process's id in `replicas`: new at every start, and when it was declared dead
         self._me = uuid.uuid4()
@@ -680,6 +721,9 @@ class PostgresStore:
                 await self._conn.close()
         if self._pool is not None:
             await self._pool.close()
+    def set_outbox(self, outbox: Outbox | None) -> None:
+        self._outbox = outbox
+
 
     def add_listener(self, listener: CommitListener) -> None:
         """`listener` gets every committed event of every process sharing the schema, in
@@ -808,7 +852,7 @@ class PostgresStore:
         self, ops: list[PgOp[Any]]
     ) -> tuple[list[tuple[bool, Any]], list[Event]]:
         conn = await self._writer()
-        tx = PgTx(conn, careful=False, me=self._me)
+        tx = PgTx(conn, careful=False, me=self._me, outbox=self._outbox)
         try:
             async with conn.transaction():
                 await _lock_first(tx, ops)
@@ -856,7 +900,7 @@ class PostgresStore:
         self, conn: asyncpg.Connection, ops: list[PgOp[Any]]
     ) -> tuple[list[tuple[bool, Any]], list[Event]]:
         """The batch again, one savepoint per write."""
-        tx = PgTx(conn, careful=True, me=self._me)
+        tx = PgTx(conn, careful=True, me=self._me, outbox=self._outbox)
         outcomes: list[tuple[bool, Any]] = []
         async with conn.transaction():
             await _lock_first(tx, ops)
@@ -925,6 +969,8 @@ class PostgresStore:
                     f"Idempotency-Key '{key}' was used with a different request for task {task.id}"
                 )
             return task, False
+        if new.callback is not None:
+            await tx.conn.execute(q.INSERT_CALLBACKS, [task.id], [new.callback])
         task = row_to_task(row)
         tx.event(EventKind.CREATED, task)
         if tx.waiting is not None:
@@ -957,6 +1003,11 @@ class PostgresStore:
             [n.tracestate for n in news],
         )
         by_id = {task.id: task for task in map(row_to_task, rows)}
+        called = [(task_id, n.callback) for task_id, n in zip(ids, news, strict=True) if n.callback]
+        if called:
+            await tx.conn.execute(
+                q.INSERT_CALLBACKS, [i for i, _ in called], [url for _, url in called]
+            )
         tasks = [by_id[task_id] for task_id in ids]
         for task in tasks:
             tx.event(EventKind.CREATED, task)
@@ -1216,6 +1267,56 @@ class PostgresStore:
             return purged, int(status.split()[-1])
 
         return await self._write(op)
+    # --- webhooks' deliveries (service.webhooks) ---
+
+    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[DueDelivery]:
+        """As SQLite's; rows another replica is claiming at the same moment are skipped
+        (SKIP LOCKED), so each delivery is claimed by one replica at a time."""
+        token = uuid.uuid4().hex
+
+        async def op(tx: PgTx) -> list[DueDelivery]:
+            rows = await tx.conn.fetch(q.CLAIM_DELIVERIES, tx.now + lease_ms, token, tx.now, limit)
+            return [row_to_due_delivery(row, token) for row in rows]
+
+        return await self._write(op)
+
+    async def record_delivery(
+        self,
+        delivery: DueDelivery,
+        answer: DeliveryAnswer,
+        state: DeliveryState,
+        next_ms: int | None,
+    ) -> bool:
+        async def op(tx: PgTx) -> bool:
+            tries = await tx.conn.fetchval(
+                q.RECORD_DELIVERY, state.value, next_ms, delivery.id, delivery.lease
+            )
+            if tries is None:
+                return False
+            await tx.conn.execute(
+                q.INSERT_DELIVERY_ANSWER,
+                delivery.id,
+                int(tries),
+                answer.time_ms,
+                answer.code,
+                answer.error,
+                answer.duration_ms,
+            )
+            return True
+
+        return await self._write(op)
+
+    async def deliveries(self, task_id: int) -> list[Delivery]:
+        if not 0 < task_id <= MAX_ID:
+            return []
+        rows = await self._fetch(q.SELECT_DELIVERIES, task_id)
+        answers = await self._fetch(q.SELECT_DELIVERY_ANSWERS, task_id)
+        return deliveries_of(rows, answers)
+
+    async def next_delivery_ms(self) -> int | None:
+        rows = await self._fetch(q.NEXT_DELIVERY)
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
 
     # --- external workers' leases (LeaseStore) ---
 

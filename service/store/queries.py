@@ -445,6 +445,59 @@ SET_CHECKPOINT = "UPDATE attempts SET checkpoint = ? WHERE task_id = ? AND end_m
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ? ORDER BY number"
 #: the task's last checkpoint, whichever attempt stored it
 LAST_CHECKPOINT = (
+
+
+# --- webhooks (schema 13): the outbox rows written in a status change's transaction
+# (writer.Tx.write_deliveries), claimed and answered by service.webhooks ---
+
+INSERT_CALLBACK = "INSERT INTO callbacks (task_id, url) VALUES (?, ?)"
+
+
+@functools.lru_cache(maxsize=256)
+def callbacks_of(ids: int) -> str:
+    """The callback URLs of `ids` tasks. Parameters: the ids."""
+    return f"SELECT task_id, url FROM callbacks WHERE task_id IN ({marks(ids)})"
+
+
+#: a new pending delivery, due at once. Parameters: uid, task id, hook, url, status, body,
+#: the time (create_ms and next_ms)
+INSERT_DELIVERY = (
+    "INSERT INTO deliveries (uid, task_id, hook, url, status, body, state, create_ms, next_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+)
+DELIVERY_COLUMNS = "id, uid, task_id, hook, url, status, body, attempts, create_ms"
+#: the due pending deliveries, oldest due first, claimed under a lease: their next_ms moves
+#: to the lease's end, so one whose claimer died comes due again. Parameters: the lease's
+#: end, its token, now, how many
+CLAIM_DELIVERIES = (
+    "UPDATE deliveries SET next_ms = ?, lease = ? WHERE id IN"
+    " (SELECT id FROM deliveries INDEXED BY deliveries_due"
+    "  WHERE state = 'pending' AND next_ms <= ? ORDER BY next_ms LIMIT ?)"
+    f" RETURNING {DELIVERY_COLUMNS}"
+)
+#: a try's outcome, only under the claim it was made under. Parameters: the state, the
+#: next time (NULL once it is no longer pending), the id, the lease; returns the tries made
+RECORD_DELIVERY = (
+    "UPDATE deliveries SET state = ?, next_ms = ?, attempts = attempts + 1, lease = NULL"
+    " WHERE id = ? AND lease = ? AND state = 'pending' RETURNING attempts"
+)
+INSERT_DELIVERY_ANSWER = (
+    "INSERT INTO delivery_answers (delivery_id, number, time_ms, code, error, duration_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+SELECT_DELIVERIES = (
+    "SELECT id, uid, task_id, hook, url, status, state, attempts, create_ms, next_ms"
+    " FROM deliveries WHERE task_id = ? ORDER BY id"
+)
+SELECT_DELIVERY_ANSWERS = (
+    "SELECT a.delivery_id, a.time_ms, a.code, a.error, a.duration_ms FROM delivery_answers a"
+    " JOIN deliveries d ON d.id = a.delivery_id WHERE d.task_id = ?"
+    " ORDER BY a.delivery_id, a.number"
+)
+#: when the next pending delivery comes due (NULL: none is pending)
+NEXT_DELIVERY = (
+    "SELECT min(next_ms) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending'"
+)
     "SELECT checkpoint FROM attempts WHERE task_id = ? AND checkpoint IS NOT NULL"
     " ORDER BY number DESC LIMIT 1"
 )

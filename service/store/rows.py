@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -11,6 +12,10 @@ from ..model import (
     LOG_LEVEL_INDEX,
     Attempt,
     AttemptOutcome,
+    Delivery,
+    DeliveryAnswer,
+    DeliveryState,
+    DueDelivery,
     Event,
     EventKind,
     GraphRef,
@@ -203,3 +208,45 @@ def log_event_data(task_id: int, lines: list[LogLine]) -> dict[str, Any]:
     if len(lines) > len(carried):
         data["omitted"] = len(lines) - len(carried)
     return data
+
+
+def row_to_due_delivery(row: Row, lease: str) -> DueDelivery:
+    """A claimed delivery from its row (DELIVERY_COLUMNS)."""
+    return DueDelivery(
+        id=int(row[0]),
+        uid=str(row[1]),
+        task_id=int(row[2]),
+        hook=str(row[3]),
+        url=str(row[4]),
+        status=str(row[5]),
+        body=bytes(row[6]),
+        attempts=int(row[7]),
+        create_ms=int(row[8]),
+        lease=lease,
+    )
+
+
+def deliveries_of(rows: Sequence[Row], answers: Sequence[Row]) -> list[Delivery]:
+    """A task's deliveries from their rows (SELECT_DELIVERIES) and their answers'
+    (SELECT_DELIVERY_ANSWERS: delivery id, time, code, error, duration)."""
+    by_delivery: dict[int, list[DeliveryAnswer]] = {}
+    for a in answers:
+        by_delivery.setdefault(int(a[0]), []).append(
+            DeliveryAnswer(int(a[1]), None if a[2] is None else int(a[2]), a[3], int(a[4]))
+        )
+    return [
+        Delivery(
+            id=int(r[0]),
+            uid=str(r[1]),
+            task_id=int(r[2]),
+            hook=str(r[3]),
+            url=str(r[4]),
+            status=str(r[5]),
+            state=DeliveryState(r[6]),
+            attempts=int(r[7]),
+            create_ms=int(r[8]),
+            next_ms=None if r[9] is None else int(r[9]),
+            answers=tuple(by_delivery.get(int(r[0]), ())),
+        )
+        for r in rows
+    ]

@@ -159,6 +159,49 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN traceparent TEXT;
     ALTER TABLE tasks ADD COLUMN tracestate TEXT;
     """,
+    # 13: the outbox (README, "Webhooks"). A task's own callback URL; the deliveries a
+    # status change writes in its transaction (the body is the task as GET showed it then);
+    # each attempt's answer. A pending delivery waits in the due index by `next_ms`; a claim
+    # moves `next_ms` past its lease, so a claim whose process died comes due again by
+    # itself. Deleted with the task (delete, purge) by the trigger.
+    """
+    CREATE TABLE callbacks (
+        task_id  INTEGER PRIMARY KEY,
+        url      TEXT    NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid        TEXT    NOT NULL,     -- the Sidetask-Delivery header: the same on every try
+        task_id    INTEGER NOT NULL,
+        hook       TEXT    NOT NULL,     -- a configured hook's name, or 'callback'
+        url        TEXT    NOT NULL,
+        status     TEXT    NOT NULL,     -- the status the change wrote
+        body       BLOB    NOT NULL,
+        state      TEXT    NOT NULL,     -- model.DeliveryState
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        create_ms  INTEGER NOT NULL,
+        next_ms    INTEGER,              -- pending: when it may be tried (or its claim ends)
+        lease      TEXT                  -- the claim its answer is recorded under
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_ms) WHERE state = 'pending';
+    CREATE INDEX deliveries_by_task ON deliveries (task_id, id);
+    CREATE TABLE delivery_answers (
+        delivery_id  INTEGER NOT NULL,
+        number       INTEGER NOT NULL,
+        time_ms      INTEGER NOT NULL,
+        code         INTEGER,            -- the HTTP status; NULL: no answer (see error)
+        error        TEXT,
+        duration_ms  INTEGER NOT NULL,
+        PRIMARY KEY (delivery_id, number)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER tasks_deliveries_deleted AFTER DELETE ON tasks
+    BEGIN
+        DELETE FROM callbacks WHERE task_id = OLD.id;
+        DELETE FROM delivery_answers WHERE delivery_id IN
+            (SELECT id FROM deliveries WHERE task_id = OLD.id);
+        DELETE FROM deliveries WHERE task_id = OLD.id;
+    END;
+    """,
     # 12: GET …/tasks?name= (a prefix), created_from/created_to and updated_from/updated_to,
     # and the bulk actions on what they match: an index for each, within a graph, with the
     # id last (a range's tasks are sorted by id from the index alone). A task's name and

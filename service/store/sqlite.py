@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,11 +26,16 @@ from ..model import (
     Attempt,
     AttemptEnd,
     AttemptOutcome,
+    Delivery,
+    DeliveryAnswer,
+    DeliveryState,
+    DueDelivery,
     Event,
     EventKind,
     GraphRef,
     LogLine,
     NewTask,
+    Outbox,
     Status,
     Task,
 )
@@ -38,10 +44,12 @@ from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import check_live, lease_start, leased_task
 from .lock import ProcessLock
+    deliveries_of,
 from .rows import (
     is_json,
     log_event_data,
     log_page,
+    row_to_due_delivery,
     row_to_attempt,
     row_to_event,
     row_to_log_line,
@@ -123,6 +131,9 @@ class SQLiteStore:
         for conn in self._readers:
             await conn.close()
         self._readers.clear()
+    def set_outbox(self, outbox: Outbox | None) -> None:
+        self._writer.outbox = outbox
+
 
     def add_listener(self, listener: CommitListener) -> None:
         self._writer.add_listener(listener)
@@ -180,6 +191,8 @@ class SQLiteStore:
                     key,
                     fingerprint,
                     new.traceparent,
+            if new.callback is not None:
+                tx.conn.execute(q.INSERT_CALLBACK, (task.id, new.callback))
                     new.tracestate,
                 ),
             ).fetchone()
@@ -558,6 +571,64 @@ class SQLiteStore:
             return tx.conn.execute(
                 q.renew_leases(len(_LEASED_VALUES), len(wanted)),
                 [until_ms, *_LEASED_VALUES, *wanted],
+    # --- webhooks' deliveries (service.webhooks) ---
+
+    async def claim_deliveries(self, limit: int, lease_ms: int) -> list[DueDelivery]:
+        """Up to `limit` due pending deliveries, claimed for `lease_ms`: their answers are
+        recorded only under this claim, and once it has run out they come due again."""
+        token = uuid.uuid4().hex
+
+        def op(tx: Tx) -> list[DueDelivery]:
+            rows = tx.conn.execute(
+                q.CLAIM_DELIVERIES, (tx.now + lease_ms, token, tx.now, limit)
+            ).fetchall()
+            return [row_to_due_delivery(row, token) for row in rows]
+
+        return await self._write(op)
+
+    async def record_delivery(
+        self,
+        delivery: DueDelivery,
+        answer: DeliveryAnswer,
+        state: DeliveryState,
+        next_ms: int | None,
+    ) -> bool:
+        """A try's answer and what follows it (pending again at `next_ms`, delivered,
+        failed); False, and nothing written, when the claim it was made under is no
+        longer this one's (it ran out and another took the delivery over)."""
+
+        def op(tx: Tx) -> bool:
+            row = tx.conn.execute(
+                q.RECORD_DELIVERY, (state.value, next_ms, delivery.id, delivery.lease)
+            ).fetchone()
+            if row is None:
+                return False
+            tx.conn.execute(
+                q.INSERT_DELIVERY_ANSWER,
+                (
+                    delivery.id,
+                    int(row[0]),
+                    answer.time_ms,
+                    answer.code,
+                    answer.error,
+                    answer.duration_ms,
+                ),
+            )
+            return True
+
+        return await self._write(op)
+
+    async def deliveries(self, task_id: int) -> list[Delivery]:
+        if not 0 < task_id <= MAX_ID:
+            return []
+        rows = await self._fetch(q.SELECT_DELIVERIES, (task_id,))
+        answers = await self._fetch(q.SELECT_DELIVERY_ANSWERS, (task_id,))
+        return deliveries_of(rows, answers)
+
+    async def next_delivery_ms(self) -> int | None:
+        rows = await self._fetch(q.NEXT_DELIVERY, ())
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
             ).rowcount
 
         return await self._write(op)

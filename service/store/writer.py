@@ -22,10 +22,19 @@ import orjson
 
 from .. import clock
 from ..errors import ServiceUnavailable, SidetaskError
-from ..model import Event, EventKind, Status, Task
+from ..model import Event, EventKind, Outbox, Status, Task
 from . import queries as q
 from .base import Change, CommitListener
-from .changes import answer, attempt_rows, changeable, fail, refusal, replica_name, sources_of
+from .changes import (
+    answer,
+    attempt_rows,
+    changeable,
+    delivery_rows,
+    fail,
+    refusal,
+    replica_name,
+    sources_of,
+)
 from .rows import row_to_task
 from .schema import MIGRATIONS
 
@@ -63,7 +72,11 @@ class Tx:
     write or transaction rolled back is never used again, so ids only grow."""
 
     def __init__(
-        self, conn: sqlite3.Connection, next_event_id: Iterator[int], replica: str | None = None
+        self,
+        conn: sqlite3.Connection,
+        next_event_id: Iterator[int],
+        replica: str | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.conn = conn
         self.now = clock.now_ms()
@@ -71,6 +84,13 @@ class Tx:
         self._next_event_id = next_event_id
         #: this process as its attempts name it (changes.replica_name)
         self.replica = replica
+        #: which status changes write webhook deliveries (None: none do)
+        self.outbox = outbox
+        self._outbox_statuses = frozenset() if outbox is None else outbox.statuses
+        #: by event id, the tasks whose status event may write deliveries: written with
+        #: the events (write_events), so a write rolled back to its savepoint, whose events
+        #: go, writes none
+        self._outgoing: dict[int, Task] = {}
 
     def event(self, kind: EventKind, task: Task, data: dict[str, Any] | None = None) -> None:
         """An event of the task; `data` (a task.log event's) instead of the task's."""
@@ -86,9 +106,12 @@ class Tx:
                 # large input is not stored, replayed and sent again with every step.
                 body.pop("task_input", None)
         encoded = orjson.dumps(body)
+        event_id = next(self._next_event_id)
+        if kind is EventKind.STATUS and task.status in self._outbox_statuses:
+            self._outgoing[event_id] = task
         self.events.append(
             Event(
-                next(self._next_event_id),
+                event_id,
                 kind,
                 task.id,
                 task.graph,
@@ -119,6 +142,22 @@ class Tx:
                     for e in self.events[start:]
                 ],
             )
+            if self._outgoing:
+                self.write_deliveries(start)
+
+    def write_deliveries(self, start: int) -> None:
+        """The outbox rows of the status events appended since index `start`, in this
+        transaction: a change and its deliveries are committed together or not at all."""
+        assert self.outbox is not None
+        tasks = [self._outgoing.pop(e.id) for e in self.events[start:] if e.id in self._outgoing]
+        callbacks: dict[int, str] = {}
+        wanted = [t.id for t in tasks if t.status in self.outbox.callback_statuses]
+        for at in range(0, len(wanted), CHANGE_CHUNK):
+            chunk = wanted[at : at + CHANGE_CHUNK]
+            callbacks.update(self.conn.execute(q.callbacks_of(len(chunk)), chunk).fetchall())
+        rows = delivery_rows(self.outbox, tasks, callbacks)
+        if rows:
+            self.conn.executemany(q.INSERT_DELIVERY, [(*row, self.now, self.now) for row in rows])
 
     def select_task(self, task_id: int) -> Task | None:
         row = self.conn.execute(q.SELECT_TASK, (task_id,)).fetchone()
@@ -382,6 +421,8 @@ class Writer:
         self._max_pages = 0
         self._event_ids: Iterator[int] = itertools.count(1)
         self._replica = replica_name()
+        #: which status changes write webhook deliveries (SQLiteStore.set_outbox)
+        self.outbox: Outbox | None = None
 
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -529,7 +570,7 @@ class Writer:
         assert conn is not None
         if conn.in_transaction:  # a failure that left one open must not block every later write
             conn.execute(q.ROLLBACK)
-        tx = Tx(conn, self._event_ids, self._replica)
+        tx = Tx(conn, self._event_ids, self._replica, self.outbox)
         conn.execute(q.BEGIN)
         try:
             outcomes = self._run_plainly(tx, ops)
@@ -574,7 +615,7 @@ class Writer:
         assert conn is not None
         if conn.in_transaction:  # a failure that left one open must not block every later write
             conn.execute(q.ROLLBACK)
-        tx = Tx(conn, self._event_ids, self._replica)
+        tx = Tx(conn, self._event_ids, self._replica, self.outbox)
         outcomes: list[tuple[bool, Any]] = []
         conn.execute(q.BEGIN)
         try:

@@ -16,9 +16,20 @@ from ..metrics import Metrics
 from ..model import WAITING_STATUSES
 from ..store import open_store
 from ..supervisor import Supervisor
+from ..webhooks import Deliverer, Targets
 from .access import add_request_id, edge_middleware
 from .auth import AUTH, Authenticator
-from .keys import EVENTS, LEASE_HUB, LEASES, METRICS, REGISTRY, SETTINGS, STORE, SUPERVISOR
+from .keys import (
+    EVENTS,
+    LEASE_HUB,
+    LEASES,
+    METRICS,
+    REGISTRY,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+    WEBHOOKS,
+)
 from .metrics import metrics_ctx
 from .origin import PagePolicy
 from .routes import add_routes
@@ -38,6 +49,20 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     store.add_listener(log_events)  # one log line per task transition
     yield
     await store.close()
+
+
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Before the supervisor: its first status changes (recovery's) write deliveries too.
+    Stopped after it has drained, so the deliveries its last changes wrote may go out."""
+    settings = app[SETTINGS]
+    store = app[STORE]
+    deliverer = Deliverer(settings, store, Targets.from_settings(settings))
+    store.set_outbox(deliverer.outbox)
+    store.add_listener(deliverer.on_events)
+    app[WEBHOOKS] = deliverer
+    await deliverer.start()
+    yield
+    await deliverer.stop()
 
 
 async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -91,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
     app[EVENTS] = EventBus()
     app[METRICS] = metrics
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(events_ctx)
     app.cleanup_ctx.append(metrics_ctx)  # before the supervisor: recovery is counted
     app.cleanup_ctx.append(_supervisor_ctx)

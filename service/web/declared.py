@@ -437,6 +437,30 @@ ACTION = Choice(
     required=True,
     values=tuple(a.value for a in (Action.CANCEL, Action.PAUSE, Action.RESUME, Action.RETRY)),
     message="Not support action '{text}'",
+MAX_CALLBACK_CHARS = 2048
+
+
+def _callback(text: str) -> str:
+    """The URL's shape; what it resolves to is checked by the handler (service.webhooks)."""
+    if not text or len(text) > MAX_CALLBACK_CHARS:
+        raise BadRequest(
+            f"The parameter 'callback' must be a URL of 1 to {MAX_CALLBACK_CHARS} characters"
+        )
+    if not text.lower().startswith(("http://", "https://")):
+        raise BadRequest(
+            f"The parameter 'callback' must be an http:// or https:// URL, but got '{text}'"
+        )
+    return text
+
+
+CALLBACK = Text(
+    name="callback",
+    schema_={"type": "string", "format": "uri", "maxLength": MAX_CALLBACK_CHARS},
+    description="a URL sidetask POSTs the task to (signed with callback_secret) when it "
+    "reaches one of callback_statuses (default: success, failed, cancelled); a target the "
+    "allow-list refuses (webhook_allow, webhook_schemes), or callbacks not configured, is a 400",
+    check=_callback,
+)
 )
 
 
@@ -447,6 +471,7 @@ MAX_IDEMPOTENCY_KEY = 255
 
 
 def _name(text: str) -> str:
+    (CALLBACK, "callback"),
     if len(text.encode()) > MAX_NAME_BYTES:
         raise BadRequest(f"The parameter 'name' must be at most {MAX_NAME_BYTES} UTF-8 bytes")
     return text

@@ -12,7 +12,7 @@ from ..errors import BadRequest, PayloadTooLarge
 from ..model import GraphRef
 from . import declared, params
 from .declared import MAX_NAME_BYTES
-from .keys import SETTINGS, SUPERVISOR
+from .keys import SETTINGS, SUPERVISOR, WEBHOOKS
 from .responses import json_response
 
 #: the line breaks HugeGraph splits a script's first line at (not str.splitlines()'s dozen)
@@ -76,6 +76,9 @@ async def _submit(
             f"The task input is {len(input_json.encode())} bytes of JSON; the limit is "
             f"{limit} bytes (max_input_bytes)"
         )
+    callback = options.get("callback")
+    if callback is not None:  # resolved and checked against the allow-list: 400 if refused
+        await request.app[WEBHOOKS].check_callback(callback)
     task, created = await request.app[SUPERVISOR].submit(graph, type_name, input_json, **options)
     # 201 means committed (SPEC 9); an Idempotency-Key replay answers as the first call did,
     # and says so in a header.

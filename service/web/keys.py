@@ -11,6 +11,7 @@ from ..leases import LeaseHub
 from ..metrics import Metrics
 from ..store import LeaseStore, Store
 from ..supervisor import Supervisor
+from ..webhooks import Deliverer
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -21,3 +22,5 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 EVENTS = web.AppKey("events", EventBus)
 LEASE_HUB = web.AppKey("lease_hub", LeaseHub)
 METRICS = web.AppKey("metrics", Metrics)
+#: webhooks: the deliverer, and the check of a submission's callback
+WEBHOOKS = web.AppKey("webhooks", Deliverer)

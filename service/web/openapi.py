@@ -267,6 +267,21 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             },
         }
     }
+    deliveries = {
+        "get": {
+            "operationId": "taskDeliveries",
+            "summary": 'The task\'s webhook deliveries (README, "Webhooks"): each configured '
+            "hook or callback a status change of it matched, its state (pending, delivered, "
+            "failed), its attempts with each answer, and its next try",
+            "parameters": [TASK_ID],
+            "responses": {
+                "200": _json("the task's deliveries", _ref("Deliveries")),
+                **BAD_REQUEST,
+                **NOT_FOUND,
+                **UNAVAILABLE,
+            },
+        }
+    }
     counts = {
         "get": {
             "operationId": "countTasks",
@@ -287,6 +302,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
         "/tasks/{id}/events": task_events,
         "/tasks/{id}/attempts": attempts,
         "/tasks/{id}/logs": logs,
+        "/tasks/{id}/deliveries": deliveries,
         "/events": graph_events,
         **_worker_task_operations(),
     }
@@ -616,6 +632,66 @@ def _schemas() -> dict[str, Any]:
                 "page": {"type": ["string", "null"]},
             },
             "required": ["tasks"],
+        },
+        "Deliveries": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer", "description": "the task's id"},
+                "deliveries": {"type": "array", "items": _ref("Delivery")},
+            },
+            "required": ["id", "deliveries"],
+        },
+        "Delivery": {
+            "type": "object",
+            "properties": {
+                "delivery": {
+                    "type": "string",
+                    "description": "the delivery id: the Sidetask-Delivery header of every try",
+                },
+                "hook": {
+                    "type": "string",
+                    "description": "the configured hook's name, or callback (the task's own URL)",
+                },
+                "url": {"type": "string"},
+                "event": {"type": "string", "enum": ["task.status"]},
+                "status": {"type": "string", "description": "the status the change wrote"},
+                "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                "attempts": {"type": "integer", "minimum": 0},
+                "created": {"type": "integer", "description": "epoch ms of the change"},
+                "next_try": {
+                    "type": ["integer", "null"],
+                    "description": "epoch ms of the next try (pending only)",
+                },
+                "last_answer": {"oneOf": [_ref("DeliveryAnswer"), {"type": "null"}]},
+                "answers": {"type": "array", "items": _ref("DeliveryAnswer")},
+            },
+            "required": [
+                "delivery",
+                "hook",
+                "url",
+                "event",
+                "status",
+                "state",
+                "attempts",
+                "created",
+                "next_try",
+                "last_answer",
+                "answers",
+            ],
+        },
+        "DeliveryAnswer": {
+            "type": "object",
+            "properties": {
+                "time": {"type": "integer", "description": "epoch ms the try ended"},
+                "code": {"type": ["integer", "null"], "description": "the HTTP status"},
+                "error": {
+                    "type": ["string", "null"],
+                    "description": "what stood for an answer: a timeout, no connection, a "
+                    "target refused by the allow-list (refused: …)",
+                },
+                "duration_ms": {"type": "integer", "minimum": 0},
+            },
+            "required": ["time", "code", "error", "duration_ms"],
         },
         "Attempts": {
             "type": "object",

@@ -24,6 +24,7 @@ GRAPH_ROUTES = (
     ("GET", "/tasks/{id}/events", sse.task_events),
     ("GET", "/tasks/{id}/attempts", tasks.task_attempts),
     ("GET", "/tasks/{id}/logs", tasks.task_logs),
+    ("GET", "/tasks/{id}/deliveries", tasks.task_deliveries),
     ("GET", "/events", sse.graph_events),
     ("PUT", "/tasks/{id}/progress", worker_routes.report_progress),
     ("POST", "/tasks/{id}/complete", worker_routes.complete),

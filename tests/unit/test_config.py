@@ -44,6 +44,13 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "grants": ('{"ci": ["DEFAULT/hugegraph"]}', {"ci": ("DEFAULT/hugegraph",)}),
     "metrics_public": ("true", True),
     "tracing": ("true", True),
+    "hooks": (
+        '[{"name": "ops", "url": "https://ops.example.org/hook", "secret": "k", "types": ["echo"]}]',
+        (config.HookSpec("ops", "https://ops.example.org/hook", "k", types=("echo",)),),
+    ),
+    "callback_statuses": ("failed, running", ("failed", "running")),
+    "webhook_schemes": ("https", ("https",)),
+    "webhook_allow": ("10.0.0.0/8, hooks.internal", ("10.0.0.0/8", "hooks.internal")),
     "allowed_hosts": (
         "my-app, sidetask.jobs.svc, *.svc.cluster.local",
         ("my-app", "sidetask.jobs.svc", "*.svc.cluster.local"),

@@ -92,6 +92,7 @@ GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
     ("GET", "/tasks/{waiting}", None, {}, "/tasks/{id}"),
     ("GET", "/tasks/{waiting}/logs?after=0&limit=5&level=info", None, {}, "/tasks/{id}/logs"),
     ("GET", "/tasks/{waiting}/attempts", None, {}, "/tasks/{id}/attempts"),
+    ("GET", "/tasks/{waiting}/deliveries", None, {}, "/tasks/{id}/deliveries"),
     ("PUT", "/tasks/{waiting}?action=pause", None, {}, "/tasks/{id}"),
     ("DELETE", "/tasks/{waiting}?force=true", None, {}, "/tasks/{id}"),
     (
