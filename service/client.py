@@ -583,11 +583,14 @@ class Client:
         return None if answer is None else dict(answer)
 
     async def report(
-        self, task_url: str, lease: str, progress: int | None = None
+        self, task_url: str, lease: str, progress: int | None = None, checkpoint: Any = None
     ) -> dict[str, Any]:
-        """A progress report (None: a heartbeat) on the claimed task at `task_url`; it
+        """A progress report (None: a heartbeat) on the claimed task at `task_url`, with a
+        checkpoint (any JSON value; None: none), which the task's next attempt is given; it
         keeps the lease. The answer's `cancel` says whether a cancel was requested."""
-        body = {} if progress is None else {"progress": progress}
+        body: dict[str, Any] = {} if progress is None else {"progress": progress}
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
         return await self._lease_request("PUT", task_url, "/progress", lease, body)
 
     async def complete(
@@ -610,10 +613,14 @@ class Client:
         *,
         retry: bool | None = None,
         progress: int | None = None,
+        checkpoint: Any = None,
     ) -> dict[str, Any]:
         """Ends the claimed task's run with `error`: retried while retries are left
-        (`retry=False`: never; None leaves it to the service, which retries)."""
+        (`retry=False`: never; None leaves it to the service, which retries). A checkpoint
+        given is stored with the run, for the next one."""
         body: dict[str, Any] = {"error": error}
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
         if retry is not None:
             body["retry"] = retry
         if progress is not None:

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
 
 from . import clock
 from .config import Settings
-from .errors import BadRequest
+from .errors import BadRequest, PayloadTooLarge
 from .jobs import JobContext, PermanentFailure
 from .model import (
     CLAIMABLE_STATUSES,
@@ -178,13 +182,51 @@ class LeaseHub:
     # --- reports ---
 
     async def report(
-        self, graph: GraphRef, task_id: int, token: str, progress: int | None
+        self,
+        graph: GraphRef,
+        task_id: int,
+        token: str,
+        progress: int | None,
+        checkpoint: Any = None,
     ) -> Lease:
-        """Progress (None: a heartbeat); the lease lasts one more lease from now. The task
-        in the answer says whether a cancel was requested (`wants_cancel`)."""
+        """Progress (None: a heartbeat) and a checkpoint (None: none); the lease lasts one
+        more lease from now. The task in the answer says whether a cancel was requested
+        (`wants_cancel`)."""
         return await self.store.report(
-            graph, task_id, token, progress, clock.now_ms() + self._lease_ms
+            graph,
+            task_id,
+            token,
+            progress,
+            clock.now_ms() + self._lease_ms,
+            self.checkpoint_text(checkpoint),
         )
+
+    def checkpoint_text(self, value: Any) -> str | None:
+        """A worker's checkpoint as stored JSON text; over max_checkpoint_bytes is a 413."""
+        if value is None:
+            return None
+        encoded = orjson.dumps(value)
+        limit = self.settings.max_checkpoint_bytes
+        if len(encoded) > limit:
+            raise PayloadTooLarge(
+                f"The checkpoint is {len(encoded)} bytes of JSON, over the limit of {limit} "
+                "bytes (max_checkpoint_bytes): keep where the job got to, not its data"
+            )
+        return encoded.decode()
+
+    async def last_checkpoint(self, task: Task) -> Any:
+        """The checkpoint an earlier attempt of a claimed task stored, decoded (None: none,
+        or damaged). A first run has none: only a task run before (a retry spent) can."""
+        if task.retries == 0:
+            return None
+        text = await self.store.checkpoint(task.id)
+        if text is None:
+            return None
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            log.warning("task %d: its stored checkpoint is not JSON; not given", task.id)
+            return None
 
     async def complete(
         self, graph: GraphRef, task_id: int, token: str, result_json: str, progress: int | None
@@ -210,13 +252,20 @@ class LeaseHub:
         error: str,
         retry: bool,
         progress: int | None,
+        checkpoint: Any = None,
     ) -> Task:
         """The worker's job failed: retried after a backoff while retries are left (unless
-        `retry` is false), else `failed`, as an in-process job's failure."""
+        `retry` is false), else `failed`, as an in-process job's failure. A checkpoint
+        given with it is stored in the attempt's end, for the next attempt."""
+        text = self.checkpoint_text(checkpoint)
 
         def decide(task: Task) -> Change:
             outcome = after_failure(task, error, clock.now_ms(), self._retry_delay, retry=retry)
-            return _change_of(task, outcome)
+            change = _change_of(task, outcome)
+            if text is not None and change.ends_attempt is not None:
+                end = dataclasses.replace(change.ends_attempt, checkpoint=text)
+                change = dataclasses.replace(change, ends_attempt=end)
+            return change
 
         return await self.store.settle_lease(graph, task_id, token, progress, decide)
 

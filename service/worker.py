@@ -132,8 +132,14 @@ class WorkerTask:
         self.url: str = str(claim["task_url"])
         self.lease: str = str(claim["lease"])
         self.lease_duration: float = float(claim.get("lease_duration", 30.0))
+        #: the last checkpoint an earlier attempt stored (None: none): resume from it
+        self.checkpoint_value: Any = claim.get("checkpoint")
+        #: the task's progress when claimed: where the attempts before got to
+        self.last_progress: int = int(claim.get("progress") or 0)
         self._loop = loop
         self._progress: int | None = None
+        #: a checkpoint not sent yet (JSON text)
+        self._checkpoint: orjson.Fragment | None = None
         self._changed = asyncio.Event()
         self._cancel = False
 
@@ -150,6 +156,30 @@ class WorkerTask:
 
     def _set(self, value: int) -> None:
         self._progress = value
+        self._changed.set()
+
+    def checkpoint(self, value: Any) -> None:
+        """Stores `value` (JSON: where the job has got to) with the next report: an attempt
+        that runs the task again (a retry, or another worker's claim after this one's lease
+        ran out) finds it as `checkpoint_value`. Safe from a plain function's thread; a
+        value that is not JSON raises ValueError here."""
+        try:
+            text = jsontext.dumps(value, "The checkpoint")
+        except TypeError as exc:
+            raise ValueError(f"a checkpoint must be a JSON value: {exc}") from None
+        self.checkpoint_value = orjson.loads(text)  # a copy: later changes are not sent
+        encoded = orjson.Fragment(text)
+        try:
+            in_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self._keep(encoded)
+        else:
+            self._loop.call_soon_threadsafe(self._keep, encoded)
+
+    def _keep(self, encoded: orjson.Fragment) -> None:
+        self._checkpoint = encoded
         self._changed.set()
 
     @property
@@ -263,7 +293,12 @@ class Worker:
 
     async def _report(self, task: WorkerTask) -> None:
         """Sends the latest progress (or a heartbeat); a requested cancel cancels the job."""
-        answer = await self._send(task, self._http().report(task.url, task.lease, task._progress))
+        checkpoint = task._checkpoint
+        answer = await self._send(
+            task, self._http().report(task.url, task.lease, task._progress, checkpoint)
+        )
+        if task._checkpoint is checkpoint:  # sent: a later one waits for the next report
+            task._checkpoint = None
         if answer.get("cancel") and not task._cancel:
             log.info("task %d: cancel requested", task.id)
             task._cancel = True
@@ -331,7 +366,15 @@ class Worker:
         elif (failure := job.exception()) is not None:
             error = f"{type(failure).__name__}: {failure}"
             retry = not isinstance(failure, PermanentFailure)
-            end = partial(client.fail, task.url, task.lease, error, retry=retry, progress=progress)
+            end = partial(
+                client.fail,
+                task.url,
+                task.lease,
+                error,
+                retry=retry,
+                progress=progress,
+                checkpoint=task._checkpoint,  # one not sent yet goes with the end
+            )
         else:
             try:
                 # written here, sent as it is: inside {"result": …} a result nested as deep

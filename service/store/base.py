@@ -301,6 +301,7 @@ class LeaseStore(Protocol):
     task moves through the same statuses as any other, by the same compare-and-set."""
 
     def add_listener(self, listener: CommitListener) -> None: ...
+    async def checkpoint(self, task_id: int) -> str | None: ...
     async def transition(self, change: Change) -> Task:
         """As Store.transition: a claim nobody received is given back by one."""
         ...
@@ -313,8 +314,18 @@ class LeaseStore(Protocol):
         ...
 
     async def report(
-        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
-    ) -> Lease: ...
+        self,
+        graph: GraphRef,
+        task_id: int,
+        token: str,
+        progress: int | None,
+        expires_ms: int,
+        checkpoint: str | None = None,
+    ) -> Lease:
+        """A lease holder's progress (None: a heartbeat) and checkpoint (JSON text, into
+        the task's open attempt; None: none), in one transaction."""
+        ...
+
     async def settle_lease(
         self, graph: GraphRef, task_id: int, token: str, progress: int | None, decide: Decision
     ) -> Task: ...

@@ -402,6 +402,10 @@ SET_CHECKPOINTS = (
     " FROM unnest($1::bigint[], $2::text[]) AS c(task_id, checkpoint)"
     " WHERE a.task_id = c.task_id AND a.end_ms IS NULL AND a.owner = $3"
 )
+#: an external worker's checkpoint, into its task's open attempt: the lease (checked in the
+#: same transaction) fences it, not the replica that took the report. Parameters: the JSON
+#: text, the id
+SET_LEASED_CHECKPOINT = "UPDATE attempts SET checkpoint = $1 WHERE task_id = $2 AND end_ms IS NULL"
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = $1 ORDER BY number"
 LAST_CHECKPOINT = (
     "SELECT checkpoint FROM attempts WHERE task_id = $1 AND checkpoint IS NOT NULL"

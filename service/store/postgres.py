@@ -1347,7 +1347,13 @@ class PostgresStore:
         return await self._write(op)
 
     async def report(
-        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
+        self,
+        graph: GraphRef,
+        task_id: int,
+        token: str,
+        progress: int | None,
+        expires_ms: int,
+        checkpoint: str | None = None,
     ) -> Lease:
         async def op(tx: PgTx) -> Lease:
             row = await tx.conn.fetchrow(q.SELECT_LEASED, task_id)
@@ -1363,6 +1369,8 @@ class PostgresStore:
                 assert row is not None  # the row was read in this transaction
                 task = row_to_task(row)
                 tx.event(EventKind.PROGRESS, task)
+            if checkpoint is not None:  # the lease is the fence (any replica takes reports)
+                await tx.conn.execute(q.SET_LEASED_CHECKPOINT, checkpoint, task_id)
             await tx.conn.execute(q.EXTEND_LEASE, expires_ms, task_id)
             return Lease(task, token, expires_ms)
 

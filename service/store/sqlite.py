@@ -474,7 +474,13 @@ class SQLiteStore:
         return await self._write(op)
 
     async def report(
-        self, graph: GraphRef, task_id: int, token: str, progress: int | None, expires_ms: int
+        self,
+        graph: GraphRef,
+        task_id: int,
+        token: str,
+        progress: int | None,
+        expires_ms: int,
+        checkpoint: str | None = None,
     ) -> Lease:
         """A lease holder's progress: the first report starts the task; each one extends the
         lease to `expires_ms`. A task cancelled meanwhile is returned as it is, unchanged."""
@@ -492,6 +498,8 @@ class SQLiteStore:
                 row = tx.conn.execute(q.REPORT_PROGRESS, (progress, tx.now, task_id)).fetchone()
                 task = row_to_task(row)
                 tx.event(EventKind.PROGRESS, task)
+            if checkpoint is not None:  # the lease is the fence: its holder runs the attempt
+                tx.conn.execute(q.SET_CHECKPOINT, (checkpoint, task_id))
             tx.conn.execute(q.EXTEND_LEASE, (expires_ms, task_id))
             return Lease(task, token, expires_ms)
 

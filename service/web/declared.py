@@ -722,6 +722,13 @@ RETRY = Field(
     default=True,
     check=_retry,
 )
-PROGRESS_REPORT = (HEARTBEAT,)
+CHECKPOINT = Field(
+    name="checkpoint",
+    schema_={},
+    description="where the job has got to (any JSON value but null, at most "
+    "max_checkpoint_bytes): stored with the attempt, and given back in the claim of the "
+    "task's next attempt (a retry, or a claim after this worker's lease expired)",
+)
+PROGRESS_REPORT = (HEARTBEAT, CHECKPOINT)
 COMPLETION = (RESULT, PROGRESS)
-FAILURE = (ERROR, RETRY, PROGRESS)
+FAILURE = (ERROR, RETRY, PROGRESS, CHECKPOINT)

@@ -828,6 +828,15 @@ def _schemas() -> dict[str, Any]:
                 "graphspace": {"type": "string"},
                 "graph": {"type": "string"},
                 "retries": {"type": "integer"},
+                "checkpoint": {
+                    "description": "the last checkpoint an earlier attempt stored (a report's or "
+                    "a failure's `checkpoint`, or an in-process job's); null: none"
+                },
+                "progress": {
+                    "type": "integer",
+                    "description": "the task's progress when claimed: where earlier attempts got to",
+                },
+                "progress_total": {"type": ["integer", "null"]},
                 "task_url": {"type": "string", "description": "the task's path, for the reports"},
                 "lease": {"type": "string", "description": "send it back as X-Lease"},
                 "lease_expires": {"type": "integer", "description": "epoch milliseconds"},

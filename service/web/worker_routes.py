@@ -25,7 +25,7 @@ def _gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _claim_body(request: web.Request, lease: Lease) -> dict[str, Any]:
+def _claim_body(request: web.Request, lease: Lease, checkpoint: Any) -> dict[str, Any]:
     task = lease.task
     graph = task.graph
     return {
@@ -37,6 +37,10 @@ def _claim_body(request: web.Request, lease: Lease) -> dict[str, Any]:
         "graphspace": graph.graphspace,
         "graph": graph.graph,
         "retries": task.retries,
+        # where the attempts before this one got to: their last checkpoint and progress
+        "checkpoint": checkpoint,
+        "progress": task.progress,
+        "progress_total": task.progress_total,
         "task_url": f"/graphspaces/{graph.graphspace}/graphs/{graph.graph}/tasks/{task.id}",
         "lease": lease.token,
         "lease_expires": lease.expires_ms,
@@ -59,7 +63,10 @@ async def claim(request: web.Request) -> web.StreamResponse:
     if _gone(request):  # nobody will read the answer: the task waits for another claim
         await hub.give_back(lease)
         return web.Response(status=204)
-    return json_response(_claim_body(request, lease), headers={LEASE_HEADER: lease.token})
+    checkpoint = await hub.last_checkpoint(lease.task)
+    return json_response(
+        _claim_body(request, lease, checkpoint), headers={LEASE_HEADER: lease.token}
+    )
 
 
 def _lease_of(request: web.Request) -> str:
@@ -79,7 +86,9 @@ async def report_progress(request: web.Request) -> web.Response:
     task_id = declared.TASK_ID.get(request)
     token = _lease_of(request)
     body = await _object_body(request)
-    lease = await request.app[LEASE_HUB].report(graph, task_id, token, declared.HEARTBEAT.get(body))
+    lease = await request.app[LEASE_HUB].report(
+        graph, task_id, token, declared.HEARTBEAT.get(body), declared.CHECKPOINT.get(body)
+    )
     task = lease.task
     return json_response(
         {
@@ -122,6 +131,12 @@ async def fail(request: web.Request) -> web.Response:
     error = declared.ERROR.get(body)
     retry = declared.RETRY.get(body)
     task = await request.app[LEASE_HUB].fail(
-        graph, task_id, token, error[:MAX_ERROR_CHARS], retry, declared.PROGRESS.get(body)
+        graph,
+        task_id,
+        token,
+        error[:MAX_ERROR_CHARS],
+        retry,
+        declared.PROGRESS.get(body),
+        declared.CHECKPOINT.get(body),
     )
     return json_response(task.to_api())
