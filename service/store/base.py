@@ -254,6 +254,10 @@ class Store(Protocol):
         """The task's attempts, in the order they started (none: never run, or no task)."""
         ...
 
+    async def checkpoint(self, task_id: int) -> str | None:
+        """The last checkpoint any attempt of the task stored (JSON text), or None."""
+        ...
+
     # --- webhooks: the outbox (README, "Webhooks") ---
     def set_outbox(self, outbox: Outbox | None) -> None:
         """Which status changes write deliveries in their transaction from now on (each
@@ -283,10 +287,6 @@ class Store(Protocol):
 
     async def next_delivery_ms(self) -> int | None:
         """When the next pending delivery comes due (None: none is pending)."""
-        ...
-
-    async def checkpoint(self, task_id: int) -> str | None:
-        """The last checkpoint any attempt of the task stored (JSON text), or None."""
         ...
 
     async def last_event_id(self) -> int: ...

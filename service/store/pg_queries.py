@@ -433,6 +433,30 @@ INSERT_LOGS = (
     " $6::text[])"
 )
 #: each task's count grows by its batch's. Parameters: the ids, the counts, the lines cut
+#: from the batches before they were written
+COUNT_LOGS = (
+    "INSERT INTO log_counts (task_id, lines, dropped)"
+    " SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[])"
+    " ON CONFLICT (task_id) DO UPDATE SET lines = log_counts.lines + excluded.lines,"
+    " dropped = log_counts.dropped + excluded.dropped"
+    " RETURNING task_id, lines"
+)
+#: a task's oldest lines past the bound. Parameters: the id, how many
+DROP_OLDEST_LOGS = (
+    "DELETE FROM log_lines WHERE id IN"
+    " (SELECT id FROM log_lines WHERE task_id = $1 ORDER BY id LIMIT $2)"
+)
+SET_LOG_COUNT = (
+    "UPDATE log_counts SET lines = lines - $2, dropped = dropped + $2 WHERE task_id = $1"
+)
+SELECT_LOGS = (
+    f"SELECT {LOG_COLUMNS} FROM log_lines WHERE task_id = $1 AND id > $2 AND level >= $3"
+    " ORDER BY id LIMIT $4"
+)
+LOG_STATE = (
+    "SELECT dropped, (SELECT min(id) FROM log_lines WHERE task_id = $1)"
+    " FROM log_counts WHERE task_id = $1"
+)
 
 
 # --- webhooks (schema 5): the outbox, as SQLite's; a claim skips the rows another
@@ -476,27 +500,3 @@ SELECT_DELIVERY_ANSWERS = (
     " ORDER BY a.delivery_id, a.number"
 )
 NEXT_DELIVERY = "SELECT min(next_ms) FROM deliveries WHERE state = 'pending'"
-#: from the batches before they were written
-COUNT_LOGS = (
-    "INSERT INTO log_counts (task_id, lines, dropped)"
-    " SELECT * FROM unnest($1::bigint[], $2::int[], $3::bigint[])"
-    " ON CONFLICT (task_id) DO UPDATE SET lines = log_counts.lines + excluded.lines,"
-    " dropped = log_counts.dropped + excluded.dropped"
-    " RETURNING task_id, lines"
-)
-#: a task's oldest lines past the bound. Parameters: the id, how many
-DROP_OLDEST_LOGS = (
-    "DELETE FROM log_lines WHERE id IN"
-    " (SELECT id FROM log_lines WHERE task_id = $1 ORDER BY id LIMIT $2)"
-)
-SET_LOG_COUNT = (
-    "UPDATE log_counts SET lines = lines - $2, dropped = dropped + $2 WHERE task_id = $1"
-)
-SELECT_LOGS = (
-    f"SELECT {LOG_COLUMNS} FROM log_lines WHERE task_id = $1 AND id > $2 AND level >= $3"
-    " ORDER BY id LIMIT $4"
-)
-LOG_STATE = (
-    "SELECT dropped, (SELECT min(id) FROM log_lines WHERE task_id = $1)"
-    " FROM log_counts WHERE task_id = $1"
-)

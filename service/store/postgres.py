@@ -71,8 +71,8 @@ from .changes import (
     answer,
     attempt_rows,
     changeable,
-    delivery_rows,
     check_live,
+    delivery_rows,
     fail,
     lease_start,
     leased_task,
@@ -81,12 +81,12 @@ from .changes import (
     sources_of,
 )
 from .pg_schema import MIGRATIONS
-    deliveries_of,
 from .rows import (
+    deliveries_of,
     log_event_data,
     log_page,
-    row_to_due_delivery,
     row_to_attempt,
+    row_to_due_delivery,
     row_to_event,
     row_to_log_line,
     row_to_task,
@@ -171,9 +171,9 @@ class PgTx:
         me: uuid.UUID,
         outbox: Outbox | None = None,
     ) -> None:
+        self.conn = conn
         #: which status changes write webhook deliveries (None: none do)
         self.outbox = outbox
-        self.conn = conn
         #: this process's id (replicas.id): the holder its claims make, its fence
         self.me = me
         self.now = clock.now_ms()
@@ -196,6 +196,7 @@ class PgTx:
             if kind is not EventKind.CREATED:
                 body.pop("task_input", None)  # SPEC 7: only task.created carries the input
         self.pending.append((kind, task, orjson.dumps(body)))
+
     async def write_deliveries(self) -> None:
         """The outbox rows of the transaction's status events, in it: a change and its
         deliveries are committed together or not at all (a write undone to its savepoint
@@ -218,10 +219,9 @@ class PgTx:
             columns = list(zip(*rows, strict=True))
             await self.conn.execute(q.INSERT_DELIVERIES, *map(list, columns), self.now)
 
-
     async def append_events(self) -> list[Event]:
-        await self.write_deliveries()
         """The transaction's events, stored with ids taken under the events lock."""
+        await self.write_deliveries()
         if not self.pending:
             return []
         rows = self.pending
@@ -608,9 +608,9 @@ class PostgresStore:
         #: transaction's ids never come, and go once the pump is past them
         self._own: set[int] = set()
         self._own_order: collections.deque[int] = collections.deque()
+        self._closed = False
         #: which status changes write webhook deliveries (set_outbox)
         self._outbox: Outbox | None = None
-        self._closed = False
         #: this process's id in `replicas`: new at every start, and when it was declared dead
         self._me = uuid.uuid4()
         #: the heartbeat's connection (beat), apart from the writer's
@@ -721,9 +721,9 @@ class PostgresStore:
                 await self._conn.close()
         if self._pool is not None:
             await self._pool.close()
+
     def set_outbox(self, outbox: Outbox | None) -> None:
         self._outbox = outbox
-
 
     def add_listener(self, listener: CommitListener) -> None:
         """`listener` gets every committed event of every process sharing the schema, in
@@ -969,9 +969,9 @@ class PostgresStore:
                     f"Idempotency-Key '{key}' was used with a different request for task {task.id}"
                 )
             return task, False
+        task = row_to_task(row)
         if new.callback is not None:
             await tx.conn.execute(q.INSERT_CALLBACKS, [task.id], [new.callback])
-        task = row_to_task(row)
         tx.event(EventKind.CREATED, task)
         if tx.waiting is not None:
             tx.waiting += 1
@@ -1003,12 +1003,12 @@ class PostgresStore:
             [n.tracestate for n in news],
         )
         by_id = {task.id: task for task in map(row_to_task, rows)}
+        tasks = [by_id[task_id] for task_id in ids]
         called = [(task_id, n.callback) for task_id, n in zip(ids, news, strict=True) if n.callback]
         if called:
             await tx.conn.execute(
                 q.INSERT_CALLBACKS, [i for i, _ in called], [url for _, url in called]
             )
-        tasks = [by_id[task_id] for task_id in ids]
         for task in tasks:
             tx.event(EventKind.CREATED, task)
         if tx.waiting is not None:
@@ -1267,6 +1267,7 @@ class PostgresStore:
             return purged, int(status.split()[-1])
 
         return await self._write(op)
+
     # --- webhooks' deliveries (service.webhooks) ---
 
     async def claim_deliveries(self, limit: int, lease_ms: int) -> list[DueDelivery]:
@@ -1316,7 +1317,6 @@ class PostgresStore:
     async def next_delivery_ms(self) -> int | None:
         rows = await self._fetch(q.NEXT_DELIVERY)
         return None if not rows or rows[0][0] is None else int(rows[0][0])
-
 
     # --- external workers' leases (LeaseStore) ---
 

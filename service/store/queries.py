@@ -445,6 +445,45 @@ SET_CHECKPOINT = "UPDATE attempts SET checkpoint = ? WHERE task_id = ? AND end_m
 SELECT_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ? ORDER BY number"
 #: the task's last checkpoint, whichever attempt stored it
 LAST_CHECKPOINT = (
+    "SELECT checkpoint FROM attempts WHERE task_id = ? AND checkpoint IS NOT NULL"
+    " ORDER BY number DESC LIMIT 1"
+)
+
+
+# --- log lines (schema 10): appended in batches (SQLiteStore.append_logs), read by
+# GET …/tasks/{id}/logs ---
+
+LOG_COLUMNS = "id, time_ms, level, attempt, text"
+#: the task's open (or last) attempt's number
+CURRENT_ATTEMPT = "SELECT max(number) FROM attempts WHERE task_id = ?"
+LAST_LOG_ID = "SELECT coalesce(max(id), 0) FROM log_lines"
+INSERT_LOG = (
+    "INSERT INTO log_lines (id, task_id, time_ms, level, attempt, text) VALUES (?, ?, ?, ?, ?, ?)"
+)
+#: the task's count grows by the batch. Parameters: the id, the count; returns the total
+#: and the dropped so far
+COUNT_LOGS = (
+    "INSERT INTO log_counts (task_id, lines, dropped) VALUES (?, ?, 0)"
+    " ON CONFLICT (task_id) DO UPDATE SET lines = lines + excluded.lines"
+    " RETURNING lines, dropped"
+)
+#: the task's oldest lines. Parameters: the id, how many
+DROP_OLDEST_LOGS = (
+    "DELETE FROM log_lines WHERE id IN"
+    " (SELECT id FROM log_lines WHERE task_id = ? ORDER BY id LIMIT ?)"
+)
+SET_LOG_COUNT = "UPDATE log_counts SET lines = ?, dropped = ? WHERE task_id = ?"
+#: a page of the task's lines. Parameters: the id, after this line id, the lowest level,
+#: how many
+SELECT_LOGS = (
+    f"SELECT {LOG_COLUMNS} FROM log_lines WHERE task_id = ? AND id > ? AND level >= ?"
+    " ORDER BY id LIMIT ?"
+)
+#: how many lines were dropped, and the first line kept (the marker goes before it)
+LOG_STATE = (
+    "SELECT dropped, (SELECT min(id) FROM log_lines WHERE task_id = ?)"
+    " FROM log_counts WHERE task_id = ?"
+)
 
 
 # --- webhooks (schema 13): the outbox rows written in a status change's transaction
@@ -497,43 +536,4 @@ SELECT_DELIVERY_ANSWERS = (
 #: when the next pending delivery comes due (NULL: none is pending)
 NEXT_DELIVERY = (
     "SELECT min(next_ms) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending'"
-)
-    "SELECT checkpoint FROM attempts WHERE task_id = ? AND checkpoint IS NOT NULL"
-    " ORDER BY number DESC LIMIT 1"
-)
-
-
-# --- log lines (schema 10): appended in batches (SQLiteStore.append_logs), read by
-# GET …/tasks/{id}/logs ---
-
-LOG_COLUMNS = "id, time_ms, level, attempt, text"
-#: the task's open (or last) attempt's number
-CURRENT_ATTEMPT = "SELECT max(number) FROM attempts WHERE task_id = ?"
-LAST_LOG_ID = "SELECT coalesce(max(id), 0) FROM log_lines"
-INSERT_LOG = (
-    "INSERT INTO log_lines (id, task_id, time_ms, level, attempt, text) VALUES (?, ?, ?, ?, ?, ?)"
-)
-#: the task's count grows by the batch. Parameters: the id, the count; returns the total
-#: and the dropped so far
-COUNT_LOGS = (
-    "INSERT INTO log_counts (task_id, lines, dropped) VALUES (?, ?, 0)"
-    " ON CONFLICT (task_id) DO UPDATE SET lines = lines + excluded.lines"
-    " RETURNING lines, dropped"
-)
-#: the task's oldest lines. Parameters: the id, how many
-DROP_OLDEST_LOGS = (
-    "DELETE FROM log_lines WHERE id IN"
-    " (SELECT id FROM log_lines WHERE task_id = ? ORDER BY id LIMIT ?)"
-)
-SET_LOG_COUNT = "UPDATE log_counts SET lines = ?, dropped = ? WHERE task_id = ?"
-#: a page of the task's lines. Parameters: the id, after this line id, the lowest level,
-#: how many
-SELECT_LOGS = (
-    f"SELECT {LOG_COLUMNS} FROM log_lines WHERE task_id = ? AND id > ? AND level >= ?"
-    " ORDER BY id LIMIT ?"
-)
-#: how many lines were dropped, and the first line kept (the marker goes before it)
-LOG_STATE = (
-    "SELECT dropped, (SELECT min(id) FROM log_lines WHERE task_id = ?)"
-    " FROM log_counts WHERE task_id = ?"
 )

@@ -159,6 +159,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN traceparent TEXT;
     ALTER TABLE tasks ADD COLUMN tracestate TEXT;
     """,
+    # 12: GET …/tasks?name= (a prefix), created_from/created_to and updated_from/updated_to,
+    # and the bulk actions on what they match: an index for each, within a graph, with the
+    # id last (a range's tasks are sorted by id from the index alone). A task's name and
+    # creation never change; every status step and progress write moves its update entry.
+    """
+    CREATE INDEX tasks_by_graph_name ON tasks (graphspace, graph, name, id);
+    CREATE INDEX tasks_by_graph_create ON tasks (graphspace, graph, create_ms, id);
+    CREATE INDEX tasks_by_graph_update ON tasks (graphspace, graph, update_ms, id);
+    """,
     # 13: the outbox (README, "Webhooks"). A task's own callback URL; the deliveries a
     # status change writes in its transaction (the body is the task as GET showed it then);
     # each attempt's answer. A pending delivery waits in the due index by `next_ms`; a claim
@@ -201,15 +210,6 @@ MIGRATIONS: tuple[str, ...] = (
             (SELECT id FROM deliveries WHERE task_id = OLD.id);
         DELETE FROM deliveries WHERE task_id = OLD.id;
     END;
-    """,
-    # 12: GET …/tasks?name= (a prefix), created_from/created_to and updated_from/updated_to,
-    # and the bulk actions on what they match: an index for each, within a graph, with the
-    # id last (a range's tasks are sorted by id from the index alone). A task's name and
-    # creation never change; every status step and progress write moves its update entry.
-    """
-    CREATE INDEX tasks_by_graph_name ON tasks (graphspace, graph, name, id);
-    CREATE INDEX tasks_by_graph_create ON tasks (graphspace, graph, create_ms, id);
-    CREATE INDEX tasks_by_graph_update ON tasks (graphspace, graph, update_ms, id);
     """,
 )
 

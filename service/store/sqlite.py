@@ -44,13 +44,13 @@ from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import check_live, lease_start, leased_task
 from .lock import ProcessLock
-    deliveries_of,
 from .rows import (
+    deliveries_of,
     is_json,
     log_event_data,
     log_page,
-    row_to_due_delivery,
     row_to_attempt,
+    row_to_due_delivery,
     row_to_event,
     row_to_log_line,
     row_to_task,
@@ -131,12 +131,12 @@ class SQLiteStore:
         for conn in self._readers:
             await conn.close()
         self._readers.clear()
-    def set_outbox(self, outbox: Outbox | None) -> None:
-        self._writer.outbox = outbox
-
 
     def add_listener(self, listener: CommitListener) -> None:
         self._writer.add_listener(listener)
+
+    def set_outbox(self, outbox: Outbox | None) -> None:
+        self._writer.outbox = outbox
 
     async def limit_pages(self, pages: int | None) -> int:
         """Caps the database at `pages` pages (SQLite's max_page_count, on the writer), or
@@ -191,12 +191,12 @@ class SQLiteStore:
                     key,
                     fingerprint,
                     new.traceparent,
-            if new.callback is not None:
-                tx.conn.execute(q.INSERT_CALLBACK, (task.id, new.callback))
                     new.tracestate,
                 ),
             ).fetchone()
             task = row_to_task(row)
+            if new.callback is not None:
+                tx.conn.execute(q.INSERT_CALLBACK, (task.id, new.callback))
             tx.event(EventKind.CREATED, task)
             return task, True
 
@@ -579,6 +579,10 @@ class SQLiteStore:
             return tx.conn.execute(
                 q.renew_leases(len(_LEASED_VALUES), len(wanted)),
                 [until_ms, *_LEASED_VALUES, *wanted],
+            ).rowcount
+
+        return await self._write(op)
+
     # --- webhooks' deliveries (service.webhooks) ---
 
     async def claim_deliveries(self, limit: int, lease_ms: int) -> list[DueDelivery]:
@@ -636,10 +640,6 @@ class SQLiteStore:
     async def next_delivery_ms(self) -> int | None:
         rows = await self._fetch(q.NEXT_DELIVERY, ())
         return None if not rows or rows[0][0] is None else int(rows[0][0])
-
-            ).rowcount
-
-        return await self._write(op)
 
     # --- reads ---
 

@@ -437,30 +437,6 @@ ACTION = Choice(
     required=True,
     values=tuple(a.value for a in (Action.CANCEL, Action.PAUSE, Action.RESUME, Action.RETRY)),
     message="Not support action '{text}'",
-MAX_CALLBACK_CHARS = 2048
-
-
-def _callback(text: str) -> str:
-    """The URL's shape; what it resolves to is checked by the handler (service.webhooks)."""
-    if not text or len(text) > MAX_CALLBACK_CHARS:
-        raise BadRequest(
-            f"The parameter 'callback' must be a URL of 1 to {MAX_CALLBACK_CHARS} characters"
-        )
-    if not text.lower().startswith(("http://", "https://")):
-        raise BadRequest(
-            f"The parameter 'callback' must be an http:// or https:// URL, but got '{text}'"
-        )
-    return text
-
-
-CALLBACK = Text(
-    name="callback",
-    schema_={"type": "string", "format": "uri", "maxLength": MAX_CALLBACK_CHARS},
-    description="a URL sidetask POSTs the task to (signed with callback_secret) when it "
-    "reaches one of callback_statuses (default: success, failed, cancelled); a target the "
-    "allow-list refuses (webhook_allow, webhook_schemes), or callbacks not configured, is a 400",
-    check=_callback,
-)
 )
 
 
@@ -471,7 +447,6 @@ MAX_IDEMPOTENCY_KEY = 255
 
 
 def _name(text: str) -> str:
-    (CALLBACK, "callback"),
     if len(text.encode()) > MAX_NAME_BYTES:
         raise BadRequest(f"The parameter 'name' must be at most {MAX_NAME_BYTES} UTF-8 bytes")
     return text
@@ -532,6 +507,30 @@ TRACESTATE = Text(
     f"traceparent, and dropped when malformed or over {tracing.MAX_TRACESTATE_CHARS} characters",
     check=lambda text: tracing.parse_tracestate([text]),
 )
+MAX_CALLBACK_CHARS = 2048
+
+
+def _callback(text: str) -> str:
+    """The URL's shape; what it resolves to is checked by the handler (service.webhooks)."""
+    if not text or len(text) > MAX_CALLBACK_CHARS:
+        raise BadRequest(
+            f"The parameter 'callback' must be a URL of 1 to {MAX_CALLBACK_CHARS} characters"
+        )
+    if not text.lower().startswith(("http://", "https://")):
+        raise BadRequest(
+            f"The parameter 'callback' must be an http:// or https:// URL, but got '{text}'"
+        )
+    return text
+
+
+CALLBACK = Text(
+    name="callback",
+    schema_={"type": "string", "format": "uri", "maxLength": MAX_CALLBACK_CHARS},
+    description="a URL sidetask POSTs the task to (signed with callback_secret) when it "
+    "reaches one of callback_statuses (default: success, failed, cancelled); a target the "
+    "allow-list refuses (webhook_allow, webhook_schemes), or callbacks not configured, is a 400",
+    check=_callback,
+)
 #: each option and the keyword of Supervisor.submit it is
 SUBMIT_OPTIONS: tuple[tuple[Integer | Number | Text, str], ...] = (
     (NAME, "name"),
@@ -542,6 +541,7 @@ SUBMIT_OPTIONS: tuple[tuple[Integer | Number | Text, str], ...] = (
     (IDEMPOTENCY_KEY, "idempotency_key"),
     (TRACEPARENT, "traceparent"),
     (TRACESTATE, "tracestate"),
+    (CALLBACK, "callback"),
 )
 JOB_TYPE = Text(
     name="type", where="path", schema_={"type": "string"}, description="a registered job type"

@@ -219,19 +219,6 @@ async def task_logs(request: web.Request) -> web.Response:
     lines = await store.logs(task_id, after, limit, level)
     last = lines[-1].id if lines else after
     return json_response({"id": task_id, "lines": [ln.to_api() for ln in lines], "last": last})
-async def task_deliveries(request: web.Request) -> web.Response:
-    """`{"id": N, "deliveries": [...]}`: each webhook delivery the task's status changes
-    wrote (README, "Webhooks"), in the order they were written, with every answer."""
-    graph = params.graph_of(request)
-    task_id = declared.TASK_ID.get(request)
-    store = request.app[STORE]
-    task = await store.get(graph, task_id)
-    if task is None:
-        raise NotFound(f"Can't find task with id '{task_id}'")
-    deliveries = await store.deliveries(task_id)
-    return json_response({"id": task_id, "deliveries": [d.to_api() for d in deliveries]})
-
-
 
 
 async def task_attempts(request: web.Request) -> web.Response:
@@ -244,6 +231,19 @@ async def task_attempts(request: web.Request) -> web.Response:
         raise NotFound(f"Can't find task with id '{task_id}'")
     attempts = await store.attempts(task_id)
     return json_response({"id": task_id, "attempts": [a.to_api() for a in attempts]})
+
+
+async def task_deliveries(request: web.Request) -> web.Response:
+    """`{"id": N, "deliveries": [...]}`: each webhook delivery the task's status changes
+    wrote (README, "Webhooks"), in the order they were written, with every answer."""
+    graph = params.graph_of(request)
+    task_id = declared.TASK_ID.get(request)
+    store = request.app[STORE]
+    task = await store.get(graph, task_id)
+    if task is None:
+        raise NotFound(f"Can't find task with id '{task_id}'")
+    deliveries = await store.deliveries(task_id)
+    return json_response({"id": task_id, "deliveries": [d.to_api() for d in deliveries]})
 
 
 async def delete_task(request: web.Request) -> web.Response:

@@ -96,10 +96,10 @@ async def test_every_operation_declares_its_path_parameters(client: TestClient) 
 SUBMIT_OPTIONS = {("query", n) for n in ("name", "priority", "max_retries", "timeout", "delay")} | {
     ("header", "Idempotency-Key")
 }
-#: a task's webhook (README, "Webhooks")
-SUBMIT_OPTIONS |= {("query", "callback")}
 #: the list's name prefix and time ranges
 LIST_SELECTION = ("name", "created_from", "created_to", "updated_from", "updated_to")
+#: a task's webhook (README, "Webhooks")
+SUBMIT_OPTIONS |= {("query", "callback")}
 #: what each handler reads besides its path, by the path after the graph prefix
 EXPECTED_PARAMETERS = {
     ("GET", "/tasks"): {
@@ -219,11 +219,11 @@ ERROR_CASES: list[tuple[str, str, bytes | None, str, int]] = [
     ("POST", "/jobs/echo?delay=-1", b"{}", "/jobs/{type}", 400),
     ("POST", "/jobs/echo", b"[]", "/jobs/{type}", 400),
     ("GET", "/tasks/abc/events", None, "/tasks/{id}/events", 400),
-    ("GET", "/tasks/abc/deliveries", None, "/tasks/{id}/deliveries", 400),
-    ("GET", "/tasks/999/deliveries", None, "/tasks/{id}/deliveries", 404),
     ("GET", "/tasks/999/events", None, "/tasks/{id}/events", 404),
     ("GET", "/tasks/abc/attempts", None, "/tasks/{id}/attempts", 400),
     ("GET", "/tasks/999/attempts", None, "/tasks/{id}/attempts", 404),
+    ("GET", "/tasks/abc/deliveries", None, "/tasks/{id}/deliveries", 400),
+    ("GET", "/tasks/999/deliveries", None, "/tasks/{id}/deliveries", 404),
     ("GET", "/tasks/abc/logs", None, "/tasks/{id}/logs", 400),
     ("GET", "/tasks/999/logs", None, "/tasks/{id}/logs", 404),
     ("GET", "/tasks/{waiting}/logs?level=loud", None, "/tasks/{id}/logs", 400),
