@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import CommandSpec, ConfigError
-from .base import JobContext, JobType, PermanentFailure
+from .base import ChildError, JobContext, JobType, PermanentFailure, error_name
 
 log = logging.getLogger("sidetask.jobs.command")
 
@@ -53,9 +53,14 @@ _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 class CommandFailed(RuntimeError):
     """The command exited with a code other than 0, or was killed (retries apply)."""
 
+    #: what its attempt shows: the exit code or signal, and the tail of its stderr
+    child_error: ChildError | None = None
+
 
 class CommandTimedOut(RuntimeError):
     """The command ran longer than its declared timeout and was stopped (retries apply)."""
+
+    child_error: ChildError | None = None
 
 
 # --- templates ---
@@ -241,8 +246,13 @@ class _Output(asyncio.SubprocessProtocol):
         report: Callable[[int, int | None], None],
         log: Callable[[str, str], None] = lambda text, level: None,
         line_limit: int = TAIL_BYTES,
+        err_limit: int = 0,
     ) -> None:
         self._report = report
+        #: the last `err_limit` bytes of stderr alone: a failed attempt's traceback
+        self._err_limit = err_limit
+        self.err_tail = bytearray()
+        self.err_truncated = False
         #: each line of output (not progress) as it comes: stdout's as info, stderr's as
         #: warning (a line longer than `line_limit` bytes is logged in pieces)
         self._log = log
@@ -259,6 +269,11 @@ class _Output(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd != 1:
             self._keep(data)
+            if self._err_limit:
+                self.err_tail += data
+                if len(self.err_tail) > self._err_limit:
+                    del self.err_tail[: len(self.err_tail) - self._err_limit]
+                    self.err_truncated = True
             self._err_partial += data
             *lines, rest = self._err_partial.split(b"\n")
             self._err_partial = bytearray(rest)
@@ -315,6 +330,19 @@ class _Output(asyncio.SubprocessProtocol):
     def text(self) -> str:
         return self.tail.decode(errors="replace")
 
+    def stderr_tail(self, limit: int) -> str | None:
+        """The last `limit` characters of stderr, with a mark when more came before them;
+        None when it wrote nothing there (or no traceback is kept: limit 0)."""
+        if not limit or not self.err_tail:
+            return None
+        text = self.err_tail.decode(errors="replace")
+        cut = self.err_truncated or len(text) > limit
+        text = text[-limit:]
+        if not cut:
+            return text
+        mark = "…(earlier stderr cut)…\n"
+        return mark + text[len(mark) :] if len(text) + len(mark) > limit else mark + text
+
 
 async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
     """Runs the command to its end. Returns {"exit_code": 0, "output": …, "output_truncated": …};
@@ -337,7 +365,13 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     try:
         transport, output = await loop.subprocess_exec(
-            lambda: _Output(ctx.progress, ctx.log, ctx.settings.max_log_line_chars),
+            lambda: _Output(
+                ctx.progress,
+                ctx.log,
+                ctx.settings.max_log_line_chars,
+                # bytes: a character of UTF-8 takes up to four
+                err_limit=4 * ctx.settings.max_traceback_chars,
+            ),
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -362,15 +396,19 @@ async def run(command: Command, ctx: JobContext) -> dict[str, Any]:
         transport.close()
     code = transport.get_returncode()
     tail = output.text()
+    stderr = output.stderr_tail(ctx.settings.max_traceback_chars)
     if timed_out:
-        raise CommandTimedOut(
-            f"Command '{command.name}' timed out after {spec.timeout:g} s and was stopped"
-            + _tail_note(tail, output.truncated)
-        )
+        what = f"Command '{command.name}' timed out after {spec.timeout:g} s and was stopped"
+        timeout_error = CommandTimedOut(what + _tail_note(tail, output.truncated))
+        timeout_error.child_error = ChildError(error_name(timeout_error), what, stderr)
+        raise timeout_error
     if code != 0:
-        raise CommandFailed(
-            f"Command '{command.name}' {_exit_text(code)}" + _tail_note(tail, output.truncated)
-        )
+        # the task's result keeps its text (the output's tail); the attempt says how it
+        # ended (exit code or signal) and holds the tail of stderr, where a program says why
+        what = f"Command '{command.name}' {_exit_text(code)}"
+        failure = CommandFailed(what + _tail_note(tail, output.truncated))
+        failure.child_error = ChildError(error_name(failure), what, stderr)
+        raise failure
     return {"exit_code": 0, "output": tail, "output_truncated": output.truncated}
 
 
