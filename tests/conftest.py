@@ -222,6 +222,7 @@ GROUPS = {
     # real `python -m service serve` processes, killed, flooded or measured
     "tests/web/test_recovery.py": "slow",
     "tests/web/test_attempts_processes.py": "slow",
+    "tests/web/test_webhooks_processes.py": "slow",
     "tests/web/test_memory.py": "slow",
     "tests/web/test_floods.py": "slow",
     "tests/web/test_import_paths.py": "slow",
