@@ -5,6 +5,7 @@ how many ids or statuses a call carries, and asyncpg prepares each statement onc
 from __future__ import annotations
 
 import functools
+import re
 
 from ..model import Status
 from .queries import TASK_COLUMNS
@@ -189,6 +190,34 @@ CLAIM_WAITING = (
     " AND type <> ALL($1::text[]) AND id <> ALL($2::bigint[])"
     " AND ($4::text[] IS NULL OR type = ANY($4::text[]))"
     " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+)
+# The claim in one statement (the release of due tasks, the pick and the step to
+# `scheduling`): due waiting tasks in claim order, the waiting ones (the claim index) and
+# the delayed ones whose time has come, SKIP LOCKED as CLAIM_WAITING; those picked go
+# `scheduling` under this process, due at once (run_after_ms 0), and the other delayed
+# ones whose time has come are released as RELEASE_DUE does. Used when no type's room is
+# short of the limit (a type with less room is counted row by row: CLAIM_WAITING).
+# Parameters: now, the update's time, the server (NULL: left as it is), this process's id,
+# the sources of `scheduling`, the excluded types, the limit, the types run here (NULL:
+# any).
+_DUE_FILTER = " AND type <> ALL($6::text[]) AND ($8::text[] IS NULL OR type = ANY($8::text[]))"
+CLAIM_DUE = (
+    "WITH waiting AS (SELECT id, priority FROM tasks"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
+    f"{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7 FOR UPDATE SKIP LOCKED),"
+    " delayed AS (SELECT id, priority FROM tasks"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
+    f"{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7"
+    " FOR UPDATE SKIP LOCKED),"
+    " found AS (SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM delayed) AS due"
+    " ORDER BY priority DESC, id LIMIT $7),"
+    " released AS (UPDATE tasks SET run_after_ms = 0 WHERE id IN (SELECT id FROM tasks"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
+    " AND id NOT IN (SELECT id FROM found) FOR UPDATE SKIP LOCKED))"
+    " UPDATE tasks SET status = 'scheduling', update_ms = $2, server = coalesce($3, server),"
+    " owner = $4, run_after_ms = 0 FROM found"
+    " WHERE tasks.id = found.id AND tasks.status = ANY($5::text[])"
+    " RETURNING " + ", ".join(f"tasks.{c.strip()}" for c in TASK_COLUMNS.split(","))
 )
 #: every submission takes it when max_waiting is set, till its commit: the count stays true
 ADMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.admit'))"
@@ -395,6 +424,60 @@ END_ATTEMPTS = (
     " AS e(task_id, outcome, error_type, error_message, traceback, checkpoint)"
     " WHERE a.task_id = e.task_id AND a.end_ms IS NULL"
 )
+
+
+def _shift(sql: str, by: int) -> str:
+    """`sql` with its parameters numbered from `by` + 1 (a part of a larger statement)."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + by}", sql)
+
+
+#: a part's runs start (change_statuses): its applied tasks among the ids get their next
+#: attempt. Parameters: the replica (host:pid), this process's id, the time, the ids.
+_STARTS_OF = (
+    "INSERT INTO attempts (task_id, number, server, replica, owner, start_ms)"
+    " SELECT u.id, coalesce((SELECT max(a.number) FROM attempts a"
+    " WHERE a.task_id = u.id), 0) + 1, u.server, $1, $2, $3"
+    " FROM {part} AS u WHERE u.id = ANY($4::bigint[])"
+)
+#: a part's runs end (change_statuses): its applied tasks' open attempts closed.
+#: Parameters: as END_ATTEMPTS.
+_ENDS_OF = (
+    "UPDATE attempts a SET end_ms = $1, outcome = e.outcome, error_type = e.error_type,"
+    " error_message = e.error_message, traceback = e.traceback,"
+    " checkpoint = coalesce(e.checkpoint, a.checkpoint)"
+    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])"
+    " AS e(task_id, outcome, error_type, error_message, traceback, checkpoint)"
+    " JOIN {part} AS u ON u.id = e.task_id"
+    " WHERE a.task_id = e.task_id AND a.end_ms IS NULL"
+)
+#: parameters of _STARTS_OF and _ENDS_OF
+STARTS_PARAMS = 4
+ENDS_PARAMS = 7
+
+
+@functools.lru_cache(maxsize=256)
+def change_statuses(parts: tuple[tuple[str, int, bool, bool], ...]) -> str:
+    """Status changes of several shapes, and the attempts they start and end, as one
+    statement: each part is (its UPDATE, the UPDATE's parameter count, whether runs start,
+    whether runs end), a data-modifying CTE of its own (the parts change different
+    tasks); the rows every part changed come back. Parameters: each part's, then its
+    starts' (_STARTS_OF) and ends' (_ENDS_OF), part after part."""
+    ctes: list[str] = []
+    selects: list[str] = []
+    n = 0
+    for k, (update, count, starts, ends) in enumerate(parts):
+        ctes.append(f"u{k} AS ({_shift(update, n)})")
+        selects.append(f"SELECT * FROM u{k}")
+        n += count
+        if starts:
+            ctes.append(f"s{k} AS ({_shift(_STARTS_OF.format(part=f'u{k}'), n)})")
+            n += STARTS_PARAMS
+        if ends:
+            ctes.append(f"e{k} AS ({_shift(_ENDS_OF.format(part=f'u{k}'), n)})")
+            n += ENDS_PARAMS
+    return f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}"
+
+
 #: running jobs' checkpoints, into their open attempts, only those this process ($3)
 #: started. Parameters: the ids, the JSON texts, this process's id.
 SET_CHECKPOINTS = (

@@ -184,6 +184,8 @@ class PgTx:
         #: tasks waiting to run across the cluster, counted once per transaction (under
         #: the admission lock) when max_waiting is set, then kept up by its inserts
         self.waiting: int | None = None
+        #: the cluster's locks taken first (_lock_first), held till the end
+        self.locks: set[str] = set()
 
     def event(self, kind: EventKind, task: Task, data: dict[str, Any] | None = None) -> None:
         """An event of the task; `data` (a task.log event's) instead of the task's."""
@@ -288,14 +290,64 @@ class PgTx:
                 change.fenced,
             )
             groups.setdefault(shape, []).append(index)
+        if not self.careful and (
+            len(groups) > 1 or any(c.starts_attempt or c.ends_attempt for c in changes)
+        ):
+            return await self._change_sets(changes, list(groups.values()))
         for indexes in groups.values():
             applied = await self._change_set([changes[i] for i in indexes])
             for i, result in zip(indexes, applied, strict=True):
                 results[i] = result
         return results  # type: ignore[return-value]
 
-    async def _change_set(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
-        """Changes of one shape as one UPDATE."""
+    async def _change_sets(
+        self, changes: Sequence[Change], groups: Sequence[Sequence[int]]
+    ) -> list[Task | SidetaskError]:
+        """Changes of several shapes (each group one), and the attempts they start and end,
+        as one statement (q.change_statuses): one round trip for a transaction's steps of
+        several batches, where each shape and each attempts' write took one. Not careful:
+        a damaged row among them redoes the batch, whose changes then go shape by shape."""
+        parts: list[tuple[str, int, bool, bool]] = []
+        params: list[Any] = []
+        for indexes in groups:
+            subset = [changes[i] for i in indexes]
+            sql, own = self._set_statement(subset)
+            starts = [c.task_id for c in subset if c.starts_attempt]
+            ends = [c for c in subset if not c.starts_attempt and c.ends_attempt is not None]
+            parts.append((sql, len(own), bool(starts), bool(ends)))
+            params.extend(own)
+            if starts:
+                params.extend([replica_name(), self.me, self.now, starts])
+            if ends:
+                params.extend(self._end_params(ends))
+        tasks = await self._apply(q.change_statuses(tuple(parts)), params)
+        if tasks is None:  # a damaged row among them (rare): the batch again, carefully
+            raise _Redo
+        results: list[Task | SidetaskError] = []
+        for change in changes:
+            task = tasks.get(change.task_id)
+            if task is None:
+                results.append(await self._refusal(change))
+            else:
+                self.event(EventKind.STATUS, task)
+                results.append(task)
+        return results
+
+    def _end_params(self, ends: Sequence[Change]) -> list[Any]:
+        """The parameters of the attempts `ends` close (q.END_ATTEMPTS', after its time)."""
+        done = [end for c in ends if (end := c.ends_attempt) is not None]
+        return [
+            self.now,
+            [c.task_id for c in ends],
+            [end.outcome.value for end in done],
+            [end.error_type for end in done],
+            [end.error_message for end in done],
+            [end.traceback for end in done],
+            [end.checkpoint for end in done],
+        ]
+
+    def _set_statement(self, changes: Sequence[Change]) -> tuple[str, list[Any]]:
+        """The UPDATE of changes of one shape, and its parameters."""
         first = changes[0]
         names = changeable(first.fields or {})
         sources = sources_of(first)
@@ -309,6 +361,12 @@ class PgTx:
             sql = q.change_status(names, first.claims, first.fenced)
             values = (first.fields or {}).values()
             params = [first.target.value, self.now, *values, ids, sources, *owner]
+        return sql, params
+
+    async def _change_set(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+        """Changes of one shape as one UPDATE."""
+        first = changes[0]
+        sql, params = self._set_statement(changes)
         if not self.careful:
             tasks = await self._apply(sql, params)
             if tasks is None:  # a damaged row among them (rare): the batch again, carefully
@@ -392,6 +450,19 @@ class _ChangeOp:
         return await tx.change(self.change)
 
 
+class _ChangesOp:
+    """A write that is several status changes, each applied or refused on its own
+    (transition_many): a run of these and _ChangeOp goes into change_many together."""
+
+    __slots__ = ("changes",)
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.changes = changes
+
+    async def __call__(self, tx: PgTx) -> list[Task | SidetaskError]:
+        return list(await tx.change_many(self.changes))
+
+
 class _NewOp:
     """A submission without an Idempotency-Key: a run of them goes in as one INSERT."""
 
@@ -404,6 +475,20 @@ class _NewOp:
 
     async def __call__(self, tx: PgTx) -> tuple[Task, bool]:
         return await self.store.insert_one(tx, self.new, None)
+
+
+class _ClaimOp:
+    """A claim (PostgresStore.claim): it goes last in its transaction (_run_plainly), and
+    takes the claim lock first when a type it may claim is capped across the cluster."""
+
+    __slots__ = ("locks", "op")
+
+    def __init__(self, op: PgOp[list[Task]], locks: tuple[str, ...]) -> None:
+        self.op = op
+        self.locks = locks
+
+    async def __call__(self, tx: PgTx) -> list[Task]:
+        return await self.op(tx)
 
 
 class _Locked:
@@ -430,6 +515,7 @@ async def _lock_first(tx: PgTx, ops: Sequence[PgOp[Any]]) -> None:
     for lock in LOCK_ORDER:
         if lock in wanted:
             await tx.conn.execute(lock)
+            tx.locks.add(lock)
 
 
 class _EventPump:
@@ -866,35 +952,55 @@ class PostgresStore:
             return await self._commit_carefully(conn, ops)
 
     async def _run_plainly(self, tx: PgTx, ops: list[PgOp[Any]]) -> list[tuple[bool, Any]]:
-        """The writes of a batch, in order; a run of single status changes goes into as few
-        UPDATEs as their shapes allow, a run of keyless submissions into one INSERT."""
-        outcomes: list[tuple[bool, Any]] = []
+        """The writes of a batch; a run of status changes (single ones and
+        transition_many's) goes into as few statements as their tasks allow (one, unless
+        a task is changed twice), a run of keyless submissions into one INSERT. Claims
+        come last: they were all queued at once, none waiting for another's answer, so
+        any order is one they could have come in, and with the claims last the status
+        changes before and after them share one statement."""
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(ops)
         changes: list[Change] = []
-        news: list[NewTask] = []
+        #: the change ops of the run in `changes`, with their places in `ops`
+        changers: list[tuple[int, _ChangeOp | _ChangesOp]] = []
+        news: list[tuple[int, NewTask]] = []
 
         async def flush() -> None:
             if changes:
-                for result in await tx.change_many(changes):
-                    outcomes.append((not isinstance(result, SidetaskError), result))
+                results = iter(await tx.change_many(changes))
+                for index, changer in changers:
+                    if isinstance(changer, _ChangeOp):
+                        result = next(results)
+                        outcomes[index] = (not isinstance(result, SidetaskError), result)
+                    else:
+                        outcomes[index] = (True, [next(results) for _ in changer.changes])
                 changes.clear()
+                changers.clear()
             if news:
-                outcomes.extend((True, created) for created in await self.insert_many(tx, news))
+                made = await self.insert_many(tx, [new for _, new in news])
+                for (index, _), created in zip(news, made, strict=True):
+                    outcomes[index] = (True, created)
                 news.clear()
 
-        for op in ops:
-            if isinstance(op, _ChangeOp):
+        claims: list[int] = []
+        for index, op in enumerate(ops):
+            if isinstance(op, _ChangeOp | _ChangesOp):
                 if news:
                     await flush()
-                changes.append(op.change)
+                changes.extend([op.change] if isinstance(op, _ChangeOp) else op.changes)
+                changers.append((index, op))
             elif isinstance(op, _NewOp):
                 if changes:
                     await flush()
-                news.append(op.new)
+                news.append((index, op.new))
+            elif isinstance(op, _ClaimOp):
+                claims.append(index)
             else:
                 await flush()
-                outcomes.append((True, await op(tx)))
+                outcomes[index] = (True, await op(tx))
         await flush()
-        return outcomes
+        for index in claims:
+            outcomes[index] = (True, await ops[index](tx))
+        return [outcome for outcome in outcomes if outcome is not None]
 
     async def _commit_carefully(
         self, conn: asyncpg.Connection, ops: list[PgOp[Any]]
@@ -1021,7 +1127,7 @@ class PostgresStore:
         slip past it together."""
         if not self.max_waiting:
             return
-        if tx.waiting is None or tx.careful:
+        if (tx.waiting is None and q.ADMIT_LOCK not in tx.locks) or tx.careful:
             # redone with savepoints, the lock is taken again: a savepoint rolled back
             # lets go of what was taken in it
             await tx.conn.execute(q.ADMIT_LOCK)
@@ -1037,12 +1143,7 @@ class PostgresStore:
         return await self._write(_ChangeOp(change))
 
     async def transition_many(self, changes: Sequence[Change]) -> list[Task | Exception]:
-        changes = list(changes)
-
-        async def op(tx: PgTx) -> list[Task | Exception]:
-            return list(await tx.change_many(changes))
-
-        return await self._write(op)
+        return list(await self._write(_ChangesOp(list(changes))))
 
     async def set_progress(
         self, progress: Mapping[int, int], totals: Mapping[int, int] | None = None
@@ -1150,8 +1251,11 @@ class PostgresStore:
         on_server = None if server is None else {"server": server}
         caps = dict(type_caps or {})
         only = None if runs is None else sorted(set(runs))
+        room_left = list(type_room.values())
 
         async def op(tx: PgTx) -> list[Task]:
+            if not (caps or tx.careful) and all(n <= 0 or n >= limit for n in room_left):
+                return await self._claim_at_once(tx, limit, now_ms, type_room, server, only)
             await tx.conn.execute(q.RELEASE_DUE, now_ms)
             room = dict(type_room)
             if caps:
@@ -1192,7 +1296,38 @@ class PostgresStore:
                     break
             return claimed
 
-        return await self._write(_Locked(op, self._claim_locks) if caps else op)
+        return await self._write(_ClaimOp(op, self._claim_locks if caps else ()))
+
+    async def _claim_at_once(
+        self,
+        tx: PgTx,
+        limit: int,
+        now_ms: int,
+        type_room: Mapping[str, int],
+        server: str | None,
+        only: list[str] | None,
+    ) -> list[Task]:
+        """The claim as one statement (q.CLAIM_DUE: the release of due tasks, the pick and
+        the step to `scheduling`), when no type's room is short of the limit. A damaged
+        row among those picked redoes the batch, whose claim then goes row by row."""
+        excluded = sorted(name for name, left in type_room.items() if left <= 0)
+        rows = await tx.conn.fetch(
+            q.CLAIM_DUE,
+            now_ms,
+            tx.now,
+            server,
+            tx.me,
+            sources_of(Change(0, Status.SCHEDULING)),
+            excluded,
+            limit,
+            only,
+        )
+        claimed = sorted(map(row_to_task, rows), key=lambda t: (-t.priority, t.id))
+        if any(task.status is Status.UNKNOWN for task in claimed):
+            raise _Redo
+        for task in claimed:
+            tx.event(EventKind.STATUS, task)
+        return claimed
 
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
         return await self._recover(decide, keep_types, forget_dead=True)
