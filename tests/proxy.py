@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class Proxy:
@@ -27,6 +28,10 @@ class Proxy:
         #: partition() waits for a client's statement inside a transaction
         self._in_transaction = False
         self._closing = False
+        #: down_when(): what a client sends that takes the proxy down
+        self._trap: Callable[[bytes], bool] | None = None
+        #: down: every connection cut, and new ones refused, until heal()
+        self._down = False
 
     @property
     def url(self) -> str:
@@ -38,6 +43,9 @@ class Proxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        if self._down:  # refused, as a server gone away would
+            writer.transport.abort()
+            return
         # partitioned: accepted, and then nothing (as a SYN answered by nobody, the client
         # waits for its own timeout), until the network heals
         await self._open.wait()
@@ -72,6 +80,11 @@ class Proxy:
                 # partitioned: held here (and what follows, in the kernel's buffers), so
                 # neither end hears anything, nor learns that the other is cut off
                 await self._open.wait()
+                if upstream and self._trap is not None and self._trap(chunk):
+                    self._trap = None  # not passed on: the server never sees it
+                    self._down = True
+                    self.cut()
+                    return
                 if log is not None:
                     log.extend(chunk)
                 sink.write(chunk)
@@ -98,6 +111,16 @@ class Proxy:
         else:
             self._open.clear()
 
+    def down_when(self, trap: Callable[[bytes], bool]) -> None:
+        """Once a client sends something `trap` is true of, that is not passed on, every
+        connection is cut and new ones are refused until heal(): a database gone away at
+        that very moment (a statement sent and never answered, as a stopped server's)."""
+        self._trap = trap
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
     @property
     def partitioned(self) -> bool:
         return not self._open.is_set()
@@ -105,6 +128,8 @@ class Proxy:
     def heal(self) -> None:
         """The network is back: what was held goes on, in order, and new connections pass."""
         self._in_transaction = False
+        self._trap = None
+        self._down = False
         self._open.set()
 
     def requests_with(self, needle: bytes) -> list[bytes]:

@@ -1,11 +1,12 @@
 """The database goes away and comes back, under a replica running a job: `/ready` says so
 (503) while `/health` still answers, the job is stopped before the others could start it
 again, and once the database is back the replica goes on under a new identity, recovers
-the task and runs it to its end."""
+the task and runs it to its end. And the database gone just as claimed tasks are handed on:
+the hand-on is tried again until it goes through."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -13,9 +14,13 @@ import pytest
 from aiohttp import ClientSession
 
 from tests.conftest import ServerProcess, wait_for
+from tests.pg.test_partition import through
+from tests.pg.test_replicas import CLAIMED
 from tests.pgserver import PgServer
+from tests.proxy import Proxy
 from tests.sup_jobs import JOBS
-from tests.sup_util import wait_file
+from tests.sup_util import rows, trail, wait_file
+from tests.web.test_recovery import post_job, wait_task
 
 BASE = "/graphs/hugegraph"
 
@@ -88,3 +93,54 @@ async def test_a_replica_rides_out_a_database_outage(
     task = await wait_for(finished, 20, "the task to be run again and succeed")
     assert (task["task_retries"], task["task_result"]) == (1, '"run 2"')
     assert "Traceback" not in server.output()
+
+
+@pytest.fixture
+async def proxy(pg_server: PgServer) -> AsyncIterator[Proxy]:
+    proxy = Proxy(pg_server.port, record=False)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+def hands_on(chunk: bytes) -> bool:
+    """What the writer sends for a claim's hand-on (`scheduling` → `scheduled`): the
+    parameters of a status change to `scheduled` (a sweep's, whose statuses include
+    `scheduled` too, name `cancelling` beside it)."""
+    return b"scheduled" in chunk and b"cancelling" not in chunk
+
+
+async def test_a_hand_on_the_database_cannot_take_is_tried_again_until_it_can(
+    server_factory: Callable[..., ServerProcess],
+    http: ClientSession,
+    pg_dsn: str,
+    proxy: Proxy,
+) -> None:
+    """The database goes away just as a replica hands claimed tasks on (their claim is
+    committed: they are `scheduling`, held by the replica): the hand-on is tried again
+    while the process takes work, and once the database is back the tasks go on with
+    exactly SPEC 3's steps and run once, without a retry. Left as they were, nobody
+    would recover them while the replica lives."""
+    server = server_factory(db=through(pg_dsn, proxy.port))
+    await server.wait_ready()
+    # due in a second: all submitted before the first claim, so no submission meets the
+    # outage
+    ids = [await post_job(http, server, "echo", {"n": n}, delay=1) for n in range(3)]
+    proxy.down_when(hands_on)
+
+    async def down() -> bool:
+        return proxy.down
+
+    await wait_for(down, 15, "the database to go away under the hand-on")
+    # claimed and not handed on: still `scheduling` (or not claimed yet), nothing lost
+    statuses = {status for (status,) in rows(pg_dsn, "SELECT status FROM tasks")}
+    assert "scheduling" in statuses and statuses <= {"new", "scheduling"}, statuses
+    proxy.heal()
+
+    for task_id in ids:
+        done = await wait_task(http, server, task_id, "success", timeout=20)
+        assert done["task_retries"] == 0
+        assert trail(pg_dsn, task_id) == [*CLAIMED, "running", "success"]
+    output = server.output()
+    assert "not handed on to scheduled yet, trying again" in output
+    assert "Traceback" not in output
