@@ -212,6 +212,9 @@ class Settings:
     max_log_lines: int = 10_000
     #: characters of one log line kept; a longer one is cut, with a mark
     max_log_line_chars: int = 4096
+    #: tasks a bulk action (POST …/tasks/bulk) lists and acts on at a time: each batch's
+    #: changes are committed together, so other writes wait at most one batch
+    bulk_batch: int = 500
     #: characters of a failed attempt's traceback kept (its last ones: the innermost frames
     #: and the error); 0: no tracebacks are kept
     max_traceback_chars: int = 16 * 1024
@@ -527,6 +530,7 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "max_checkpoint_bytes": (1, True),
     "max_log_lines": (1, True),
     "max_log_line_chars": (16, True),
+    "bulk_batch": (1, True),
     "max_traceback_chars": (0, True),
     "max_waiting": (0, True),
     "heartbeat_interval": (0, False),
@@ -544,6 +548,8 @@ _MAXIMUM: dict[str, float] = {
     # every task's log is bounded by it: the disk it may take is tasks * lines * chars
     "max_log_lines": 10_000_000,
     "max_log_line_chars": 1024 * 1024,
+    # one batch is one transaction of the writer's (writer.MAX_BATCH)
+    "bulk_batch": 4096,
     "max_traceback_chars": 1024 * 1024,
     "webhook_timeout": 3600,
     "webhook_concurrency": 10_000,

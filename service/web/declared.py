@@ -15,6 +15,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from .. import tracing
+from ..bulk import BULK_ACTIONS
 from ..errors import BadRequest
 from ..leases import MAX_CLAIM_WAIT
 from ..model import LOG_LEVELS, Action, Status
@@ -432,6 +433,25 @@ LOGS_LEVEL = Choice(
 LOGS = (LOGS_AFTER, LOGS_LIMIT, LOGS_LEVEL)
 
 FORCE = Boolean(name="force", description="delete an incomplete task too")
+
+#: POST …/tasks/bulk: the action, and the list's terms for the tasks it takes
+BULK_ACTION = Choice(
+    name="action",
+    required=True,
+    values=BULK_ACTIONS,
+    message="Not support bulk action '{text}', valid actions are: {values}",
+    description="what to do to every task the filter matches (as PUT …/tasks/{id}?action= "
+    "and DELETE …/tasks/{id} do to one)",
+)
+BULK_FORCE = Boolean(
+    name="force", description="with action=delete: delete incomplete tasks too (their jobs run on)"
+)
+BULK_ALL = Boolean(
+    name="all",
+    description="act on every task of the graph: needed when no other term is given, so a "
+    "request that lost its filter does not take everything",
+)
+BULK = (BULK_ACTION, LIST_STATUS, LIST_TYPE, *SELECTION, BULK_FORCE, BULK_ALL)
 ACTION = Choice(
     name="action",
     required=True,

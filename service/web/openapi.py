@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..bulk import BULK_ACTIONS
 from ..errors import (
     BadRequest,
     Conflict,
@@ -282,6 +283,33 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
             },
         }
     }
+    bulk = {
+        "post": {
+            "operationId": "bulkTasks",
+            "summary": "cancel, pause, resume, retry or delete every task a filter matches (the "
+            "list's terms), in batches of bulk_batch; tasks submitted meanwhile are left alone",
+            "parameters": _params(*declared.BULK),
+            "requestBody": {
+                "required": False,
+                "description": "none: the action and the filter are query parameters",
+                "content": {JSON: {"schema": {"type": ["object", "null"], "maxProperties": 0}}},
+            },
+            "responses": {
+                "200": _json(
+                    "how many tasks matched, how many changed, and the others by the reason "
+                    "each was refused (the single action's message without the id)",
+                    _ref("BulkResult"),
+                ),
+                **_refusal(
+                    BadRequest,
+                    "an unknown action, a bad filter value, no filter without all=true, or "
+                    "force without action=delete",
+                ),
+                **NOT_FOUND,
+                **UNAVAILABLE,
+            },
+        }
+    }
     counts = {
         "get": {
             "operationId": "countTasks",
@@ -296,6 +324,7 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
     return {
         "/tasks": tasks,
         "/tasks/counts": counts,
+        "/tasks/bulk": bulk,
         "/tasks/{id}": task,
         "/jobs/gremlin": gremlin,
         "/jobs/{type}": job,
@@ -624,6 +653,21 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {**task_properties, "cancelled": {"type": "boolean"}},
             "required": [*required, "cancelled"],
+        },
+        "BulkResult": {
+            "type": "object",
+            "properties": {
+                "action": {"type": "string", "enum": list(BULK_ACTIONS)},
+                "matched": {"type": "integer", "minimum": 0},
+                "changed": {"type": "integer", "minimum": 0},
+                "refused": {
+                    "type": "object",
+                    "additionalProperties": {"type": "integer", "minimum": 1},
+                    "description": "reason -> how many tasks were refused for it",
+                },
+                "batches": {"type": "integer", "minimum": 0},
+            },
+            "required": ["action", "matched", "changed", "refused", "batches"],
         },
         "TaskList": {
             "type": "object",

@@ -9,13 +9,15 @@ from . import docs, jobs, metrics, overview, service_routes, sse, tasks, ui, wor
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
 
-#: a task; "counts" is not one, so DELETE or PUT …/tasks/counts is a 405 naming GET
-TASK = "/tasks/{id:(?!counts$)[^{}/]+}"
+#: a task; "counts" and "bulk" are not, so DELETE or PUT …/tasks/counts is a 405 naming
+#: GET, and GET, PUT or DELETE …/tasks/bulk one naming POST
+TASK = "/tasks/{id:(?!(counts|bulk)$)[^{}/]+}"
 
 GRAPH_ROUTES = (
     ("GET", "/tasks", tasks.list_tasks),
     # before /tasks/{id}, which would read "counts" as a task id
     ("GET", "/tasks/counts", overview.task_counts),
+    ("POST", "/tasks/bulk", tasks.bulk_tasks),
     ("GET", TASK, tasks.get_task),
     ("DELETE", TASK, tasks.delete_task),
     ("PUT", TASK, tasks.update_task),

@@ -8,10 +8,11 @@ from collections.abc import AsyncGenerator
 import orjson
 from aiohttp import web
 
+from .. import bulk
 from ..errors import BadRequest, NotFound
 from ..model import LOG_LEVEL_INDEX, Status, Task
 from . import declared, params
-from .keys import REGISTRY, STORE, SUPERVISOR
+from .keys import REGISTRY, SETTINGS, STORE, SUPERVISOR
 from .responses import JSON_CONTENT_TYPE, json_response
 
 #: bytes of a list's answer past which it is written as it is read, in pieces of PIECE
@@ -192,6 +193,41 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
         selection=selection,
     )
     return await _answer(request, tasks, limit, True, descending)
+
+
+async def bulk_tasks(request: web.Request) -> web.Response:
+    """`POST {base}/tasks/bulk?action=…&<the list's terms>`: the action on every task the
+    terms match, answered with what changed and what was refused and why (service.bulk)."""
+    graph = params.graph_of(request)
+    action = declared.BULK_ACTION.get(request)
+    status_text = declared.LIST_STATUS.text(request)
+    matching = bulk.Filter(
+        status=None if status_text is None else declared.LIST_STATUS.parse(status_text),
+        task_type=declared.LIST_TYPE.get(request, request.app[REGISTRY].names()),
+        selection=declared.selection(request),
+    )
+    force = declared.BULK_FORCE.get(request)
+    every = declared.BULK_ALL.get(request)
+    if force and action != "delete":
+        raise BadRequest(f"The parameter 'force' goes with action=delete only, not {action}")
+    if matching.empty and not every:
+        terms = ", ".join(p.name for p in (declared.LIST_STATUS, declared.LIST_TYPE))
+        raise BadRequest(
+            f"A bulk {action} needs a filter ({terms}, "
+            + ", ".join(p.name for p in declared.SELECTION)
+            + "), or all=true for every task of the graph"
+        )
+    if every and not matching.empty:
+        raise BadRequest("The parameter 'all' can't be given with a filter")
+    outcome = await bulk.run(
+        request.app[SUPERVISOR],
+        graph,
+        action,
+        matching,
+        force=force,
+        batch=request.app[SETTINGS].bulk_batch,
+    )
+    return json_response(outcome.to_api())
 
 
 async def get_task(request: web.Request) -> web.Response:

@@ -88,7 +88,22 @@ def undeclared(reads: Reads, document: dict[str, Any]) -> dict[tuple[str, str], 
 GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
     ("GET", "/tasks?limit=5&order=desc&status=new&type=echo&page=", None, {}, "/tasks"),
     ("GET", "/tasks?ids={waiting}", None, {}, "/tasks"),
+    (
+        "GET",
+        "/tasks?name=n&created_from=0&created_to=2026-12-01&updated_from=0&updated_to=1",
+        None,
+        {},
+        "/tasks",
+    ),
     ("GET", "/tasks/counts", None, {}, "/tasks/counts"),
+    (
+        "POST",
+        "/tasks/bulk?action=delete&status=success&type=echo&name=n&created_from=0"
+        "&created_to=2026-12-01T00:00:00Z&updated_from=0&updated_to=9999999999999&force=false",
+        None,
+        {},
+        "/tasks/bulk",
+    ),
     ("GET", "/tasks/{waiting}", None, {}, "/tasks/{id}"),
     ("GET", "/tasks/{waiting}/logs?after=0&limit=5&level=info", None, {}, "/tasks/{id}/logs"),
     ("GET", "/tasks/{waiting}/attempts", None, {}, "/tasks/{id}/attempts"),
@@ -172,6 +187,11 @@ async def test_every_query_parameter_a_handler_reads_is_declared(
         ("GET", "/graphs/{graph}/tasks")
     ]
     assert {"after", "limit", "level"} <= reads[("GET", "/graphs/{graph}/tasks/{id}/logs")]
+    selection = {"name", "created_from", "created_to", "updated_from", "updated_to"}
+    assert selection <= reads[("GET", "/graphs/{graph}/tasks")]
+    assert {"action", "status", "type", "force", "all", *selection} <= reads[
+        ("POST", "/graphs/{graph}/tasks/bulk")
+    ]
     assert {"types", "wait"} <= reads[("POST", "/workers/{worker}/claim")]
     assert "name" in reads[("POST", "/graphs/{graph}/jobs/gremlin")]
     assert undeclared(reads, document) == {}

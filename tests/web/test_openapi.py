@@ -107,6 +107,9 @@ EXPECTED_PARAMETERS = {
         for name in ("status", "limit", "ids", "page", "order", "type", *LIST_SELECTION)
     },
     ("GET", "/tasks/{id}"): set(),
+    ("POST", "/tasks/bulk"): {
+        ("query", name) for name in ("action", "status", "type", "force", "all", *LIST_SELECTION)
+    },
     ("DELETE", "/tasks/{id}"): {("query", "force")},
     ("PUT", "/tasks/{id}"): {("query", "action")},
     ("POST", "/jobs/gremlin"): SUBMIT_OPTIONS,
@@ -204,6 +207,10 @@ ERROR_CASES: list[tuple[str, str, bytes | None, str, int]] = [
     ("GET", "/tasks?limit=x", None, "/tasks", 400),
     ("GET", "/tasks?ids=1&status=new", None, "/tasks", 400),
     ("GET", "/tasks?page=bad", None, "/tasks", 400),
+    ("GET", "/tasks?name=", None, "/tasks", 400),
+    ("GET", "/tasks?created_from=soon", None, "/tasks", 400),
+    ("POST", "/tasks/bulk?action=cancel", None, "/tasks/bulk", 400),
+    ("POST", "/tasks/bulk?action=bogus&all=true", None, "/tasks/bulk", 400),
     ("GET", "/tasks/abc", None, "/tasks/{id}", 400),
     ("GET", "/tasks/999", None, "/tasks/{id}", 404),
     ("DELETE", "/tasks/abc", None, "/tasks/{id}", 400),
@@ -290,6 +297,7 @@ async def test_a_store_that_cannot_answer_is_a_documented_503(
         ("GET", f"/tasks/{waiting}/events", None, "/tasks/{id}/events"),
         ("GET", "/events", None, "/events"),
         ("GET", "/tasks/counts", None, "/tasks/counts"),
+        ("POST", "/tasks/bulk?action=cancel&all=true", None, "/tasks/bulk"),
     ]:
         response = await asyncio.wait_for(client.request(method, base + suffix, data=body), 10)
         assert response.status == 503, f"{method} {base}{suffix}: {await response.text()}"
