@@ -34,6 +34,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
@@ -51,6 +52,7 @@ __all__ = [
     "MAX_RECONNECT_PAUSE",
     "APIError",
     "Attempt",
+    "BulkResult",
     "Client",
     "ClientError",
     "ConnectionFailed",
@@ -152,6 +154,42 @@ def _unreachable(url: str, exc: BaseException) -> str:
     return f"cannot reach {url}: {_connection_problem(exc)}"
 
 
+def _time_text(name: str, value: str | int | datetime | None) -> str | None:
+    """A list's time bound as the server takes it: epoch milliseconds (an int), ISO-8601
+    (a str, or a datetime, which needs a time zone)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name} needs a time zone (datetime.now(UTC), not datetime.now())")
+        return value.isoformat()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: epoch milliseconds (an int), an ISO-8601 str or a datetime")
+    return str(value)
+
+
+def _filter_params(
+    status: str | None,
+    task_type: str | None,
+    name: str | None,
+    created_from: str | int | datetime | None,
+    created_to: str | int | datetime | None,
+    updated_from: str | int | datetime | None,
+    updated_to: str | int | datetime | None,
+) -> dict[str, str]:
+    """A list's or a bulk action's filter as query parameters (the ones given)."""
+    given = {
+        "status": status,
+        "type": task_type,
+        "name": name,
+        "created_from": _time_text("created_from", created_from),
+        "created_to": _time_text("created_to", created_to),
+        "updated_from": _time_text("updated_from", updated_from),
+        "updated_to": _time_text("updated_to", updated_to),
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
 # --- values ---
 
 
@@ -246,6 +284,31 @@ class Attempt:
             error_message=error.get("message"),
             traceback=error.get("traceback"),
             checkpointed=bool(body.get("checkpointed", False)),
+            raw=dict(body),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk action did (POST …/tasks/bulk): of the tasks it `matched`, how many it
+    `changed`, and the others by the reason each was refused."""
+
+    action: str
+    matched: int
+    changed: int
+    #: reason (the single action's refusal, without the task's id) -> how many
+    refused: dict[str, int]
+    batches: int = 0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> BulkResult:
+        return cls(
+            action=str(body["action"]),
+            matched=int(body["matched"]),
+            changed=int(body["changed"]),
+            refused={str(k): int(v) for k, v in (body.get("refused") or {}).items()},
+            batches=int(body.get("batches", 0)),
             raw=dict(body),
         )
 
@@ -500,10 +563,18 @@ class Client:
         page_size: int = 100,
         task_type: str | None = None,
         newest_first: bool = False,
+        name: str | None = None,
+        created_from: str | int | datetime | None = None,
+        created_to: str | int | datetime | None = None,
+        updated_from: str | int | datetime | None = None,
+        updated_to: str | int | datetime | None = None,
     ) -> AsyncIterator[Task]:
         """The graph's tasks in ascending id order (newest_first: descending), of one type
         when `task_type` is given, `page_size` per request (following the server's page
-        tokens), at most `limit` of them (None: all)."""
+        tokens), at most `limit` of them (None: all). `name`: a prefix of the task's name;
+        `created_*` / `updated_*`: [from, to) ranges of task_create / task_update (epoch
+        milliseconds, ISO-8601, or a datetime with a time zone)."""
+        terms = _filter_params(None, None, name, created_from, created_to, updated_from, updated_to)
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         page = ""
@@ -512,7 +583,7 @@ class Client:
             size = page_size if limit is None else min(page_size, limit - given)
             if size <= 0:
                 return
-            params = {"page": page, "limit": str(size)}
+            params = {"page": page, "limit": str(size), **terms}
             if status is not None:
                 params["status"] = status
             if task_type is not None:
@@ -545,6 +616,38 @@ class Client:
             "PUT", f"{self.base}/tasks/{int(task_id)}", params={"action": action}
         )
         return Task.from_api(answer)
+
+    async def bulk(
+        self,
+        action: str,
+        status: str | None = None,
+        *,
+        task_type: str | None = None,
+        name: str | None = None,
+        created_from: str | int | datetime | None = None,
+        created_to: str | int | datetime | None = None,
+        updated_from: str | int | datetime | None = None,
+        updated_to: str | int | datetime | None = None,
+        every: bool = False,
+        force: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - aiohttp's, for this request
+    ) -> BulkResult:
+        """`action` (cancel, pause, resume, retry or delete) on every task the filter
+        matches, the terms as `list` takes them; `every`: every task of the graph (needed
+        when no term is given); `force`: with delete, incomplete tasks too. A large bulk
+        action takes a while: `timeout` replaces the client's for it."""
+        params = _filter_params(
+            status, task_type, name, created_from, created_to, updated_from, updated_to
+        )
+        params["action"] = action
+        if every:
+            params["all"] = "true"
+        if force:
+            params["force"] = "true"
+        answer = await self._request(
+            "POST", f"{self.base}/tasks/bulk", params=params, timeout=timeout
+        )
+        return BulkResult.from_api(answer)
 
     async def delete(self, task_id: int, *, force: bool = False) -> None:
         """Deletes a task's record; `force` deletes an incomplete one too (its job runs on)."""

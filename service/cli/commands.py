@@ -245,6 +245,7 @@ def ls(args: argparse.Namespace) -> int:
             page_size=min(limit or 500, 500),
             task_type=args.task_type,
             newest_first=args.order == "desc",
+            **_filter(args),
         )
         tasks = [t async for t in listed]
         # --json holds the tasks in the order the table shows them
@@ -256,6 +257,66 @@ def ls(args: argparse.Namespace) -> int:
             status = f" in status {args.status}" if args.status else ""
             of_type = f" of type {args.task_type}" if args.task_type else ""
             out.print(escape(f"No tasks{of_type}{status} in {client.graph}."))
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def _filter(args: argparse.Namespace) -> dict[str, Any]:
+    """The filter options of `ls` and `bulk` as the client's keywords (those given)."""
+    names = ("name", "created_from", "created_to", "updated_from", "updated_to")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+#: tasks a bulk command's question counts before it says "or more"
+BULK_PREVIEW = 1000
+
+
+def bulk(args: argparse.Namespace) -> int:
+    terms = {**_filter(args), "task_type": args.task_type}
+    if args.status is None and not any(v is not None for v in terms.values()) and not args.every:
+        raise UsageError(
+            "give a filter (--status, --type, --name, --created-…, --updated-…) or --all"
+        )
+    if args.force and args.action != "delete":
+        raise UsageError("--force goes with delete only")
+
+    async def command(client: Client, out: Output) -> int:
+        if not args.yes:
+            listed = client.list(
+                args.status, limit=BULK_PREVIEW + 1, page_size=BULK_PREVIEW + 1, **terms
+            )
+            count = len([t async for t in listed])
+            if count == 0:
+                out.note(f"No tasks in {client.graph} match.")
+                return EXIT_OK
+            many = f"more than {BULK_PREVIEW:,}" if count > BULK_PREVIEW else f"{count:,}"
+            out.note(f"This will {args.action} {many} tasks of {client.graph}.")
+            sys.stderr.write("Go on? [y/N] ")
+            sys.stderr.flush()
+            answer = await asyncio.to_thread(sys.stdin.readline)
+            if answer.strip().lower() not in ("y", "yes"):
+                out.note("Nothing done.")
+                return EXIT_ERROR
+        result = await client.bulk(
+            args.action,
+            args.status,
+            every=args.every,
+            force=args.force,
+            timeout=args.timeout,
+            **terms,
+        )
+        if out.json:
+            out.print_json(result.raw)
+            return EXIT_OK
+        out.print(
+            escape(
+                f"{args.action.capitalize()}: {result.changed:,} of the {result.matched:,} "
+                f"matching tasks changed."
+            )
+        )
+        for reason, count in result.refused.items():
+            out.print(escape(f"  {count:,} refused: {reason}"))
         return EXIT_OK
 
     return _run_client(args, command)

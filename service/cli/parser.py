@@ -44,6 +44,19 @@ def _task_id(text: str) -> int:
     return value
 
 
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    """The list's filter beside --status and --type (GET …/tasks's terms)."""
+    parser.add_argument("--name", metavar="PREFIX", help="only tasks whose name starts with this")
+    when = "epoch milliseconds or ISO-8601 (UTC without an offset)"
+    for option, text in (
+        ("--created-from", f"only tasks created at or after this time: {when}"),
+        ("--created-to", "only tasks created before this time"),
+        ("--updated-from", "only tasks last changed at or after this time"),
+        ("--updated-to", "only tasks last changed before this time"),
+    ):
+        parser.add_argument(option, metavar="TIME", help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _connection_options()
     parser = argparse.ArgumentParser(
@@ -168,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     order.add_argument(
         "--oldest-first", dest="order", action="store_const", const="asc", help="--order asc"
     )
+    _filter_options(ls)
     ls.set_defaults(run=commands.ls)
 
     get = subcommands.add_parser("get", parents=[common], help="show one task")
@@ -217,6 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="delete an incomplete task too (its job runs on)"
     )
     delete.set_defaults(run=commands.delete)
+
+    bulk = subcommands.add_parser(
+        "bulk",
+        parents=[common],
+        help="cancel, pause, resume, retry or delete every task a filter matches",
+        description="Acts on every task of the graph that the filter matches (as `ls` takes "
+        "it), after showing how many and asking (--yes: without asking).",
+    )
+    bulk.add_argument("action", choices=["cancel", "pause", "resume", "retry", "delete"])
+    bulk.add_argument("--status", help="only this status, or several: new,queued")
+    bulk.add_argument(
+        "--type", dest="task_type", metavar="TYPE", help="only tasks of this job type"
+    )
+    _filter_options(bulk)
+    bulk.add_argument(
+        "--all", dest="every", action="store_true", help="every task of the graph (no filter)"
+    )
+    bulk.add_argument(
+        "--force", action="store_true", help="with delete: incomplete tasks too (their jobs run on)"
+    )
+    bulk.add_argument("-y", "--yes", action="store_true", help="act without asking")
+    bulk.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the service to finish (default 600)",
+    )
+    bulk.set_defaults(run=commands.bulk)
 
     watch = subcommands.add_parser(
         "watch",
