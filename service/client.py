@@ -32,7 +32,7 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -213,6 +213,10 @@ class Task:
     raw: dict[str, Any] = field(repr=False, compare=False)
     #: the progress value that means done, when the job declared one (task_progress_total)
     progress_total: int | None = None
+    #: the tasks it waits for (task_dependencies), and how many of them have not succeeded
+    #: yet while it has not started (task_dependencies_left; 0: none)
+    dependencies: tuple[int, ...] = ()
+    dependencies_left: int = 0
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any]) -> Task:
@@ -230,6 +234,8 @@ class Task:
             input=body.get("task_input"),
             raw=dict(body),
             progress_total=None if total is None else int(total),
+            dependencies=tuple(int(d) for d in body.get("task_dependencies") or ()),
+            dependencies_left=int(body.get("task_dependencies_left", 0)),
         )
 
     @property
@@ -512,9 +518,12 @@ class Client:
         timeout: float | None = None,  # noqa: ASYNC109 - the task's, sent to the server
         delay: float | None = None,
         idempotency_key: str | None = None,
+        dependencies: Sequence[int] = (),
     ) -> int:
         """Submits a job of `job_type` with `input` as its input; the new task's id. For
-        `gremlin`, `input` is HugeGraph's body: `{"gremlin": "g.V().count()"}`."""
+        `gremlin`, `input` is HugeGraph's body: `{"gremlin": "g.V().count()"}`.
+        `dependencies`: ids of tasks of the graph it waits for (it runs once each one
+        succeeded; it ends failed or cancelled when one does)."""
         params = {
             key: str(value)
             for key, value in (
@@ -526,6 +535,8 @@ class Client:
             )
             if value is not None
         }
+        if dependencies:
+            params["dependencies"] = ",".join(str(int(d)) for d in dependencies)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         answer = await self._request(
             "POST",

@@ -76,6 +76,25 @@ UNFINISHED_STATUSES = NOT_STARTED_STATUSES | EXECUTING_STATUSES
 #: statuses in which an external worker holds a task under a lease
 LEASED_STATUSES = frozenset({Status.SCHEDULED, Status.RUNNING, Status.CANCELLING})
 
+#: HugeGraph's results (HugeTask.checkDependenciesSuccess) of a task whose dependency ended
+#: failed or cancelled: the dependency's end -> the status it ends in and its result
+DEPENDENCY_ENDS: dict[Status, tuple[Status, str]] = {
+    Status.FAILED: (Status.FAILED, "Failed due to dependent task '{id}' failed"),
+    Status.CANCELLED: (Status.CANCELLED, "Cancelled due to dependent task '{id}' cancelled"),
+}
+#: the result of a task whose dependency was deleted (force=true) before it ended
+DEPENDENCY_DELETED = "Cancelled due to dependent task '{id}' deleted"
+#: the most dependencies one task may name
+MAX_DEPENDENCIES = 1000
+
+
+def dependency_results(dependency: int) -> tuple[str, str]:
+    """The results a dependency's failure and cancel give the tasks waiting for it: what a
+    retry of it looks for in the tasks it ended."""
+    failed = DEPENDENCY_ENDS[Status.FAILED][1].format(id=dependency)
+    return failed, DEPENDENCY_ENDS[Status.CANCELLED][1].format(id=dependency)
+
+
 _S = Status
 #: Every allowed status change: target -> statuses it may come from.
 #: The store enforces this table in SQL (UPDATE … WHERE status IN (…)).
@@ -90,7 +109,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     _S.QUEUED: frozenset({_S.NEW, _S.RESTORING, _S.SCHEDULED}),
     _S.RUNNING: frozenset({_S.QUEUED, _S.SCHEDULED}),
     _S.SUCCESS: frozenset({_S.RUNNING}),
-    _S.FAILED: INTERRUPTIBLE_STATUSES - {_S.CANCELLING},
+    # and a task waiting for its dependencies (new, restoring, pending) when one of them
+    # ends failed: HugeGraph's "Failed due to dependent task '{id}' failed"
+    _S.FAILED: INTERRUPTIBLE_STATUSES - {_S.CANCELLING} | {_S.NEW, _S.RESTORING, _S.PENDING},
     _S.CANCELLING: frozenset({_S.RUNNING}),
     _S.CANCELLED: NOT_STARTED_STATUSES | {_S.CANCELLING},
     _S.PENDING: NOT_STARTED_STATUSES - {_S.PENDING},
@@ -193,6 +214,12 @@ class Task:
     #: `tracestate` headers, checked by service.tracing); None: none was given
     traceparent: str | None = None
     tracestate: str | None = None
+    #: the tasks (ids, in the graph) this one waits for (HugeGraph's task_dependencies)
+    dependencies: tuple[int, ...] = ()
+    #: how many of them have not succeeded yet: it is not claimed while this is above 0
+    waiting_on: int = 0
+    #: how many tasks named this one as a dependency (0: its end concerns nobody else)
+    dependants: int = 0
 
     @property
     def completed(self) -> bool:
@@ -221,7 +248,11 @@ class Task:
         body["task_callable"] = self.callable
         if self.input is not None:
             body["task_input"] = self.input
+        if self.dependencies:  # HugeGraph's key, after its eleven, only when there are some
+            body["task_dependencies"] = list(self.dependencies)
         # ours from here on (SPEC 2 allows keys beyond HugeGraph's eleven)
+        if self.waiting_on > 0 and self.status in NOT_STARTED_STATUSES:
+            body["task_dependencies_left"] = self.waiting_on
         if self.progress_total is not None:
             body["task_progress_total"] = self.progress_total
         body["task_priority"] = self.priority
@@ -382,6 +413,8 @@ class NewTask:
     tracestate: str | None = None
     #: the URL sidetask POSTs the task to on its callback statuses (README, "Webhooks")
     callback: str | None = None
+    #: the tasks it waits for (ids of tasks of its graph, no repeats)
+    dependencies: tuple[int, ...] = ()
 
     def fingerprint(self) -> str:
         """What an Idempotency-Key stands for: the job type, the input and every option
@@ -395,6 +428,8 @@ class NewTask:
             digest.update(b"\n" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
         if self.callback is not None:  # only when given: older fingerprints stay the same
             digest.update(b"\ncallback " + self.callback.encode())
+        if self.dependencies:  # only when given, as the callback
+            digest.update(b"\ndependencies " + orjson.dumps(sorted(self.dependencies)))
         return digest.hexdigest()
 
 

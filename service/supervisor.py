@@ -43,6 +43,7 @@ from .jobs.base import (
 )
 from .jobs.registry import Registry
 from .model import (
+    ACTION_STATUSES,
     LOG_LEVEL_INDEX,
     Action,
     AttemptEnd,
@@ -237,6 +238,9 @@ class Supervisor:
                 " left as they are, shown as unknown",
                 recovery.unknown,
             )
+        # Tasks waiting for dependencies: what a process stopped mid-way left is put right.
+        if await self.store.recheck_dependencies():
+            log.info("tasks waiting for dependencies re-checked")
         self._accepting = True
         capture.install()
         self._capturing = True
@@ -374,6 +378,7 @@ class Supervisor:
         traceparent: str | None = None,
         tracestate: str | None = None,
         callback: str | None = None,
+        dependencies: Sequence[int] = (),
     ) -> tuple[Task, bool]:
         job_type = self.registry.get(type_name)
         if job_type is None:
@@ -406,6 +411,7 @@ class Supervisor:
             traceparent=traceparent,
             tracestate=tracestate,
             callback=callback,
+            dependencies=tuple(dict.fromkeys(dependencies)),  # each once, in the given order
         )
         try:
             self._admit()
@@ -420,6 +426,12 @@ class Supervisor:
             raise
         if span is not None:
             span.end(task, created)
+        if created and task.waiting_on and await self._ended_dependency(task):
+            # A dependency that had already ended failed or cancelled ends this one too, in
+            # a commit of its own (a status step per commit); the recovery's re-check does
+            # it if this process stops first. One that ends after the insert ends it itself.
+            if await self.store.recheck_dependencies([task.id]):
+                task = await self.store.get(graph, task.id) or task
         if created:
             self._due_at(task.run_after_ms)
         return task, created
@@ -488,6 +500,8 @@ class Supervisor:
         for event in events:
             if event.kind is EventKind.CREATED or event.status is Status.RESTORING:
                 wake = True
+            elif event.status is Status.NEW:  # its last dependency succeeded: it may run now
+                wake = True
             elif event.status is Status.CANCELLING:
                 running = self._running.get(event.task_id)
                 if running is not None:
@@ -508,6 +522,7 @@ class Supervisor:
         return task
 
     async def retry(self, graph: GraphRef, task_id: int) -> Task:
+        await self._refuse_dependant_retry(graph, task_id)
         task = await self._change(
             graph,
             task_id,
@@ -533,6 +548,27 @@ class Supervisor:
             raise SidetaskError(f"Task '{task_id}' kept changing; try again")
         self._ready.discard(task_id)
         return task
+
+    async def _ended_dependency(self, task: Task) -> bool:
+        """Whether one of the task's dependencies has ended failed or cancelled (a read:
+        most submissions find none, and write nothing more)."""
+        found = await self.store.list_ids(task.graph, list(task.dependencies))
+        return any(d.status in (Status.FAILED, Status.CANCELLED) for d in found)
+
+    async def _refuse_dependant_retry(self, graph: GraphRef, task_id: int) -> None:
+        """A task ended by its dependency's failure or cancel runs again with it: a retry of
+        it while that dependency is still failed or cancelled is refused (400), naming the
+        dependency to retry (its retry puts this one back)."""
+        task = await self._read(graph, task_id)
+        if not task.dependencies or task.status not in ACTION_STATUSES[Action.RETRY]:
+            return
+        for dependency in await self.store.list_ids(graph, list(task.dependencies)):
+            if dependency.status in (Status.FAILED, Status.CANCELLED):
+                raise BadRequest(
+                    f"Can't retry task '{task_id}' while its dependency '{dependency.id}' is "
+                    f"{dependency.status.value}: retry task '{dependency.id}', and the tasks "
+                    "its end ended run again with it"
+                )
 
     async def _change(
         self,
@@ -821,6 +857,12 @@ class Supervisor:
             failure = f"The task's checkpoint could not be read: {exc.message}"
             await asyncio.shield(self._settle(task, self._failure(task, failure)))
             return
+        try:
+            dependency_results = await self._dependency_results(task)
+        except SidetaskError as exc:  # as for the checkpoint
+            failure = f"The task's dependencies' results could not be read: {exc.message}"
+            await asyncio.shield(self._settle(task, self._failure(task, failure)))
+            return
         span = None if self.tracer is None else await self._attempt_span(self.tracer, task)
         ctx = JobContext(
             task_id=task.id,
@@ -829,6 +871,7 @@ class Supervisor:
             settings=self.settings,
             retries=task.retries,
             checkpoint_value=checkpoint,
+            dependency_results=dependency_results,
             last_progress=task.progress,
             last_progress_total=task.progress_total,
             max_checkpoint_bytes=self.settings.max_checkpoint_bytes,
@@ -987,6 +1030,20 @@ class Supervisor:
     def _failure(self, task: Task, message: str, error: AttemptEnd | None = None) -> Outcome:
         """Retry while retries are left (exponential backoff with jitter), else fail."""
         return after_failure(task, message, clock.now_ms(), self.retry_delay, error=error)
+
+    async def _dependency_results(self, task: Task) -> dict[int, Any]:
+        """What the task's dependencies returned, by id, decoded (ctx.dependency_results);
+        a dependency deleted since it succeeded is left out."""
+        if not task.dependencies:
+            return {}
+        found: dict[int, Any] = {}
+        for dependency in await self.store.list_ids(task.graph, list(task.dependencies)):
+            text = dependency.result
+            try:
+                found[dependency.id] = None if text is None else orjson.loads(text)
+            except orjson.JSONDecodeError:  # stored by hand or damaged: given as it is
+                found[dependency.id] = text
+        return {d: found[d] for d in task.dependencies if d in found}
 
     async def _last_checkpoint(self, task: Task) -> Any:
         """The checkpoint an earlier attempt stored, decoded (None: none). Only a task run
@@ -1408,6 +1465,9 @@ class Supervisor:
         while True:
             await asyncio.sleep(self.settings.purge_interval)
             await self.purge()
+            # what another replica stopped between a submission and its check left
+            with contextlib.suppress(SidetaskError):
+                await self.store.recheck_dependencies()
 
     async def purge(self) -> tuple[int, int]:
         now = clock.now_ms()

@@ -219,6 +219,7 @@ def submit(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             delay=args.delay,
             idempotency_key=args.idempotency_key,
+            dependencies=args.after,
         )
         if out.json:
             out.print_json({"task_id": task_id})

@@ -158,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--delay", type=float, help="seconds before it may start")
     submit.add_argument("--idempotency-key", help="the same key returns the first task's id")
     submit.add_argument(
+        "--after",
+        metavar="ID",
+        type=_task_id,
+        nargs="+",
+        action="extend",
+        default=[],
+        help="task ids it waits for: it runs once each one succeeded (task_dependencies)",
+    )
+    submit.add_argument(
         "--watch", action="store_true", help="then watch it to its end (exit code as for watch)"
     )
     submit.add_argument(

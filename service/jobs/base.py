@@ -133,6 +133,9 @@ class JobContext:
     #: the last checkpoint stored for the task (by an earlier attempt, or this one's last
     #: `checkpoint`), decoded; None when there is none: a job resumes from it
     checkpoint_value: Any = None
+    #: what the task's dependencies returned (task_dependencies: README, "Dependencies"),
+    #: by task id, decoded from JSON; empty for a task without dependencies
+    dependency_results: dict[int, Any] = field(default_factory=dict)
     #: the task's progress (and its declared total) when this attempt started: where the
     #: attempts before it got to (0 and None at the first)
     last_progress: int = 0

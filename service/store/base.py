@@ -134,6 +134,12 @@ class Store(Protocol):
         across all of them (the tasks of a type in hand anywhere count)."""
         ...
 
+    async def recheck_dependencies(self, task_ids: Sequence[int] | None = None) -> int:
+        """Looks again at every task waiting for a dependency (or those of `task_ids`): its
+        count of unfinished dependencies made true, and one whose dependency ended failed
+        or cancelled ended as HugeGraph ends it; how many changed."""
+        ...
+
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
         """Changes each task a dead process left in an interruptible status as `decide` says;
         tasks of `keep_types` that a lease holds are left to their leases, damaged rows as

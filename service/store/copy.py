@@ -28,7 +28,8 @@ TASK_COLUMNS = (
     "create_ms", "update_ms", "result", "input", "retries", "max_retries", "priority",
     "timeout", "run_after_ms", "server", "description", "progress_total",
     "idempotency_key", "idempotency_fingerprint", "lease", "lease_expires_ms",
-    "process_group", "process_token", "traceparent", "tracestate",
+    "process_group", "process_token", "traceparent", "tracestate", "dependencies", "waiting_on",
+    "dependants",
 )  # fmt: skip
 EVENT_COLUMNS = (
     "id", "task_id", "graphspace", "graph", "kind", "task_type", "status", "data", "create_ms",
@@ -71,7 +72,7 @@ def _typed(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     else:
         if values[15] is not None:
             values[15] = float(values[15])
-        for index in (0, 7, 8, 9, 12, 13, 14, 16, 19, 23, 24):
+        for index in (0, 7, 8, 9, 12, 13, 14, 16, 19, 23, 24, 29, 30):
             if values[index] is not None and type(values[index]) is not int:
                 raise CopyRefused(
                     f"Task {values[0]} in the file has {TASK_COLUMNS[index]} = "
@@ -163,6 +164,18 @@ async def _copy(path: Path, pg: Any, schema: str) -> tuple[int, int]:
                             f"A log line of task {rows[0][1 if log_table == 'log_lines' else 0]} "
                             f"cannot be copied: {exc}; nothing was copied"
                         ) from exc
+            # the tasks' dependencies (README, "Dependencies"): each edge of a task copied
+            sql = (
+                "SELECT task_id, depends_on FROM dependencies"
+                " WHERE task_id IN (SELECT id FROM tasks) ORDER BY depends_on, task_id"
+            )
+            for rows in _batches(conn, sql):
+                await pg.copy_records_to_table(
+                    "dependencies",
+                    records=rows,
+                    columns=("task_id", "depends_on"),
+                    schema_name=schema,
+                )
             (last_line,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM log_lines").fetchone()
             if last_line:
                 await pg.execute(

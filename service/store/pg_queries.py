@@ -186,7 +186,7 @@ RELEASE_DUE = (
 # here (NULL: any).
 CLAIM_WAITING = (
     "SELECT id, status, type FROM tasks"
-    " WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0"
     " AND type <> ALL($1::text[]) AND id <> ALL($2::bigint[])"
     " AND ($4::text[] IS NULL OR type = ANY($4::text[]))"
     " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
@@ -203,11 +203,11 @@ CLAIM_WAITING = (
 _DUE_FILTER = " AND type <> ALL($6::text[]) AND ($8::text[] IS NULL OR type = ANY($8::text[]))"
 CLAIM_DUE = (
     "WITH waiting AS (SELECT id, priority FROM tasks"
-    " WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
+    " WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0"
     f"{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7 FOR UPDATE SKIP LOCKED),"
     " delayed AS (SELECT id, priority FROM tasks"
     " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
-    f"{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7"
+    f" AND waiting_on = 0{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7"
     " FOR UPDATE SKIP LOCKED),"
     " found AS (SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM delayed) AS due"
     " ORDER BY priority DESC, id LIMIT $7),"
@@ -262,7 +262,7 @@ PURGE_EVENTS = (
 
 NEXT_LEASABLE = (
     "SELECT id FROM tasks WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
-    " AND type = ANY($1::text[]) AND id <> ALL($2::bigint[])"
+    " AND waiting_on = 0 AND type = ANY($1::text[]) AND id <> ALL($2::bigint[])"
     " ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 NEXT_DUE = (
@@ -583,3 +583,50 @@ SELECT_DELIVERY_ANSWERS = (
     " ORDER BY a.delivery_id, a.number"
 )
 NEXT_DELIVERY = "SELECT min(next_ms) FROM deliveries WHERE state = 'pending'"
+
+
+# --- dependencies (README, "Dependencies"), as SQLite's ---
+
+#: the graph and status of the tasks a submission names ($1), locked in id order: a
+#: dependency that ends meanwhile ends before or after this insert, never unseen by both
+#: (its end reads the edges this one writes; this one reads the status its end wrote)
+LOCK_DEPENDENCIES = (
+    "SELECT id, graphspace, graph, status FROM tasks WHERE id = ANY($1::bigint[])"
+    " ORDER BY id FOR UPDATE"
+)
+SET_DEPENDENCIES = (
+    f"UPDATE tasks SET dependencies = $1, waiting_on = $2 WHERE id = $3 RETURNING {TASK_COLUMNS}"
+)
+INSERT_DEPENDENCIES = (
+    "INSERT INTO dependencies (task_id, depends_on) SELECT $1, unnest($2::bigint[])"
+    " ON CONFLICT DO NOTHING"
+)
+COUNT_DEPENDANTS = "UPDATE tasks SET dependants = dependants + 1 WHERE id = ANY($1::bigint[])"
+_DEPENDANTS_OF = "id IN (SELECT task_id FROM dependencies WHERE depends_on = $1)"
+RELEASE_DEPENDANTS = (
+    f"UPDATE tasks SET waiting_on = waiting_on - 1 WHERE {_DEPENDANTS_OF} AND waiting_on > 0"
+    f" RETURNING {TASK_COLUMNS}"
+)
+WAITING_DEPENDANTS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE {_DEPENDANTS_OF} AND waiting_on > 0"
+    " AND status IN ('new', 'restoring', 'pending') ORDER BY id"
+)
+ENDED_DEPENDANTS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE {_DEPENDANTS_OF}"
+    " AND status IN ('failed', 'cancelled') AND result IN ($2, $3) ORDER BY id"
+)
+RECOUNT_WAITING = (
+    "UPDATE tasks SET waiting_on = (SELECT count(*) FROM dependencies d JOIN tasks t"
+    " ON t.id = d.depends_on WHERE d.task_id = tasks.id AND t.status <> 'success')"
+    f" WHERE id = $1 RETURNING {TASK_COLUMNS}"
+)
+WAITING_TASKS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE waiting_on > 0 AND id > $1 ORDER BY id LIMIT $2"
+)
+WAITING_TASKS_OF = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE waiting_on > 0 AND id = ANY($1::bigint[])"
+)
+DEPENDENCY_STATUSES = (
+    "SELECT d.depends_on, t.status FROM dependencies d LEFT JOIN tasks t ON t.id = d.depends_on"
+    " WHERE d.task_id = $1 ORDER BY d.depends_on"
+)

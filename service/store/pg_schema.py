@@ -221,6 +221,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_by_graph_create ON tasks (graphspace, graph, create_ms, id);
     CREATE INDEX tasks_by_graph_update ON tasks (graphspace, graph, update_ms, id);
     """,
+    # task dependencies, as SQLite's (README, "Dependencies"): the edges, the row's ids
+    # (JSON), count of dependencies not succeeded yet and count of tasks that named it; the
+    # claim index without the waiting tasks
+    """
+    ALTER TABLE tasks ADD COLUMN dependencies text,
+        ADD COLUMN waiting_on bigint NOT NULL DEFAULT 0,
+        ADD COLUMN dependants bigint NOT NULL DEFAULT 0;
+    CREATE TABLE dependencies (
+        task_id     bigint  NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        depends_on  bigint  NOT NULL,
+        PRIMARY KEY (depends_on, task_id)
+    );
+    CREATE INDEX dependencies_by_task ON dependencies (task_id, depends_on);
+    DROP INDEX tasks_waiting;
+    CREATE INDEX tasks_waiting ON tasks (priority DESC, id)
+        WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0;
+    CREATE INDEX tasks_waiting_on ON tasks (id) WHERE waiting_on > 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

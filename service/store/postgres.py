@@ -65,6 +65,7 @@ from ..model import (
     Task,
 )
 from ..selection import EVERY, Selection
+from . import dependencies
 from . import pg_queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import (
@@ -186,6 +187,9 @@ class PgTx:
         self.waiting: int | None = None
         #: the cluster's locks taken first (_lock_first), held till the end
         self.locks: set[str] = set()
+        #: the tasks a running dependency follow has still to look at (service.store.
+        #: dependencies); None when none runs
+        self.following: list[tuple[Task, bool]] | None = None
 
     def event(self, kind: EventKind, task: Task, data: dict[str, Any] | None = None) -> None:
         """An event of the task; `data` (a task.log event's) instead of the task's."""
@@ -331,6 +335,10 @@ class PgTx:
             else:
                 self.event(EventKind.STATUS, task)
                 results.append(task)
+        # what their new statuses do to the tasks waiting for them, in this transaction
+        followed = [t for t in results if isinstance(t, Task) and t.dependants]
+        if followed:
+            await dependencies.follow_pg(self, followed)
         return results
 
     def _end_params(self, ends: Sequence[Change]) -> list[Any]:
@@ -394,6 +402,10 @@ class PgTx:
                     attempts.append((change, task))
         if attempts:
             await self.write_attempts(attempts)
+        # what their new statuses do to the tasks waiting for them, in this transaction
+        followed = [t for t in results if isinstance(t, Task) and t.dependants]
+        if followed:
+            await dependencies.follow_pg(self, followed)
         return results
 
     async def write_attempts(self, applied: Sequence[tuple[Change, Task]]) -> None:
@@ -1032,7 +1044,7 @@ class PostgresStore:
         """A new task; with an Idempotency-Key already used in the graph, the task it made
         (a replay) when the request was the same, else Unprocessable. Submissions without
         a key that share a transaction go in as one statement (_NewOp)."""
-        if new.idempotency_key is None:
+        if new.idempotency_key is None and not new.dependencies:
             return await self._write(_NewOp(self, new))
         fingerprint = new.fingerprint()  # outside the transaction
 
@@ -1078,6 +1090,8 @@ class PostgresStore:
         task = row_to_task(row)
         if new.callback is not None:
             await tx.conn.execute(q.INSERT_CALLBACKS, [task.id], [new.callback])
+        if new.dependencies:
+            task = await dependencies.insert_dependencies_pg(tx, task, new.dependencies)
         tx.event(EventKind.CREATED, task)
         if tx.waiting is not None:
             tx.waiting += 1
@@ -1229,6 +1243,8 @@ class PostgresStore:
                     )
                 await tx.conn.execute(q.DELETE_TASK_FROM, task_id, wanted)
             tx.event(EventKind.DELETED, task)
+            if task.dependants and not task.completed:  # those waiting for it end cancelled
+                await dependencies.follow_pg(tx, [task], deleted=True)
             return task
 
         return await self._write(op)
@@ -1328,6 +1344,19 @@ class PostgresStore:
         for task in claimed:
             tx.event(EventKind.STATUS, task)
         return claimed
+
+    async def recheck_dependencies(self, task_ids: Sequence[int] | None = None) -> int:
+        """As SQLiteStore.recheck_dependencies, in bounded batches."""
+        changed, after = 0, 0
+        while True:
+
+            async def op(tx: PgTx, after_id: int = after) -> tuple[int, int]:
+                return await dependencies.recheck_pg(tx, after_id, task_ids)
+
+            after, count = await self._write(op)
+            changed += count
+            if after == 0:
+                return changed
 
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
         return await self._recover(decide, keep_types, forget_dead=True)

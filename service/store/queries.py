@@ -15,7 +15,7 @@ from ..model import COMPLETED_STATUSES, INTERRUPTIBLE_STATUSES, Status
 TASK_COLUMNS = (
     "id, graphspace, graph, name, type, callable, status, progress, create_ms, update_ms, "
     "result, input, retries, max_retries, priority, timeout, run_after_ms, server, description, "
-    "progress_total, traceparent, tracestate"
+    "progress_total, traceparent, tracestate, dependencies, waiting_on, dependants"
 )
 #: the event columns, in the order rows.row_to_event reads them
 EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
@@ -170,7 +170,7 @@ def claim_waiting(excluded: int, damaged: int) -> str:
     ones. Parameters: the excluded types, the damaged ids, the limit."""
     sql = (
         "SELECT id, status, type FROM tasks INDEXED BY tasks_waiting"
-        " WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
+        " WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0"
     )
     if excluded:
         sql += f" AND type NOT IN ({marks(excluded)})"
@@ -212,7 +212,8 @@ def next_leasable(types: int, damaged: int) -> str:
     skip = f" AND id NOT IN ({marks(damaged)})" if damaged else ""
     return (
         "SELECT id FROM tasks INDEXED BY tasks_waiting"
-        f" WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND type IN ({marks(types)})"
+        " WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0"
+        f" AND type IN ({marks(types)})"
         f"{skip} ORDER BY priority DESC, id LIMIT 1"
     )
 
@@ -536,4 +537,66 @@ SELECT_DELIVERY_ANSWERS = (
 #: when the next pending delivery comes due (NULL: none is pending)
 NEXT_DELIVERY = (
     "SELECT min(next_ms) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending'"
+)
+
+
+# --- dependencies (README, "Dependencies") ---
+
+
+@functools.lru_cache(maxsize=64)
+def dependency_rows(count: int) -> str:
+    """The graph and status of `count` tasks a submission names as its dependencies.
+    Parameters: the ids."""
+    return f"SELECT id, graphspace, graph, status FROM tasks WHERE id IN ({marks(count)})"
+
+
+#: a new task's dependencies (JSON) and how many of them have not succeeded; parameters:
+#: the JSON, the count, the id
+SET_DEPENDENCIES = (
+    f"UPDATE tasks SET dependencies = ?, waiting_on = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
+)
+INSERT_DEPENDENCY = "INSERT OR IGNORE INTO dependencies (task_id, depends_on) VALUES (?, ?)"
+#: a dependency named once more (its end then looks for the tasks waiting for it)
+COUNT_DEPENDANT = "UPDATE tasks SET dependants = dependants + 1 WHERE id = ?"
+_DEPENDANTS_OF = "id IN (SELECT task_id FROM dependencies WHERE depends_on = ?)"
+#: a dependency succeeded: each task waiting for it waits for one fewer (a task still
+#: waiting for others, or already ended, is changed too: its count stays true)
+RELEASE_DEPENDANTS = (
+    f"UPDATE tasks SET waiting_on = waiting_on - 1 WHERE {_DEPENDANTS_OF} AND waiting_on > 0"
+    f" RETURNING {TASK_COLUMNS}"
+)
+#: the tasks a dependency's failure or cancel (or delete) ends: those that have not started
+WAITING_DEPENDANTS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE {_DEPENDANTS_OF} AND waiting_on > 0"
+    " AND status IN ('new', 'restoring', 'pending') ORDER BY id"
+)
+#: the tasks a dependency's end ended (their result names it: one of the two texts)
+ENDED_DEPENDANTS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks WHERE {_DEPENDANTS_OF}"
+    " AND status IN ('failed', 'cancelled') AND result IN (?, ?) ORDER BY id"
+)
+#: a task's dependencies that have not succeeded (a deleted one holds nobody); parameter:
+#: the id
+RECOUNT_WAITING = (
+    "UPDATE tasks SET waiting_on = (SELECT count(*) FROM dependencies d JOIN tasks t"
+    " ON t.id = d.depends_on WHERE d.task_id = tasks.id AND t.status != 'success')"
+    f" WHERE id = ? RETURNING {TASK_COLUMNS}"
+)
+#: the tasks waiting for a dependency, in id order after ? (at most ?): the re-check
+WAITING_TASKS = (
+    f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_waiting_on WHERE waiting_on > 0"
+    " AND id > ? ORDER BY id LIMIT ?"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def waiting_tasks_of(count: int) -> str:
+    """WAITING_TASKS of `count` given ids. Parameters: the ids."""
+    return f"SELECT {TASK_COLUMNS} FROM tasks WHERE waiting_on > 0 AND id IN ({marks(count)})"
+
+
+#: a task's dependencies and their statuses (NULL: deleted)
+DEPENDENCY_STATUSES = (
+    "SELECT d.depends_on, t.status FROM dependencies d LEFT JOIN tasks t ON t.id = d.depends_on"
+    " WHERE d.task_id = ? ORDER BY d.depends_on"
 )

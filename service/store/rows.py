@@ -37,12 +37,12 @@ class Row(Protocol):
 
 _N = type(None)
 #: the task columns (queries.TASK_COLUMNS); a query may add its own after them
-_COLUMNS = 22
+_COLUMNS = 25
 #: the types of a sound row, column by column: one check of the whole row tells the usual
 #: case from a damaged one (a list reads a hundred rows per request)
 _SOUND_ROWS = frozenset(
     (int, str, str, str, str, str, str, int, int, int, result, input, int, int, int,
-     timeout, int, server, description, total, traceparent, tracestate)
+     timeout, int, server, description, total, traceparent, tracestate, dependencies, int, int)
     for result in (str, _N)
     for input in (str, _N)
     for timeout in (float, int, _N)
@@ -51,6 +51,7 @@ _SOUND_ROWS = frozenset(
     for total in (int, _N)
     for traceparent in (str, _N)
     for tracestate in (str, _N)
+    for dependencies in (str, _N)
 )  # fmt: skip
 
 
@@ -72,7 +73,13 @@ def row_to_task(row: Row) -> Task:
         _STATUSES.get(row[6], Status.UNKNOWN), row[7], row[8], row[9], row[10], row[11],
         row[12], row[13], row[14], None if timeout is None else float(timeout), row[16],
         row[17], row[18], row[19], row[20], row[21],
+        () if row[22] is None else _ids(row[22]), row[23], row[24],
     )  # fmt: skip
+
+
+def _ids(text: str) -> tuple[int, ...]:
+    """A task's dependencies as stored: a JSON list of ids."""
+    return tuple(orjson.loads(text))
 
 
 def _damaged(row: Row) -> Task:

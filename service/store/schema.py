@@ -211,6 +211,32 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM deliveries WHERE task_id = OLD.id;
     END;
     """,
+    # task dependencies (README, "Dependencies"): each edge (task_id waits for
+    # depends_on), by dependency for what a dependency's end reaches and by dependant for
+    # the recount; on the row, its ids as JSON (task_dependencies), how many of them have not
+    # succeeded yet (waiting_on), and how many tasks named it (dependants: 0, and its end
+    # looks for nobody). A task waiting for one is outside the claim index, so the wait costs
+    # nothing per waiting task; the edges of a deleted dependant go with it by the trigger.
+    """
+    ALTER TABLE tasks ADD COLUMN dependencies TEXT;
+    ALTER TABLE tasks ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN dependants INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE dependencies (
+        task_id     INTEGER NOT NULL,
+        depends_on  INTEGER NOT NULL,
+        PRIMARY KEY (depends_on, task_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX dependencies_by_task ON dependencies (task_id, depends_on);
+    CREATE TRIGGER tasks_dependencies_deleted AFTER DELETE ON tasks
+    BEGIN
+        DELETE FROM dependencies WHERE task_id = OLD.id;
+    END;
+    DROP INDEX tasks_waiting;
+    CREATE INDEX tasks_waiting ON tasks (priority DESC, id)
+        WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0;
+    -- the recovery's re-check: the tasks waiting for a dependency
+    CREATE INDEX tasks_waiting_on ON tasks (id) WHERE waiting_on > 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

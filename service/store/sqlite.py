@@ -4,6 +4,7 @@ in service.store.queries, the reading of rows in service.store.rows."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sqlite3
 import uuid
@@ -40,6 +41,7 @@ from ..model import (
     Task,
 )
 from ..selection import EVERY, Selection
+from . import dependencies
 from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
 from .changes import check_live, lease_start, leased_task
@@ -197,6 +199,8 @@ class SQLiteStore:
             task = row_to_task(row)
             if new.callback is not None:
                 tx.conn.execute(q.INSERT_CALLBACK, (task.id, new.callback))
+            if new.dependencies:
+                task = dependencies.insert_dependencies(tx, task, new.dependencies)
             tx.event(EventKind.CREATED, task)
             return task, True
 
@@ -252,6 +256,8 @@ class SQLiteStore:
                 # the compare-and-set in SQL too, as every status change is
                 tx.conn.execute(q.delete_task_from(len(wanted)), (task_id, *wanted))
             tx.event(EventKind.DELETED, task)
+            if task.dependants and not task.completed:  # those waiting for it end cancelled
+                dependencies.follow(tx, [task], deleted=True)
             return task
 
         return await self._write(op)
@@ -318,6 +324,21 @@ class SQLiteStore:
             return claimed
 
         return await self._write(op)
+
+    async def recheck_dependencies(self, task_ids: Sequence[int] | None = None) -> int:
+        """Every task waiting for a dependency (or those of `task_ids`) looked at again
+        (README, "Dependencies"): its count made true, and one whose dependency ended
+        failed or cancelled ended, in bounded batches; how many changed. A dependency's
+        end does this in its own transaction: this finds what a process stopped between
+        a submission and its check left."""
+        changed, after = 0, 0
+        while True:
+            after, count = await self._write(
+                functools.partial(dependencies.recheck, after_id=after, ids=task_ids)
+            )
+            changed += count
+            if after == 0:
+                return changed
 
     async def recover(self, decide: Decision, keep_types: Iterable[str] = ()) -> Recovery:
         """SPEC 9: each task a dead process left mid-way (in an interruptible status) gets the

@@ -23,6 +23,7 @@ import orjson
 from .. import clock
 from ..errors import ServiceUnavailable, SidetaskError
 from ..model import Event, EventKind, Outbox, Status, Task
+from . import dependencies
 from . import queries as q
 from .base import Change, CommitListener
 from .changes import (
@@ -84,6 +85,9 @@ class Tx:
         self._next_event_id = next_event_id
         #: this process as its attempts name it (changes.replica_name)
         self.replica = replica
+        #: the tasks a running dependency follow has still to look at (service.store.
+        #: dependencies); None when none runs
+        self.following: list[tuple[Task, bool]] | None = None
         #: which status changes write webhook deliveries (None: none do)
         self.outbox = outbox
         self._outbox_statuses = frozenset() if outbox is None else outbox.statuses
@@ -181,6 +185,8 @@ class Tx:
         if change.starts_attempt or change.ends_attempt is not None:
             self.write_attempts([(change, task)])
         self.event(EventKind.STATUS, task)
+        if task.dependants:  # what its new status does to the tasks waiting for it
+            dependencies.follow(self, [task])
         return task
 
     def write_attempts(self, applied: Sequence[tuple[Change, Task]]) -> None:
@@ -279,6 +285,8 @@ class Tx:
                     attempts.append((change, task))
         if attempts:
             self.write_attempts(attempts)
+        # what their new statuses do to the tasks waiting for them
+        dependencies.follow(self, [t for t in results if isinstance(t, Task) and t.dependants])
         return results
 
     def _try(self, change: Change) -> Task | SidetaskError:

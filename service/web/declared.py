@@ -18,7 +18,7 @@ from .. import tracing
 from ..bulk import BULK_ACTIONS
 from ..errors import BadRequest
 from ..leases import MAX_CLAIM_WAIT
-from ..model import LOG_LEVELS, Action, Status
+from ..model import LOG_LEVELS, MAX_DEPENDENCIES, Action, Status
 from ..selection import Selection
 from . import params
 from .params import MAX_INT
@@ -563,6 +563,13 @@ SUBMIT_OPTIONS: tuple[tuple[Integer | Number | Text, str], ...] = (
     (TRACESTATE, "tracestate"),
     (CALLBACK, "callback"),
 )
+DEPENDENCIES = Integers(
+    name="dependencies",
+    items=Integer(name="dependencies", minimum=1),
+    description="ids of tasks of the graph this one waits for (HugeGraph's task_dependencies): "
+    "repeat the parameter or separate them by commas; it runs once every one succeeded, and "
+    "ends failed or cancelled when one does",
+)
 JOB_TYPE = Text(
     name="type", where="path", schema_={"type": "string"}, description="a registered job type"
 )
@@ -575,6 +582,15 @@ def submit_options(request: web.Request) -> dict[str, Any]:
         text = declared.text(request)
         if text is not None:
             options[keyword] = declared.parse(text)
+    texts = [part for text in DEPENDENCIES.texts(request) for part in text.split(",")]
+    if texts:
+        ids = DEPENDENCIES.parse([part.strip() for part in texts])
+        if len(set(ids)) > MAX_DEPENDENCIES:
+            raise BadRequest(
+                f"The parameter 'dependencies' names {len(set(ids))} tasks; at most "
+                f"{MAX_DEPENDENCIES} may be named"
+            )
+        options["dependencies"] = ids
     return options
 
 

@@ -69,7 +69,7 @@ UNAVAILABLE = _refusal(
     "the store cannot read or write now (full disk, locked database, shutting down); retry later",
 )
 
-SUBMIT_OPTIONS = _params(*(option for option, _ in declared.SUBMIT_OPTIONS))
+SUBMIT_OPTIONS = _params(*(option for option, _ in declared.SUBMIT_OPTIONS), declared.DEPENDENCIES)
 CREATED = {
     **_json("the task is committed (or, with an Idempotency-Key, was)", _ref("Created")),
     "headers": {
@@ -629,6 +629,18 @@ def _schemas() -> dict[str, Any]:
         "task_type": {"type": "string"},
         "task_callable": {"type": "string"},
         "task_input": {"type": "string", "description": "JSON text of the input"},
+        "task_dependencies": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "the tasks this one waits for (HugeGraph's key; the submission "
+            "option dependencies); absent when there are none",
+        },
+        "task_dependencies_left": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "how many of task_dependencies have not succeeded yet: the task "
+            "is not started until none is left; only while it has not started",
+        },
         "task_priority": {"type": "integer"},
         "task_max_retries": {"type": "integer"},
         "task_timeout": {"type": "number"},
@@ -640,6 +652,15 @@ def _schemas() -> dict[str, Any]:
             "type": "integer",
             "description": "epoch milliseconds when a task waiting for its delay or a retry's "
             "backoff becomes due; only while it waits (status new or restoring)",
+        },
+        "task_traceparent": {
+            "type": "string",
+            "description": "the W3C trace context the task was submitted under (its "
+            "traceparent header, as version 00); absent when none was given",
+        },
+        "task_tracestate": {
+            "type": "string",
+            "description": "the tracestate header submitted with the traceparent",
         },
     }
     required = [
@@ -746,15 +767,6 @@ def _schemas() -> dict[str, Any]:
             "required": ["id", "attempts"],
         },
         "Attempt": {
-        "task_traceparent": {
-            "type": "string",
-            "description": "the W3C trace context the task was submitted under (its "
-            "traceparent header, as version 00); absent when none was given",
-        },
-        "task_tracestate": {
-            "type": "string",
-            "description": "the tracestate header submitted with the traceparent",
-        },
             "type": "object",
             "properties": {
                 "attempt": {"type": "integer", "minimum": 1, "description": "1, 2, … in order"},

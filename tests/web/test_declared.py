@@ -118,6 +118,7 @@ GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
         "/jobs/gremlin",
     ),
     ("POST", f"/jobs/resize?delay={LATER}", b"{}", {}, "/jobs/{type}"),
+    ("POST", "/jobs/echo?dependencies={waiting}", b"{}", {}, "/jobs/{type}"),
     ("GET", "/tasks/{other}/events?last_event_id=0", None, {}, "/tasks/{id}/events"),
     ("GET", "/events?status=new&type=echo", None, {"Last-Event-ID": "0"}, "/events"),
     (
@@ -194,6 +195,7 @@ async def test_every_query_parameter_a_handler_reads_is_declared(
     ]
     assert {"types", "wait"} <= reads[("POST", "/workers/{worker}/claim")]
     assert "name" in reads[("POST", "/graphs/{graph}/jobs/gremlin")]
+    assert "dependencies" in reads[("POST", "/graphs/{graph}/jobs/{type}")]
     assert undeclared(reads, document) == {}
 
 

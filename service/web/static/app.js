@@ -442,6 +442,7 @@ function renderDetail(task) {
     ...field("Type", task.task_type),
     ...field("Status", statusBadge(task.task_status)),
     ...(task.task_run_at ? field("Due", dueField(task.task_run_at)) : []),
+    ...(task.task_dependencies ? field("Waits for", dependenciesField(task)) : []),
     ...field("Progress", progressBar(task)),
     ...field("Created", fullTime(task.task_create)),
     ...field("Updated", fullTime(task.task_update)),
@@ -454,6 +455,20 @@ function renderDetail(task) {
   $("#detail-result").textContent = prettyJson(task.task_result) || "—";
   $("#detail").dataset.status = task.task_status;
   renderActions(task);
+}
+
+/** The tasks it waits for (task_dependencies), each a button that opens it, and how many
+ *  of them have not succeeded yet while it has not started (task_dependencies_left). */
+function dependenciesField(task) {
+  const node = el("span", { className: "dependencies" });
+  for (const id of task.task_dependencies) {
+    const button = el("button", { className: "dependency", text: String(id), attrs: { type: "button", title: `Open task ${id}` } });
+    button.addEventListener("click", () => select(id));
+    node.append(button, " ");
+  }
+  const left = task.task_dependencies_left;
+  if (left) node.append(el("span", { className: "dependencies-left", text: `(${left} not succeeded yet)` }));
+  return node;
 }
 
 function dueField(at) {
