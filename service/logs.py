@@ -16,7 +16,7 @@ import atexit
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, TextIO
 
@@ -24,7 +24,15 @@ import orjson
 
 from .model import Event, EventKind, Status
 
-__all__ = ["FORMATS", "REQUEST_ID", "JsonFormatter", "TextFormatter", "configure", "log_events"]
+__all__ = [
+    "FORMATS",
+    "REQUEST_ID",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure",
+    "log_events",
+    "own_log_events",
+]
 
 FORMATS = ("text", "json")
 
@@ -268,6 +276,20 @@ def log_events(events: Sequence[Event]) -> None:
         message = f"task {event.task_id} {_what(event)} ({event.task_type}, {graph})"
         entries.append((message, fields))
     info_lines(tasks_log, entries)
+
+
+def own_log_events(made_here: Callable[[int], bool]) -> Callable[[Sequence[Event]], None]:
+    """log_events for a replica of several: the lines of the transitions its own writer
+    committed (`made_here`), not those of every replica's, so a cluster's logs hold each
+    line once (from the replica that made the change) and a replica spends nothing on
+    the others' lines."""
+
+    def listener(events: Sequence[Event]) -> None:
+        own = [event for event in events if made_here(event.id)]
+        if own:
+            log_events(own)
+
+    return listener
 
 
 def _what(event: Event) -> str:

@@ -11,7 +11,7 @@ from ..config import Settings
 from ..events import EventBus
 from ..jobs.registry import build_registry
 from ..leases import LeaseHub
-from ..logs import log_events
+from ..logs import log_events, own_log_events
 from ..metrics import Metrics
 from ..model import WAITING_STATUSES
 from ..store import open_store
@@ -46,7 +46,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     app[STORE] = store
     app[LEASES] = store
-    store.add_listener(log_events)  # one log line per task transition
+    # one log line per task transition; with several replicas, by the one that made it
+    store.add_listener(log_events if store.replica_id is None else own_log_events(store.made_here))
     yield
     await store.close()
 

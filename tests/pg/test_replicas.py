@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, wait_for
 from tests.sup_jobs import JOBS
 from tests.sup_util import rows, trail, wait_file
 from tests.web.test_recovery import get, post_job, wait_task
@@ -122,6 +122,32 @@ async def test_submissions_to_every_replica_run_each_task_once(
     # every replica answers every read
     for server in servers:
         assert (await get(http, server, ids[-1]))["task_status"] == "success"
+
+
+async def test_each_transition_is_logged_once_by_the_replica_that_made_it(
+    server_factory: Factory, http: ClientSession, db: str
+) -> None:
+    """Every replica sees every replica's events; its log holds the lines of its own
+    changes only, so the cluster's logs hold each transition once."""
+    servers = await replicas(server_factory, db, count=2)
+    posted = {await post_job(http, servers[n % 2], "echo", {"n": n}): n % 2 for n in range(20)}
+    done = {task_id: await wait_task(http, servers[0], task_id, "success") for task_id in posted}
+    by_name = {"r1": 0, "r2": 1}
+
+    def lines(what: str, task_id: int) -> list[int]:
+        """The replicas (their index) whose log says `task <id> <what>`."""
+        line = f"task {task_id} {what} ("
+        return [n for n, server in enumerate(servers) for _ in range(server.output().count(line))]
+
+    async def logged() -> bool:
+        return all(lines("success", task_id) for task_id in posted)
+
+    await wait_for(logged, 10, "every task's last line")
+    for task_id, n in posted.items():
+        assert lines("created", task_id) == [n]  # by the replica it was submitted to
+        ran = by_name[done[task_id]["task_server"]]
+        for status in ("scheduling", "running", "success"):
+            assert lines(status, task_id) == [ran], (task_id, status)
 
 
 async def test_every_replica_streams_every_event_in_id_order_and_resumes_on_another(
