@@ -56,6 +56,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ConnectionFailed",
+    "Delivery",
     "Event",
     "EventStream",
     "LogLine",
@@ -320,6 +321,47 @@ class BulkResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook delivery of a task, as GET …/tasks/{id}/deliveries shows it (README,
+    "Webhooks"): to a configured hook or the task's own callback."""
+
+    #: the delivery id: the Sidetask-Delivery header of each of its tries
+    id: str
+    hook: str
+    url: str
+    #: the status whose change wrote it
+    status: str
+    #: pending, delivered or failed
+    state: str
+    attempts: int
+    created_ms: int
+    #: when it is tried next (pending only)
+    next_try_ms: int | None
+    #: the last try's HTTP status, or the error that stood for one
+    last_code: int | None = None
+    last_error: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Delivery:
+        last = body.get("last_answer") or {}
+        next_try = body.get("next_try")
+        return cls(
+            id=str(body["delivery"]),
+            hook=str(body.get("hook", "")),
+            url=str(body.get("url", "")),
+            status=str(body.get("status", "")),
+            state=str(body.get("state", "pending")),
+            attempts=int(body.get("attempts", 0)),
+            created_ms=int(body.get("created", 0)),
+            next_try_ms=None if next_try is None else int(next_try),
+            last_code=last.get("code"),
+            last_error=last.get("error"),
+            raw=dict(body),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LogLine:
     """One line of a task's log, as GET …/tasks/{id}/logs and task.log events show it."""
 
@@ -518,6 +560,7 @@ class Client:
         timeout: float | None = None,  # noqa: ASYNC109 - the task's, sent to the server
         delay: float | None = None,
         idempotency_key: str | None = None,
+        callback: str | None = None,
         dependencies: Sequence[int] = (),
     ) -> int:
         """Submits a job of `job_type` with `input` as its input; the new task's id. For
@@ -532,6 +575,7 @@ class Client:
                 ("max_retries", max_retries),
                 ("timeout", timeout),
                 ("delay", delay),
+                ("callback", callback),
             )
             if value is not None
         }
@@ -554,6 +598,11 @@ class Client:
         """Each run of the task, in the order they started."""
         body = await self._request("GET", f"{self.base}/tasks/{int(task_id)}/attempts")
         return [Attempt.from_api(item) for item in body.get("attempts", [])]
+
+    async def deliveries(self, task_id: int) -> builtins.list[Delivery]:
+        """The task's webhook deliveries, in the order they were written."""
+        body = await self._request("GET", f"{self.base}/tasks/{int(task_id)}/deliveries")
+        return [Delivery.from_api(item) for item in body.get("deliveries", [])]
 
     async def logs(
         self, task_id: int, *, after: int = 0, limit: int = 1000, level: str | None = None

@@ -355,6 +355,44 @@ def attempts(args: argparse.Namespace) -> int:
     return _run_client(args, command)
 
 
+#: how `sidetask deliveries` shows a delivery's state
+DELIVERY_STYLES = {"delivered": "green", "pending": "cyan", "failed": "bold red"}
+
+
+def deliveries(args: argparse.Namespace) -> int:
+    async def command(client: Client, out: Output) -> int:
+        found = await client.deliveries(args.id)
+        if out.json:
+            out.print_json([d.raw for d in found])
+            return EXIT_OK
+        if not found:
+            out.note(f"task {args.id} has no webhook deliveries")
+            return EXIT_OK
+        from rich import box
+        from rich.table import Table
+
+        from .render import when
+
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for name in ("DELIVERY", "HOOK", "STATUS", "STATE", "TRIES", "LAST ANSWER", "NEXT TRY"):
+            table.add_column(name, no_wrap=name != "LAST ANSWER", overflow="fold")
+        for d in found:
+            answer = str(d.last_code) if d.last_code is not None else (d.last_error or "")
+            table.add_row(
+                d.id[:12],
+                escape(d.hook if d.hook != "callback" else f"callback {d.url}"),
+                styled_status(d.status),
+                f"[{DELIVERY_STYLES.get(d.state, 'bold red')}]{d.state}[/]",
+                str(d.attempts),
+                escape(answer),
+                "" if d.next_try_ms is None else when(d.next_try_ms),
+            )
+        out.print(table)
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
 #: the levels `sidetask logs --level` takes, lowest first
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _LEVEL_STYLES = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}

@@ -206,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attempts.set_defaults(run=commands.attempts)
 
+    deliveries = subcommands.add_parser(
+        "deliveries",
+        parents=[common],
+        help="show a task's webhook deliveries: each hook or callback, its state, its last answer",
+    )
+    deliveries.add_argument("id", type=_task_id, metavar="ID")
+    deliveries.set_defaults(run=commands.deliveries)
+
     logs = subcommands.add_parser(
         "logs", parents=[common], help="show a task's log lines; -f: follow them as they come"
     )

@@ -15,12 +15,15 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from service.client import Client, Delivery
+from service.web import create_app
 from service.web.keys import STORE
 from service.webhooks import verify
-from tests.conftest import free_port, get_task, submit, wait_for, wait_status
+from tests.conftest import free_port, get_task, make_settings, submit, wait_for, wait_status
 from tests.sup_util import Start
+from tests.web.test_cli import sidetask
 from tests.web.webhook_receiver import Receiver
 
 BASE = "/graphs/hugegraph"
@@ -309,3 +312,42 @@ async def test_a_receiver_that_holds_the_request_does_not_slow_the_service(
     receiver.release.set()
     [delivery] = await settled(client, first)
     assert delivery["state"] == "delivered"
+
+
+async def test_the_client_and_the_command_show_a_tasks_deliveries(
+    tmp_path: Path, db: Path | str, receiver: Receiver
+) -> None:
+    """Client.deliveries, Client.submit(callback=…) and `sidetask deliveries ID` (a real
+    subprocess) against a server on loopback."""
+    receiver.plan = [500]
+    settings = make_settings(tmp_path, db, **QUICK)
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        async with Client(url) as api:
+            task_id = await api.submit("echo", {}, callback=receiver.url)
+
+            async def done() -> list[Delivery] | None:
+                found = await api.deliveries(task_id)
+                return found if found and found[0].state == "delivered" else None
+
+            (delivery,) = await wait_for(done, 15, "the delivery")
+            assert delivery.id == receiver.hits[-1].headers["Sidetask-Delivery"]
+            assert (delivery.hook, delivery.url, delivery.status) == (
+                "callback",
+                receiver.url,
+                "success",
+            )
+            assert (delivery.attempts, delivery.last_code, delivery.next_try_ms) == (2, 200, None)
+            plain = await api.submit("echo", {})
+            assert await api.deliveries(plain) == []
+        shown = await sidetask("deliveries", str(task_id), "--url", url)
+        assert shown.code == 0, shown.err
+        assert "delivered" in shown.out and delivery.id[:12] in shown.out
+        listed = await sidetask("deliveries", str(task_id), "--url", url, "--json")
+        assert [d["delivery"] for d in listed.json()] == [delivery.id]
+        none = await sidetask("deliveries", str(plain), "--url", url)
+        assert (none.code, "no webhook deliveries" in none.out + none.err) == (0, True)
+    finally:
+        await server.close()
