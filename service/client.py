@@ -60,6 +60,7 @@ __all__ = [
     "Event",
     "EventStream",
     "LogLine",
+    "Schedule",
     "Task",
     "parse_graph",
 ]
@@ -155,6 +156,18 @@ def _unreachable(url: str, exc: BaseException) -> str:
     return f"cannot reach {url}: {_connection_problem(exc)}"
 
 
+def _run_at_text(run_at: str | float | datetime | None) -> str | None:
+    """`run_at` as the server takes it: ISO-8601 with an offset, or epoch seconds. A
+    datetime without a time zone is refused here, as the server would."""
+    if run_at is None or isinstance(run_at, str):
+        return run_at
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:
+            raise ValueError("run_at needs a time zone (datetime.now(UTC), not datetime.now())")
+        return run_at.isoformat()
+    return repr(float(run_at))
+
+
 def _time_text(name: str, value: str | int | datetime | None) -> str | None:
     """A list's time bound as the server takes it: epoch milliseconds (an int), ISO-8601
     (a str, or a datetime, which needs a time zone)."""
@@ -218,10 +231,19 @@ class Task:
     #: yet while it has not started (task_dependencies_left; 0: none)
     dependencies: tuple[int, ...] = ()
     dependencies_left: int = 0
+    #: when a task waiting for its delay, its run_at or a retry's backoff becomes due
+    #: (task_run_at, epoch ms); None for any other
+    run_at_ms: int | None = None
+    #: the schedule that submitted it and the fire time it was for (task_schedule,
+    #: task_schedule_fire); None: not a schedule's
+    schedule: str | None = None
+    schedule_fire_ms: int | None = None
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any]) -> Task:
         total = body.get("task_progress_total")
+        run_at = body.get("task_run_at")
+        fire = body.get("task_schedule_fire")
         return cls(
             id=int(body["id"]),
             name=str(body.get("task_name", "")),
@@ -237,6 +259,9 @@ class Task:
             progress_total=None if total is None else int(total),
             dependencies=tuple(int(d) for d in body.get("task_dependencies") or ()),
             dependencies_left=int(body.get("task_dependencies_left", 0)),
+            run_at_ms=None if run_at is None else int(run_at),
+            schedule=body.get("task_schedule"),
+            schedule_fire_ms=None if fire is None else int(fire),
         )
 
     @property
@@ -255,6 +280,53 @@ class Task:
 
     def input_value(self) -> Any:
         return None if self.input is None else orjson.loads(self.input)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A schedule as the server shows it (README, "Schedules"); `raw` is its object."""
+
+    name: str
+    type: str
+    #: the cron expression and its time zone, or the interval in seconds
+    cron: str | None
+    timezone: str | None
+    every: float | None
+    paused: bool
+    #: the next fire time (epoch ms); None while paused
+    next_fire_ms: int | None
+    #: the last fire time that submitted a task, and that task
+    last_fire_ms: int | None
+    last_task_id: int | None
+    missed: str
+    #: "config" (declared in the configuration) or "api"
+    source: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Schedule:
+        every = body.get("every")
+        return cls(
+            name=str(body["name"]),
+            type=str(body.get("type", "")),
+            cron=body.get("cron"),
+            timezone=body.get("timezone"),
+            every=None if every is None else float(every),
+            paused=bool(body.get("paused", False)),
+            next_fire_ms=body.get("next_fire"),
+            last_fire_ms=body.get("last_fire"),
+            last_task_id=body.get("last_task_id"),
+            missed=str(body.get("missed", "once")),
+            source=str(body.get("source", "api")),
+            raw=dict(body),
+        )
+
+    @property
+    def when(self) -> str:
+        """The schedule in words: `every 60 s`, `cron '0 3 * * *' (Europe/Paris)`."""
+        if self.every is not None:
+            return f"every {self.every:g} s"
+        return f"cron '{self.cron}' ({self.timezone})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,6 +631,7 @@ class Client:
         max_retries: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the task's, sent to the server
         delay: float | None = None,
+        run_at: str | float | datetime | None = None,
         idempotency_key: str | None = None,
         callback: str | None = None,
         dependencies: Sequence[int] = (),
@@ -575,6 +648,7 @@ class Client:
                 ("max_retries", max_retries),
                 ("timeout", timeout),
                 ("delay", delay),
+                ("run_at", _run_at_text(run_at)),
                 ("callback", callback),
             )
             if value is not None
@@ -716,6 +790,69 @@ class Client:
             f"{self.base}/tasks/{int(task_id)}",
             params={"force": "true" if force else "false"},
         )
+
+    # --- schedules ---
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """The graph's schedules by name."""
+        answer = await self._request("GET", f"{self.base}/schedules")
+        return [Schedule.from_api(body) for body in answer["schedules"]]
+
+    async def schedule(self, name: str) -> Schedule:
+        return Schedule.from_api(await self._request("GET", self._schedule_path(name)))
+
+    async def create_schedule(
+        self,
+        name: str,
+        job_type: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        every: float | None = None,
+        task_name: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the tasks', sent to the server
+        missed: str | None = None,
+        paused: bool = False,
+    ) -> Schedule:
+        """A new schedule: `job_type` with `input`, at the times of `cron` (in `timezone`,
+        default UTC) or every `every` seconds. `missed`: "once" or "skip"."""
+        body: dict[str, Any] = {"name": name, "type": job_type}
+        for key, value in (
+            ("cron", cron),
+            ("timezone", timezone),
+            ("every", every),
+            ("input", None if input is None else dict(input)),
+            ("task_name", task_name),
+            ("priority", priority),
+            ("max_retries", max_retries),
+            ("timeout", timeout),
+            ("missed", missed),
+        ):
+            if value is not None:
+                body[key] = value
+        if paused:
+            body["paused"] = True
+        answer = await self._request("POST", f"{self.base}/schedules", body=body)
+        return Schedule.from_api(answer)
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        answer = await self._request("PUT", self._schedule_path(name), params={"action": "pause"})
+        return Schedule.from_api(answer)
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Fires again from its next fire time after now."""
+        answer = await self._request("PUT", self._schedule_path(name), params={"action": "resume"})
+        return Schedule.from_api(answer)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Removes the schedule; the tasks it submitted stay."""
+        await self._request("DELETE", self._schedule_path(name))
+
+    def _schedule_path(self, name: str) -> str:
+        return f"{self.base}/schedules/{quote(name, safe='')}"
 
     async def actions(self) -> dict[str, builtins.list[str]]:
         """What each status allows (GET /actions): `{"new": ["cancel", "pause",

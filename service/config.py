@@ -22,6 +22,8 @@ import orjson
 
 from . import auth, tracing
 from .model import CALLBACK_HOOK, GraphRef, Status
+from .schedules import Definition, parse_definition
+from .schedules import check_name as check_schedule_name
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sidetask.toml"
 ENV_PREFIX = "SIDETASK_"
@@ -91,6 +93,16 @@ class HookSpec:
     statuses: tuple[str, ...] = TERMINAL_STATUS_NAMES
     #: job types; empty: every type
     types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule declared as `[schedules.NAME]` (README, "Schedules"): created at start,
+    its definition replaced when it changed, deleted when it is no longer declared."""
+
+    definition: Definition
+    #: "graphspace/graph"; empty: the first of `graphs`
+    graph: str = ""
 
 
 @dataclass(frozen=True)
@@ -258,6 +270,24 @@ class Settings:
     webhook_backoff: float = 1.0
     #: the longest wait between two attempts of a delivery, in seconds
     webhook_backoff_max: float = 600.0
+
+    #: schedules: name -> {type, cron + timezone or every, input, name, priority,
+    #: max_retries, timeout, missed, graph} (ScheduleSpec; README, "Schedules")
+    schedules: Mapping[str, ScheduleSpec] = field(default_factory=dict)
+    #: seconds a schedule's fire time may be late and still get its task; an older one was
+    #: missed (the service was down), and the schedule's `missed` policy says what it gets
+    schedule_grace: float = 60.0
+    #: seconds a process holds the due schedules it claimed to fire, before another may take
+    #: them (PostgreSQL: when the first died while firing)
+    schedule_lease: float = 30.0
+
+    def schedules_declared(self) -> dict[tuple[GraphRef, str], Definition]:
+        """The declared schedules by (graph, name)."""
+        first = self.graph_refs()[0]
+        return {
+            (parse_graph(spec.graph) if spec.graph else first, name): spec.definition
+            for name, spec in self.schedules.items()
+        }
 
     @property
     def auth_enabled(self) -> bool:
@@ -469,6 +499,13 @@ def _build(values: dict[str, Any], sources: Mapping[str, str]) -> Settings:
             raise ConfigError(f"{exc} (from {sources.get(name, 'the defaults')})") from None
     settings = Settings(**typed)
     _check_grants(settings, sources.get("grants", "the defaults"))
+    served = set(settings.graph_refs())
+    for name, spec in settings.schedules.items():
+        if spec.graph and parse_graph(spec.graph) not in served:
+            raise ConfigError(
+                f"schedules.{name}.graph: {spec.graph!r} is not one of graphs "
+                f"(from {sources.get('schedules', 'the defaults')})"
+            )
     if settings.replica_timeout <= settings.heartbeat_interval:
         raise ConfigError(
             f"replica_timeout ({settings.replica_timeout:g} s) must be longer than "
@@ -498,6 +535,8 @@ def _check_grants(settings: Settings, source: str) -> None:
 
 #: the lower bound of each numeric setting, and whether the bound itself is allowed
 _MINIMUM: dict[str, tuple[float, bool]] = {
+    "schedule_grace": (0, True),
+    "schedule_lease": (0, False),
     "port": (0, True),
     "concurrency": (1, True),
     "default_max_retries": (0, True),
@@ -543,6 +582,9 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
 }
 _MAXIMUM: dict[str, float] = {
     "port": 65535,
+    # a day and a year: a schedule's catch-up after a stop is bounded by them
+    "schedule_lease": 24 * 3600,
+    "schedule_grace": 365 * 24 * 3600,
     # a checkpoint is read back at each attempt's start, a traceback with every attempt list
     "max_checkpoint_bytes": 16 * 1024 * 1024,
     # every task's log is bounded by it: the disk it may take is tasks * lines * chars
@@ -685,7 +727,30 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     return _scalar(name, hint, value)
 
 
+def _schedule(name: str, value: Any) -> ScheduleSpec:
+    """One declared schedule, checked as the API checks one (service.schedules)."""
+    if isinstance(value, ScheduleSpec):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a table with type and cron or every")
+    try:
+        check_schedule_name(name.partition(".")[2])
+        if "paused" in value:
+            raise ValueError("'paused' is not declared: pause and resume it over the API")
+        graph = value.get("graph", "")
+        if not isinstance(graph, str):
+            raise ValueError(f"'graph' must be 'graphspace/graph', got {graph!r}")
+        if graph:
+            parse_graph(graph)
+        definition = parse_definition({k: v for k, v in value.items() if k != "graph"})
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return ScheduleSpec(definition=definition, graph=graph)
+
+
 def _scalar(name: str, hint: Any, value: Any) -> Any:
+    if hint is ScheduleSpec:
+        return _schedule(name, value)
     if hint is CommandSpec:
         return _command(name, value)
     if hint == str | JobSpec:

@@ -220,6 +220,10 @@ class Task:
     waiting_on: int = 0
     #: how many tasks named this one as a dependency (0: its end concerns nobody else)
     dependants: int = 0
+    #: the schedule that submitted it (its name, in the task's graph) and the fire time
+    #: it was submitted for (epoch ms); None: not a schedule's
+    schedule: str | None = None
+    schedule_fire_ms: int | None = None
 
     @property
     def completed(self) -> bool:
@@ -271,6 +275,9 @@ class Task:
             body["task_traceparent"] = self.traceparent
             if self.tracestate is not None:
                 body["task_tracestate"] = self.tracestate
+        if self.schedule is not None:
+            body["task_schedule"] = self.schedule
+            body["task_schedule_fire"] = self.schedule_fire_ms
         return body
 
     @property
@@ -415,13 +422,26 @@ class NewTask:
     callback: str | None = None
     #: the tasks it waits for (ids of tasks of its graph, no repeats)
     dependencies: tuple[int, ...] = ()
+    #: the schedule (name) and fire time (epoch ms) it is submitted for
+    schedule: str | None = None
+    schedule_fire_ms: int | None = None
+    #: `run_at`: the time (epoch ms) it may start, instead of a delay from its insert
+    run_at_ms: int | None = None
+
+    def run_after(self, now_ms: int) -> int:
+        """Its run_after_ms when inserted at `now_ms`: 0 when due at once (the claim index
+        holds only those; SQLite's schema 8), else when it becomes due."""
+        due = self.run_at_ms if self.run_at_ms is not None else now_ms + self.delay_ms
+        return due if due > now_ms else 0
 
     def fingerprint(self) -> str:
         """What an Idempotency-Key stands for: the job type, the input and every option
         (name, priority, max_retries, timeout, delay), as a SHA-256. The input is compared
         as a JSON value: the order of an object's members does not count."""
         options = [self.type, self.name, self.priority, self.max_retries, self.timeout]
-        digest = hashlib.sha256(orjson.dumps([*options, self.delay_ms]))
+        # run_at is a time, the same in a replay; a delay counts from each request
+        when = self.delay_ms if self.run_at_ms is None else ["run_at", self.run_at_ms]
+        digest = hashlib.sha256(orjson.dumps([*options, when]))
         if self.input is not None:
             # written on its own, not inside the list: an input as deep as can be stored fits
             value = orjson.loads(self.input)

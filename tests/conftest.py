@@ -221,6 +221,7 @@ GROUPS = {
     "tests/web/test_fuzz.py": "fuzz",
     # real `python -m service serve` processes, killed, flooded or measured
     "tests/web/test_recovery.py": "slow",
+    "tests/web/test_schedules_kill.py": "slow",
     "tests/web/test_attempts_processes.py": "slow",
     "tests/web/test_webhooks_processes.py": "slow",
     "tests/web/test_memory.py": "slow",
@@ -230,6 +231,7 @@ GROUPS = {
     # external workers and the sidetask command, each a process of its own
     "tests/web/test_workers.py": "slow",
     "tests/web/test_cli.py": "slow",
+    "tests/web/test_schedules_cli.py": "slow",
     # the benchmark, pip, the deployment files, the lint and type check, the state machine
     "tests/unit/test_bench_quick.py": "slow",
     "tests/unit/test_install_script.py": "slow",

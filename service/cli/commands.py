@@ -15,7 +15,15 @@ from rich.markup import escape
 
 from .. import config, jsontext
 from .exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, UsageError
-from .render import Output, attempt_table, styled_status, task_detail, task_table
+from .render import (
+    Output,
+    attempt_table,
+    schedule_detail,
+    schedule_table,
+    styled_status,
+    task_detail,
+    task_table,
+)
 from .watch import watch_graph, watch_task
 
 if TYPE_CHECKING:
@@ -218,6 +226,7 @@ def submit(args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
             timeout=args.timeout,
             delay=args.delay,
+            run_at=args.run_at,
             idempotency_key=args.idempotency_key,
             dependencies=args.after,
         )
@@ -318,6 +327,62 @@ def bulk(args: argparse.Namespace) -> int:
         )
         for reason, count in result.refused.items():
             out.print(escape(f"  {count:,} refused: {reason}"))
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def schedules(args: argparse.Namespace) -> int:
+    action = args.schedule_command or "list"
+    job_input = None
+    if action == "add" and args.input is not None:
+        try:
+            job_input = orjson.loads(args.input)
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"--input is not valid JSON: {exc}") from None
+        if not isinstance(job_input, dict):
+            raise UsageError("--input must be a JSON object (the job's input)")
+
+    async def command(client: Client, out: Output) -> int:
+        if action == "list":
+            found = await client.schedules()
+            if out.json:
+                out.print_json([s.raw for s in found])
+            elif found:
+                out.print(schedule_table(found))
+            else:
+                out.print(escape(f"No schedules in {client.graph}."))
+            return EXIT_OK
+        if action == "delete":
+            await client.delete_schedule(args.name)
+            if not out.json:
+                out.print(f"Deleted schedule [bold]{escape(args.name)}[/bold]")
+            return EXIT_OK
+        if action == "add":
+            schedule = await client.create_schedule(
+                args.name,
+                args.type,
+                job_input,
+                cron=args.cron,
+                timezone=args.timezone,
+                every=args.every,
+                task_name=args.task_name,
+                priority=args.priority,
+                max_retries=args.max_retries,
+                timeout=args.timeout,
+                missed=args.missed,
+                paused=args.paused,
+            )
+        elif action == "pause":
+            schedule = await client.pause_schedule(args.name)
+        elif action == "resume":
+            schedule = await client.resume_schedule(args.name)
+        else:
+            schedule = await client.schedule(args.name)
+        if out.json:
+            out.print_json(schedule.raw)
+        else:
+            out.print(schedule_detail(schedule))
         return EXIT_OK
 
     return _run_client(args, command)

@@ -155,7 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--priority", type=int, help="higher runs first (default 0)")
     submit.add_argument("--max-retries", type=int, help="re-runs after a failure")
     submit.add_argument("--timeout", type=float, help="seconds the job may run")
-    submit.add_argument("--delay", type=float, help="seconds before it may start")
+    when = submit.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=float, help="seconds before it may start")
+    when.add_argument(
+        "--run-at",
+        metavar="TIME",
+        help="when it may start: ISO-8601 with an offset (2026-12-01T09:00:00+01:00, …Z) or "
+        "epoch seconds",
+    )
     submit.add_argument("--idempotency-key", help="the same key returns the first task's id")
     submit.add_argument(
         "--after",
@@ -276,6 +283,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the service to finish (default 600)",
     )
     bulk.set_defaults(run=commands.bulk)
+
+    schedules = subcommands.add_parser(
+        "schedules",
+        parents=[common],
+        help="list a graph's schedules with their next fire times; add, get, pause, resume, delete",
+    )
+    schedules.set_defaults(run=commands.schedules, schedule_command="list")
+    each = schedules.add_subparsers(dest="schedule_command", metavar="ACTION")
+    each.add_parser("list", parents=[common], help="the graph's schedules (the default)")
+    add = each.add_parser(
+        "add", parents=[common], help="a new schedule: a job at the times of a cron or every S s"
+    )
+    add.add_argument("name", metavar="NAME", help="the schedule's name (its tasks link to it)")
+    add.add_argument("type", metavar="TYPE", help="the job type it submits")
+    times = add.add_mutually_exclusive_group(required=True)
+    times.add_argument("--cron", metavar="EXPR", help="'MIN HOUR DAY MONTH WEEKDAY' or @daily, …")
+    times.add_argument("--every", type=float, metavar="S", help="every S seconds (at least 1)")
+    add.add_argument("--timezone", metavar="TZ", help="of --cron: an IANA name (default UTC)")
+    add.add_argument("--input", metavar="JSON", help="the job's input, a JSON object")
+    add.add_argument("--task-name", help="its tasks' name (default: the schedule's name)")
+    add.add_argument("--priority", type=int, help="its tasks' priority")
+    add.add_argument("--max-retries", type=int, help="its tasks' re-runs after a failure")
+    add.add_argument("--timeout", type=float, help="seconds each of its jobs may run")
+    add.add_argument(
+        "--missed",
+        choices=["once", "skip"],
+        help="fire times missed while the service was down: one task, or none (default once)",
+    )
+    add.add_argument("--paused", action="store_true", help="made paused: it fires once resumed")
+    for action, text in (
+        ("get", "show one schedule"),
+        ("pause", "pause a schedule: it fires nothing"),
+        ("resume", "resume a schedule: it fires from its next fire time after now"),
+        ("delete", "delete a schedule (its tasks stay)"),
+    ):
+        one = each.add_parser(action, parents=[common], help=text)
+        one.add_argument("name", metavar="NAME")
 
     watch = subcommands.add_parser(
         "watch",

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.table import Table
 
-    from ..client import Attempt, Task
+    from ..client import Attempt, Schedule, Task
 
 #: the width of tables written to a pipe or a file
 PIPE_WIDTH = 200
@@ -100,6 +100,7 @@ def task_table(tasks: Sequence[Task], width: int = PIPE_WIDTH) -> Table:
             "RETRIES": str(t.retries),
             "CREATED": when(t.created_ms),
             "UPDATED": when(t.updated_ms),
+            "DUE": when(t.run_at_ms or 0),
         }
         for t in tasks
     ]
@@ -114,7 +115,11 @@ def task_table(tasks: Sequence[Task], width: int = PIPE_WIDTH) -> Table:
         return max([len(name), *(len(v) for v in values)])
 
     names = ["ID", "STATUS", "TYPE", "NAME", "PROGRESS", "RETRIES", "CREATED", "UPDATED"]
-    for optional in ("UPDATED", "CREATED", "RETRIES", "PROGRESS"):
+    if any(t.run_at_ms for t in tasks):  # when the waiting ones come due (task_run_at)
+        names.insert(2, "DUE")
+    for optional in ("UPDATED", "CREATED", "RETRIES", "PROGRESS", "DUE"):
+        if optional not in names:
+            continue
         fixed = sum(need(n) for n in names if n != "NAME") + _GAP * (len(names) - 1)
         if fixed + 8 <= width:
             break
@@ -137,6 +142,10 @@ def task_table(tasks: Sequence[Task], width: int = PIPE_WIDTH) -> Table:
     return table
 
 
+#: the task's keys that hold a time (epoch ms): shown as a date too
+_TIME_KEYS = ("task_create", "task_update", "task_run_at", "task_schedule_fire")
+
+
 def task_detail(task: Task) -> Table:
     from rich.table import Table
 
@@ -146,7 +155,43 @@ def task_detail(task: Task) -> Table:
     for key, value in task.raw.items():
         if key == "task_status":
             text = styled_status(str(value))
-        elif key in ("task_create", "task_update") and isinstance(value, int):
+        elif key in _TIME_KEYS and isinstance(value, int):
+            text = f"{when(value)} ({value})"
+        else:
+            text = escape(value if isinstance(value, str) else orjson.dumps(value).decode())
+        table.add_row(key, text)
+    return table
+
+
+def schedule_table(schedules: Sequence[Schedule]) -> Table:
+    """The schedules, one row each: when each fires next, what it submits."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("NAME", "TYPE", "WHEN", "NEXT FIRE", "LAST TASK", "MISSED", "SOURCE"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    for s in schedules:
+        table.add_row(
+            escape(s.name),
+            escape(s.type),
+            escape(s.when),
+            "[yellow]paused[/yellow]" if s.paused else when(s.next_fire_ms or 0),
+            "" if s.last_task_id is None else str(s.last_task_id),
+            s.missed,
+            s.source,
+        )
+    return table
+
+
+def schedule_detail(schedule: Schedule) -> Table:
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in schedule.raw.items():
+        if key in ("next_fire", "last_fire", "create", "update") and isinstance(value, int):
             text = f"{when(value)} ({value})"
         else:
             text = escape(value if isinstance(value, str) else orjson.dumps(value).decode())

@@ -13,6 +13,7 @@ from .base import (
     LeaseStore,
     ProcessGroup,
     Recovery,
+    ScheduleStore,
     Store,
 )
 from .sqlite import SQLiteStore
@@ -27,6 +28,7 @@ __all__ = [
     "ProcessGroup",
     "Recovery",
     "SQLiteStore",
+    "ScheduleStore",
     "Store",
     "describe_db",
     "migrate",

@@ -21,6 +21,7 @@ from ..model import (
     Status,
     Task,
 )
+from ..schedules import Schedule
 from ..selection import EVERY, Selection
 
 #: called with the events of every committed write, in id order, after the commit
@@ -349,5 +350,56 @@ class LeaseStore(Protocol):
     async def renew_leases(self, types: Sequence[str], until_ms: int) -> int: ...
 
 
-class Backend(Store, LeaseStore, Protocol):
+class ScheduleStore(Protocol):
+    """Schedules (service.schedules) and their firing loop's leases (service.scheduler).
+    A task a fire time submits goes in by `Store.insert`, under the schedule's key."""
+
+    async def schedules(self, graph: GraphRef | None) -> list[Schedule]:
+        """A graph's schedules by name (None: every graph's)."""
+        ...
+
+    async def schedule(self, graph: GraphRef, name: str) -> Schedule | None: ...
+    async def save_schedule(self, schedule: Schedule, replace: bool = False) -> Schedule:
+        """A new schedule as given; one of that name in the graph: Conflict, or with
+        `replace` its definition, source, anchor and next fire time replaced (its paused
+        state and its last fire kept)."""
+        ...
+
+    async def pause_schedule(
+        self, graph: GraphRef, name: str, paused: bool, next_fire_ms: int | None
+    ) -> Schedule:
+        """Paused (next None) or resumed with its next fire time; NotFound."""
+        ...
+
+    async def delete_schedule(self, graph: GraphRef, name: str) -> Schedule:
+        """Removes it (its tasks stay); NotFound."""
+        ...
+
+    async def claim_schedules(
+        self, now_ms: int, until_ms: int, owner: str, limit: int
+    ) -> list[Schedule]:
+        """Up to `limit` schedules due by `now_ms` that no lease holds, held for `owner`
+        until `until_ms`: a firing elsewhere skips them meanwhile."""
+        ...
+
+    async def advance_schedule(
+        self,
+        schedule: Schedule,
+        owner: str,
+        next_fire_ms: int,
+        fired: tuple[int, int] | None,
+        hold_until_ms: int = 0,
+    ) -> bool:
+        """The end of a firing by the holder of the lease: the next fire time, the last
+        (fire time, task id) it submitted, and the lease let go (or held until
+        `hold_until_ms`, to be tried again then). False: the lease was lost meanwhile (a
+        pause, a new definition, a delete), and nothing changed."""
+        ...
+
+    async def next_schedule_due(self) -> int | None:
+        """When the firing loop next has something to do (epoch ms); None: nothing."""
+        ...
+
+
+class Backend(Store, LeaseStore, ScheduleStore, Protocol):
     """A store that keeps leases too: what `open_store` gives."""

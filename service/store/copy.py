@@ -29,7 +29,7 @@ TASK_COLUMNS = (
     "timeout", "run_after_ms", "server", "description", "progress_total",
     "idempotency_key", "idempotency_fingerprint", "lease", "lease_expires_ms",
     "process_group", "process_token", "traceparent", "tracestate", "dependencies", "waiting_on",
-    "dependants",
+    "dependants", "schedule", "schedule_fire_ms",
 )  # fmt: skip
 EVENT_COLUMNS = (
     "id", "task_id", "graphspace", "graph", "kind", "task_type", "status", "data", "create_ms",

@@ -83,6 +83,10 @@ INSERT_TASK = (
     " ON CONFLICT (graphspace, graph, idempotency_key) WHERE idempotency_key IS NOT NULL"
     f" DO NOTHING RETURNING {TASK_COLUMNS}"
 )
+#: a schedule's task: the schedule and the fire time, in the insert's transaction
+SET_TASK_SCHEDULE = (
+    f"UPDATE tasks SET schedule = $1, schedule_fire_ms = $2 WHERE id = $3 RETURNING {TASK_COLUMNS}"
+)
 #: ids for a run of new tasks, taken in order before they are inserted ($1: how many)
 NEXT_TASK_IDS = (
     "SELECT array_agg(nextval(pg_get_serial_sequence('tasks', 'id'))) FROM generate_series(1, $1)"
@@ -539,6 +543,60 @@ SELECT_LOGS = (
 LOG_STATE = (
     "SELECT dropped, (SELECT min(id) FROM log_lines WHERE task_id = $1)"
     " FROM log_counts WHERE task_id = $1"
+)
+
+# --- schedules (the twins of queries.py's) ---
+
+SCHEDULE_COLUMNS = (
+    "graphspace, graph, name, definition, paused, next_fire_ms, anchor_ms, source,"
+    " create_ms, update_ms, last_fire_ms, last_task_id"
+)
+SELECT_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY graphspace, graph, name"
+SELECT_GRAPH_SCHEDULES = (
+    f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE graphspace = $1 AND graph = $2 ORDER BY name"
+)
+SELECT_SCHEDULE = (
+    f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE graphspace = $1 AND graph = $2 AND name = $3"
+)
+INSERT_SCHEDULE = (
+    "INSERT INTO schedules (graphspace, graph, name, definition, paused, next_fire_ms,"
+    " anchor_ms, source, create_ms, update_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)"
+    f" ON CONFLICT (graphspace, graph, name) DO NOTHING RETURNING {SCHEDULE_COLUMNS}"
+)
+REPLACE_SCHEDULE = (
+    "UPDATE schedules SET definition = $4,"
+    " next_fire_ms = CASE WHEN paused THEN NULL ELSE $5::bigint END, anchor_ms = $6, source = $7,"
+    " update_ms = $8, lease_owner = NULL, lease_until_ms = 0"
+    f" WHERE graphspace = $1 AND graph = $2 AND name = $3 RETURNING {SCHEDULE_COLUMNS}"
+)
+PAUSE_SCHEDULE = (
+    "UPDATE schedules SET paused = $4, next_fire_ms = $5, update_ms = $6, lease_owner = NULL,"
+    " lease_until_ms = 0 WHERE graphspace = $1 AND graph = $2 AND name = $3"
+    f" RETURNING {SCHEDULE_COLUMNS}"
+)
+DELETE_SCHEDULE = (
+    "DELETE FROM schedules WHERE graphspace = $1 AND graph = $2 AND name = $3"
+    f" RETURNING {SCHEDULE_COLUMNS}"
+)
+#: the due schedules no other replica's firing holds: a replica's claim skips the rows
+#: another is claiming right now (SKIP LOCKED), so two never wait on each other
+CLAIM_SCHEDULES = (
+    "UPDATE schedules s SET lease_owner = $1, lease_until_ms = $2 FROM"
+    " (SELECT graphspace, graph, name FROM schedules"
+    "  WHERE next_fire_ms <= $3 AND lease_until_ms <= $3 ORDER BY next_fire_ms LIMIT $4"
+    "  FOR UPDATE SKIP LOCKED) due"
+    " WHERE s.graphspace = due.graphspace AND s.graph = due.graph AND s.name = due.name"
+    " RETURNING " + ", ".join(f"s.{column.strip()}" for column in SCHEDULE_COLUMNS.split(","))
+)
+ADVANCE_SCHEDULE = (
+    "UPDATE schedules SET next_fire_ms = $4, last_fire_ms = coalesce($5, last_fire_ms),"
+    " last_task_id = coalesce($6, last_task_id), update_ms = $7, lease_owner = NULL,"
+    " lease_until_ms = $8 WHERE graphspace = $1 AND graph = $2 AND name = $3"
+    " AND lease_owner = $9 AND NOT paused"
+)
+NEXT_SCHEDULE_DUE = (
+    "SELECT min(greatest(next_fire_ms, lease_until_ms)) FROM schedules"
+    " WHERE next_fire_ms IS NOT NULL"
 )
 
 

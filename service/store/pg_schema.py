@@ -239,6 +239,30 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0;
     CREATE INDEX tasks_waiting_on ON tasks (id) WHERE waiting_on > 0;
     """,
+    # 8: schedules, as SQLite's schema of the same name; replicas claim the due ones FOR
+    # UPDATE SKIP LOCKED, under a lease
+    """
+    CREATE TABLE schedules (
+        graphspace      text    NOT NULL,
+        graph           text    NOT NULL,
+        name            text    NOT NULL,
+        definition      text    NOT NULL,
+        paused          boolean NOT NULL DEFAULT false,
+        next_fire_ms    bigint,
+        anchor_ms       bigint  NOT NULL,
+        source          text    NOT NULL,
+        create_ms       bigint  NOT NULL,
+        update_ms       bigint  NOT NULL,
+        last_fire_ms    bigint,
+        last_task_id    bigint,
+        lease_owner     text,
+        lease_until_ms  bigint  NOT NULL DEFAULT 0,
+        PRIMARY KEY (graphspace, graph, name)
+    );
+    CREATE INDEX schedules_due ON schedules (next_fire_ms) WHERE next_fire_ms IS NOT NULL;
+    ALTER TABLE tasks ADD COLUMN schedule text;
+    ALTER TABLE tasks ADD COLUMN schedule_fire_ms bigint;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -36,6 +36,7 @@ import orjson
 
 from .. import clock
 from ..errors import (
+    Conflict,
     NotFound,
     ServiceUnavailable,
     SidetaskError,
@@ -64,6 +65,7 @@ from ..model import (
     Status,
     Task,
 )
+from ..schedules import Schedule
 from ..selection import EVERY, Selection
 from . import dependencies
 from . import pg_queries as q
@@ -90,6 +92,7 @@ from .rows import (
     row_to_due_delivery,
     row_to_event,
     row_to_log_line,
+    row_to_schedule,
     row_to_task,
     stored_status,
 )
@@ -1070,7 +1073,7 @@ class PostgresStore:
             new.max_retries,
             new.priority,
             new.timeout,
-            tx.now + new.delay_ms if new.delay_ms > 0 else 0,
+            new.run_after(tx.now),
             key,
             fingerprint,
             new.traceparent,
@@ -1087,6 +1090,11 @@ class PostgresStore:
                     f"Idempotency-Key '{key}' was used with a different request for task {task.id}"
                 )
             return task, False
+        if new.schedule is not None:
+            row = await tx.conn.fetchrow(
+                q.SET_TASK_SCHEDULE, new.schedule, new.schedule_fire_ms, row[0]
+            )
+            assert row is not None  # the row this transaction inserted
         task = row_to_task(row)
         if new.callback is not None:
             await tx.conn.execute(q.INSERT_CALLBACKS, [task.id], [new.callback])
@@ -1118,7 +1126,7 @@ class PostgresStore:
             [n.max_retries for n in news],
             [n.priority for n in news],
             [n.timeout for n in news],
-            [tx.now + n.delay_ms if n.delay_ms > 0 else 0 for n in news],
+            [n.run_after(tx.now) for n in news],
             [n.traceparent for n in news],
             [n.tracestate for n in news],
         )
@@ -1831,6 +1839,96 @@ class PostgresStore:
         ):
             counts[stored_status(status)] += int(count)
         return counts
+
+    # --- schedules ---
+
+    async def schedules(self, graph: GraphRef | None) -> list[Schedule]:
+        if graph is None:
+            rows = await self._fetch(q.SELECT_SCHEDULES)
+        else:
+            rows = await self._fetch(q.SELECT_GRAPH_SCHEDULES, graph.graphspace, graph.graph)
+        return [row_to_schedule(row) for row in rows]
+
+    async def schedule(self, graph: GraphRef, name: str) -> Schedule | None:
+        rows = await self._fetch(q.SELECT_SCHEDULE, graph.graphspace, graph.graph, name)
+        return row_to_schedule(rows[0]) if rows else None
+
+    async def save_schedule(self, schedule: Schedule, replace: bool = False) -> Schedule:
+        s = schedule
+        where = (s.graph.graphspace, s.graph.graph, s.name)
+        definition = s.definition.to_json().decode()
+
+        async def op(tx: PgTx) -> Schedule:
+            row = await tx.conn.fetchrow(
+                q.INSERT_SCHEDULE,
+                *where, definition, s.paused, s.next_fire_ms, s.anchor_ms, s.source, tx.now,
+            )  # fmt: skip
+            if row is None and replace:
+                row = await tx.conn.fetchrow(
+                    q.REPLACE_SCHEDULE,
+                    *where, definition, s.next_fire_ms, s.anchor_ms, s.source, tx.now,
+                )  # fmt: skip
+            if row is None:
+                raise Conflict(f"Schedule '{s.name}' already exists in graph '{s.graph.graph}'")
+            return row_to_schedule(row)
+
+        return await self._write(op)
+
+    async def pause_schedule(
+        self, graph: GraphRef, name: str, paused: bool, next_fire_ms: int | None
+    ) -> Schedule:
+        async def op(tx: PgTx) -> Schedule:
+            row = await tx.conn.fetchrow(
+                q.PAUSE_SCHEDULE, graph.graphspace, graph.graph, name, paused, next_fire_ms, tx.now
+            )
+            if row is None:
+                raise NotFound(f"Can't find schedule with name '{name}'")
+            return row_to_schedule(row)
+
+        return await self._write(op)
+
+    async def delete_schedule(self, graph: GraphRef, name: str) -> Schedule:
+        async def op(tx: PgTx) -> Schedule:
+            row = await tx.conn.fetchrow(q.DELETE_SCHEDULE, graph.graphspace, graph.graph, name)
+            if row is None:
+                raise NotFound(f"Can't find schedule with name '{name}'")
+            return row_to_schedule(row)
+
+        return await self._write(op)
+
+    async def claim_schedules(
+        self, now_ms: int, until_ms: int, owner: str, limit: int
+    ) -> list[Schedule]:
+        async def op(tx: PgTx) -> list[Schedule]:
+            rows = await tx.conn.fetch(q.CLAIM_SCHEDULES, owner, until_ms, now_ms, limit)
+            return [row_to_schedule(row) for row in rows]
+
+        return await self._write(op)
+
+    async def advance_schedule(
+        self,
+        schedule: Schedule,
+        owner: str,
+        next_fire_ms: int,
+        fired: tuple[int, int] | None,
+        hold_until_ms: int = 0,
+    ) -> bool:
+        fire_ms, task_id = fired if fired is not None else (None, None)
+        g = schedule.graph
+
+        async def op(tx: PgTx) -> bool:
+            status = await tx.conn.execute(
+                q.ADVANCE_SCHEDULE,
+                g.graphspace, g.graph, schedule.name, next_fire_ms, fire_ms, task_id, tx.now,
+                hold_until_ms, owner,
+            )  # fmt: skip
+            return bool(status == "UPDATE 1")
+
+        return await self._write(op)
+
+    async def next_schedule_due(self) -> int | None:
+        rows = await self._fetch(q.NEXT_SCHEDULE_DUE)
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
 def session_settings(schema: str) -> dict[str, str]:

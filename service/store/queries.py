@@ -15,7 +15,8 @@ from ..model import COMPLETED_STATUSES, INTERRUPTIBLE_STATUSES, Status
 TASK_COLUMNS = (
     "id, graphspace, graph, name, type, callable, status, progress, create_ms, update_ms, "
     "result, input, retries, max_retries, priority, timeout, run_after_ms, server, description, "
-    "progress_total, traceparent, tracestate, dependencies, waiting_on, dependants"
+    "progress_total, traceparent, tracestate, dependencies, waiting_on, dependants, schedule, "
+    "schedule_fire_ms"
 )
 #: the event columns, in the order rows.row_to_event reads them
 EVENT_COLUMNS = "id, kind, task_id, graphspace, graph, task_type, status, data"
@@ -47,6 +48,8 @@ UNINTERPRETABLE = (
     " OR typeof(description) NOT IN ('text', 'null')"
     " OR typeof(progress_total) NOT IN ('integer', 'null')"
     " OR typeof(traceparent) NOT IN ('text', 'null') OR typeof(tracestate) NOT IN ('text', 'null')"
+    " OR typeof(schedule) NOT IN ('text', 'null')"
+    " OR typeof(schedule_fire_ms) NOT IN ('integer', 'null')"
     " OR (input IS NOT NULL AND (typeof(input) != 'text' OR NOT sidetask_json(input))))"
 )
 
@@ -97,6 +100,10 @@ INSERT_TASK = (
     " update_ms, input, max_retries, priority, timeout, run_after_ms, idempotency_key,"
     " idempotency_fingerprint, traceparent, tracestate)"
     f" VALUES (?, ?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}"
+)
+#: a schedule's task: the schedule and the fire time, in the insert's transaction
+SET_TASK_SCHEDULE = (
+    f"UPDATE tasks SET schedule = ?, schedule_fire_ms = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
 )
 SET_PROGRESS = (
     "UPDATE tasks SET progress = ?, progress_total = coalesce(?, progress_total),"
@@ -537,6 +544,65 @@ SELECT_DELIVERY_ANSWERS = (
 #: when the next pending delivery comes due (NULL: none is pending)
 NEXT_DELIVERY = (
     "SELECT min(next_ms) FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending'"
+)
+
+# --- schedules (service.schedules; the firing loop is service.scheduler) ---
+
+#: a schedule's columns, in the order rows.row_to_schedule reads them
+SCHEDULE_COLUMNS = (
+    "graphspace, graph, name, definition, paused, next_fire_ms, anchor_ms, source,"
+    " create_ms, update_ms, last_fire_ms, last_task_id"
+)
+SELECT_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY graphspace, graph, name"
+SELECT_GRAPH_SCHEDULES = (
+    f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE graphspace = ? AND graph = ? ORDER BY name"
+)
+SELECT_SCHEDULE = (
+    f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE graphspace = ? AND graph = ? AND name = ?"
+)
+#: a new schedule; nothing when the name is taken in the graph
+INSERT_SCHEDULE = (
+    "INSERT INTO schedules (graphspace, graph, name, definition, paused, next_fire_ms,"
+    " anchor_ms, source, create_ms, update_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f" ON CONFLICT (graphspace, graph, name) DO NOTHING RETURNING {SCHEDULE_COLUMNS}"
+)
+#: a schedule's new definition: its fire times from now on (a firing under way loses its
+#: lease, so it moves nothing on)
+REPLACE_SCHEDULE = (
+    "UPDATE schedules SET definition = ?, next_fire_ms = CASE WHEN paused THEN NULL ELSE ? END,"
+    " anchor_ms = ?, source = ?, update_ms = ?, lease_owner = NULL, lease_until_ms = 0"
+    f" WHERE graphspace = ? AND graph = ? AND name = ? RETURNING {SCHEDULE_COLUMNS}"
+)
+#: pause (next NULL) or resume; a firing under way loses its lease
+PAUSE_SCHEDULE = (
+    "UPDATE schedules SET paused = ?, next_fire_ms = ?, update_ms = ?, lease_owner = NULL,"
+    " lease_until_ms = 0 WHERE graphspace = ? AND graph = ? AND name = ?"
+    f" RETURNING {SCHEDULE_COLUMNS}"
+)
+DELETE_SCHEDULE = (
+    "DELETE FROM schedules WHERE graphspace = ? AND graph = ? AND name = ?"
+    f" RETURNING {SCHEDULE_COLUMNS}"
+)
+#: the due schedules no other firing holds, held until ? by ? (at most ? of them)
+CLAIM_SCHEDULES = (
+    "UPDATE schedules SET lease_owner = ?, lease_until_ms = ? WHERE rowid IN"
+    " (SELECT rowid FROM schedules INDEXED BY schedules_due"
+    "  WHERE next_fire_ms <= ? AND lease_until_ms <= ? ORDER BY next_fire_ms LIMIT ?)"
+    f" RETURNING {SCHEDULE_COLUMNS}"
+)
+#: a firing's end: the next fire time, what it submitted, and the lease let go (a later
+#: hold when it is to be tried again); only by the holder of the lease
+ADVANCE_SCHEDULE = (
+    "UPDATE schedules SET next_fire_ms = ?, last_fire_ms = coalesce(?, last_fire_ms),"
+    " last_task_id = coalesce(?, last_task_id), update_ms = ?, lease_owner = NULL,"
+    " lease_until_ms = ? WHERE graphspace = ? AND graph = ? AND name = ? AND lease_owner = ?"
+    " AND paused = 0"
+)
+#: when the firing loop next has something to do: the earliest due time, or the end of a
+#: lease that holds a due schedule (NULL: nothing is scheduled)
+NEXT_SCHEDULE_DUE = (
+    "SELECT min(max(next_fire_ms, lease_until_ms)) FROM schedules INDEXED BY schedules_due"
+    " WHERE next_fire_ms IS NOT NULL"
 )
 
 

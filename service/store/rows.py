@@ -23,6 +23,7 @@ from ..model import (
     Status,
     Task,
 )
+from ..schedules import Definition, Schedule
 
 _STATUSES: dict[Any, Status] = {status.value: status for status in Status}
 
@@ -37,12 +38,13 @@ class Row(Protocol):
 
 _N = type(None)
 #: the task columns (queries.TASK_COLUMNS); a query may add its own after them
-_COLUMNS = 25
+_COLUMNS = 27
 #: the types of a sound row, column by column: one check of the whole row tells the usual
 #: case from a damaged one (a list reads a hundred rows per request)
 _SOUND_ROWS = frozenset(
     (int, str, str, str, str, str, str, int, int, int, result, input, int, int, int,
-     timeout, int, server, description, total, traceparent, tracestate, dependencies, int, int)
+     timeout, int, server, description, total, traceparent, tracestate, dependencies, int, int,
+     schedule, fire)
     for result in (str, _N)
     for input in (str, _N)
     for timeout in (float, int, _N)
@@ -52,6 +54,8 @@ _SOUND_ROWS = frozenset(
     for traceparent in (str, _N)
     for tracestate in (str, _N)
     for dependencies in (str, _N)
+    for schedule, fire in ((str, int), (_N, _N))
+    for schedule, fire in ((str, int), (_N, _N))
 )  # fmt: skip
 
 
@@ -73,7 +77,7 @@ def row_to_task(row: Row) -> Task:
         _STATUSES.get(row[6], Status.UNKNOWN), row[7], row[8], row[9], row[10], row[11],
         row[12], row[13], row[14], None if timeout is None else float(timeout), row[16],
         row[17], row[18], row[19], row[20], row[21],
-        () if row[22] is None else _ids(row[22]), row[23], row[24],
+        () if row[22] is None else _ids(row[22]), row[23], row[24], row[25], row[26],
     )  # fmt: skip
 
 
@@ -257,3 +261,20 @@ def deliveries_of(rows: Sequence[Row], answers: Sequence[Row]) -> list[Delivery]
         )
         for r in rows
     ]
+
+
+def row_to_schedule(row: Row) -> Schedule:
+    """A stored schedule (the columns of queries.SCHEDULE_COLUMNS, in order)."""
+    return Schedule(
+        graph=_graph_ref(row[0], row[1]),
+        name=row[2],
+        definition=Definition.from_json(row[3]),
+        paused=bool(row[4]),
+        next_fire_ms=row[5],
+        anchor_ms=row[6],
+        source=row[7],
+        create_ms=row[8],
+        update_ms=row[9],
+        last_fire_ms=row[10],
+        last_task_id=row[11],
+    )

@@ -237,6 +237,34 @@ MIGRATIONS: tuple[str, ...] = (
     -- the recovery's re-check: the tasks waiting for a dependency
     CREATE INDEX tasks_waiting_on ON tasks (id) WHERE waiting_on > 0;
     """,
+    # 15: schedules (service.schedules): each one's definition (JSON) and next fire time;
+    # the firing loop holds the due ones it claimed by a lease (lease_owner, until
+    # lease_until_ms). A fire time's task is made with an Idempotency-Key of the schedule
+    # and the fire time, in the insert's transaction: one task per fire time.
+    """
+    CREATE TABLE schedules (
+        graphspace      TEXT    NOT NULL,
+        graph           TEXT    NOT NULL,
+        name            TEXT    NOT NULL,
+        definition      TEXT    NOT NULL,           -- schedules.Definition as JSON
+        paused          INTEGER NOT NULL DEFAULT 0,
+        next_fire_ms    INTEGER,                    -- NULL while paused
+        anchor_ms       INTEGER NOT NULL,           -- where an interval's fire times count from
+        source          TEXT    NOT NULL,           -- 'config' or 'api'
+        create_ms       INTEGER NOT NULL,
+        update_ms       INTEGER NOT NULL,
+        last_fire_ms    INTEGER,
+        last_task_id    INTEGER,
+        lease_owner     TEXT,
+        lease_until_ms  INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (graphspace, graph, name)
+    );
+    -- the firing loop: the due schedules, and when it next has one
+    CREATE INDEX schedules_due ON schedules (next_fire_ms) WHERE next_fire_ms IS NOT NULL;
+    -- a schedule's task: the schedule (task_schedule) and its fire time
+    ALTER TABLE tasks ADD COLUMN schedule TEXT;
+    ALTER TABLE tasks ADD COLUMN schedule_fire_ms INTEGER;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,6 +16,7 @@ import aiosqlite
 import orjson
 
 from ..errors import (
+    Conflict,
     NotFound,
     ServiceUnavailable,
     SidetaskError,
@@ -40,6 +41,7 @@ from ..model import (
     Status,
     Task,
 )
+from ..schedules import Schedule
 from ..selection import EVERY, Selection
 from . import dependencies
 from . import queries as q
@@ -55,6 +57,7 @@ from .rows import (
     row_to_due_delivery,
     row_to_event,
     row_to_log_line,
+    row_to_schedule,
     row_to_task,
     stored_status,
 )
@@ -188,8 +191,7 @@ class SQLiteStore:
                     new.max_retries,
                     new.priority,
                     new.timeout,
-                    # 0: due at once (the claim index holds only those; see schema 8)
-                    tx.now + new.delay_ms if new.delay_ms > 0 else 0,
+                    new.run_after(tx.now),
                     key,
                     fingerprint,
                     new.traceparent,
@@ -197,6 +199,11 @@ class SQLiteStore:
                 ),
             ).fetchone()
             task = row_to_task(row)
+            if new.schedule is not None:
+                row = tx.conn.execute(
+                    q.SET_TASK_SCHEDULE, (new.schedule, new.schedule_fire_ms, task.id)
+                ).fetchone()
+                task = row_to_task(row)
             if new.callback is not None:
                 tx.conn.execute(q.INSERT_CALLBACK, (task.id, new.callback))
             if new.dependencies:
@@ -1004,3 +1011,99 @@ class SQLiteStore:
             # written by a newer version, or damaged: shown, not hidden
             counts[stored_status(status)] += int(count)
         return counts
+
+    # --- schedules ---
+
+    async def schedules(self, graph: GraphRef | None) -> list[Schedule]:
+        if graph is None:
+            rows = await self._fetch(q.SELECT_SCHEDULES, ())
+        else:
+            rows = await self._fetch(q.SELECT_GRAPH_SCHEDULES, (graph.graphspace, graph.graph))
+        return [row_to_schedule(row) for row in rows]
+
+    async def schedule(self, graph: GraphRef, name: str) -> Schedule | None:
+        rows = await self._fetch(q.SELECT_SCHEDULE, (graph.graphspace, graph.graph, name))
+        return row_to_schedule(rows[0]) if rows else None
+
+    async def save_schedule(self, schedule: Schedule, replace: bool = False) -> Schedule:
+        s = schedule
+        where = (s.graph.graphspace, s.graph.graph, s.name)
+        definition = s.definition.to_json().decode()
+
+        def op(tx: Tx) -> Schedule:
+            row = tx.conn.execute(
+                q.INSERT_SCHEDULE,
+                (*where, definition, int(s.paused), s.next_fire_ms, s.anchor_ms, s.source,
+                 tx.now, tx.now),
+            ).fetchone()  # fmt: skip
+            if row is None and replace:
+                row = tx.conn.execute(
+                    q.REPLACE_SCHEDULE,
+                    (definition, s.next_fire_ms, s.anchor_ms, s.source, tx.now, *where),
+                ).fetchone()
+            if row is None:
+                raise Conflict(f"Schedule '{s.name}' already exists in graph '{s.graph.graph}'")
+            return row_to_schedule(row)
+
+        return await self._write(op)
+
+    async def pause_schedule(
+        self, graph: GraphRef, name: str, paused: bool, next_fire_ms: int | None
+    ) -> Schedule:
+        def op(tx: Tx) -> Schedule:
+            row = tx.conn.execute(
+                q.PAUSE_SCHEDULE,
+                (int(paused), next_fire_ms, tx.now, graph.graphspace, graph.graph, name),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Can't find schedule with name '{name}'")
+            return row_to_schedule(row)
+
+        return await self._write(op)
+
+    async def delete_schedule(self, graph: GraphRef, name: str) -> Schedule:
+        def op(tx: Tx) -> Schedule:
+            row = tx.conn.execute(
+                q.DELETE_SCHEDULE, (graph.graphspace, graph.graph, name)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"Can't find schedule with name '{name}'")
+            return row_to_schedule(row)
+
+        return await self._write(op)
+
+    async def claim_schedules(
+        self, now_ms: int, until_ms: int, owner: str, limit: int
+    ) -> list[Schedule]:
+        def op(tx: Tx) -> list[Schedule]:
+            rows = tx.conn.execute(
+                q.CLAIM_SCHEDULES, (owner, until_ms, now_ms, now_ms, limit)
+            ).fetchall()
+            return [row_to_schedule(row) for row in rows]
+
+        return await self._write(op)
+
+    async def advance_schedule(
+        self,
+        schedule: Schedule,
+        owner: str,
+        next_fire_ms: int,
+        fired: tuple[int, int] | None,
+        hold_until_ms: int = 0,
+    ) -> bool:
+        fire_ms, task_id = fired if fired is not None else (None, None)
+        g = schedule.graph
+
+        def op(tx: Tx) -> bool:
+            cursor = tx.conn.execute(
+                q.ADVANCE_SCHEDULE,
+                (next_fire_ms, fire_ms, task_id, tx.now, hold_until_ms,
+                 g.graphspace, g.graph, schedule.name, owner),
+            )  # fmt: skip
+            return cursor.rowcount == 1
+
+        return await self._write(op)
+
+    async def next_schedule_due(self) -> int | None:
+        rows = await self._fetch(q.NEXT_SCHEDULE_DUE, ())
+        return None if not rows or rows[0][0] is None else int(rows[0][0])

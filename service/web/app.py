@@ -14,6 +14,7 @@ from ..leases import LeaseHub
 from ..logs import log_events, own_log_events
 from ..metrics import Metrics
 from ..model import WAITING_STATUSES
+from ..scheduler import Scheduler
 from ..store import open_store
 from ..supervisor import Supervisor
 from ..webhooks import Deliverer, Targets
@@ -25,6 +26,8 @@ from .keys import (
     LEASES,
     METRICS,
     REGISTRY,
+    SCHEDULE_STORE,
+    SCHEDULER,
     SETTINGS,
     STORE,
     SUPERVISOR,
@@ -46,6 +49,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     app[STORE] = store
     app[LEASES] = store
+    app[SCHEDULE_STORE] = store
     # one log line per task transition; with several replicas, by the one that made it
     store.add_listener(log_events if store.replica_id is None else own_log_events(store.made_here))
     yield
@@ -80,6 +84,15 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     # The listening socket is closed by now: no new work arrives while running jobs drain.
     await supervisor.drain()
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """After the supervisor, which submits the schedules' tasks; stopped before its drain."""
+    scheduler = Scheduler(app[SETTINGS], app[SCHEDULE_STORE], app[SUPERVISOR])
+    app[SCHEDULER] = scheduler
+    await scheduler.start()
+    yield
+    await scheduler.stop()
 
 
 async def _lease_hub_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,6 +135,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(metrics_ctx)  # before the supervisor: recovery is counted
     app.cleanup_ctx.append(_supervisor_ctx)
     app.cleanup_ctx.append(_lease_hub_ctx)
+    app.cleanup_ctx.append(_scheduler_ctx)
     # on_shutdown runs before the cleanup contexts: streams end before the drain starts
     app.on_shutdown.append(close_streams)
     app.on_shutdown.append(_release_claims)  # waiting claims end (204) before the drain

@@ -7,14 +7,16 @@ checks that every query parameter a handler reads is in its operation's document
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
 
-from .. import tracing
+from .. import clock, tracing
 from ..bulk import BULK_ACTIONS
 from ..errors import BadRequest
 from ..leases import MAX_CLAIM_WAIT
@@ -501,6 +503,47 @@ TIMEOUT = Number(
 DELAY = Number(
     name="delay", maximum=10 * 365 * 24 * 3600, description="seconds before it may start"
 )
+#: the latest run_at taken: as far ahead as the longest delay
+MAX_RUN_AHEAD_MS = 10 * 365 * 24 * 3600 * 1000
+
+
+def _run_at(text: str) -> int:
+    """`run_at`: an ISO-8601 time with its offset (2026-12-01T09:00:00+01:00, …Z), or epoch
+    seconds (1796198400, 1796198400.5); as epoch ms. A time past is due at once."""
+    stripped = text.strip()
+    if params.NUMBER.fullmatch(stripped):
+        value = float(stripped)
+        if not math.isfinite(value) or not 0 <= value < 1e13:
+            raise BadRequest(f"The parameter 'run_at' is out of range, got '{text}'")
+        ms = round(value * 1000)
+    else:
+        try:
+            when = datetime.fromisoformat(stripped)
+        except ValueError:
+            raise BadRequest(
+                "The parameter 'run_at' must be an ISO-8601 time with an offset (such as "
+                f"2026-12-01T09:00:00+01:00 or 2026-12-01T08:00:00Z) or epoch seconds, but got '{text}'"
+            ) from None
+        if when.tzinfo is None:
+            raise BadRequest(
+                f"The parameter 'run_at' needs an offset or Z (whose 09:00 is it?), but got '{text}'"
+            )
+        ms = round(when.timestamp() * 1000)
+    if ms > clock.now_ms() + MAX_RUN_AHEAD_MS:
+        hint = " (epoch seconds, not milliseconds)" if params.NUMBER.fullmatch(stripped) else ""
+        raise BadRequest(
+            f"The parameter 'run_at' must be at most ten years ahead, but got '{text}'{hint}"
+        )
+    return ms
+
+
+RUN_AT = Text(
+    name="run_at",
+    schema_={"type": "string"},
+    description="when it may start: an ISO-8601 time with an offset (2026-12-01T09:00:00+01:00, "
+    "…Z) or epoch seconds; a time past is due at once; not with delay",
+    check=_run_at,
+)
 IDEMPOTENCY_KEY = Text(
     name="Idempotency-Key",
     where="header",
@@ -558,6 +601,7 @@ SUBMIT_OPTIONS: tuple[tuple[Integer | Number | Text, str], ...] = (
     (MAX_RETRIES, "max_retries"),
     (TIMEOUT, "timeout"),
     (DELAY, "delay"),
+    (RUN_AT, "run_at"),
     (IDEMPOTENCY_KEY, "idempotency_key"),
     (TRACEPARENT, "traceparent"),
     (TRACESTATE, "tracestate"),
@@ -582,6 +626,8 @@ def submit_options(request: web.Request) -> dict[str, Any]:
         text = declared.text(request)
         if text is not None:
             options[keyword] = declared.parse(text)
+    if "delay" in options and "run_at" in options:
+        raise BadRequest("The parameters 'delay' and 'run_at' can't be given together")
     texts = [part for text in DEPENDENCIES.texts(request) for part in text.split(",")]
     if texts:
         ids = DEPENDENCIES.parse([part.strip() for part in texts])
@@ -592,6 +638,18 @@ def submit_options(request: web.Request) -> dict[str, Any]:
             )
         options["dependencies"] = ids
     return options
+
+
+#: PUT …/schedules/{name}
+SCHEDULE_ACTION = Choice(
+    name="action",
+    required=True,
+    values=("pause", "resume"),
+    message="Not support action '{text}' of a schedule, valid actions are: {values}",
+)
+SCHEDULE_NAME = Text(
+    name="name", where="path", schema_={"type": "string"}, description="the schedule's name"
+)
 
 
 def _gremlin(value: Any) -> str:

@@ -9,7 +9,8 @@ from ..events import EventBus
 from ..jobs.registry import Registry
 from ..leases import LeaseHub
 from ..metrics import Metrics
-from ..store import LeaseStore, Store
+from ..scheduler import Scheduler
+from ..store import LeaseStore, ScheduleStore, Store
 from ..supervisor import Supervisor
 from ..webhooks import Deliverer
 
@@ -24,3 +25,6 @@ LEASE_HUB = web.AppKey("lease_hub", LeaseHub)
 METRICS = web.AppKey("metrics", Metrics)
 #: webhooks: the deliverer, and the check of a submission's callback
 WEBHOOKS = web.AppKey("webhooks", Deliverer)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+#: the same store, as the scheduler sees it
+SCHEDULE_STORE = web.AppKey("schedule_store", ScheduleStore)

@@ -334,6 +334,137 @@ def _graph_operations() -> dict[str, dict[str, Any]]:
         "/tasks/{id}/deliveries": deliveries,
         "/events": graph_events,
         **_worker_task_operations(),
+        **_schedule_operations(),
+    }
+
+
+def _schedule_operations() -> dict[str, dict[str, Any]]:
+    """Schedules (README, "Schedules"): a cron expression or an interval that submits a
+    job at each fire time."""
+    name = declared.SCHEDULE_NAME.openapi()
+    missing = _refusal(NotFound, "the graph or the schedule does not exist")
+    return {
+        "/schedules": {
+            "get": {
+                "operationId": "listSchedules",
+                "summary": "The graph's schedules by name, each with its next fire time",
+                "responses": {
+                    "200": _json("the schedules", _ref("ScheduleList")),
+                    **NOT_FOUND,
+                    **UNAVAILABLE,
+                },
+            },
+            "post": {
+                "operationId": "createSchedule",
+                "summary": "A new schedule: a job type, its input and submission options, at "
+                "the times of a cron expression (in a time zone) or every so many seconds",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("ScheduleCreate")}},
+                },
+                "responses": {
+                    "201": _json("the schedule", _ref("Schedule")),
+                    **BAD_REQUEST,
+                    **NOT_FOUND,
+                    **_refusal(Conflict, "a schedule of that name is in the graph"),
+                    **UNAVAILABLE,
+                },
+            },
+        },
+        "/schedules/{name}": {
+            "get": {
+                "operationId": "getSchedule",
+                "summary": "One schedule",
+                "parameters": [name],
+                "responses": {
+                    "200": _json("the schedule", _ref("Schedule")),
+                    **missing,
+                    **UNAVAILABLE,
+                },
+            },
+            "put": {
+                "operationId": "updateSchedule",
+                "summary": "Pause a schedule (it fires nothing) or resume it (from its next "
+                "fire time after now)",
+                "parameters": [name, declared.SCHEDULE_ACTION.openapi()],
+                "responses": {
+                    "200": _json("the schedule", _ref("Schedule")),
+                    **BAD_REQUEST,
+                    **missing,
+                    **UNAVAILABLE,
+                },
+            },
+            "delete": {
+                "operationId": "deleteSchedule",
+                "summary": "Remove a schedule (the tasks it submitted stay)",
+                "parameters": [name],
+                "responses": {
+                    "204": {"description": "removed"},
+                    **missing,
+                    **UNAVAILABLE,
+                },
+            },
+        },
+    }
+
+
+def _schedule_schemas() -> dict[str, Any]:
+    definition: dict[str, Any] = {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+        "type": {"type": "string", "description": "the job type it submits"},
+        "cron": {
+            "type": "string",
+            "description": "five fields (minute hour day month weekday) or @hourly, @daily, "
+            "@weekly, @monthly, @yearly; not with every",
+        },
+        "timezone": {"type": "string", "description": "of cron: an IANA name (default UTC)"},
+        "every": {
+            "type": "number",
+            "minimum": 1,
+            "description": "seconds between fire times, from its creation; not with cron",
+        },
+        "input": {"type": ["object", "null"], "description": "the job's input"},
+        "task_name": {"type": "string", "description": "its tasks' name (default: its name)"},
+        "priority": {"type": "integer"},
+        "max_retries": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000},
+        "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "missed": {
+            "type": "string",
+            "enum": ["once", "skip"],
+            "description": "what fire times older than schedule_grace get (the service was "
+            "down): one task for them all (the latest), or none",
+        },
+    }
+    return {
+        "ScheduleCreate": {
+            "type": "object",
+            "properties": {**definition, "paused": {"type": "boolean", "default": False}},
+            "required": ["name", "type"],
+        },
+        "Schedule": {
+            "type": "object",
+            "properties": {
+                **definition,
+                "paused": {"type": "boolean"},
+                "next_fire": {
+                    "type": ["integer", "null"],
+                    "description": "epoch ms of the next fire time; null while paused",
+                },
+                "last_fire": {"type": ["integer", "null"], "description": "epoch ms"},
+                "last_task_id": {"type": ["integer", "null"]},
+                "source": {"type": "string", "enum": ["config", "api"]},
+                "create": {"type": "integer", "description": "epoch ms"},
+                "update": {"type": "integer", "description": "epoch ms"},
+                "graphspace": {"type": "string"},
+                "graph": {"type": "string"},
+            },
+            "required": ["name", "type", "paused", "next_fire", "missed", "source"],
+        },
+        "ScheduleList": {
+            "type": "object",
+            "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}},
+            "required": ["schedules"],
+        },
     }
 
 
@@ -648,6 +779,14 @@ def _schemas() -> dict[str, Any]:
         "task_description": {"type": "string"},
         "task_graphspace": {"type": "string"},
         "task_graph": {"type": "string"},
+        "task_schedule": {
+            "type": "string",
+            "description": "the schedule that submitted it (its name, in the task's graph)",
+        },
+        "task_schedule_fire": {
+            "type": "integer",
+            "description": "epoch ms: the fire time of the schedule it was submitted for",
+        },
         "task_run_at": {
             "type": "integer",
             "description": "epoch milliseconds when a task waiting for its delay or a retry's "
@@ -669,6 +808,7 @@ def _schemas() -> dict[str, Any]:
     ]  # fmt: skip
     task = {"type": "object", "properties": task_properties, "required": required}
     return {
+        **_schedule_schemas(),
         "Task": task,
         "ActionResult": {
             "type": "object",

@@ -28,6 +28,8 @@ _INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
 #: more digits than this is beyond MAX_INT (and int() refuses texts of thousands of digits)
 _MAX_DIGITS = 18
 _NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?", re.ASCII)
+#: a number as a client writes one (the public name of the pattern `number` checks)
+NUMBER = _NUMBER
 
 
 def graph_of(request: web.Request) -> GraphRef:

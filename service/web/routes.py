@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import docs, jobs, metrics, overview, service_routes, sse, tasks, ui, worker_routes
+from . import (
+    docs,
+    jobs,
+    metrics,
+    overview,
+    schedules,
+    service_routes,
+    sse,
+    tasks,
+    ui,
+    worker_routes,
+)
 
 #: HugeGraph 1.7 and later, and up to 1.5 (graphspace DEFAULT)
 GRAPH_PREFIXES = ("/graphspaces/{graphspace}/graphs/{graph}", "/graphs/{graph}")
@@ -28,6 +39,11 @@ GRAPH_ROUTES = (
     ("GET", "/tasks/{id}/logs", tasks.task_logs),
     ("GET", "/tasks/{id}/deliveries", tasks.task_deliveries),
     ("GET", "/events", sse.graph_events),
+    ("GET", "/schedules", schedules.list_schedules),
+    ("POST", "/schedules", schedules.create_schedule),
+    ("GET", "/schedules/{name}", schedules.get_schedule),
+    ("PUT", "/schedules/{name}", schedules.update_schedule),
+    ("DELETE", "/schedules/{name}", schedules.delete_schedule),
     ("PUT", "/tasks/{id}/progress", worker_routes.report_progress),
     ("POST", "/tasks/{id}/complete", worker_routes.complete),
     ("POST", "/tasks/{id}/fail", worker_routes.fail),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import subprocess
 import sys
 import typing
@@ -13,10 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from service import auth, config
 from service.config import ConfigError, Settings
+from service.schedules import parse_definition
 from tests.conftest import ROOT, TEST_CONFIG
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -49,6 +52,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
         (config.HookSpec("ops", "https://ops.example.org/hook", "k", types=("echo",)),),
     ),
     "callback_statuses": ("failed, running", ("failed", "running")),
+    "schedules": (
+        '{"tick": {"type": "echo", "every": 60}}',
+        {"tick": config.ScheduleSpec(parse_definition({"type": "echo", "every": 60}))},
+    ),
     "webhook_schemes": ("https", ("https",)),
     "webhook_allow": ("10.0.0.0/8, hooks.internal", ("10.0.0.0/8", "hooks.internal")),
     "allowed_hosts": (
@@ -304,3 +311,31 @@ def test_the_command_line_reports_a_bad_setting_and_exits(tmp_path: Path) -> Non
     assert "configuration error" in done.stderr
     assert "SIDETASK_CONCURRENCY" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"tick": {"every": 60}}, "schedules.tick: 'type' (the job type it submits) is required"),
+        ({"tick": {"type": "echo", "cron": "0 3 * *"}}, "is not a cron expression"),
+        (
+            {"tick": {"type": "echo", "every": 60, "paused": True}},
+            "pause and resume it over the API",
+        ),
+        ({"a b": {"type": "echo", "every": 60}}, "a schedule's name is 1 to 128"),
+        ({"tick": {"type": "echo", "every": 60, "graph": "x/y"}}, "schedules.tick.graph: 'x/y'"),
+        ({"tick": "echo"}, "expected a table"),
+    ],
+)
+def test_a_bad_declared_schedule_names_itself_and_what_is_wrong(
+    value: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load(env={"SIDETASK_SCHEDULES": orjson.dumps(value).decode()})
+
+
+def test_schedule_grace_and_lease_are_bounded() -> None:
+    with pytest.raises(config.ConfigError, match="schedule_grace: must be at least 0"):
+        load_env(SIDETASK_SCHEDULE_GRACE="-1")
+    with pytest.raises(config.ConfigError, match="schedule_lease: must be more than 0"):
+        load_env(SIDETASK_SCHEDULE_LEASE="0")

@@ -4,6 +4,7 @@ the handlers run with a `request.query` that notes each name asked of it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from service.web import create_app, declared
 from tests.conftest import make_settings, submit
 from tests.web.test_openapi import PREFIX_TEMPLATES, app_routes, fetch_document, operations
 from tests.web.test_tasks_api import LATER
+
+#: a run_at an hour ahead (epoch seconds)
+LATER_AT = int(time.time()) + 3600
 
 #: (method, route) -> the query parameters its handler asked for
 Reads = dict[tuple[str, str], set[str]]
@@ -121,6 +125,18 @@ GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
     ("POST", "/jobs/echo?dependencies={waiting}", b"{}", {}, "/jobs/{type}"),
     ("GET", "/tasks/{other}/events?last_event_id=0", None, {}, "/tasks/{id}/events"),
     ("GET", "/events?status=new&type=echo", None, {"Last-Event-ID": "0"}, "/events"),
+    (
+        "POST",
+        "/schedules",
+        b'{"name": "tick", "type": "echo", "every": 60}',
+        {},
+        "/schedules",
+    ),
+    ("GET", "/schedules", None, {}, "/schedules"),
+    ("GET", "/schedules/tick", None, {}, "/schedules/{name}"),
+    ("PUT", "/schedules/tick?action=pause", None, {}, "/schedules/{name}"),
+    ("DELETE", "/schedules/tick", None, {}, "/schedules/{name}"),
+    ("POST", f"/jobs/echo?run_at={LATER_AT}", b"{}", {}, "/jobs/{type}"),
     (
         "PUT",
         "/tasks/{other}/progress",

@@ -3,6 +3,8 @@ HugeGraph's eleven keys, on the task while it waits and on no other."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,49 @@ async def test_a_task_waiting_for_a_retry_says_when(start: Start) -> None:
     # cancelled, it waits no more
     cancelled = await client.put(f"{BASE}/tasks/{task_id}", params={"action": "cancel"})
     assert "task_run_at" not in await cancelled.json()
+
+
+async def test_run_at_is_an_absolute_due_time(client: TestClient) -> None:
+    """`run_at` beside `delay`: an ISO-8601 time with its offset, or epoch seconds."""
+    ahead_ms = (int(time.time()) + 3600) * 1000
+    iso = datetime.fromtimestamp(ahead_ms / 1000, timezone(timedelta(hours=2))).isoformat()
+    by_iso = await submit(client, BASE, "echo", {}, run_at=iso)
+    assert (await get_task(client, BASE, by_iso))["task_run_at"] == ahead_ms
+    zulu = datetime.fromtimestamp(ahead_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    by_zulu = await submit(client, BASE, "echo", {}, run_at=zulu)
+    assert (await get_task(client, BASE, by_zulu))["task_run_at"] == ahead_ms
+    by_epoch = await submit(client, BASE, "echo", {}, run_at=f"{ahead_ms / 1000 + 0.25}")
+    assert (await get_task(client, BASE, by_epoch))["task_run_at"] == ahead_ms + 250
+    # a time past: due at once
+    past = await submit(client, BASE, "echo", {}, run_at="2020-01-01T00:00:00Z")
+    assert "task_run_at" not in await wait_status(client, BASE, past, "success")
+
+
+async def test_the_same_run_at_with_an_idempotency_key_is_a_replay(client: TestClient) -> None:
+    """A delay counts from each request; a run_at is the same time in a replay."""
+    url = f"{BASE}/jobs/echo"
+    run_at = str(int(time.time()) + 3600)
+    headers = {"Idempotency-Key": "nightly-report"}
+    first = await client.post(url, json={}, params={"run_at": run_at}, headers=headers)
+    again = await client.post(url, json={}, params={"run_at": run_at}, headers=headers)
+    assert first.status == again.status == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (await first.json()) == (await again.json())
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"run_at": "tomorrow"}, "must be an ISO-8601 time with an offset"),
+        ({"run_at": "2030-01-01T09:00:00"}, "needs an offset or Z"),
+        ({"run_at": str(int(time.time() * 1000))}, "at most ten years ahead"),
+        ({"run_at": "-5"}, "out of range"),
+        ({"run_at": "2030-01-01T09:00:00Z", "delay": "5"}, "can't be given together"),
+    ],
+)
+async def test_a_bad_run_at_is_a_400_that_says_why(
+    client: TestClient, query: dict[str, str], message: str
+) -> None:
+    response = await client.post(f"{BASE}/jobs/echo", json={}, params=query)
+    assert response.status == 400
+    assert message in (await response.json())["message"]

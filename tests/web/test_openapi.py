@@ -244,6 +244,13 @@ ERROR_CASES: list[tuple[str, str, bytes | None, str, int]] = [
     ("PUT", "/tasks/abc/progress", b"{}", "/tasks/{id}/progress", 400),
     ("POST", "/tasks/{waiting}/complete", b"{}", "/tasks/{id}/complete", 400),
     ("POST", "/tasks/{waiting}/fail", b"{}", "/tasks/{id}/fail", 400),
+    # schedules
+    ("GET", "/schedules", None, "/schedules", 200),
+    ("POST", "/schedules", b'{"name": "x", "type": "echo"}', "/schedules", 400),
+    ("GET", "/schedules/none", None, "/schedules/{name}", 404),
+    ("PUT", "/schedules/none?action=stop", None, "/schedules/{name}", 400),
+    ("DELETE", "/schedules/none", None, "/schedules/{name}", 404),
+    ("POST", "/jobs/echo?run_at=tomorrow", b"{}", "/jobs/{type}", 400),
 ]
 
 

@@ -66,6 +66,10 @@ export const api = {
   act: (base, id, action) => request("PUT", `${base}/tasks/${id}`, { query: { action } }),
   remove: (base, id, force = false) =>
     request("DELETE", `${base}/tasks/${id}`, { query: { force: force ? "true" : undefined } }),
+  schedules: (base) => request("GET", `${base}/schedules`),
+  createSchedule: (base, body) => request("POST", `${base}/schedules`, { body }),
+  actSchedule: (base, name, action) => request("PUT", `${base}/schedules/${part(name)}`, { query: { action } }),
+  deleteSchedule: (base, name) => request("DELETE", `${base}/schedules/${part(name)}`),
   submit: (base, type, input, options) =>
     request("POST", `${base}/jobs/${part(type)}`, { query: options, body: input }),
 };

@@ -3,6 +3,7 @@
 
 import { api, ApiError, graphBase, url } from "./api.js";
 import { dueText, formatTime, fullTime, prettyJson, progressOf, span } from "./format.js";
+import { showSchedules, startSchedules, taskCreated } from "./schedules.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -422,6 +423,7 @@ function connect() {
       if (kind !== "task.progress") countsChanged();
     });
   }
+  stream.addEventListener("task.created", (event) => taskCreated(JSON.parse(event.data)));
   stream.addEventListener("task.deleted", (event) => {
     forgetTask(JSON.parse(event.data).id);
     countsChanged();
@@ -442,6 +444,7 @@ function renderDetail(task) {
     ...field("Type", task.task_type),
     ...field("Status", statusBadge(task.task_status)),
     ...(task.task_run_at ? field("Due", dueField(task.task_run_at)) : []),
+    ...(task.task_schedule ? field("Schedule", `${task.task_schedule}, fire time ${fullTime(task.task_schedule_fire)}`) : []),
     ...(task.task_dependencies ? field("Waits for", dependenciesField(task)) : []),
     ...field("Progress", progressBar(task)),
     ...field("Created", fullTime(task.task_create)),
@@ -754,6 +757,9 @@ async function submit(event) {
     const value = $(id).value.trim();
     if (value !== "") options[name] = value;
   }
+  // the browser's local time, sent with its offset (as UTC): the service wants one
+  const runAt = $("#submit-run-at").value;
+  if (runAt) options.run_at = new Date(runAt).toISOString();
   try {
     const { task_id: id } = await api.submit(state.base, type, input, options);
     showMessage(message, `Task ${id} submitted.`, "ok");
@@ -785,7 +791,7 @@ async function showGraph(value) {
   // applied once the page is read.
   state.loading = [];
   await connect();
-  await Promise.all([loadPage(), refreshCounts().catch(() => {})]);
+  await Promise.all([loadPage(), refreshCounts().catch(() => {}), showSchedules(state.base)]);
 }
 
 function restart() {
@@ -805,6 +811,7 @@ async function start() {
   $("#submit-type").replaceChildren(...types.map((t) => el("option", { text: t, attrs: { value: t } })));
   if (types.includes("sleep")) $("#submit-type").value = "sleep";
   fillExample();
+  startSchedules(types);
 
   $("#graph").addEventListener("change", (e) => showGraph(e.target.value));
   $("#filter-status").addEventListener("change", (e) => setFilter(e.target.value));
