@@ -393,26 +393,27 @@ class Deliverer:
     async def _run(self) -> None:
         failures = Backoff(0.1, POLL_SECONDS * 5)
         while True:
+            # Cleared first: a commit or a freed slot after this point wakes the wait below.
+            self._wakeup.clear()
             room = self.settings.webhook_concurrency - len(self._in_flight)
-            claimed: list[DueDelivery] = []
-            if room > 0:
-                self._wakeup.clear()
-                try:
-                    claimed = await self.store.claim_deliveries(room, self._lease_ms)
-                    failures.reset()
-                except SidetaskError as exc:  # the store cannot write now: later
-                    log.warning("webhook deliveries not claimed: %s", exc.message)
-                    await asyncio.sleep(failures.next() or POLL_SECONDS)
-                    continue
-                for delivery in claimed:
-                    task = asyncio.create_task(self._deliver(delivery))
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._done)
-            if claimed and len(claimed) == room:
-                # there may be more due: look again as soon as a slot frees
-                await self._wait(None if self._in_flight else 0.0)
+            if room <= 0:
+                await self._wakeup.wait()  # every slot is taken: until one frees (_done)
                 continue
-            await self._wait(self._pause())
+            try:
+                claimed = await self.store.claim_deliveries(room, self._lease_ms)
+                failures.reset()
+            except SidetaskError as exc:  # the store cannot write now: later
+                log.warning("webhook deliveries not claimed: %s", exc.message)
+                await asyncio.sleep(failures.next() or POLL_SECONDS)
+                continue
+            for delivery in claimed:
+                task = asyncio.create_task(self._deliver(delivery))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            if len(claimed) < room:
+                # none more is due now: until a commit that may have written one, this
+                # process's next retry, or the poll (other processes' retries, lost claims)
+                await self._wait(self._pause())
 
     def _pause(self) -> float:
         """Seconds until this process's next retry is due, at most POLL_SECONDS."""

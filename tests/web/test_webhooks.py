@@ -351,3 +351,16 @@ async def test_the_client_and_the_command_show_a_tasks_deliveries(
         assert (none.code, "no webhook deliveries" in none.out + none.err) == (0, True)
     finally:
         await server.close()
+
+
+async def test_more_deliveries_than_slots_all_go_out(start: Start, receiver: Receiver) -> None:
+    """webhook_concurrency 1: while its one slot is taken, commits that wrote more
+    deliveries wake the deliverer, which waits for the slot (it once spun there without
+    yielding, and nothing else ran); each goes out in turn."""
+    receiver.default = 0.02  # each answer takes a moment: the slot is taken meanwhile
+    client = await start(**{**QUICK, "webhook_concurrency": 1})
+    tasks = [await submit(client, BASE, "echo", {"n": n}, callback=receiver.url) for n in range(8)]
+    for task_id in tasks:
+        [delivery] = await settled(client, task_id)
+        assert delivery["state"] == "delivered"
+    assert len(receiver.hits) == 8
