@@ -55,7 +55,6 @@ _SOUND_ROWS = frozenset(
     for tracestate in (str, _N)
     for dependencies in (str, _N)
     for schedule, fire in ((str, int), (_N, _N))
-    for schedule, fire in ((str, int), (_N, _N))
 )  # fmt: skip
 
 
