@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 #: the actions a bulk request may take, in the order the API lists them
 BULK_ACTIONS = ("cancel", "pause", "resume", "retry", "delete")
+#: single actions in flight at once: each reads its task and queues a write, so a request
+#: that comes meanwhile waits behind at most this many reads and one commit of theirs
+AT_ONCE = 32
 #: why a task went between the list that found it and its action
 GONE = "The task was deleted meanwhile"
 #: a task's id in a refusal's message: a bulk answer counts refusals by their reason
@@ -78,11 +81,10 @@ async def run(
     """Applies `action` to every task of `graph` that `matching` takes, up to the newest
     task when the request came (one submitted meanwhile is left alone), in id order.
 
-    Each batch is a list of up to `batch` tasks and then their actions at once: each the
-    single action itself (SPEC 4, the same checks, refusals and effects; a cancel of a task
-    another replica runs reaches it as a single cancel does), which the store's writer
-    commits together in a few short transactions, so other writes wait at most one of
-    them. A task whose status as listed refuses the action is counted without a write; one
+    Each batch is a list of up to `batch` tasks and then their actions, AT_ONCE at a time:
+    each the single action itself (SPEC 4, the same checks, refusals and effects; a cancel
+    of a task another replica runs reaches it as a single cancel does), which the store's
+    writer commits together, so other requests wait behind at most one group of them. A task whose status as listed refuses the action is counted without a write; one
     that moved on meanwhile is decided again by its action, on the task as it is then."""
     outcome = Outcome(action)
     store = supervisor.store
@@ -115,7 +117,14 @@ async def run(
                 allowed.append(task)
             else:
                 outcome.refused[reason(refused.message)] += 1
-        results = await asyncio.gather(*(act(task.id) for task in allowed), return_exceptions=True)
+        results: list[Task | BaseException] = []
+        for at in range(0, len(allowed), AT_ONCE):
+            if at:
+                await asyncio.sleep(0)  # the loop's other work between two groups
+            group = allowed[at : at + AT_ONCE]
+            results.extend(
+                await asyncio.gather(*(act(task.id) for task in group), return_exceptions=True)
+            )
         for result in results:
             if isinstance(result, NotFound):
                 outcome.refused[GONE] += 1
