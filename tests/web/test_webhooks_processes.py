@@ -65,12 +65,14 @@ async def delivered(
 
 async def test_a_process_killed_in_the_middle_of_a_delivery_delivers_it_after_its_restart(
     server_factory: Callable[..., ServerProcess],
-    tmp_path: Path,
+    any_db: Path | str,
     http: ClientSession,
     receiver: Receiver,
 ) -> None:
+    """On PostgreSQL the process started after is another replica: it takes the dead one's
+    claim over once its lease has run out."""
     receiver.plan = ["hold"]  # the first try gets no answer: the process dies meanwhile
-    db = tmp_path / "sidetask.db"
+    db = any_db
     first = server_factory(db, env=ENV)
     await first.wait_ready()
     task_id = await submit(http, first, receiver.url)
