@@ -861,6 +861,31 @@ class Client:
         allowed = answer["actions"]
         return {str(status): [str(a) for a in actions] for status, actions in allowed.items()}
 
+    # --- job types as a whole ---
+
+    async def job_types(self) -> dict[str, Any]:
+        """GET /types: `{"types": [names…], "paused": {name: paused since (epoch ms)}}`."""
+        answer = await self._request("GET", "/types")
+        return {
+            "types": [str(name) for name in answer.get("types", [])],
+            "paused": {str(k): int(v) for k, v in (answer.get("paused") or {}).items()},
+        }
+
+    async def pause_type(self, type_name: str) -> dict[str, Any]:
+        """Pauses a job type as a whole (nothing new of it starts, in any graph, on any
+        replica; its running jobs finish): `{"type", "paused": true, "paused_since"}`."""
+        return await self._type_action(type_name, "pause")
+
+    async def resume_type(self, type_name: str) -> dict[str, Any]:
+        """Resumes a paused job type: `{"type", "paused": false, "paused_since": null}`."""
+        return await self._type_action(type_name, "resume")
+
+    async def _type_action(self, type_name: str, action: str) -> dict[str, Any]:
+        answer = await self._request(
+            "PUT", f"/types/{quote(type_name, safe='')}", params={"action": action}
+        )
+        return dict(answer)
+
     # --- external workers ---
 
     async def claim(

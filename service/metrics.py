@@ -30,7 +30,7 @@ import bisect
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -301,6 +301,29 @@ class _ReplicaCollector(Collector):
             yield InfoMetricFamily(*self._NAME, value={"replica": replica, "server": self._server})
 
 
+class _PausedCollector(Collector):
+    """`sidetask_type_paused`: 1 for each paused job type, 0 for each other registered one
+    (as the supervisor last read them from the store: what every replica obeys)."""
+
+    _NAME = ("sidetask_type_paused", "Job types paused as a whole (1) or not (0), by type")
+
+    def __init__(
+        self, types: Callable[[], Iterable[str]], paused: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self._types = types
+        self._paused = paused
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(*self._NAME, labels=["type"])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(*self._NAME, labels=["type"])
+        paused = self._paused()
+        for name in sorted({*self._types(), *paused}):
+            family.add_metric([name], 1 if name in paused else 0)
+        yield family
+
+
 class HttpStats:
     """Requests by (method, route, status) and their durations by (method, route), kept as
     plain numbers and turned into a counter and a histogram at each scrape. This runs for
@@ -430,6 +453,12 @@ class Metrics:
         only, and `sidetask_replica_info` names it."""
         self._made_here = made_here
         self.registry.register(_ReplicaCollector(replica_id, server))
+
+    def watch_paused(
+        self, types: Callable[[], Iterable[str]], paused: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """`sidetask_type_paused`, read from `paused` (the supervisor's) at each scrape."""
+        self.registry.register(_PausedCollector(types, paused))
 
     # --- the commit listener ---
 

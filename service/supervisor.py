@@ -67,6 +67,10 @@ log = logging.getLogger("sidetask.supervisor")
 MAX_PROGRESS_FLUSHES = 4
 #: the longest the scheduler sleeps without looking for due tasks (delays, backoffs)
 IDLE_POLL_SECONDS = 1.0
+#: how often the scheduler reads the paused job types again (a pause made through another
+#: replica reaches the tasks this one has already claimed within this; the claims
+#: themselves read the store's table in their own transaction)
+PAUSED_REFRESH_SECONDS = 0.5
 #: how long a drain waits for the scheduler to finish the step it is in
 SCHEDULER_STOP_SECONDS = 5.0
 #: tasks claimed ahead per slot (queued here, waiting for a slot), and more on a shared
@@ -209,6 +213,9 @@ class Supervisor:
         self._runs = sorted(set(registry.names()) - set(settings.external_types))
         #: the spans of submissions and attempts (setting tracing); None: none are made
         self.tracer = tracing.tracer(settings.tracing)
+        #: the job types paused as a whole (type -> since when, epoch ms), as last read
+        self.paused_types: dict[str, int] = {}
+        self._paused_read_at = 0.0
 
     # --- lifecycle ---
 
@@ -241,6 +248,8 @@ class Supervisor:
         # Tasks waiting for dependencies: what a process stopped mid-way left is put right.
         if await self.store.recheck_dependencies():
             log.info("tasks waiting for dependencies re-checked")
+        self.paused_types = await self.store.paused_types()
+        self._paused_read_at = time.monotonic()
         self._accepting = True
         capture.install()
         self._capturing = True
@@ -454,6 +463,53 @@ class Supervisor:
                 retry_after=RETRY_AFTER_SECONDS,
             )
 
+    async def pause_type(self, type_name: str) -> int:
+        """Pauses a job type as a whole: nothing new of it starts (its running jobs
+        finish); the tasks of it this process had taken and not started go back to wait
+        (`restoring`). Held in the store, so every replica obeys it. Since when it is paused."""
+        self._registered(type_name)
+        since = await self.store.pause_type(type_name)
+        await self._paused_now({**self.paused_types, type_name: since})
+        return since
+
+    async def resume_type(self, type_name: str) -> bool:
+        """Resumes a paused type; whether it was paused."""
+        self._registered(type_name)
+        resumed = await self.store.resume_type(type_name)
+        await self._paused_now({k: v for k, v in self.paused_types.items() if k != type_name})
+        return resumed
+
+    def _registered(self, type_name: str) -> None:
+        if self.registry.get(type_name) is None:
+            raise NotFound(
+                f"Job type '{type_name}' is not registered; registered types: "
+                + ", ".join(self.registry.names())
+            )
+
+    async def _paused_now(self, paused: dict[str, int]) -> None:
+        """The paused types as just read or changed: the tasks of a paused one this process
+        had taken and not started (claimed before the pause) are handed back; a resumed one
+        is claimed again."""
+        before = self.paused_types
+        self.paused_types = paused
+        if set(before) - set(paused):
+            self._wakeup.set()
+        waiting = [t.id for t in self._ready.tasks() if t.type in paused]
+        if not waiting:
+            return
+        for task_id in waiting:
+            self._ready.discard(task_id)
+        try:
+            results = await self.store.transition_many(
+                [Change(task_id, Status.RESTORING, fenced=True) for task_id in waiting]
+            )
+        except SidetaskError as exc:  # left queued: restored by the next start's recovery
+            log.warning("%d task(s) of a paused type not handed back: %s", len(waiting), exc)
+            return
+        for result in results:
+            if isinstance(result, Exception):
+                log.info("queued task of a paused type not handed back: %s", result)
+
     async def cancel(self, graph: GraphRef, task_id: int) -> Task:
         """A task that has not started is cancelled at once; a running one goes
         `cancelling` and its job is interrupted at its next await."""
@@ -649,6 +705,7 @@ class Supervisor:
             for name, limit in self.settings.type_concurrency.items()
         }
         room.update(dict.fromkeys(self.settings.external_types, 0))
+        room.update(dict.fromkeys(self.paused_types, 0))  # the claim reads the store too
         return room
 
     async def _schedule_loop(self) -> None:
@@ -681,6 +738,9 @@ class Supervisor:
         now = clock.now_ms()
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
+        if time.monotonic() - self._paused_read_at >= PAUSED_REFRESH_SECONDS:
+            self._paused_read_at = time.monotonic()
+            await self._paused_now(await self.store.paused_types())
         # What is ready starts at once: a start does not wait for the claim's commit (on a
         # shared store it then shares a transaction with the claim and the hand-ons).
         if self._ready and self._slots_free() > 0:
@@ -796,6 +856,8 @@ class Supervisor:
         limits = self.settings.type_concurrency
 
         def fits(task: Task) -> bool:
+            if task.type in self.paused_types:
+                return False
             limit = limits.get(task.type)
             return limit is None or self._running_of_type(task.type) < limit
 

@@ -23,6 +23,7 @@ from .render import (
     styled_status,
     task_detail,
     task_table,
+    type_table,
 )
 from .watch import watch_graph, watch_task
 
@@ -383,6 +384,35 @@ def schedules(args: argparse.Namespace) -> int:
             out.print_json(schedule.raw)
         else:
             out.print(schedule_detail(schedule))
+        return EXIT_OK
+
+    return _run_client(args, command)
+
+
+def job_types(args: argparse.Namespace) -> int:
+    action = args.type_command or "list"
+
+    async def command(client: Client, out: Output) -> int:
+        if action == "list":
+            found = await client.job_types()
+            if out.json:
+                out.print_json(found)
+            else:
+                out.print(type_table(found["types"], found["paused"]))
+            return EXIT_OK
+        if action == "pause":
+            answer = await client.pause_type(args.type)
+        else:
+            answer = await client.resume_type(args.type)
+        if out.json:
+            out.print_json(answer)
+        elif answer["paused"]:
+            out.print(
+                f"Job type [bold]{escape(args.type)}[/bold] is paused: nothing new of it "
+                "starts until it is resumed."
+            )
+        else:
+            out.print(f"Job type [bold]{escape(args.type)}[/bold] runs again.")
         return EXIT_OK
 
     return _run_client(args, command)

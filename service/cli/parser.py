@@ -321,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
         one = each.add_parser(action, parents=[common], help=text)
         one.add_argument("name", metavar="NAME")
 
+    job_types = subcommands.add_parser(
+        "types",
+        parents=[common],
+        help="list the job types and which are paused; pause or resume a whole type",
+    )
+    job_types.set_defaults(run=commands.job_types, type_command="list")
+    type_actions = job_types.add_subparsers(dest="type_command", metavar="ACTION")
+    type_actions.add_parser("list", parents=[common], help="the job types (the default)")
+    for action, text in (
+        ("pause", "pause a type: nothing new of it starts anywhere; its running jobs finish"),
+        ("resume", "resume a paused type"),
+    ):
+        one = type_actions.add_parser(action, parents=[common], help=text)
+        one.add_argument("type", metavar="TYPE")
+
     watch = subcommands.add_parser(
         "watch",
         parents=[common],

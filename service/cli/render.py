@@ -184,6 +184,21 @@ def schedule_table(schedules: Sequence[Schedule]) -> Table:
     return table
 
 
+def type_table(types: Sequence[str], paused: dict[str, int]) -> Table:
+    """The job types, one row each: paused (since when) or running."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("TYPE", "STATE", "PAUSED SINCE"):
+        table.add_column(name, no_wrap=True, overflow="ellipsis")
+    for name in sorted({*types, *paused}):
+        since = paused.get(name)
+        state = "runs" if since is None else "[yellow]paused[/yellow]"
+        table.add_row(escape(name), state, "" if since is None else when(since))
+    return table
+
+
 def schedule_detail(schedule: Schedule) -> Table:
     from rich.table import Table
 

@@ -261,6 +261,20 @@ class Store(Protocol):
         """The task's attempts, in the order they started (none: never run, or no task)."""
         ...
 
+    async def pause_type(self, type_name: str) -> int:
+        """Pauses a job type as a whole: no task of it is claimed, by any process sharing
+        the store or any external worker, until it is resumed (held in the store, so every
+        replica obeys it). The time it has been paused since."""
+        ...
+
+    async def resume_type(self, type_name: str) -> bool:
+        """Resumes a paused type; whether it was paused."""
+        ...
+
+    async def paused_types(self) -> dict[str, int]:
+        """The paused types, each with the time it was paused (epoch ms)."""
+        ...
+
     async def checkpoint(self, task_id: int) -> str | None:
         """The last checkpoint any attempt of the task stored (JSON text), or None."""
         ...

@@ -191,7 +191,10 @@ RELEASE_DUE = (
 CLAIM_WAITING = (
     "SELECT id, status, type FROM tasks"
     " WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0"
-    " AND type <> ALL($1::text[]) AND id <> ALL($2::bigint[])"
+    # the paused types, read in the claim's own statement (an uncorrelated subquery, run
+    # once): every replica obeys the table as it is at its claim
+    " AND type <> ALL($1::text[] || ARRAY(SELECT type FROM paused_types))"
+    " AND id <> ALL($2::bigint[])"
     " AND ($4::text[] IS NULL OR type = ANY($4::text[]))"
     " ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED"
 )
@@ -204,7 +207,10 @@ CLAIM_WAITING = (
 # Parameters: now, the update's time, the server (NULL: left as it is), this process's id,
 # the sources of `scheduling`, the excluded types, the limit, the types run here (NULL:
 # any).
-_DUE_FILTER = " AND type <> ALL($6::text[]) AND ($8::text[] IS NULL OR type = ANY($8::text[]))"
+_DUE_FILTER = (
+    " AND type <> ALL($6::text[] || ARRAY(SELECT type FROM paused_types))"
+    " AND ($8::text[] IS NULL OR type = ANY($8::text[]))"
+)
 CLAIM_DUE = (
     "WITH waiting AS (SELECT id, priority FROM tasks"
     " WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0"
@@ -267,6 +273,7 @@ PURGE_EVENTS = (
 NEXT_LEASABLE = (
     "SELECT id FROM tasks WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
     " AND waiting_on = 0 AND type = ANY($1::text[]) AND id <> ALL($2::bigint[])"
+    " AND type <> ALL(ARRAY(SELECT type FROM paused_types))"
     " ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 NEXT_DUE = (
@@ -498,6 +505,16 @@ LAST_CHECKPOINT = (
     "SELECT checkpoint FROM attempts WHERE task_id = $1 AND checkpoint IS NOT NULL"
     " ORDER BY number DESC LIMIT 1"
 )
+
+
+# --- job types paused as a whole, as SQLite's ---
+
+PAUSED_TYPES = "SELECT type, since_ms FROM paused_types ORDER BY type"
+PAUSE_TYPE = (
+    "INSERT INTO paused_types (type, since_ms) VALUES ($1, $2) ON CONFLICT (type) DO NOTHING"
+)
+RESUME_TYPE = "DELETE FROM paused_types WHERE type = $1"
+PAUSED_SINCE = "SELECT since_ms FROM paused_types WHERE type = $1"
 
 
 # --- log lines (schema 3): appended in batches (PostgresStore.append_logs), read by

@@ -263,6 +263,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN schedule text;
     ALTER TABLE tasks ADD COLUMN schedule_fire_ms bigint;
     """,
+    # the job types paused as a whole, as SQLite's: every replica's claims read it
+    """
+    CREATE TABLE paused_types (
+        type      text    PRIMARY KEY,
+        since_ms  bigint  NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

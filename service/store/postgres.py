@@ -1815,6 +1815,30 @@ class PostgresStore:
             return lines
         return log_page(lines, int(state[0][0]), state[0][1], after, level, limit)
 
+    # --- job types paused as a whole ---
+
+    async def pause_type(self, type_name: str) -> int:
+        """Pauses `type_name`: no task of it is claimed (by this process or a worker) until
+        it is resumed. The time it is paused since (its first pause's, if it was)."""
+
+        async def op(tx: PgTx) -> int:
+            await tx.conn.execute(q.PAUSE_TYPE, type_name, tx.now)
+            return int(await tx.conn.fetchval(q.PAUSED_SINCE, type_name))
+
+        return await self._write(op)
+
+    async def resume_type(self, type_name: str) -> bool:
+        """Resumes `type_name`; whether it was paused."""
+
+        async def op(tx: PgTx) -> bool:
+            return str(await tx.conn.execute(q.RESUME_TYPE, type_name)) != "DELETE 0"
+
+        return await self._write(op)
+
+    async def paused_types(self) -> dict[str, int]:
+        """The paused types and since when (epoch ms)."""
+        return {str(name): int(since) for name, since in await self._fetch(q.PAUSED_TYPES)}
+
     async def checkpoint(self, task_id: int) -> str | None:
         if not 0 < task_id <= MAX_ID:
             return None

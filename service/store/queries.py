@@ -458,6 +458,16 @@ LAST_CHECKPOINT = (
 )
 
 
+# --- job types paused as a whole (PUT /types/{type}?action=pause) ---
+
+#: the paused types and since when (epoch ms)
+PAUSED_TYPES = "SELECT type, since_ms FROM paused_types ORDER BY type"
+#: a type paused (again: it keeps its first time). Parameters: the type, the time
+PAUSE_TYPE = "INSERT INTO paused_types (type, since_ms) VALUES (?, ?) ON CONFLICT (type) DO NOTHING"
+RESUME_TYPE = "DELETE FROM paused_types WHERE type = ?"
+PAUSED_SINCE = "SELECT since_ms FROM paused_types WHERE type = ?"
+
+
 # --- log lines (schema 10): appended in batches (SQLiteStore.append_logs), read by
 # GET …/tasks/{id}/logs ---
 

@@ -265,6 +265,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tasks ADD COLUMN schedule TEXT;
     ALTER TABLE tasks ADD COLUMN schedule_fire_ms INTEGER;
     """,
+    # the job types paused as a whole (PUT /types/{type}?action=pause): no task of one is
+    # claimed, by this process or an external worker, until it is resumed
+    """
+    CREATE TABLE paused_types (
+        type      TEXT    PRIMARY KEY,
+        since_ms  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

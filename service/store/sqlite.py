@@ -290,6 +290,8 @@ class SQLiteStore:
             tx.conn.execute(q.RELEASE_DUE, (now_ms,))
             # copied here: an op may run again after a rolled-back transaction
             room = dict(type_room)
+            for name, _ in tx.conn.execute(q.PAUSED_TYPES):  # paused: none is claimed
+                room[name] = 0
             claimed: list[Task] = []
             #: waiting rows that read as `unknown` (damaged): never claimed
             damaged: list[int] = []
@@ -474,11 +476,15 @@ class SQLiteStore:
         """Claims the first due task of `types` for `worker`: `new` or `restoring` goes
         `scheduled` (task_server: the worker) under a new lease, until the worker confirms
         by its first report. When none is due: None, and the time the next waiting one of
-        those types comes due."""
-        wanted = sorted(set(types))
+        those types comes due. A paused type's tasks are not handed out."""
+        types_asked = sorted(set(types))
 
         def op(tx: Tx) -> tuple[Lease | None, int | None]:
             damaged: list[int] = []  # waiting rows that read as `unknown`: never handed out
+            paused = {name for name, _ in tx.conn.execute(q.PAUSED_TYPES)}
+            wanted = [name for name in types_asked if name not in paused]
+            if not wanted:
+                return None, None
             tx.conn.execute(q.RELEASE_DUE, (now_ms,))
             while True:
                 row = tx.conn.execute(
@@ -971,6 +977,28 @@ class SQLiteStore:
         if not 0 < task_id <= MAX_ID:
             return []
         return [row_to_attempt(row) for row in await self._fetch(q.SELECT_ATTEMPTS, (task_id,))]
+
+    # --- job types paused as a whole ---
+
+    async def pause_type(self, type_name: str) -> int:
+        """Pauses `type_name`: no task of it is claimed (by this process or a worker) until
+        it is resumed. The time it is paused since (its first pause's, if it was)."""
+
+        def op(tx: Tx) -> int:
+            tx.conn.execute(q.PAUSE_TYPE, (type_name, tx.now))
+            return int(tx.conn.execute(q.PAUSED_SINCE, (type_name,)).fetchone()[0])
+
+        return await self._write(op)
+
+    async def resume_type(self, type_name: str) -> bool:
+        """Resumes `type_name`; whether it was paused."""
+        return await self._write(
+            lambda tx: tx.conn.execute(q.RESUME_TYPE, (type_name,)).rowcount > 0
+        )
+
+    async def paused_types(self) -> dict[str, int]:
+        """The paused types and since when (epoch ms)."""
+        return {str(name): int(since) for name, since in await self._fetch(q.PAUSED_TYPES, ())}
 
     async def checkpoint(self, task_id: int) -> str | None:
         if not 0 < task_id <= MAX_ID:

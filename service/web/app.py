@@ -80,6 +80,7 @@ async def _supervisor_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[SUPERVISOR] = supervisor
     app[STORE].add_listener(supervisor.on_events)  # other processes' cancels and submissions
+    app[METRICS].watch_paused(app[REGISTRY].names, lambda: supervisor.paused_types)
     await supervisor.start()
     yield
     # The listening socket is closed by now: no new work arrives while running jobs drain.

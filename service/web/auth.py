@@ -75,6 +75,8 @@ REALM = "sidetask"
 CACHE_SIZE = 4096
 #: the route that hands out tasks of every graph
 CLAIM_ROUTE = "/workers/{worker}/claim"
+#: pausing or resuming a job type (in every graph)
+TYPE_ROUTE = "/types/{type}"
 #: addresses whose failures the throttle remembers at most
 THROTTLE_SIZE = 10_000
 #: addresses remembered per cached header, for the answers to a throttled address
@@ -536,5 +538,10 @@ async def auth_refusal(authenticator: Authenticator, request: web.Request) -> we
             raise Forbidden(
                 f"'{principal.name}' may reach only some graphs; a claim takes tasks of "
                 'every graph, so it needs the grant "*"'
+            )
+        if route is not None and route.canonical == TYPE_ROUTE and request.method != "GET":
+            raise Forbidden(
+                f"'{principal.name}' may reach only some graphs; pausing or resuming a job "
+                'type does so in every graph, so it needs the grant "*"'
             )
     return None

@@ -435,6 +435,12 @@ LOGS_LEVEL = Choice(
 LOGS = (LOGS_AFTER, LOGS_LIMIT, LOGS_LEVEL)
 
 FORCE = Boolean(name="force", description="delete an incomplete task too")
+TYPE_ACTION = Choice(
+    name="action",
+    required=True,
+    values=("pause", "resume"),
+    message="Not support action '{text}' on a job type; one of {values}",
+)
 
 #: POST …/tasks/bulk: the action, and the list's terms for the tasks it takes
 BULK_ACTION = Choice(

@@ -599,9 +599,38 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
         "/types": {
             "get": {
                 "operationId": "listTypes",
-                "summary": "The registered job types, each a valid {type} of POST …/jobs/{type}",
+                "summary": "The registered job types, each a valid {type} of POST …/jobs/{type}, "
+                "and the paused ones",
                 "responses": {
-                    "200": _json("their names", {"type": "object", "properties": {"types": names}})
+                    "200": _json(
+                        "their names; `paused`: each paused type and since when (epoch ms)",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "types": names,
+                                "paused": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                            },
+                        },
+                    ),
+                    **UNAVAILABLE,
+                },
+            }
+        },
+        "/types/{type}": {
+            "put": {
+                "operationId": "updateType",
+                "summary": "Pauses a job type as a whole (nothing new of it starts, in any "
+                "graph, on any replica, nor through an external worker; its running jobs "
+                "finish) or resumes it",
+                "parameters": _params(declared.JOB_TYPE, declared.TYPE_ACTION),
+                "responses": {
+                    "200": _json("the type as it is now", _ref("JobType")),
+                    **_refusal(BadRequest, "an action other than pause or resume"),
+                    **_refusal(NotFound, "the job type is not registered"),
+                    **UNAVAILABLE,
                 },
             }
         },
@@ -1055,6 +1084,18 @@ def _schemas() -> dict[str, Any]:
         },
         "Completion": declared.body_schema(declared.COMPLETION),
         "Failure": declared.body_schema(declared.FAILURE),
+        "JobType": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string"},
+                "paused": {"type": "boolean"},
+                "paused_since": {
+                    "type": ["integer", "null"],
+                    "description": "when it was paused (epoch ms); null when it is not",
+                },
+            },
+            "required": ["type", "paused", "paused_since"],
+        },
         "Error": {
             "type": "object",
             "properties": {
@@ -1113,6 +1154,9 @@ HEADER_TOO_LARGE = _refusal(
     HEADER_TOO_LARGE_STATUS, "a header field is longer than max_header_bytes"
 )
 FORBIDDEN = "the caller's grants name some graphs only, and a claim takes tasks of every graph"
+FORBIDDEN_TYPE = (
+    "the caller's grants name some graphs only, and pausing a job type does so in every graph"
+)
 #: what every route answers to a request from a web page it does not serve (service.web.origin)
 MISDIRECTED = _refusal(
     MISDIRECTED_STATUS,
@@ -1194,6 +1238,8 @@ def _add_limits_and_access(
                 _also(responses, CHECKS_BUSY)
                 if grants and path == "/workers/{worker}/claim":
                     responses.update(_refusal(Forbidden, f"{FORBIDDEN}; or {FOREIGN_PAGE}"))
+                if grants and path == "/types/{type}":
+                    responses.update(_refusal(Forbidden, f"{FORBIDDEN_TYPE}; or {FOREIGN_PAGE}"))
 
 
 def _open(open_paths: frozenset[str], paths: dict[str, Any]) -> set[str]:

@@ -50,8 +50,11 @@ async def graphspace_graphs(request: web.Request) -> web.Response:
 
 
 async def types(request: web.Request) -> web.Response:
-    """The registered job types, each a valid `{type}` of `POST {base}/jobs/{type}`."""
-    return json_response({"types": request.app[REGISTRY].names()})
+    """The registered job types, each a valid `{type}` of `POST {base}/jobs/{type}`, and the
+    paused ones with the time each was paused (read from the store: what every replica
+    obeys; README, "Pausing a job type")."""
+    paused = await request.app[STORE].paused_types()
+    return json_response({"types": request.app[REGISTRY].names(), "paused": paused})
 
 
 #: how each action is asked for; {base} is a graph's prefix, {id} the task's id

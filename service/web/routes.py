@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import (
     docs,
+    job_types,
     jobs,
     metrics,
     overview,
@@ -61,6 +62,7 @@ SERVICE_ROUTES = (
     ("GET", "/graphspaces/{graphspace}/graphs", overview.graphspace_graphs),
     ("GET", "/graphs", overview.graphs),
     ("GET", "/types", overview.types),
+    ("PUT", "/types/{type}", job_types.update_type),
     ("GET", "/actions", overview.actions),
     # the dashboard
     ("GET", "/", ui.root),

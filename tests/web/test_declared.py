@@ -156,6 +156,7 @@ GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
 #: (method, path, the documented path)
 SERVICE_REQUESTS: list[tuple[str, str, str]] = [
     ("POST", "/workers/w1/claim?types=resize&wait=0", "/workers/{worker}/claim"),
+    ("PUT", "/types/echo?action=resume", "/types/{type}"),
     ("GET", "/events?last_event_id=0", "/events"),
     ("GET", "/graphspaces/DEFAULT/graphs", "/graphspaces/{graphspace}/graphs"),
     ("GET", "/ui/app.js", "/ui/{asset}"),

@@ -100,6 +100,8 @@ SUBMIT_OPTIONS = {("query", n) for n in ("name", "priority", "max_retries", "tim
 LIST_SELECTION = ("name", "created_from", "created_to", "updated_from", "updated_to")
 #: a task's webhook (README, "Webhooks")
 SUBMIT_OPTIONS |= {("query", "callback")}
+#: the W3C trace context it is submitted under (README, "Traces")
+SUBMIT_OPTIONS |= {("header", "traceparent"), ("header", "tracestate")}
 #: the tasks it waits for (README, "Dependencies")
 SUBMIT_OPTIONS |= {("query", "dependencies")}
 #: what each handler reads besides its path, by the path after the graph prefix

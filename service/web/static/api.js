@@ -57,6 +57,7 @@ export const api = {
   graphspaces: () => request("GET", "graphspaces"),
   graphs: (graphspace) => request("GET", `graphspaces/${part(graphspace)}/graphs`),
   types: () => request("GET", "types"),
+  actType: (type, action) => request("PUT", `types/${part(type)}`, { query: { action } }),
   actions: () => request("GET", "actions"),
   counts: (base) => request("GET", `${base}/tasks/counts`),
   list: (base, query) => request("GET", `${base}/tasks`, { query }),

@@ -4,6 +4,7 @@
 import { api, ApiError, graphBase, url } from "./api.js";
 import { dueText, formatTime, fullTime, prettyJson, progressOf, span } from "./format.js";
 import { showSchedules, startSchedules, taskCreated } from "./schedules.js";
+import { startTypes } from "./types.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -812,6 +813,7 @@ async function start() {
   if (types.includes("sleep")) $("#submit-type").value = "sleep";
   fillExample();
   startSchedules(types);
+  startTypes();
 
   $("#graph").addEventListener("change", (e) => showGraph(e.target.value));
   $("#filter-status").addEventListener("change", (e) => setFilter(e.target.value));

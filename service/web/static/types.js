@@ -1,0 +1,78 @@
+// The dashboard's job types panel: each registered type, paused (since when) or running,
+// with Pause and Resume. A pause holds for the whole service (every graph, every replica):
+// nothing new of the type starts; its running jobs finish. Read when the page starts,
+// after each action, and every few seconds (a pause made elsewhere shows up).
+
+import { api, ApiError } from "./api.js";
+import { formatTime, fullTime } from "./format.js";
+
+const $ = (selector) => document.querySelector(selector);
+const REFRESH_MS = 5000;
+const panel = { serial: 0 };
+
+function node(tag, { className, text, attrs } = {}, children = []) {
+  const element = document.createElement(tag);
+  if (className) element.className = className;
+  if (text !== undefined) element.textContent = text;
+  for (const [key, value] of Object.entries(attrs ?? {})) element.setAttribute(key, value);
+  element.append(...children);
+  return element;
+}
+
+function say(text, kind) {
+  const message = $("#type-message");
+  message.textContent = text;
+  message.className = `message ${kind}`;
+  message.hidden = !text;
+}
+
+function itemOf(name, since) {
+  const paused = since !== undefined;
+  const state = paused
+    ? node("span", { className: "badge s-pending", text: `paused since ${formatTime(since)}`, attrs: { title: fullTime(since) } })
+    : node("span", { className: "type-runs", text: "runs" });
+  const button = node("button", {
+    text: paused ? "Resume" : "Pause",
+    attrs: { type: "button", "data-type-action": paused ? "resume" : "pause" },
+  });
+  return node("li", { className: "job-type", attrs: { "data-type": name, "data-paused": String(paused) } }, [
+    node("strong", { text: name }),
+    state,
+    button,
+  ]);
+}
+
+/** Reads and shows the types (the newest answer wins). */
+export async function loadTypes() {
+  const serial = ++panel.serial;
+  try {
+    const { types, paused } = await api.types();
+    if (serial !== panel.serial) return;
+    const names = [...new Set([...types, ...Object.keys(paused ?? {})])].sort();
+    $("#type-list").replaceChildren(...names.map((name) => itemOf(name, paused?.[name])));
+  } catch (error) {
+    if (serial === panel.serial) say(error instanceof ApiError ? error.message : String(error), "error");
+  }
+}
+
+async function act(name, action) {
+  if (action === "pause" && !window.confirm(`Pause job type ${name}? Nothing new of it starts, in any graph, until it is resumed; its running jobs finish.`)) return;
+  try {
+    await api.actType(name, action);
+    say(action === "pause" ? `Job type ${name} paused.` : `Job type ${name} runs again.`, "ok");
+  } catch (error) {
+    say(error instanceof ApiError ? error.message : String(error), "error");
+  }
+  await loadTypes();
+}
+
+/** Wires the panel once. */
+export function startTypes() {
+  $("#type-list").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-type-action]");
+    const item = e.target.closest("li[data-type]");
+    if (button && item) act(item.dataset.type, button.dataset.typeAction);
+  });
+  setInterval(loadTypes, REFRESH_MS);
+  return loadTypes();
+}
