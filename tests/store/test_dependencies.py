@@ -110,3 +110,14 @@ async def test_recheck_makes_counts_true_and_ends_what_was_left(store: Backend, 
     assert await store.recheck_dependencies() == 1
     assert (await store.get(GRAPH, stale.id)).waiting_on == 1  # type: ignore[union-attr]
     assert await store.recheck_dependencies() == 0
+
+
+async def test_an_external_worker_leases_no_waiting_task(store: Backend, raw: Raw) -> None:
+    first, _ = await store.insert(new())
+    waiting, _ = await store.insert(new(type="ext", dependencies=(first.id,)))
+    now = clock.now_ms()
+    lease, _ = await store.lease("w1", ["ext"], now, "t1", now + 60_000)
+    assert lease is None
+    await run(store, raw, first, Status.SUCCESS, result="1")
+    lease, _ = await store.lease("w1", ["ext"], now, "t2", now + 60_000)
+    assert lease is not None and lease.task.id == waiting.id
