@@ -61,6 +61,7 @@ export const api = {
   actions: () => request("GET", "actions"),
   counts: (base) => request("GET", `${base}/tasks/counts`),
   list: (base, query) => request("GET", `${base}/tasks`, { query }),
+  bulk: (base, action, query) => request("POST", `${base}/tasks/bulk`, { query: { ...query, action } }),
   get: (base, id) => request("GET", `${base}/tasks/${id}`),
   attempts: (base, id) => request("GET", `${base}/tasks/${id}/attempts`),
   logs: (base, id, after = 0) => request("GET", `${base}/tasks/${id}/logs`, { query: { after, limit: 1000 } }),

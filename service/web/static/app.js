@@ -38,6 +38,8 @@ const state = {
   base: "", //                 graphspaces/{gs}/graphs/{graph}
   filter: "", //               the status filter: "", `group:{key}` or a status
   type: "",
+  name: "", //                 the name prefix filter
+  times: {}, //                created_from, created_to, updated_from, updated_to: epoch ms
   limit: 50,
   pages: [""], //              the tokens of the pages visited; the last is this page's
   next: null, //               the next page's token; null on the last page
@@ -286,7 +288,64 @@ function countsChanged() {
 
 function matches(task) {
   const statuses = statusesOf(state.filter);
-  return (!statuses || statuses.includes(task.task_status)) && (!state.type || task.task_type === state.type);
+  const { created_from: cf, created_to: ct, updated_from: uf, updated_to: ut } = state.times;
+  return (
+    (!statuses || statuses.includes(task.task_status)) &&
+    (!state.type || task.task_type === state.type) &&
+    (!state.name || task.task_name.startsWith(state.name)) &&
+    (cf === undefined || task.task_create >= cf) &&
+    (ct === undefined || task.task_create < ct) &&
+    (uf === undefined || task.task_update >= uf) &&
+    (ut === undefined || task.task_update < ut)
+  );
+}
+
+/** The list's filters as the server takes them (GET …/tasks, POST …/tasks/bulk): the ones set. */
+function filterQuery() {
+  return {
+    status: statusesOf(state.filter)?.join(","),
+    type: state.type || undefined,
+    name: state.name || undefined,
+    ...state.times,
+  };
+}
+
+/** The time inputs as epoch ms (a datetime-local value is the browser's local time). */
+function readTimes() {
+  const times = {};
+  for (const key of ["created_from", "created_to", "updated_from", "updated_to"]) {
+    const value = $(`#filter-${key.replace("_", "-")}`).value;
+    const ms = value ? new Date(value).getTime() : NaN;
+    if (Number.isFinite(ms)) times[key] = ms;
+  }
+  state.times = times;
+}
+
+/** A bulk action on every task the filters match, after the person confirms it with the
+ *  count (up to 1,000, then "more than"); no filter asks about every task of the graph. */
+async function bulkApply() {
+  const action = $("#bulk-action").value;
+  const query = filterQuery();
+  const filtered = Object.values(query).some((v) => v !== undefined);
+  const out = $("#bulk-result");
+  try {
+    const preview = await api.list(state.base, { ...query, limit: 1001 });
+    const n = preview.tasks.length;
+    if (n === 0) {
+      showMessage(out, "No task matches the filters.", "info");
+      return;
+    }
+    const many = n > 1000 ? "more than 1,000" : n.toLocaleString("en-US");
+    const scope = filtered ? "matching the filters" : "of this graph (no filter is set)";
+    if (!window.confirm(`${action[0].toUpperCase()}${action.slice(1)} ${many} tasks ${scope}?`)) return;
+    const result = await api.bulk(state.base, action, filtered ? query : { all: "true" });
+    const refused = Object.entries(result.refused).map(([why, count]) => `${count} refused: ${why}`);
+    const done = `${result.changed} of ${result.matched} matching tasks changed (${action}).`;
+    showMessage(out, [done, ...refused].join(" "), "ok");
+  } catch (error) {
+    showMessage(out, errorText(error), "error");
+  }
+  restart();
 }
 
 /** Whether a task that starts to match belongs on this page (newest first): between its
@@ -308,8 +367,7 @@ async function loadPage() {
   try {
     // newest first; the filters are the server's (a group's statuses comma-separated)
     const body = await api.list(state.base, {
-      status: statusesOf(state.filter)?.join(","),
-      type: state.type || undefined,
+      ...filterQuery(),
       order: "desc",
       limit: state.limit,
       page: state.pages.at(-1),
@@ -821,6 +879,22 @@ async function start() {
     state.type = e.target.value;
     restart();
   });
+  // the name is read as it is typed, a moment after the last key
+  let nameTimer = null;
+  $("#filter-name").addEventListener("input", (e) => {
+    clearTimeout(nameTimer);
+    nameTimer = setTimeout(() => {
+      state.name = e.target.value;
+      restart();
+    }, 250);
+  });
+  for (const key of ["created-from", "created-to", "updated-from", "updated-to"]) {
+    $(`#filter-${key}`).addEventListener("change", () => {
+      readTimes();
+      restart();
+    });
+  }
+  $("#bulk-apply").addEventListener("click", bulkApply);
   $("#limit").addEventListener("change", (e) => {
     state.limit = Number(e.target.value);
     restart();
