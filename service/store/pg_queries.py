@@ -211,24 +211,38 @@ _DUE_FILTER = (
     " AND type <> ALL($6::text[] || ARRAY(SELECT type FROM paused_types))"
     " AND ($8::text[] IS NULL OR type = ANY($8::text[]))"
 )
-CLAIM_DUE = (
-    "WITH waiting AS (SELECT id, priority FROM tasks"
-    " WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0"
-    f"{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7 FOR UPDATE SKIP LOCKED),"
-    " delayed AS (SELECT id, priority FROM tasks"
-    " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
-    f" AND waiting_on = 0{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7"
-    " FOR UPDATE SKIP LOCKED),"
-    " found AS (SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM delayed) AS due"
-    " ORDER BY priority DESC, id LIMIT $7),"
-    " released AS (UPDATE tasks SET run_after_ms = 0 WHERE id IN (SELECT id FROM tasks"
-    " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
-    " AND id NOT IN (SELECT id FROM found) FOR UPDATE SKIP LOCKED))"
-    " UPDATE tasks SET status = 'scheduling', update_ms = $2, server = coalesce($3, server),"
-    " owner = $4, run_after_ms = 0 FROM found"
-    " WHERE tasks.id = found.id AND tasks.status = ANY($5::text[])"
-    " RETURNING " + ", ".join(f"tasks.{c.strip()}" for c in TASK_COLUMNS.split(","))
-)
+
+
+def _claim_due(exclude: bool) -> tuple[str, str]:
+    """CLAIM_DUE's CTEs and its UPDATE; with `exclude`, passing over the ids $9 (the
+    tasks the statement it is a part of changes: no row is changed twice in one)."""
+    skip = " AND id <> ALL($9::bigint[])" if exclude else ""
+    ctes = (
+        "waiting AS (SELECT id, priority FROM tasks"
+        f" WHERE status IN ('new', 'restoring') AND run_after_ms = 0 AND waiting_on = 0{skip}"
+        f"{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7 FOR UPDATE SKIP LOCKED),"
+        " delayed AS (SELECT id, priority FROM tasks"
+        " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
+        f" AND waiting_on = 0{skip}{_DUE_FILTER} ORDER BY priority DESC, id LIMIT $7"
+        " FOR UPDATE SKIP LOCKED),"
+        " found AS (SELECT id FROM (SELECT * FROM waiting UNION ALL SELECT * FROM delayed)"
+        " AS due ORDER BY priority DESC, id LIMIT $7),"
+        " released AS (UPDATE tasks SET run_after_ms = 0 WHERE id IN (SELECT id FROM tasks"
+        " WHERE status IN ('new', 'restoring') AND run_after_ms > 0 AND run_after_ms <= $1"
+        f"{skip} AND id NOT IN (SELECT id FROM found) FOR UPDATE SKIP LOCKED))"
+    )
+    update = (
+        "UPDATE tasks SET status = 'scheduling', update_ms = $2, server = coalesce($3, server),"
+        " owner = $4, run_after_ms = 0 FROM found"
+        " WHERE tasks.id = found.id AND tasks.status = ANY($5::text[])"
+        " RETURNING " + ", ".join(f"tasks.{c.strip()}" for c in TASK_COLUMNS.split(","))
+    )
+    return ctes, update
+
+
+CLAIM_DUE = "WITH {} {}".format(*_claim_due(False))
+#: parameters of the claim as a part of change_statuses (CLAIM_DUE's and the ids changed)
+CLAIM_PARAMS = 9
 #: every submission takes it when max_waiting is set, till its commit: the count stays true
 ADMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.admit'))"
 #: tasks waiting to run, across the cluster ($1: the waiting statuses)
@@ -467,12 +481,14 @@ ENDS_PARAMS = 7
 
 
 @functools.lru_cache(maxsize=256)
-def change_statuses(parts: tuple[tuple[str, int, bool, bool], ...]) -> str:
+def change_statuses(parts: tuple[tuple[str, int, bool, bool], ...], claim: bool = False) -> str:
     """Status changes of several shapes, and the attempts they start and end, as one
     statement: each part is (its UPDATE, the UPDATE's parameter count, whether runs start,
     whether runs end), a data-modifying CTE of its own (the parts change different
     tasks); the rows every part changed come back. Parameters: each part's, then its
-    starts' (_STARTS_OF) and ends' (_ENDS_OF), part after part."""
+    starts' (_STARTS_OF) and ends' (_ENDS_OF), part after part. With `claim`, a claim
+    (CLAIM_DUE) goes in last, passing over the tasks the parts change (CLAIM_PARAMS: its
+    own, then those tasks' ids), and each row comes with whether it is claimed."""
     ctes: list[str] = []
     selects: list[str] = []
     n = 0
@@ -486,6 +502,11 @@ def change_statuses(parts: tuple[tuple[str, int, bool, bool], ...]) -> str:
         if ends:
             ctes.append(f"e{k} AS ({_shift(_ENDS_OF.format(part=f'u{k}'), n)})")
             n += ENDS_PARAMS
+    if claim:  # the claim too (CLAIM_DUE), last: every row comes with whether it is claimed
+        claim_ctes, claim_update = _claim_due(exclude=True)
+        ctes.extend([_shift(claim_ctes, n), f"c AS ({_shift(claim_update, n)})"])
+        selects = [select.replace(" *", " *, false", 1) for select in selects]
+        selects.append("SELECT *, true FROM c")
     return f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}"
 
 

@@ -138,6 +138,8 @@ _COMPLETED_VALUES = sorted(s.value for s in COMPLETED_STATUSES)
 _WAITING_VALUES = sorted(s.value for s in WAITING_STATUSES)
 #: a cancel that wins over a worker's last report ends its run
 _CANCELLED = AttemptEnd(AttemptOutcome.CANCELLED)
+#: the statuses a claim takes tasks from (to `scheduling`)
+_SCHEDULING_SOURCES = sources_of(Change(0, Status.SCHEDULING))
 #: the cluster's locks a write may take (submissions: max_waiting; capped claims:
 #: type_concurrency), in the order every transaction takes them
 LOCK_ORDER = (q.ADMIT_LOCK, q.CLAIM_LOCK)
@@ -162,6 +164,45 @@ def _as_client_error(exc: BaseException) -> Exception:
 class _Redo(Exception):
     """A change met a damaged row in a batch run without savepoints: the batch is run
     again with them, so that change can be refused alone."""
+
+
+class QuickClaim:
+    """A claim that goes as one statement (q.CLAIM_DUE), alone or as the last part of the
+    status changes' (q.change_statuses): its parameters."""
+
+    __slots__ = ("excluded", "limit", "now_ms", "only", "server")
+
+    def __init__(
+        self,
+        limit: int,
+        now_ms: int,
+        excluded: list[str],
+        server: str | None,
+        only: list[str] | None,
+    ) -> None:
+        self.limit = limit
+        self.now_ms = now_ms
+        self.excluded = excluded
+        self.server = server
+        self.only = only
+
+    def params(self, tx: PgTx) -> list[Any]:
+        """CLAIM_DUE's parameters, in its order."""
+        return [
+            self.now_ms,
+            tx.now,
+            self.server,
+            tx.me,
+            _SCHEDULING_SOURCES,
+            self.excluded,
+            self.limit,
+            self.only,
+        ]
+
+    @staticmethod
+    def order(tasks: Iterable[Task]) -> list[Task]:
+        """The tasks claimed, in claim order (the statement's rows come in any)."""
+        return sorted(tasks, key=lambda t: (-t.priority, t.id))
 
 
 class PgTx:
@@ -190,6 +231,9 @@ class PgTx:
         self.waiting: int | None = None
         #: the cluster's locks taken first (_lock_first), held till the end
         self.locks: set[str] = set()
+        #: the tasks a claim that went into the status changes' statement took
+        #: (change_many's `claim`)
+        self.claimed: list[Task] = []
         #: the tasks a running dependency follow has still to look at (service.store.
         #: dependencies); None when none runs
         self.following: list[tuple[Task, bool]] | None = None
@@ -270,9 +314,12 @@ class PgTx:
             return result
         raise result
 
-    async def change_many(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+    async def change_many(
+        self, changes: Sequence[Change], claim: QuickClaim | None = None
+    ) -> list[Task | SidetaskError]:
         """Several changes, each applied or refused on its own, in as few statements as
-        their shapes allow; a task changed twice is changed in their order."""
+        their shapes allow; a task changed twice is changed in their order. With `claim`
+        (not careful), the claim goes into the last statement (what it took: `claimed`)."""
         results: list[Task | SidetaskError] = []
         segment: list[Change] = []
         ids: set[int] = set()
@@ -282,10 +329,12 @@ class PgTx:
                 segment, ids = [], set()
             segment.append(change)
             ids.add(change.task_id)
-        results.extend(await self._change_segment(segment))
+        results.extend(await self._change_segment(segment, claim))
         return results
 
-    async def _change_segment(self, changes: Sequence[Change]) -> list[Task | SidetaskError]:
+    async def _change_segment(
+        self, changes: Sequence[Change], claim: QuickClaim | None = None
+    ) -> list[Task | SidetaskError]:
         results: list[Task | SidetaskError | None] = [None] * len(changes)
         groups: dict[Any, list[int]] = {}
         for index, change in enumerate(changes):
@@ -297,10 +346,11 @@ class PgTx:
                 change.fenced,
             )
             groups.setdefault(shape, []).append(index)
-        if not self.careful and (
-            len(groups) > 1 or any(c.starts_attempt or c.ends_attempt for c in changes)
+        if claim is not None or (
+            not self.careful
+            and (len(groups) > 1 or any(c.starts_attempt or c.ends_attempt for c in changes))
         ):
-            return await self._change_sets(changes, list(groups.values()))
+            return await self._change_sets(changes, list(groups.values()), claim)
         for indexes in groups.values():
             applied = await self._change_set([changes[i] for i in indexes])
             for i, result in zip(indexes, applied, strict=True):
@@ -308,7 +358,10 @@ class PgTx:
         return results  # type: ignore[return-value]
 
     async def _change_sets(
-        self, changes: Sequence[Change], groups: Sequence[Sequence[int]]
+        self,
+        changes: Sequence[Change],
+        groups: Sequence[Sequence[int]],
+        claim: QuickClaim | None = None,
     ) -> list[Task | SidetaskError]:
         """Changes of several shapes (each group one), and the attempts they start and end,
         as one statement (q.change_statuses): one round trip for a transaction's steps of
@@ -327,7 +380,16 @@ class PgTx:
                 params.extend([replica_name(), self.me, self.now, starts])
             if ends:
                 params.extend(self._end_params(ends))
-        tasks = await self._apply(q.change_statuses(tuple(parts)), params)
+        if claim is None:
+            tasks = await self._apply(q.change_statuses(tuple(parts)), params)
+            claimed: list[Task] = []
+        else:
+            params.extend([*claim.params(self), [c.task_id for c in changes]])
+            rows = await self.conn.fetch(q.change_statuses(tuple(parts), claim=True), *params)
+            tasks = {task.id: task for task in map(row_to_task, (r for r in rows if not r[-1]))}
+            claimed = claim.order(map(row_to_task, (r for r in rows if r[-1])))
+            if any(task.status is Status.UNKNOWN for task in [*tasks.values(), *claimed]):
+                tasks = None
         if tasks is None:  # a damaged row among them (rare): the batch again, carefully
             raise _Redo
         results: list[Task | SidetaskError] = []
@@ -338,6 +400,9 @@ class PgTx:
             else:
                 self.event(EventKind.STATUS, task)
                 results.append(task)
+        for task in claimed:
+            self.event(EventKind.STATUS, task)
+        self.claimed = claimed
         # what their new statuses do to the tasks waiting for them, in this transaction
         followed = [t for t in results if isinstance(t, Task) and t.dependants]
         if followed:
@@ -494,13 +559,17 @@ class _NewOp:
 
 class _ClaimOp:
     """A claim (PostgresStore.claim): it goes last in its transaction (_run_plainly), and
-    takes the claim lock first when a type it may claim is capped across the cluster."""
+    takes the claim lock first when a type it may claim is capped across the cluster.
+    `quick`: it may go as one statement, into the status changes' before it."""
 
-    __slots__ = ("locks", "op")
+    __slots__ = ("locks", "op", "quick")
 
-    def __init__(self, op: PgOp[list[Task]], locks: tuple[str, ...]) -> None:
+    def __init__(
+        self, op: PgOp[list[Task]], locks: tuple[str, ...], quick: QuickClaim | None
+    ) -> None:
         self.op = op
         self.locks = locks
+        self.quick = quick
 
     async def __call__(self, tx: PgTx) -> list[Task]:
         return await self.op(tx)
@@ -979,9 +1048,9 @@ class PostgresStore:
         changers: list[tuple[int, _ChangeOp | _ChangesOp]] = []
         news: list[tuple[int, NewTask]] = []
 
-        async def flush() -> None:
+        async def flush(claim: QuickClaim | None = None) -> None:
             if changes:
-                results = iter(await tx.change_many(changes))
+                results = iter(await tx.change_many(changes, claim))
                 for index, changer in changers:
                     if isinstance(changer, _ChangeOp):
                         result = next(results)
@@ -1012,6 +1081,11 @@ class PostgresStore:
             else:
                 await flush()
                 outcomes[index] = (True, await op(tx))
+        # the first claim into the last status changes' statement, when it can go as one
+        first = ops[claims[0]] if claims and changes and not tx.careful else None
+        if isinstance(first, _ClaimOp) and first.quick is not None:
+            await flush(first.quick)
+            outcomes[claims.pop(0)] = (True, tx.claimed)
         await flush()
         for index in claims:
             outcomes[index] = (True, await ops[index](tx))
@@ -1275,11 +1349,14 @@ class PostgresStore:
         on_server = None if server is None else {"server": server}
         caps = dict(type_caps or {})
         only = None if runs is None else sorted(set(runs))
-        room_left = list(type_room.values())
+        quick = None
+        if not caps and all(n <= 0 or n >= limit for n in type_room.values()):
+            excluded = sorted(name for name, left in type_room.items() if left <= 0)
+            quick = QuickClaim(limit, now_ms, excluded, server, only)
 
         async def op(tx: PgTx) -> list[Task]:
-            if not (caps or tx.careful) and all(n <= 0 or n >= limit for n in room_left):
-                return await self._claim_at_once(tx, limit, now_ms, type_room, server, only)
+            if quick is not None and not tx.careful:
+                return await self._claim_at_once(tx, quick)
             await tx.conn.execute(q.RELEASE_DUE, now_ms)
             room = dict(type_room)
             if caps:
@@ -1320,33 +1397,14 @@ class PostgresStore:
                     break
             return claimed
 
-        return await self._write(_ClaimOp(op, self._claim_locks if caps else ()))
+        return await self._write(_ClaimOp(op, self._claim_locks if caps else (), quick))
 
-    async def _claim_at_once(
-        self,
-        tx: PgTx,
-        limit: int,
-        now_ms: int,
-        type_room: Mapping[str, int],
-        server: str | None,
-        only: list[str] | None,
-    ) -> list[Task]:
+    async def _claim_at_once(self, tx: PgTx, quick: QuickClaim) -> list[Task]:
         """The claim as one statement (q.CLAIM_DUE: the release of due tasks, the pick and
         the step to `scheduling`), when no type's room is short of the limit. A damaged
         row among those picked redoes the batch, whose claim then goes row by row."""
-        excluded = sorted(name for name, left in type_room.items() if left <= 0)
-        rows = await tx.conn.fetch(
-            q.CLAIM_DUE,
-            now_ms,
-            tx.now,
-            server,
-            tx.me,
-            sources_of(Change(0, Status.SCHEDULING)),
-            excluded,
-            limit,
-            only,
-        )
-        claimed = sorted(map(row_to_task, rows), key=lambda t: (-t.priority, t.id))
+        rows = await tx.conn.fetch(q.CLAIM_DUE, *quick.params(tx))
+        claimed = quick.order(map(row_to_task, rows))
         if any(task.status is Status.UNKNOWN for task in claimed):
             raise _Redo
         for task in claimed:
