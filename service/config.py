@@ -130,6 +130,9 @@ class Settings:
     concurrency: int = 16
     #: per job type limits on jobs running at once, e.g. {gremlin = 2}
     type_concurrency: Mapping[str, int] = field(default_factory=dict)
+    #: per job type limits on starts, "N/s" or "N/min", e.g. {gremlin = "10/s"}: held
+    #: across replicas (README, "Rate limits")
+    type_rate_limits: Mapping[str, str] = field(default_factory=dict)
     #: job types of your own: name -> "module:callable", or a table {call, run_in} (JobSpec)
     jobs: Mapping[str, str | JobSpec] = field(default_factory=dict)
     #: directories put at the front of sys.path before the job modules are imported (a
@@ -290,12 +293,39 @@ class Settings:
         }
 
     @property
+    def type_rates(self) -> dict[str, tuple[int, int]]:
+        """type_rate_limits as (starts, window in ms) per type."""
+        return _rates(tuple(sorted(self.type_rate_limits.items())))
+
+    @property
     def auth_enabled(self) -> bool:
         """Authentication is on as soon as a user or a token is configured."""
         return bool(self.users or self.tokens)
 
     def graph_refs(self) -> tuple[GraphRef, ...]:
         return _graph_refs(self.graphs)
+
+
+#: the windows a rate limit counts its starts in, by the unit it is written with
+RATE_WINDOWS_MS = {"s": 1000, "sec": 1000, "second": 1000, "min": 60_000, "minute": 60_000}
+_RATE = re.compile(r"\s*(\d+)\s*/\s*([a-z]+)\s*")
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """A rate limit "N/s" or "N/min" as (N, the window in ms); ValueError saying what is
+    wrong."""
+    match = _RATE.fullmatch(text.lower()) if isinstance(text, str) else None
+    if match is None or match.group(2) not in RATE_WINDOWS_MS:
+        raise ValueError(f"expected 'N/s' or 'N/min' (starts per second or minute), got {text!r}")
+    count = int(match.group(1))
+    if not 1 <= count <= 1_000_000:
+        raise ValueError(f"the number of starts must be 1 to 1000000, got {text!r}")
+    return count, RATE_WINDOWS_MS[match.group(2)]
+
+
+@functools.lru_cache(maxsize=64)
+def _rates(items: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, int]]:
+    return {name: parse_rate(text) for name, text in items}
 
 
 @functools.lru_cache(maxsize=64)
@@ -613,6 +643,12 @@ def _check(name: str, value: Any) -> None:
         for type_name, limit in value.items():
             if limit < 1:
                 raise ConfigError(f"{name}.{type_name}: must be at least 1, got {limit!r}")
+    elif name == "type_rate_limits":
+        for type_name, text in value.items():
+            try:
+                parse_rate(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}.{type_name}: {exc}") from None
     elif name == "jobs":
         for type_name, spec in value.items():
             where = f"{name}.{type_name}" if isinstance(spec, str) else f"{name}.{type_name}.call"

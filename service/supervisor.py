@@ -764,9 +764,13 @@ class Supervisor:
                 self.settings.server_name,
                 type_caps=self.settings.type_concurrency,
                 runs=self._runs,
+                type_rates=self.settings.type_rates,
             )
             if len(claimed) == room:
                 self._wakeup.set()  # there may be more waiting
+            elif rates := self.settings.type_rates:
+                # a type at its rate may have tasks left: claimed again as its window turns
+                self._due_at(min(now - now % window + window for _, window in rates.values()))
             await self._accept(claimed)
         if self._ready and self._slots_free() > 0:
             self._spawn(self._start_ready())

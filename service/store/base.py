@@ -126,13 +126,17 @@ class Store(Protocol):
         server: str | None = None,
         type_caps: Mapping[str, int] | None = None,
         runs: Sequence[str] | None = None,
+        type_rates: Mapping[str, tuple[int, int]] | None = None,
     ) -> list[Task]:
         """Up to `limit` due tasks, at most `type_room[t]` of each limited type `t`, on
         `server` (their task_server): `queued` on a store of one process; on a store
         several processes share, `scheduling` (claimed by this process: SPEC 3, the caller
         hands them on), only of the types in `runs` (those this process has: another may
         have the others), and with `type_caps`, the limits of type_concurrency, held
-        across all of them (the tasks of a type in hand anywhere count)."""
+        across all of them (the tasks of a type in hand anywhere count). With
+        `type_rates` (type -> (starts, window ms): type_rate_limits), at most that many
+        of a type are claimed in each fixed window of that length, counted in the store
+        for every process; none of a paused type."""
         ...
 
     async def recheck_dependencies(self, task_ids: Sequence[int] | None = None) -> int:

@@ -537,6 +537,22 @@ PAUSE_TYPE = (
 RESUME_TYPE = "DELETE FROM paused_types WHERE type = $1"
 PAUSED_SINCE = "SELECT since_ms FROM paused_types WHERE type = $1"
 
+# --- type_rate_limits, as SQLite's; read and written under CLAIM_LOCK ---
+
+#: each limited type's window and count, with the database's clock (every replica counts
+#: windows on one clock). Parameters: the types
+RATE_COUNTS = (
+    "SELECT t.type, r.window_ms, r.count, sidetask_now_ms() FROM unnest($1::text[]) AS t(type)"
+    " LEFT JOIN type_rates r ON r.type = t.type"
+)
+#: Parameters: the types, their windows, the starts to add
+COUNT_STARTS = (
+    "INSERT INTO type_rates AS r (type, window_ms, count)"
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])"
+    " ON CONFLICT (type) DO UPDATE SET count = CASE WHEN r.window_ms = excluded.window_ms"
+    " THEN r.count + excluded.count ELSE excluded.count END, window_ms = excluded.window_ms"
+)
+
 
 # --- log lines (schema 3): appended in batches (PostgresStore.append_logs), read by
 # GET …/tasks/{id}/logs ---

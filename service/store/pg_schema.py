@@ -270,6 +270,14 @@ MIGRATIONS: tuple[str, ...] = (
         since_ms  bigint  NOT NULL
     );
     """,
+    # type_rate_limits, as SQLite's: counted under the claims' lock, on the database's clock
+    """
+    CREATE TABLE type_rates (
+        type       text    PRIMARY KEY,
+        window_ms  bigint  NOT NULL,
+        count      bigint  NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

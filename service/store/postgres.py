@@ -1339,18 +1339,21 @@ class PostgresStore:
         server: str | None = None,
         type_caps: Mapping[str, int] | None = None,
         runs: Sequence[str] | None = None,
+        type_rates: Mapping[str, tuple[int, int]] | None = None,
     ) -> list[Task]:
         """Up to `limit` due waiting tasks of the types in `runs`, highest priority first,
         at most `type_room[t]` of a limited type `t`: each goes `scheduling` on `server`,
         held by this process, which hands it on (SPEC 3: `scheduled`, then `queued`). With
         `type_caps`, the claims of every process take one lock, under which the tasks of
         each capped type in hand anywhere are counted: a cap holds across the cluster
-        (counting without the lock, claimers running at once overshoot it)."""
+        (counting without the lock, claimers running at once overshoot it). Rate limits
+        (`type_rates`) are counted under the same lock, in windows of the database's clock."""
         on_server = None if server is None else {"server": server}
         caps = dict(type_caps or {})
+        rates = dict(type_rates or {})
         only = None if runs is None else sorted(set(runs))
         quick = None
-        if not caps and all(n <= 0 or n >= limit for n in type_room.values()):
+        if not (caps or rates) and all(n <= 0 or n >= limit for n in type_room.values()):
             excluded = sorted(name for name, left in type_room.items() if left <= 0)
             quick = QuickClaim(limit, now_ms, excluded, server, only)
 
@@ -1367,6 +1370,13 @@ class PostgresStore:
                 for name in names:
                     left = caps[name] - in_hand.get(name, 0)
                     room[name] = min(room.get(name, left), left)
+            windows: dict[str, int] = {}
+            if rates:  # under the lock _ClaimOp took first, as the caps' count
+                for name, start, count, now in await tx.conn.fetch(q.RATE_COUNTS, list(rates)):
+                    starts, window = rates[name]
+                    windows[name] = int(now) - int(now) % window
+                    used = int(count) if start is not None and int(start) == windows[name] else 0
+                    room[name] = min(room.get(name, starts - used), starts - used)
             claimed: list[Task] = []
             damaged: list[int] = []
             while len(claimed) < limit:
@@ -1395,9 +1405,23 @@ class PostgresStore:
                             room[type_name] += 1
                 if not again:
                     break
+            if windows:
+                started: dict[str, int] = {}
+                for task in claimed:
+                    if task.type in windows:
+                        started[task.type] = started.get(task.type, 0) + 1
+                if started:
+                    names = list(started)
+                    await tx.conn.execute(
+                        q.COUNT_STARTS,
+                        names,
+                        [windows[n] for n in names],
+                        [started[n] for n in names],
+                    )
             return claimed
 
-        return await self._write(_ClaimOp(op, self._claim_locks if caps else (), quick))
+        locks = self._claim_locks if caps or rates else ()
+        return await self._write(_ClaimOp(op, locks, quick))
 
     async def _claim_at_once(self, tx: PgTx, quick: QuickClaim) -> list[Task]:
         """The claim as one statement (q.CLAIM_DUE: the release of due tasks, the pick and

@@ -468,6 +468,23 @@ RESUME_TYPE = "DELETE FROM paused_types WHERE type = ?"
 PAUSED_SINCE = "SELECT since_ms FROM paused_types WHERE type = ?"
 
 
+# --- type_rate_limits: each limited type's starts in its current window ---
+
+
+@functools.lru_cache(maxsize=64)
+def rate_counts(types: int) -> str:
+    """The window and count of `types`. Parameters: the types."""
+    return f"SELECT type, window_ms, count FROM type_rates WHERE type IN ({marks(types)})"
+
+
+#: starts counted: a new window starts again from them. Parameters: type, window, count
+COUNT_STARTS = (
+    "INSERT INTO type_rates (type, window_ms, count) VALUES (?, ?, ?) ON CONFLICT (type) DO"
+    " UPDATE SET count = CASE WHEN window_ms = excluded.window_ms THEN count + excluded.count"
+    " ELSE excluded.count END, window_ms = excluded.window_ms"
+)
+
+
 # --- log lines (schema 10): appended in batches (SQLiteStore.append_logs), read by
 # GET …/tasks/{id}/logs ---
 

@@ -273,6 +273,15 @@ MIGRATIONS: tuple[str, ...] = (
         since_ms  INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # type_rate_limits: the starts of each limited type in its current window (a fixed
+    # window: window_ms is its start), counted in the claims' transactions
+    """
+    CREATE TABLE type_rates (
+        type       TEXT    PRIMARY KEY,
+        window_ms  INTEGER NOT NULL,
+        count      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

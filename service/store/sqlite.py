@@ -83,6 +83,36 @@ MAX_ID = 2**63 - 1
 CANCELLED = AttemptEnd(AttemptOutcome.CANCELLED)
 
 
+def _rate_room(
+    tx: Tx, rates: Mapping[str, tuple[int, int]], room: dict[str, int]
+) -> dict[str, int]:
+    """Narrows `room` to what each rate-limited type has left in its current window (a
+    fixed window of its length, counted in the store); the start of each window."""
+    if not rates:
+        return {}
+    windows = {name: tx.now - tx.now % window for name, (_, window) in rates.items()}
+    counted = {
+        name: (int(start), int(count))
+        for name, start, count in tx.conn.execute(q.rate_counts(len(rates)), list(rates))
+    }
+    for name, (starts, _) in rates.items():
+        start, count = counted.get(name, (0, 0))
+        left = starts - (count if start == windows[name] else 0)
+        room[name] = min(room.get(name, left), left)
+    return windows
+
+
+def _count_starts(tx: Tx, windows: Mapping[str, int], claimed: Sequence[Task]) -> None:
+    """The claimed tasks of rate-limited types counted into their windows."""
+    taken: dict[str, int] = {}
+    for task in claimed:
+        if task.type in windows:
+            taken[task.type] = taken.get(task.type, 0) + 1
+    tx.conn.executemany(
+        q.COUNT_STARTS, [(name, windows[name], count) for name, count in taken.items()]
+    )
+
+
 class SQLiteStore:
     """Task state in one SQLite file. Only this package knows SQL."""
 
@@ -277,6 +307,7 @@ class SQLiteStore:
         server: str | None = None,
         type_caps: Mapping[str, int] | None = None,
         runs: Sequence[str] | None = None,
+        type_rates: Mapping[str, tuple[int, int]] | None = None,
     ) -> list[Task]:
         """Takes up to `limit` waiting tasks that are due, highest priority first, and at most
         `type_room[t]` of a type `t` that has a limit: each, new or restoring (resumed,
@@ -292,6 +323,7 @@ class SQLiteStore:
             room = dict(type_room)
             for name, _ in tx.conn.execute(q.PAUSED_TYPES):  # paused: none is claimed
                 room[name] = 0
+            windows = _rate_room(tx, rates, room)
             claimed: list[Task] = []
             #: waiting rows that read as `unknown` (damaged): never claimed
             damaged: list[int] = []
@@ -330,8 +362,11 @@ class SQLiteStore:
                             room[type_name] += 1
                 if not again:
                     break
+            if windows:
+                _count_starts(tx, windows, claimed)
             return claimed
 
+        rates = dict(type_rates or {})
         return await self._write(op)
 
     async def recheck_dependencies(self, task_ids: Sequence[int] | None = None) -> int:

@@ -612,6 +612,17 @@ def _overview_operations() -> dict[str, dict[str, Any]]:
                                     "type": "object",
                                     "additionalProperties": {"type": "integer"},
                                 },
+                                "concurrency": {
+                                    "type": "object",
+                                    "description": "type_concurrency: jobs of a type at once",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                                "rate_limits": {
+                                    "type": "object",
+                                    "description": "type_rate_limits: starts of a type, "
+                                    '"N/s" or "N/min", across replicas',
+                                    "additionalProperties": {"type": "string"},
+                                },
                             },
                         },
                     ),

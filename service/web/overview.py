@@ -54,7 +54,16 @@ async def types(request: web.Request) -> web.Response:
     paused ones with the time each was paused (read from the store: what every replica
     obeys; README, "Pausing a job type")."""
     paused = await request.app[STORE].paused_types()
-    return json_response({"types": request.app[REGISTRY].names(), "paused": paused})
+    settings = request.app[SETTINGS]
+    return json_response(
+        {
+            "types": request.app[REGISTRY].names(),
+            "paused": paused,
+            # the limits of each type: at once (type_concurrency), starts (type_rate_limits)
+            "concurrency": dict(settings.type_concurrency),
+            "rate_limits": dict(settings.type_rate_limits),
+        }
+    )
 
 
 #: how each action is asked for; {base} is a graph's prefix, {id} the task's id

@@ -26,7 +26,7 @@ function say(text, kind) {
   message.hidden = !text;
 }
 
-function itemOf(name, since) {
+function itemOf(name, since, limits) {
   const paused = since !== undefined;
   const state = paused
     ? node("span", { className: "badge s-pending", text: `paused since ${formatTime(since)}`, attrs: { title: fullTime(since) } })
@@ -35,9 +35,13 @@ function itemOf(name, since) {
     text: paused ? "Resume" : "Pause",
     attrs: { type: "button", "data-type-action": paused ? "resume" : "pause" },
   });
+  const limit = [limits.concurrency?.[name] && `${limits.concurrency[name]} at once`, limits.rate_limits?.[name]]
+    .filter(Boolean)
+    .join(", ");
   return node("li", { className: "job-type", attrs: { "data-type": name, "data-paused": String(paused) } }, [
     node("strong", { text: name }),
     state,
+    node("span", { className: "type-limits", text: limit }),
     button,
   ]);
 }
@@ -46,10 +50,10 @@ function itemOf(name, since) {
 export async function loadTypes() {
   const serial = ++panel.serial;
   try {
-    const { types, paused } = await api.types();
+    const { types, paused, ...limits } = await api.types();
     if (serial !== panel.serial) return;
     const names = [...new Set([...types, ...Object.keys(paused ?? {})])].sort();
-    $("#type-list").replaceChildren(...names.map((name) => itemOf(name, paused?.[name])));
+    $("#type-list").replaceChildren(...names.map((name) => itemOf(name, paused?.[name], limits)));
   } catch (error) {
     if (serial === panel.serial) say(error instanceof ApiError ? error.message : String(error), "error");
   }
