@@ -15,7 +15,7 @@ import pytest
 
 from service import clock
 from service.errors import SidetaskError, StoreLocked
-from service.model import Event, Status, Task
+from service.model import DeliveryAnswer, DeliveryState, Event, Outbox, Status, Task
 from service.policy import after_interruption
 from service.store import Change, SQLiteStore
 from service.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -198,6 +198,7 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
     await store.open()
     try:
         statements.clear()
+        store.set_outbox(Outbox(callback_statuses=frozenset({Status.CANCELLED})))
         tasks = [(await store.insert(new(idempotency_key=f"k{i}")))[0] for i in range(3)]
         await store.insert(new(idempotency_key="k0"))
         claimed = await store.claim(2, clock.now_ms(), {"sleep": 1, "gremlin": 0})
@@ -233,6 +234,14 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
         )
         await store.set_process_group(tasks[0].id, 4242, "boot")
         await store.process_groups()
+        # a webhook's delivery: written with a cancel, claimed, answered, shown
+        called, _ = await store.insert(new(callback="https://example.org/cb"))
+        await store.transition(Change(called.id, Status.CANCELLED))
+        for due in await store.claim_deliveries(5, 60_000):
+            answer = DeliveryAnswer(now, 200, None, 1)
+            await store.record_delivery(due, answer, DeliveryState.DELIVERED, None)
+        await store.deliveries(called.id)
+        await store.next_delivery_ms()
         await store.delete(GRAPH, tasks[2].id, None)
         await store.recover(recover_as_policy_says)
         await store.purge(clock.now_ms(), clock.now_ms())
