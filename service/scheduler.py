@@ -240,6 +240,9 @@ class Scheduler:
             except SidetaskError as exc:
                 log.warning("schedules not fired now: %s", exc.message)
                 due = clock.now_ms() + int(STORE_RETRY_SECONDS * 1000)
+            except Exception:  # a bug: said, and the loop goes on (a dead loop fires nothing)
+                log.exception("the firing loop failed; it goes on")
+                due = clock.now_ms() + int(STORE_RETRY_SECONDS * 1000)
             timeout = MAX_IDLE_SECONDS
             if due is not None:
                 timeout = min(timeout, max(0.0, (due - clock.now_ms()) / 1000))

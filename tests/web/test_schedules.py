@@ -257,3 +257,29 @@ async def test_the_configuration_s_schedules_are_made_replaced_and_removed_at_st
     client = await driven(start)
     names = [s["name"] for s in (await (await client.get(f"{BASE}/schedules")).json())["schedules"]]
     assert names == ["mine"]
+
+
+async def test_the_firing_loop_goes_on_after_an_unexpected_error(
+    start: Start, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start()
+    store = client.app[SCHEDULER].store
+    real = store.claim_schedules
+    calls = 0
+
+    async def failing_once(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await real(*args)
+
+    monkeypatch.setattr(store, "claim_schedules", failing_once)
+    await create(client, {"name": "tick", "type": "echo", "every": 1})
+
+    async def fired() -> list[dict[str, Any]] | None:
+        return await schedule_tasks(client, "tick") or None
+
+    await wait_for(fired, 15, "a fire after the loop's error")
+    assert calls > 1
+    assert "the firing loop failed; it goes on" in caplog.text
