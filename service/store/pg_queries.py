@@ -87,22 +87,23 @@ INSERT_TASK = (
 SET_TASK_SCHEDULE = (
     f"UPDATE tasks SET schedule = $1, schedule_fire_ms = $2 WHERE id = $3 RETURNING {TASK_COLUMNS}"
 )
-#: ids for a run of new tasks, taken in order before they are inserted ($1: how many)
-NEXT_TASK_IDS = (
-    "SELECT array_agg(nextval(pg_get_serial_sequence('tasks', 'id'))) FROM generate_series(1, $1)"
-)
-#: a run of new tasks without an Idempotency-Key, one per element of the arrays
+#: a run of new tasks without an Idempotency-Key, one per element of the arrays, each with
+#: the next id (taken in the statement: no round trip of its own), back in their order
+#: ($1: their places, 0, 1, …)
 INSERT_TASKS = (
-    "INSERT INTO tasks (id, graphspace, graph, name, type, callable, status, create_ms,"
-    " update_ms, input, max_retries, priority, timeout, run_after_ms, traceparent, tracestate)"
-    " SELECT u.id, u.graphspace, u.graph, u.name, u.type, u.callable, 'new', $7, $7, u.input,"
-    " u.max_retries, u.priority, u.timeout, u.run_after_ms, u.traceparent, u.tracestate"
+    "WITH u AS (SELECT nextval(pg_get_serial_sequence('tasks', 'id')) AS id, v.*"
     " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
     " $8::text[], $9::bigint[], $10::bigint[], $11::float8[], $12::bigint[], $13::text[],"
     " $14::text[])"
-    " AS u(id, graphspace, graph, name, type, callable, input, max_retries, priority, timeout,"
-    " run_after_ms, traceparent, tracestate)"
-    f" RETURNING {TASK_COLUMNS}"
+    " AS v(n, graphspace, graph, name, type, callable, input, max_retries, priority, timeout,"
+    " run_after_ms, traceparent, tracestate)),"
+    " made AS (INSERT INTO tasks (id, graphspace, graph, name, type, callable, status,"
+    " create_ms, update_ms, input, max_retries, priority, timeout, run_after_ms, traceparent,"
+    " tracestate)"
+    " SELECT u.id, u.graphspace, u.graph, u.name, u.type, u.callable, 'new', $7, $7, u.input,"
+    " u.max_retries, u.priority, u.timeout, u.run_after_ms, u.traceparent, u.tracestate"
+    f" FROM u RETURNING {TASK_COLUMNS})"
+    " SELECT made.*, u.n FROM made JOIN u ON u.id = made.id ORDER BY u.n"
 )
 # only the process running the task reports its progress: fenced by its id ($5)
 SET_PROGRESS = (

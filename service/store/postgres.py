@@ -1180,16 +1180,15 @@ class PostgresStore:
         return task, True
 
     async def insert_many(self, tx: PgTx, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
-        """Submissions without a key as one INSERT (ids taken first, in order): one round
-        trip for the lot, not one each. Past max_waiting, the batch is run again write by
+        """Submissions without a key as one INSERT (their ids taken in it): one round trip
+        for the lot, not one each. Past max_waiting, the batch is run again write by
         write, so each is admitted or refused on its own."""
         await self._admit(tx)
         if tx.waiting is not None and tx.waiting + len(news) > self.max_waiting:
             raise _Redo
-        ids = await tx.conn.fetchval(q.NEXT_TASK_IDS, len(news))
         rows = await tx.conn.fetch(
             q.INSERT_TASKS,
-            ids,
+            list(range(len(news))),
             [n.graph.graphspace for n in news],
             [n.graph.graph for n in news],
             [n.name for n in news],
@@ -1204,8 +1203,8 @@ class PostgresStore:
             [n.traceparent for n in news],
             [n.tracestate for n in news],
         )
-        by_id = {task.id: task for task in map(row_to_task, rows)}
-        tasks = [by_id[task_id] for task_id in ids]
+        tasks = [row_to_task(row) for row in rows]  # in the order of `news`
+        ids = [task.id for task in tasks]
         called = [(task_id, n.callback) for task_id, n in zip(ids, news, strict=True) if n.callback]
         if called:
             await tx.conn.execute(
