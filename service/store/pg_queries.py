@@ -367,6 +367,20 @@ GRAPH_TASKS_BY_ID = (
 )
 
 
+#: the first name above one in a prefix's range (the name index's next entry).
+#: Parameters: graphspace, graph, the name it goes on from (inclusive with the fourth
+#: true), the range's end (NULL: none)
+NEXT_NAME = (
+    'SELECT name FROM tasks WHERE graphspace = $1 AND graph = $2 AND (name COLLATE "C" > $3'
+    ' OR ($4 AND name COLLATE "C" = $3)) AND ($5::text IS NULL OR name COLLATE "C" < $5)'
+    ' ORDER BY name COLLATE "C" LIMIT 1'
+)
+#: how many of a graph's tasks a time range holds, and their lowest and highest id, up to
+#: a limit ({terms}: the range). Parameters: graphspace, graph, the range's, the limit
+IDS_SELECTED = (
+    "SELECT count(*), min(id), max(id) FROM (SELECT id FROM tasks"
+    " WHERE graphspace = $1 AND graph = $2{terms} LIMIT ${limit}) s"
+)
 #: a Selection's terms, in the order Selection.terms gives their parameters ({n}:
 #: the parameter's number); the name in byte order, as its index (schema 6) holds it
 SELECTION_TERMS = (
@@ -387,6 +401,8 @@ def list_tasks(
     unknown: bool,
     bounded: bool,
     selected: tuple[bool, ...] = (),
+    one_name: bool = False,
+    id_range: bool = False,
 ) -> str:
     """A graph's tasks in id order from an id on, of a type, of a selection's `selected` terms
     (SELECTION_TERMS), of stored statuses and/or those that read as `unknown`.
@@ -399,10 +415,16 @@ def list_tasks(
     if by_type:
         sql += f" AND type = ${n}"
         n += 1
+    if one_name:  # the one name a prefix's range holds, in place of the range
+        sql += f' AND name COLLATE "C" = ${n}'
+        n += 1
     for term, on in zip(SELECTION_TERMS, selected, strict=False):
         if on:
             sql += " AND " + term.format(n=n)
             n += 1
+    if id_range:  # the first and last id a time range holds
+        sql += f" AND id >= ${n} AND id <= ${n + 1}"
+        n += 2
     terms = []
     if stored:
         terms.append(f"status = ANY(${n}::text[])")

@@ -123,6 +123,8 @@ GATHER_TURNS = 8
 LIST_BATCH = 101
 LIST_ROW_CHARS = 32 * 1024
 PURGE_CHUNK = 5000
+#: a time range of this many tasks or fewer gives the list its first and last id
+ID_RANGE_AT_MOST = 200_000
 #: above every task id: where a descending list starts
 MAX_ID = 2**63 - 1
 #: the event pump reads at least this often (seconds), notifications or not
@@ -1733,6 +1735,7 @@ class PostgresStore:
         descending: bool,
         bounded: bool,
         selection: Selection = EVERY,
+        plan: tuple[str | None, tuple[int, int] | None] = (None, None),
     ) -> tuple[str, list[Any], frozenset[Status] | None]:
         """A list's query and its parameters but the limit (and the bound): the third is
         the id it goes on from. A selection's ranges are left to PostgreSQL's planner,
@@ -1744,7 +1747,15 @@ class PostgresStore:
         if task_type is not None:
             params.append(task_type)
         terms, values = selection.terms()
-        params.extend(values)
+        one_name, ids = plan
+        if one_name is not None:
+            params.append(one_name)
+            params.extend(values[sum(terms[:2]) :])
+            terms = (False, False, *terms[2:])
+        else:
+            params.extend(values)
+        if ids is not None:
+            params.extend(ids)
         stored: list[str] = []
         unknown = False
         if wanted is not None:
@@ -1761,8 +1772,48 @@ class PostgresStore:
             unknown,
             bounded,
             terms if any(terms) else (),
+            one_name is not None,
+            ids is not None,
         )
         return sql, params, wanted
+
+    async def _selection_plan(
+        self, graph: GraphRef, selection: Selection
+    ) -> tuple[str | None, tuple[int, int] | None]:
+        """What the planner is given besides a selection's ranges: the one name a prefix's
+        range holds, when it holds one (an equality the name index reads in id order,
+        where a range of 6,000 tasks sharing a name went to the primary key, filtered),
+        and the first and last id of a time range of at most ID_RANGE_AT_MOST tasks (a
+        range far from the newest tasks was looked for among all of them)."""
+        name_range = selection.name_range
+        one_name = None
+        gs, g = graph.graphspace, graph.graph
+        if name_range is not None:
+            low, high = name_range
+            first = await self._fetch(q.NEXT_NAME, gs, g, low, True, high)
+            if first:
+                second = await self._fetch(q.NEXT_NAME, gs, g, first[0][0], False, high)
+                if not second:
+                    one_name = str(first[0][0])
+        terms, values = selection.terms()
+        at = sum(terms[:2])
+        for pair in (1, 2):
+            mine = terms[2 * pair : 2 * pair + 2]
+            used = sum(mine)
+            if not used:
+                continue
+            chosen = q.SELECTION_TERMS[2 * pair : 2 * pair + 2]
+            where = "".join(
+                f" AND {t.format(n=3 + i)}"
+                for i, t in enumerate(t for t, on in zip(chosen, mine, strict=True) if on)
+            )
+            sql = q.IDS_SELECTED.format(terms=where, limit=3 + used)
+            rows = await self._fetch(sql, gs, g, *values[at : at + used], ID_RANGE_AT_MOST + 1)
+            at += used
+            count, low_id, high_id = rows[0]
+            if int(count) <= ID_RANGE_AT_MOST:
+                return one_name, None if not count else (int(low_id), int(high_id))
+        return one_name, None
 
     async def list_tasks(
         self,
@@ -1803,8 +1854,16 @@ class PostgresStore:
         a task larger than LIST_ROW_CHARS (input and result) is read on its own when its
         turn comes and comes alone. A row that reads as another status than the one it is
         stored with (damaged) is left out of a status's list."""
+        plan = (None, None) if selection.empty else await self._selection_plan(graph, selection)
         sql, params, wanted = self._list_query(
-            graph, status, after_id, task_type, descending, bounded=True, selection=selection
+            graph,
+            status,
+            after_id,
+            task_type,
+            descending,
+            bounded=True,
+            selection=selection,
+            plan=plan,
         )
         left = limit
         while left is None or left > 0:

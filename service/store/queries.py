@@ -348,6 +348,35 @@ def _selection_sql(selected: tuple[bool, ...]) -> str:
 
 
 @functools.lru_cache(maxsize=64)
+def ids_selected(index: str, terms: tuple[bool, ...]) -> str:
+    """How many of a graph's tasks a time range holds, and their lowest and highest id,
+    read in `index` alone up to a limit. Parameters: graphspace, graph, the terms', the
+    limit."""
+    return (
+        f"SELECT count(*), min(id), max(id) FROM (SELECT id FROM tasks INDEXED BY {index}"
+        f" WHERE graphspace = ? AND graph = ?{_selection_sql(terms)} LIMIT ?)"
+    )
+
+
+#: the first name above one, in a prefix's range. Parameters: graphspace, graph, the name
+#: it goes on from, the range's end
+NEXT_NAME = (
+    "SELECT name FROM tasks INDEXED BY tasks_by_graph_name WHERE graphspace = ? AND graph = ?"
+    " AND name > ? AND name < ? ORDER BY name LIMIT 1"
+)
+#: whether a task has this name. Parameters: graphspace, graph, the name
+NAME_EXISTS = (
+    "SELECT 1 FROM tasks INDEXED BY tasks_by_graph_name WHERE graphspace = ? AND graph = ?"
+    " AND name = ? LIMIT 1"
+)
+#: the same without an end (a prefix of U+10FFFF only)
+NEXT_NAME_UNBOUNDED = (
+    "SELECT name FROM tasks INDEXED BY tasks_by_graph_name WHERE graphspace = ? AND graph = ?"
+    " AND name > ? ORDER BY name LIMIT 1"
+)
+
+
+@functools.lru_cache(maxsize=64)
 def count_selected(index: str, terms: tuple[bool, ...]) -> str:
     """How many of a graph's tasks one pair of a selection's terms takes, counted up to a
     limit in `index` alone. Parameters: graphspace, graph, the terms', the limit."""
@@ -367,12 +396,16 @@ def list_tasks(
     limited: bool,
     selected: tuple[bool, ...] = (),
     via: str | None = None,
+    names: int = 0,
+    id_range: bool = False,
 ) -> str:
     """A graph's tasks in id order, from an id on (the third parameter), of a type, of
     the `selected` terms of a selection (SELECTION_TERMS), of `stored` statuses and/or those that read
     as `unknown`. Parameters: graphspace, graph, the id, the type, the terms', the
     statuses, KNOWN_VALUES (for `unknown`), the limit. `via`: the index to read (the
-    store chooses it for a selection: SQLiteStore._selection_index).
+    store chooses it for a selection: SQLiteStore._selection_index); `names`: that many
+    names in place of a prefix's range (parameters before the terms'); `id_range`: the
+    lowest and highest id to read between (parameters after the terms').
 
     Several stored statuses (a dashboard's group): left to itself, SQLite walks the graph's
     tasks in id order looking for them, every one of 200,000 when none is in them (130 ms);
@@ -388,7 +421,11 @@ def list_tasks(
     )
     if by_type:
         sql += " AND type = ?"
+    if names:
+        sql += f" AND name IN ({marks(names)})"
     sql += _selection_sql(selected)
+    if id_range:
+        sql += " AND id >= ? AND id <= ?"
     terms = []
     if stored == 1:
         terms.append("status = ?")

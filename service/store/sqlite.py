@@ -9,6 +9,7 @@ import itertools
 import sqlite3
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,6 +78,25 @@ IDS_CHUNK = 500
 #: a selection's range holding fewer tasks than this is read by its index and sorted; one
 #: holding more, in id order and filtered (SQLiteStore._selection_index)
 SELECTION_PROBE = 4096
+#: a prefix's range of this many names or fewer is read one name at a time in id order
+NAMES_AT_MOST = 16
+#: a time range of this many tasks or fewer gives the id order's read its first and last id
+ID_RANGE_AT_MOST = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a list with a selection is read (SQLiteStore._selection_index)."""
+
+    #: the index (None: SQLite's choice)
+    via: str | None = None
+    #: the names a prefix's range holds, each read by the name index in id order
+    names: tuple[str, ...] = ()
+    #: the lowest and highest id a time range holds: the read in id order stays within
+    ids: tuple[int, int] | None = None
+
+
+NO_PLAN = _Plan()
 #: above every task id: where a descending list starts (SQLite's largest integer)
 MAX_ID = 2**63 - 1
 #: a cancel that wins over a worker's last report ends its run
@@ -767,7 +787,7 @@ class SQLiteStore:
         descending: bool = False,
         selection: Selection = EVERY,
     ) -> list[Task]:
-        via = await self._selection_index(graph, status, task_type, selection)
+        plan = await self._selection_index(graph, status, task_type, selection)
         sql, params, wanted = self._list_query(
             graph,
             status,
@@ -776,7 +796,7 @@ class SQLiteStore:
             descending,
             limited=limit is not None,
             selection=selection,
-            via=via,
+            plan=plan,
         )
         if limit is not None:
             params.append(limit)
@@ -810,7 +830,7 @@ class SQLiteStore:
         """The tasks `list_tasks` gives, in lists of at most LIST_BATCH small tasks read
         by one query; a task larger than LIST_ROW_CHARS (input and result) is read on its
         own when its turn comes and comes alone, so a list of large tasks holds one."""
-        via = await self._selection_index(graph, status, task_type, selection)
+        plan = await self._selection_index(graph, status, task_type, selection)
         sql, params, wanted = self._list_query(
             graph,
             status,
@@ -819,7 +839,7 @@ class SQLiteStore:
             descending,
             limited=True,
             selection=selection,
-            via=via,
+            plan=plan,
         )
         params.append(0)
         left = limit
@@ -899,11 +919,11 @@ class SQLiteStore:
         *,
         limited: bool,
         selection: Selection = EVERY,
-        via: str | None = None,
+        plan: _Plan = NO_PLAN,
     ) -> tuple[str, list[Any], frozenset[Status] | None]:
         """A list's query (with a LIMIT parameter last when `limited`, for the caller to
         append): the SQL, its parameters (the third is the id it goes on from) and the
-        statuses it keeps; `via`: the index it reads (`_selection_index`)."""
+        statuses it keeps; `plan`: how it is read (`_selection_index`)."""
         wanted = frozenset({status}) if isinstance(status, Status) else status
         several = wanted is not None and len(wanted) > 1 and Status.UNKNOWN not in wanted
         # Descending, `after_id` is the id the page goes on below (0: from the newest).
@@ -912,7 +932,14 @@ class SQLiteStore:
         if task_type is not None:
             params.append(task_type)
         terms, values = selection.terms()
-        params.extend(values)
+        if plan.names:  # the names in place of the prefix's range
+            params.extend(plan.names)
+            params.extend(values[sum(terms[:2]) :])
+            terms = (False, False, *terms[2:])
+        else:
+            params.extend(values)
+        if plan.ids is not None:
+            params.extend(plan.ids)
         stored: list[str] = []
         unknown = False
         if wanted is not None:
@@ -931,7 +958,9 @@ class SQLiteStore:
             unknown,
             limited,
             terms if any(terms) else (),
-            via,
+            plan.via,
+            len(plan.names),
+            plan.ids is not None,
         )
         return sql, params, wanted
 
@@ -941,8 +970,8 @@ class SQLiteStore:
         status: Status | frozenset[Status] | None,
         task_type: str | None,
         selection: Selection,
-    ) -> str | None:
-        """The index a list with `selection` reads (None: as without one).
+    ) -> _Plan:
+        """How a list with `selection` is read.
 
         A range of names, creation or update times is in its index in that order, not the
         id order a list is read in: read by it, a list sorts what the range holds, which
@@ -950,29 +979,76 @@ class SQLiteStore:
         it filters as it goes, which is quick while the range holds many of the tasks it
         passes and not for 100 among a million. So each term's range is counted in its
         index, up to SELECTION_PROBE: the smallest one under it is read by its index and
-        sorted; when every one holds more, the list is read in id order (by the status's
-        or the type's index when there is one) and filtered."""
+        sorted. When every one holds more: a prefix's range of at most NAMES_AT_MOST
+        names (a name many tasks share: the usual case) is read a name at a time, each in
+        id order from the name index, as a status is; otherwise the list is read in id
+        order (by the status's or the type's index when there is one) and filtered,
+        between the first and last id of a time range that holds at most
+        ID_RANGE_AT_MOST tasks (tasks created on one day a month ago are not looked for
+        among the newer ones)."""
         terms, values = selection.terms()
         if not any(terms):
-            return None
+            return NO_PLAN
+        gs, g = graph.graphspace, graph.graph
         best, fewest = None, SELECTION_PROBE
         at = 0
+        ranges: list[tuple[str, tuple[bool, ...], list[Any]]] = []
         for pair, index in enumerate(q.SELECTION_INDEXES):
             mine = tuple(on and t // 2 == pair for t, on in enumerate(terms))
             used = sum(mine)
             if not used:
                 continue
-            args = [graph.graphspace, graph.graph, *values[at : at + used], SELECTION_PROBE]
+            mine_values = values[at : at + used]
             at += used
-            rows = await self._fetch(q.count_selected(index, mine), args)
+            ranges.append((index, mine, mine_values))
+            rows = await self._fetch(
+                q.count_selected(index, mine), [gs, g, *mine_values, SELECTION_PROBE]
+            )
             if int(rows[0][0]) < fewest:
                 best, fewest = index, int(rows[0][0])
         if best is not None:
-            return best
+            return _Plan(via=best)
+        name_range = selection.name_range
+        if name_range is not None:
+            names = await self._names_in(graph, *name_range)
+            if names is not None:
+                return _Plan(via="tasks_by_graph_name", names=tuple(names))
         wanted = frozenset({status}) if isinstance(status, Status) else status
         if wanted is not None and Status.UNKNOWN not in wanted:
-            return "tasks_by_graph_status"
-        return "tasks_by_graph_type" if task_type is not None else "tasks_by_graph"
+            via = "tasks_by_graph_status"
+        else:
+            via = "tasks_by_graph_type" if task_type is not None else "tasks_by_graph"
+        for index, mine, mine_values in ranges:
+            if index == "tasks_by_graph_name":
+                continue
+            rows = await self._fetch(
+                q.ids_selected(index, mine), [gs, g, *mine_values, ID_RANGE_AT_MOST + 1]
+            )
+            count, low, high = rows[0]
+            if int(count) <= ID_RANGE_AT_MOST:
+                return _Plan(via=via, ids=(int(low), int(high)))
+        return _Plan(via=via)
+
+    async def _names_in(self, graph: GraphRef, low: str, high: str | None) -> list[str] | None:
+        """The names in [low, high), each found by one step of the name index, or None
+        when there are more than NAMES_AT_MOST."""
+        names: list[str] = []
+        rows = await self._fetch(
+            q.NEXT_NAME if high is not None else q.NEXT_NAME_UNBOUNDED,
+            [graph.graphspace, graph.graph, low, high][: 4 if high is not None else 3],
+        )
+        # the first step takes the low end itself too
+        exact = await self._fetch(q.NAME_EXISTS, [graph.graphspace, graph.graph, low])
+        if exact:
+            names.append(low)
+        while rows and len(names) <= NAMES_AT_MOST:
+            names.append(str(rows[0][0]))
+            args = [graph.graphspace, graph.graph, names[-1], high]
+            rows = await self._fetch(
+                q.NEXT_NAME if high is not None else q.NEXT_NAME_UNBOUNDED,
+                args if high is not None else args[:3],
+            )
+        return None if len(names) > NAMES_AT_MOST else names
 
     async def list_ids(self, graph: GraphRef, ids: Sequence[int]) -> list[Task]:
         unique = sorted(set(ids))

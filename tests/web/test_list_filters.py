@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from service import clock
 from service.config import Settings
+from service.store import postgres as postgres_store
 from service.store import sqlite as sqlite_store
 from tests.conftest import make_settings, submit, wait_for, wait_status
 from tests.web.test_tasks_api import assert_error, list_tasks
@@ -27,12 +28,18 @@ def settings(tmp_path: Path, any_db: Path | str) -> Settings:
     return make_settings(tmp_path, any_db)
 
 
-@pytest.fixture(params=["by-index", "in-id-order"])
+@pytest.fixture(params=["by-index", "by-name-or-id-range", "in-id-order"])
 def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """SQLite reads a selective range by its index and a broad one in id order: both ways
-    (every range here is small, so the second is made to look broad)."""
-    if request.param == "in-id-order":
+    """SQLite reads a selective range by its index and a broad one a name at a time, or in
+    id order between a time range's first and last id, or else in id order: each way
+    (every range here is small, so the others are made to look broad); PostgreSQL is
+    given a time range's first and last id, or not."""
+    if request.param != "by-index":
         monkeypatch.setattr(sqlite_store, "SELECTION_PROBE", 1)
+    if request.param == "in-id-order":
+        monkeypatch.setattr(sqlite_store, "NAMES_AT_MOST", 0)
+        monkeypatch.setattr(sqlite_store, "ID_RANGE_AT_MOST", 0)
+        monkeypatch.setattr(postgres_store, "ID_RANGE_AT_MOST", 0)
     return str(request.param)
 
 
