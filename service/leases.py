@@ -78,6 +78,8 @@ class LeaseHub:
         self._lease_ms = max(1, int(settings.lease_duration * 1000))
         #: set (and replaced) whenever a task of an external type may have become claimable
         self._available = asyncio.Event()
+        #: claims waiting for work now (long polls)
+        self.waiting = 0
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -102,6 +104,10 @@ class LeaseHub:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+
+    def wake(self) -> None:
+        """Waiting claims look again at once (a job type was resumed)."""
+        self._wake()
 
     def _wake(self) -> None:
         self._available.set()
@@ -162,9 +168,13 @@ class LeaseHub:
             if next_due_ms is not None:  # a delayed task or a retry's backoff ends before that
                 remaining = min(remaining, max(0.001, (next_due_ms - clock.now_ms()) / 1000))
             log.debug("worker %s waits up to %.3f s for %s", worker, remaining, ", ".join(types))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await available.wait()
+            self.waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await available.wait()
+            finally:
+                self.waiting -= 1
         return None
 
     async def give_back(self, lease: Lease) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from . import declared
-from .keys import SUPERVISOR
+from .keys import LEASE_HUB, SUPERVISOR
 from .responses import json_response
 
 
@@ -26,5 +26,6 @@ async def update_type(request: web.Request) -> web.Response:
         since: int | None = await supervisor.pause_type(type_name)
     else:
         await supervisor.resume_type(type_name)
+        request.app[LEASE_HUB].wake()  # external workers' claims waiting here look again
         since = None
     return json_response(type_body(type_name, since))

@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.client import Client
 from service.web import create_app
-from tests.conftest import get_task, make_settings, submit, wait_status
+from service.web.keys import LEASE_HUB
+from tests.conftest import get_task, make_settings, submit, wait_for, wait_status
 from tests.sup_jobs import JOBS
 from tests.sup_util import wait_file
 from tests.web.test_cli import sidetask
@@ -80,8 +81,15 @@ async def test_a_paused_external_type_is_not_handed_to_workers(client: TestClien
     await set_type(client, "resize", "pause")
     response = await client.post("/workers/w1/claim", params={"wait": "0"})
     assert response.status == 204
+    # a claim waiting when the type is resumed gets the task at once
+    waiting = asyncio.ensure_future(client.post("/workers/w1/claim", params={"wait": "60"}))
+
+    async def claim_waits() -> bool:
+        return client.app[LEASE_HUB].waiting == 1
+
+    await wait_for(claim_waits, 10, "the claim to wait for work")
     await set_type(client, "resize", "resume")
-    response = await client.post("/workers/w1/claim", params={"wait": "5"})
+    response = await asyncio.wait_for(waiting, 10)
     assert response.status == 200
     assert (await response.json())["id"] == task_id
 
