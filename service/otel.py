@@ -85,6 +85,54 @@ class _AttemptSpan:
             self._token = None
 
 
+#: OTEL_TRACES_EXPORTER's values this setup knows (OpenTelemetry's own variable)
+EXPORTERS = ("otlp", "console", "none")
+
+
+def install_provider(service_name: str = "sidetask") -> Any:
+    """For `sidetask serve` with tracing on: when nothing has set up a tracer provider (no
+    `opentelemetry-instrument`, no application code), the SDK's, with its resource from
+    OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES (service.name `service_name` otherwise)
+    and the exporter OTEL_TRACES_EXPORTER names: `otlp` (the default: OTLP over HTTP, to
+    OTEL_EXPORTER_OTLP_ENDPOINT, with the package opentelemetry-exporter-otlp-proto-http),
+    `console` (standard output) or `none`. Returns the provider it set up (shut down at
+    the end, which sends what is left), or None when one was there."""
+    import os
+
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        log.info("tracing: spans go to the tracer provider already set up")
+        return None
+    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    choice = (os.environ.get("OTEL_TRACES_EXPORTER") or "otlp").split(",")[0].strip().lower()
+    if choice == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif choice == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.warning(
+                "tracing: spans are made but not exported: install "
+                "opentelemetry-exporter-otlp-proto-http for OTLP, or set "
+                "OTEL_TRACES_EXPORTER=console"
+            )
+        else:
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    elif choice != "none":
+        log.warning(
+            "tracing: OTEL_TRACES_EXPORTER=%s is not one of %s; spans are not exported",
+            choice,
+            ", ".join(EXPORTERS),
+        )
+    trace.set_tracer_provider(provider)
+    log.info("tracing: spans of %s exported by %s", service_name, choice)
+    return provider
+
+
 class OtelTracer:
     """Spans through `provider` (None: the global tracer provider, as the application or
     `opentelemetry-instrument` set it up)."""

@@ -175,5 +175,14 @@ def serve(settings: Settings, *, insecure: bool = False) -> int:
     # forced over. A shorter interval keeps that hand-off chain short: measured 1,300 ->
     # 1,700 tasks/s end to end (scripts/bench --rows e2e).
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
-    asyncio.run(_run(settings))
+    provider = None
+    if settings.tracing:
+        from . import otel  # the optional extra, only when tracing is on
+
+        provider = otel.install_provider(settings.server_name)
+    try:
+        asyncio.run(_run(settings))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # the spans still batched go out
     return 0

@@ -348,3 +348,28 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported(tmp_path: Path) -
     status, imported = done.stdout.strip().splitlines()
     assert status == f"success {TRACEPARENT}"
     assert imported == "[]"
+
+
+async def test_sidetask_serve_exports_the_spans_it_makes(server_factory: Any, http: Any) -> None:
+    """A real `sidetask serve` with tracing on and no tracer provider of its own sets up
+    the SDK's, exporting as OTEL_TRACES_EXPORTER says (console here); the spans still
+    batched go out as it stops."""
+    server = server_factory(env={"SIDETASK_TRACING": "true", "OTEL_TRACES_EXPORTER": "console"})
+    await server.wait_ready()
+    async with http.post(
+        f"{server.url}{BASE}/jobs/echo", json={"a": 1}, headers={"traceparent": TRACEPARENT}
+    ) as response:
+        assert response.status == 201
+        task_id = (await response.json())["task_id"]
+
+    async def succeeded() -> bool:
+        async with http.get(f"{server.url}{BASE}/tasks/{task_id}") as answer:
+            return (await answer.json())["task_status"] == "success"
+
+    await wait_for(succeeded, 10, "the task to succeed")
+    assert server.terminate() == 0
+    output = server.output()
+    for name in ("sidetask.submit", "sidetask.queue", "sidetask.attempt"):
+        assert f'"name": "{name}"' in output
+    assert f'"trace_id": "0x{TRACE_ID}"' in output
+    assert "tracing: spans of sidetask exported by console" in output
