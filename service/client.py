@@ -156,8 +156,8 @@ def _unreachable(url: str, exc: BaseException) -> str:
     return f"cannot reach {url}: {_connection_problem(exc)}"
 
 
-def _run_at_text(run_at: str | float | datetime | None) -> str | None:
-    """`run_at` as the server takes it: ISO-8601 with an offset, or epoch seconds. A
+def _run_at_text(run_at: str | int | datetime | None) -> str | None:
+    """`run_at` as the server takes it: ISO-8601 with an offset, or epoch milliseconds. A
     datetime without a time zone is refused here, as the server would."""
     if run_at is None or isinstance(run_at, str):
         return run_at
@@ -165,7 +165,7 @@ def _run_at_text(run_at: str | float | datetime | None) -> str | None:
         if run_at.tzinfo is None:
             raise ValueError("run_at needs a time zone (datetime.now(UTC), not datetime.now())")
         return run_at.isoformat()
-    return repr(float(run_at))
+    return str(int(run_at))
 
 
 def _time_text(name: str, value: str | int | datetime | None) -> str | None:
@@ -631,7 +631,7 @@ class Client:
         max_retries: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the task's, sent to the server
         delay: float | None = None,
-        run_at: str | float | datetime | None = None,
+        run_at: str | int | datetime | None = None,
         idempotency_key: str | None = None,
         callback: str | None = None,
         dependencies: Sequence[int] = (),

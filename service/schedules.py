@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import cronsim
 import orjson
 
+from . import jsontext
 from .model import GraphRef
 
 #: what a schedule does with fire times missed while the service was down (or further
@@ -260,7 +261,7 @@ def parse_definition(data: Mapping[str, Any]) -> Definition:
         cron=cron,
         timezone=timezone if cron is not None else "UTC",
         every=every,
-        input=None if job_input is None else orjson.dumps(job_input).decode(),
+        input=None if job_input is None else jsontext.dumps(job_input, "'input'").decode(),
         task_name=task_name,
         priority=priority or 0,
         max_retries=max_retries,

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-at",
         metavar="TIME",
         help="when it may start: ISO-8601 with an offset (2026-12-01T09:00:00+01:00, …Z) or "
-        "epoch seconds",
+        "epoch milliseconds",
     )
     submit.add_argument("--idempotency-key", help="the same key returns the first task's id")
     submit.add_argument(

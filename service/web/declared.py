@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from .. import clock, tracing
+from .. import tracing
 from ..bulk import BULK_ACTIONS
 from ..errors import BadRequest
 from ..leases import MAX_CLAIM_WAIT
@@ -509,45 +509,54 @@ TIMEOUT = Number(
 DELAY = Number(
     name="delay", maximum=10 * 365 * 24 * 3600, description="seconds before it may start"
 )
-#: the latest run_at taken: as far ahead as the longest delay
-MAX_RUN_AHEAD_MS = 10 * 365 * 24 * 3600 * 1000
+#: the earliest epoch milliseconds run_at takes as a number (1973-03-03): a smaller one is
+#: epoch seconds given by mistake, which would make the task due at once
+MIN_RUN_AT_MS = 10**11
 
 
 def _run_at(text: str) -> int:
-    """`run_at`: an ISO-8601 time with its offset (2026-12-01T09:00:00+01:00, …Z), or epoch
-    seconds (1796198400, 1796198400.5); as epoch ms. A time past is due at once."""
+    """`run_at`: an ISO-8601 time with its offset (2026-12-01T09:00:00+01:00, …Z) or epoch
+    milliseconds, as task_run_at and the list's times are written; as epoch ms. A time past
+    is due at once."""
     stripped = text.strip()
-    if params.NUMBER.fullmatch(stripped):
-        value = float(stripped)
-        if not math.isfinite(value) or not 0 <= value < 1e13:
-            raise BadRequest(f"The parameter 'run_at' is out of range, got '{text}'")
-        ms = round(value * 1000)
-    else:
-        try:
-            when = datetime.fromisoformat(stripped)
-        except ValueError:
+    if params.is_integer(stripped):
+        ms = int(stripped)
+        if ms < MIN_RUN_AT_MS:
             raise BadRequest(
-                "The parameter 'run_at' must be an ISO-8601 time with an offset (such as "
-                f"2026-12-01T09:00:00+01:00 or 2026-12-01T08:00:00Z) or epoch seconds, but got '{text}'"
-            ) from None
-        if when.tzinfo is None:
-            raise BadRequest(
-                f"The parameter 'run_at' needs an offset or Z (whose 09:00 is it?), but got '{text}'"
+                f"The parameter 'run_at' takes epoch milliseconds, but got '{text}' "
+                f"(before 1973: epoch seconds? then {stripped}000)"
+                if ms >= 0
+                else f"The parameter 'run_at' must be a time from 1973 on, but got '{text}'"
             )
-        ms = round(when.timestamp() * 1000)
-    if ms > clock.now_ms() + MAX_RUN_AHEAD_MS:
-        hint = " (epoch seconds, not milliseconds)" if params.NUMBER.fullmatch(stripped) else ""
+        if ms > MAX_INT:
+            raise BadRequest(f"The parameter 'run_at' is out of range, got '{text}'")
+        return ms
+    try:
+        when = datetime.fromisoformat(stripped)
+    except ValueError:
+        shown = text if len(text) <= 80 else text[:80] + "…"
         raise BadRequest(
-            f"The parameter 'run_at' must be at most ten years ahead, but got '{text}'{hint}"
+            "The parameter 'run_at' must be an ISO-8601 time with an offset (such as "
+            "2026-12-01T09:00:00+01:00 or 2026-12-01T08:00:00Z) or epoch milliseconds, but "
+            f"got '{shown}'"
+        ) from None
+    if when.tzinfo is None:
+        raise BadRequest(
+            f"The parameter 'run_at' needs an offset or Z (whose 09:00 is it?), but got '{text}'"
         )
-    return ms
+    return math.floor(when.timestamp() * 1000)
 
 
 RUN_AT = Text(
     name="run_at",
-    schema_={"type": "string"},
+    schema_={
+        "oneOf": [
+            {"type": "integer", "minimum": MIN_RUN_AT_MS, "maximum": MAX_INT},
+            {"type": "string", "format": "date-time"},
+        ]
+    },
     description="when it may start: an ISO-8601 time with an offset (2026-12-01T09:00:00+01:00, "
-    "…Z) or epoch seconds; a time past is due at once; not with delay",
+    "…Z) or epoch milliseconds; a time past is due at once; not with delay",
     check=_run_at,
 )
 IDEMPOTENCY_KEY = Text(

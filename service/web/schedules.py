@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..schedules import check_name, parse_definition
 from . import declared, params
-from .keys import REGISTRY, SCHEDULER
+from .keys import REGISTRY, SCHEDULER, SETTINGS
 from .responses import json_response
 
 
@@ -52,6 +52,12 @@ async def create_schedule(request: web.Request) -> web.Response:
         definition = parse_definition(fields)
     except ValueError as exc:
         raise BadRequest(f"Invalid schedule: {exc}") from None
+    limit = request.app[SETTINGS].max_input_bytes
+    if definition.input is not None and len(definition.input.encode()) > limit:
+        raise PayloadTooLarge(
+            f"The schedule's input is {len(definition.input.encode())} bytes of JSON; the "
+            f"limit is {limit} bytes (max_input_bytes)"
+        )
     registry = request.app[REGISTRY]
     if registry.get(definition.type) is None:
         raise BadRequest(

@@ -19,8 +19,8 @@ from tests.conftest import make_settings, submit
 from tests.web.test_openapi import PREFIX_TEMPLATES, app_routes, fetch_document, operations
 from tests.web.test_tasks_api import LATER
 
-#: a run_at an hour ahead (epoch seconds)
-LATER_AT = int(time.time()) + 3600
+#: a run_at an hour ahead (epoch milliseconds)
+LATER_AT = int(time.time() * 1000) + 3_600_000
 
 #: (method, route) -> the query parameters its handler asked for
 Reads = dict[tuple[str, str], set[str]]
@@ -122,7 +122,6 @@ GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
         "/jobs/gremlin",
     ),
     ("POST", f"/jobs/resize?delay={LATER}", b"{}", {}, "/jobs/{type}"),
-    ("POST", "/jobs/echo?dependencies={waiting}", b"{}", {}, "/jobs/{type}"),
     ("GET", "/tasks/{other}/events?last_event_id=0", None, {}, "/tasks/{id}/events"),
     ("GET", "/events?status=new&type=echo", None, {"Last-Event-ID": "0"}, "/events"),
     (
@@ -137,6 +136,7 @@ GRAPH_REQUESTS: list[tuple[str, str, bytes | None, dict[str, str], str]] = [
     ("PUT", "/schedules/tick?action=pause", None, {}, "/schedules/{name}"),
     ("DELETE", "/schedules/tick", None, {}, "/schedules/{name}"),
     ("POST", f"/jobs/echo?run_at={LATER_AT}", b"{}", {}, "/jobs/{type}"),
+    ("POST", "/jobs/echo?dependencies={waiting}", b"{}", {}, "/jobs/{type}"),
     (
         "PUT",
         "/tasks/{other}/progress",

@@ -96,14 +96,16 @@ async def test_every_operation_declares_its_path_parameters(client: TestClient) 
 SUBMIT_OPTIONS = {("query", n) for n in ("name", "priority", "max_retries", "timeout", "delay")} | {
     ("header", "Idempotency-Key")
 }
-#: the list's name prefix and time ranges
-LIST_SELECTION = ("name", "created_from", "created_to", "updated_from", "updated_to")
 #: a task's webhook (README, "Webhooks")
 SUBMIT_OPTIONS |= {("query", "callback")}
 #: the W3C trace context it is submitted under (README, "Traces")
 SUBMIT_OPTIONS |= {("header", "traceparent"), ("header", "tracestate")}
 #: the tasks it waits for (README, "Dependencies")
 SUBMIT_OPTIONS |= {("query", "dependencies")}
+#: when it may start, instead of a delay (README, "A walk-through with curl")
+SUBMIT_OPTIONS |= {("query", "run_at")}
+#: the list's name prefix and time ranges
+LIST_SELECTION = ("name", "created_from", "created_to", "updated_from", "updated_to")
 #: what each handler reads besides its path, by the path after the graph prefix
 EXPECTED_PARAMETERS = {
     ("GET", "/tasks"): {

@@ -85,13 +85,16 @@ async def test_the_command_submits_with_run_at_and_shows_when_it_is_due(
     url: str, api: Client
 ) -> None:
     ahead = int(time.time()) + 3600
-    ran = await sidetask("submit", "echo", "--run-at", str(ahead), "--url", url)
+    ran = await sidetask("submit", "echo", "--run-at", str(ahead * 1000), "--url", url)
     task_id = submitted_id(ran)
     assert (await api.get(task_id)).run_at_ms == ahead * 1000
+    iso = datetime.fromtimestamp(ahead, UTC).isoformat()
+    again = submitted_id(await sidetask("submit", "echo", "--run-at", iso, "--url", url))
+    assert (await api.get(again)).run_at_ms == ahead * 1000
     due = datetime.fromtimestamp(ahead).strftime("%Y-%m-%d %H:%M:%S")
     listed = await sidetask("ls", "--url", url, env={"COLUMNS": "200"})
     assert "DUE" in listed.out and due in listed.out
     shown = await sidetask("get", str(task_id), "--url", url)
     assert f"{due} ({ahead * 1000})" in shown.out
-    both = await sidetask("submit", "echo", "--delay", "5", "--run-at", str(ahead), "--url", url)
+    both = await sidetask("submit", "echo", "--delay", "5", "--run-at", iso, "--url", url)
     assert both.code != 0 and "not allowed with argument" in both.err
