@@ -267,6 +267,8 @@ async def test_every_query_of_the_api_uses_an_index(db: Path) -> None:
                 and "INTEGER PRIMARY KEY" not in step
                 and not step.startswith("SCAN events")
                 and not step.startswith("SCAN (subquery-")
+                # the paused job types, read whole by each claim: a row per paused type
+                and step != "SCAN paused_types"
             ]
             assert not scans, f"{sql}\n{plan}"
             if " FROM tasks " in sql and " LIMIT " in sql:
