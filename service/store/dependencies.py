@@ -46,6 +46,7 @@ class Tx(Protocol):
 
     def event(self, kind: EventKind, task: Task, data: dict[str, Any] | None = None) -> None: ...
     def change_many(self, changes: Sequence[Change]) -> Sequence[object]: ...
+    def select_task(self, task_id: int) -> Task | None: ...
 
 
 class PgTx(Protocol):
@@ -56,12 +57,16 @@ class PgTx(Protocol):
 
     def event(self, kind: EventKind, task: Task, data: dict[str, Any] | None = None) -> None: ...
     async def change_many(self, changes: Sequence[Change]) -> Sequence[object]: ...
+    async def select_task(self, task_id: int) -> Task | None: ...
 
 
 #: the statuses whose writing reaches a task's dependants
 FOLLOWED = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED, Status.RESTORING})
 #: waiting tasks the re-check reads at a time
 RECHECK_BATCH = 500
+#: the statuses of a task that waits and has not started: what a dependency's end (and the
+#: re-check) ends
+WAITING = frozenset({Status.NEW, Status.RESTORING, Status.PENDING})
 
 
 def named(task: Task, wanted: Sequence[int], rows: Iterable[Row]) -> int:
@@ -204,30 +209,45 @@ def insert_dependencies(tx: Tx, task: Task, wanted: Sequence[int]) -> Task:
     return row_to_task(row)
 
 
+def _to_look_at(rows: Iterable[Row]) -> tuple[list[int], list[int]]:
+    """From the re-check's rows (id, status, waiting_on, not succeeded, one ended): the
+    waiting tasks a dependency's failure or cancel ends, and those whose count is wrong."""
+    ending: list[int] = []
+    recount: list[int] = []
+    for row in rows:
+        if stored_status(row[1]) not in WAITING:
+            continue
+        if row[4]:
+            ending.append(int(row[0]))
+        elif int(row[3]) != int(row[2]):
+            recount.append(int(row[0]))
+    return ending, recount
+
+
 def recheck(tx: Tx, after_id: int, ids: Sequence[int] | None = None) -> tuple[int, int]:
     """Up to RECHECK_BATCH tasks waiting for a dependency, after `after_id` (or those of
-    `ids`): each count made true again, each whose dependency ended failed or cancelled
-    ended (what a process stopped between a submission and its check left). Returns the
-    last id read (0: no more) and how many changed."""
+    `ids`), looked at by one statement: each count made true again, each whose dependency
+    ended failed or cancelled ended (what a process stopped between a submission and its
+    check left). Returns the last id read (0: no more) and how many changed."""
     if ids is not None:
-        rows = tx.conn.execute(q.waiting_tasks_of(len(ids)), list(ids)).fetchall()
+        rows = tx.conn.execute(q.recheck_of(len(ids)), list(ids)).fetchall()
     else:
-        rows = tx.conn.execute(q.WAITING_TASKS, (after_id, RECHECK_BATCH)).fetchall()
+        rows = tx.conn.execute(q.RECHECK_AFTER, (after_id, RECHECK_BATCH)).fetchall()
+    ending, recount = _to_look_at(rows)
     changed = 0
+    for task_id in recount:
+        ready = row_to_task(tx.conn.execute(q.RECOUNT_WAITING, (task_id,)).fetchone())
+        changed += 1
+        if ready.waiting_on == 0 and ready.status in CLAIMABLE_STATUSES:
+            tx.event(EventKind.STATUS, ready)
     ends: list[Change] = []
-    for task in map(row_to_task, rows):
-        if task.status not in (Status.NEW, Status.RESTORING, Status.PENDING):
-            continue
-        statuses = tx.conn.execute(q.DEPENDENCY_STATUSES, (task.id,)).fetchall()
-        left, end = recheck_end(task, statuses)
-        if end is not None:
-            ends += _ends([task], end)
-        elif left != task.waiting_on:
-            row = tx.conn.execute(q.RECOUNT_WAITING, (task.id,)).fetchone()
-            changed += 1
-            ready = row_to_task(row)
-            if ready.waiting_on == 0 and ready.status in CLAIMABLE_STATUSES:
-                tx.event(EventKind.STATUS, ready)
+    for task_id in ending:  # rare: the first ended dependency in the task's own order
+        task = tx.select_task(task_id)
+        if task is not None:
+            statuses = tx.conn.execute(q.DEPENDENCY_STATUSES, (task_id,)).fetchall()
+            end = recheck_end(task, statuses)[1]
+            if end is not None:
+                ends += _ends([task], end)
     if ends:
         changed += sum(isinstance(r, Task) for r in tx.change_many(ends))
     last = int(rows[-1][0]) if ids is None and len(rows) == RECHECK_BATCH else 0
@@ -297,24 +317,24 @@ async def insert_dependencies_pg(tx: PgTx, task: Task, wanted: Sequence[int]) ->
 async def recheck_pg(tx: PgTx, after_id: int, ids: Sequence[int] | None = None) -> tuple[int, int]:
     """`recheck` on PostgreSQL."""
     if ids is not None:
-        rows = await tx.conn.fetch(pq.WAITING_TASKS_OF, list(ids))
+        rows = await tx.conn.fetch(pq.RECHECK_OF, list(ids))
     else:
-        rows = await tx.conn.fetch(pq.WAITING_TASKS, after_id, RECHECK_BATCH)
+        rows = await tx.conn.fetch(pq.RECHECK_AFTER, after_id, RECHECK_BATCH)
+    ending, recount = _to_look_at(rows)
     changed = 0
+    for task_id in recount:
+        ready = row_to_task(await tx.conn.fetchrow(pq.RECOUNT_WAITING, task_id))
+        changed += 1
+        if ready.waiting_on == 0 and ready.status in CLAIMABLE_STATUSES:
+            tx.event(EventKind.STATUS, ready)
     ends: list[Change] = []
-    for task in map(row_to_task, rows):
-        if task.status not in (Status.NEW, Status.RESTORING, Status.PENDING):
-            continue
-        statuses = await tx.conn.fetch(pq.DEPENDENCY_STATUSES, task.id)
-        left, end = recheck_end(task, [(r[0], r[1]) for r in statuses])
-        if end is not None:
-            ends += _ends([task], end)
-        elif left != task.waiting_on:
-            row = await tx.conn.fetchrow(pq.RECOUNT_WAITING, task.id)
-            changed += 1
-            ready = row_to_task(row)
-            if ready.waiting_on == 0 and ready.status in CLAIMABLE_STATUSES:
-                tx.event(EventKind.STATUS, ready)
+    for task_id in ending:
+        task = await tx.select_task(task_id)
+        if task is not None:
+            statuses = await tx.conn.fetch(pq.DEPENDENCY_STATUSES, task_id)
+            end = recheck_end(task, [(r[0], r[1]) for r in statuses])[1]
+            if end is not None:
+                ends += _ends([task], end)
     if ends:
         changed += sum(isinstance(r, Task) for r in await tx.change_many(ends))
     last = int(rows[-1][0]) if ids is None and len(rows) == RECHECK_BATCH else 0

@@ -755,11 +755,20 @@ RECOUNT_WAITING = (
     " ON t.id = d.depends_on WHERE d.task_id = tasks.id AND t.status <> 'success')"
     f" WHERE id = $1 RETURNING {TASK_COLUMNS}"
 )
-WAITING_TASKS = (
-    f"SELECT {TASK_COLUMNS} FROM tasks WHERE waiting_on > 0 AND id > $1 ORDER BY id LIMIT $2"
+_RECHECK = (
+    "SELECT t.id, t.status, t.waiting_on,"
+    " count(d.id) FILTER (WHERE d.status <> 'success'),"
+    " coalesce(bool_or(d.status IN ('failed', 'cancelled')), false)"
+    " FROM ({}) AS t LEFT JOIN dependencies e ON e.task_id = t.id"
+    " LEFT JOIN tasks d ON d.id = e.depends_on GROUP BY t.id, t.status, t.waiting_on"
+    " ORDER BY t.id"
 )
-WAITING_TASKS_OF = (
-    f"SELECT {TASK_COLUMNS} FROM tasks WHERE waiting_on > 0 AND id = ANY($1::bigint[])"
+RECHECK_AFTER = _RECHECK.format(
+    "SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0 AND id > $1"
+    " ORDER BY id LIMIT $2"
+)
+RECHECK_OF = _RECHECK.format(
+    "SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0 AND id = ANY($1::bigint[])"
 )
 DEPENDENCY_STATUSES = (
     "SELECT d.depends_on, t.status FROM dependencies d LEFT JOIN tasks t ON t.id = d.depends_on"

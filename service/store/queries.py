@@ -712,17 +712,30 @@ RECOUNT_WAITING = (
     " ON t.id = d.depends_on WHERE d.task_id = tasks.id AND t.status != 'success')"
     f" WHERE id = ? RETURNING {TASK_COLUMNS}"
 )
-#: the tasks waiting for a dependency, in id order after ? (at most ?): the re-check
-WAITING_TASKS = (
-    f"SELECT {TASK_COLUMNS} FROM tasks INDEXED BY tasks_waiting_on WHERE waiting_on > 0"
+#: the re-check of tasks waiting for a dependency, one statement a batch: each one's id,
+#: status, count, how many of its dependencies have not succeeded (a deleted one holds
+#: nobody) and whether one ended failed or cancelled. The batch's part is given by the
+#: caller: WAITING_AFTER (id order after ?, at most ?) or waiting_of (given ids).
+_RECHECK = (
+    "SELECT t.id, t.status, t.waiting_on,"
+    " coalesce(sum(d.status IS NOT NULL AND d.status != 'success'), 0),"
+    " coalesce(max(d.status IN ('failed', 'cancelled')), 0)"
+    " FROM ({}) AS t LEFT JOIN dependencies e ON e.task_id = t.id"
+    " LEFT JOIN tasks d ON d.id = e.depends_on GROUP BY t.id ORDER BY t.id"
+)
+RECHECK_AFTER = _RECHECK.format(
+    "SELECT id, status, waiting_on FROM tasks INDEXED BY tasks_waiting_on WHERE waiting_on > 0"
     " AND id > ? ORDER BY id LIMIT ?"
 )
 
 
 @functools.lru_cache(maxsize=64)
-def waiting_tasks_of(count: int) -> str:
-    """WAITING_TASKS of `count` given ids. Parameters: the ids."""
-    return f"SELECT {TASK_COLUMNS} FROM tasks WHERE waiting_on > 0 AND id IN ({marks(count)})"
+def recheck_of(count: int) -> str:
+    """RECHECK_AFTER of `count` given ids. Parameters: the ids."""
+    return _RECHECK.format(
+        "SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0"
+        f" AND id IN ({marks(count)})"
+    )
 
 
 #: a task's dependencies and their statuses (NULL: deleted)
