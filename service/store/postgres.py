@@ -1038,12 +1038,12 @@ class PostgresStore:
             return await self._commit_carefully(conn, ops)
 
     async def _run_plainly(self, tx: PgTx, ops: list[PgOp[Any]]) -> list[tuple[bool, Any]]:
-        """The writes of a batch; a run of status changes (single ones and
-        transition_many's) goes into as few statements as their tasks allow (one, unless
-        a task is changed twice), a run of keyless submissions into one INSERT. Claims
-        come last: they were all queued at once, none waiting for another's answer, so
-        any order is one they could have come in, and with the claims last the status
-        changes before and after them share one statement."""
+        """The writes of a batch; its status changes (single ones and transition_many's)
+        between two other writes go into as few statements as their tasks allow (one,
+        unless a task is changed twice), its keyless submissions there into one INSERT,
+        before them. Claims come last: the writes of a batch were all queued at once,
+        none waiting for another's answer, so any order is one they could have come in;
+        in this one the first claim goes into the status changes' statement."""
         outcomes: list[tuple[bool, Any] | None] = [None] * len(ops)
         changes: list[Change] = []
         #: the change ops of the run in `changes`, with their places in `ops`
@@ -1051,6 +1051,11 @@ class PostgresStore:
         news: list[tuple[int, NewTask]] = []
 
         async def flush(claim: QuickClaim | None = None) -> None:
+            if news:
+                made = await self.insert_many(tx, [new for _, new in news])
+                for (index, _), created in zip(news, made, strict=True):
+                    outcomes[index] = (True, created)
+                news.clear()
             if changes:
                 results = iter(await tx.change_many(changes, claim))
                 for index, changer in changers:
@@ -1061,22 +1066,13 @@ class PostgresStore:
                         outcomes[index] = (True, [next(results) for _ in changer.changes])
                 changes.clear()
                 changers.clear()
-            if news:
-                made = await self.insert_many(tx, [new for _, new in news])
-                for (index, _), created in zip(news, made, strict=True):
-                    outcomes[index] = (True, created)
-                news.clear()
 
         claims: list[int] = []
         for index, op in enumerate(ops):
             if isinstance(op, _ChangeOp | _ChangesOp):
-                if news:
-                    await flush()
                 changes.extend([op.change] if isinstance(op, _ChangeOp) else op.changes)
                 changers.append((index, op))
             elif isinstance(op, _NewOp):
-                if changes:
-                    await flush()
                 news.append((index, op.new))
             elif isinstance(op, _ClaimOp):
                 claims.append(index)
