@@ -405,7 +405,9 @@ def list_tasks(
     statuses, KNOWN_VALUES (for `unknown`), the limit. `via`: the index to read (the
     store chooses it for a selection: SQLiteStore._selection_index); `names`: that many
     names in place of a prefix's range (parameters before the terms'); `id_range`: the
-    lowest and highest id to read between (parameters after the terms').
+    last id to read to (descending: down to), a parameter after the terms', its other
+    end given as the page's bound (SQLite reads an index's range from one lower bound
+    only: with two, it took the page's 0 and walked every id below the range).
 
     Several stored statuses (a dashboard's group): left to itself, SQLite walks the graph's
     tasks in id order looking for them, every one of 200,000 when none is in them (130 ms);
@@ -424,8 +426,8 @@ def list_tasks(
     if names:
         sql += f" AND name IN ({marks(names)})"
     sql += _selection_sql(selected)
-    if id_range:
-        sql += " AND id >= ? AND id <= ?"
+    if id_range:  # the other end is the page's bound, the third parameter
+        sql += " AND id >= ?" if descending else " AND id <= ?"
     terms = []
     if stored == 1:
         terms.append("status = ?")

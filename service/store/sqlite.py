@@ -939,7 +939,9 @@ class SQLiteStore:
         else:
             params.extend(values)
         if plan.ids is not None:
-            params.extend(plan.ids)
+            low, high = plan.ids
+            params[2] = min(bound, high + 1) if descending else max(bound, low - 1)
+            params.append(low if descending else high)
         stored: list[str] = []
         unknown = False
         if wanted is not None:
