@@ -367,14 +367,14 @@ GRAPH_TASKS_BY_ID = (
 )
 
 
-#: the first name above one in a prefix's range (the name index's next entry).
-#: Parameters: graphspace, graph, the name it goes on from (inclusive with the fourth
-#: true), the range's end (NULL: none)
-NEXT_NAME = (
-    'SELECT name FROM tasks WHERE graphspace = $1 AND graph = $2 AND (name COLLATE "C" > $3'
-    ' OR ($4 AND name COLLATE "C" = $3)) AND ($5::text IS NULL OR name COLLATE "C" < $5)'
-    ' ORDER BY name COLLATE "C" LIMIT 1'
+#: the first name of a prefix's range, and the next one after it (the name index's next
+#: entries). Parameters: graphspace, graph, the range's start (the name it goes on from),
+#: its end
+FIRST_NAME = (
+    'SELECT name FROM tasks WHERE graphspace = $1 AND graph = $2 AND name COLLATE "C" >= $3'
+    ' AND name COLLATE "C" < $4 ORDER BY name COLLATE "C" LIMIT 1'
 )
+NEXT_NAME = FIRST_NAME.replace('name COLLATE "C" >= $3', 'name COLLATE "C" > $3')
 #: how many of a graph's tasks a time range holds, and their lowest and highest id, up to
 #: a limit ({terms}: the range). Parameters: graphspace, graph, the range's, the limit
 IDS_SELECTED = (

@@ -1784,11 +1784,11 @@ class PostgresStore:
         name_range = selection.name_range
         one_name = None
         gs, g = graph.graphspace, graph.graph
-        if name_range is not None:
+        if name_range is not None and name_range[1] is not None:
             low, high = name_range
-            first = await self._fetch(q.NEXT_NAME, gs, g, low, True, high)
+            first = await self._fetch(q.FIRST_NAME, gs, g, low, high)
             if first:
-                second = await self._fetch(q.NEXT_NAME, gs, g, first[0][0], False, high)
+                second = await self._fetch(q.NEXT_NAME, gs, g, first[0][0], high)
                 if not second:
                     one_name = str(first[0][0])
         terms, values = selection.terms()
