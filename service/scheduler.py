@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 from . import clock
 from .config import ConfigError, Settings
-from .errors import SidetaskError, Unprocessable
+from .errors import BadRequest, SidetaskError, Unprocessable
 from .model import GraphRef
 from .schedules import Definition, Schedule, plan
 from .store import ScheduleStore
@@ -42,9 +42,12 @@ MAX_IDLE_SECONDS = 30.0
 CLAIM_LIMIT = 100
 #: fire times one claimed schedule submits in one round (more: the next round goes on)
 FIRES_PER_ROUND = 1000
-#: when a fire time's task could not be submitted (a full queue: max_waiting; the store
-#: could not write; a job type this process does not have), it is tried again this much later
+#: when a fire time's task could not be submitted now (a full queue: max_waiting; the store
+#: could not write), it is tried again this much later
 RETRY_SECONDS = 1.0
+#: when it was refused as a bad request (its job type is not registered in this process,
+#: or its input no longer fits the type: a command's parameters changed), this much later
+REFUSED_RETRY_SECONDS = 60.0
 #: a store that cannot be read or written: the loop waits this long before it tries again
 STORE_RETRY_SECONDS = 1.0
 
@@ -208,16 +211,17 @@ class Scheduler:
                 # this fire time's task was made): the fire time has its task
                 continue
             except SidetaskError as exc:
+                wait = REFUSED_RETRY_SECONDS if isinstance(exc, BadRequest) else RETRY_SECONDS
                 log.warning(
                     "schedule %s/%s: the task of fire time %d was not submitted (tried again "
                     "in %g s): %s",
                     schedule.graph,
                     schedule.name,
                     fire_ms,
-                    RETRY_SECONDS,
+                    wait,
                     exc.message,
                 )
-                hold = clock.now_ms() + int(RETRY_SECONDS * 1000)
+                hold = clock.now_ms() + int(wait * 1000)
                 await self.store.advance_schedule(schedule, self.owner, fire_ms, last, hold)
                 return submitted
             last = (fire_ms, task.id)

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from service import clock
 from service.clock import ManualClock
 from service.web.keys import SCHEDULER
-from tests.conftest import BASES, wait_for
+from tests.conftest import BASES, submit, wait_for
 from tests.sup_util import Start, execute, rows
 from tests.web.test_tasks_api import assert_task_keys
 
@@ -283,3 +283,23 @@ async def test_the_firing_loop_goes_on_after_an_unexpected_error(
     await wait_for(fired, 15, "a fire after the loop's error")
     assert calls > 1
     assert "the firing loop failed; it goes on" in caplog.text
+
+
+async def test_a_fire_time_refused_by_a_full_queue_is_tried_again_not_skipped(
+    start: Start, manual: ManualClock
+) -> None:
+    client = await driven(start, max_waiting=1)
+    waiting = await submit(client, BASE, "echo", {}, delay=3600)  # the queue is full
+    made = await create(client, {"name": "tick", "type": "echo", "every": 60})
+    manual.advance(MINUTE)
+    assert await fire(client) == 0  # refused (429): held a second, on the same fire time
+    held = await (await client.get(f"{BASE}/schedules/tick")).json()
+    assert held["next_fire"] == made["next_fire"] and held["last_task_id"] is None
+    manual.advance(0.5)
+    assert await fire(client) == 0  # not yet due again
+    cancelled = await client.put(f"{BASE}/tasks/{waiting}", params={"action": "cancel"})
+    assert cancelled.status == 202
+    manual.advance(0.5)
+    assert await fire(client) == 1
+    [task] = await schedule_tasks(client, "tick")
+    assert task["task_schedule_fire"] == made["next_fire"]  # the fire time that was refused
