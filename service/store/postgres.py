@@ -252,36 +252,33 @@ class PgTx:
                 body.pop("task_input", None)  # SPEC 7: only task.created carries the input
         self.pending.append((kind, task, orjson.dumps(body)))
 
-    async def write_deliveries(self) -> None:
-        """The outbox rows of the transaction's status events, in it: a change and its
-        deliveries are committed together or not at all (a write undone to its savepoint
-        took its events out of `pending`, and so its deliveries)."""
+    async def delivery_rows(self) -> list[tuple[str, int, str, str, str, bytes]]:
+        """The outbox rows of the transaction's status events, written with its events (a
+        write undone to its savepoint took its events out of `pending`, and so its
+        deliveries): a change and its deliveries are committed together or not at all."""
         outbox = self.outbox
         if outbox is None:
-            return
+            return []
         wanted = outbox.statuses
         tasks = [
             t for kind, t, _ in self.pending if kind is EventKind.STATUS and t.status in wanted
         ]
         if not tasks:
-            return
+            return []
         called = [t.id for t in tasks if t.status in outbox.callback_statuses]
         callbacks: dict[int, str] = {}
         if called:
             callbacks = dict(await self.conn.fetch(q.CALLBACKS_OF, called))  # type: ignore[arg-type]
-        rows = delivery_rows(outbox, tasks, callbacks)
-        if rows:
-            columns = list(zip(*rows, strict=True))
-            await self.conn.execute(q.INSERT_DELIVERIES, *map(list, columns), self.now)
+        return delivery_rows(outbox, tasks, callbacks)
 
     async def append_events(self) -> list[Event]:
-        """The transaction's events, stored with ids taken under the events lock."""
-        await self.write_deliveries()
+        """The transaction's events, stored with ids taken under the events lock, and the
+        deliveries they make in the same statement (no round trip of their own)."""
+        deliveries = await self.delivery_rows()
         if not self.pending:
             return []
         rows = self.pending
-        ids = await self.conn.fetchval(
-            q.APPEND_EVENTS,
+        params: list[Any] = [
             [task.id for _, task, _ in rows],
             [task.graph.graphspace for _, task, _ in rows],
             [task.graph.graph for _, task, _ in rows],
@@ -290,7 +287,11 @@ class PgTx:
             [None if kind is EventKind.DELETED else task.status.value for kind, task, _ in rows],
             [data for _, _, data in rows],
             self.now,
-        )
+        ]
+        if deliveries:
+            params.extend(list(column) for column in zip(*deliveries, strict=True))
+        sql = q.APPEND_EVENTS_AND_DELIVERIES if deliveries else q.APPEND_EVENTS
+        ids = await self.conn.fetchval(sql, *params)
         return [
             Event(
                 event_id,
