@@ -769,8 +769,7 @@ _RECHECK = (
     " ORDER BY t.id"
 )
 RECHECK_AFTER = _RECHECK.format(
-    "SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0 AND id > $1"
-    " ORDER BY id LIMIT $2"
+    "SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0 AND id > $1 ORDER BY id LIMIT $2"
 )
 RECHECK_OF = _RECHECK.format(
     "SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0 AND id = ANY($1::bigint[])"

@@ -735,8 +735,7 @@ RECHECK_AFTER = _RECHECK.format(
 def recheck_of(count: int) -> str:
     """RECHECK_AFTER of `count` given ids. Parameters: the ids."""
     return _RECHECK.format(
-        "SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0"
-        f" AND id IN ({marks(count)})"
+        f"SELECT id, status, waiting_on FROM tasks WHERE waiting_on > 0 AND id IN ({marks(count)})"
     )
 
 

@@ -33,7 +33,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "db": ("/data/tasks.db", "/data/tasks.db"),
     "graphs": ("DEFAULT/hugegraph, gs1/g2", ("DEFAULT/hugegraph", "gs1/g2")),
     "type_concurrency": ('{"gremlin": 2, "sleep": 5}', {"gremlin": 2, "sleep": 5}),
-    "type_rate_limits": ('{"gremlin": "10/s", "sleep": "5/min"}', {"gremlin": "10/s", "sleep": "5/min"}),
+    "type_rate_limits": (
+        '{"gremlin": "10/s", "sleep": "5/min"}',
+        {"gremlin": "10/s", "sleep": "5/min"},
+    ),
     "jobs": ('{"mine": "tests.sup_jobs:gate"}', {"mine": "tests.sup_jobs:gate"}),
     "gremlin_url": ("http://127.0.0.1:8182/gremlin", "http://127.0.0.1:8182/gremlin"),
     "db_schema": ("tenant_a", "tenant_a"),
