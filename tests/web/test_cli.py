@@ -478,7 +478,10 @@ async def test_watch_a_graph_as_a_live_table_on_a_terminal(url: str, api: Client
     terminal = Terminal("watch", "--url", url, env={})
     try:
         await terminal.shows(lambda s: "DEFAULT/hugegraph: 1 task(s), live" in s, "the table")
-        assert re.search(rf"\b{waiting}\s+new\s+echo", terminal.screen)
+        # a delayed task shows when it is due, in its own column
+        due = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+        assert re.search(r"\bDUE\b", terminal.screen)
+        assert re.search(rf"\b{waiting}\s+new\s+{due}\s+echo", terminal.screen)
         fresh = await api.submit("sleep", {"steps": 2, "interval": 0.01})
         await terminal.shows(
             lambda s: re.search(rf"\b{fresh}\s+success\s+sleep", s), "the new task's success"
