@@ -157,7 +157,12 @@ class LeaseHub:
             available = self._available  # taken before looking: a wake after it is not missed
             now = clock.now_ms()
             lease, next_due_ms = await self.store.lease(
-                worker, types, now, secrets.token_urlsafe(18), now + self._lease_ms
+                worker,
+                types,
+                now,
+                secrets.token_urlsafe(18),
+                now + self._lease_ms,
+                type_rates=self.settings.type_rates,
             )
             if lease is not None:
                 log.info("task %d leased to worker %s", lease.task.id, worker)
@@ -165,7 +170,8 @@ class LeaseHub:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            if next_due_ms is not None:  # a delayed task or a retry's backoff ends before that
+            # a delayed task, a retry's backoff or a rate limit's window ends before that
+            if next_due_ms is not None:
                 remaining = min(remaining, max(0.001, (next_due_ms - clock.now_ms()) / 1000))
             log.debug("worker %s waits up to %.3f s for %s", worker, remaining, ", ".join(types))
             self.waiting += 1

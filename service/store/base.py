@@ -332,10 +332,19 @@ class LeaseStore(Protocol):
         ...
 
     async def lease(
-        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
+        self,
+        worker: str,
+        types: Sequence[str],
+        now_ms: int,
+        token: str,
+        expires_ms: int,
+        type_rates: Mapping[str, tuple[int, int]] | None = None,
     ) -> tuple[Lease | None, int | None]:
         """The first due task of `types`, claimed for `worker`; else None and when the next
-        one of those types comes due (None: none is waiting)."""
+        one of those types comes due (None: none is waiting). `type_rates` as claim's: a
+        lease is a start, counted into its type's window with the claims'; a type at its
+        limit is passed over, and when only such types have due tasks, the time is when
+        the first of their windows opens."""
         ...
 
     async def report(

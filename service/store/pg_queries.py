@@ -295,6 +295,13 @@ NEXT_DUE = (
     "SELECT min(run_after_ms) FROM tasks WHERE status IN ('new', 'restoring')"
     " AND run_after_ms > 0 AND type = ANY($1::text[]) AND id <> ALL($2::bigint[])"
 )
+#: whether a due waiting task of the type ($1) waits, not of the ids ($2): a lease that a
+#: rate limit held back reads it, without taking the row
+HAS_DUE = (
+    "SELECT EXISTS (SELECT 1 FROM tasks WHERE status IN ('new', 'restoring') AND run_after_ms = 0"
+    " AND waiting_on = 0 AND type = $1 AND id <> ALL($2::bigint[])"
+    " AND type <> ALL(ARRAY(SELECT type FROM paused_types)))"
+)
 SET_LEASE = "UPDATE tasks SET lease = $1, lease_expires_ms = $2 WHERE id = $3"
 SELECT_LEASED = f"SELECT {TASK_COLUMNS}, lease, lease_expires_ms FROM tasks WHERE id = $1"
 REPORT_PROGRESS = (

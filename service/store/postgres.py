@@ -605,6 +605,33 @@ async def _lock_first(tx: PgTx, ops: Sequence[PgOp[Any]]) -> None:
             tx.locks.add(lock)
 
 
+async def _next_look(
+    tx: PgTx,
+    free: list[str],
+    held: list[str],
+    damaged: list[int],
+    windows: Mapping[str, int],
+    rates: Mapping[str, tuple[int, int]],
+) -> int | None:
+    """As sqlite._next_look: when the next waiting task of the `free` types comes due, or
+    a `held` type's window opens (its end on the database's clock) on a task of it that
+    waits; None: nothing waits."""
+    times: list[int] = []
+    if free:
+        next_due = await tx.conn.fetchval(q.NEXT_DUE, free, damaged)
+        if next_due is not None:
+            times.append(int(next_due))
+    for name in held:
+        opens = windows[name] + rates[name][1]
+        if await tx.conn.fetchval(q.HAS_DUE, name, damaged):
+            times.append(opens)
+            continue
+        next_due = await tx.conn.fetchval(q.NEXT_DUE, [name], damaged)
+        if next_due is not None:
+            times.append(max(int(next_due), opens))
+    return min(times) if times else None
+
+
 class _EventPump:
     """Hands every committed event of every process sharing the schema to the store's
     listeners, in id order, with no gap and no repeat: it reads the events table after the
@@ -1573,18 +1600,37 @@ class PostgresStore:
     # --- external workers' leases (LeaseStore) ---
 
     async def lease(
-        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
+        self,
+        worker: str,
+        types: Sequence[str],
+        now_ms: int,
+        token: str,
+        expires_ms: int,
+        type_rates: Mapping[str, tuple[int, int]] | None = None,
     ) -> tuple[Lease | None, int | None]:
+        """As SQLiteStore.lease. A rate-limited type's count is read and written under the
+        claims' lock, taken first as the scheduler's claim takes it (LOCK_ORDER), in windows
+        of the database's clock: workers and replicas share one limit."""
         wanted = sorted(set(types))
+        rates = {n: r for n, r in (type_rates or {}).items() if n in wanted}
 
         async def op(tx: PgTx) -> tuple[Lease | None, int | None]:
             damaged: list[int] = []
             await tx.conn.execute(q.RELEASE_DUE, now_ms)
+            windows: dict[str, int] = {}
+            held: list[str] = []
+            if rates:  # under the lock _lock_first took, as the scheduler's claim
+                for name, start, count, now in await tx.conn.fetch(q.RATE_COUNTS, list(rates)):
+                    starts, window = rates[name]
+                    windows[name] = int(now) - int(now) % window
+                    used = int(count) if start is not None and int(start) == windows[name] else 0
+                    if used >= starts:
+                        held.append(name)
+            free = [name for name in wanted if name not in held]
             while True:
-                task_id = await tx.conn.fetchval(q.NEXT_LEASABLE, wanted, damaged)
+                task_id = await tx.conn.fetchval(q.NEXT_LEASABLE, free, damaged) if free else None
                 if task_id is None:
-                    next_due = await tx.conn.fetchval(q.NEXT_DUE, wanted, damaged)
-                    return None, None if next_due is None else int(next_due)
+                    return None, await _next_look(tx, free, held, damaged, windows, rates)
                 try:
                     task = await tx.change(
                         Change(task_id, Status.SCHEDULED, {"server": worker}, claims=True)
@@ -1594,9 +1640,11 @@ class PostgresStore:
                     continue
                 break
             await tx.conn.execute(q.SET_LEASE, token, expires_ms, task_id)
+            if task.type in windows:
+                await tx.conn.execute(q.COUNT_STARTS, [task.type], [windows[task.type]], [1])
             return Lease(task, token, expires_ms), None
 
-        return await self._write(op)
+        return await self._write(_Locked(op, self._claim_locks) if rates else op)
 
     async def report(
         self,

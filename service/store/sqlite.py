@@ -133,6 +133,35 @@ def _count_starts(tx: Tx, windows: Mapping[str, int], claimed: Sequence[Task]) -
     )
 
 
+def _next_look(
+    tx: Tx,
+    free: Sequence[str],
+    held: Sequence[str],
+    damaged: Sequence[int],
+    windows: Mapping[str, int],
+    rates: Mapping[str, tuple[int, int]],
+) -> int | None:
+    """When a lease that found nothing should look again: the next waiting task of the
+    `free` types comes due, or a `held` type's window opens on a task of it that waits
+    (due, or coming due later: then the later of the two); None: nothing waits."""
+    times: list[int] = []
+    if free:
+        (next_due,) = tx.conn.execute(
+            q.next_due(len(free), len(damaged)), [*free, *damaged]
+        ).fetchone()
+        if next_due is not None:
+            times.append(int(next_due))
+    for name in held:
+        opens = windows[name] + rates[name][1]
+        if tx.conn.execute(q.next_leasable(1, len(damaged)), [name, *damaged]).fetchone():
+            times.append(opens)
+            continue
+        (next_due,) = tx.conn.execute(q.next_due(1, len(damaged)), [name, *damaged]).fetchone()
+        if next_due is not None:
+            times.append(max(int(next_due), opens))
+    return min(times) if times else None
+
+
 class SQLiteStore:
     """Task state in one SQLite file. Only this package knows SQL."""
 
@@ -526,13 +555,23 @@ class SQLiteStore:
     # --- external workers' leases (LeaseStore) ---
 
     async def lease(
-        self, worker: str, types: Sequence[str], now_ms: int, token: str, expires_ms: int
+        self,
+        worker: str,
+        types: Sequence[str],
+        now_ms: int,
+        token: str,
+        expires_ms: int,
+        type_rates: Mapping[str, tuple[int, int]] | None = None,
     ) -> tuple[Lease | None, int | None]:
         """Claims the first due task of `types` for `worker`: `new` or `restoring` goes
         `scheduled` (task_server: the worker) under a new lease, until the worker confirms
         by its first report. When none is due: None, and the time the next waiting one of
-        those types comes due. A paused type's tasks are not handed out."""
+        those types comes due. A paused type's tasks are not handed out. A type of
+        `type_rates` at its limit is passed over, and the lease counts into its window as
+        the scheduler's claim does (one limit for both); when only such types have due
+        tasks, the time is when the first of their windows opens."""
         types_asked = sorted(set(types))
+        rates_asked = {n: r for n, r in (type_rates or {}).items() if n in types_asked}
 
         def op(tx: Tx) -> tuple[Lease | None, int | None]:
             damaged: list[int] = []  # waiting rows that read as `unknown`: never handed out
@@ -541,15 +580,21 @@ class SQLiteStore:
             if not wanted:
                 return None, None
             tx.conn.execute(q.RELEASE_DUE, (now_ms,))
+            room: dict[str, int] = {}
+            rates = {name: rates_asked[name] for name in wanted if name in rates_asked}
+            windows = _rate_room(tx, rates, room)
+            held = [name for name in wanted if room.get(name, 1) <= 0]
+            free = [name for name in wanted if name not in held]
             while True:
-                row = tx.conn.execute(
-                    q.next_leasable(len(wanted), len(damaged)), [*wanted, *damaged]
-                ).fetchone()
-                if row is None:
-                    (next_due,) = tx.conn.execute(
-                        q.next_due(len(wanted), len(damaged)), [*wanted, *damaged]
+                row = (
+                    tx.conn.execute(
+                        q.next_leasable(len(free), len(damaged)), [*free, *damaged]
                     ).fetchone()
-                    return None, None if next_due is None else int(next_due)
+                    if free
+                    else None
+                )
+                if row is None:
+                    return None, _next_look(tx, free, held, damaged, windows, rates)
                 (task_id,) = row
                 try:
                     task = tx.change(Change(task_id, Status.SCHEDULED, {"server": worker}))
@@ -558,6 +603,8 @@ class SQLiteStore:
                     continue
                 break
             tx.conn.execute(q.SET_LEASE, (token, expires_ms, task_id))
+            if windows:
+                _count_starts(tx, windows, [task])
             return Lease(task, token, expires_ms), None
 
         return await self._write(op)
