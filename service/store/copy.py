@@ -4,8 +4,14 @@ Last-Event-IDs go on meaning the same.
 
 The file is opened through the SQLite store (so it is migrated first, and refused while a
 service has it open); the schema is migrated and must hold no task and no event yet. Rows
-go in with COPY, in one transaction: a copy that fails leaves the schema empty. Then both
-id sequences are moved past the copied ids."""
+go in with COPY, in one transaction: a copy that fails leaves the schema empty. Then the id
+sequences (tasks, events, log lines, deliveries) are moved past the copied ids.
+
+What moves: tasks, events, each task's attempts, log lines and counts, dependencies,
+callback URL and webhook deliveries (pending ones with their ids, tries, answers and due
+times, so the new database's deliverers go on with them), every schedule (its definition,
+next fire time, pause and last fire; a firing lease of the file's process is dropped), the
+paused job types, and each rate-limited type's count in its current window."""
 
 from __future__ import annotations
 
@@ -52,6 +58,34 @@ LOG_TABLES = (
 )
 
 
+#: a webhook delivery's columns, its id, tries (attempts), due time and claim kept
+DELIVERY_COLUMNS = (
+    "id", "uid", "task_id", "hook", "url", "status", "body", "state", "attempts", "create_ms",
+    "next_ms", "lease",
+)  # fmt: skip
+#: a schedule's columns but its firing lease (lease_owner, lease_until_ms)
+SCHEDULE_COLUMNS = (
+    "graphspace", "graph", "name", "definition", "paused", "next_fire_ms", "anchor_ms",
+    "source", "create_ms", "update_ms", "last_fire_ms", "last_task_id",
+)  # fmt: skip
+#: the webhooks', schedules', paused types' and rate limits' tables, copied after the
+#: tasks: each one's name, the columns both schemas have, the SELECT's filter (rows of a
+#: task the file no longer holds stay behind) and its order
+EXTRA_TABLES: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
+    ("callbacks", ("task_id", "url"), "task_id IN (SELECT id FROM tasks)", "task_id"),
+    ("deliveries", DELIVERY_COLUMNS, "task_id IN (SELECT id FROM tasks)", "id"),
+    (
+        "delivery_answers",
+        ("delivery_id", "number", "time_ms", "code", "error", "duration_ms"),
+        "delivery_id IN (SELECT id FROM deliveries WHERE task_id IN (SELECT id FROM tasks))",
+        "delivery_id, number",
+    ),
+    ("schedules", SCHEDULE_COLUMNS, "1", "graphspace, graph, name"),
+    ("paused_types", ("type", "since_ms"), "1", "type"),
+    ("type_rates", ("type", "window_ms", "count"), "1", "type"),
+)
+
+
 class CopyRefused(SidetaskError):
     status = 400
 
@@ -79,6 +113,42 @@ def _typed(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
                     f"{values[index]!r}, not a number: mend or delete it, then copy again"
                 )
     return tuple(values)
+
+
+def _typed_extra(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of EXTRA_TABLES as PostgreSQL's columns take it: a delivery's body as bytes,
+    a schedule's pause as a boolean."""
+    if table == "deliveries":
+        body = row[6]
+        return (*row[:6], body.encode() if isinstance(body, str) else bytes(body), *row[7:])
+    if table == "schedules":
+        return (*row[:4], bool(row[4]), *row[5:])
+    return row
+
+
+async def _copy_extra(conn: sqlite3.Connection, pg: Any, schema: str) -> None:
+    for table, columns, where, order in EXTRA_TABLES:
+        sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {where} ORDER BY {order}"
+        for rows in _batches(conn, sql):
+            records = [_typed_extra(table, row) for row in rows]
+            try:
+                await pg.copy_records_to_table(
+                    table, records=records, columns=columns, schema_name=schema
+                )
+            except (asyncpg.PostgresError, asyncpg.DataError) as exc:
+                raise CopyRefused(
+                    f"A row of {table} ({', '.join(map(str, records[0][:3]))} ...) cannot be "
+                    f"copied: {exc}; nothing was copied"
+                ) from exc
+    # the next delivery ids come after every one the file gave out
+    (last_delivery,) = conn.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM deliveries), 0),"
+        " COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'), 0))"
+    ).fetchone()
+    if last_delivery:
+        await pg.execute(
+            "SELECT setval(pg_get_serial_sequence('deliveries', 'id'), $1)", last_delivery
+        )
 
 
 async def copy_db(source: str | Path, target: str, schema: str = "sidetask") -> tuple[int, int]:
@@ -176,6 +246,8 @@ async def _copy(path: Path, pg: Any, schema: str) -> tuple[int, int]:
                     columns=("task_id", "depends_on"),
                     schema_name=schema,
                 )
+            # webhooks' callbacks and deliveries, schedules, paused types, rate windows
+            await _copy_extra(conn, pg, schema)
             (last_line,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM log_lines").fetchone()
             if last_line:
                 await pg.execute(
