@@ -112,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy a SQLite database's tasks and events into PostgreSQL (ids kept)",
         description="Moves a single node's history to a PostgreSQL schema for several "
         "replicas: every task and event, with their ids, so task ids and Last-Event-IDs keep "
-        "their meaning. Stop the service first (the file is locked while one runs); the "
-        "schema must be empty. One transaction: a copy that fails copies nothing.",
+        "their meaning, and their attempts, logs, dependencies and webhook deliveries, the "
+        "schedules, paused types and rate windows. Stop the service first (the file is "
+        "locked while one runs); the schema must be empty. One transaction: a copy that "
+        "fails copies nothing.",
     )
     copy_db.add_argument("--from", dest="source", required=True, metavar="FILE")
     copy_db.add_argument("--to", dest="target", required=True, metavar="URL")
