@@ -91,3 +91,39 @@ async def test_a_capped_claim_and_a_submission_take_the_locks_in_one_order(
     claimed, (task, created) = await asyncio.wait_for(work, 10)
     # a transaction's claims come after its other writes: it took the task submitted with it
     assert created and [t.id for t in claimed] == [task.id]
+
+
+async def test_a_rate_limited_lease_and_a_submission_take_the_locks_in_one_order(
+    store: PostgresStore, other: asyncpg.Connection
+) -> None:
+    await submitted(other)
+    # a submission, then a worker's lease of a rate-limited type: one transaction
+    now = clock.now_ms()
+    work = asyncio.gather(
+        store.insert(new()),
+        store.lease("w1", ["echo"], now, "token", now + 60_000, type_rates={"echo": (5, 1000)}),
+    )
+    await blocked(other)
+    # it waits for the submissions' lock without the claims' one, as a capped claim does
+    assert await other.fetchval(TRY_CLAIM_LOCK) is True
+    await other.execute("ROLLBACK")
+    (task, created), (lease, _) = await asyncio.wait_for(work, 10)
+    assert created and lease is not None and lease.task.id == task.id
+
+
+async def test_a_rate_limited_lease_waits_for_the_claims_lock(
+    store: PostgresStore, other: asyncpg.Connection
+) -> None:
+    """Another process counting its claims of the type holds the lock: the lease waits for
+    it, and counts after it (one count for both)."""
+    task, _ = await store.insert(new())
+    assert await other.fetchval(TRY_CLAIM_LOCK) is True
+    now = clock.now_ms()
+    work = asyncio.ensure_future(
+        store.lease("w1", ["echo"], now, "token", now + 60_000, type_rates={"echo": (5, 1000)})
+    )
+    await blocked(other)
+    assert not work.done()
+    await other.execute("ROLLBACK")
+    lease, _ = await asyncio.wait_for(work, 10)
+    assert lease is not None and lease.task.id == task.id
