@@ -1,7 +1,8 @@
 // The dashboard: a graph's tasks, kept current by its event stream (no polling), a task's
 // detail and timeline, its actions, and a form to submit jobs.
 
-import { api, ApiError, graphBase, url } from "./api.js";
+import { api, graphBase, url } from "./api.js";
+import { errorText, node as el, showMessage } from "./dom.js";
 import { dueText, formatTime, fullTime, prettyJson, progressOf, span } from "./format.js";
 import { showSchedules, startSchedules, taskCreated } from "./schedules.js";
 import { startTypes } from "./types.js";
@@ -60,15 +61,6 @@ const state = {
 };
 
 // --- rendering ----------------------------------------------------------------------
-
-function el(tag, { className, text, attrs } = {}, children = []) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  for (const [key, value] of Object.entries(attrs ?? {})) node.setAttribute(key, value);
-  node.append(...children);
-  return node;
-}
 
 function statusBadge(status) {
   return el("span", { className: `status s-${status}`, text: status });
@@ -168,19 +160,6 @@ function renderPager() {
   $("#prev").disabled = state.pages.length === 1;
   $("#next").disabled = state.next === null;
   $("#page-label").textContent = `Page ${state.pages.length}`;
-}
-
-function showMessage(node, text, kind) {
-  node.textContent = text;
-  node.className = `message ${kind}`;
-  node.hidden = !text;
-}
-
-// A refusal's message, then its cause when it has one ("Task '7' is in status SUCCESS"),
-// as the sidetask command prints them.
-function errorText(error) {
-  if (!(error instanceof ApiError)) return String(error);
-  return error.cause ? `${error.message} (${error.cause})` : error.message;
 }
 
 // --- counts ---------------------------------------------------------------------------

@@ -2,32 +2,15 @@
 // resume and delete, and a form for a new one. Read when the graph is shown, after each
 // action, and when a task a schedule submitted is created (the graph's event stream).
 
-import { api, ApiError } from "./api.js";
+import { api } from "./api.js";
+import { errorText, node, showMessage } from "./dom.js";
 import { dueText, formatTime, fullTime } from "./format.js";
 
 const $ = (selector) => document.querySelector(selector);
 
 const panel = { base: null, serial: 0, timer: null };
 
-function node(tag, { className, text, attrs } = {}, children = []) {
-  const element = document.createElement(tag);
-  if (className) element.className = className;
-  if (text !== undefined) element.textContent = text;
-  for (const [key, value] of Object.entries(attrs ?? {})) element.setAttribute(key, value);
-  element.append(...children);
-  return element;
-}
-
-function say(text, kind) {
-  const message = $("#schedule-message");
-  message.textContent = text;
-  message.className = `message ${kind}`;
-  message.hidden = !text;
-}
-
-function errorOf(error) {
-  return error instanceof ApiError ? error.message : String(error);
-}
+const say = (text, kind) => showMessage($("#schedule-message"), text, kind);
 
 /** "every 60 s", "cron 0 3 * * * (Europe/Paris)". */
 function whenOf(schedule) {
@@ -74,7 +57,7 @@ export async function loadSchedules() {
     $("#schedule-list").replaceChildren(...schedules.map(itemOf));
     $("#schedules-empty").hidden = schedules.length > 0;
   } catch (error) {
-    if (serial === panel.serial) say(errorOf(error), "error");
+    if (serial === panel.serial) say(errorText(error), "error");
   }
 }
 
@@ -103,7 +86,7 @@ async function act(name, action) {
       say(`Schedule ${name} ${action}d.`, "ok");
     }
   } catch (error) {
-    say(errorOf(error), "error");
+    say(errorText(error), "error");
   }
   await loadSchedules();
 }
@@ -127,7 +110,7 @@ async function add(event) {
     const made = await api.createSchedule(panel.base, body);
     say(`Schedule ${made.name} made: next fire ${formatTime(made.next_fire)}.`, "ok");
   } catch (error) {
-    say(errorOf(error), "error");
+    say(errorText(error), "error");
   }
   await loadSchedules();
 }

@@ -3,28 +3,15 @@
 // nothing new of the type starts; its running jobs finish. Read when the page starts,
 // after each action, and every few seconds (a pause made elsewhere shows up).
 
-import { api, ApiError } from "./api.js";
+import { api } from "./api.js";
+import { errorText, node, showMessage } from "./dom.js";
 import { formatTime, fullTime } from "./format.js";
 
 const $ = (selector) => document.querySelector(selector);
 const REFRESH_MS = 5000;
 const panel = { serial: 0 };
 
-function node(tag, { className, text, attrs } = {}, children = []) {
-  const element = document.createElement(tag);
-  if (className) element.className = className;
-  if (text !== undefined) element.textContent = text;
-  for (const [key, value] of Object.entries(attrs ?? {})) element.setAttribute(key, value);
-  element.append(...children);
-  return element;
-}
-
-function say(text, kind) {
-  const message = $("#type-message");
-  message.textContent = text;
-  message.className = `message ${kind}`;
-  message.hidden = !text;
-}
+const say = (text, kind) => showMessage($("#type-message"), text, kind);
 
 function itemOf(name, since, limits) {
   const paused = since !== undefined;
@@ -55,7 +42,7 @@ export async function loadTypes() {
     const names = [...new Set([...types, ...Object.keys(paused ?? {})])].sort();
     $("#type-list").replaceChildren(...names.map((name) => itemOf(name, paused?.[name], limits)));
   } catch (error) {
-    if (serial === panel.serial) say(error instanceof ApiError ? error.message : String(error), "error");
+    if (serial === panel.serial) say(errorText(error), "error");
   }
 }
 
@@ -65,7 +52,7 @@ async function act(name, action) {
     await api.actType(name, action);
     say(action === "pause" ? `Job type ${name} paused.` : `Job type ${name} runs again.`, "ok");
   } catch (error) {
-    say(error instanceof ApiError ? error.message : String(error), "error");
+    say(errorText(error), "error");
   }
   await loadTypes();
 }
