@@ -138,6 +138,16 @@ def _fence(claims: bool, fenced: bool, n: int, table: str = "") -> tuple[str, st
     return assignment, condition
 
 
+def _from_status(n: int, table: str = "") -> str:
+    """The compare-and-set's condition on the status a change starts from (parameter n:
+    the sources), written so that no index serves it: the rows come by their ids (the
+    primary key). Written plainly, the planner, its statistics behind a table that grows
+    by thousands a second, AND-ed the ids with a bitmap scan of every task of that status
+    in tasks_by_status_type: 13,520 entries for 16 tasks, 1.5 ms of every part of every
+    status step's statement with a backlog of new tasks (scripts/bench, row 9)."""
+    return f"({table}status = ANY(${n}::text[])) IS TRUE"
+
+
 @functools.lru_cache(maxsize=256)
 def change_status(fields: tuple[str, ...], claims: bool = False, fenced: bool = False) -> str:
     """The compare-and-set UPDATE of a status change setting `fields` (the same values on
@@ -148,7 +158,7 @@ def change_status(fields: tuple[str, ...], claims: bool = False, fenced: bool = 
     owner_set, owner_where = _fence(claims, fenced, n + 2)
     return (
         f"UPDATE tasks SET status = $1, update_ms = $2{assignments}{owner_set}"
-        f" WHERE id = ANY(${n}::bigint[]) AND status = ANY(${n + 1}::text[]){owner_where}"
+        f" WHERE id = ANY(${n}::bigint[]) AND {_from_status(n + 1)}{owner_where}"
         f" RETURNING {TASK_COLUMNS}"
     )
 
@@ -169,7 +179,7 @@ def change_status_rows(fields: tuple[str, ...], claims: bool = False, fenced: bo
     return (
         f"UPDATE tasks SET status = $1, update_ms = $2{assignments}{owner_set}"
         f" FROM unnest({arrays}) AS v({columns})"
-        f" WHERE tasks.id = v.id AND tasks.status = ANY(${n}::text[]){owner_where}"
+        f" WHERE tasks.id = v.id AND {_from_status(n, 'tasks.')}{owner_where}"
         f" RETURNING {returning}"
     )
 
@@ -235,7 +245,7 @@ def _claim_due(exclude: bool) -> tuple[str, str]:
     update = (
         "UPDATE tasks SET status = 'scheduling', update_ms = $2, server = coalesce($3, server),"
         " owner = $4, run_after_ms = 0 FROM found"
-        " WHERE tasks.id = found.id AND tasks.status = ANY($5::text[])"
+        f" WHERE tasks.id = found.id AND {_from_status(5, 'tasks.')}"
         " RETURNING " + ", ".join(f"tasks.{c.strip()}" for c in TASK_COLUMNS.split(","))
     )
     return ctes, update
@@ -375,17 +385,18 @@ GRAPH_TASKS_BY_ID = (
 
 
 #: the first name of a prefix's range, and the next one after it (the name index's next
-#: entries). Parameters: graphspace, graph, the range's start (the name it goes on from),
-#: its end
+#: entries, in task_keys: schema 11). Parameters: graphspace, graph, the range's start (the
+#: name it goes on from), its end
 FIRST_NAME = (
-    'SELECT name FROM tasks WHERE graphspace = $1 AND graph = $2 AND name COLLATE "C" >= $3'
+    'SELECT name FROM task_keys WHERE graphspace = $1 AND graph = $2 AND name COLLATE "C" >= $3'
     ' AND name COLLATE "C" < $4 ORDER BY name COLLATE "C" LIMIT 1'
 )
 NEXT_NAME = FIRST_NAME.replace('name COLLATE "C" >= $3', 'name COLLATE "C" > $3')
 #: how many of a graph's tasks a time range holds, and their lowest and highest id, up to
-#: a limit ({terms}: the range). Parameters: graphspace, graph, the range's, the limit
+#: a limit ({table}: task_keys for the creation time, tasks for the update's; {terms}: the
+#: range). Parameters: graphspace, graph, the range's, the limit
 IDS_SELECTED = (
-    "SELECT count(*), min(id), max(id) FROM (SELECT id FROM tasks"
+    "SELECT count(*), min(id), max(id) FROM (SELECT id FROM {table}"
     " WHERE graphspace = $1 AND graph = $2{terms} LIMIT ${limit}) s"
 )
 #: a Selection's terms, in the order Selection.terms gives their parameters ({n}:
@@ -398,6 +409,19 @@ SELECTION_TERMS = (
     "update_ms >= ${n}",
     "update_ms < ${n}",
 )
+#: which of SELECTION_TERMS are on a task's keys (task_keys), not on its row
+KEY_TERMS = (True, True, True, True, False, False)
+#: task_keys in a list's join, its columns named apart from the tasks' (which the list's
+#: columns and its other terms name unqualified)
+KEYS_JOINED = "JOIN task_keys AS k (k_id, k_graphspace, k_graph, k_type, k_name, k_create_ms)"
+
+
+def _on_keys(term: str) -> str:
+    """A key's term as the join names it."""
+    for column in ("name", "create_ms"):
+        if term.startswith(column):
+            return "k_" + term
+    raise ValueError(term)
 
 
 @functools.lru_cache(maxsize=256)
@@ -417,20 +441,29 @@ def list_tasks(
     the statuses (an array), KNOWN_VALUES (for `unknown`), then the limit, and with
     `bounded` the characters of input and result past which a row comes as its id alone
     (its input and result left out, and `large` true)."""
-    sql = f"graphspace = $1 AND graph = $2 AND id {'<' if descending else '>'} $3"
+    after = "<" if descending else ">"
+    sql = f"graphspace = $1 AND graph = $2 AND id {after} $3"
+    # A filter on a task's keys reads their indexes (task_keys, joined by id); the graph,
+    # the id it goes on from and an id range are on both sides, so either side may lead.
+    keyed = (on and key for on, key in zip(selected, KEY_TERMS, strict=False))
+    keys = by_type or one_name or any(keyed)
+    if keys:
+        sql += f" AND k_graphspace = $1 AND k_graph = $2 AND k_id {after} $3"
     n = 4
     if by_type:
-        sql += f" AND type = ${n}"
+        sql += f" AND k_type = ${n}"
         n += 1
     if one_name:  # the one name a prefix's range holds, in place of the range
-        sql += f' AND name COLLATE "C" = ${n}'
+        sql += f' AND k_name COLLATE "C" = ${n}'
         n += 1
-    for term, on in zip(SELECTION_TERMS, selected, strict=False):
+    for term, on, key in zip(SELECTION_TERMS, selected, KEY_TERMS, strict=False):
         if on:
-            sql += " AND " + term.format(n=n)
+            sql += " AND " + (_on_keys(term) if key else term).format(n=n)
             n += 1
     if id_range:  # the first and last id a time range holds
         sql += f" AND id >= ${n} AND id <= ${n + 1}"
+        if keys:
+            sql += f" AND k_id >= ${n} AND k_id <= ${n + 1}"
         n += 2
     terms = []
     if stored:
@@ -442,15 +475,18 @@ def list_tasks(
     if terms:
         sql += " AND " + (terms[0] if len(terms) == 1 else f"({' OR '.join(terms)})")
     order = " ORDER BY id DESC" if descending else " ORDER BY id"
+    source = f"tasks {KEYS_JOINED} ON k_id = id" if keys else "tasks"
     if not bounded:
-        return f"SELECT {TASK_COLUMNS} FROM tasks WHERE {sql}{order} LIMIT ${n}"
+        return f"SELECT {TASK_COLUMNS} FROM {source} WHERE {sql}{order} LIMIT ${n}"
     size = "coalesce(length(input), 0) + coalesce(length(result), 0)"
     columns = TASK_COLUMNS.replace(
         "result, input",
         f"CASE WHEN {size} > ${n + 1} THEN NULL ELSE result END,"
         f" CASE WHEN {size} > ${n + 1} THEN NULL ELSE input END",
     )
-    return f"SELECT {columns}, {size} > ${n + 1} AS large FROM tasks WHERE {sql}{order} LIMIT ${n}"
+    return (
+        f"SELECT {columns}, {size} > ${n + 1} AS large FROM {source} WHERE {sql}{order} LIMIT ${n}"
+    )
 
 
 # --- attempts (schema 2): written in the transaction of the status change that starts or

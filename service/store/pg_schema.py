@@ -278,6 +278,50 @@ MIGRATIONS: tuple[str, ...] = (
         count      bigint  NOT NULL
     );
     """,
+    # a task's keys that never change (its graph, type, name and creation time), in a
+    # table of their own written once per task, with the list filters' indexes on them. On
+    # tasks those indexes took an entry at every status step (a step is a new row version,
+    # which every index of the table gets an entry for), three of the eight per step; here
+    # each task gets one. Kept by triggers, so every way into tasks (a submission, copy-db,
+    # a row written by hand) keys it; the lists read tasks joined to it.
+    """
+    CREATE TABLE task_keys (
+        id          bigint  PRIMARY KEY,
+        graphspace  text    NOT NULL,
+        graph       text    NOT NULL,
+        type        text    NOT NULL,
+        name        text    NOT NULL,
+        create_ms   bigint  NOT NULL
+    );
+    CREATE FUNCTION sidetask_keys_added() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+    BEGIN
+        -- ON CONFLICT: ids reused after a TRUNCATE ... RESTART IDENTITY by hand
+        INSERT INTO task_keys (id, graphspace, graph, type, name, create_ms)
+            SELECT id, graphspace, graph, type, name, create_ms FROM added
+            ON CONFLICT (id) DO UPDATE SET graphspace = excluded.graphspace,
+                graph = excluded.graph, type = excluded.type, name = excluded.name,
+                create_ms = excluded.create_ms;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION sidetask_keys_removed() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+    BEGIN
+        DELETE FROM task_keys k USING removed r WHERE k.id = r.id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER tasks_keys_added AFTER INSERT ON tasks REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION sidetask_keys_added();
+    CREATE TRIGGER tasks_keys_removed AFTER DELETE ON tasks REFERENCING OLD TABLE AS removed
+        FOR EACH STATEMENT EXECUTE FUNCTION sidetask_keys_removed();
+    INSERT INTO task_keys SELECT id, graphspace, graph, type, name, create_ms FROM tasks;
+    CREATE INDEX task_keys_by_type ON task_keys (graphspace, graph, type, id);
+    CREATE INDEX task_keys_by_name ON task_keys (graphspace, graph, (name COLLATE "C"), id);
+    CREATE INDEX task_keys_by_create ON task_keys (graphspace, graph, create_ms, id);
+    DROP INDEX tasks_by_graph_type;
+    DROP INDEX tasks_by_graph_name;
+    DROP INDEX tasks_by_graph_create;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
