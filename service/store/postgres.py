@@ -1852,7 +1852,7 @@ class PostgresStore:
                 f" AND {t.format(n=3 + i)}"
                 for i, t in enumerate(t for t, on in zip(chosen, mine, strict=True) if on)
             )
-            table = "task_keys" if q.KEY_TERMS[2 * pair] else "tasks"
+            table = "task_keys" if pair == 1 else "tasks"  # created: its index is there
             sql = q.IDS_SELECTED.format(table=table, terms=where, limit=3 + used)
             rows = await self._fetch(sql, gs, g, *values[at : at + used], ID_RANGE_AT_MOST + 1)
             at += used
