@@ -859,6 +859,10 @@ class PostgresStore:
                 min_size=0,
                 max_size=self._readers,
                 server_settings=session_settings(self.schema),
+                # Its connections only read (_fetch): no session state to undo. asyncpg's
+                # reset (unlock all, CLOSE ALL, UNLISTEN, RESET ALL) was one more round
+                # trip on every read given back, the event pump's included.
+                reset=_read_only_reset,
             )
             await self._pump.start(await self.last_event_id())
         except BaseException:
@@ -2139,6 +2143,10 @@ class PostgresStore:
     async def next_schedule_due(self) -> int | None:
         rows = await self._fetch(q.NEXT_SCHEDULE_DUE)
         return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+
+async def _read_only_reset(conn: asyncpg.Connection) -> None:
+    """A pooled reader's reset when it is given back: nothing (PostgresStore.open)."""
 
 
 def session_settings(schema: str) -> dict[str, str]:
