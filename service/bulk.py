@@ -93,7 +93,8 @@ async def run(
         return outcome
     upto = newest[0].id
     policy_action = Action.FORCE_DELETE if action == "delete" and force else Action(action)
-    act = _actor(supervisor, graph, action, force)
+    # a delete goes a group at a time (Supervisor.delete_many), any other action task by task
+    act = None if action == "delete" else _actor(supervisor, action)
     after = 0
     while True:
         listed = await store.list_tasks(
@@ -122,8 +123,18 @@ async def run(
             if at:
                 await asyncio.sleep(0)  # the loop's other work between two groups
             group = allowed[at : at + AT_ONCE]
+            if act is None:  # a delete: one write for the group
+                try:
+                    results.extend(
+                        await supervisor.delete_many(graph, [t.id for t in group], force)
+                    )
+                except SidetaskError as exc:  # the write failed: each of them with it
+                    results.extend([exc] * len(group))
+                continue
             results.extend(
-                await asyncio.gather(*(act(task.id) for task in group), return_exceptions=True)
+                await asyncio.gather(
+                    *(act(graph, task.id) for task in group), return_exceptions=True
+                )
             )
         for result in results:
             if isinstance(result, NotFound):
@@ -146,16 +157,11 @@ async def run(
     return outcome
 
 
-def _actor(
-    supervisor: Supervisor, graph: GraphRef, action: str, force: bool
-) -> Callable[[int], Awaitable[Task]]:
-    if action == "delete":
-        return lambda task_id: supervisor.delete(graph, task_id, force)
+def _actor(supervisor: Supervisor, action: str) -> Callable[[GraphRef, int], Awaitable[Task]]:
     single: dict[str, Callable[[GraphRef, int], Awaitable[Task]]] = {
         "cancel": supervisor.cancel,
         "pause": supervisor.pause,
         "resume": supervisor.resume,
         "retry": supervisor.retry,
     }
-    chosen = single[action]
-    return lambda task_id: chosen(graph, task_id)
+    return single[action]

@@ -610,6 +610,25 @@ class Supervisor:
         self._ready.discard(task_id)
         return task
 
+    async def delete_many(
+        self, graph: GraphRef, task_ids: Sequence[int], force: bool
+    ) -> list[Task | SidetaskError]:
+        """`delete` of tasks listed in a status that allows it (a bulk delete's group), in
+        one write; one that moved on since it was listed is decided again alone, by
+        `delete`, on the task as it is then."""
+        results = await self.store.delete_many(graph, task_ids, delete_sources(force))
+        decided: list[Task | SidetaskError] = []
+        for task_id, result in zip(task_ids, results, strict=True):
+            if isinstance(result, TransitionRefused):
+                try:
+                    result = await self.delete(graph, task_id, force)
+                except SidetaskError as exc:
+                    result = exc
+            if isinstance(result, Task):
+                self._ready.discard(task_id)
+            decided.append(result)
+        return decided
+
     async def _ended_dependency(self, task: Task) -> bool:
         """Whether one of the task's dependencies has ended failed or cancelled (a read:
         most submissions find none, and write nothing more)."""

@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import SidetaskError
 from ..model import (
     Attempt,
     AttemptEnd,
@@ -116,6 +117,12 @@ class Store(Protocol):
     ) -> Task:
         """Removes the task if it is in one of `sources` (None: any status); else
         TransitionRefused, and NotFound when no such task is in `graph`."""
+        ...
+
+    async def delete_many(
+        self, graph: GraphRef, task_ids: Sequence[int], sources: frozenset[Status] | None
+    ) -> list[Task | SidetaskError]:
+        """`delete` of each, in one transaction: each one's task, or its refusal."""
         ...
 
     async def claim(

@@ -115,6 +115,13 @@ SET_PROGRESS = (
 )
 DELETE_TASK = "DELETE FROM tasks WHERE id = $1"
 DELETE_TASK_FROM = "DELETE FROM tasks WHERE id = $1 AND status = ANY($2::text[])"
+#: a graph's tasks by id, from the statuses $4 (NULL: any), as DELETE_TASK_FROM; the status
+#: condition written so no index serves it, as _from_status's. Parameters: graphspace,
+#: graph, the ids, the statuses
+DELETE_TASKS = (
+    "DELETE FROM tasks WHERE graphspace = $1 AND graph = $2 AND id = ANY($3::bigint[])"
+    f" AND (status = ANY($4::text[])) IS NOT FALSE RETURNING {TASK_COLUMNS}"
+)
 SET_PROCESS_GROUP = (
     "UPDATE tasks SET process_group = $1, process_token = $2, process_host = $3 WHERE id = $4"
 )

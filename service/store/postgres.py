@@ -1360,6 +1360,43 @@ class PostgresStore:
 
         return await self._write(op)
 
+    async def delete_many(
+        self, graph: GraphRef, task_ids: Sequence[int], sources: frozenset[Status] | None
+    ) -> list[Task | SidetaskError]:
+        """One DELETE for them all (a bulk delete's group), its events and what it does to
+        the tasks waiting for them; one not deleted is read to say why (NotFound, or
+        TransitionRefused as `delete` refuses it)."""
+        wanted = None if sources is None else sorted(s.value for s in sources)
+        ids = list(dict.fromkeys(task_ids))
+
+        async def op(tx: PgTx) -> list[Task | SidetaskError]:
+            rows = await tx.conn.fetch(q.DELETE_TASKS, graph.graphspace, graph.graph, ids, wanted)
+            deleted = {task.id: task for task in map(row_to_task, rows)}
+            results: list[Task | SidetaskError] = []
+            for task_id in task_ids:
+                task = deleted.get(task_id)
+                if task is not None:
+                    results.append(task)
+                    continue
+                current = await tx.select_task(task_id)
+                if current is None or current.graph != graph:
+                    results.append(NotFound(f"Can't find task with id '{task_id}'"))
+                else:
+                    results.append(
+                        TransitionRefused(
+                            f"Task '{task_id}' in status {current.status.name} can't be deleted"
+                        )
+                    )
+            for task in deleted.values():
+                tx.event(EventKind.DELETED, task)
+            # those waiting for them end cancelled
+            followed = [t for t in deleted.values() if t.dependants and not t.completed]
+            if followed:
+                await dependencies.follow_pg(tx, followed, deleted=True)
+            return results
+
+        return await self._write(op)
+
     async def claim(
         self,
         limit: int,

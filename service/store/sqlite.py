@@ -4,6 +4,7 @@ in service.store.queries, the reading of rows in service.store.rows."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import sqlite3
@@ -347,6 +348,19 @@ class SQLiteStore:
             return task
 
         return await self._write(op)
+
+    async def delete_many(
+        self, graph: GraphRef, task_ids: Sequence[int], sources: frozenset[Status] | None
+    ) -> list[Task | SidetaskError]:
+        # queued at once: the writer commits them together
+        results = await asyncio.gather(
+            *(self.delete(graph, task_id, sources) for task_id in task_ids),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, SidetaskError):
+                raise result
+        return results  # type: ignore[return-value]
 
     async def claim(
         self,

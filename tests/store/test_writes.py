@@ -402,3 +402,33 @@ async def test_a_write_after_close_is_refused(store: Backend) -> None:
     await store.close()
     with pytest.raises(SidetaskError, match="closed"):
         await store.insert(new())
+
+
+async def test_delete_many_deletes_what_it_may_and_says_why_not_for_the_rest(
+    store: Backend, raw: Raw
+) -> None:
+    done, _ = await store.insert(new())
+    await raw.set(done.id, status="success")
+    waiting, _ = await store.insert(new())
+    elsewhere, _ = await store.insert(new(OTHER))
+    damaged, _ = await store.insert(new())
+    await raw.damage(damaged.id)
+    dependant, _ = await store.insert(new(dependencies=(waiting.id,)))
+    before = await store.last_event_id()
+    ids = [done.id, waiting.id, elsewhere.id, 999, damaged.id]
+    results = await store.delete_many(GRAPH, ids, COMPLETED_STATUSES)
+    assert isinstance(results[0], Task) and results[0].id == done.id
+    assert isinstance(results[1], TransitionRefused)
+    assert isinstance(results[2], NotFound) and isinstance(results[3], NotFound)
+    assert isinstance(results[4], TransitionRefused)  # a damaged row: from any status only
+    assert (await raw.status(waiting.id), await raw.status(elsewhere.id)) == ("new", "new")
+    gone = [e.task_id for e in await all_events(store) if e.id > before]
+    assert gone == [done.id]
+    # from any status: the waiting one and the damaged one go, and the task waiting for
+    # the first ends cancelled, as a single delete leaves it
+    results = await store.delete_many(GRAPH, [waiting.id, damaged.id], None)
+    assert [r.id for r in results if isinstance(r, Task)] == [waiting.id, damaged.id]
+    assert await store.get(GRAPH, waiting.id) is None and await store.get(GRAPH, damaged.id) is None
+    ended = await store.get(GRAPH, dependant.id)
+    assert ended is not None and ended.status is Status.CANCELLED
+    assert ended.result == f"Cancelled due to dependent task '{waiting.id}' deleted"
