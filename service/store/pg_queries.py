@@ -454,7 +454,10 @@ def list_tasks(
     # A filter on a task's keys reads their indexes (task_keys, joined by id); the graph,
     # the id it goes on from and an id range are on both sides, so either side may lead.
     keyed = (on and key for on, key in zip(selected, KEY_TERMS, strict=False))
-    keys = by_type or one_name or any(keyed)
+    # and a list of a whole graph (no status, no update range, no ids to read between),
+    # read in id order by task_keys' graph index (schema 12)
+    whole = not (stored or unknown or id_range or any(selected[4:6]))
+    keys = by_type or one_name or any(keyed) or whole
     if keys:
         sql += f" AND k_graphspace = $1 AND k_graph = $2 AND k_id {after} $3"
     n = 4
