@@ -1387,10 +1387,11 @@ class PostgresStore:
                             f"Task '{task_id}' in status {current.status.name} can't be deleted"
                         )
                     )
-            for task in deleted.values():
+            gone = [deleted[task_id] for task_id in ids if task_id in deleted]  # in their order
+            for task in gone:
                 tx.event(EventKind.DELETED, task)
             # those waiting for them end cancelled
-            followed = [t for t in deleted.values() if t.dependants and not t.completed]
+            followed = [t for t in gone if t.dependants and not t.completed]
             if followed:
                 await dependencies.follow_pg(tx, followed, deleted=True)
             return results

@@ -426,8 +426,10 @@ async def test_delete_many_deletes_what_it_may_and_says_why_not_for_the_rest(
     assert gone == [done.id]
     # from any status: the waiting one and the damaged one go, and the task waiting for
     # the first ends cancelled, as a single delete leaves it
-    results = await store.delete_many(GRAPH, [waiting.id, damaged.id], None)
-    assert [r.id for r in results if isinstance(r, Task)] == [waiting.id, damaged.id]
+    results = await store.delete_many(GRAPH, [damaged.id, waiting.id], None)
+    assert [r.id for r in results if isinstance(r, Task)] == [damaged.id, waiting.id]
+    gone = [e.task_id for e in await all_events(store) if e.kind is EventKind.DELETED]
+    assert gone == [done.id, damaged.id, waiting.id]  # each, in the order asked
     assert await store.get(GRAPH, waiting.id) is None and await store.get(GRAPH, damaged.id) is None
     ended = await store.get(GRAPH, dependant.id)
     assert ended is not None and ended.status is Status.CANCELLED
