@@ -59,14 +59,23 @@ class Scheduler:
         self.settings = settings
         self.store = store
         self.supervisor = supervisor
-        #: this process's name on the leases it takes (new at every start)
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: this process's name on the leases it takes (new at every start), on a store of
+        #: one process; on a shared one its replica id (owner)
+        self._local_owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._grace_ms = int(settings.schedule_grace * 1000)
         self._lease_ms = max(1, int(settings.schedule_lease * 1000))
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         #: tasks submitted by this process's firings (for /metrics and tests)
         self.fired = 0
+
+    @property
+    def owner(self) -> str:
+        """Who the leases this process takes name: on a store several processes share, its
+        replica id, so that the sweep lets go of them once it is declared dead (a firing
+        it died in is taken up then, not when the lease runs out)."""
+        replica = self.supervisor.store.replica_id
+        return self._local_owner if replica is None else replica
 
     # --- lifecycle ---
 

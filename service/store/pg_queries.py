@@ -711,6 +711,14 @@ DELETE_SCHEDULE = (
 )
 #: the due schedules no other replica's firing holds: a replica's claim skips the rows
 #: another is claiming right now (SKIP LOCKED), so two never wait on each other
+#: the leases of firings whose process is not among the live replicas (a replica's
+#: firings hold them under its id): let go, so a firing that died is taken up at once, not
+#: when its lease runs out; a hold with no owner (a firing to be tried again) stays
+RELEASE_DEAD_SCHEDULE_LEASES = (
+    "UPDATE schedules s SET lease_owner = NULL, lease_until_ms = 0"
+    " WHERE lease_owner IS NOT NULL AND lease_until_ms > 0"
+    " AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id::text = s.lease_owner)"
+)
 CLAIM_SCHEDULES = (
     "UPDATE schedules s SET lease_owner = $1, lease_until_ms = $2 FROM"
     " (SELECT graphspace, graph, name FROM schedules"

@@ -1532,6 +1532,7 @@ class PostgresStore:
                 return Recovery(0, 0, 0)
             if forget_dead:
                 await tx.conn.execute(q.FORGET_DEAD, timeout_ms, self._me)
+            await tx.conn.execute(q.RELEASE_DEAD_SCHEDULE_LEASES)
             for row in await tx.conn.fetch(q.INTERRUPTED, _INTERRUPTIBLE_VALUES, kept):
                 task = row_to_task(row)
                 if task.status is Status.UNKNOWN:

@@ -649,6 +649,11 @@ DELETE_SCHEDULE = (
     "DELETE FROM schedules WHERE graphspace = ? AND graph = ? AND name = ?"
     f" RETURNING {SCHEDULE_COLUMNS}"
 )
+#: the leases a dead process's firing left (at the start: one process holds the file, so
+#: none is held by a live one); a hold with no owner (a firing to be tried again) stays
+RELEASE_SCHEDULE_LEASES = (
+    "UPDATE schedules SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner IS NOT NULL"
+)
 #: the due schedules no other firing holds, held until ? by ? (at most ? of them)
 CLAIM_SCHEDULES = (
     "UPDATE schedules SET lease_owner = ?, lease_until_ms = ? WHERE rowid IN"

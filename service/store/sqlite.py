@@ -456,6 +456,8 @@ class SQLiteStore:
         kept = sorted(set(keep_types))
 
         def op(tx: Tx) -> Recovery:
+            # the last process's firings' leases: it is gone (this one holds the file)
+            tx.conn.execute(q.RELEASE_SCHEDULE_LEASES)
             rows = tx.conn.execute(
                 q.interrupted(len(kept)), [*q.INTERRUPTIBLE_VALUES, *kept]
             ).fetchall()

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from service.errors import Conflict, NotFound
+from service.model import Status
 from service.schedules import Schedule, parse_definition
-from service.store import Backend
+from service.store import Backend, Change
 from tests.store.conftest import GRAPH, OTHER
 
 NOW = 1_800_000_000_000
@@ -119,3 +120,21 @@ async def test_a_firing_tried_again_later_holds_the_schedule_until_then(store: B
     assert await store.claim_schedules(NOW + 500, NOW + 30_000, "two", 10) == []
     [again] = await store.claim_schedules(NOW + 1_000, NOW + 31_000, "two", 10)
     assert again.next_fire_ms == NOW and again.last_task_id is None
+
+
+async def test_the_lease_of_a_firing_whose_process_died_is_let_go_at_recovery(
+    store: Backend,
+) -> None:
+    """Its process is gone (SQLite: the file's last process, at the start; PostgreSQL: an
+    owner that is not a live replica, at the sweep): the schedule is due again at once, not
+    when the lease runs out. A hold for a firing to be tried again stays."""
+    await store.save_schedule(schedule("died", next_fire_ms=NOW))
+    await store.save_schedule(schedule("retried", next_fire_ms=NOW))
+    claimed = await store.claim_schedules(NOW, NOW + 600_000, "gone:1:dead", 10)
+    assert [s.name for s in claimed] == ["died", "retried"]
+    assert await store.advance_schedule(claimed[1], "gone:1:dead", NOW, None, NOW + 300_000)
+    assert await store.claim_schedules(NOW + 1_000, NOW + 31_000, "alive", 10) == []
+    await store.recover(lambda task: Change(task.id, Status.RESTORING))
+    again = await store.claim_schedules(NOW + 1_000, NOW + 31_000, "alive", 10)
+    assert [s.name for s in again] == ["died"]
+    assert await store.next_schedule_due() == NOW + 31_000  # its new lease; "retried" later
