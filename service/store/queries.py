@@ -650,9 +650,12 @@ DELETE_SCHEDULE = (
     f" RETURNING {SCHEDULE_COLUMNS}"
 )
 #: the leases a dead process's firing left (at the start: one process holds the file, so
-#: none is held by a live one); a hold with no owner (a firing to be tried again) stays
+#: none is held by a live one); a hold with no owner (a firing to be tried again) stays.
+#: A leased schedule is a due one (a pause lets go of the lease): read by the due index
 RELEASE_SCHEDULE_LEASES = (
-    "UPDATE schedules SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner IS NOT NULL"
+    "UPDATE schedules SET lease_owner = NULL, lease_until_ms = 0 WHERE rowid IN"
+    " (SELECT rowid FROM schedules INDEXED BY schedules_due"
+    "  WHERE next_fire_ms IS NOT NULL AND lease_owner IS NOT NULL)"
 )
 #: the due schedules no other firing holds, held until ? by ? (at most ? of them)
 CLAIM_SCHEDULES = (
