@@ -12,7 +12,8 @@ status and the queue are the cluster's, the same on every replica (a dashboard t
 max(), not sum()); `sidetask_replica_info` names the replica. The
 HTTP middleware (`service.web.access`) feeds the request metrics (`HttpStats`); `sse_subscribers` reads
 the event bus's count at each scrape; `progress_coalesced` is for the supervisor's progress
-coalescing to count.
+coalescing to count; the webhook deliverer feeds `webhook_tries` and its answers' times, and
+`webhook_in_flight` reads its count at each scrape.
 
 Tasks by status: an event says where a task went, not where it came from, so the counts
 are taken once from the store (`count_by_status`, in the background: start-up stays fast
@@ -72,6 +73,10 @@ __all__ = ["CONTENT_TYPE", "Metrics", "TaskCounts"]
 #: the classic text format every Prometheus reads (the metric names are all plain ASCII)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+#: a webhook receiver answers in milliseconds, or is cut off at webhook_timeout (10 s)
+WEBHOOK_SECONDS_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, float("inf"))
+#: what follows a try, as webhook_tries' `outcome`
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed")
 #: job run times run from milliseconds (echo) to hours (imports)
 RUN_SECONDS_BUCKETS = (
     0.01,
@@ -428,6 +433,25 @@ class Metrics:
             "Progress reports replaced by a later value before they were written",
             registry=r,
         )
+        self.webhook_tries = Counter(
+            "sidetask_webhook_tries",
+            "Webhook POSTs this process sent and recorded, by what followed: delivered,"
+            " retry (pending again) or failed (for good)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in WEBHOOK_OUTCOMES:  # each outcome shown from the start, at 0
+            self.webhook_tries.labels(outcome)
+        self.webhook_seconds = Histogram(
+            "sidetask_webhook_seconds",
+            "Seconds from a webhook POST to its answer (or to the error that ended it)",
+            buckets=WEBHOOK_SECONDS_BUCKETS,
+            registry=r,
+        )
+        #: webhook POSTs waiting for their answer; read from the deliverer at each scrape
+        self.webhook_in_flight = Gauge(
+            "sidetask_webhook_in_flight", "Webhook POSTs waiting for their answer", registry=r
+        )
         #: requests and their durations, fed by the middleware (service.web.access)
         self.http = HttpStats()
         r.register(_HttpCollector(self.http))
@@ -459,6 +483,11 @@ class Metrics:
     ) -> None:
         """`sidetask_type_paused`, read from `paused` (the supervisor's) at each scrape."""
         self.registry.register(_PausedCollector(types, paused))
+
+    def webhook_tried(self, outcome: str, seconds: float) -> None:
+        """A webhook try whose answer was recorded: `outcome` one of WEBHOOK_OUTCOMES."""
+        self.webhook_tries.labels(outcome).inc()
+        self.webhook_seconds.observe(seconds)
 
     # --- the commit listener ---
 

@@ -24,7 +24,7 @@ import logging
 import socket
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -307,6 +307,14 @@ def _retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
+#: a try's outcome in the metrics, by the state it left its delivery in
+_TRY_OUTCOMES = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.PENDING: "retry",
+    DeliveryState.FAILED: "failed",
+}
+
+
 class Deliverer:
     """Sends pending deliveries: claims due ones while it has room (webhook_concurrency in
     flight), POSTs each, records the answer and what follows it. Woken by the commit of a
@@ -327,6 +335,9 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
         #: the earliest retry this process set (epoch ms): it wakes for it
         self._next_ms: int | None = None
+        #: told of each try whose answer was recorded: what followed (delivered, retry,
+        #: failed) and the seconds the POST took (service.web.metrics sets it)
+        self.on_try: Callable[[str, float], None] | None = None
         self._user_agent = "sidetask-webhooks"
 
     async def check_callback(self, url: str) -> None:
@@ -437,11 +448,17 @@ class Deliverer:
 
     # --- one attempt ---
 
+    @property
+    def in_flight(self) -> int:
+        """POSTs waiting for their answer."""
+        return len(self._in_flight)
+
     async def _deliver(self, delivery: DueDelivery) -> None:
         started = time.monotonic()
         code, error, retry_after = await self._post(delivery)
         now = clock.now_ms()
-        answer = DeliveryAnswer(now, code, error, int((time.monotonic() - started) * 1000))
+        took = time.monotonic() - started
+        answer = DeliveryAnswer(now, code, error, int(took * 1000))
         state, next_ms = self._next_step(delivery, code, error, retry_after, now)
         try:
             recorded = await self.store.record_delivery(delivery, answer, state, next_ms)
@@ -452,6 +469,8 @@ class Deliverer:
         if not recorded:
             log.info("webhook delivery %s: its claim had run out, another took it", delivery.uid)
             return
+        if self.on_try is not None:
+            self.on_try(_TRY_OUTCOMES[state], took)
         if state is DeliveryState.PENDING and next_ms is not None:
             self._next_ms = next_ms if self._next_ms is None else min(self._next_ms, next_ms)
         outcome = f"HTTP {code}" if code is not None else error

@@ -9,7 +9,7 @@ from aiohttp import web
 from .. import clock
 from ..metrics import CONTENT_TYPE, Metrics
 from ..model import WAITING_STATUSES
-from .keys import EVENTS, METRICS, SETTINGS, STORE, SUPERVISOR
+from .keys import EVENTS, METRICS, SETTINGS, STORE, SUPERVISOR, WEBHOOKS
 
 #: waiting tasks read per graph and status to find the oldest one that is due
 OLDEST_SCAN = 20
@@ -23,6 +23,10 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     if store.replica_id is not None:  # several replicas: their counters count their own commits
         metrics.per_replica(store.made_here, lambda: store.replica_id, app[SETTINGS].server_name)
     store.add_listener(metrics.observe)
+    deliverer = app.get(WEBHOOKS)
+    if deliverer is not None:
+        deliverer.on_try = metrics.webhook_tried
+        metrics.webhook_in_flight.set_function(lambda: deliverer.in_flight)
     bus = app.get(EVENTS)
     if bus is not None:
         # the bus knows its subscribers: read at each scrape, the number cannot drift

@@ -364,3 +364,35 @@ async def test_more_deliveries_than_slots_all_go_out(start: Start, receiver: Rec
         [delivery] = await settled(client, task_id)
         assert delivery["state"] == "delivered"
     assert len(receiver.hits) == 8
+
+
+async def test_metrics_count_the_tries_by_what_followed(start: Start, receiver: Receiver) -> None:
+    receiver.plan = [500, 410]  # a retry, then a failure for good; then delivered
+    client = await start(**QUICK)
+
+    async def metric_lines() -> dict[str, float]:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        found: dict[str, float] = {}
+        for line in (await response.text()).splitlines():
+            if line.startswith(("sidetask_webhook_tries_total", "sidetask_webhook_in_flight")):
+                name, value = line.rsplit(" ", 1)
+                found[name] = float(value)
+            elif line.startswith("sidetask_webhook_seconds_count"):
+                found["count"] = float(line.rsplit(" ", 1)[1])
+        return found
+
+    before = await metric_lines()
+    assert before['sidetask_webhook_tries_total{outcome="delivered"}'] == 0
+    assert before["sidetask_webhook_in_flight"] == 0
+    first = await submit(client, BASE, "echo", {}, callback=receiver.url)
+    [failed] = await settled(client, first)
+    assert failed["state"] == "failed"
+    second = await submit(client, BASE, "echo", {}, callback=receiver.url)
+    await settled(client, second)
+    after = await metric_lines()
+    assert after['sidetask_webhook_tries_total{outcome="retry"}'] == 1
+    assert after['sidetask_webhook_tries_total{outcome="failed"}'] == 1
+    assert after['sidetask_webhook_tries_total{outcome="delivered"}'] == 1
+    assert after["count"] == 3
+    assert after["sidetask_webhook_in_flight"] == 0
