@@ -64,6 +64,7 @@ export const api = {
   bulk: (base, action, query) => request("POST", `${base}/tasks/bulk`, { query: { ...query, action } }),
   get: (base, id) => request("GET", `${base}/tasks/${id}`),
   attempts: (base, id) => request("GET", `${base}/tasks/${id}/attempts`),
+  deliveries: (base, id) => request("GET", `${base}/tasks/${id}/deliveries`),
   logs: (base, id, after = 0) => request("GET", `${base}/tasks/${id}/logs`, { query: { after, limit: 1000 } }),
   act: (base, id, action) => request("PUT", `${base}/tasks/${id}`, { query: { action } }),
   remove: (base, id, force = false) =>

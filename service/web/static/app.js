@@ -55,6 +55,7 @@ const state = {
   detailTask: null, //         the state the detail shows
   logLast: 0, //               the id of the selected task's last log line shown
   attemptsTimer: 0, //         the pending read of the selected task's attempts
+  deliveriesTimer: 0, //       the next read of the selected task's webhook deliveries
   actions: null, //            status -> the actions it allows, as GET /actions says
   counts: null, //             the last counts read
   countDetail: false, //       whether each status's counter is shown
@@ -662,6 +663,52 @@ function attemptItem(attempt) {
   return el("li", { className: `s-${attempt.outcome}`, attrs: { "data-attempt": String(attempt.attempt), "data-outcome": attempt.outcome } }, parts);
 }
 
+// --- a task's webhook deliveries: each one's state, tries and last answer ------------------
+
+/** Reads the selected task's deliveries again soon: after a status step (which may have
+ *  written one), and every few seconds while one is pending (their tries make no event). */
+function deliveriesSoon(id, ms = 300) {
+  clearTimeout(state.deliveriesTimer);
+  state.deliveriesTimer = setTimeout(() => loadDeliveries(id), ms);
+}
+
+async function loadDeliveries(id) {
+  let body;
+  try {
+    body = await api.deliveries(state.base, id);
+  } catch (error) {
+    if (state.selected === id && error.status !== 404) {
+      $("#deliveries").replaceChildren(el("li", { className: "none", text: errorText(error) }));
+    }
+    return;
+  }
+  if (state.selected !== id) return;
+  const deliveries = body.deliveries;
+  const list = $("#deliveries");
+  list.replaceChildren(
+    ...(deliveries.length ? deliveries.map(deliveryItem) : [el("li", { className: "none", text: "none" })]),
+  );
+  if (deliveries.some((d) => d.state === "pending")) deliveriesSoon(id, 2000);
+}
+
+function deliveryItem(delivery) {
+  const answer = delivery.last_answer;
+  const said = answer === null ? "not tried yet" : answer.code !== null ? `HTTP ${answer.code}` : answer.error;
+  const tries = `${delivery.attempts} ${delivery.attempts === 1 ? "try" : "tries"}`;
+  const head = el("div", { className: "attempt-head" }, [
+    el("span", { className: "number", text: delivery.hook }),
+    el("span", { className: `status s-${delivery.state}`, text: delivery.state }),
+    el("span", { className: "note", text: `on ${delivery.status}` }),
+    el("span", { className: "note", text: tries }),
+  ]);
+  const parts = [head, el("div", { className: "where note", text: delivery.url })];
+  parts.push(el("div", { className: "note", text: `last answer: ${said}` }));
+  if (delivery.next_try !== null) {
+    parts.push(el("div", { className: "note", text: `next try ${formatTime(delivery.next_try)}`, attrs: { title: fullTime(delivery.next_try) } }));
+  }
+  return el("li", { className: `s-${delivery.state}`, attrs: { "data-delivery": delivery.delivery, "data-state": delivery.state } }, parts);
+}
+
 function addTimeline(kind, task, eventId) {
   const label = kind === "task.created" ? "created" : "";
   $("#timeline").append(
@@ -687,6 +734,8 @@ async function select(id) {
   $("#timeline").replaceChildren();
   $("#attempts").replaceChildren();
   delete $("#attempts").dataset.shown;
+  $("#deliveries").replaceChildren();
+  clearTimeout(state.deliveriesTimer);
   $("#log").replaceChildren();
   state.logLast = 0;
   state.detailStream?.close();
@@ -696,6 +745,7 @@ async function select(id) {
     if (state.selected !== id) return;
     showInDetail(task);
     loadAttempts(id);
+    loadDeliveries(id);
     await loadLog(id); // before the stream: its task.log events go on from the last line read
     if (state.selected !== id) return;
   } catch (error) {
@@ -709,7 +759,10 @@ async function select(id) {
   const follow = (kind) => (event) => {
     const task = JSON.parse(event.data);
     if (kind !== "task.progress") addTimeline(kind, task, event.lastEventId);
-    if (kind === "task.status") attemptsSoon(id); // a run starts or ends with a status step
+    if (kind === "task.status") {
+      attemptsSoon(id); // a run starts or ends with a status step
+      deliveriesSoon(id); // and the step may have written a delivery
+    }
     showInDetail(task);
   };
   for (const kind of ["task.created", "task.status", "task.progress"]) stream.addEventListener(kind, follow(kind));
