@@ -32,6 +32,14 @@ STEP = 20.0
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 
+def interruptible() -> None:
+    """In a command's child process before it runs: Ctrl-C (SIGINT) acts, whatever the
+    test run inherited (a run started in the background by a shell without job control
+    ignores SIGINT, and a child inherits that; Python then never turns it into
+    KeyboardInterrupt, and a watch could not be ended the way its user ends it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def command_env(**extra: str) -> dict[str, str]:
     """The environment of a command: none of the caller's SIDETASK_* or COLUMNS settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDETASK_") and k != "COLUMNS"}
@@ -372,6 +380,7 @@ async def test_watch_a_graph_as_json_lines(url: str, api: Client) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service", "watch", "--json", "--type", "echo", "--url", url,
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=command_env(),
+        preexec_fn=interruptible,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -406,7 +415,7 @@ class Terminal:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", *args],
             cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
-            env=command_env(TERM="xterm-256color", **env),
+            env=command_env(TERM="xterm-256color", **env), preexec_fn=interruptible,
         )  # fmt: skip
         os.close(slave)
         self._master = master
