@@ -113,6 +113,11 @@ def refusal(change: Change, current: Task | None) -> SidetaskError:
     )
 
 
+def delete_refused(task: Task) -> TransitionRefused:
+    """Why a delete from the statuses it was given left `task` where it is."""
+    return TransitionRefused(f"Task '{task.id}' in status {task.status.name} can't be deleted")
+
+
 # --- external workers' leases: what both stores check alike ---
 
 

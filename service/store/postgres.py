@@ -75,6 +75,7 @@ from .changes import (
     attempt_rows,
     changeable,
     check_live,
+    delete_refused,
     delivery_rows,
     fail,
     lease_start,
@@ -1349,9 +1350,7 @@ class PostgresStore:
                 await tx.conn.execute(q.DELETE_TASK, task_id)
             else:
                 if task.status not in sources:
-                    raise TransitionRefused(
-                        f"Task '{task_id}' in status {task.status.name} can't be deleted"
-                    )
+                    raise delete_refused(task)
                 await tx.conn.execute(q.DELETE_TASK_FROM, task_id, wanted)
             tx.event(EventKind.DELETED, task)
             if task.dependants and not task.completed:  # those waiting for it end cancelled
@@ -1382,11 +1381,7 @@ class PostgresStore:
                 if current is None or current.graph != graph:
                     results.append(NotFound(f"Can't find task with id '{task_id}'"))
                 else:
-                    results.append(
-                        TransitionRefused(
-                            f"Task '{task_id}' in status {current.status.name} can't be deleted"
-                        )
-                    )
+                    results.append(delete_refused(current))
             gone = [deleted[task_id] for task_id in ids if task_id in deleted]  # in their order
             for task in gone:
                 tx.event(EventKind.DELETED, task)

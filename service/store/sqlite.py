@@ -48,7 +48,7 @@ from ..selection import EVERY, Selection
 from . import dependencies
 from . import queries as q
 from .base import Change, CommitListener, Decision, Lease, ProcessGroup, Recovery
-from .changes import check_live, lease_start, leased_task
+from .changes import check_live, delete_refused, lease_start, leased_task
 from .lock import ProcessLock
 from .rows import (
     deliveries_of,
@@ -337,9 +337,7 @@ class SQLiteStore:
                 tx.conn.execute(q.DELETE_TASK, (task_id,))
             else:
                 if task.status not in sources:
-                    raise TransitionRefused(
-                        f"Task '{task_id}' in status {task.status.name} can't be deleted"
-                    )
+                    raise delete_refused(task)
                 # the compare-and-set in SQL too, as every status change is
                 tx.conn.execute(q.delete_task_from(len(wanted)), (task_id, *wanted))
             tx.event(EventKind.DELETED, task)
