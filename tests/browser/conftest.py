@@ -16,7 +16,7 @@ import pytest
 from aiohttp import ClientSession
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, TEST_CONFIG, ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,6 +39,18 @@ expect.set_options(timeout=WAIT_MS)
 @pytest.fixture
 async def server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     server = server_factory()
+    await server.wait_ready()
+    return server
+
+
+async def server_configured(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path, extra: str
+) -> ServerProcess:
+    """A server on the tests' configuration with `extra` (TOML) after it, ready: for a file
+    of tests whose server needs more (a command job, webhooks)."""
+    conf = tmp_path / "extra.toml"
+    conf.write_text(TEST_CONFIG.read_text() + extra)
+    server = server_factory(config_file=conf)
     await server.wait_ready()
     return server
 

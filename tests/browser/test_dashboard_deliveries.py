@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.conftest import Dashboard
-from tests.conftest import TEST_CONFIG, ServerProcess
+from tests.browser.conftest import Dashboard, server_configured
+from tests.conftest import ServerProcess
 from tests.web.webhook_receiver import Receiver
 
 
@@ -25,17 +25,14 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 async def server(server_factory: Callable[..., ServerProcess], tmp_path: Path) -> ServerProcess:
-    conf = tmp_path / "webhooks.toml"
-    conf.write_text(
-        TEST_CONFIG.read_text()
-        + 'callback_secret = "s3cret"\n'
+    return await server_configured(
+        server_factory,
+        tmp_path,
+        'callback_secret = "s3cret"\n'
         + 'webhook_allow = ["127.0.0.1"]\n'
         # the retry a few seconds later: long enough to be seen pending
-        + "webhook_backoff = 3.0\nwebhook_backoff_max = 3.0\n"
+        + "webhook_backoff = 3.0\nwebhook_backoff_max = 3.0\n",
     )
-    server = server_factory(config_file=conf)
-    await server.wait_ready()
-    return server
 
 
 async def test_the_detail_shows_a_tasks_deliveries_as_they_are_tried(

@@ -11,28 +11,25 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.browser.conftest import Dashboard
-from tests.conftest import TEST_CONFIG, ServerProcess
+from tests.browser.conftest import Dashboard, server_configured
+from tests.conftest import ServerProcess
 
 CMD = Path(__file__).resolve().parent.parent / "jobs_helpers" / "cmd.py"
 
 
 @pytest.fixture
 async def server(server_factory: Callable[..., ServerProcess], tmp_path: Path) -> ServerProcess:
-    conf = tmp_path / "logs.toml"
-    conf.write_text(
-        TEST_CONFIG.read_text()
-        + "[commands.steps]\n"
+    return await server_configured(
+        server_factory,
+        tmp_path,
+        "[commands.steps]\n"
         + f'argv = ["{sys.executable}", "{CMD}", "progress", "{{steps}}", "{{hold}}"]\n'
         + 'params = { steps = "integer", hold = "string" }\n'
         + "[commands.exits]\n"
         + f'argv = ["{sys.executable}", "{CMD}", "exit", "{{code}}"]\n'
         + 'params = { code = "integer" }\n'
-        + '[jobs]\ngated = "tests.browser.log_jobs:gated"\n'
+        + '[jobs]\ngated = "tests.browser.log_jobs:gated"\n',
     )
-    server = server_factory(config_file=conf)
-    await server.wait_ready()
-    return server
 
 
 async def test_the_detail_shows_the_tasks_log_live(dashboard: Dashboard, tmp_path: Path) -> None:
