@@ -166,6 +166,30 @@ def per_unit(window: dict[str, Any], units: int) -> dict[str, Any]:
     }
 
 
+def machine_times() -> tuple[int, int]:
+    """(steal, total) clock ticks of the whole machine since boot (/proc/stat's `cpu`
+    line): steal is time the hypervisor gave this machine's cores to someone else."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest and guest_nice are in user)
+    return fields[7] if len(fields) > 7 else 0, sum(fields[:8])
+
+
+class Stolen:
+    """The share of the machine's CPU time the hypervisor took between start() and
+    share(): a window with much of it ran on slower cores than one without."""
+
+    def __init__(self) -> None:
+        self._before = (0, 0)
+
+    def start(self) -> None:
+        self._before = machine_times()
+
+    def share(self) -> float:
+        steal, total = machine_times()
+        spent = total - self._before[1]
+        return (steal - self._before[0]) / spent if spent > 0 else 0.0
+
+
 class Window:
     """`with Window(pid) as w: …` (or `w.start()` … `w.stop()`), then `w.result(units)`:
     the CPU of the block."""

@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -105,6 +106,8 @@ class Plan:
     flood_warmup: float = 3.0
     #: tasks of the PostgreSQL rows (pg, pg2, and procrastinate's jobs)
     pg_tasks: int = 10_000
+    #: rounds of rows 9 and 9b, alternated (their figures: the median round's)
+    pg_rounds: int = 3
     procrastinate_concurrency: list[int] = field(default_factory=lambda: [4, 16])
 
     @classmethod
@@ -127,6 +130,7 @@ class Plan:
             flood_logins=5,
             flood_warmup=1.0,
             pg_tasks=2000,
+            pg_rounds=1,
             procrastinate_concurrency=[16],
         )
 
@@ -138,22 +142,34 @@ def log(message: str) -> None:
 # --- what the rows need installed ---
 
 
-def ensure_wrk() -> None:
-    """wrk from Debian's packages: installed quietly when missing and we are root."""
-    if wrk.available():
+def ensure_debian(package: str, present: Callable[[], bool], what: str) -> None:
+    """A Debian package installed quietly when `present()` says it is missing and we are
+    root (apt-get update only when the first install fails)."""
+    if present():
         return
     if os.geteuid() != 0:
         raise RuntimeError(
-            "wrk is missing: install Debian's package (apt-get install wrk) or run as root"
+            f"{what} is missing: install Debian's package (apt-get install {package}) or run as root"
         )
-    log("installing wrk (apt-get)")
+    log(f"installing {package} (apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "check": False}
-    if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], **quiet).returncode != 0:  # type: ignore[call-overload]
+    if subprocess.run(["apt-get", "install", "-y", "-qq", package], **quiet).returncode != 0:  # type: ignore[call-overload]
         subprocess.run(["apt-get", "update", "-qq"], **quiet)  # type: ignore[call-overload]
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], **quiet)  # type: ignore[call-overload]
-    if not wrk.available():
-        raise RuntimeError("wrk could not be installed with apt-get")
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], **quiet)  # type: ignore[call-overload]
+    if not present():
+        raise RuntimeError(f"{package} could not be installed with apt-get")
+
+
+def ensure_wrk() -> None:
+    ensure_debian("wrk", wrk.available, "wrk")
+
+
+def ensure_postgresql() -> None:
+    """The server binaries rows 9, 9b and 10 start a throwaway server with."""
+    from tests.pgserver import PgServer
+
+    ensure_debian("postgresql", lambda: PgServer.find() is not None, "PostgreSQL")
 
 
 def pip_install(*requirements: str) -> None:
@@ -302,16 +318,27 @@ def rows_pg(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
     with PgBench() as pg:
         out["postgres"] = {"version": pg.version(), "fsync": True}
         log(f"PostgreSQL {out['postgres']['version']} (fsync on) on port {pg.server.port}")
-        for name, replicas in (("pg", 1), ("pg2", 2)):
-            if name not in rows:
-                continue
-            log(
-                f"{name}: {plan.pg_tasks} echo tasks over {plan.connections} connections, "
-                f"{replicas} replica{'s' if replicas > 1 else ''} on one database"
-            )
-            out[name] = run_pg_e2e(
-                pg, plan.pg_tasks, replicas, plan.connections, **plan.e2e_settings
-            )
+        wanted = [(name, n) for name, n in (("pg", 1), ("pg2", 2)) if name in rows]
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in wanted}
+        for round_ in range(plan.pg_rounds):
+            # the order flips each round (9, 9b, then 9b, 9, …): a drift of the machine's
+            # speed during the run weighs on both rows alike
+            for name, replicas in wanted if round_ % 2 == 0 else wanted[::-1]:
+                log(
+                    f"{name} (round {round_ + 1} of {plan.pg_rounds}): {plan.pg_tasks} echo "
+                    f"tasks over {plan.connections} connections, {replicas} "
+                    f"replica{'s' if replicas > 1 else ''} on one database"
+                )
+                runs[name].append(
+                    run_pg_e2e(pg, plan.pg_tasks, replicas, plan.connections, **plan.e2e_settings)
+                )
+        for name, results in runs.items():
+            out[name] = median_run(results)
+            out[name]["rounds"] = [round_summary(r) for r in results]
+        if "pg" in runs and "pg2" in runs:
+            out["pg_pairs"] = [
+                pair_ratios(one, two) for one, two in zip(runs["pg"], runs["pg2"], strict=True)
+            ]
         if "procrastinate" in rows:
             from .pgpeer import run_procrastinate
 
@@ -325,6 +352,40 @@ def rows_pg(plan: Plan, rows: set[str], out: dict[str, Any]) -> None:
                 runs, key=lambda r: max(r["defer_plus_execute_per_s"], r["concurrent_per_s"])
             )
             out["procrastinate"] = {"best": best, "runs": runs}
+
+
+def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round of median tasks/s (the lower middle of an even number)."""
+    ranked = sorted(results, key=lambda r: float(r["tasks_per_s"]))
+    return dict(ranked[(len(ranked) - 1) // 2])
+
+
+def _cpu_per_task(r: dict[str, Any], key: str) -> float:
+    return float(r[key]["per_unit"]["total_us"])
+
+
+def round_summary(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tasks_per_s": r["tasks_per_s"],
+        "sidetask_us": _cpu_per_task(r, "server_cpu"),
+        "postgres_us": _cpu_per_task(r, "postgres_cpu"),
+        "stolen": r["stolen"],
+    }
+
+
+def pair_ratios(one: dict[str, Any], two: dict[str, Any]) -> dict[str, float]:
+    """Row 9b over row 9 of one round: tasks/s, and the CPU per task of each side."""
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    return {
+        "rate": ratio(two["tasks_per_s"], one["tasks_per_s"]),
+        "sidetask_cpu": ratio(_cpu_per_task(two, "server_cpu"), _cpu_per_task(one, "server_cpu")),
+        "postgres_cpu": ratio(
+            _cpu_per_task(two, "postgres_cpu"), _cpu_per_task(one, "postgres_cpu")
+        ),
+    }
 
 
 def row_sse(plan: Plan, out: dict[str, Any]) -> None:
@@ -387,6 +448,11 @@ def fmt(value: float, digits: int = 1) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
+
+
+def stolen_note(share: float) -> str:
+    """A round's steal, when enough to matter (a few percent is every round's)."""
+    return f" (steal {share:.0%})" if share >= 0.05 else ""
 
 
 def verdict(ok: bool | None, quick: bool) -> str:
@@ -520,23 +586,42 @@ def pg_lines(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 f"p50 {fmt(d['p50'], 0)} ms, p99 {fmt(d['p99'], 0)} ms",
             )
         )
-    if "pg" in out and "pg2" in out:
-        one, two = out["pg"], out["pg2"]
-        rate = two["tasks_per_s"] / one["tasks_per_s"] if one["tasks_per_s"] else 0.0
-
-        def per_task(r: dict[str, Any]) -> float:
-            return float(r["server_cpu"]["per_unit"]["total_us"])
-
-        def pg_per_task(r: dict[str, Any]) -> float:
-            return float(r["postgres_cpu"]["per_unit"]["total_us"])
-
-        cost = per_task(two) / per_task(one) if per_task(one) else float("nan")
-        pg_cost = pg_per_task(two) / pg_per_task(one) if pg_per_task(one) else float("nan")
+        rounds = r.get("rounds", [])
+        if len(rounds) > 1:
+            lines.append(
+                Line(
+                    "",
+                    f"  {len(rounds)} rounds: tasks/s, CPU per task (sidetask + PostgreSQL)",
+                    "; ".join(
+                        f"{fmt(x['tasks_per_s'], 0)}, {fmt(x['sidetask_us'], 0)} + "
+                        f"{fmt(x['postgres_us'], 0)} µs" + stolen_note(x["stolen"])
+                        for x in rounds
+                    ),
+                )
+            )
+        elif rounds:
+            lines.append(Line("", "  the host's share taken (steal)", f"{rounds[0]['stolen']:.1%}"))
+    if "pg_pairs" in out:
+        pairs = out["pg_pairs"]
+        rate, cost, pg_cost = (
+            statistics.median(p[key] for p in pairs)
+            for key in ("rate", "sidetask_cpu", "postgres_cpu")
+        )
+        each = ""
+        if len(pairs) > 1:
+            each = (
+                " (rounds: "
+                + ", ".join(
+                    f"{p['rate']:.2f}/{p['sidetask_cpu']:.2f}/{p['postgres_cpu']:.2f}"
+                    for p in pairs
+                )
+                + ")"
+            )
         lines.append(
             Line(
                 "",
-                "  2 replicas / 1 (rows 9b / 9, same run)",
-                f"tasks/s {rate:.2f}x; sidetask CPU per task {cost:.2f}x; PostgreSQL's {pg_cost:.2f}x",
+                f"  2 replicas / 1 (rows 9b / 9, {'median of ' + str(len(pairs)) + ' rounds' if len(pairs) > 1 else 'same run'})",
+                f"tasks/s {rate:.2f}x; sidetask CPU per task {cost:.2f}x; PostgreSQL's {pg_cost:.2f}x{each}",
                 f"tasks/s >= 1x; CPU per task flat (at most +{NOISE:.0%})",
                 verdict(rate >= 1.0 and cost <= 1 + NOISE and pg_cost <= 1 + NOISE, q),
             )
@@ -1054,6 +1139,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="N of the pg, pg2 and procrastinate rows (default 10,000; quick 2,000)",
     )
     parser.add_argument(
+        "--pg-rounds",
+        type=int,
+        help="rounds of the pg and pg2 rows, alternated; their figures are the median "
+        "round's (default 3; quick 1)",
+    )
+    parser.add_argument(
         "--procrastinate-concurrency",
         help="comma-separated worker concurrencies to try (default 4,16; quick 16)",
     )
@@ -1104,6 +1195,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.huey_workers = [int(w) for w in args.huey_workers.split(",")]
     if args.pg_tasks:
         plan.pg_tasks = args.pg_tasks
+    if args.pg_rounds:
+        plan.pg_rounds = args.pg_rounds
     if args.procrastinate_concurrency:
         plan.procrastinate_concurrency = [int(c) for c in args.procrastinate_concurrency.split(",")]
     if args.e2e_concurrency:
@@ -1149,6 +1242,8 @@ def main(argv: list[str] | None = None) -> int:
             ensure_wrk()
         if "peer" in rows:
             ensure_huey()
+        if rows & PG_ROWS:
+            ensure_postgresql()
         if "procrastinate" in rows:
             ensure_procrastinate()
         machine = describe()

@@ -162,6 +162,8 @@ async def _run(
     conn = await asyncpg.connect(dsn)
     try:
         seen = await _warm_up(servers, conn)
+        stolen = cpu.Stolen()
+        stolen.start()
         pg_window.start()
         for w in windows:
             w.start()
@@ -181,6 +183,7 @@ async def _run(
         for w in windows:
             w.stop()
         pg_window.stop()
+        stolen_share = stolen.share()
         figures = await _figures(conn, first, last)
     finally:
         await conn.close()
@@ -211,6 +214,7 @@ async def _run(
         "replica_cpu": replicas,
         "server_cpu": _sum_windows(replicas, count),
         "postgres_cpu": pg_window.result(count),
+        "stolen": stolen_share,
     }
 
 

@@ -132,3 +132,18 @@ def test_a_server_without_a_named_writer_is_flagged() -> None:
     assert window["writer_threads"] == 0
     assert "NO THREAD NAMED sidetask-writer" in cpu.describe(window)
     assert "NO THREAD" not in cpu.describe(window, server=False)
+
+
+def test_the_stolen_share_is_a_share_of_the_machines_time() -> None:
+    """The steal the PostgreSQL rows report: read from /proc/stat's first line, a share
+    between 0 and 1 of the machine's time over the window, with time spent in between."""
+    steal, total = cpu.machine_times()
+    assert 0 <= steal <= total
+    stolen = cpu.Stolen()
+    stolen.start()
+    subprocess.run(
+        [sys.executable, "-c", f"import time\nwhile time.process_time() < {SPIN}: pass"],
+        check=True,
+    )
+    assert cpu.machine_times()[1] > total  # the machine's clock moved on
+    assert 0.0 <= stolen.share() <= 1.0
