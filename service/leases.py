@@ -91,7 +91,8 @@ class LeaseHub:
             if renewed:
                 log.info("%d worker lease(s) of a previous run extended by one lease", renewed)
             self._sweeper = asyncio.create_task(self._sweep_loop(), name="sidetask-leases")
-        self.store.add_listener(self._on_commit)
+            # claims wait only for external types: without any, no event concerns the hub
+            self.store.add_listener(self._on_commit)
 
     def release_waiters(self) -> None:
         """Ends every waiting claim (with no task): the service is shutting down."""

@@ -148,55 +148,71 @@ class TaskCounts:
         #: the waiting ones at every submission; the counts change once per commit)
         self._totals: dict[frozenset[Status], int] = {}
 
-    # --- the last status of each task ---
-
-    def _get(self, task_id: int) -> Status | None:
-        if self._base is not None and task_id >= self._base:
-            index = task_id - self._base
-            code = self._seen[index] if index < len(self._seen) else 0
-        else:
-            code = self._older.get(task_id, 0)
-        return _STATUSES[code - 1] if code else None
-
-    def _set(self, task_id: int, status: Status | None) -> None:
-        code = 0 if status is None else _CODE[status]
-        if self._base is None:
-            self._base = task_id
-        if task_id >= self._base:
-            index = task_id - self._base
-            if index >= len(self._seen):
-                self._seen.extend(bytes(index + 1 - len(self._seen)))
-            self._seen[index] = code
-        elif code:
-            self._older[task_id] = code
-        else:
-            self._older.pop(task_id, None)
-
     # --- events ---
 
     def apply(self, event: Event) -> Status | None:
         """Records one event; returns the task's previous status when it is known."""
-        old = self._get(event.task_id)
-        if event.kind is EventKind.CREATED:
-            new: Status | None = Status.NEW
-            old = None
-            known = True
-        elif event.kind is EventKind.DELETED:
-            new = None
-            known = old is not None
-        elif event.kind is EventKind.STATUS and event.status is not None:
-            new = event.status
-            known = old is not None
-        else:  # progress: the status does not change
-            return old
-        self._set(event.task_id, new)
-        if self._deferred is not None:
-            self._deferred.append((event.id, old, new, event.task_type, known))
-        else:
-            self._shift(old, new, event.task_type)
-            if not known:
-                self.stale = True
-        return old
+        return self.apply_all((event,))[0]
+
+    def apply_all(self, events: Sequence[Event]) -> list[Status | None]:
+        """Records the events of one commit, in order; returns each task's previous status
+        where it is known (None otherwise). One loop with the record and the counts in
+        locals: every replica applies every event of the cluster, so this is per event
+        of every replica's work, not per event of its own."""
+        olds: list[Status | None] = []
+        if not events:
+            return olds
+        seen, older, counts, deferred = self._seen, self._older, self.counts, self._deferred
+        if self._base is None:
+            self._base = events[0].task_id
+        base = self._base
+        stale = changed = False
+        for event in events:
+            task_id = event.task_id
+            index = task_id - base
+            code = (
+                (seen[index] if index < len(seen) else 0) if index >= 0 else older.get(task_id, 0)
+            )
+            old = _STATUSES[code - 1] if code else None
+            kind = event.kind
+            if kind is EventKind.CREATED:
+                new: Status | None = Status.NEW
+                old = None
+                known = True
+            elif kind is EventKind.DELETED:
+                new = None
+                known = old is not None
+            elif kind is EventKind.STATUS and event.status is not None:
+                new = event.status
+                known = old is not None
+            else:  # progress: the status does not change
+                olds.append(old)
+                continue
+            olds.append(old)
+            new_code = 0 if new is None else _CODE[new]
+            if index >= 0:
+                if index >= len(seen):
+                    seen.extend(bytes(index + 1 - len(seen)))
+                seen[index] = new_code
+            elif new_code:
+                older[task_id] = new_code
+            else:
+                older.pop(task_id, None)
+            if deferred is not None:
+                deferred.append((event.id, old, new, event.task_type, known))
+                continue
+            if old is not None:
+                key = (_VALUE[old], event.task_type)
+                counts[key] = max(0, counts.get(key, 0) - 1)
+            if new is not None:
+                key = (_VALUE[new], event.task_type)
+                counts[key] = counts.get(key, 0) + 1
+            changed = True
+            stale = stale or not known
+        if changed:
+            self._totals.clear()
+            self.stale = self.stale or stale
+        return olds
 
     def _shift(self, old: Status | None, new: Status | None, task_type: str) -> None:
         if self._totals:
@@ -503,14 +519,13 @@ class Metrics:
         shared store, only for the events this replica committed (the tasks by status
         follow every event). A run is timed from this replica's `running` to its end,
         whoever wrote that (a replica declared dead sees its run taken over)."""
-        apply = self.tasks.apply
+        olds = self.tasks.apply_all(events)
         made_here = self._made_here
         submitted: dict[str, int] = {}
         completed: dict[tuple[str, str], int] = {}
         retried: dict[str, int] = {}
         now = time.monotonic()
-        for event in events:
-            old = apply(event)
+        for event, old in zip(events, olds, strict=True):
             kind = event.kind
             mine = made_here is None or made_here(event.id)
             if kind is EventKind.CREATED:

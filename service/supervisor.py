@@ -558,15 +558,22 @@ class Supervisor:
         cancel sent to another one for a job running here stops the job; a task submitted,
         resumed or retried there may be claimed here at once (not at the next poll)."""
         wake = False
+        running = self._running
         for event in events:
-            if event.kind is EventKind.CREATED or event.status is Status.RESTORING:
+            status = event.status
+            if status is Status.CANCELLING:
+                job = running.get(event.task_id)
+                if job is not None:
+                    self._interrupt(job)
+            elif wake:
+                continue
+            # NEW without a creation: its last dependency succeeded, it may run now
+            elif (
+                event.kind is EventKind.CREATED
+                or status is Status.RESTORING
+                or status is Status.NEW
+            ):
                 wake = True
-            elif event.status is Status.NEW:  # its last dependency succeeded: it may run now
-                wake = True
-            elif event.status is Status.CANCELLING:
-                running = self._running.get(event.task_id)
-                if running is not None:
-                    self._interrupt(running)
         if wake and self._accepting:
             self._wakeup.set()
 

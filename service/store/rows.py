@@ -100,22 +100,22 @@ def _damaged(row: Row) -> Task:
     )
 
 
+_EVENT_KINDS: dict[Any, EventKind] = {kind.value: kind for kind in EventKind}
+
+
 def row_to_event(row: Row) -> Event:
-    """A stored event row (the columns of queries.EVENT_COLUMNS) as an Event."""
-    status = None
-    if row[6] is not None:
-        try:
-            status = Status(row[6])
-        except ValueError:
-            status = Status.UNKNOWN
+    """A stored event row (the columns of queries.EVENT_COLUMNS) as an Event. Lookups, not
+    the enums' constructors: every replica reads every event of the cluster through here."""
+    value = row[6]
+    kind = _EVENT_KINDS.get(row[1])
     return Event(
-        id=row[0],
-        kind=EventKind(row[1]),
-        task_id=row[2],
-        graph=GraphRef(row[3], row[4]),
-        task_type=row[5],
-        status=status,
-        data=bytes(row[7]),
+        row[0],
+        EventKind(row[1]) if kind is None else kind,  # an unknown kind raises ValueError
+        row[2],
+        _graph_ref(row[3], row[4]),
+        row[5],
+        None if value is None else _STATUSES.get(value, Status.UNKNOWN),
+        bytes(row[7]),
     )
 
 
