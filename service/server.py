@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import ipaddress
 import logging
 import resource
@@ -139,6 +140,7 @@ async def _run(settings: Settings) -> None:
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
+        settle_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -159,6 +161,21 @@ async def _run(settings: Settings) -> None:
 
 #: how long a thread holds the GIL before another waiting for it is let in
 GIL_SWITCH_SECONDS = 0.0005
+#: container objects allocated (net) before the youngest generation is collected;
+#: CPython's default is 700
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """Once started: what start-up made (modules, the app, the store's state) lives as long
+    as the process, so it is frozen out of every later collection, and the youngest
+    generation is collected every GC_YOUNG_THRESHOLD allocations instead of 700. Every
+    task allocates hundreds of short-lived containers (rows, events, requests); with the
+    defaults the collector took about 50 us of CPU per task on PostgreSQL (scripts/bench
+    row 9: 500 ms of collections in a run of 10,000 tasks), with these about 13."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def serve(settings: Settings, *, insecure: bool = False) -> int:
