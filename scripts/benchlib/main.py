@@ -600,7 +600,9 @@ def pg_lines(plan: Plan, out: dict[str, Any]) -> list[Line]:
                 )
             )
         elif rounds:
-            lines.append(Line("", "  the host's share taken (steal)", f"{rounds[0]['stolen']:.1%}"))
+            lines.append(
+                Line("", "  steal (machine time the hypervisor took)", f"{rounds[0]['stolen']:.1%}")
+            )
     if "pg_pairs" in out:
         pairs = out["pg_pairs"]
         rate, cost, pg_cost = (
